@@ -1,0 +1,33 @@
+"""Losses shared by the optimisation-based fitter and the learned encoders.
+
+MoFA-style photometric ℓ2,1 term over visible vertices, landmark reprojection, statistical
+(Tikhonov) priors scaled by each model's std, and regularisers for a free per-vertex albedo
+(smoothness on the mesh graph, left/right symmetry, a skin-colour prior). All functions are
+batch-first and return one value per batch element unless stated otherwise.
+"""
+
+from engine.losses.albedo import (
+    SkinColourPrior,
+    albedo_smoothness,
+    albedo_symmetry,
+    mesh_edges,
+    mirror_vertex_map,
+    skin_colour_prior,
+)
+from engine.losses.landmark import landmark_loss, landmark_weights_68
+from engine.losses.photometric import photometric_l21
+from engine.losses.priors import range_penalty, tikhonov
+
+__all__ = [
+    "SkinColourPrior",
+    "albedo_smoothness",
+    "albedo_symmetry",
+    "landmark_loss",
+    "landmark_weights_68",
+    "mesh_edges",
+    "mirror_vertex_map",
+    "photometric_l21",
+    "range_penalty",
+    "skin_colour_prior",
+    "tikhonov",
+]
