@@ -1,0 +1,193 @@
+"""The shared head-model module (see docs/conventions.md and docs/head_models.md).
+
+Every adapter (open, ICT, FLAME) converts its source into one dictionary of numpy arrays
+(:class:`HeadModelArrays` keys) and builds a :class:`HeadModel` from it, so fitting,
+rendering and export code never branches on the model kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.head.lbs import axis_angle_to_matrix, rigid_transforms, skin
+
+REGION_NAMES = ("face_skin", "eyes", "mouth_interior", "scalp_neck")
+
+# Arrays every adapter must provide (numpy, before conversion to buffers).
+REQUIRED_ARRAYS = (
+    "template",  # (V, 3) metres, model frame
+    "faces",  # (F, 3)
+    "uv",  # (T, 2)
+    "face_uv",  # (F, 3)
+    "identity_basis",  # (K_id, V, 3)
+    "identity_std",  # (K_id,)
+    "expression_basis",  # (K_exp, V, 3)
+    "expression_range",  # (K_exp, 2)
+    "joint_template",  # (J, 3) rest joints of the template
+    "joint_identity_basis",  # (K_id, J, 3) joint motion per identity coefficient
+    "joint_expression_basis",  # (K_exp, J, 3)
+    "joint_parents",  # (J,)
+    "skin_weights",  # (V, J)
+    "lmk_faces",  # (68,)
+    "lmk_bary",  # (68, 3)
+)
+
+
+@dataclass
+class HeadOutput:
+    """Result of :meth:`HeadModel.forward`: posed vertices (B, V, 3) and joints (B, J, 3)."""
+
+    vertices: torch.Tensor
+    joints: torch.Tensor
+
+
+class HeadModel(nn.Module):
+    """A linear morphable head with LBS joints, in metres in the shared model frame.
+
+    ``forward(identity, expression, pose)``: identity (B, K_id), expression (B, K_exp),
+    pose (B, J, 3) axis-angle local joint rotations; ``None`` means zeros.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        expression_names: list[str],
+        joint_names: list[str],
+        regions: Mapping[str, np.ndarray],
+        info: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__()
+        missing = [k for k in REQUIRED_ARRAYS if k not in arrays]
+        if missing:
+            raise ValueError(f"head model arrays are missing {missing}")
+        self.name = name
+        self.expression_names = list(expression_names)
+        self.joint_names = list(joint_names)
+        self.info = dict(info or {})
+        f32 = lambda k: torch.as_tensor(np.asarray(arrays[k], dtype=np.float32))  # noqa: E731
+        i64 = lambda k: torch.as_tensor(np.asarray(arrays[k], dtype=np.int64))  # noqa: E731
+        for key in ("template", "uv", "identity_basis", "identity_std", "expression_basis",
+                    "expression_range", "joint_template", "joint_identity_basis",
+                    "joint_expression_basis", "skin_weights", "lmk_bary"):
+            self.register_buffer(key, f32(key))
+        for key in ("faces", "face_uv", "joint_parents", "lmk_faces"):
+            self.register_buffer(key, i64(key))
+        # FLAME-style pose correctives: (P, V, 3) over flattened (R - I) of joints 1..J-1.
+        pose_basis = arrays.get("pose_basis")
+        if pose_basis is None:
+            pose_basis = np.zeros((0,) + tuple(np.shape(arrays["template"])), np.float32)
+        self.register_buffer("pose_basis", torch.as_tensor(np.asarray(pose_basis, np.float32)))
+        self.region_names = list(regions)
+        for key, mask in regions.items():
+            self.register_buffer(f"region_{key}", torch.as_tensor(np.asarray(mask, dtype=bool)))
+        self._check()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def regions(self) -> dict[str, torch.Tensor]:
+        """Vertex masks (V,) bool by region name (face_skin, eyes, mouth_interior, scalp_neck...)."""
+        return {k: getattr(self, f"region_{k}") for k in self.region_names}
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.template.shape[0])
+
+    @property
+    def n_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    @property
+    def n_identity(self) -> int:
+        return int(self.identity_basis.shape[0])
+
+    @property
+    def n_expression(self) -> int:
+        return int(self.expression_basis.shape[0])
+
+    @property
+    def n_joints(self) -> int:
+        return int(self.joint_template.shape[0])
+
+    def _check(self) -> None:
+        V = self.n_vertices
+        K, E, J = self.n_identity, self.n_expression, self.n_joints
+        assert self.identity_basis.shape == (K, V, 3) and self.identity_std.shape == (K,)
+        assert self.expression_basis.shape == (E, V, 3) and len(self.expression_names) == E
+        assert self.joint_identity_basis.shape == (K, J, 3)
+        assert self.joint_expression_basis.shape == (E, J, 3)
+        assert self.skin_weights.shape == (V, J) and len(self.joint_names) == J
+        assert self.lmk_faces.shape == (68,) and self.lmk_bary.shape == (68, 3)
+        assert self.faces.shape[1] == 3 and self.face_uv.shape == self.faces.shape
+        assert self.pose_basis.shape[0] in (0, 9 * max(J - 1, 0))
+        for name in REGION_NAMES:
+            assert name in self.region_names, f"region {name} missing"
+
+    # ------------------------------------------------------------------ evaluation
+    def _coeffs(self, x: torch.Tensor | None, n: int, batch: int) -> torch.Tensor:
+        if x is None:
+            return self.template.new_zeros(batch, n)
+        if x.ndim != 2 or x.shape[1] != n:
+            raise ValueError(f"expected coefficients of shape (B, {n}), got {tuple(x.shape)}")
+        return x.to(self.template.dtype)
+
+    def forward(
+        self,
+        identity: torch.Tensor | None = None,
+        expression: torch.Tensor | None = None,
+        pose: torch.Tensor | None = None,
+    ) -> HeadOutput:
+        batch = next((t.shape[0] for t in (identity, expression, pose) if t is not None), 1)
+        beta = self._coeffs(identity, self.n_identity, batch)
+        psi = self._coeffs(expression, self.n_expression, batch)
+        v = (self.template[None]
+             + torch.einsum("bk,kvc->bvc", beta, self.identity_basis)
+             + torch.einsum("bk,kvc->bvc", psi, self.expression_basis))
+        J = self.n_joints
+        if J == 0:
+            return HeadOutput(vertices=v, joints=v.new_zeros(batch, 0, 3))
+        joints = (self.joint_template[None]
+                  + torch.einsum("bk,kjc->bjc", beta, self.joint_identity_basis)
+                  + torch.einsum("bk,kjc->bjc", psi, self.joint_expression_basis))
+        if pose is None:
+            return HeadOutput(vertices=v, joints=joints)
+        if pose.shape[1:] != (J, 3):
+            raise ValueError(f"expected pose of shape (B, {J}, 3), got {tuple(pose.shape)}")
+        rot = axis_angle_to_matrix(pose.to(v.dtype))
+        if self.pose_basis.shape[0] > 0:
+            eye = torch.eye(3, dtype=v.dtype, device=v.device)
+            feat = (rot[:, 1:] - eye).reshape(batch, -1)
+            v = v + torch.einsum("bp,pvc->bvc", feat, self.pose_basis)
+        posed_joints, transforms = rigid_transforms(rot, joints, self.joint_parents)
+        return HeadOutput(vertices=skin(v, self.skin_weights, transforms), joints=posed_joints)
+
+    def landmarks(self, vertices: torch.Tensor) -> torch.Tensor:
+        """iBUG-68 landmarks (B, 68, 3) from vertices (B, V, 3) via the barycentric embedding."""
+        tri = vertices[:, self.faces[self.lmk_faces]]  # (B, 68, 3, 3)
+        return (tri * self.lmk_bary[None, :, :, None]).sum(2)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-friendly description (used by ``python -m engine.head info``)."""
+        t = self.template
+        return {
+            "model": self.name,
+            "n_vertices": self.n_vertices,
+            "n_faces": self.n_faces,
+            "n_uv": int(self.uv.shape[0]),
+            "n_identity": self.n_identity,
+            "n_expression": self.n_expression,
+            "expression_names": self.expression_names,
+            "joint_names": self.joint_names,
+            "joint_parents": self.joint_parents.tolist(),
+            "n_landmarks": int(self.lmk_faces.shape[0]),
+            "n_pose_correctives": int(self.pose_basis.shape[0]),
+            "regions": {k: int(m.sum()) for k, m in self.regions.items()},
+            "bbox_min_m": [round(float(x), 4) for x in t.min(0).values],
+            "bbox_max_m": [round(float(x), 4) for x in t.max(0).values],
+            **self.info,
+        }
