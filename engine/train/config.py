@@ -1,0 +1,200 @@
+"""Training configuration: dataclasses loaded from YAML with dotted ``key=value`` overrides.
+
+A run is fully described by one :class:`TrainConfig`. The YAML file mirrors the dataclass
+tree; ``model`` is a free mapping that the method parses into its own dataclass (so each
+method owns its options). Overrides are parsed as YAML scalars, so ``optim.lr=3e-4``,
+``amp=off`` and ``data.kind=synthetic`` all do what they say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from engine.errors import UserError
+
+
+class ConfigError(UserError):
+    """A training configuration file or override is invalid."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (per-process batch, no LR scaling by world size)."""
+
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9  # sgd only
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    schedule: str = "cosine"  # constant | cosine
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05  # cosine floor as a fraction of lr
+
+
+@dataclass
+class DataConfig:
+    """Which data set to train on; see ``engine.data.build_dataset``."""
+
+    kind: str = "synthetic"  # synthetic | images | clips
+    root: str = ""  # folder for images/clips (prepared by train/prepare_images.py)
+    image_size: int = 224
+    n_samples: int = 100_000  # synthetic corpus size (generated on the fly, seeded per index)
+    val_samples: int = 64  # held-out synthetic images (disjoint seeds) or a split of the folder
+    seed: int = 1234  # corpus seed (independent of the training seed)
+    clip_length: int = 1  # frames per item for clip data
+    num_workers: int = 2
+    head_model: str = "open"
+    head_model_path: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``batch_size`` is per process (DDP multiplies it by the world size)."""
+
+    method: str = "mofa"
+    run_dir: str = "runs/mofa"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_steps: int = 1000
+    batch_size: int = 32
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the encoder
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    log_every: int = 10
+    image_every: int = 500
+    eval_every: int = 0  # 0 = only at the end
+    ckpt_every: int = 500
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 20  # abort after this many consecutive non-finite steps
+    progress: str = "auto"  # auto (when stderr is a terminal) | on | off
+    tensorboard: bool = True
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+_BOOL_WORDS = {"true": True, "false": False, "on": True, "off": False, "yes": True, "no": False}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type (ints to floats, lists to tuples...)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, where + ".")
+    if tp is Any or value is None:
+        return value
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{where}' must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
+        raise ConfigError(f"config key '{where}' must be true or false, got {value!r}")
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str:
+        if isinstance(value, bool):  # `amp: off` in a YAML file
+            return "on" if value else "off"
+        return str(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"config key '{where}' must be of type {getattr(tp, '__name__', tp)}, "
+                      f"got {value!r}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a clear message."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"valid keys: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict form of a config (tuples become lists) for YAML/checkpoints."""
+    def plain(x: Any) -> Any:
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict (values parsed as YAML)."""
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+            if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+                value = raw.strip()  # YAML 1.1 reads on/off/yes/no as booleans
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}' has an unparsable value: {exc}") from None
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override '{item}': '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    data = apply_overrides(data, overrides)
+    return from_dict(TrainConfig, data)
