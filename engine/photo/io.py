@@ -152,6 +152,24 @@ def _sniff_unsupported(head: bytes, suffix: str) -> str | None:
     return _EXT_NAMES.get(suffix)
 
 
+_SUPPORTED_MAGIC = [
+    (b"\xff\xd8\xff", 0, "JPEG"), (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"GIF8", 0, "GIF"),
+    (b"BM", 0, "BMP"), (b"WEBP", 8, "WebP"), (b"II*\x00", 0, "TIFF"), (b"MM\x00*", 0, "TIFF"),
+]
+
+
+def _header_problem(head: bytes) -> str | None:
+    """Why a file with a supported format's signature still failed to open."""
+    for magic, offset, fmt in _SUPPORTED_MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            if fmt == "PNG" and head[12:16] == b"IHDR":
+                w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+                if w == 0 or h == 0:
+                    return f"the image has zero size ({w}x{h} px)"
+            return f"it looks like a {fmt} file but its header is corrupt"
+    return None
+
+
 def _looks_like_text(head: bytes) -> bool:
     if not head:
         return False
@@ -265,6 +283,9 @@ def _decode(fh, head: bytes, suffix: str, name: str, limit: int, max_side: int |
             raise ImageError(
                 f"cannot read image {name}: {what} are not supported; "
                 "convert it to JPEG or PNG first") from None
+        problem = _header_problem(head)
+        if problem:
+            raise ImageError(f"cannot read image {name}: {problem}") from None
         if _looks_like_text(head):
             raise ImageError(
                 f"cannot read image {name}: it is a text file, not an image") from None

@@ -8,6 +8,7 @@ crop of each face finds them all (see docs/photo_intake.md).
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 
@@ -38,7 +39,9 @@ class MediaPipeBackend(Backend):
 
     def _models(self):
         if self._detector is None:
-            with quiet_native_stderr():
+            with quiet_native_stderr(), warnings.catch_warnings():
+                # mediapipe imports matplotlib, whose pyparsing use warns on import
+                warnings.simplefilter("ignore", DeprecationWarning)
                 from mediapipe.python.solutions import face_detection, face_mesh
 
                 self._detector = face_detection.FaceDetection(
