@@ -1,0 +1,113 @@
+"""Normals and Lambertian shading under 3-band spherical-harmonics lighting.
+
+SH convention (Ramamoorthi & Hanrahan, "An efficient representation for irradiance
+environment maps", 2001): the 9 real SH ``Y_lm`` in the order
+``[Y00, Y1-1, Y10, Y11, Y2-2, Y2-1, Y20, Y21, Y22]`` = ``[1, y, z, x, xy, yz, 3z²-1, xz, x²-y²]``
+(times their normalisation constants), each multiplied by the clamped-cosine convolution
+factor ``Â_l / π`` (1, 2/3, 1/4). With this basis, ``shading = Σ_k L_k · basis_k(n)`` is the
+outgoing radiance of a white Lambertian surface lit by the environment ``Σ L_lm Y_lm``, so
+``colour = albedo · shading``.
+
+Normals are expressed in the *view frame* by default: the OpenCV camera frame with Y and Z
+flipped (+X right, +Y up, +Z towards the camera). For a frontal camera this is the model
+frame, so "light from above" is a positive coefficient 1 (``y``) in either case.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "face_normals",
+    "vertex_normals",
+    "sh_basis",
+    "shade_sh",
+    "SH_CONSTANTS",
+    "camera_to_view",
+]
+
+_C0 = 0.5 / math.sqrt(math.pi)  # 0.282095
+_C1 = math.sqrt(3.0 / (4.0 * math.pi))  # 0.488603
+_C2 = 0.5 * math.sqrt(15.0 / math.pi)  # 1.092548
+_C20 = 0.25 * math.sqrt(5.0 / math.pi)  # 0.315392
+_C22 = 0.25 * math.sqrt(15.0 / math.pi)  # 0.546274
+_A = (1.0, 2.0 / 3.0, 0.25)  # Â_l / π for l = 0, 1, 2
+
+#: Per-coefficient factors ``(Â_l/π)·c_lm`` that multiply the polynomial terms.
+SH_CONSTANTS = (
+    _A[0] * _C0,
+    _A[1] * _C1,
+    _A[1] * _C1,
+    _A[1] * _C1,
+    _A[2] * _C2,
+    _A[2] * _C2,
+    _A[2] * _C20,
+    _A[2] * _C2,
+    _A[2] * _C22,
+)
+
+
+def face_normals(vertices: Tensor, faces: Tensor, normalize: bool = True) -> Tensor:
+    """Per-face normals ``(B, F, 3)``; unnormalised ones have length 2·area."""
+    v0, v1, v2 = (vertices[:, faces[:, i]] for i in range(3))
+    n = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    if normalize:
+        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+    return n
+
+
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals ``(B, V, 3)`` for counter-clockwise faces."""
+    fn = face_normals(vertices, faces, normalize=False)  # area-weighted
+    B, V = vertices.shape[:2]
+    idx = faces.reshape(-1)  # (3F,)
+    contrib = fn[:, :, None, :].expand(B, fn.shape[1], 3, 3).reshape(B, -1, 3)
+    n = torch.zeros(B, V, 3, dtype=vertices.dtype, device=vertices.device).index_add(1, idx, contrib)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+
+
+def camera_to_view(normals_cam: Tensor) -> Tensor:
+    """OpenCV camera frame -> view frame (+Y up, +Z towards the camera)."""
+    return normals_cam * torch.tensor([1.0, -1.0, -1.0], dtype=normals_cam.dtype, device=normals_cam.device)
+
+
+def sh_basis(normals: Tensor) -> Tensor:
+    """The 9 irradiance-convolved SH basis values ``(..., 9)`` of unit normals ``(..., 3)``."""
+    x, y, z = normals.unbind(-1)
+    c = SH_CONSTANTS
+    return torch.stack(
+        [
+            torch.full_like(x, c[0]),
+            c[1] * y,
+            c[2] * z,
+            c[3] * x,
+            c[4] * x * y,
+            c[5] * y * z,
+            c[6] * (3.0 * z * z - 1.0),
+            c[7] * x * z,
+            c[8] * (x * x - y * y),
+        ],
+        -1,
+    )
+
+
+def shade_sh(normals: Tensor, sh: Tensor, ambient: float = 1.0) -> Tensor:
+    """Lambertian SH shading ``(B, ..., 3)`` (RGB) of unit normals ``(B, ..., 3)``.
+
+    ``sh`` is ``(B, 9, 3)`` (coefficient, RGB) or ``(B, 27)`` (the same, flattened
+    coefficient-major). MoFA's convention: coefficient 0 gets a constant offset
+    ``ambient / SH_CONSTANTS[0]`` so that an all-zero code renders uniform shading
+    ``ambient`` (a lit face) instead of black; pass ``ambient=0`` for raw coefficients.
+    """
+    B = normals.shape[0]
+    sh = sh.reshape(B, 9, 3)
+    if ambient:
+        offset = torch.zeros(9, 1, dtype=sh.dtype, device=sh.device)
+        offset[0, 0] = ambient / SH_CONSTANTS[0]
+        sh = sh + offset
+    basis = sh_basis(normals)  # (B, ..., 9)
+    flat = basis.reshape(B, -1, 9)
+    return torch.bmm(flat, sh).reshape(*normals.shape[:-1], 3)

@@ -1,0 +1,192 @@
+"""UV-space operations: rasterise in the texture layout, unwrap a photo, displacement maps.
+
+UV convention (docs/conventions.md): ``uv`` in [0, 1], ``v`` up; texel ``(row j, col i)``
+of an ``S × S`` map has its centre at ``u = (i + 0.5)/S``, ``v = 1 - (j + 0.5)/S``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+import torch.nn.functional as Fn
+
+from .rasterize import Fragments, interpolate, rasterize, texture
+from .vertex_sampling import sample_image
+
+__all__ = [
+    "uv_to_texel",
+    "rasterize_uv",
+    "vertex_uv",
+    "unwrap_photo",
+    "sample_uv_map",
+    "apply_displacement",
+    "displaced_uv_positions",
+    "normal_map_from_displacement",
+]
+
+
+def uv_to_texel(uv: Tensor, uv_size: int) -> Tensor:
+    """UV ``(..., 2)`` -> texel-space pixel coordinates (``u·S``, ``(1 - v)·S``)."""
+    return torch.stack([uv[..., 0] * uv_size, (1.0 - uv[..., 1]) * uv_size], -1)
+
+
+def rasterize_uv(uv: Tensor, face_uv: Tensor, uv_size: int) -> Fragments:
+    """Rasterise the UV layout itself: per texel the face id and barycentrics ``(1, S, S)``.
+
+    Uses ``face_uv`` as the triangle list; interpolate per-vertex attributes with the mesh
+    ``faces`` and these fragments (face ids are shared by both index lists).
+    """
+    xy = uv_to_texel(uv, uv_size)
+    screen = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)[None]
+    return rasterize(screen, face_uv, (uv_size, uv_size), perspective=False)
+
+
+def vertex_uv(uv: Tensor, face_uv: Tensor, faces: Tensor, num_vertices: int) -> Tensor:
+    """One UV per vertex ``(V, 2)`` (the first corner that uses it; seams pick one side)."""
+    out = torch.zeros(num_vertices, 2, dtype=uv.dtype, device=uv.device)
+    v = faces.reshape(-1).flip(0)
+    t = face_uv.reshape(-1).flip(0)
+    out[v] = uv[t]  # with duplicates, the last write wins -> the first corner after the flip
+    return out
+
+
+def unwrap_photo(
+    image: Tensor,
+    screen: Tensor,
+    visibility: Tensor,
+    faces: Tensor,
+    uv: Tensor,
+    face_uv: Tensor,
+    uv_size: int = 256,
+    depth_map: Tensor | None = None,
+    depth_tolerance: float = 5e-3,
+    uv_fragments: Fragments | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Photo -> UV texture through the current fit (CEST's "illuminated texture").
+
+    ``screen (B, V, 3)`` are the fitted vertices' ``[u, v, depth]`` in the photo,
+    ``visibility (B, V)`` (bool or [0, 1]) per-vertex visibility. Each texel is mapped to
+    the photo by interpolating ``screen`` over its UV triangle, then sampled bilinearly.
+    The mask is 1 where the texel is covered by the layout, lands inside the photo and its
+    interpolated visibility is >= 0.5; with ``depth_map (B, H, W)`` (rasterised depth, 0 =
+    background) the texel's own depth must also be within ``depth_tolerance`` of it.
+    Returns ``texture (B, C, S, S)`` (differentiable w.r.t. ``image`` and ``screen``) and
+    ``mask (B, 1, S, S)``.
+    """
+    B = image.shape[0]
+    H, W = image.shape[-2:]
+    S = uv_size
+    fr = uv_fragments if uv_fragments is not None else rasterize_uv(uv.to(screen.dtype), face_uv, S)
+    pos = interpolate(screen, faces, fr)  # (B, S, S, 3)
+    vis = interpolate(visibility.to(screen.dtype)[..., None], faces, fr)[..., 0]
+    tex = sample_image(image, pos[..., :2].reshape(B, S * S, 2)).transpose(1, 2).reshape(B, -1, S, S)
+    u, v, z = pos.unbind(-1)
+    mask = fr.mask.expand(B, S, S) & (vis >= 0.5) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    if depth_map is not None:
+        px = u.detach().floor().long().clamp(0, W - 1)
+        py = v.detach().floor().long().clamp(0, H - 1)
+        b = torch.arange(B, device=image.device)[:, None, None]
+        d = depth_map[b, py, px]
+        mask &= (d > 0) & (z.detach() <= d + depth_tolerance)
+    mask = mask[:, None].to(tex.dtype)
+    return tex * mask, mask
+
+
+def sample_uv_map(uv_map: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear samples ``(B, N, C)`` of ``uv_map (B, C, S, S)`` at UV points ``(B|1, N, 2)``."""
+    B = uv_map.shape[0]
+    uv = uv.expand(B, -1, -1) if uv.dim() == 3 else uv[None].expand(B, -1, -1)
+    return texture(uv_map, uv[:, :, None, :])[:, :, 0, :]
+
+
+def apply_displacement(
+    vertices: Tensor,
+    normals: Tensor,
+    displacement: Tensor,
+    vertex_uvs: Tensor,
+    scale: float = 1.0,
+) -> Tensor:
+    """Offset vertices along their normals by a UV displacement map (DECA's detail, coarse).
+
+    ``displacement (B, 1, S, S)`` in metres (times ``scale``), sampled at per-vertex UVs
+    ``(V, 2)`` (see :func:`vertex_uv`). Differentiable w.r.t. all tensor inputs.
+    """
+    d = sample_uv_map(displacement, vertex_uvs)  # (B, V, 1)
+    return vertices + normals * (scale * d)
+
+
+def displaced_uv_positions(
+    vertices: Tensor,
+    normals: Tensor,
+    displacement: Tensor,
+    faces: Tensor,
+    uv_fragments: Fragments,
+    scale: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Dense displacement through UV space (DECA's detail mesh).
+
+    Rasterised UV layout ``uv_fragments`` (:func:`rasterize_uv` at the displacement map's
+    size) -> per-texel base positions ``P`` and unit normals ``N`` ``(B, 3, S, S)``;
+    returns ``(P + scale·d·N, N, mask (1, 1, S, S))``.
+    """
+    P = interpolate(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
+    N = interpolate(normals, faces, uv_fragments).permute(0, 3, 1, 2)
+    N = N / N.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    mask = uv_fragments.mask[:, None].to(P.dtype)
+    return P + scale * displacement * N * mask, N * mask, mask
+
+
+def _central_diff(x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Derivatives along texel columns (u) and rows (v, pointing up).
+
+    Central differences where both neighbours are valid, one-sided ones at the borders of
+    the image or of ``mask`` (so UV-island borders do not difference against empty texels).
+    """
+    if mask is None:
+        mask = torch.ones_like(x[:, :1])
+    p = Fn.pad(x, (1, 1, 1, 1), mode="replicate")
+    m = Fn.pad(mask, (1, 1, 1, 1), mode="constant", value=0.0)
+    c = p[..., 1:-1, 1:-1]
+
+    def one_axis(fwd: Tensor, bwd: Tensor, m_f: Tensor, m_b: Tensor) -> Tensor:
+        # fwd/bwd are the neighbours in the direction of increasing u (or v).
+        df, db = (fwd - c) * m_f, (c - bwd) * m_b
+        return (df + db) / (m_f + m_b).clamp_min(1.0)
+
+    du = one_axis(p[..., 1:-1, 2:], p[..., 1:-1, :-2], m[..., 1:-1, 2:], m[..., 1:-1, :-2])
+    dv = one_axis(p[..., :-2, 1:-1], p[..., 2:, 1:-1], m[..., :-2, 1:-1], m[..., 2:, 1:-1])
+    return du, dv
+
+
+def normal_map_from_displacement(
+    displacement: Tensor,
+    texel_size: float | None = None,
+    positions: Tensor | None = None,
+    base_normals: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Unit normals ``(B, 3, S, S)`` of a displaced surface.
+
+    * Tangent space (``texel_size`` metres per texel): ``n ∝ (-∂d/∂u, -∂d/∂v, 1)``, the usual
+      normal map of a height field (``+Z`` = undisplaced normal, ``+X`` along ``u``, ``+Y``
+      along ``v``).
+    * Object space (``positions`` = displaced positions ``(B, 3, S, S)`` from
+      :func:`displaced_uv_positions` and ``base_normals`` for orientation): the normal of the
+      dense displaced surface ``∂P/∂u × ∂P/∂v``, flipped to agree with ``base_normals``;
+      texels outside ``mask`` fall back to ``base_normals``. This is what DECA renders.
+    """
+    if positions is None:
+        if texel_size is None:
+            raise ValueError("give texel_size (tangent space) or positions (object space)")
+        du, dv = _central_diff(displacement / texel_size)
+        n = torch.cat([-du, -dv, torch.ones_like(du)], 1)
+        return n / n.norm(dim=1, keepdim=True)
+    pu, pv = _central_diff(positions, mask)
+    n = torch.cross(pu, pv, dim=1)
+    n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if base_normals is not None:
+        flip = (n * base_normals).sum(1, keepdim=True) < 0
+        n = torch.where(flip, -n, n)
+        if mask is not None:
+            n = torch.where(mask > 0, n, base_normals)
+    return n
