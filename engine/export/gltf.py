@@ -1,0 +1,161 @@
+"""Binary glTF 2.0 (GLB) writer in pure numpy, with named morph targets.
+
+glTF needs one UV per vertex, so vertices are split at UV seams: every distinct
+(vertex, uv) corner pair becomes one glTF vertex; :func:`split_seams` returns the mapping.
+Morph target names are written to ``mesh.extras.targetNames``, which Blender's importer
+turns into shape-key names. glTF's frame (+Y up, +Z front, metres) equals our model frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+_FLOAT, _UINT = 5126, 5125
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+
+
+def split_seams(faces: np.ndarray, face_uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (vertex, uv) corners -> (vertex_of_new (N,), uv_of_new (N,), new faces (F,3))."""
+    pairs = np.stack([np.asarray(faces, np.int64).ravel(), np.asarray(face_uv, np.int64).ravel()], 1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return uniq[:, 0], uniq[:, 1], inverse.reshape(-1, 3)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (V, 3)."""
+    v = np.asarray(vertices, np.float64)
+    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    n = np.zeros_like(v)
+    for i in range(3):
+        np.add.at(n, faces[:, i], fn)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    n = np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), np.array([0.0, 0.0, 1.0]))
+    return n
+
+
+
+def _chmod_default(path: str) -> None:
+    """mkstemp creates 0600 files; give the result the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.blob = bytearray()
+        self.views: list[dict] = []
+        self.accessors: list[dict] = []
+
+    def view(self, data: bytes, target: int | None = None) -> int:
+        while len(self.blob) % 4:
+            self.blob.append(0)
+        v = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": len(data)}
+        if target is not None:
+            v["target"] = target
+        self.blob += data
+        self.views.append(v)
+        return len(self.views) - 1
+
+    def accessor(self, arr: np.ndarray, kind: str, target: int | None, minmax: bool = False) -> int:
+        comp = _UINT if arr.dtype == np.uint32 else _FLOAT
+        acc = {"bufferView": self.view(np.ascontiguousarray(arr).tobytes(), target), "componentType": comp,
+               "count": int(arr.shape[0]), "type": kind}
+        if minmax:
+            acc["min"] = [float(x) for x in arr.min(0)]
+            acc["max"] = [float(x) for x in arr.max(0)]
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+
+def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray,
+              face_uv: np.ndarray, morph_targets: Mapping[str, np.ndarray] | None = None,
+              texture_png: bytes | None = None, name: str = "head",
+              morph_weights: Mapping[str, float] | None = None) -> dict[str, object]:
+    """Write a GLB with positions, normals, UVs (v flipped for glTF) and morph targets.
+
+    vertices (V,3) metres; faces (F,3); uv (T,2) OBJ convention; face_uv (F,3);
+    morph_targets: name -> (V,3) position deltas on the original vertices; morph_weights:
+    initial weight per target name (Blender shape-key values), default 0.
+    Returns {"vertex_map": (N,) original vertex of each glTF vertex, "n_vertices": N}.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    verts = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    vmap, umap, new_faces = split_seams(faces, face_uv)
+    pos = verts[vmap].astype(np.float32)
+    nrm = vertex_normals(verts, faces)[vmap].astype(np.float32)
+    tex = np.asarray(uv, np.float32)[umap].copy()
+    tex[:, 1] = 1.0 - tex[:, 1]
+    b = _Builder()
+    attributes = {
+        "POSITION": b.accessor(pos, "VEC3", _ARRAY_BUFFER, minmax=True),
+        "NORMAL": b.accessor(nrm, "VEC3", _ARRAY_BUFFER),
+        "TEXCOORD_0": b.accessor(tex, "VEC2", _ARRAY_BUFFER),
+    }
+    indices = b.accessor(new_faces.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER)
+    names = list(morph_targets or {})
+    targets = []
+    for key in names:
+        d = np.asarray(morph_targets[key], np.float32)
+        if d.shape != verts.shape:
+            raise ValueError(f"morph target {key!r} has shape {d.shape}, expected {verts.shape}")
+        targets.append({"POSITION": b.accessor(d[vmap], "VEC3", _ARRAY_BUFFER, minmax=True)})
+    material = {"name": f"{name}_material", "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 0.8},
+                "doubleSided": False}
+    doc: dict = {"asset": {"version": "2.0", "generator": "facerecon-engine engine.export.gltf"},
+                 "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"name": name, "mesh": 0}]}
+    prim = {"attributes": attributes, "indices": indices, "material": 0, "mode": 4}
+    mesh: dict = {"name": name, "primitives": [prim]}
+    if targets:
+        prim["targets"] = targets
+        mesh["weights"] = [float((morph_weights or {}).get(k, 0.0)) for k in names]
+        mesh["extras"] = {"targetNames": names}
+    if texture_png is not None:
+        img_view = b.view(bytes(texture_png))
+        doc["images"] = [{"bufferView": img_view, "mimeType": "image/png", "name": f"{name}_texture"}]
+        doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
+        doc["textures"] = [{"source": 0, "sampler": 0}]
+        material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0}
+    else:
+        material["pbrMetallicRoughness"]["baseColorFactor"] = [0.8, 0.8, 0.8, 1.0]
+    doc.update(meshes=[mesh], materials=[material], accessors=b.accessors, bufferViews=b.views)
+    while len(b.blob) % 4:
+        b.blob.append(0)
+    doc["buffers"] = [{"byteLength": len(b.blob)}]
+    js = json.dumps(doc, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 4)
+    total = 12 + 8 + len(js) + 8 + len(b.blob)
+    data = (struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(js), b"JSON") + js
+            + struct.pack("<I4s", len(b.blob), b"BIN\x00") + bytes(b.blob))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        _chmod_default(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return {"vertex_map": vmap, "n_vertices": int(len(vmap))}
+
+
+def read_glb(path: str | Path) -> tuple[dict, bytes]:
+    """Parse a GLB into (json document, binary chunk) — used by tests and tools."""
+    data = Path(path).read_bytes()
+    magic, version, total = struct.unpack_from("<4sII", data, 0)
+    if magic != b"glTF" or version != 2 or total != len(data):
+        raise ValueError(f"{path} is not a GLB 2.0 file")
+    jlen, _ = struct.unpack_from("<I4s", data, 12)
+    doc = json.loads(data[20:20 + jlen])
+    blen, _ = struct.unpack_from("<I4s", data, 20 + jlen)
+    return doc, data[28 + jlen:28 + jlen + blen]

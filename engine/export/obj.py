@@ -1,0 +1,67 @@
+"""Wavefront OBJ + MTL writer (per-corner UVs, written atomically)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+
+def _chmod_default(path: str) -> None:
+    """mkstemp creates 0600 files; give the result the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="\n") as fh:
+            fh.write(text)
+        _chmod_default(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
+              face_uv: np.ndarray | None = None, texture_path: str | Path | None = None,
+              material_name: str = "head") -> Path:
+    """Write ``path`` (.obj) and a sibling .mtl; vertices (V,3) metres, faces (F,3) 0-based.
+
+    uv (T,2) with v up and face_uv (F,3) give per-corner texture coordinates. A texture, if
+    given, is copied beside the OBJ (unless already there) and referenced as ``map_Kd``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64) + 1
+    mtl = path.with_suffix(".mtl")
+    lines = [f"mtllib {mtl.name}", f"o {path.stem}"]
+    lines += [f"v {x:.7g} {y:.7g} {z:.7g}" for x, y, z in v]
+    has_uv = uv is not None and face_uv is not None
+    if has_uv:
+        lines += [f"vt {a:.7g} {b:.7g}" for a, b in np.asarray(uv, np.float64)]
+    lines.append(f"usemtl {material_name}")
+    if has_uv:
+        ft = np.asarray(face_uv, np.int64) + 1
+        lines += [f"f {a}/{x} {b}/{y} {c}/{z}" for (a, b, c), (x, y, z) in zip(f, ft)]
+    else:
+        lines += [f"f {a} {b} {c}" for a, b, c in f]
+    mtl_lines = [f"newmtl {material_name}", "Ka 0 0 0", "Kd 0.8 0.8 0.8", "Ks 0 0 0", "d 1", "illum 1"]
+    if texture_path is not None:
+        tex = Path(texture_path)
+        dest = path.parent / tex.name
+        if tex.resolve() != dest.resolve():
+            shutil.copyfile(tex, dest)
+        mtl_lines.append(f"map_Kd {tex.name}")
+    _atomic_write(mtl, "\n".join(mtl_lines) + "\n")
+    _atomic_write(path, "\n".join(lines) + "\n")
+    return path
