@@ -1,0 +1,1 @@
+"""Learned reconstruction methods (MoFA, ...) built on engine.encoders and engine.train."""
