@@ -17,7 +17,8 @@ from engine.detect.backends.base import Backend, square_box
 from engine.detect.result import FaceDetection
 
 CROP_FACTOR = 1.8
-MESH_INPUT_MAX = 384   # crops are reduced to this before meshing (face mesh works at 192)
+MESH_INPUT_MAX = 384
+TILE = 512             # tile side for the small-face pass on large images   # crops are reduced to this before meshing (face mesh works at 192)
 
 
 class MediaPipeBackend(Backend):
@@ -57,26 +58,46 @@ class MediaPipeBackend(Backend):
                 m.close()
         self._detector = self._mesh = None
 
-    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+    def _boxes(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[tuple[np.ndarray, float]]:
         detector, _ = self._models()
         h, w = rgb.shape[:2]
         with quiet_native_stderr():
             result = detector.process(np.ascontiguousarray(rgb))
-        faces: list[FaceDetection] = []
+        out = []
         for det in result.detections or []:
             rb = det.location_data.relative_bounding_box
             box = np.array([rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w,
                             (rb.ymin + rb.height) * h], dtype=np.float64)
-            box = np.clip(box, [0, 0, 0, 0], [w, h, w, h])
-            if box[2] - box[0] < 2 or box[3] - box[1] < 2:
-                continue
+            box = np.clip(box, [0, 0, 0, 0], [w, h, w, h]) + [x0, y0, x0, y0]
+            if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+                out.append((box, float(det.score[0])))
+        return out
+
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        h, w = rgb.shape[:2]
+        found = [(b, sc, False) for b, sc in self._boxes(rgb)]
+        if max(h, w) > TILE * 1.5:
+            # The detector sees the whole image at 192 px, so faces under ~1/12 of the
+            # image side vanish; overlapping tiles find them (group photos).
+            stride = int(TILE * 0.75)
+            for ty in range(0, max(h - TILE, 0) + stride, stride):
+                for tx in range(0, max(w - TILE, 0) + stride, stride):
+                    tile = rgb[ty:ty + TILE, tx:tx + TILE]
+                    if min(tile.shape[:2]) >= TILE // 2:
+                        found += [(b, sc, True) for b, sc in self._boxes(tile, tx, ty)]
+        faces: list[FaceDetection] = []
+        for box, score, from_tile in _nms(found, 0.3):
             native = self.mesh_in_box(rgb, box)
+            if from_tile and native is None:
+                # Zoomed-in tiles raise false positives on textures (e.g. a space suit);
+                # a tile-only detection counts only if the face mesh confirms it.
+                continue
             lm68 = None
             if native is not None and self.map_to_ibug:
                 from engine.detect.ibug68 import mediapipe_to_ibug68
 
                 lm68 = mediapipe_to_ibug68(native[:, :2])
-            faces.append(FaceDetection(box=box, score=float(det.score[0]), landmarks68=lm68,
+            faces.append(FaceDetection(box=box, score=score, landmarks68=lm68,
                                        landmarks_native=native, convention=self.convention,
                                        backend=self.name))
         return faces
@@ -108,3 +129,29 @@ class MediaPipeBackend(Backend):
         if not (box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]):
             return None
         return pts
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _nms(found: list[tuple[np.ndarray, float, bool]], thresh: float) -> list[tuple[np.ndarray, float, bool]]:
+    """Keep the best-scoring box of each overlapping group (also a box mostly inside a
+    kept one, as when a tile cuts a face in half)."""
+    kept: list[tuple[np.ndarray, float, bool]] = []
+    for box, score, from_tile in sorted(found, key=lambda f: -f[1]):
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        dup = False
+        for k, _, _ in kept:
+            ix = max(0.0, min(box[2], k[2]) - max(box[0], k[0]))
+            iy = max(0.0, min(box[3], k[3]) - max(box[1], k[1]))
+            if _iou(box, k) > thresh or ix * iy > 0.6 * area:
+                dup = True
+                break
+        if not dup:
+            kept.append((box, score, from_tile))
+    return kept
