@@ -176,3 +176,17 @@ def test_mapping_commutes_with_similarity():
                        + [10.0, -4.0])
     assert mediapipe_to_ibug68(pts).shape == (68, 3)
     assert mediapipe_to_ibug68(pts[:468]).shape == (68, 3)
+
+
+def test_default_falls_back_when_mediapipe_missing(monkeypatch):
+    from engine.detect import resolve_backend_name
+    from engine.detect.api import BackendUnavailableError
+
+    monkeypatch.setattr(MediaPipeBackend, "unavailable_reason",
+                        classmethod(lambda cls: "mediapipe is not installed"))
+    if DlibBackend.unavailable_reason() is None:
+        assert resolve_backend_name("default") == "dlib"
+    monkeypatch.setattr(DlibBackend, "unavailable_reason",
+                        classmethod(lambda cls: "dlib is not installed"))
+    with pytest.raises(BackendUnavailableError, match="no face detection backend"):
+        resolve_backend_name("default")

@@ -76,3 +76,9 @@ def test_subprocess_has_no_traceback(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: cannot read image {tmp_path / 'missing.png'}: no such file"
+
+
+def test_list_backends(capsys):
+    assert main(["--list-backends"]) == 0
+    out = capsys.readouterr().out
+    assert "mediapipe:" in out and "dlib:" in out and "face_alignment:" in out
