@@ -57,8 +57,8 @@ class SyntheticFaces(Dataset):
             raise IndexError(i)
         if self.cache is not None:
             c = self.cache
-            img = torch.from_numpy(np.ascontiguousarray(c["images"][i]))
-            item = {k: torch.from_numpy(np.asarray(c[k][i])) for k in
+            img = torch.from_numpy(np.array(c["images"][i]))
+            item = {k: torch.from_numpy(np.array(c[k][i])) for k in
                     ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")}
             item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
             seed = int(c["seeds"][i])

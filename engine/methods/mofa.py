@@ -11,7 +11,7 @@ ambient offset), per-vertex photo sampling with visibility. Loss (paper's weight
   + w_range · out-of-range penalty on ARKit weights (ours: the weights live in [0, 1])
 
 Reflectance: our head models have no albedo PCA, so reflectance is a mean skin colour
-plus the K smoothest eigenvectors of the mesh's graph Laplacian (one RGB coefficient per
+plus the K smoothest eigenvectors of the Laplacian of the template's nearest-neighbour graph (one RGB coefficient per
 mode; mode 0 is the constant = global skin colour), each with a prior std (0.15 for the
 global colour, 0.05 for the spatial modes). The basis is a buffer stored in checkpoints.
 
@@ -72,21 +72,28 @@ class MofaConfig:
     w_range: float = 1.0
 
 
-def laplacian_basis(faces: Tensor, n_vertices: int, k: int) -> Tensor:
-    """The ``k`` smoothest eigenvectors (V, k) of the uniform graph Laplacian, RMS 1 per
-    vertex, signs fixed (largest entry positive) so the basis is reproducible."""
+def laplacian_basis(template: Tensor, k: int, neighbours: int = 8) -> Tensor:
+    """The ``k`` smoothest eigenvectors (V, k) of the graph Laplacian of the template's
+    k-nearest-neighbour graph, RMS 1 per vertex, signs fixed (largest entry positive).
+
+    A spatial graph rather than the mesh's edges: the head mesh has separate parts (eyes,
+    tongue, mouth cavity) whose indicator vectors would otherwise be the smoothest modes.
+    Mode 0 is the constant (the global skin colour).
+    """
     import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh
+    from scipy.spatial import cKDTree
 
-    f = faces.cpu().numpy()
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    e = np.unique(np.sort(e, 1), axis=0)
-    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices))
+    X = template.detach().cpu().double().numpy()
+    V = X.shape[0]
+    _, idx = cKDTree(X).query(X, k=neighbours + 1)
+    rows = np.repeat(np.arange(V), neighbours)
+    A = sp.coo_matrix((np.ones(V * neighbours), (rows, idx[:, 1:].ravel())), shape=(V, V))
     A = ((A + A.T) > 0).astype(np.float64)
     L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
-    v0 = np.ones(n_vertices) / np.sqrt(n_vertices)
+    v0 = np.ones(V) / np.sqrt(V)
     _, vecs = eigsh(L.tocsc(), k=k, sigma=-1e-3, which="LM", v0=v0)
-    vecs = vecs * np.sqrt(n_vertices)
+    vecs = vecs * np.sqrt(V)
     signs = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(k)])
     return torch.tensor(vecs * signs, dtype=torch.float32)
 
@@ -123,8 +130,7 @@ class Mofa(nn.Module):
             raise ValueError("n_identity/n_expression exceed the head model's")
         self.layout = CodeLayout(n_id, n_exp, cfg.n_reflectance)
         self.encoder = MofaEncoder(self.layout, cfg.backbone, cfg.width, cfg.norm)
-        V = head.n_vertices
-        basis = laplacian_basis(head.faces, V, cfg.n_reflectance)  # (V, K)
+        basis = laplacian_basis(head.template, cfg.n_reflectance)  # (V, K)
         std = torch.full((cfg.n_reflectance,), cfg.refl_std_local)
         std[0] = cfg.refl_std_global
         self.register_buffer("refl_basis", (basis * std).T.contiguous())  # (K, V)
