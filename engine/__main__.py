@@ -1,0 +1,110 @@
+"""``python -m engine <command>``: a small dispatcher; each command lives in its own module.
+
+Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from engine.errors import cli_errors
+
+
+def _progress_printer(mode: str) -> tuple[Callable[[str, float, str], None], Callable[[], None]]:
+    """(callback, close) for --progress jsonl|bar|none (auto = bar on a terminal, else none)."""
+    if mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "none"
+    if mode == "jsonl":
+        def cb(stage: str, fraction: float, message: str) -> None:
+            rec = {"stage": stage, "fraction": round(float(fraction), 4), "message": message}
+            if stage == "done":
+                rec = {"stage": "done", "fraction": 1.0, "out": message}
+            print(json.dumps(rec), flush=True)
+        return cb, lambda: None
+    if mode == "bar":
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}", leave=False)
+
+        def cb(stage: str, fraction: float, message: str) -> None:
+            bar.n = int(round(100 * fraction))
+            bar.set_description_str(f"{stage}: {message}"[:60])
+            bar.refresh()
+        return cb, bar.close
+    return (lambda stage, fraction, message: None), lambda: None
+
+
+def _example_photo(name: str, folder: str) -> str:
+    """Save a bundled example photo (scikit-image's) to ``folder`` and return its path."""
+    import os
+
+    from PIL import Image
+    from skimage import data
+
+    if name != "astronaut":
+        from engine.errors import UserError
+
+        raise UserError(f"unknown example {name!r}; available: astronaut")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.png")
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from engine.reconstruct import reconstruct
+
+    photo = args.photo
+    if photo is None and args.example is None:
+        from engine.errors import UserError
+
+        raise UserError("give a PHOTO or --example astronaut")
+    if args.example is not None:
+        import os
+
+        photo = _example_photo(args.example, os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".", "examples"))
+    cb, close = _progress_printer(args.progress)
+    try:
+        result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
+                             model_path=args.model_path, method=args.method, backend=args.backend)
+    finally:
+        close()
+    if args.progress != "jsonl":
+        t = result.timings
+        print(f"{result.out_dir}: {result.n_faces} face(s) found, reconstructed face {result.face_index}; "
+              f"fit {t.get('fit', 0):.2f} s, total {t.get('total', 0):.2f} s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("reconstruct", help="reconstruct a 3-D head from one photo",
+                       description="Reconstruct a 3-D head (shape, expression, pose, camera, albedo, "
+                                   "lighting) from one photo into an output folder.")
+    r.add_argument("photo", nargs="?", help="the photo (JPEG, PNG, ...)")
+    r.add_argument("--out", required=True, help="output folder (written atomically)")
+    r.add_argument("--model", default="open", choices=["open", "ict", "flame"])
+    r.add_argument("--model-path", default=None, help="head-model file/folder (default: the model's own)")
+    r.add_argument("--method", default="fit", choices=["fit"])
+    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    r.add_argument("--face", type=int, default=0, help="which face, 0 = largest (default)")
+    r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
+    r.add_argument("--progress", default="auto", choices=["auto", "bar", "jsonl", "none"])
+    r.add_argument("--example", default=None, metavar="NAME",
+                   help="use a bundled example photo instead of PHOTO (astronaut)")
+    r.set_defaults(func=cmd_reconstruct)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with cli_errors():
+        return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Configuration of the analysis-by-synthesis fitter (one dataclass, documented defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FitConfig:
+    """Schedule, weights and camera guess of :func:`engine.fitting.fit_photo`.
+
+    Camera: the focal length is unknown in a single photo, so it is guessed from a fixed
+    field of view over the photo's longer side (``fov_deg``); when that would put the face
+    closer than ``min_distance_m`` (tight face crops, where the FOV rule is meaningless),
+    the focal is raised so the face sits at that distance instead. Focal errors mostly
+    trade perspective strength for depth; the similarity-aligned shape barely changes.
+    """
+
+    # camera guess
+    fov_deg: float = 40.0
+    min_distance_m: float = 0.6
+    # working crop around the face (photometric sampling and visibility raster)
+    work_size: int = 192
+    crop_scale: float = 1.7  # crop side / landmark bounding-box side
+    blur_sigma_px: float = 1.0  # Gaussian blur of the working crop (smoother photometric gradients)
+    # stage 1+2: landmarks (pose, then identity/expression/jaw)
+    pose_iters: int = 15
+    shape_iters: int = 60
+    lr_pose: float = 0.02
+    lr_shape: float = 0.08
+    # stage 3: appearance (closed-form SH + albedo alternation)
+    appearance_rounds: int = 3
+    albedo_prior_weight: float = 0.05
+    sh_reg: float = 1e-3
+    # stage 4: joint photometric refinement
+    joint_iters: int = 30
+    visibility_every: int = 10
+    lr_joint: float = 0.01
+    # loss weights
+    # The landmark term is the mean of (distance / σ_lmk)² over the 68 points, so a MAP
+    # prior N(0, std²) on a coefficient weighs 1/68 per (coefficient/std)².
+    w_photo: float = 20.0
+    w_identity: float = 1.0 / 68.0
+    w_expression: float = 2.0 / 68.0
+    w_expression_range: float = 1.0
+    w_jaw: float = 0.3
+    jaw_landmark_weight: float = 0.5  # jawline (silhouette) landmarks count less
+    # visibility test
+    depth_tolerance_m: float = 4e-3
+    # outputs
+    texture_size: int = 512
+    overlay_max_side: int = 1024

@@ -1,0 +1,403 @@
+"""Analysis-by-synthesis fitting of a head model to one photo (MoFA's energy, optimised).
+
+Coarse to fine:
+
+1. **camera**: a guessed focal length (:mod:`engine.fitting.camera_init`) and PnP from the
+   detected 2-D landmarks to the template's 3-D landmarks (closed form + LM, ~1 ms);
+2. **landmarks**: pose, then identity/expression/jaw on the landmark term and the priors
+   (Adam on a landmark-only submodel, so each step touches ~200 vertices, not all);
+3. **appearance**: visibility from a rasterised depth test, the photo sampled at the
+   projected vertices, SH lighting and per-vertex albedo by alternating linear solves;
+4. **joint refinement**: everything geometric plus lighting on MoFA's ℓ2,1 photometric term
+   over visible skin + landmarks + priors, visibility and albedo refreshed every few steps.
+
+The photometric term is per vertex (photo sampled at projected vertices), not per pixel:
+one rasterisation per visibility refresh instead of one per step keeps a fit interactive.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from engine.fitting.appearance import Appearance, fit_appearance, neighbour_average_matrix
+from engine.fitting.camera_init import guess_intrinsics, solve_pnp
+from engine.fitting.config import FitConfig
+from engine.head.model import HeadModel
+from engine.losses import (
+    SkinColourPrior,
+    landmark_loss,
+    landmark_weights_68,
+    mesh_edges,
+    mirror_vertex_map,
+    photometric_l21,
+    range_penalty,
+    tikhonov,
+)
+from engine.render.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+from engine.render.shading import sh_basis, vertex_normals
+
+ProgressFn = Callable[[str, float, str], None]
+
+
+@dataclass
+class FitResult:
+    """Everything a fit produced, in the photo's original pixel frame (numpy/torch on CPU)."""
+
+    identity: torch.Tensor  # (K_id,)
+    expression: torch.Tensor  # (K_exp,)
+    pose: torch.Tensor  # (J, 3) joint axis-angles
+    R: torch.Tensor  # (3, 3) model -> OpenCV camera
+    t: torch.Tensor  # (3,) metres
+    K: torch.Tensor  # (3, 3) intrinsics of the original photo
+    image_size: tuple[int, int]  # (W, H) of the original photo
+    sh: torch.Tensor  # (9, 3) raw SH lighting, view frame
+    albedo: torch.Tensor  # (V, 3) per-vertex albedo in [0, 1]
+    vertices: torch.Tensor  # (V, 3) posed vertices, model frame
+    visibility: torch.Tensor  # (V,) float in [0, 1] from the last depth test
+    landmarks_target: torch.Tensor  # (68, 2) the detected landmarks used, photo px
+    timings: dict[str, float] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def vertices_camera(self) -> torch.Tensor:
+        return self.vertices @ self.R.T + self.t
+
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """Model-frame points (N, 3) -> photo pixels (N, 2)."""
+        pc = points @ self.R.T + self.t
+        uv = pc[:, :2] / pc[:, 2:3]
+        return uv * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack([self.K[0, 2], self.K[1, 2]])
+
+
+@dataclass
+class _ModelCache:
+    """Per-model data computed once (mirror map, adjacency, landmark submodel)."""
+
+    mirror: torch.Tensor
+    adjacency: torch.Tensor
+    skin: torch.Tensor  # (V,) bool: colour is skin (lighting solve)
+    photo_mask: torch.Tensor  # (V,) bool: vertices in the photometric term
+    lmk_model: HeadModel
+    jaw_index: int | None
+    expression_mask: torch.Tensor  # (K_exp,) 1 = free, 0 = fixed at zero
+
+
+_CACHE: dict[int, _ModelCache] = {}
+
+
+def _landmark_submodel(model: HeadModel) -> HeadModel:
+    """A HeadModel restricted to the vertices of the 68 landmark triangles (exact landmarks)."""
+    tri = model.faces[model.lmk_faces]  # (68, 3)
+    idx, inverse = torch.unique(tri.reshape(-1), return_inverse=True)
+    sub_faces = inverse.reshape(68, 3)
+    arrays = {
+        "template": model.template[idx],
+        "faces": sub_faces,
+        "uv": model.uv[:1],
+        "face_uv": torch.zeros_like(sub_faces),
+        "identity_basis": model.identity_basis[:, idx],
+        "identity_std": model.identity_std,
+        "expression_basis": model.expression_basis[:, idx],
+        "expression_range": model.expression_range,
+        "joint_template": model.joint_template,
+        "joint_identity_basis": model.joint_identity_basis,
+        "joint_expression_basis": model.joint_expression_basis,
+        "joint_parents": model.joint_parents,
+        "skin_weights": model.skin_weights[idx],
+        "lmk_faces": torch.arange(68),
+        "lmk_bary": model.lmk_bary,
+    }
+    arrays = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+    if model.pose_basis.shape[0]:
+        arrays["pose_basis"] = model.pose_basis[:, idx].detach().cpu().numpy()
+    regions = {k: m[idx].cpu().numpy() for k, m in model.regions.items()}
+    return HeadModel(model.name + "-landmarks", arrays, model.expression_names, model.joint_names,
+                     regions).to(model.template.device)
+
+
+def model_cache(model: HeadModel) -> _ModelCache:
+    """Mirror map, mesh adjacency and the landmark submodel of ``model`` (memoised)."""
+    key = id(model)
+    if key in _CACHE and _CACHE[key].mirror.device == model.template.device:
+        return _CACHE[key]
+    regions = model.regions
+    mirror = mirror_vertex_map(model.template)
+    adjacency = neighbour_average_matrix(mesh_edges(model.faces), model.n_vertices)
+    skin = regions["face_skin"].clone()
+    photo_mask = regions["face_skin"].clone()
+    jaw = model.joint_names.index("jaw") if "jaw" in model.joint_names else None
+    exp_mask = torch.ones(model.n_expression, device=model.template.device)
+    if jaw is not None and "jawOpen" in model.expression_names:
+        # one jaw-opening mechanism per fit: the jaw joint (shared by all models)
+        exp_mask[model.expression_names.index("jawOpen")] = 0.0
+    cache = _ModelCache(mirror, adjacency, skin, photo_mask, _landmark_submodel(model), jaw, exp_mask)
+    _CACHE[key] = cache
+    return cache
+
+
+def _work_crop(image: np.ndarray, landmarks: np.ndarray, size: int, crop_scale: float,
+               blur_sigma: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """Axis-aligned square crop around the landmarks resized to ``size``.
+
+    Returns (crop float32 [0,1] (size, size, 3), s, origin) with
+    ``crop_px = s · (photo_px − origin)`` (pixel edges at integers in both).
+    """
+    import cv2
+
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    centre = (lo + hi) / 2.0
+    side = max(float((hi - lo).max()) * crop_scale, 8.0)
+    origin = centre - side / 2.0
+    s = size / side
+    src = image
+    if s < 0.5:  # pre-shrink so the bilinear warp does not alias
+        factor = s * 2.0
+        src = cv2.resize(image, (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor))),
+                         interpolation=cv2.INTER_AREA)
+        fx = src.shape[1] / image.shape[1]
+        fy = src.shape[0] / image.shape[0]
+    else:
+        fx = fy = 1.0
+    # index-space affine: i' + 0.5 = s ((i + 0.5)/f − origin)
+    M = np.array([[s / fx, 0.0, s * (0.5 / fx - origin[0]) - 0.5],
+                  [0.0, s / fy, s * (0.5 / fy - origin[1]) - 0.5]])
+    crop = cv2.warpAffine(src, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    crop = crop.astype(np.float32) / 255.0
+    if blur_sigma > 0:
+        crop = cv2.GaussianBlur(crop, (0, 0), blur_sigma)
+    return crop, s, origin
+
+
+def sample_image(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (B, N, C) of ``image`` (B, C, H, W) at pixel positions ``uv`` (B, N, 2)."""
+    H, W = image.shape[-2:]
+    grid = torch.stack([uv[..., 0] * (2.0 / W) - 1.0, uv[..., 1] * (2.0 / H) - 1.0], -1)[:, :, None]
+    out = Fn.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
+
+
+@torch.no_grad()
+def vertex_visibility(verts_cam: torch.Tensor, uv: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
+                      tolerance: float) -> torch.Tensor:
+    """(B, V) bool: vertex in the image and not hidden (rasterised depth test)."""
+    from engine.render.rasterize import rasterize
+
+    H, W = size
+    screen = torch.cat([uv, verts_cam[..., 2:3]], -1)
+    frags = rasterize(screen, faces, (H, W), perspective=True, cull_backfaces=True)
+    px = uv[..., 0].floor().long()
+    py = uv[..., 1].floor().long()
+    inside = (px >= 0) & (px < W) & (py >= 0) & (py < H)
+    pxc, pyc = px.clamp(0, W - 1), py.clamp(0, H - 1)
+    b = torch.arange(uv.shape[0], device=uv.device)[:, None].expand_as(px)
+    zbuf = frags.depth[b, pyc, pxc]
+    covered = frags.tri_id[b, pyc, pxc] >= 0
+    return inside & covered & (verts_cam[..., 2] <= zbuf + tolerance)
+
+
+class _Scene:
+    """Differentiable per-vertex image formation in the working crop."""
+
+    def __init__(self, model: HeadModel, K_work: torch.Tensor, work: torch.Tensor, cfg: FitConfig) -> None:
+        self.model = model
+        self.K = K_work
+        self.work = work  # (1, 3, S, S)
+        self.cfg = cfg
+        self.size = (work.shape[-2], work.shape[-1])
+
+    def project(self, pts: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pc = pts @ R.transpose(-1, -2) + t[:, None]
+        z = pc[..., 2:3].clamp_min(1e-3)
+        uv = pc[..., :2] / z * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack([self.K[0, 2], self.K[1, 2]])
+        return uv, pc
+
+    def shading_basis(self, verts: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        n = vertex_normals(verts, self.model.faces) @ R.transpose(-1, -2)
+        n_view = n * torch.tensor([1.0, -1.0, -1.0], dtype=n.dtype, device=n.device)
+        return sh_basis(n_view), n_view
+
+
+def _pose_tensor(model: HeadModel, jaw: torch.Tensor, jaw_index: int | None) -> torch.Tensor | None:
+    if model.n_joints == 0:
+        return None
+    pose = jaw.new_zeros(1, model.n_joints, 3)
+    if jaw_index is not None:
+        pose = pose.index_put((torch.tensor([0]), torch.tensor([jaw_index])), jaw)
+    return pose
+
+
+def fit_photo(
+    model: HeadModel,
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    config: FitConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> FitResult:
+    """Fit ``model`` to ``image`` (H, W, 3) uint8 given iBUG-68 ``landmarks`` (68, 2) in its pixels.
+
+    Runs on the model's device. See the module docstring for the stages.
+    """
+    cfg = config or FitConfig()
+    dev = model.template.device
+    report = progress or (lambda stage, fraction, message: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cache = model_cache(model)
+    H_img, W_img = image.shape[:2]
+    lm_np = np.asarray(landmarks, dtype=np.float64)[:, :2]
+
+    # ---------------------------------------------------------------- stage 1: camera
+    report("camera", 0.0, "initial camera from landmarks (PnP)")
+    K_img = guess_intrinsics((W_img, H_img), lm_np, cfg.fov_deg, cfg.min_distance_m)
+    lmw = landmark_weights_68(jaw=cfg.jaw_landmark_weight).to(dev)
+    with torch.no_grad():
+        lm3 = model.landmarks(model.template[None])[0].cpu().numpy()
+    R0, t0_ = solve_pnp(lm3, lm_np, K_img, weights=np.where(np.arange(68) < 17, 0.0, 1.0))
+    crop, s, origin = _work_crop(image, lm_np, cfg.work_size, cfg.crop_scale, cfg.blur_sigma_px)
+    # crop_px = s (photo_px - origin): K_work = S @ K_img
+    S = np.array([[s, 0, -s * origin[0]], [0, s, -s * origin[1]], [0, 0, 1.0]])
+    K_work = torch.tensor(S @ K_img, dtype=torch.float32, device=dev)
+    work = torch.from_numpy(crop).permute(2, 0, 1)[None].to(dev)
+    target = torch.tensor((lm_np - origin) * s, dtype=torch.float32, device=dev)[None]
+    scene = _Scene(model, K_work, work, cfg)
+    timings["camera"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- parameters
+    f32 = dict(dtype=torch.float32, device=dev)
+    rvec = torch.tensor(matrix_to_axis_angle(torch.tensor(R0, dtype=torch.float64)).numpy(), **f32)[None]
+    rvec.requires_grad_(True)
+    tvec = torch.tensor(t0_, **f32)[None].requires_grad_(True)
+    beta = torch.zeros(1, model.n_identity, **f32, requires_grad=True)
+    psi = torch.zeros(1, model.n_expression, **f32, requires_grad=True)
+    jaw = torch.zeros(1, 3, **f32, requires_grad=True)
+    exp_mask = cache.expression_mask[None]
+    id_std = model.identity_std
+    exp_range = model.expression_range
+    # landmark noise (px at the working size) sets the prior strength: MAP weights σ²/68
+    lmk_sigma = 1.5 * cfg.work_size / 192.0
+
+    def priors(beta_, psi_, jaw_) -> torch.Tensor:
+        return (cfg.w_identity * tikhonov(beta_, id_std) + cfg.w_expression * tikhonov(psi_ * exp_mask)
+                + cfg.w_expression_range * range_penalty(psi_ * exp_mask, exp_range)
+                + cfg.w_jaw * (jaw_**2).sum(-1))
+
+    def lmk_energy(sub: HeadModel) -> tuple[torch.Tensor, torch.Tensor]:
+        R = axis_angle_to_matrix(rvec)
+        out = sub(beta, psi * exp_mask, _pose_tensor(model, jaw, cache.jaw_index))
+        uv, _ = scene.project(sub.landmarks(out.vertices), R, tvec)
+        e = landmark_loss(uv, target, lmw) / lmk_sigma**2
+        return e, uv
+
+    # ---------------------------------------------------------------- stage 2: landmarks
+    t1 = time.perf_counter()
+    report("landmarks", 0.1, "fitting pose, identity and expression to landmarks")
+    sub = cache.lmk_model
+    opt = torch.optim.Adam([{"params": [rvec], "lr": cfg.lr_pose}, {"params": [tvec], "lr": cfg.lr_pose * 0.05}])
+    for _ in range(cfg.pose_iters):
+        opt.zero_grad(set_to_none=True)
+        e, _ = lmk_energy(sub)
+        e.sum().backward()
+        opt.step()
+    opt = torch.optim.Adam([
+        {"params": [rvec], "lr": cfg.lr_pose * 0.5},
+        {"params": [tvec], "lr": cfg.lr_pose * 0.025},
+        {"params": [beta], "lr": cfg.lr_shape},
+        {"params": [psi], "lr": cfg.lr_shape * 0.5},
+        {"params": [jaw], "lr": cfg.lr_pose},
+    ])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.shape_iters, eta_min=0.1 * cfg.lr_shape)
+    for i in range(cfg.shape_iters):
+        opt.zero_grad(set_to_none=True)
+        e, _ = lmk_energy(sub)
+        (e + priors(beta, psi, jaw)).sum().backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        psi.clamp_(exp_range[:, 0], exp_range[:, 1])
+    timings["landmarks"] = time.perf_counter() - t1
+
+    # ---------------------------------------------------------------- stage 3: appearance
+    t2 = time.perf_counter()
+    report("appearance", 0.45, "visibility, lighting and albedo")
+    prior = SkinColourPrior()
+
+    def geometry():
+        R = axis_angle_to_matrix(rvec)
+        verts = model(beta, psi * exp_mask, _pose_tensor(model, jaw, cache.jaw_index)).vertices
+        uv, pc = scene.project(verts, R, tvec)
+        return R, verts, uv, pc
+
+    def refresh(albedo_init: torch.Tensor | None = None) -> tuple[torch.Tensor, Appearance]:
+        with torch.no_grad():
+            R, verts, uv, pc = geometry()
+            vis = vertex_visibility(pc, uv, model.faces, scene.size, cfg.depth_tolerance_m)[0]
+            basis, n_view = scene.shading_basis(verts, R)
+            facing = n_view[0, :, 2].clamp(0, 1)
+            w = vis.float() * (facing / 0.3).clamp(0, 1)
+            obs = sample_image(work, uv)[0]
+            app = fit_appearance(basis[0], obs, w, cache.skin, cache.mirror, cache.adjacency, prior,
+                                 rounds=cfg.appearance_rounds, prior_weight=cfg.albedo_prior_weight,
+                                 sh_reg=cfg.sh_reg, albedo_init=albedo_init)
+        return w, app
+
+    weights, app = refresh()
+    timings["appearance"] = time.perf_counter() - t2
+
+    # ---------------------------------------------------------------- stage 4: joint refinement
+    t3 = time.perf_counter()
+    report("refine", 0.6, "joint photometric refinement")
+    sh = app.sh.clone()[None].requires_grad_(True)
+    albedo = app.albedo[None]
+    pmask = cache.photo_mask.float()
+    opt = torch.optim.Adam([
+        {"params": [rvec], "lr": cfg.lr_joint * 0.2},
+        {"params": [tvec], "lr": cfg.lr_joint * 0.01},
+        {"params": [beta], "lr": cfg.lr_joint * 2},
+        {"params": [psi], "lr": cfg.lr_joint},
+        {"params": [jaw], "lr": cfg.lr_joint * 0.2},
+        {"params": [sh], "lr": cfg.lr_joint * 2},
+    ])
+    last = {}
+    for i in range(cfg.joint_iters):
+        if i > 0 and i % cfg.visibility_every == 0:
+            weights, app2 = refresh(albedo_init=albedo[0])
+            albedo = app2.albedo[None]
+        opt.zero_grad(set_to_none=True)
+        R, verts, uv, pc = geometry()
+        basis, _ = scene.shading_basis(verts, R)
+        pred = albedo * torch.bmm(basis, sh)
+        obs = sample_image(work, uv)
+        e_photo = photometric_l21(pred, obs, (weights * pmask)[None])
+        lmk_uv, _ = scene.project(model.landmarks(verts), R, tvec)
+        e_lmk = landmark_loss(lmk_uv, target, lmw) / lmk_sigma**2
+        total = e_lmk + cfg.w_photo * e_photo + priors(beta, psi, jaw)
+        total.sum().backward()
+        opt.step()
+        with torch.no_grad():
+            psi.clamp_(exp_range[:, 0], exp_range[:, 1])
+        last = {"photometric": float(e_photo), "landmark_px": float(e_lmk.sqrt() * lmk_sigma)}
+    weights, app = refresh(albedo_init=albedo[0])
+    timings["refine"] = time.perf_counter() - t3
+
+    with torch.no_grad():
+        R = axis_angle_to_matrix(rvec)[0]
+        pose = _pose_tensor(model, jaw, cache.jaw_index)
+        verts = model(beta, psi * exp_mask, pose).vertices[0]
+        K_img_t = torch.tensor(K_img, dtype=torch.float32, device=dev)
+    report("fit", 0.8, "fit done")
+    return FitResult(
+        identity=beta.detach()[0].cpu(),
+        expression=(psi * exp_mask).detach()[0].cpu(),
+        pose=(pose[0].detach().cpu() if pose is not None else torch.zeros(0, 3)),
+        R=R.cpu(), t=tvec.detach()[0].cpu(), K=K_img_t.cpu(), image_size=(W_img, H_img),
+        sh=app.sh.cpu(), albedo=app.albedo.cpu(), vertices=verts.cpu(), visibility=weights.cpu(),
+        landmarks_target=torch.tensor(lm_np, dtype=torch.float32),
+        timings=timings, losses=last,
+    )

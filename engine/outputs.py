@@ -1,0 +1,294 @@
+"""Writers for the reconstruction output folder (docs/conventions.md, last section).
+
+``params.json``, the overlay/summary PNGs and the atomic folder swap live here so that the
+optimisation fitter and the learned methods produce byte-compatible folders for the
+Blender add-on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from engine.errors import UserError
+
+PARAMS_VERSION = 1
+
+
+class OutputFolderError(UserError):
+    """The output folder cannot be created or would overwrite something else."""
+
+
+def _tolist(x: Any) -> Any:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return np.round(x.astype(np.float64), 7).tolist() if x.dtype.kind == "f" else x.tolist()
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, Mapping):
+        return {str(k): _tolist(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_tolist(v) for v in x]
+    return x
+
+
+def build_params(
+    *,
+    model: str,
+    image_size: tuple[int, int],
+    K: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    identity: Sequence[float],
+    expression: Mapping[str, float],
+    pose: Mapping[str, Sequence[float]],
+    sh: np.ndarray,
+    landmarks68_image_px: np.ndarray,
+    landmarks68_camera: np.ndarray,
+    timings: Mapping[str, float],
+    photo: str,
+    method: str,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``params.json`` dictionary with shapes checked (see docs/conventions.md)."""
+    K, R, t = np.asarray(K, float), np.asarray(R, float), np.asarray(t, float)
+    sh = np.asarray(sh, float)
+    lm2, lm3 = np.asarray(landmarks68_image_px, float), np.asarray(landmarks68_camera, float)
+    if K.shape != (3, 3) or R.shape != (3, 3) or t.shape != (3,):
+        raise ValueError(f"bad camera shapes K{K.shape} R{R.shape} t{t.shape}")
+    if sh.shape != (9, 3):
+        raise ValueError(f"sh must be (9, 3), got {sh.shape}")
+    if lm2.shape != (68, 2) or lm3.shape != (68, 3):
+        raise ValueError(f"landmarks must be (68, 2)/(68, 3), got {lm2.shape}/{lm3.shape}")
+    params: dict[str, Any] = {
+        "version": PARAMS_VERSION,
+        "model": model,
+        "method": method,
+        "photo": photo,
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "K": K,
+        "R": R,
+        "t": t,
+        "identity": list(identity),
+        "expression": dict(expression),
+        "pose": {k: list(v) for k, v in pose.items()},
+        "sh": sh,
+        "sh_convention": "raw 3-band SH (Ramamoorthi-Hanrahan, irradiance-convolved basis of "
+        "engine.render.shading.sh_basis, no ambient offset) in the view frame "
+        "(+X right, +Y up, +Z towards the camera); colour = albedo * basis(n) @ sh",
+        "landmarks68_image_px": lm2,
+        "landmarks68_camera": lm3,
+        "timings": {k: round(float(v), 4) for k, v in timings.items()},
+        "units": "metres; camera frame OpenCV (x right, y down, z forward); X_cam = R @ X_model + t",
+    }
+    if extra:
+        params.update(extra)
+    return _tolist(params)
+
+
+def write_params(path: str | os.PathLike[str], params: Mapping[str, Any]) -> None:
+    """Write ``params.json`` (pretty-printed, UTF-8)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(_tolist(params), fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float [0, 1] (or uint8) image -> uint8."""
+    if img.dtype == np.uint8:
+        return img
+    return (np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:
+    """Save an RGB/grey image (uint8 or float [0, 1]) as PNG."""
+    from PIL import Image
+
+    Image.fromarray(to_uint8(img)).save(path, format="PNG", compress_level=4)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """PNG-encode an image in memory (for embedding in glTF)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img)).save(buf, format="PNG", compress_level=4)
+    return buf.getvalue()
+
+
+def blend_overlay(photo: np.ndarray, render: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Render blended over the photo where ``mask`` (H, W) is set; uint8 (H, W, 3)."""
+    p = photo.astype(np.float32) / 255.0 if photo.dtype == np.uint8 else photo.astype(np.float32)
+    r = render.astype(np.float32) / 255.0 if render.dtype == np.uint8 else render.astype(np.float32)
+    m = np.clip(mask.astype(np.float32), 0, 1)[..., None] * alpha
+    return to_uint8(p * (1 - m) + r * m)
+
+
+def side_by_side(images: Sequence[np.ndarray], height: int = 256, labels: Sequence[str] | None = None) -> np.ndarray:
+    """Resize each image to ``height`` and place them left to right, optionally labelled."""
+    import cv2
+
+    tiles = []
+    for i, img in enumerate(images):
+        img = to_uint8(img)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        h, w = img.shape[:2]
+        tile = cv2.resize(img, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
+        tile = np.ascontiguousarray(tile)
+        if labels is not None:
+            cv2.putText(tile, labels[i], (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(tile, labels[i], (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)
+
+
+def _looks_like_output_folder(path: Path) -> bool:
+    """True for an empty folder or one written by a previous reconstruction."""
+    try:
+        entries = list(path.iterdir())
+    except OSError:
+        return False
+    return not entries or (path / "params.json").is_file()
+
+
+@contextmanager
+def atomic_output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success move it to ``out_dir``.
+
+    Nothing appears at ``out_dir`` unless the block succeeds: on any exception the
+    temporary folder is deleted. An existing ``out_dir`` is replaced only when it is empty
+    or holds a previous reconstruction (has ``params.json``); any other existing path is
+    refused up front so a typo cannot delete unrelated files.
+    """
+    out = Path(os.fspath(out_dir)).expanduser().absolute()
+    if out.exists() and not (out.is_dir() and _looks_like_output_folder(out)):
+        raise OutputFolderError(
+            f"output folder {out} already exists and is not a previous reconstruction; "
+            "choose another --out or remove it")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        if out.exists():
+            trash = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, trash)
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                os.rename(trash, out)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------- rendering + baking
+def render_textured(model, vertices, R, t, K, size: tuple[int, int], albedo_map, sh, faces=None):
+    """Render a fitted head: (colour, shading, albedo, mask) as numpy (H, W, ·) float.
+
+    vertices (V, 3) model frame, R (3, 3), t (3,), K (3, 3) for an image of ``size`` (H, W),
+    albedo_map (3, S, S) texture in [0, 1] (v up), sh (9, 3) raw view-frame SH.
+    """
+    import torch
+
+    from engine.render.rasterize import interpolate, rasterize, texture
+    from engine.render.shading import sh_basis, vertex_normals
+
+    faces = model.faces if faces is None else faces
+    with torch.no_grad():
+        pc = vertices @ R.T + t
+        uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
+        frags = rasterize(torch.cat([uv, pc[:, 2:3]], -1)[None], faces, size, perspective=True, cull_backfaces=True)
+        n = vertex_normals(vertices[None], model.faces) @ R.T
+        n_view = n * torch.tensor([1.0, -1.0, -1.0])
+        pix_n = interpolate(n_view, faces, frags)
+        pix_n = pix_n / pix_n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        shading = (sh_basis(pix_n) @ sh).clamp_min(0)[0]
+        tuv = interpolate(model.uv[None], model.face_uv if faces is model.faces else faces, frags)
+        alb = texture(albedo_map[None], tuv)[0]
+        mask = frags.mask[0]
+        colour = (alb * shading) * mask[..., None]
+        return (colour.numpy(), (shading * mask[..., None]).numpy(), (alb * mask[..., None]).numpy(),
+                mask.numpy())
+
+
+def bake_albedo(model, vertices_px, visibility, shading_v, albedo_v, mirror, source, size: int = 512):
+    """Bake a UV albedo texture (3, S, S) from the photo, completed by symmetry and the prior.
+
+    vertices_px (V, 3) [u, v, depth] of the fitted vertices in the ``source`` image
+    (1, 3, H, W) float [0, 1]; visibility (V,) in [0, 1]; shading_v (V, 3) the fitted SH
+    shading per vertex; albedo_v (V, 3) the fitted, already completed per-vertex albedo
+    (the prior where nothing was seen). Texels seen in the photo get photo / shading; the
+    rest take the mirrored texel when that one was seen, otherwise the per-vertex albedo.
+    """
+    import cv2
+    import torch
+
+    from engine.render.rasterize import interpolate
+    from engine.render.uv import rasterize_uv, sample_uv_map, unwrap_photo, vertex_uv
+
+    with torch.no_grad():
+        fr = rasterize_uv(model.uv, model.face_uv, size)
+        tex, mask = unwrap_photo(source, vertices_px[None], visibility[None], model.faces, model.uv, model.face_uv,
+                                 uv_size=size, uv_fragments=fr)
+        shade_map = interpolate(shading_v[None], model.faces, fr)[0].permute(2, 0, 1)
+        prior_map = interpolate(albedo_v[None], model.faces, fr)[0].permute(2, 0, 1)
+        vis_map = interpolate(visibility[None, :, None].float(), model.faces, fr)[0, ..., 0]
+        photo_alb = (tex[0] / shade_map.clamp_min(0.08)).clamp(0, 1)
+        # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
+        m = (mask[0, 0] * vis_map.clamp(0, 1)).numpy().astype(np.float32)
+        m = cv2.erode(m, np.ones((3, 3), np.uint8))
+        m = cv2.GaussianBlur(m, (0, 0), size / 256.0)
+        conf = torch.from_numpy(m)
+        # mirror: the same barycentrics on the mirrored vertices' UVs
+        vuv = vertex_uv(model.uv, model.face_uv, model.faces, model.n_vertices)
+        has_m = mirror >= 0
+        mv = torch.where(has_m, mirror, torch.arange(len(mirror)))
+        muv = interpolate(vuv[mv][None], model.faces, fr)  # (1, S, S, 2)
+        mirrored = sample_uv_map(photo_alb[None], muv.reshape(1, -1, 2))[0].T.reshape(3, size, size)
+        mconf = sample_uv_map(conf[None, None], muv.reshape(1, -1, 2))[0, :, 0].reshape(size, size)
+        mconf = mconf * interpolate(has_m.float()[None, :, None], model.faces, fr)[0, ..., 0].clamp(0, 1)
+        mconf = torch.minimum(mconf, 1 - conf)
+        out = conf * photo_alb + mconf * mirrored + (1 - conf - mconf).clamp_min(0) * prior_map
+        covered = fr.mask[0].numpy().astype(np.uint8)
+        img = out.permute(1, 2, 0).numpy().astype(np.float32)
+    # pad outside the layout so texture filtering at seams does not pick up black
+    return to_uint8(pad_texture(img, covered > 0))
+
+
+def pad_texture(img: np.ndarray, covered: np.ndarray, rounds: int = 6) -> np.ndarray:
+    """Grow colours out of the UV islands (a few box-filter rounds), mean colour beyond."""
+    import cv2
+
+    out = img.copy()
+    m = covered.astype(np.float32)
+    mean = (img * m[..., None]).sum((0, 1)) / max(m.sum(), 1.0)
+    for _ in range(rounds):
+        num = cv2.blur(out * m[..., None], (5, 5))
+        den = cv2.blur(m, (5, 5))
+        grow = (den > 1e-3) & (m == 0)
+        out[grow] = num[grow] / den[grow][:, None]
+        m = np.maximum(m, grow.astype(np.float32))
+    out[m == 0] = mean
+    return out

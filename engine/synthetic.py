@@ -1,0 +1,221 @@
+"""Synthetic faces with known parameters (MoFA's ground-truth protocol, and training data).
+
+:func:`sample_params` draws identity, expression, jaw, head pose, camera, SH lighting,
+per-vertex albedo and a background from a seeded generator; :func:`render_sample` renders
+the image with the project's rasteriser (per-vertex colour = albedo × SH shading) and
+returns it with everything needed to score a reconstruction (landmarks, vertices, masks).
+Same seed, same faces, on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.head.model import HeadModel
+from engine.losses.albedo import SkinColourPrior
+from engine.render.rotation import euler_to_matrix
+from engine.render.shading import SH_CONSTANTS, sh_basis, vertex_normals
+
+_BAND_FACTOR = torch.tensor([1.0, 2 / 3, 2 / 3, 2 / 3, 0.25, 0.25, 0.25, 0.25, 0.25])
+FRONTAL_R = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+
+
+@dataclass
+class SyntheticConfig:
+    """Ranges of the sampler (MoFA-like: moderate pose, sparse expressions)."""
+
+    image_size: int = 224
+    identity_clip: float = 2.5  # in prior std
+    n_expressions: tuple[int, int] = (0, 3)  # how many ARKit units are active
+    expression_max: float = 0.6
+    jaw_max_rad: float = 0.25
+    yaw_deg: float = 30.0
+    pitch_deg: float = 20.0
+    roll_deg: float = 10.0
+    distance_m: tuple[float, float] = (0.6, 1.2)
+    face_fraction: tuple[float, float] = (0.45, 0.6)  # face width / image width
+    centre_jitter: float = 0.05  # of the image size
+    noise_std: float = 0.01  # sensor noise on [0, 1] colours
+
+
+@dataclass
+class SyntheticSample:
+    """One rendered face and its ground truth (torch tensors on CPU, image uint8)."""
+
+    image: np.ndarray  # (S, S, 3) uint8
+    identity: torch.Tensor
+    expression: torch.Tensor
+    pose: torch.Tensor  # (J, 3)
+    R: torch.Tensor
+    t: torch.Tensor
+    K: torch.Tensor
+    sh: torch.Tensor  # (9, 3) raw SH, view frame
+    albedo: torch.Tensor  # (V, 3)
+    vertices: torch.Tensor  # (V, 3) posed, model frame
+    landmarks2d: torch.Tensor  # (68, 2) px
+    face_mask: np.ndarray  # (S, S) bool, face-skin pixels
+    seed: int
+
+
+def directional_sh(direction: torch.Tensor, intensity: float) -> torch.Tensor:
+    """Raw SH coefficients (9,) of a distant light of radiance ``intensity`` from ``direction``
+    (view frame), in the basis of :func:`engine.render.shading.sh_basis`."""
+    d = direction / direction.norm()
+    return intensity * sh_basis(d) / _BAND_FACTOR
+
+
+def _skin_albedo(model: HeadModel, rng: np.random.Generator) -> torch.Tensor:
+    """Smooth random skin field on the template, darker hair on the scalp, white eyes."""
+    prior = SkinColourPrior()
+    axis = np.asarray(prior.axis) / np.linalg.norm(prior.axis)
+    base = np.asarray(prior.mean) + axis * rng.uniform(-0.25, 0.2)
+    base = base + rng.normal(0, 0.015, 3)
+    X = model.template.cpu().numpy()
+    field = np.zeros((X.shape[0], 3))
+    for _ in range(4):  # a few random low-frequency waves (blotches, redness)
+        k = rng.normal(0, 40.0, 3)
+        phase = rng.uniform(0, 2 * np.pi)
+        amp = rng.normal(0, 0.025, 3)
+        field += np.sin(X @ k + phase)[:, None] * amp
+    alb = np.clip(base + field, 0.05, 0.95)
+    regions = {k: v.cpu().numpy() for k, v in model.regions.items()}
+    alb[regions["eyes"]] = np.array([0.75, 0.72, 0.7])
+    alb[regions["mouth_interior"]] = np.array([0.45, 0.2, 0.2])
+    hair = np.clip(rng.uniform(0.05, 0.45) * np.array([1.0, 0.8, 0.6]), 0, 1)
+    scalp = regions["scalp_neck"] & (X[:, 1] > 0.03)
+    alb[scalp] = hair
+    return torch.tensor(alb, dtype=torch.float32)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Random background: smooth noise, a colour gradient or a patch of a bundled photo."""
+    import cv2
+
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        small = rng.uniform(0, 1, (6, 6, 3)).astype(np.float32)
+        return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    if kind == 1:
+        a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        ang = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        w = (np.cos(ang) * xx + np.sin(ang) * yy)
+        w = (w - w.min()) / max(np.ptp(w), 1e-6)
+        return (a * (1 - w[..., None]) + b * w[..., None]).astype(np.float32)
+    try:
+        from skimage import data
+
+        img = getattr(data, ["coffee", "chelsea", "rocket", "astronaut"][rng.integers(0, 4)])()
+    except Exception:  # noqa: BLE001 - data not bundled: fall back to noise
+        return rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+    h, w = img.shape[:2]
+    side = int(rng.integers(min(h, w) // 4, min(h, w)))
+    y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    patch = img[y0:y0 + side, x0:x0 + side]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def sample_params(model: HeadModel, seed: int, config: SyntheticConfig | None = None) -> dict:
+    """Ground-truth parameters of face ``seed`` (deterministic)."""
+    cfg = config or SyntheticConfig()
+    rng = np.random.default_rng(seed)
+    S = cfg.image_size
+    K_id, K_exp = model.n_identity, model.n_expression
+    ident = np.clip(rng.normal(0, 1, K_id), -cfg.identity_clip, cfg.identity_clip) * model.identity_std.cpu().numpy()
+    expr = np.zeros(K_exp)
+    names = model.expression_names
+    allowed = [i for i, n in enumerate(names) if n != "jawOpen"] if "jaw" in model.joint_names else list(range(K_exp))
+    n_active = int(rng.integers(cfg.n_expressions[0], cfg.n_expressions[1] + 1))
+    for i in rng.choice(allowed, size=n_active, replace=False):
+        lo, hi = model.expression_range[i].tolist()
+        expr[i] = np.clip(rng.uniform(0, cfg.expression_max), lo, hi)
+    pose = np.zeros((model.n_joints, 3))
+    if "jaw" in model.joint_names:
+        pose[model.joint_names.index("jaw"), 0] = rng.uniform(0, cfg.jaw_max_rad) * (rng.uniform() < 0.6)
+    angles = np.radians([rng.uniform(-cfg.pitch_deg, cfg.pitch_deg), rng.uniform(-cfg.yaw_deg, cfg.yaw_deg),
+                         rng.uniform(-cfg.roll_deg, cfg.roll_deg)])
+    R = FRONTAL_R @ euler_to_matrix(torch.tensor(angles, dtype=torch.float32), "XYZ")
+    d = rng.uniform(*cfg.distance_m)
+    frac = rng.uniform(*cfg.face_fraction)
+    f = frac * S * d / 0.14
+    K = torch.tensor([[f, 0, S / 2], [0, f, S / 2], [0, 0, 1]], dtype=torch.float32)
+    # put the landmark centroid near the optical axis, with jitter
+    with torch.no_grad():
+        out = model(torch.tensor(ident, dtype=torch.float32)[None], torch.tensor(expr, dtype=torch.float32)[None],
+                    torch.tensor(pose, dtype=torch.float32)[None] if model.n_joints else None)
+        centre = model.landmarks(out.vertices)[0].mean(0).cpu()
+    jitter = rng.uniform(-cfg.centre_jitter, cfg.centre_jitter, 2) * S
+    aim = torch.tensor([jitter[0] * d / f, jitter[1] * d / f, d], dtype=torch.float32)
+    t = aim - R @ centre
+    # lighting: ambient + one directional light from the frontal hemisphere, slight tint
+    sh = torch.zeros(9, 3)
+    amb = rng.uniform(0.55, 0.9)
+    tint = 1.0 + rng.normal(0, 0.05, 3)
+    direction = torch.tensor([rng.uniform(-1, 1), rng.uniform(-0.3, 1), rng.uniform(0.3, 1.0)], dtype=torch.float32)
+    coeffs = directional_sh(direction, rng.uniform(0.2, 0.7))
+    sh[0] += amb / SH_CONSTANTS[0]
+    sh += coeffs[:, None]
+    sh = sh * torch.tensor(tint, dtype=torch.float32)[None]
+    return {
+        "identity": torch.tensor(ident, dtype=torch.float32), "expression": torch.tensor(expr, dtype=torch.float32),
+        "pose": torch.tensor(pose, dtype=torch.float32), "R": R, "t": t, "K": K, "sh": sh,
+        "albedo": _skin_albedo(model, rng), "background": _background(rng, S),
+        "noise": rng.normal(0, cfg.noise_std, (S, S, 3)).astype(np.float32),
+    }
+
+
+def render_vertex_colours(model: HeadModel, vertices: torch.Tensor, colours: torch.Tensor, R: torch.Tensor,
+                          t: torch.Tensor, K: torch.Tensor, size: tuple[int, int],
+                          mask_vertices: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rasterise a per-vertex-coloured mesh: (rgb float (H, W, 3), coverage (H, W), region mask (H, W)).
+
+    ``vertices`` (V, 3) model frame; ``mask_vertices`` (V,) bool marks a region whose pixel
+    coverage is returned as the third output (e.g. face skin).
+    """
+    from engine.render.rasterize import interpolate, rasterize
+
+    pc = vertices @ R.T + t
+    uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
+    screen = torch.cat([uv, pc[:, 2:3]], -1)[None]
+    frags = rasterize(screen, model.faces, size, perspective=True, cull_backfaces=True)
+    attrs = [colours[None]]
+    if mask_vertices is not None:
+        attrs.append(mask_vertices.float()[None, :, None])
+    img = interpolate(torch.cat(attrs, -1), model.faces, frags)[0]
+    cover = frags.mask[0].cpu().numpy()
+    region = (img[..., 3] > 0.99).cpu().numpy() & cover if mask_vertices is not None else cover
+    return img[..., :3].cpu().numpy(), cover, region
+
+
+def shade_vertices(model: HeadModel, vertices: torch.Tensor, R: torch.Tensor, albedo: torch.Tensor,
+                   sh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-vertex (colour, shading) (V, 3) each: albedo × SH shading of the view-frame normals."""
+    n = vertex_normals(vertices[None], model.faces)[0] @ R.T
+    n_view = n * torch.tensor([1.0, -1.0, -1.0])
+    shading = (sh_basis(n_view) @ sh).clamp_min(0.0)
+    return albedo * shading, shading
+
+
+@torch.no_grad()
+def render_sample(model: HeadModel, seed: int, config: SyntheticConfig | None = None) -> SyntheticSample:
+    """Render synthetic face ``seed`` with its ground truth."""
+    cfg = config or SyntheticConfig()
+    p = sample_params(model, seed, cfg)
+    S = cfg.image_size
+    pose = p["pose"][None] if model.n_joints else None
+    verts = model(p["identity"][None], p["expression"][None], pose).vertices[0].cpu()
+    colour, _ = shade_vertices(model, verts, p["R"], p["albedo"], p["sh"])
+    rgb, cover, face = render_vertex_colours(model, verts, colour, p["R"], p["t"], p["K"], (S, S),
+                                             model.regions["face_skin"].cpu())
+    img = np.where(cover[..., None], rgb, p["background"]) + p["noise"]
+    lm3 = model.landmarks(verts[None])[0]
+    pc = lm3 @ p["R"].T + p["t"]
+    lm2 = pc[:, :2] / pc[:, 2:3] * torch.stack([p["K"][0, 0], p["K"][1, 1]]) + torch.stack([p["K"][0, 2], p["K"][1, 2]])
+    return SyntheticSample(
+        image=(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), identity=p["identity"],
+        expression=p["expression"], pose=p["pose"], R=p["R"], t=p["t"], K=p["K"], sh=p["sh"],
+        albedo=p["albedo"], vertices=verts, landmarks2d=lm2, face_mask=face, seed=seed)
