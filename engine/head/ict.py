@@ -220,6 +220,7 @@ def convert(raw: dict[str, np.ndarray], landmark_verts: list[int]) -> tuple[dict
     pred = template @ Rj.T + tj - template
     w_jaw = np.clip((jaw_open * pred).sum(1) / np.maximum((pred * pred).sum(1), 1e-12), 0, 1)
     w_jaw[np.linalg.norm(pred, axis=1) < 1e-6] = 0
+    w_jaw[w_jaw < 0.02] = 0  # numerical noise of the scan-based shape, not jaw motion
     w_jaw[np.concatenate([eyes, rng["eye_extras"], rng["eyelashes"], rng["eye_sockets"]])] = 0
     w_jaw[moving] = 1.0
     W = np.zeros((V, 4))

@@ -1,0 +1,101 @@
+"""OBJ and GLB writers: read the files back and check what other tools rely on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.export import write_glb, write_obj
+from engine.export.gltf import read_glb, split_seams
+
+
+def _quad_strip():
+    # two triangles sharing an edge, with a UV seam on vertex 1 (two different uvs)
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float64)
+    f = np.array([[0, 1, 2], [1, 3, 2]])
+    uv = np.array([[0, 0], [0.5, 0], [0, 1], [1, 0], [1, 1]], np.float64)
+    fuv = np.array([[0, 1, 2], [3, 4, 2]])
+    return v, f, uv, fuv
+
+
+def test_obj_roundtrip(tmp_path):
+    v, f, uv, fuv = _quad_strip()
+    tex = tmp_path / "src" / "albedo.png"
+    tex.parent.mkdir()
+    tex.write_bytes(b"\x89PNG fake bytes are fine for copying")
+    p = write_obj(tmp_path / "out" / "m.obj", v, f, uv, fuv, texture_path=tex)
+    lines = p.read_text().splitlines()
+    assert lines[0] == "mtllib m.mtl"
+    vs = np.array([list(map(float, ln.split()[1:])) for ln in lines if ln.startswith("v ")])
+    vts = np.array([list(map(float, ln.split()[1:])) for ln in lines if ln.startswith("vt ")])
+    fs = [ln.split()[1:] for ln in lines if ln.startswith("f ")]
+    np.testing.assert_allclose(vs, v)
+    np.testing.assert_allclose(vts, uv)
+    assert fs[1] == ["2/4", "4/5", "3/3"]
+    assert "map_Kd albedo.png" in (tmp_path / "out" / "m.mtl").read_text()
+    assert (tmp_path / "out" / "albedo.png").is_file()
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_split_seams_mapping():
+    v, f, uv, fuv = _quad_strip()
+    vmap, umap, nf = split_seams(f, fuv)
+    assert len(vmap) == 5  # vertex 1 is split in two
+    np.testing.assert_array_equal(vmap[nf], f)
+    np.testing.assert_array_equal(umap[nf], fuv)
+
+
+def test_glb_structure(tmp_path):
+    v, f, uv, fuv = _quad_strip()
+    morph = {"jawOpen": np.tile([0, -0.1, 0], (4, 1)), "eyeBlinkLeft": np.eye(4, 3)}
+    res = write_glb(tmp_path / "m.glb", v, f, uv, fuv, morph, morph_weights={"jawOpen": 0.8},
+                    texture_png=b"\x89PNG\r\n\x1a\nnot really")
+    doc, blob = read_glb(tmp_path / "m.glb")
+    mesh = doc["meshes"][0]
+    assert mesh["extras"]["targetNames"] == ["jawOpen", "eyeBlinkLeft"]
+    assert mesh["weights"] == [0.8, 0.0]
+    prim = mesh["primitives"][0]
+    acc = doc["accessors"]
+    n = acc[prim["attributes"]["POSITION"]]["count"]
+    assert n == res["n_vertices"] == 5
+    for a in prim["attributes"].values():
+        assert acc[a]["count"] == n
+
+    def read(i, comps, dtype=np.float32):
+        a, bv = acc[i], doc["bufferViews"][acc[i]["bufferView"]]
+        return np.frombuffer(blob, dtype, a["count"] * comps, bv["byteOffset"]).reshape(a["count"], comps)
+
+    pos = read(prim["attributes"]["POSITION"], 3)
+    np.testing.assert_allclose(pos, v[res["vertex_map"]])
+    tex = read(prim["attributes"]["TEXCOORD_0"], 2)
+    idx = read(prim["indices"], 1, np.uint32).reshape(-1, 3)
+    np.testing.assert_allclose(1 - tex[idx][..., 1], uv[fuv][..., 1])  # v flipped for glTF
+    nrm = read(prim["attributes"]["NORMAL"], 3)
+    np.testing.assert_allclose(nrm, np.tile([0, 0, 1], (5, 1)), atol=1e-6)
+    d = read(prim["targets"][1]["POSITION"], 3)
+    np.testing.assert_allclose(d, np.eye(4, 3)[res["vertex_map"]])
+    assert acc[prim["targets"][0]["POSITION"]]["min"] == [0.0, pytest.approx(-0.1), 0.0]
+    assert doc["images"][0]["mimeType"] == "image/png"
+    assert len(blob) % 4 == 0
+
+
+def test_cli_export_obj_and_glb(tmp_path, capsys):
+    import json
+
+    from engine.head import load_head_model
+    from engine.head.__main__ import main
+
+    m = load_head_model("open")
+    main(["export", "--model", "open", "--out", str(tmp_path / "h.obj"), "--expression", "jawOpen=0.8"])
+    txt = (tmp_path / "h.obj").read_text()
+    assert txt.count("\nv ") == m.n_vertices and txt.count("\nf ") == m.n_faces
+    assert (tmp_path / "h.mtl").is_file()
+    main(["export", "--model", "open", "--out", str(tmp_path / "h.glb"), "--identity", "0=1.5",
+          "--pose", "jaw=0.2,0,0", "--expression", "mouthSmileLeft=1"])
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    doc, _ = read_glb(tmp_path / "h.glb")
+    assert doc["meshes"][0]["extras"]["targetNames"] == m.expression_names
+    assert rep["n_morph_targets"] == 52
+    with pytest.raises(SystemExit):
+        main(["export", "--model", "open", "--out", str(tmp_path / "h.ply")])
+    assert capsys.readouterr().err.startswith("error: ")
