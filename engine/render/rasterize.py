@@ -163,7 +163,8 @@ def _zbuffer(
         q = -1.0 / z  # key = -1/z: smaller is nearer
     else:
         q = z
-    kz = q[:, :1] + (q[:, 1:2] - q[:, :1]) * b1 + (q[:, 2:3] - q[:, :1]) * b2
+    kz = (q[:, 1:2] - q[:, :1]) * b1 + (q[:, 2:3] - q[:, :1]) * b2
+    kz[:, 0] += q[:, 0]
     coef = torch.cat([b1, b2, kz], -1).to(torch.float32)  # (N, 9)
     ends = torch.cumsum(counts, 0)
     starts = ends - counts
@@ -284,79 +285,116 @@ def face_neighbours(faces: Tensor) -> Tensor:
     return nb.view(F, 3)
 
 
-def _aa_pairs(
+def _aa_axis(
     color: Tensor,
     fr: Fragments,
-    contour: Tensor,
     depth_bg: Tensor,
+    edge_b: Tensor,
+    edge_v: Tensor,
     axis: int,
+    occlusion_margin: float,
 ) -> tuple[Tensor, Tensor]:
-    """Deltas for neighbouring pixel pairs along ``axis`` (2 = x, 1 = y) across a contour."""
-    B, H, W = fr.tri_id.shape
-    tri = fr.tri_id
-    if axis == 2:
-        ta, tb = tri[:, :, :-1], tri[:, :, 1:]
-        da, db = depth_bg[:, :, :-1], depth_bg[:, :, 1:]
-    else:
-        ta, tb = tri[:, :-1, :], tri[:, 1:, :]
-        da, db = depth_bg[:, :-1, :], depth_bg[:, 1:, :]
-    cand = (ta != tb) & ((ta >= 0) | (tb >= 0))
-    b, y, x = cand.nonzero(as_tuple=True)
-    if b.numel() == 0:
-        return b, color.new_zeros(0, color.shape[-1])
-    step_y, step_x = (0, 1) if axis == 2 else (1, 0)
-    a_front = da[b, y, x] <= db[b, y, x]
-    # Front pixel p (covered, nearer) and back pixel q.
-    py = torch.where(a_front, y, y + step_y)
-    px = torch.where(a_front, x, x + step_x)
-    qy = torch.where(a_front, y + step_y, y)
-    qx = torch.where(a_front, x + step_x, x)
-    T = tri[b, py, px]
-    corners = fr.faces[T]  # (N, 3)
-    ends = torch.stack([corners, corners.roll(-1, dims=1)], -1)  # (N, 3, 2)
-    pts = fr.screen[b[:, None, None], ends, :2]  # (N, 3, 2, 2) differentiable
-    is_contour = contour[b[:, None], T[:, None], torch.arange(3, device=T.device)[None, :]]
-    # Segment from p's centre to q's centre, parametrised by s in [0, 1].
-    pc = torch.stack([px, py], -1).to(pts.dtype) + 0.5
-    dirv = torch.tensor([step_x, step_y], dtype=pts.dtype, device=pts.device)
-    sign = torch.where(a_front, 1.0, -1.0).to(pts.dtype)[:, None]
-    d = dirv[None, :] * sign  # (N, 2) unit step from p to q
-    e0 = pts[:, :, 0]
-    e = pts[:, :, 1] - e0  # (N, 3, 2)
-    # Solve pc + s*d = e0 + r*e.
-    den = d[:, None, 0] * e[..., 1] - d[:, None, 1] * e[..., 0]
-    safe = torch.where(den.abs() > 1e-12, den, torch.ones_like(den))
-    w = e0 - pc[:, None, :]
-    s = (w[..., 0] * e[..., 1] - w[..., 1] * e[..., 0]) / safe
-    r = (w[..., 0] * d[:, None, 1] - w[..., 1] * d[:, None, 0]) / safe
-    ok = is_contour & (den.abs() > 1e-12) & (r >= 0) & (r <= 1) & (s >= 0) & (s <= 1)
-    s_masked = torch.where(ok, s, torch.full_like(s, 2.0))
-    s_min, k = s_masked.min(-1)
-    hit = s_min <= 1.0
-    if not bool(hit.any()):
-        return b[:0], color.new_zeros(0, color.shape[-1])
-    b, py, px, qy, qx, s_min = b[hit], py[hit], px[hit], qy[hit], qx[hit], s_min[hit]
-    cp = color[b, py, px]
-    cq = color[b, qy, qx]
+    """Colour deltas from contour edges crossing pixel pairs along ``axis`` (0 = x, 1 = y).
+
+    For x pairs every contour edge crosses the horizontal lines through pixel-centre rows
+    it spans; the crossing picks the pixel pair ``(x, x+1)`` around it. ``edge_v (E, 2)``
+    holds directed edges (interior on their right in screen coordinates).
+    """
+    B, H, W, C = color.shape
+    a_ax, o_ax = axis, 1 - axis  # coordinate along the pair / across it (the row coordinate)
+    n_rows, n_cols = (H, W) if axis == 0 else (W, H)
+    with torch.no_grad():
+        pa = fr.screen[edge_b, edge_v[:, 0], :2].detach()
+        pb = fr.screen[edge_b, edge_v[:, 1], :2].detach()
+        lo = torch.ceil(torch.minimum(pa[:, o_ax], pb[:, o_ax]) - 0.5).clamp_min(0)
+        hi = torch.floor(torch.maximum(pa[:, o_ax], pb[:, o_ax]) - 0.5).clamp_max(n_rows - 1)
+        ok = (hi >= lo) & ((pb[:, o_ax] - pa[:, o_ax]).abs() > 1e-9)
+        counts = torch.where(ok, hi - lo + 1, torch.zeros_like(lo)).long()
+        n = int(counts.sum())
+        if n == 0:
+            return edge_b[:0], color.new_zeros(0, C)
+        e_idx = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts, output_size=n)
+        first = torch.cumsum(counts, 0) - counts
+        row = lo.long()[e_idx] + (torch.arange(n, device=counts.device) - first[e_idx])
+        A, Bp = pa[e_idx], pb[e_idx]
+        rc = row.to(A.dtype) + 0.5
+        tt = (rc - A[:, o_ax]) / (Bp[:, o_ax] - A[:, o_ax])
+        xc = A[:, a_ax] + tt * (Bp[:, a_ax] - A[:, a_ax])
+        left = torch.floor(xc - 0.5).long()
+        inb = (left >= 0) & (left + 1 <= n_cols - 1)
+        e_idx, row, left, xc, A, Bp = e_idx[inb], row[inb], left[inb], xc[inb], A[inb], Bp[inb]
+        b = edge_b[e_idx]
+        # Interior side: cross(B - A, c - A) < 0 for the left pixel centre.
+        cl = torch.zeros_like(A)
+        cl[:, a_ax] = left.to(A.dtype) + 0.5
+        cl[:, o_ax] = row.to(A.dtype) + 0.5
+        cr = (Bp[:, 0] - A[:, 0]) * (cl[:, 1] - A[:, 1]) - (Bp[:, 1] - A[:, 1]) * (cl[:, 0] - A[:, 0])
+
+        def flat(col: Tensor) -> Tensor:
+            return (b * H + row) * W + col if axis == 0 else (b * H + col) * W + row
+
+        dflat = depth_bg.reshape(-1)
+        tflat = fr.tri_id.reshape(-1)
+        # A centre exactly on the edge belongs to the interior (edges are inclusive).
+        p_is_left = (cr < 0) | ((cr == 0) & (tflat[flat(left)] >= 0))
+        pc = torch.where(p_is_left, left, left + 1)
+        qc = torch.where(p_is_left, left + 1, left)
+        p_idx, q_idx = flat(pc), flat(qc)
+        visible = (tflat[p_idx] >= 0) & ((tflat[q_idx] < 0) | (dflat[q_idx] > dflat[p_idx] + occlusion_margin))
+        s_det = (xc - (pc.to(xc.dtype) + 0.5)).abs()
+        keep = visible & (s_det <= 1.0)
+        e_idx, row, pc, qc, p_idx, q_idx, s_det = (x[keep] for x in (e_idx, row, pc, qc, p_idx, q_idx, s_det))
+        if e_idx.numel() == 0:
+            return edge_b[:0], color.new_zeros(0, C)
+        # One crossing per pixel pair: the outermost (largest s) contour edge.
+        best = torch.full((B * H * W,), -1.0, dtype=s_det.dtype, device=s_det.device)
+        key = torch.minimum(p_idx, q_idx)  # identifies the pixel pair
+        best.scatter_reduce_(0, key, s_det, reduce="amax")
+        cand = (s_det == best[key]).nonzero(as_tuple=True)[0]
+        first_c = torch.full((B * H * W,), n, dtype=torch.int64, device=s_det.device)
+        first_c.scatter_reduce_(0, key[cand], cand, reduce="amin")
+        win = first_c[key[cand]] == cand
+        sel = cand[win]
+        e_idx, row, pc, qc, p_idx, q_idx = (x[sel] for x in (e_idx, row, pc, qc, p_idx, q_idx))
+    # Differentiable crossing position s in pixels from p's centre towards q.
+    eb = edge_b[e_idx]
+    A = fr.screen[eb, edge_v[e_idx, 0], :2]
+    Bp = fr.screen[eb, edge_v[e_idx, 1], :2]
+    rc = row.to(A.dtype) + 0.5
+    ev = Bp - A
+    xc = A[:, a_ax] + (rc - A[:, o_ax]) / ev[:, o_ax] * ev[:, a_ax]
+    direction = (qc - pc).to(A.dtype)
+    s = (xc - (pc.to(A.dtype) + 0.5)) * direction
+    # Weight by the squared component of the edge normal along the pair axis: an edge is
+    # crossed by x pairs and by y pairs, and n_x² + n_y² = 1 counts its motion once
+    # (a vertical edge is handled by x pairs alone, a 45° one half by each).
+    weight = ev[:, o_ax] ** 2 / (ev * ev).sum(-1).clamp_min(1e-20)
+    flat_c = color.reshape(B * H * W, C)
+    cp, cq = flat_c[p_idx], flat_c[q_idx]
     # 1-D box filter: the surface covers [.., s] along p->q. Pixel p spans [-0.5, 0.5],
     # q spans [0.5, 1.5]. If s < 0.5 p loses (0.5 - s); otherwise q gains (s - 0.5).
-    into_p = s_min < 0.5
-    amount = torch.where(into_p, 0.5 - s_min, s_min - 0.5)[:, None]
+    into_p = s < 0.5
+    amount = (torch.where(into_p, 0.5 - s, s - 0.5) * weight)[:, None].to(color.dtype)
     delta = torch.where(into_p[:, None], amount * (cq - cp), amount * (cp - cq))
-    ty = torch.where(into_p, py, qy)
-    tx = torch.where(into_p, px, qx)
-    return (b * H + ty) * W + tx, delta
+    return torch.where(into_p, p_idx, q_idx), delta
 
 
-def antialias(color: Tensor, fragments: Fragments, neighbours: Tensor | None = None) -> Tensor:
+def antialias(
+    color: Tensor,
+    fragments: Fragments,
+    neighbours: Tensor | None = None,
+    occlusion_margin: float = 5e-3,
+) -> Tensor:
     """Analytic silhouette antialiasing of ``color (B, H, W, C)`` (nvdiffrast-style).
 
-    For each pair of horizontally/vertically adjacent pixels showing different triangles,
-    if a *contour* edge (open boundary, or front/back-facing transition) of the nearer
-    pixel's triangle crosses the segment between their centres, the two colours are
-    blended by the crossing position with a 1-pixel box filter. The crossing position is a
-    differentiable function of the edge's screen vertices, which gives image-space losses
-    gradients w.r.t. the silhouette. Pass ``neighbours = face_neighbours(faces)`` to reuse it.
+    Contour edges (open borders, or edges between a front- and a back-facing face, taken
+    on the front face) are intersected with the lines through pixel centres. Where such an
+    edge separates a covered pixel ``p`` from a neighbour ``q`` showing background or a
+    surface more than ``occlusion_margin`` (depth units) farther away, the two colours are
+    blended with a 1-pixel box filter according to the crossing position (the outermost
+    crossing per pixel pair). The crossing is a differentiable function of the edge's
+    screen vertices, which gives image-space losses gradients w.r.t. the silhouette.
+    Pass ``neighbours = face_neighbours(faces)`` to reuse the adjacency.
     """
     faces = fragments.faces
     if neighbours is None:
@@ -364,11 +402,13 @@ def antialias(color: Tensor, fragments: Fragments, neighbours: Tensor | None = N
     with torch.no_grad():
         facing = signed_area2(fragments.screen.detach(), faces) < 0  # (B, F)
         nb = neighbours.clamp_min(0)
-        contour = (neighbours[None] < 0) | (facing[:, nb] != facing[:, :, None])
+        contour = facing[:, :, None] & ((neighbours[None] < 0) | ~facing[:, nb])
+        eb, ef, ek = contour.nonzero(as_tuple=True)
+        edge_v = torch.stack([faces[ef, ek], faces[ef, (ek + 1) % 3]], -1)
         depth_bg = torch.where(fragments.mask, fragments.depth.detach(), torch.full_like(fragments.depth, float("inf")))
     B, H, W, C = color.shape
-    idx_x, dx = _aa_pairs(color, fragments, contour, depth_bg, axis=2)
-    idx_y, dy = _aa_pairs(color, fragments, contour, depth_bg, axis=1)
+    idx_x, dx = _aa_axis(color, fragments, depth_bg, eb, edge_v, 0, occlusion_margin)
+    idx_y, dy = _aa_axis(color, fragments, depth_bg, eb, edge_v, 1, occlusion_margin)
     flat = color.reshape(B * H * W, C)
     out = flat.index_add(0, torch.cat([idx_x, idx_y]), torch.cat([dx, dy]).to(flat.dtype))
     return out.view(B, H, W, C)
