@@ -62,7 +62,6 @@ class _Tiny(nn.Module):
 
 def build_tiny(cfg) -> MethodBundle:
     """Factory used by the CLI test as ``method=test_train_engine:build_tiny``."""
-    torch.manual_seed(cfg.seed)
     opts = cfg.model
     return MethodBundle(_Tiny(delay=float(opts.get("delay", 0.0))),
                         _Regression(int(opts.get("n", 40)), tuple(opts.get("nan_at", ()))),
@@ -186,3 +185,17 @@ def test_atomic_checkpoint_and_corrupt_file(tmp_path):
         load_checkpoint_file(bad)
     with pytest.raises(ModelFileError, match="does not exist"):
         load_checkpoint_file(tmp_path / "nope.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(tmp_path):
+    """Two gloo ranks through torchrun: DDP trains, rank 0 checkpoints both ranks' RNGs."""
+    env = dict(os.environ, PYTHONPATH=f"{Path(__file__).parent}{os.pathsep}{REPO}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "engine.train", "--resume", "none"] + _cfg(tmp_path, max_steps=6, ckpt_every=3)
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = load_checkpoint_file(tmp_path / "checkpoints" / "ckpt_00000006.pt")
+    assert data["world_size"] == 2 and len(data["rng"]) == 2 and data["step"] == 6
+    assert not torch.equal(data["rng"][0]["torch"], data["rng"][1]["torch"])  # per-rank seeds
+    assert (tmp_path / "final.pt").is_file()

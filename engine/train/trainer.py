@@ -185,9 +185,10 @@ class Trainer:
                               f"batch of {cfg.batch_size} per process")
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, gather_rng: bool = True) -> dict[str, Any]:
+        """Full training state; with DDP ``gather_rng`` is a collective (all ranks call it)."""
         rng = st.rng_state()
-        if self.dist.enabled:
+        if self.dist.enabled and gather_rng:
             import torch.distributed as dist
 
             rngs: list[Any] = [None] * self.dist.world_size
@@ -251,7 +252,7 @@ class Trainer:
 
     def export(self, path: str | Path) -> Path:
         """Inference-only file: weights + the config needed to rebuild the model."""
-        return export_checkpoint(self.state_dict(), path)
+        return export_checkpoint(self.state_dict(gather_rng=False), path)
 
     # ------------------------------------------------------------------ logging
     @property
