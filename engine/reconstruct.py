@@ -207,8 +207,12 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
 
     photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
     Ko = torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K
-    colour, _, _, mask = render_textured(cpu_model, verts, R, t, Ko, (oh, ow), albedo_map, fit.sh)
-    write_png(folder / "overlay.png", blend_overlay(photo_small, colour, mask, alpha=0.7))
+    # the textured render reproduces the photo almost exactly, so the overlay shows the fitted
+    # geometry itself: its shading under the fitted light on a uniform skin colour
+    _, shading, _, mask = render_textured(cpu_model, verts, R, t, Ko, (oh, ow), albedo_map, fit.sh)
+    geo = shading.mean(-1, keepdims=True) / max(float(np.percentile(shading[mask], 99)), 1e-6) if mask.any() else shading
+    geo = np.clip(geo, 0, 1) * np.array([0.85, 0.8, 0.78])
+    write_png(folder / "overlay.png", blend_overlay(photo_small, geo, mask, alpha=0.6))
     ccrop, cs, corigin = _work_crop(img, lm, 256, cfg.crop_scale, 0.0)
     Kc = torch.tensor([[cs, 0, -cs * corigin[0]], [0, cs, -cs * corigin[1]], [0, 0, 1.0]], dtype=torch.float32) @ K
     colour, shading, alb, mask = render_textured(cpu_model, verts, R, t, Kc, (256, 256), albedo_map, fit.sh)

@@ -83,9 +83,30 @@ def _skin_albedo(model: HeadModel, rng: np.random.Generator) -> torch.Tensor:
         field += np.sin(X @ k + phase)[:, None] * amp
     alb = np.clip(base + field, 0.05, 0.95)
     regions = {k: v.cpu().numpy() for k, v in model.regions.items()}
-    alb[regions["eyes"]] = np.array([0.75, 0.72, 0.7])
-    alb[regions["mouth_interior"]] = np.array([0.45, 0.2, 0.2])
+    # facial features a detector looks for: brows, lips (from the landmark embedding)
+    with torch.no_grad():
+        lm = model.landmarks(model.template[None])[0].cpu().numpy()
     hair = np.clip(rng.uniform(0.05, 0.45) * np.array([1.0, 0.8, 0.6]), 0, 1)
+    skin = regions["face_skin"]
+    for a, b in [(i, i + 1) for i in range(17, 21)] + [(i, i + 1) for i in range(22, 26)]:
+        p, q = lm[a], lm[b]
+        tt = np.clip(((X - p) @ (q - p)) / max((q - p) @ (q - p), 1e-12), 0, 1)
+        d = np.linalg.norm(X - (p + tt[:, None] * (q - p)), axis=1)
+        w = np.clip(1.5 - d / 0.004, 0, 1)[:, None] * skin[:, None]
+        alb = alb * (1 - w) + w * (0.6 * hair + 0.4 * alb * 0.5)
+    lips = np.concatenate([lm[48:60], lm[48:49]])
+    from matplotlib.path import Path as _Path
+
+    inside = _Path(lips[:, :2]).contains_points(X[:, :2]) & (X[:, 2] > lm[48:60, 2].min() - 0.01) & skin
+    alb[inside] = alb[inside] * np.array([0.95, 0.6, 0.65])
+    front = regions["eyes"] & (X[:, 2] > 0.008)
+    alb_eyes = np.tile(np.array([0.8, 0.78, 0.76]), (X.shape[0], 1))
+    for c in (lm[36:42].mean(0), lm[42:48].mean(0)):
+        r = np.linalg.norm(X[:, :2] - c[:2], axis=1)
+        alb_eyes[r < 0.0065] = rng.uniform(0.1, 0.35) * np.array([1.0, 0.8, 0.6])
+        alb_eyes[r < 0.003] = 0.05
+    alb[regions["eyes"]] = np.where(front[regions["eyes"]][:, None], alb_eyes[regions["eyes"]], 0.75)
+    alb[regions["mouth_interior"]] = np.array([0.45, 0.2, 0.2])
     scalp = regions["scalp_neck"] & (X[:, 1] > 0.03)
     alb[scalp] = hair
     return torch.tensor(alb, dtype=torch.float32)

@@ -57,7 +57,8 @@ def neighbour_average_matrix(edges: torch.Tensor, n_vertices: int) -> torch.Tens
     deg = torch.zeros(n_vertices, dtype=torch.float32, device=edges.device).index_add_(
         0, i, torch.ones_like(i, dtype=torch.float32))
     vals = 1.0 / deg.clamp_min(1.0)[i]
-    return torch.sparse_coo_tensor(torch.stack([i, j]), vals, (n_vertices, n_vertices)).coalesce()
+    return torch.sparse_coo_tensor(torch.stack([i, j]), vals, (n_vertices, n_vertices),
+                                   check_invariants=False).coalesce()
 
 
 def clamp_to_prior(colour: torch.Tensor, prior: SkinColourPrior, max_mahalanobis: float = 3.0) -> torch.Tensor:

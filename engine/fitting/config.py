@@ -47,6 +47,8 @@ class FitConfig:
     jaw_landmark_weight: float = 0.5  # jawline (silhouette) landmarks count less
     # visibility test
     depth_tolerance_m: float = 4e-3
+    # CPU intra-op threads during a fit (0 = leave torch's setting alone)
+    cpu_threads: int = 1
     # outputs
-    texture_size: int = 512
+    texture_size: int = 1024
     overlay_max_side: int = 1024

@@ -29,6 +29,7 @@ import torch.nn.functional as Fn
 from engine.fitting.appearance import Appearance, fit_appearance, neighbour_average_matrix
 from engine.fitting.camera_init import guess_intrinsics, solve_pnp
 from engine.fitting.config import FitConfig
+from engine.fitting.optim import Adam
 from engine.head.model import HeadModel
 from engine.losses import (
     SkinColourPrior,
@@ -242,8 +243,29 @@ def fit_photo(
 ) -> FitResult:
     """Fit ``model`` to ``image`` (H, W, 3) uint8 given iBUG-68 ``landmarks`` (68, 2) in its pixels.
 
-    Runs on the model's device. See the module docstring for the stages.
+    Runs on the model's device. On CPU the fit runs with ``config.cpu_threads`` intra-op
+    threads (default 1: its tensors are small, and extra threads cost more in
+    synchronisation than they save, several-fold on a busy machine). See the module
+    docstring for the stages.
     """
+    cfg = config or FitConfig()
+    if model.template.device.type != "cpu" or not cfg.cpu_threads:
+        return _fit_photo(model, image, landmarks, cfg, progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.cpu_threads)
+    try:
+        return _fit_photo(model, image, landmarks, cfg, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_photo(
+    model: HeadModel,
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    config: FitConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> FitResult:
     cfg = config or FitConfig()
     dev = model.template.device
     report = progress or (lambda stage, fraction, message: None)
@@ -299,26 +321,19 @@ def fit_photo(
     t1 = time.perf_counter()
     report("landmarks", 0.1, "fitting pose, identity and expression to landmarks")
     sub = cache.lmk_model
-    opt = torch.optim.Adam([{"params": [rvec], "lr": cfg.lr_pose}, {"params": [tvec], "lr": cfg.lr_pose * 0.05}])
+    opt = Adam([(rvec, cfg.lr_pose), (tvec, cfg.lr_pose * 0.05)])
     for _ in range(cfg.pose_iters):
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         e, _ = lmk_energy(sub)
         e.sum().backward()
         opt.step()
-    opt = torch.optim.Adam([
-        {"params": [rvec], "lr": cfg.lr_pose * 0.5},
-        {"params": [tvec], "lr": cfg.lr_pose * 0.025},
-        {"params": [beta], "lr": cfg.lr_shape},
-        {"params": [psi], "lr": cfg.lr_shape * 0.5},
-        {"params": [jaw], "lr": cfg.lr_pose},
-    ])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.shape_iters, eta_min=0.1 * cfg.lr_shape)
+    opt = Adam([(rvec, cfg.lr_pose * 0.5), (tvec, cfg.lr_pose * 0.025), (beta, cfg.lr_shape),
+                (psi, cfg.lr_shape * 0.5), (jaw, cfg.lr_pose)], total_steps=cfg.shape_iters)
     for i in range(cfg.shape_iters):
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         e, _ = lmk_energy(sub)
         (e + priors(beta, psi, jaw)).sum().backward()
         opt.step()
-        sched.step()
     with torch.no_grad():
         psi.clamp_(exp_range[:, 0], exp_range[:, 1])
     timings["landmarks"] = time.perf_counter() - t1
@@ -356,20 +371,14 @@ def fit_photo(
     sh = app.sh.clone()[None].requires_grad_(True)
     albedo = app.albedo[None]
     pmask = cache.photo_mask.float()
-    opt = torch.optim.Adam([
-        {"params": [rvec], "lr": cfg.lr_joint * 0.2},
-        {"params": [tvec], "lr": cfg.lr_joint * 0.01},
-        {"params": [beta], "lr": cfg.lr_joint * 2},
-        {"params": [psi], "lr": cfg.lr_joint},
-        {"params": [jaw], "lr": cfg.lr_joint * 0.2},
-        {"params": [sh], "lr": cfg.lr_joint * 2},
-    ])
+    opt = Adam([(rvec, cfg.lr_joint * 0.2), (tvec, cfg.lr_joint * 0.01), (beta, cfg.lr_joint * 2),
+                (psi, cfg.lr_joint), (jaw, cfg.lr_joint * 0.2), (sh, cfg.lr_joint * 2)])
     last = {}
     for i in range(cfg.joint_iters):
         if i > 0 and i % cfg.visibility_every == 0:
             weights, app2 = refresh(albedo_init=albedo[0])
             albedo = app2.albedo[None]
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         R, verts, uv, pc = geometry()
         basis, _ = scene.shading_basis(verts, R)
         pred = albedo * torch.bmm(basis, sh)
@@ -382,7 +391,7 @@ def fit_photo(
         opt.step()
         with torch.no_grad():
             psi.clamp_(exp_range[:, 0], exp_range[:, 1])
-        last = {"photometric": float(e_photo), "landmark_px": float(e_lmk.sqrt() * lmk_sigma)}
+        last = {"photometric": float(e_photo.detach()), "landmark_px": float(e_lmk.detach().sqrt() * lmk_sigma)}
     weights, app = refresh(albedo_init=albedo[0])
     timings["refine"] = time.perf_counter() - t3
 
