@@ -38,7 +38,8 @@ def vertex_visibility(
 
     ``vertices`` are model-frame ``(B, V, 3)``. Front-facing: the camera-frame normal
     points towards the eye. Occlusion: the vertex depth is at most ``tolerance`` (metres)
-    behind the rasterised depth at its nearest pixel (background counts as unoccluded).
+    behind the farthest rasterised depth among the four pixel centres around it
+    (background counts as unoccluded), so partly occluded vertices count as visible.
     Not differentiable (a boolean mask).
     """
     H, W = camera.image_size
@@ -52,10 +53,16 @@ def vertex_visibility(
     frags = rasterize(screen, faces, (H, W), perspective=camera.perspective)
     depth = torch.where(frags.mask, frags.depth, torch.full_like(frags.depth, float("inf")))
     inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
-    px = uv[..., 0].floor().long().clamp(0, W - 1)
-    py = uv[..., 1].floor().long().clamp(0, H - 1)
+    # The four pixel centres around the vertex straddle it; on a steep but unoccluded
+    # surface at least one of them is not nearer than the vertex, under an occluder all are.
+    x0 = (uv[..., 0] - 0.5).floor().long()
+    y0 = (uv[..., 1] - 0.5).floor().long()
     b = torch.arange(vertices.shape[0], device=vertices.device)[:, None]
-    unoccluded = z <= depth[b, py, px] + tolerance
+    far = torch.full_like(z, -float("inf"))
+    for dy in (0, 1):
+        for dx in (0, 1):
+            far = torch.maximum(far, depth[b, (y0 + dy).clamp(0, H - 1), (x0 + dx).clamp(0, W - 1)])
+    unoccluded = z <= far + tolerance
     if camera.perspective:
         unoccluded &= z > 0
     return front & inside & unoccluded
