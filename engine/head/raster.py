@@ -37,8 +37,11 @@ def project(vertices: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -
 
 
 def rasterize(vertices: np.ndarray, faces: np.ndarray, R: np.ndarray, t: np.ndarray,
-              K: np.ndarray, height: int, width: int) -> Raster:
-    """Z-buffer rasterisation with pixel centres at integer + 0.5."""
+              K: np.ndarray, height: int, width: int, cull_back: bool = False) -> Raster:
+    """Z-buffer rasterisation with pixel centres at integer + 0.5.
+
+    cull_back skips triangles seen from behind (faces counter-clockwise from outside).
+    """
     p = project(vertices, R, t, K)
     tri = -np.ones((height, width), np.int64)
     bary = np.zeros((height, width, 3))
@@ -48,7 +51,11 @@ def rasterize(vertices: np.ndarray, faces: np.ndarray, R: np.ndarray, t: np.ndar
     x1 = np.clip(np.ceil(P[:, :, 0].max(1) + 0.5), 0, width).astype(int)
     y0 = np.clip(np.floor(P[:, :, 1].min(1) - 0.5), 0, height).astype(int)
     y1 = np.clip(np.ceil(P[:, :, 1].max(1) + 0.5), 0, height).astype(int)
-    for f in np.nonzero((x1 > x0) & (y1 > y0) & (P[:, :, 2].min(1) > 0))[0]:
+    keep = (x1 > x0) & (y1 > y0) & (P[:, :, 2].min(1) > 0)
+    if cull_back:  # outside-CCW triangles facing the camera have a negative signed area here
+        e1, e2 = P[:, 1, :2] - P[:, 0, :2], P[:, 2, :2] - P[:, 0, :2]
+        keep &= (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) < 0
+    for f in np.nonzero(keep)[0]:
         (ax, ay, az), (bx, by, bz), (cx, cy, cz) = P[f]
         area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
         if abs(area) < 1e-12:
