@@ -3,6 +3,7 @@ group; reflectance basis; training lowers the loss; checkpoints round-trip for i
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,17 @@ def test_code_layout_split_roundtrip():
     assert torch.equal(flat, vec)
     enc = MofaEncoder(L, "resnet10", 0.25)
     assert enc.eval()(torch.rand(1, 3, 32, 32)).identity.shape == (1, 5)
+
+
+def test_predict_photo_maps_crop_camera_to_photo(head):
+    """A zero-init model puts the mean face at the crop centre, mapped back into the photo."""
+    from engine.methods.mofa import predict_photo
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    lm = np.stack([np.linspace(70, 110, 68), np.linspace(40, 80, 68)], 1)
+    model = Mofa(MofaConfig(backbone="resnet10", width=0.25, image_size=48), head=head).eval()
+    fit = predict_photo(model, rgb, lm)
+    centre = fit.project(head.landmarks(fit.vertices[None])[0]).mean(0)
+    assert torch.allclose(centre, torch.tensor([90.0, 60.0]), atol=0.5)
+    assert fit.image_size == (160, 120) and fit.albedo.shape == (head.n_vertices, 3)

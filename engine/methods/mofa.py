@@ -307,3 +307,38 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mof
     except RuntimeError as exc:
         raise ModelFileError(f"checkpoint {path} does not match its head model ({exc})") from None
     return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_photo(model: Mofa, rgb: np.ndarray, landmarks68: np.ndarray, crop_scale: float = 1.25):
+    """One face of a photo -> an ``engine.fitting`` ``FitResult`` in the photo's pixel frame.
+
+    Crops with ``engine.photo.align_crop`` (no roll removal, so the crop is a scale +
+    shift of the photo), runs the encoder once and maps the crop camera back:
+    ``K_photo = inv(A) @ K_crop`` with ``A`` the crop's 3×3 similarity; ``R, t`` unchanged.
+    Used by ``--method learned`` and as the initialisation of ``--method hybrid``.
+    """
+    from engine.fitting.fitter import FitResult
+    from engine.photo import align_crop
+    from engine.render.shading import SH_CONSTANTS
+
+    S = model.cfg.image_size
+    dev = model.refl_mean.device
+    crop = align_crop(rgb, landmarks68, size=S, scale=crop_scale)
+    img = torch.from_numpy(crop.image).permute(2, 0, 1).float().div(255.0)[None].to(dev)
+    code = model.predict(img)
+    dec = model.decode(code)
+    A = np.vstack([crop.matrix, [0.0, 0.0, 1.0]])
+    K = torch.tensor(np.linalg.inv(A), dtype=torch.float32) @ dec.camera.K[0].cpu()
+    sh = code.sh[0].float().cpu().clone()
+    sh[0] += 1.0 / SH_CONSTANTS[0]  # MoFA's ambient offset -> raw coefficients
+    ident = torch.zeros(model.head.n_identity)
+    ident[: model.layout.n_identity] = code.identity[0].cpu() * model.head.identity_std[: model.layout.n_identity].cpu()
+    expr = torch.zeros(model.head.n_expression)
+    expr[: model.layout.n_expression] = code.expression[0].cpu()
+    vis = model.visible(dec)[0].float().cpu()
+    H, W = rgb.shape[:2]
+    return FitResult(identity=ident, expression=expr, pose=torch.zeros(model.head.n_joints, 3),
+                     R=dec.camera.R[0].cpu(), t=dec.camera.t[0].cpu(), K=K, image_size=(W, H), sh=sh,
+                     albedo=dec.albedo[0].clamp(0, 1).cpu(), vertices=dec.vertices[0].cpu(),
+                     visibility=vis, landmarks_target=torch.as_tensor(np.asarray(landmarks68)[:, :2]).float())
