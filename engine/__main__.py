@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+# MediaPipe's C++ side logs an info line to stderr at teardown; a CLI error must stay one line.
+os.environ.setdefault("GLOG_minloglevel", "2")
 from typing import Callable
 
 from engine.errors import cli_errors

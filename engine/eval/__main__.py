@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+# MediaPipe's C++ side logs an info line to stderr at teardown; a CLI error must stay one line.
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 from engine.errors import cli_errors
 
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {src:9s} faces={int(d['faces'])}  geometric {d['geometric_mm_median']:.2f} mm median "
                       f"({d['geometric_mm_mean']:.2f} mean)  photometric {d['photometric_median']:.3f} median "
                       f"({d['photometric_mean']:.3f} mean)  landmarks {d['landmark_px_median']:.2f} px median "
-                      f"({d['landmark_px_mean']:.2f} mean)  {d['seconds_median']:.2f} s/face")
+                      f"({d['landmark_px_mean']:.2f} mean)  {d['seconds_median']:.2f} s/face  "
+                      f"[mean-face baseline {d['mean_face_mm_median']:.2f} mm median]")
     return 0
 
 

@@ -51,6 +51,7 @@ class FaceScore:
     photometric: float
     landmark_px: float
     seconds: float
+    mean_face_mm: float  # baseline: the template (zero coefficients), same alignment
 
 
 @dataclass
@@ -69,7 +70,7 @@ class EvalReport:
             if not rows:
                 continue
             d: dict[str, float] = {"faces": len(rows)}
-            for key in ("geometric_mm", "photometric", "landmark_px", "seconds"):
+            for key in ("geometric_mm", "photometric", "landmark_px", "seconds", "mean_face_mm"):
                 vals = np.array([getattr(r, key) for r in rows])
                 d[f"{key}_mean"] = float(vals.mean())
                 d[f"{key}_median"] = float(np.median(vals))
@@ -82,13 +83,18 @@ class EvalReport:
                 "faces": [asdict(s) for s in self.scores]}
 
 
+def geometric_error_mm(model: HeadModel, vertices: torch.Tensor, gt_vertices: torch.Tensor) -> float:
+    """Mean face-skin point-to-point distance (mm) after similarity alignment."""
+    face = model.regions["face_skin"].cpu().numpy()
+    gt = gt_vertices.numpy()[face].astype(np.float64)
+    est = vertices.numpy()[face].astype(np.float64)
+    s, R, t = umeyama(est, gt)
+    return float(np.linalg.norm((s * est @ R.T + t) - gt, axis=1).mean() * 1000.0)
+
+
 def score_fit(model: HeadModel, sample, fit) -> tuple[float, float, float]:
     """(geometric mm, photometric, landmark px) of a fit against a synthetic sample."""
-    face = model.regions["face_skin"].cpu().numpy()
-    gt = sample.vertices.numpy()[face].astype(np.float64)
-    est = fit.vertices.numpy()[face].astype(np.float64)
-    s, R, t = umeyama(est, gt)
-    geo = float(np.linalg.norm((s * est @ R.T + t) - gt, axis=1).mean() * 1000.0)
+    geo = geometric_error_mm(model, fit.vertices, sample.vertices)
     colour, _ = shade_vertices(model, fit.vertices, fit.R, fit.albedo, fit.sh)
     size = sample.image.shape[:2]
     rgb, _, region = render_vertex_colours(model, fit.vertices, colour, fit.R, fit.t, fit.K, size,
@@ -125,7 +131,8 @@ def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: Fit
             fit = fit_photo(model, sample.image, lm, config)
             secs = time.perf_counter() - t0
             geo, photo, lmk = score_fit(model, sample, fit)
-            report.scores.append(FaceScore(seed + k, src, geo, photo, lmk, secs))
+            base = geometric_error_mm(model, model.template.detach().cpu(), sample.vertices)
+            report.scores.append(FaceScore(seed + k, src, geo, photo, lmk, secs, base))
             if log:
                 log(f"face {seed + k} [{src}]: {geo:.2f} mm, photometric {photo:.3f}, landmarks {lmk:.2f} px, "
                     f"{secs:.2f} s")
