@@ -136,3 +136,11 @@ def test_missing_or_corrupt_open_file(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
     with pytest.raises(ModelFileError, match="unknown head model"):
         load_head_model("smpl")
+
+
+def test_faces_are_counter_clockwise_from_outside(model):
+    v, f = model.template, model.faces
+    skin = model.regions["face_skin"][f].all(1) | model.regions["scalp_neck"][f].all(1)
+    n = torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=1)[skin]
+    c = v[f[skin]].mean(1) - torch.tensor([0.0, -0.02, -0.06])  # roughly the head centre
+    assert float(((n * c).sum(1) > 0).float().mean()) > 0.9  # ears, nostrils, lips are concave
