@@ -184,7 +184,8 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     cpu_model = model.to("cpu") if model.template.device.type != "cpu" else model
     albedo_img = bake_albedo(cpu_model, screen, fit.visibility, shading_v, fit.albedo, cpu(cache.mirror), source,
                              cfg.texture_size)
-    write_png(folder / "albedo.png", albedo_img)
+    albedo_png = png_bytes(albedo_img)
+    (folder / "albedo.png").write_bytes(albedo_png)
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)
 
     # --- meshes
@@ -198,7 +199,7 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     targets = expression_morph_targets(cpu_model, fit.identity, pose)
     weights = {n: float(v) for n, v in zip(model.expression_names, fit.expression.tolist())}
     write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(), morph_targets=targets,
-              texture_png=png_bytes(albedo_img), morph_weights=weights)
+              texture_png=albedo_png, morph_weights=weights)
 
     # --- overlay on the (possibly reduced) photo, summary on the face crop
     scale = min(1.0, cfg.overlay_max_side / max(H, W))
