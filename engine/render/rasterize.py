@@ -138,19 +138,22 @@ def _zbuffer(
     y_lo = torch.ceil(ys.amin(-1) - 0.5).clamp(0, H - 1)
     y_hi = torch.floor(ys.amax(-1) - 0.5).clamp(-1, H - 1)
     valid &= (x_hi >= x_lo) & (y_hi >= y_lo) & (xs.amax(-1) > 0) & (ys.amax(-1) > 0)
-    bi, fi = valid.nonzero(as_tuple=True)
+    sel = valid.view(-1).nonzero(as_tuple=True)[0]  # flat b*F + f
     zbuf = torch.full((B * H * W,), _INT64_MAX, dtype=torch.int64, device=dev)
-    if bi.numel() == 0:
+    if sel.numel() == 0:
         return torch.full((B, H, W), -1, dtype=torch.int64, device=dev)
-    x0 = x_lo[bi, fi]
-    y0 = y_lo[bi, fi]
-    bw = (x_hi[bi, fi] - x0 + 1).long()
-    counts = bw * (y_hi[bi, fi] - y0 + 1).long()
+    F = faces.shape[0]
+    bi = torch.div(sel, F, rounding_mode="floor")
+    fi = sel - bi * F
+    box = torch.stack([x_lo, y_lo, x_hi, y_hi], -1).view(-1, 4).index_select(0, sel)
+    x0, y0 = box[:, 0], box[:, 1]
+    bw = (box[:, 2] - x0 + 1).long()
+    counts = bw * (box[:, 3] - y0 + 1).long()
     base = (bi * H + y0.long()) * W + x0.long()
     # Barycentrics and the depth key are affine in the pixel offset (i, j) inside the
     # bounding box: value = c + a*i + d*j. Coefficients are taken relative to the box
     # corner's pixel centre so float32 stays precise for small triangles.
-    t = tri[bi, fi].to(torch.float64)  # (N, 3, 3); float64 only for this per-triangle setup
+    t = tri.reshape(-1, 3, 3).index_select(0, sel).to(torch.float64)  # float64 only for this per-triangle setup
     ox, oy = x0.to(torch.float64) + 0.5, y0.to(torch.float64) + 0.5
     e1x, e1y = t[:, 1, 0] - t[:, 0, 0], t[:, 1, 1] - t[:, 0, 1]
     e2x, e2y = t[:, 2, 0] - t[:, 0, 0], t[:, 2, 1] - t[:, 0, 1]
@@ -173,19 +176,19 @@ def _zbuffer(
     # Split the triangle list so that each chunk expands to at most ~chunk_size candidates.
     n_chunks = max(1, -(-total // chunk_size))
     bounds = torch.searchsorted(ends, torch.arange(1, n_chunks, device=dev) * chunk_size).tolist()
-    cuts = [0] + [int(b) for b in bounds] + [bi.numel()]
+    cuts = [0] + [int(b) for b in bounds] + [sel.numel()]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         if hi <= lo:
             continue
         c = counts[lo:hi]
         n = int(ends[hi - 1] - starts[lo])
         local = torch.repeat_interleave(torch.arange(lo, hi, device=dev), c, output_size=n)
-        ints = packed[local]  # one gather for the integer per-triangle data
+        ints = packed.index_select(0, local)  # one gather for the integer per-triangle data
         off = torch.arange(starts[lo], starts[lo] + n, device=dev) - ints[:, 0]
         w_ = ints[:, 1]
         j = torch.div(off, w_, rounding_mode="floor")
         i = off - j * w_
-        cf = coef[local]
+        cf = coef.index_select(0, local)
         fi_, fj = i.to(torch.float32), j.to(torch.float32)
         v1 = cf[:, 0] + cf[:, 1] * fi_ + cf[:, 2] * fj
         v2 = cf[:, 3] + cf[:, 4] * fi_ + cf[:, 5] * fj
