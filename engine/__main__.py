@@ -110,5 +110,19 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
 
 
+def _run_and_exit() -> None:
+    """Exit without running native library teardown: MediaPipe's C++ graph logs a line to
+    stderr when destroyed, which would follow (and spoil) our one-line error message."""
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _run_and_exit()
