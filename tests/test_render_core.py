@@ -275,3 +275,18 @@ def test_antialiased_square_has_exact_area() -> None:
         soft = soft_silhouette(fr)
         assert abs(soft.sum().item() - 20.6**2) < 0.5
         assert soft.min() >= 0 and soft.max() <= 1
+
+
+def test_offscreen_and_partly_visible_triangles() -> None:
+    # One triangle on each side outside the 10x10 image, one inside, one half outside.
+    screen = torch.tensor(
+        [[[100.0, 5, 1], [110, 5, 1], [105, 9, 1], [-20, 5, 1], [-10, 5, 1], [-15, 9, 1],
+          [2, 2, 1], [8, 2, 1], [5, 8, 1], [-5, 6, 2], [5, 6, 2], [5, 16, 2]]]
+    )
+    faces = torch.arange(12).view(4, 3)
+    fr = rasterize(screen, faces, (10, 10))
+    assert set(fr.tri_id.unique().tolist()) == {-1, 2, 3}
+    # The half-visible triangle covers exactly the pixel centres inside it and the image.
+    ys, xs = torch.meshgrid(torch.arange(10) + 0.5, torch.arange(10) + 0.5, indexing="ij")
+    inside3 = (ys >= 6) & (xs <= 5) & (ys - 6 <= xs + 5)
+    assert torch.equal(fr.tri_id[0] == 3, inside3 & (fr.tri_id[0] != 2))

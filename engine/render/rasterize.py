@@ -133,11 +133,13 @@ def _zbuffer(
     if cull_backfaces:
         valid &= area2 < 0
     # Pixel (x, y) has its centre at (x + 0.5, y + 0.5).
-    x_lo = torch.ceil(xs.amin(-1) - 0.5).clamp(0, W - 1)
-    x_hi = torch.floor(xs.amax(-1) - 0.5).clamp(-1, W - 1)
-    y_lo = torch.ceil(ys.amin(-1) - 0.5).clamp(0, H - 1)
-    y_hi = torch.floor(ys.amax(-1) - 0.5).clamp(-1, H - 1)
-    valid &= (x_hi >= x_lo) & (y_hi >= y_lo) & (xs.amax(-1) > 0) & (ys.amax(-1) > 0)
+    x_lo = torch.ceil(xs.amin(-1) - 0.5).clamp_min(0)
+    x_hi = torch.floor(xs.amax(-1) - 0.5).clamp_max(W - 1)
+    y_lo = torch.ceil(ys.amin(-1) - 0.5).clamp_min(0)
+    y_hi = torch.floor(ys.amax(-1) - 0.5).clamp_max(H - 1)
+    valid &= (x_hi >= x_lo) & (y_hi >= y_lo)  # off-screen triangles have empty boxes
+    x_lo, x_hi = x_lo.clamp_max(W - 1), x_hi.clamp_min(0)
+    y_lo, y_hi = y_lo.clamp_max(H - 1), y_hi.clamp_min(0)
     sel = valid.view(-1).nonzero(as_tuple=True)[0]  # flat b*F + f
     zbuf = torch.full((B * H * W,), _INT64_MAX, dtype=torch.int64, device=dev)
     if sel.numel() == 0:
