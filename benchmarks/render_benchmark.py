@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/render_benchmark.py                 # CPU, 224 px, batch 1 and 32
     .venv/bin/python benchmarks/render_benchmark.py --device cuda   # on a GPU
 
-Uses the open head model (engine.head.load_head_model("open")) when it can be loaded,
+"cpu ms" is the process CPU time per batch (all threads): on a shared machine, wall time
+above cpu ms / threads means other jobs were competing. Uses the open head model (engine.head.load_head_model("open")) when it can be loaded,
 otherwise an icosphere of similar size (says so). Each figure is the median over
 ``--iters`` timed runs after ``--warmup`` untimed ones; CUDA is synchronised around every run.
 """
@@ -64,7 +65,8 @@ def make_camera(verts: torch.Tensor, batch: int, size: int, device: torch.device
     return PerspectiveCamera(K, R, t, (size, size))
 
 
-def timeit(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
+def timeit(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> tuple[float, float]:
+    """Median wall time and median process CPU time per call (CPU time shows contention)."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -72,14 +74,15 @@ def timeit(fn: Callable[[], object], device: torch.device, warmup: int, iters: i
     for _ in range(warmup):
         fn()
     sync()
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def main() -> None:
@@ -98,7 +101,7 @@ def main() -> None:
     nb = face_neighbours(faces)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"mesh: {desc}; image {args.size}x{args.size}; device: {name}; torch {torch.__version__}")
-    print(f"{'path':<34}{'batch':>6}{'ms/batch':>11}{'images/s':>11}")
+    print(f"{'path':<34}{'batch':>6}{'ms/batch':>11}{'images/s':>11}{'cpu ms':>9}")
     for batch in args.batches:
         cam = make_camera(verts, batch, args.size, device)
         v = verts[None].expand(batch, -1, -1).contiguous()
@@ -140,8 +143,8 @@ def main() -> None:
             ("rasterised + SH + AA fwd+bwd", raster(True)),
         ):
             with torch.no_grad() if "forward" in label else torch.enable_grad():
-                dt = timeit(fn, device, args.warmup, args.iters)
-            print(f"{label:<34}{batch:>6}{dt * 1e3:>11.1f}{batch / dt:>11.1f}", flush=True)
+                dt, cpu = timeit(fn, device, args.warmup, args.iters)
+            print(f"{label:<34}{batch:>6}{dt * 1e3:>11.1f}{batch / dt:>11.1f}{cpu * 1e3:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

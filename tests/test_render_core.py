@@ -223,8 +223,9 @@ def test_render_mesh_textured_sphere() -> None:
     tex[:, 0, :4] = 1.0  # red upper half (v > 0.5 = northern hemisphere)
     tex[:, 2, 4:] = 1.0  # blue lower half
     cam = frontal_camera(0.6, 200.0, (64, 64))
-    out = render_mesh(V[None], F, cam, texture=tex, uv=uv, face_uv=fuv, antialias=False)
+    out = render_mesh(V[None], F, cam, texture=tex, uv=uv, face_uv=fuv, antialias=False, background=0.25)
     img = out.image[0]
+    assert torch.allclose(img[:, 0, 0], torch.full((3,), 0.25))
     assert img[0, 20, 32] > 0.99 and img[2, 20, 32] < 0.01  # above the centre: red
     assert img[2, 44, 32] > 0.99 and img[0, 44, 32] < 0.01  # below: blue
     assert out.mask[0, 0, 0, 0] == 0 and out.tri_id[0, 0, 0] == -1
@@ -290,3 +291,19 @@ def test_offscreen_and_partly_visible_triangles() -> None:
     ys, xs = torch.meshgrid(torch.arange(10) + 0.5, torch.arange(10) + 0.5, indexing="ij")
     inside3 = (ys >= 6) & (xs <= 5) & (ys - 6 <= xs + 5)
     assert torch.equal(fr.tri_id[0] == 3, inside3 & (fr.tri_id[0] != 2))
+
+
+def test_render_mesh_gradients_reach_vertices_light_and_colours() -> None:
+    v, f = icosphere(2, 0.1)
+    cam = frontal_camera(0.6, 150.0, (40, 40))
+    verts = v[None].clone().requires_grad_(True)
+    sh = torch.zeros(1, 27, requires_grad=True)
+    cols = torch.full((1, v.shape[0], 3), 0.5, requires_grad=True)
+    bg = torch.rand(1, 3, 40, 40)
+    out = render_mesh(verts, f, cam, vertex_colors=cols, sh=sh, background=bg)
+    target = torch.rand(1, 3, 40, 40)
+    ((out.image - target) ** 2).mean().backward()
+    for g in (verts.grad, sh.grad, cols.grad):
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+    # Far from the object the background shows through unchanged.
+    assert torch.allclose(out.image[0, :, 0, 0], bg[0, :, 0, 0])

@@ -27,6 +27,8 @@ __all__ = [
     "Fragments",
     "rasterize",
     "interpolate",
+    "interpolate_foreground",
+    "scatter_foreground",
     "texture",
     "face_neighbours",
     "antialias",
@@ -233,12 +235,44 @@ def rasterize(
     rem = fg - b * (H * W)
     py = torch.div(rem, W, rounding_mode="floor")
     px = rem - py * W
-    t = screen[b[:, None], faces[ftri]]  # (N, 3, 3), differentiable
+    V = screen.shape[1]
+    # Flat index_select: its backward is an index_add (much faster on CPU than index_put).
+    t = screen.reshape(B * V, 3).index_select(0, (b[:, None] * V + faces[ftri]).view(-1)).view(-1, 3, 3)
     sb = _screen_bary(t, px.to(screen.dtype) + 0.5, py.to(screen.dtype) + 0.5)
     bary, depth = _finish_bary(sb, t[..., 2], perspective)
     full_bary = screen.new_zeros(B * H * W, 3).index_put((fg,), bary).view(B, H, W, 3)
     full_depth = screen.new_zeros(B * H * W).index_put((fg,), depth).view(B, H, W)
     return Fragments(tri_id, full_bary, full_depth, screen, faces, perspective, fg, ftri, bary)
+
+
+def interpolate_foreground(attr: Tensor, attr_faces: Tensor, fragments: Fragments) -> Tensor:
+    """Like :func:`interpolate` but only for covered pixels: ``(N_fg, C)`` in the order of
+    ``fragments.fg_index`` (cheaper when most of the image is background)."""
+    H, W = fragments.image_size
+    attr_faces = attr_faces.to(device=attr.device, dtype=torch.int64)
+    corner = attr_faces[fragments.fg_tri]  # (N, 3)
+    if attr.dim() == 2:
+        attr = attr[None]
+    N, C = attr.shape[1], attr.shape[2]
+    if attr.shape[0] == 1:
+        flat_idx = corner.reshape(-1)
+    else:
+        b = torch.div(fragments.fg_index, H * W, rounding_mode="floor")
+        flat_idx = (b[:, None] * N + corner).reshape(-1)
+    # Flat index_select: its backward is an index_add (much faster on CPU than index_put).
+    vals = attr.reshape(-1, C).index_select(0, flat_idx).view(-1, 3, C)
+    return (fragments.fg_bary.to(vals.dtype)[..., None] * vals).sum(1)
+
+
+def scatter_foreground(values: Tensor, fragments: Fragments, background: Tensor | float = 0.0) -> Tensor:
+    """Place per-covered-pixel ``values (N_fg, C)`` into ``(B, H, W, C)`` over ``background``."""
+    B, H, W = fragments.tri_id.shape
+    C = values.shape[-1]
+    if isinstance(background, Tensor):
+        full = background.to(values.dtype).expand(B, H, W, C).reshape(B * H * W, C)
+    else:
+        full = values.new_full((B * H * W, C), float(background))
+    return full.index_put((fragments.fg_index,), values).view(B, H, W, C)
 
 
 def interpolate(attr: Tensor, attr_faces: Tensor, fragments: Fragments) -> Tensor:
@@ -248,19 +282,7 @@ def interpolate(attr: Tensor, attr_faces: Tensor, fragments: Fragments) -> Tenso
     per-vertex attributes, or ``face_uv`` for texture coordinates. Background pixels are 0.
     Differentiable w.r.t. ``attr`` and (through the barycentrics) the screen vertices.
     """
-    B, H, W = fragments.tri_id.shape
-    attr_faces = attr_faces.to(device=attr.device, dtype=torch.int64)
-    corner = attr_faces[fragments.fg_tri]  # (N, 3)
-    if attr.dim() == 2:
-        vals = attr[corner]  # (N, 3, C)
-    else:
-        b = torch.div(fragments.fg_index, H * W, rounding_mode="floor")
-        if attr.shape[0] == 1:
-            b = torch.zeros_like(b)
-        vals = attr[b[:, None], corner]
-    out = (fragments.fg_bary.to(vals.dtype)[..., None] * vals).sum(1)
-    full = out.new_zeros(B * H * W, out.shape[-1]).index_put((fragments.fg_index,), out)
-    return full.view(B, H, W, -1)
+    return scatter_foreground(interpolate_foreground(attr, attr_faces, fragments), fragments)
 
 
 def texture(tex: Tensor, uv: Tensor, mode: str = "bilinear") -> Tensor:

@@ -8,7 +8,16 @@ import torch
 from torch import Tensor
 
 from .camera import PerspectiveCamera, WeakPerspectiveCamera
-from .rasterize import Fragments, antialias as _antialias, face_neighbours, interpolate, rasterize, texture as _texture
+from .rasterize import (
+    Fragments,
+    antialias as _antialias,
+    face_neighbours,
+    interpolate,
+    interpolate_foreground,
+    rasterize,
+    scatter_foreground,
+    texture as _texture,
+)
 from .shading import camera_to_view, shade_sh, vertex_normals
 
 __all__ = ["RenderOutput", "render_mesh"]
@@ -67,58 +76,56 @@ def render_mesh(
     fr = rasterize(screen, faces, (H, W), perspective=camera.perspective, cull_backfaces=cull_backfaces)
     n_view = camera_to_view(camera.rotate_normals(normals))
     mask = fr.mask[..., None].to(vertices.dtype)  # (B, H, W, 1)
+    # Per-pixel work runs on the covered pixels only (ordered as fr.fg_index).
+    fg_b = torch.div(fr.fg_index, H * W, rounding_mode="floor")
 
     if texture is not None:
         if uv is None or face_uv is None:
             raise ValueError("texture rendering needs uv and face_uv")
         pix_uv = interpolate(uv.to(vertices.dtype), face_uv, fr)
-        albedo = _texture(texture, pix_uv)
-        vert_albedo = None
+        albedo_fg = _texture(texture, pix_uv).reshape(B * H * W, -1).index_select(0, fr.fg_index)
     else:
         vert_albedo = vertex_colors if vertex_colors is not None else torch.ones_like(vertices[:1])
-        albedo = None
+        albedo_fg = interpolate_foreground(vert_albedo, faces, fr)
 
-    pix_n = interpolate(n_view, faces, fr)
-    pix_n = pix_n / pix_n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    n_fg = interpolate_foreground(n_view, faces, fr)
+    n_fg = n_fg / n_fg.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     if sh is None:
-        shading = mask.expand(B, H, W, 3)
-        color = albedo if albedo is not None else interpolate(vert_albedo, faces, fr)
+        shade_fg = torch.ones_like(albedo_fg)
+        color_fg = albedo_fg
     elif shade_per == "vertex":
         vshade = shade_sh(n_view, sh, ambient)
-        shading = interpolate(vshade, faces, fr)
-        if albedo is None:
-            color = interpolate(vert_albedo.expand(B, -1, -1) * vshade, faces, fr)
+        shade_fg = interpolate_foreground(vshade, faces, fr)
+        if texture is None:
+            color_fg = interpolate_foreground(vert_albedo.expand(B, -1, -1) * vshade, faces, fr)
         else:
-            color = albedo * shading
+            color_fg = albedo_fg * shade_fg
     elif shade_per == "pixel":
-        shading = shade_sh(pix_n, sh, ambient) * mask
-        if albedo is None:
-            albedo = interpolate(vert_albedo, faces, fr)
-        color = albedo * shading
+        # shade_sh with a per-pixel batch index: (N, 9) basis times each pixel's (9, 3) code.
+        shade_fg = shade_sh(n_fg[:, None, :], sh.reshape(B, 9, 3)[fg_b], ambient)[:, 0]
+        color_fg = albedo_fg * shade_fg
     else:
         raise ValueError(f"shade_per must be 'pixel' or 'vertex', got {shade_per!r}")
-    if albedo is None:
-        albedo = interpolate(vert_albedo, faces, fr)
-    albedo = albedo * mask
 
     if isinstance(background, Tensor) and background.dim() == 4:
-        bg = background.permute(0, 2, 3, 1).to(color.dtype)
+        bg = background.permute(0, 2, 3, 1)
     else:
-        bg = torch.as_tensor(background, dtype=color.dtype, device=color.device)
-    image = color * mask + bg * (1.0 - mask)
-    region = None
+        bg = torch.as_tensor(background, dtype=color_fg.dtype, device=color_fg.device).reshape(-1).expand(3)
+        bg = bg.reshape(1, 1, 1, 3)
+    extra = [torch.ones_like(color_fg[:, :1])]  # coverage, antialiased below
     if region_mask is not None:
         rm = region_mask.to(vertices.dtype)
         rm = rm[None, :, None] if rm.dim() == 1 else rm[..., None]
-        region = interpolate(rm, faces, fr)
-    soft_mask = mask
+        extra.append(interpolate_foreground(rm, faces, fr))
+    stacked = torch.cat([scatter_foreground(color_fg, fr, bg), scatter_foreground(torch.cat(extra, -1), fr)], -1)
     if antialias:
         nb = neighbours if neighbours is not None else face_neighbours(fr.faces)
-        stacked = torch.cat([image, mask] + ([region] if region is not None else []), -1)
         stacked = _antialias(stacked, fr, nb)
-        image, soft_mask = stacked[..., :3], stacked[..., 3:4].clamp(0.0, 1.0)
-        if region is not None:
-            region = stacked[..., 4:5]
+    image, soft_mask = stacked[..., :3], stacked[..., 3:4].clamp(0.0, 1.0)
+    region = stacked[..., 4:5] if region_mask is not None else None
+    pix_n = scatter_foreground(n_fg, fr)
+    albedo = scatter_foreground(albedo_fg, fr)
+    shading = scatter_foreground(shade_fg, fr)
     perm = lambda x: x.permute(0, 3, 1, 2)  # noqa: E731
     return RenderOutput(
         image=perm(image),
