@@ -2,10 +2,11 @@
 
 Item ``i`` of split ``s`` is face ``seed = corpus_seed · 10⁷ + offset(s) + i`` (train
 offsets from 0, validation from 9·10⁶), so the two splits never share a face and every
-item is the same on any machine, in any worker, in any order. Rendering costs ~0.3-1 s
-per face on a CPU, so for real training write the corpus once with
-``python -m engine.data.synthetic --out DIR --n N`` (uint8 memmap + ground truth) and
-point ``data.options.cache`` at it.
+item is the same on any machine, in any worker, in any order. Clips (one person, moving:
+:func:`engine.synthetic.render_clip`) use their own seed ranges (train 5·10⁶, validation
+8·10⁶). Rendering costs ~0.05 s per face on one CPU thread; for real training write the
+corpus once with ``python -m engine.data.synthetic --out DIR --n N [--clips M --frames T]``
+(uint8 memmaps + ground truth) and point ``data.options.cache`` at it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ from torch.utils.data import Dataset
 from engine.errors import UserError
 
 VAL_OFFSET = 9_000_000
+CLIP_OFFSET = 5_000_000
+CLIP_VAL_OFFSET = 8_000_000
 
 
 def face_seed(corpus_seed: int, split: str, index: int) -> int:
     return corpus_seed * 10_000_000 + (VAL_OFFSET if split == "val" else 0) + index
+
+
+def clip_seed(corpus_seed: int, split: str, index: int) -> int:
+    """Seed of clip ``index`` (disjoint from every face seed of the same corpus)."""
+    return corpus_seed * 10_000_000 + (CLIP_VAL_OFFSET if split == "val" else CLIP_OFFSET) + index
 
 
 class SyntheticFaces(Dataset):
@@ -79,8 +87,8 @@ class SyntheticFaces(Dataset):
 _CACHE_ARRAYS = ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K", "seeds")
 
 
-def _open_cache(root: Path, split: str, size: int) -> dict:
-    d = root / split
+def _open_cache(root: Path, split: str, size: int, folder: str | None = None) -> dict:
+    d = root / (folder or split)
     meta_path = d / "meta.json"
     if not meta_path.is_file():
         raise UserError(f"synthetic cache {d} has no meta.json; write it with "
@@ -89,21 +97,74 @@ def _open_cache(root: Path, split: str, size: int) -> dict:
     if meta["image_size"] != size:
         raise UserError(f"synthetic cache {d} has {meta['image_size']} px images, not {size} px")
     n = meta["n"]
-    out = {"n": n, "images": np.load(d / "images.npy", mmap_mode="r")}
+    out = {"n": n, "meta": meta, "images": np.load(d / "images.npy", mmap_mode="r")}
     for k in _CACHE_ARRAYS:
         out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
     return out
 
 
-def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_seed: int,
-                start: int = 0, stop: int | None = None) -> Path:
-    """Render faces ``[start, stop)`` of a split into ``out/split`` (resumable by range:
-    run several processes on disjoint ranges; arrays are preallocated memmaps)."""
-    ds = SyntheticFaces(head, n, image_size, corpus_seed, split)
-    d = out / split
+class SyntheticClips(Dataset):
+    """Clips of one synthetic person each (:func:`engine.synthetic.render_clip`): image
+    (T,3,S,S) in [0,1], landmarks (T,68,2) px, per-frame ground truth ``gt_*`` (T, ...),
+    ``gt_vertices`` (T,V,3), and ``clip`` (the clip's seed). Same layout as
+    :class:`engine.data.ClipFolderFaces` plus the ground truth."""
+
+    def __init__(self, head, n: int, clip_length: int = 8, image_size: int = 224, corpus_seed: int = 1234,
+                 split: str = "train", cache: str | Path | None = None, **synthetic_options) -> None:
+        from engine.synthetic import SyntheticConfig
+
+        self.head = head
+        self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
+        self.clip_length = int(clip_length)
+        self.syn_cfg = SyntheticConfig(image_size=image_size, **synthetic_options)
+        self.cache = None
+        if cache:
+            self.cache = _open_cache(Path(cache), split, image_size, f"clips_{split}")
+            if self.cache["n"] < self.n:
+                raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} clips, "
+                                f"fewer than the {self.n} requested")
+            if self.cache["meta"].get("frames", 0) < self.clip_length:
+                raise UserError(f"synthetic cache {cache} has clips of {self.cache['meta'].get('frames')} "
+                                f"frames, fewer than clip_length={self.clip_length}")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        T = self.clip_length
+        if self.cache is not None:
+            c = self.cache
+            img = torch.from_numpy(np.array(c["images"][i, :T]))
+            item = {k: torch.from_numpy(np.array(c[k][i, :T])) for k in _CACHE_ARRAYS[:-1]}
+            seed = int(c["seeds"][i])
+            with torch.no_grad():
+                pose = item["gt_pose"] if self.head.n_joints else None
+                item["gt_vertices"] = self.head(item["gt_identity"], item["gt_expression"], pose).vertices
+        else:
+            from engine.synthetic import render_clip
+
+            seed = clip_seed(self.corpus_seed, self.split, i)
+            frames = render_clip(self.head, seed, T, self.syn_cfg)
+            img = torch.from_numpy(np.stack([f.image for f in frames]))
+            item = {"landmarks": torch.stack([f.landmarks2d.float() for f in frames])}
+            for k, attr in (("gt_identity", "identity"), ("gt_expression", "expression"), ("gt_pose", "pose"),
+                            ("gt_R", "R"), ("gt_t", "t"), ("gt_K", "K"), ("gt_vertices", "vertices")):
+                item[k] = torch.stack([getattr(f, attr) for f in frames])
+        item["image"] = img.permute(0, 3, 1, 2).float() / 255.0
+        item["landmarks_valid"] = torch.ones(T, 68, dtype=torch.bool)
+        item["clip"] = torch.tensor(seed)
+        return item
+
+
+def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, ...], meta: dict) -> Path:
+    """Render items ``[start, stop)`` of ``ds`` into preallocated memmaps under ``d``;
+    ``lead`` is the per-item leading shape (() for faces, (T,) for clips)."""
     d.mkdir(parents=True, exist_ok=True)
     first = ds[0]
-    shapes = {"images": ((n, image_size, image_size, 3), np.uint8), "seeds": ((n,), np.int64)}
+    S = meta["image_size"]
+    shapes = {"images": ((n,) + lead + (S, S, 3), np.uint8), "seeds": ((n,), np.int64)}
     for k in _CACHE_ARRAYS[:-1]:
         shapes[k] = ((n,) + tuple(first[k].shape), np.float32)
     arrays = {}
@@ -113,17 +174,36 @@ def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_see
         arrays[k] = np.lib.format.open_memmap(p, mode=mode, dtype=dtype, shape=shape)
     from tqdm import tqdm
 
-    for i in tqdm(range(start, n if stop is None else min(stop, n)), desc=f"synthetic {split}"):
+    dims = tuple(range(len(lead)))
+    for i in tqdm(range(start, n if stop is None else min(stop, n)), desc=f"synthetic {d.name}"):
         it = ds[i]
-        arrays["images"][i] = (it["image"].permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
-        arrays["seeds"][i] = int(it["seed"])
+        img = it["image"].permute(*dims, len(lead) + 1, len(lead) + 2, len(lead))
+        arrays["images"][i] = (img * 255 + 0.5).to(torch.uint8).numpy()
+        arrays["seeds"][i] = int(it["clip" if lead else "seed"])
         for k in _CACHE_ARRAYS[:-1]:
             arrays[k][i] = it[k].numpy()
     for a in arrays.values():
         a.flush()
-    (d / "meta.json").write_text(json.dumps({"n": n, "image_size": image_size, "corpus_seed": corpus_seed,
-                                             "head_model": head.name}))
+    (d / "meta.json").write_text(json.dumps(meta))
     return d
+
+
+def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_seed: int,
+                start: int = 0, stop: int | None = None) -> Path:
+    """Render faces ``[start, stop)`` of a split into ``out/split`` (resumable by range:
+    run several processes on disjoint ranges; arrays are preallocated memmaps)."""
+    ds = SyntheticFaces(head, n, image_size, corpus_seed, split)
+    meta = {"n": n, "image_size": image_size, "corpus_seed": corpus_seed, "head_model": head.name}
+    return _write(ds, out / split, n, start, stop, (), meta)
+
+
+def write_clip_cache(head, out: Path, n: int, frames: int, split: str, image_size: int, corpus_seed: int,
+                     start: int = 0, stop: int | None = None) -> Path:
+    """Render clips ``[start, stop)`` (``frames`` each) into ``out/clips_<split>``."""
+    ds = SyntheticClips(head, n, frames, image_size, corpus_seed, split)
+    meta = {"n": n, "frames": frames, "image_size": image_size, "corpus_seed": corpus_seed,
+            "head_model": head.name}
+    return _write(ds, out / f"clips_{split}", n, start, stop, (frames,), meta)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,16 +217,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--model", default="open")
-    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--clips", type=int, default=0, help="also write this many training clips")
+    ap.add_argument("--n-val-clips", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=8, help="frames per clip")
+    ap.add_argument("--start", type=int, default=0, help="first item of the range to render (faces, or clips with --n 0)")
     ap.add_argument("--stop", type=int, default=None)
     a = ap.parse_args(argv)
     with cli_errors():
         from engine.head import load_head_model
 
+        if min(a.n, a.n_val, a.clips, a.n_val_clips) < 0 or a.frames < 1 or a.size < 8:
+            raise UserError("--n, --n-val, --clips and --n-val-clips must be >= 0, --frames >= 1, --size >= 8")
         head = load_head_model(a.model)
-        write_cache(head, Path(a.out), a.n, "train", a.size, a.seed, a.start, a.stop)
-        if a.start == 0:
-            write_cache(head, Path(a.out), a.n_val, "val", a.size, a.seed)
+        out = Path(a.out)
+        if a.n > 0:
+            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop)
+            if a.start == 0 and a.n_val > 0:
+                write_cache(head, out, a.n_val, "val", a.size, a.seed)
+        if a.clips > 0:
+            first, last = (a.start, a.stop) if a.n == 0 else (0, None)
+            write_clip_cache(head, out, a.clips, a.frames, "train", a.size, a.seed, first, last)
+            if first == 0 and a.n_val_clips > 0:
+                write_clip_cache(head, out, a.n_val_clips, a.frames, "val", a.size, a.seed)
     return 0
 
 

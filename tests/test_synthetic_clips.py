@@ -1,0 +1,71 @@
+"""Synthetic clips: one person per clip (fixed identity/albedo/camera), smooth motion between
+two key frames, frame 0 = the single-face sampler; the clip corpus cache round-trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.data import SyntheticClips, build_dataset, clip_seed, face_seed
+from engine.data.synthetic import main as corpus_main
+from engine.synthetic import SyntheticConfig, render_clip, render_sample
+
+
+@pytest.fixture(scope="module")
+def head():
+    from engine.head import load_head_model
+
+    return load_head_model("open")
+
+
+def test_clip_keeps_the_person_and_moves_smoothly(head):
+    cfg = SyntheticConfig(image_size=48)
+    frames = render_clip(head, 21, 5, cfg)
+    assert len(frames) == 5
+    first = render_sample(head, 21, cfg)
+    assert np.array_equal(frames[0].image, first.image)  # frame 0 is the single-face sample
+    for f in frames[1:]:
+        assert torch.equal(f.identity, frames[0].identity) and torch.equal(f.albedo, frames[0].albedo)
+        assert torch.equal(f.K, frames[0].K)
+    # something moves: head rotation, expression or light differs between the ends
+    R0, R4 = frames[0].R, frames[-1].R
+    changed = ((R0 - R4).abs().max() > 1e-3) or ((frames[0].expression - frames[-1].expression).abs().max() > 1e-3)
+    assert changed and (frames[0].sh - frames[-1].sh).abs().max() > 1e-4
+    # eased motion: consecutive rotation steps are small relative to the whole move
+    ang = [torch.linalg.matrix_norm(frames[k + 1].R - frames[k].R) for k in range(4)]
+    total = torch.linalg.matrix_norm(R4 - R0)
+    assert max(ang) <= 0.7 * total + 1e-6
+    # the face stays aimed at the same image point (landmark centroid within a few px)
+    c = torch.stack([f.landmarks2d.mean(0) for f in frames])
+    assert (c - c[0]).norm(dim=-1).max() < 0.1 * 48
+    # ground-truth landmarks agree with each frame's own vertices and camera
+    f = frames[3]
+    lm3 = head.landmarks(f.vertices[None])[0] @ f.R.T + f.t
+    uv = lm3[:, :2] / lm3[:, 2:] * f.K[0, 0] + f.K[0, 2]
+    assert torch.allclose(uv, f.landmarks2d, atol=1e-3)
+    with pytest.raises(ValueError):
+        render_clip(head, 1, 0, cfg)
+
+
+def test_clip_corpus_cache_round_trip(head, tmp_path):
+    assert clip_seed(1234, "train", 0) not in {face_seed(1234, s, i) for s in ("train", "val") for i in range(3)}
+    assert corpus_main(["--out", str(tmp_path), "--n", "0", "--clips", "2", "--n-val-clips", "1",
+                        "--frames", "3", "--size", "32"]) == 0
+    live = SyntheticClips(head, 2, clip_length=3, image_size=32)
+    cached = SyntheticClips(head, 2, clip_length=3, image_size=32, cache=tmp_path)
+    a, b = live[1], cached[1]
+    assert a["image"].shape == (3, 3, 32, 32) and b["landmarks"].shape == (3, 68, 2)
+    assert (a["image"] - b["image"]).abs().max() <= 1 / 255 + 1e-6
+    assert torch.allclose(a["gt_vertices"], b["gt_vertices"], atol=1e-5)
+    assert int(a["clip"]) == int(b["clip"]) == clip_seed(1234, "train", 1)
+    val = SyntheticClips(head, 1, clip_length=3, image_size=32, split="val", cache=tmp_path)
+    assert not torch.equal(val[0]["image"], cached[0]["image"])
+
+    class _Data:  # build_dataset picks clips for the synthetic kind when clip_length > 1
+        kind, image_size, n_samples, val_samples, seed, clip_length = "synthetic", 32, 2, 1, 1234, 3
+        head_model, head_model_path, root = "open", "", ""
+        options = {"cache": str(tmp_path)}
+
+    ds = build_dataset(_Data(), "train", head=head)
+    assert isinstance(ds, SyntheticClips) and len(ds) == 2
