@@ -12,7 +12,6 @@ from engine.render import (
     displaced_uv_positions,
     frontal_camera,
     normal_map_from_displacement,
-    rasterize,
     rasterize_uv,
     render_mesh,
     sample_image,

@@ -5,7 +5,18 @@ SH shading, MoFA's per-vertex photometric sampling and UV-space operations.
 """
 
 from .camera import Camera, PerspectiveCamera, WeakPerspectiveCamera, frontal_camera, intrinsics, look_at
-from .rasterize import Fragments, antialias, face_neighbours, interpolate, rasterize, signed_area2, soft_silhouette, texture
+from .rasterize import (
+    Fragments,
+    antialias,
+    face_neighbours,
+    interpolate,
+    interpolate_foreground,
+    rasterize,
+    scatter_foreground,
+    signed_area2,
+    soft_silhouette,
+    texture,
+)
 from .renderer import RenderOutput, render_mesh
 from .rotation import axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle
 from .shading import SH_CONSTANTS, camera_to_view, face_normals, sh_basis, shade_sh, vertex_normals
@@ -31,6 +42,8 @@ __all__ = [
     "Fragments",
     "rasterize",
     "interpolate",
+    "interpolate_foreground",
+    "scatter_foreground",
     "texture",
     "antialias",
     "soft_silhouette",
