@@ -38,6 +38,7 @@ __all__ = [
 _INT64_MAX = torch.iinfo(torch.int64).max
 _ID_BITS = 31
 _ID_MASK = (1 << _ID_BITS) - 1
+_DENSE_MAX = 8  # boxes up to 8x8 pixels take the dense per-shape path
 
 
 @dataclass
@@ -173,14 +174,54 @@ def _zbuffer(
     kz = (q[:, 1:2] - q[:, :1]) * b1 + (q[:, 2:3] - q[:, :1]) * b2
     kz[:, 0] += q[:, 0]
     coef = torch.cat([b1, b2, kz], -1).to(torch.float32)  # (N, 9)
+    eps = 1e-5
+
+    def depth_test(v1: Tensor, v2: Tensor, kz: Tensor, pix: Tensor, fid: Tensor) -> None:
+        inside = (v1 >= -eps) & (v2 >= -eps) & (v1 + v2 <= 1.0 + eps)
+        key = (_monotonic_key(kz) << _ID_BITS) | fid
+        key = torch.where(inside, key, torch.full_like(key, _INT64_MAX))
+        zbuf.scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), reduce="amin")
+
+    # Small boxes (the vast majority): one dense (triangles x w*h) grid per box shape, so
+    # per-triangle coefficients broadcast instead of being gathered per candidate.
+    bh = counts // bw
+    small = (bw <= _DENSE_MAX) & (bh <= _DENSE_MAX)
+    shape_code = torch.where(small, (bw - 1) * _DENSE_MAX + (bh - 1), torch.full_like(bw, -1))
+    order = torch.argsort(shape_code)
+    codes, n_per = torch.unique_consecutive(shape_code[order], return_counts=True)
+    pos = 0
+    for code, cnt in zip(codes.tolist(), n_per.tolist()):
+        idx_all = order[pos : pos + cnt]
+        pos += cnt
+        if code < 0:
+            large = idx_all
+            continue
+        w, h = code // _DENSE_MAX + 1, code % _DENSE_MAX + 1
+        ii = torch.arange(w * h, device=dev) % w
+        jj = torch.arange(w * h, device=dev) // w
+        fi_g, fj_g = ii.to(torch.float32)[None], jj.to(torch.float32)[None]
+        offs = (jj * W + ii)[None]
+        step = max(1, chunk_size // (w * h))
+        for k0 in range(0, cnt, step):
+            idx = idx_all[k0 : k0 + step]
+            cf = coef.index_select(0, idx)
+            v1 = cf[:, 0:1] + cf[:, 1:2] * fi_g + cf[:, 2:3] * fj_g
+            v2 = cf[:, 3:4] + cf[:, 4:5] * fi_g + cf[:, 5:6] * fj_g
+            kz = cf[:, 6:7] + cf[:, 7:8] * fi_g + cf[:, 8:9] * fj_g
+            pix = base.index_select(0, idx)[:, None] + offs
+            depth_test(v1, v2, kz, pix, fi.index_select(0, idx)[:, None])
+    if not bool((~small).any()):
+        return torch.where(zbuf == _INT64_MAX, torch.full_like(zbuf, -1), zbuf & _ID_MASK).view(B, H, W)
+
+    # Large boxes: expand (triangle, pixel) candidates with repeat_interleave, in chunks.
+    coef, counts, bw, base, fi = (x.index_select(0, large) for x in (coef, counts, bw, base, fi))
     ends = torch.cumsum(counts, 0)
     starts = ends - counts
     total = int(ends[-1])
     packed = torch.stack([starts, bw, base, fi], -1)
-    # Split the triangle list so that each chunk expands to at most ~chunk_size candidates.
     n_chunks = max(1, -(-total // chunk_size))
     bounds = torch.searchsorted(ends, torch.arange(1, n_chunks, device=dev) * chunk_size).tolist()
-    cuts = [0] + [int(b) for b in bounds] + [sel.numel()]
+    cuts = [0] + [int(b) for b in bounds] + [large.numel()]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         if hi <= lo:
             continue
@@ -197,12 +238,7 @@ def _zbuffer(
         v1 = cf[:, 0] + cf[:, 1] * fi_ + cf[:, 2] * fj
         v2 = cf[:, 3] + cf[:, 4] * fi_ + cf[:, 5] * fj
         kz = cf[:, 6] + cf[:, 7] * fi_ + cf[:, 8] * fj
-        eps = 1e-5
-        inside = (v1 >= -eps) & (v2 >= -eps) & (v1 + v2 <= 1.0 + eps)
-        pix = ints[:, 2] + j * W + i
-        key = (_monotonic_key(kz) << _ID_BITS) | ints[:, 3]
-        key = torch.where(inside, key, torch.full_like(key, _INT64_MAX))
-        zbuf.scatter_reduce_(0, pix, key, reduce="amin")
+        depth_test(v1, v2, kz, ints[:, 2] + j * W + i, ints[:, 3])
     ids = torch.where(zbuf == _INT64_MAX, torch.full_like(zbuf, -1), zbuf & _ID_MASK)
     return ids.view(B, H, W)
 
@@ -229,15 +265,13 @@ def rasterize(
     B = screen.shape[0]
     faces = faces.to(device=screen.device, dtype=torch.int64)
     tri_id = _zbuffer(screen.detach(), faces, image_size, perspective, cull_backfaces, near, chunk_size)
-    fg = (tri_id >= 0).view(-1).nonzero(as_tuple=True)[0]
-    ftri = tri_id.view(-1)[fg]
-    b = torch.div(fg, H * W, rounding_mode="floor")
-    rem = fg - b * (H * W)
-    py = torch.div(rem, W, rounding_mode="floor")
-    px = rem - py * W
+    b, py, px = (tri_id >= 0).nonzero(as_tuple=True)
+    fg = (b * H + py) * W + px
+    ftri = tri_id.view(-1).index_select(0, fg)
     V = screen.shape[1]
     # Flat index_select: its backward is an index_add (much faster on CPU than index_put).
-    t = screen.reshape(B * V, 3).index_select(0, (b[:, None] * V + faces[ftri]).view(-1)).view(-1, 3, 3)
+    corner = faces.index_select(0, ftri)
+    t = screen.reshape(B * V, 3).index_select(0, (b[:, None] * V + corner).view(-1)).view(-1, 3, 3)
     sb = _screen_bary(t, px.to(screen.dtype) + 0.5, py.to(screen.dtype) + 0.5)
     bary, depth = _finish_bary(sb, t[..., 2], perspective)
     full_bary = screen.new_zeros(B * H * W, 3).index_put((fg,), bary).view(B, H, W, 3)
@@ -250,7 +284,7 @@ def interpolate_foreground(attr: Tensor, attr_faces: Tensor, fragments: Fragment
     ``fragments.fg_index`` (cheaper when most of the image is background)."""
     H, W = fragments.image_size
     attr_faces = attr_faces.to(device=attr.device, dtype=torch.int64)
-    corner = attr_faces[fragments.fg_tri]  # (N, 3)
+    corner = attr_faces.index_select(0, fragments.fg_tri)  # (N, 3)
     if attr.dim() == 2:
         attr = attr[None]
     N, C = attr.shape[1], attr.shape[2]
