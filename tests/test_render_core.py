@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -154,21 +155,26 @@ def _reference_zbuffer(screen: np.ndarray, faces: np.ndarray, H: int, W: int) ->
     return out
 
 
-def test_rasterizer_matches_brute_force_reference() -> None:
+def test_rasterizer_matches_brute_force_reference(monkeypatch) -> None:
     g = torch.Generator().manual_seed(3)
     H, W = 40, 56
-    n_tri = 60
+    n_tri = 120
     centres = torch.rand(n_tri, 1, 2, generator=g, dtype=torch.float64) * torch.tensor([W, H], dtype=torch.float64)
-    xy = centres + torch.randn(n_tri, 3, 2, generator=g, dtype=torch.float64) * 8
+    xy = centres + torch.randn(n_tri, 3, 2, generator=g, dtype=torch.float64) * torch.linspace(1, 10, n_tri, dtype=torch.float64)[:, None, None]
     z = 1.0 + torch.rand(n_tri, 3, 1, generator=g, dtype=torch.float64) * 3
     screen = torch.cat([xy, z], -1).reshape(1, -1, 3)
     faces = torch.arange(n_tri * 3).reshape(n_tri, 3)
     ref = _reference_zbuffer(screen[0].numpy(), faces.numpy(), H, W)
-    for chunk in (1 << 22, 97):  # the chunked expansion must not change the result
-        fr = rasterize(screen.float(), faces, (H, W), chunk_size=chunk)
-        ids = fr.tri_id[0].numpy()
-        # Pixel centres exactly on an edge may go either way; require near-total agreement.
-        assert (ids == ref).mean() > 0.998, (ids != ref).sum()
+    raster_module = sys.modules["engine.render.rasterize"]
+    # Both candidate paths (dense per box shape, and the general expansion), chunked or not,
+    # must give the same result.
+    for dense_min in (1, 10**9):
+        monkeypatch.setattr(raster_module, "_DENSE_MIN_TRIANGLES", dense_min)
+        for chunk in (1 << 22, 97):
+            fr = rasterize(screen.float(), faces, (H, W), chunk_size=chunk)
+            ids = fr.tri_id[0].numpy()
+            # Pixel centres exactly on an edge may go either way; require near-total agreement.
+            assert (ids == ref).mean() > 0.998, (ids != ref).sum()
 
 
 def test_rasterizer_sphere_area_depth_and_batching() -> None:

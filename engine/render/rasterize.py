@@ -38,7 +38,8 @@ __all__ = [
 _INT64_MAX = torch.iinfo(torch.int64).max
 _ID_BITS = 31
 _ID_MASK = (1 << _ID_BITS) - 1
-_DENSE_MAX = 8  # boxes up to 8x8 pixels take the dense per-shape path
+_DENSE_MAX = 8  # boxes up to 8x8 pixels take the dense per-shape path ...
+_DENSE_MIN_TRIANGLES = 1024  # ... when at least this many triangles share the box shape
 
 
 @dataclass
@@ -190,11 +191,12 @@ def _zbuffer(
     order = torch.argsort(shape_code)
     codes, n_per = torch.unique_consecutive(shape_code[order], return_counts=True)
     pos = 0
+    general = []  # large boxes, and shapes too rare to be worth their own kernels
     for code, cnt in zip(codes.tolist(), n_per.tolist()):
         idx_all = order[pos : pos + cnt]
         pos += cnt
-        if code < 0:
-            large = idx_all
+        if code < 0 or cnt < _DENSE_MIN_TRIANGLES:
+            general.append(idx_all)
             continue
         w, h = code // _DENSE_MAX + 1, code % _DENSE_MAX + 1
         ii = torch.arange(w * h, device=dev) % w
@@ -210,10 +212,11 @@ def _zbuffer(
             kz = cf[:, 6:7] + cf[:, 7:8] * fi_g + cf[:, 8:9] * fj_g
             pix = base.index_select(0, idx)[:, None] + offs
             depth_test(v1, v2, kz, pix, fi.index_select(0, idx)[:, None])
-    if not bool((~small).any()):
+    if not general:
         return torch.where(zbuf == _INT64_MAX, torch.full_like(zbuf, -1), zbuf & _ID_MASK).view(B, H, W)
 
-    # Large boxes: expand (triangle, pixel) candidates with repeat_interleave, in chunks.
+    # General path: expand (triangle, pixel) candidates with repeat_interleave, in chunks.
+    large = torch.cat(general)
     coef, counts, bw, base, fi = (x.index_select(0, large) for x in (coef, counts, bw, base, fi))
     ends = torch.cumsum(counts, 0)
     starts = ends - counts
