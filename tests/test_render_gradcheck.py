@@ -109,10 +109,13 @@ def test_gradcheck_sampling_and_texture() -> None:
 def test_gradcheck_antialias() -> None:
     screen, faces = _tiny_scene()
     screen = screen.requires_grad_(True)
-    color = torch.rand(1, 10, 12, 2, generator=_gen(6), dtype=D).requires_grad_(True)
+    color = torch.rand(1, 10, 12, 1, generator=_gen(6), dtype=D).requires_grad_(True)
 
     def f(s, c):
         fr = rasterize(s, faces, (10, 12))
         return antialias(c, fr)
 
-    assert gradcheck(f, (screen, color))
+    fr = rasterize(screen.detach(), faces, (10, 12))
+    assert not torch.allclose(antialias(color.detach(), fr), color.detach())  # edges are blended
+    assert gradcheck(lambda s: f(s, color.detach()), (screen,))  # full Jacobian w.r.t. positions
+    assert gradcheck(f, (screen, color), fast_mode=True)  # linear in colour: projections suffice

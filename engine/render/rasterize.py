@@ -61,6 +61,7 @@ class Fragments:
     fg_index: Tensor  # (N,) flat indices b*H*W + y*W + x of covered pixels
     fg_tri: Tensor  # (N,) their face index
     fg_bary: Tensor  # (N, 3) their barycentrics (differentiable)
+    culled_backfaces: bool = False
 
     @property
     def mask(self) -> Tensor:
@@ -279,7 +280,7 @@ def rasterize(
     bary, depth = _finish_bary(sb, t[..., 2], perspective)
     full_bary = screen.new_zeros(B * H * W, 3).index_put((fg,), bary).view(B, H, W, 3)
     full_depth = screen.new_zeros(B * H * W).index_put((fg,), depth).view(B, H, W)
-    return Fragments(tri_id, full_bary, full_depth, screen, faces, perspective, fg, ftri, bary)
+    return Fragments(tri_id, full_bary, full_depth, screen, faces, perspective, fg, ftri, bary, cull_backfaces)
 
 
 def interpolate_foreground(attr: Tensor, attr_faces: Tensor, fragments: Fragments) -> Tensor:
@@ -451,8 +452,8 @@ def antialias(
 ) -> Tensor:
     """Analytic silhouette antialiasing of ``color (B, H, W, C)`` (nvdiffrast-style).
 
-    Contour edges (open borders, or edges between a front- and a back-facing face, taken
-    on the front face) are intersected with the lines through pixel centres. Where such an
+    Contour edges (open borders of any face, or edges between a front- and a back-facing
+    face, taken on the front face) are intersected with the lines through pixel centres. Where such an
     edge separates a covered pixel ``p`` from a neighbour ``q`` showing background or a
     surface more than ``occlusion_margin`` (depth units) farther away, the two colours are
     blended with a 1-pixel box filter according to the crossing position (the outermost
@@ -466,9 +467,17 @@ def antialias(
     with torch.no_grad():
         facing = signed_area2(fragments.screen.detach(), faces) < 0  # (B, F)
         nb = neighbours.clamp_min(0)
-        contour = facing[:, :, None] & ((neighbours[None] < 0) | ~facing[:, nb])
+        # Open borders of any face (back faces are visible when not culled), and front-face
+        # edges whose neighbour faces away.
+        border = neighbours[None] < 0
+        if fragments.culled_backfaces:
+            border = border & facing[:, :, None]
+        contour = border | (facing[:, :, None] & ~facing[:, nb])
         eb, ef, ek = contour.nonzero(as_tuple=True)
         edge_v = torch.stack([faces[ef, ek], faces[ef, (ek + 1) % 3]], -1)
+        # Direct every edge so that its face's interior lies on its right on screen.
+        back = ~facing[eb, ef]
+        edge_v = torch.where(back[:, None], edge_v.flip(-1), edge_v)
         depth_bg = torch.where(fragments.mask, fragments.depth.detach(), torch.full_like(fragments.depth, float("inf")))
     B, H, W, C = color.shape
     idx_x, dx = _aa_axis(color, fragments, depth_bg, eb, edge_v, 0, occlusion_margin)
