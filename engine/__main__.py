@@ -73,7 +73,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     cb, close = _progress_printer(args.progress)
     try:
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
-                             model_path=args.model_path, method=args.method, backend=args.backend)
+                             model_path=args.model_path, method=args.method, backend=args.backend,
+                             checkpoint=args.checkpoint)
     finally:
         close()
     if args.progress != "jsonl":
@@ -93,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder (written atomically)")
     r.add_argument("--model", default="open", choices=["open", "ict", "flame"])
     r.add_argument("--model-path", default=None, help="head-model file/folder (default: the model's own)")
-    r.add_argument("--method", default="fit", choices=["fit"])
+    r.add_argument("--method", default="fit", choices=["fit", "learned", "hybrid"],
+                   help="fit = analysis-by-synthesis; learned = the network of --checkpoint; "
+                        "hybrid = network start + a short fit")
+    r.add_argument("--checkpoint", default=None, metavar="CKPT",
+                   help="MoFA checkpoint (training or exported) for --method learned|hybrid")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     r.add_argument("--face", type=int, default=0, help="which face, 0 = largest (default)")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")

@@ -233,6 +233,63 @@ def render_textured(model, vertices, R, t, K, size: tuple[int, int], albedo_map,
                 mask.numpy())
 
 
+def render_geometry(model, vertices, R, t, K, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Grey, lit render of the fitted geometry alone: (H, W) intensity in [0, 1] and mask.
+
+    A fixed headlight from the upper left plus ambient (not the fitted lighting), so that
+    shape errors show as shading that does not match the photo.
+    """
+    import torch
+
+    from engine.render.rasterize import interpolate, rasterize
+    from engine.render.shading import vertex_normals
+
+    with torch.no_grad():
+        pc = vertices @ R.T + t
+        uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
+        frags = rasterize(torch.cat([uv, pc[:, 2:3]], -1)[None], model.faces, size, perspective=True,
+                          cull_backfaces=True)
+        n_cam = vertex_normals(vertices[None], model.faces) @ R.T  # OpenCV camera axes
+        pix_n = interpolate(n_cam, model.faces, frags)[0]
+        pix_n = pix_n / pix_n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        light = torch.tensor([-0.4, -0.5, -1.0])  # towards the light: up-left, towards the camera
+        light = light / light.norm()
+        grey = 0.25 + 0.75 * (pix_n @ light).clamp_min(0)
+        mask = frags.mask[0]
+        return (grey * mask).numpy(), mask.numpy()
+
+
+def draw_points(img: np.ndarray, points: np.ndarray, colour: tuple[int, int, int], radius: int = 2) -> np.ndarray:
+    """Filled dots (uint8 copy) at ``points`` (N, 2) in pixel-edge coordinates."""
+    import cv2
+
+    out = np.ascontiguousarray(to_uint8(img).copy())
+    r = max(1, radius)
+    for x, y in np.asarray(points, np.float64):
+        if np.isfinite(x) and np.isfinite(y):
+            cv2.circle(out, (int(round(x * 4 - 2)), int(round(y * 4 - 2))), r * 4, colour, -1, cv2.LINE_AA, shift=2)
+    return out
+
+
+def fit_overlay(photo: np.ndarray, grey: np.ndarray, mask: np.ndarray, detected_px: np.ndarray,
+                model_px: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Semi-transparent grey geometry over the photo, detected landmarks (green) and the
+    fitted model's landmarks (red); a legend in the corner."""
+    import cv2
+
+    geo = np.repeat(grey[..., None], 3, -1) * np.array([0.9, 0.9, 0.92])
+    out = blend_overlay(photo, geo, mask, alpha=alpha)
+    radius = max(1, round(max(out.shape[:2]) / 300))
+    out = draw_points(out, detected_px, (40, 220, 40), radius)
+    out = draw_points(out, model_px, (235, 40, 40), radius)
+    scale = max(0.4, max(out.shape[:2]) / 1600)
+    for i, (text, col) in enumerate((("detected landmarks", (40, 220, 40)), ("model landmarks", (235, 40, 40)))):
+        org = (8, int(22 * scale * (i + 1) * 1.3))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, col, 1, cv2.LINE_AA)
+    return out
+
+
 def bake_albedo(model, vertices_px, visibility, shading_v, albedo_v, mirror, source, size: int = 512):
     """Bake a UV albedo texture (3, S, S) from the photo, completed by symmetry and the prior.
 

@@ -9,6 +9,7 @@ all files are written, so a failure never leaves half an output behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,63 @@ from engine.errors import NoFaceError, UserError
 
 ProgressFn = Callable[[str, float, str], None]
 
-METHODS = ("fit",)
+METHODS = ("fit", "learned", "hybrid")
+
+
+def hybrid_config(base: Any = None) -> Any:
+    """Fitter schedule for ``--method hybrid``: the network's prediction replaces the PnP
+    start, the pose-only stage and most landmark steps; a short joint refinement follows."""
+    import dataclasses
+
+    from engine.fitting import FitConfig
+
+    base = base or FitConfig()
+    return dataclasses.replace(base, pose_iters=0, shape_iters=15, joint_iters=20)
+
+
+def load_learned(checkpoint: str | os.PathLike[str] | None, method: str, device: Any = "cpu"):
+    """The MoFA network of a checkpoint, with a clear UserError when it is missing or wrong."""
+    from engine.errors import ModelFileError
+
+    if not checkpoint:
+        raise UserError(f"--method {method} needs --checkpoint CKPT (a MoFA training or exported checkpoint)")
+    from engine.methods.mofa import load_checkpoint
+
+    try:
+        return load_checkpoint(checkpoint, device)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # a readable file of another kind: missing keys, wrong shapes
+        raise ModelFileError(f"checkpoint {checkpoint} cannot be used for --method {method} "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
+def predict_face(head, rgb: np.ndarray, landmarks68: np.ndarray, detection: Any, method: str = "fit",
+                 config: Any = None, network: Any = None, progress: ProgressFn | None = None):
+    """One face -> FitResult by ``method``: ``fit`` (analysis-by-synthesis), ``learned``
+    (the network alone) or ``hybrid`` (network initialisation + a short fit)."""
+    from engine.fitting import FitConfig, fit_photo
+
+    native = conv = None
+    if detection is not None and getattr(detection, "landmarks_native", None) is not None:
+        native, conv = detection.landmarks_native, detection.convention
+    if method == "fit":
+        return fit_photo(head, rgb, landmarks68, config or FitConfig(), progress=progress, native=native,
+                         native_convention=conv)
+    from engine.methods.mofa import predict_photo
+
+    t0 = time.perf_counter()
+    pred = predict_photo(network, rgb, landmarks68)
+    pred.timings = {"network": time.perf_counter() - t0}
+    if network.head.name != head.name or network.head.n_vertices != head.n_vertices:
+        raise UserError(f"the checkpoint was trained for head model {network.head.name!r}, "
+                        f"not {head.name!r}; pass --model {network.head.name}")
+    if method == "learned":
+        return pred
+    res = fit_photo(head, rgb, landmarks68, hybrid_config(config), progress=progress, native=native,
+                    native_convention=conv, init=pred)
+    res.timings = {**pred.timings, **res.timings}
+    return res
 
 
 @dataclass
@@ -69,10 +126,11 @@ def reconstruct(
     method: str = "fit",
     backend: str = "default",
     config: Any = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ReconstructionResult:
     """Reconstruct the ``face``-th largest face of a photo into ``out_dir`` (see module doc)."""
     from engine.detect import detect_faces
-    from engine.fitting import FitConfig, fit_photo
+    from engine.fitting import FitConfig
     from engine.head import load_head_model
     from engine.photo import load_image
 
@@ -80,6 +138,7 @@ def reconstruct(
     if method not in METHODS:
         raise UserError(f"method {method!r} is not available; choose one of {', '.join(METHODS)}")
     dev = _resolve_device(device)
+    network = load_learned(checkpoint, method, dev) if method != "fit" else None
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -103,8 +162,10 @@ def reconstruct(
 
     cfg = config or FitConfig()
     landmarks_rgb = det.landmarks68[:, :2] * photo.scale
-    fit = fit_photo(head, photo.rgb, landmarks_rgb, cfg,
-                    progress=lambda s, f, m: report(s, 0.1 + 0.75 * f, m))
+    if det.landmarks_native is not None and photo.scale != 1.0:
+        det = dataclasses.replace(det, landmarks_native=det.landmarks_native * photo.scale)
+    fit = predict_face(head, photo.rgb, landmarks_rgb, det, method, cfg, network,
+                       progress=lambda s, f, m: report(s, 0.1 + 0.75 * f, m))
     timings.update({f"fit_{k}": v for k, v in fit.timings.items()})
     timings["fit"] = sum(fit.timings.values())
 
@@ -155,8 +216,8 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     from engine.export.gltf import write_glb
     from engine.export.obj import write_obj
     from engine.fitting.fitter import _work_crop, model_cache
-    from engine.outputs import (bake_albedo, blend_overlay, build_params, png_bytes, render_textured,
-                                side_by_side, write_png)
+    from engine.outputs import (bake_albedo, build_params, fit_overlay, png_bytes, render_geometry,
+                                render_textured, side_by_side, write_png)
     from engine.render.shading import sh_basis, vertex_normals
 
     folder = Path(folder)
@@ -208,24 +269,26 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
 
     photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
     Ko = torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K
-    # the textured render reproduces the photo almost exactly, so the overlay shows the fitted
-    # geometry itself: its shading under the fitted light on a uniform skin colour
-    _, shading, _, mask = render_textured(cpu_model, verts, R, t, Ko, (oh, ow), albedo_map, fit.sh)
-    geo = shading.mean(-1, keepdims=True) / max(float(np.percentile(shading[mask], 99)), 1e-6) if mask.any() else shading
-    geo = np.clip(geo, 0, 1) * np.array([0.85, 0.8, 0.78])
-    write_png(folder / "overlay.png", blend_overlay(photo_small, geo, mask, alpha=0.6))
+    # the textured render reproduces the photo almost exactly (the texture is baked from it),
+    # so the overlay shows the geometry alone, grey under a fixed light, with both landmark sets
+    lm3 = model.landmarks(verts[None].to(model.template.device))[0].cpu()
+    lm_px = fit.project(lm3)
+    grey, mask = render_geometry(cpu_model, verts, R, t, Ko, (oh, ow))
+    write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), lm_px.numpy() * (ow / W)))
     ccrop, cs, corigin = _work_crop(img, lm, 256, cfg.crop_scale, 0.0)
     Kc = torch.tensor([[cs, 0, -cs * corigin[0]], [0, cs, -cs * corigin[1]], [0, 0, 1.0]], dtype=torch.float32) @ K
     colour, shading, alb, mask = render_textured(cpu_model, verts, R, t, Kc, (256, 256), albedo_map, fit.sh)
-    grey = np.repeat((shading.mean(-1, keepdims=True) / max(float(shading.max()), 1e-6)), 3, -1)
+    # raw SH shading exceeds 1 (the albedo absorbs the light's scale): show it divided by its
+    # 99th percentile over the face so it is not blown out
+    lum = shading.mean(-1)
+    p99 = max(float(np.percentile(lum[mask], 99)), 1e-6) if mask.any() else 1.0
+    grey = np.repeat(np.clip(lum / p99, 0, 1)[..., None], 3, -1)
     render_on = np.where(mask[..., None], colour, ccrop * 0.3)
     write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
-                                                   ["photo", "render", "shading", "albedo"]))
+                                                   ["photo", "render", "shading / p99", "albedo"]))
 
     # --- parameters
-    lm3 = model.landmarks(verts[None].to(model.template.device))[0].cpu()
     lm_cam = lm3 @ R.T + t
-    lm_px = fit.project(lm3)
     # photo.rgb may be a reduced copy of the original file: report in original pixels
     inv = 1.0 / photo.scale
     K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K

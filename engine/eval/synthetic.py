@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.fitting import FitConfig, fit_photo
+from engine.fitting import FitConfig, FitResult, fit_photo
 from engine.head.model import HeadModel
 from engine.synthetic import SyntheticConfig, render_sample, render_vertex_colours, shade_vertices
 
@@ -106,29 +106,54 @@ def score_fit(model: HeadModel, sample, fit) -> tuple[float, float, float]:
     return geo, photo, lmk
 
 
+#: ``predictor(image uint8 (H, W, 3), landmarks68 (68, 2), detection or None) -> FitResult``;
+#: the detection (``engine.detect.FaceDetection``) is None for ground-truth landmarks.
+Predictor = Callable[[np.ndarray, np.ndarray, object], FitResult]
+
+
+def fit_predictor(model: HeadModel, config: FitConfig | None = None) -> Predictor:
+    """The analysis-by-synthesis fitter as a predictor (uses the detector's native points)."""
+
+    def predict(image: np.ndarray, lm: np.ndarray, detection) -> FitResult:
+        native = conv = None
+        if detection is not None and detection.landmarks_native is not None:
+            native, conv = detection.landmarks_native, detection.convention
+        return fit_photo(model, image, lm, config, native=native, native_convention=conv)
+
+    return predict
+
+
 def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: FitConfig | None = None,
                        synth: SyntheticConfig | None = None, sources: tuple[str, ...] = ("detected", "gt"),
-                       backend: str = "default", log: Callable[[str], None] | None = None) -> EvalReport:
-    """Run the protocol on faces ``seed .. seed + n − 1`` (deterministic)."""
+                       backend: str = "default", log: Callable[[str], None] | None = None,
+                       predictor: Predictor | None = None) -> EvalReport:
+    """Run the protocol on faces ``seed .. seed + n − 1`` (deterministic).
+
+    ``predictor`` replaces the fitter (e.g. a learned or hybrid method); default
+    :func:`fit_predictor` with ``config``.
+    """
     synth = synth or SyntheticConfig()
+    predictor = predictor or fit_predictor(model, config)
     report = EvalReport(n=n, seed=seed, model=model.name, image_size=synth.image_size)
     for k in range(n):
         sample = render_sample(model, seed + k, synth)
         for src in sources:
+            detection = None
             if src == "gt":
                 lm = sample.landmarks2d.numpy()
             else:
                 from engine.detect import detect_faces
 
-                faces = detect_faces(sample.image, backend=backend)
-                if not faces or faces[0].landmarks68 is None:
+                faces = [f for f in detect_faces(sample.image, backend=backend) if f.landmarks68 is not None]
+                if not faces:
                     report.detection_failures += 1
                     if log:
                         log(f"face {seed + k}: detector found no face")
                     continue
-                lm = faces[0].landmarks68[:, :2]
+                detection = faces[0]
+                lm = detection.landmarks68[:, :2]
             t0 = time.perf_counter()
-            fit = fit_photo(model, sample.image, lm, config)
+            fit = predictor(sample.image, lm, detection)
             secs = time.perf_counter() - t0
             geo, photo, lmk = score_fit(model, sample, fit)
             base = geometric_error_mm(model, model.template.detach().cpu(), sample.vertices)

@@ -25,7 +25,7 @@ class FitConfig:
     blur_sigma_px: float = 1.0  # Gaussian blur of the working crop (smoother photometric gradients)
     # stage 1+2: landmarks (pose, then identity/expression/jaw)
     pose_iters: int = 15
-    shape_iters: int = 60
+    shape_iters: int = 40
     lr_pose: float = 0.02
     lr_shape: float = 0.08
     # stage 3: appearance (closed-form SH + albedo alternation)
@@ -39,12 +39,19 @@ class FitConfig:
     # loss weights
     # The landmark term is the mean of (distance / σ_lmk)² over the 68 points, so a MAP
     # prior N(0, std²) on a coefficient weighs 1/68 per (coefficient/std)².
-    w_photo: float = 20.0
-    w_identity: float = 1.0 / 68.0
+    w_photo: float = 300.0
+    w_identity: float = 0.02
     w_expression: float = 2.0 / 68.0
     w_expression_range: float = 1.0
     w_jaw: float = 0.3
+    # Tuned with the synthetic protocol on --seed 1 (reported figures use --seed 0): detected
+    # landmarks are biased, so they are trusted less and the photometric term more.
+    landmark_sigma_px: float = 5.0  # landmark noise at the 192-px working crop (sets the prior balance)
     jaw_landmark_weight: float = 0.5  # jawline (silhouette) landmarks count less
+    # dense detector points (MediaPipe-478 with the open model's embedding)
+    use_dense: bool = True
+    ibug_share_with_dense: float = 0.1  # share of the landmark weight left to iBUG-68
+    dense_spread_scale: float = 1.0  # multiplies the embedding's per-point spread (noise)
     # visibility test
     depth_tolerance_m: float = 4e-3
     # CPU intra-op threads during a fit (0 = leave torch's setting alone)

@@ -91,13 +91,18 @@ class _ModelCache:
 
 
 _CACHE: dict[int, _ModelCache] = {}
+_SUBMODELS: dict[tuple[int, str | None], HeadModel] = {}
 
 
-def _landmark_submodel(model: HeadModel) -> HeadModel:
-    """A HeadModel restricted to the vertices of the 68 landmark triangles (exact landmarks)."""
-    tri = model.faces[model.lmk_faces]  # (68, 3)
+def _landmark_submodel(model: HeadModel, tri_ids: torch.Tensor | None = None) -> HeadModel:
+    """A HeadModel restricted to the vertices of the landmark triangles ``tri_ids`` (default:
+    the 68 iBUG triangles); its ``faces`` are those triangles in the same order, so embedded
+    points are exact. Its own 68-landmark embedding is a placeholder (triangle 0)."""
+    if tri_ids is None:
+        tri_ids = model.lmk_faces
+    tri = model.faces[tri_ids]  # (M, 3)
     idx, inverse = torch.unique(tri.reshape(-1), return_inverse=True)
-    sub_faces = inverse.reshape(68, 3)
+    sub_faces = inverse.reshape(-1, 3)
     arrays = {
         "template": model.template[idx],
         "faces": sub_faces,
@@ -112,7 +117,7 @@ def _landmark_submodel(model: HeadModel) -> HeadModel:
         "joint_expression_basis": model.joint_expression_basis,
         "joint_parents": model.joint_parents,
         "skin_weights": model.skin_weights[idx],
-        "lmk_faces": torch.arange(68),
+        "lmk_faces": torch.zeros(68, dtype=torch.int64),
         "lmk_bary": model.lmk_bary,
     }
     arrays = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
@@ -240,8 +245,18 @@ def fit_photo(
     landmarks: np.ndarray,
     config: FitConfig | None = None,
     progress: ProgressFn | None = None,
+    native: np.ndarray | None = None,
+    native_convention: str | None = None,
+    init: FitResult | None = None,
 ) -> FitResult:
     """Fit ``model`` to ``image`` (H, W, 3) uint8 given iBUG-68 ``landmarks`` (68, 2) in its pixels.
+
+    ``native`` (N, 2+) are the detector's own points in photo pixels, named by
+    ``native_convention`` (e.g. ``"mediapipe-478"``); when the model has a dense embedding for
+    that convention (:mod:`engine.head.dense_landmarks`) and ``config.use_dense`` is set, the
+    landmark term uses them (weighted by the embedding's per-point spread) and iBUG-68 only
+    with ``config.ibug_share_with_dense`` of the weight. ``init`` starts from another result
+    (camera, identity, expression, jaw), e.g. a network's prediction (hybrid method).
 
     Runs on the model's device. On CPU the fit runs with ``config.cpu_threads`` intra-op
     threads (default 1: its tensors are small, and extra threads cost more in
@@ -249,12 +264,13 @@ def fit_photo(
     docstring for the stages.
     """
     cfg = config or FitConfig()
+    extra = dict(native=native, native_convention=native_convention, init=init)
     if model.template.device.type != "cpu" or not cfg.cpu_threads:
-        return _fit_photo(model, image, landmarks, cfg, progress)
+        return _fit_photo(model, image, landmarks, cfg, progress, **extra)
     before = torch.get_num_threads()
     torch.set_num_threads(cfg.cpu_threads)
     try:
-        return _fit_photo(model, image, landmarks, cfg, progress)
+        return _fit_photo(model, image, landmarks, cfg, progress, **extra)
     finally:
         torch.set_num_threads(before)
 
@@ -265,6 +281,9 @@ def _fit_photo(
     landmarks: np.ndarray,
     config: FitConfig | None = None,
     progress: ProgressFn | None = None,
+    native: np.ndarray | None = None,
+    native_convention: str | None = None,
+    init: FitResult | None = None,
 ) -> FitResult:
     cfg = config or FitConfig()
     dev = model.template.device
@@ -277,11 +296,27 @@ def _fit_photo(
 
     # ---------------------------------------------------------------- stage 1: camera
     report("camera", 0.0, "initial camera from landmarks (PnP)")
-    K_img = guess_intrinsics((W_img, H_img), lm_np, cfg.fov_deg, cfg.min_distance_m)
     lmw = landmark_weights_68(jaw=cfg.jaw_landmark_weight).to(dev)
-    with torch.no_grad():
-        lm3 = model.landmarks(model.template[None])[0].cpu().numpy()
-    R0, t0_ = solve_pnp(lm3, lm_np, K_img, weights=np.where(np.arange(68) < 17, 0.0, 1.0))
+    dense = None
+    if native is not None and native_convention and cfg.use_dense:
+        from engine.head.dense_landmarks import load_dense_embedding
+
+        dense = load_dense_embedding(model, native_convention)
+        if dense is not None and int(dense.indices.max()) >= len(native):
+            dense = None  # e.g. a 468-point mesh without the iris points the file indexes
+    if init is not None:
+        K_img = init.K.detach().cpu().double().numpy()
+        R0, t0_ = init.R.detach().cpu().double().numpy(), init.t.detach().cpu().double().numpy()
+    else:
+        K_img = guess_intrinsics((W_img, H_img), lm_np, cfg.fov_deg, cfg.min_distance_m)
+        with torch.no_grad():
+            if dense is not None:
+                pts3 = dense.points(model, model.template[None])[0].cpu().numpy()
+                pts2 = np.asarray(native, np.float64)[dense.indices.cpu().numpy(), :2]
+                R0, t0_ = solve_pnp(pts3, pts2, K_img)
+            else:
+                lm3 = model.landmarks(model.template[None])[0].cpu().numpy()
+                R0, t0_ = solve_pnp(lm3, lm_np, K_img, weights=np.where(np.arange(68) < 17, 0.0, 1.0))
     crop, s, origin = _work_crop(image, lm_np, cfg.work_size, cfg.crop_scale, cfg.blur_sigma_px)
     # crop_px = s (photo_px - origin): K_work = S @ K_img
     S = np.array([[s, 0, -s * origin[0]], [0, s, -s * origin[1]], [0, 0, 1.0]])
@@ -289,6 +324,25 @@ def _fit_photo(
     work = torch.from_numpy(crop).permute(2, 0, 1)[None].to(dev)
     target = torch.tensor((lm_np - origin) * s, dtype=torch.float32, device=dev)[None]
     scene = _Scene(model, K_work, work, cfg)
+    # landmark set: the 68 iBUG points, plus the detector's dense points when embedded
+    lmk_tri, lmk_bary = model.lmk_faces, model.lmk_bary
+    lmk_w = lmw / lmw.sum()
+    if dense is not None:
+        dense_px = (np.asarray(native, np.float64)[dense.indices.cpu().numpy(), :2] - origin) * s
+        target = torch.cat([target, torch.tensor(dense_px, dtype=torch.float32, device=dev)[None]], 1)
+        lmk_tri = torch.cat([lmk_tri, dense.faces])
+        lmk_bary = torch.cat([lmk_bary, dense.bary])
+        # per-point noise: detector noise (σ) and the embedding's spread seen at the face's depth
+        spread_px = dense.spread_m * float(K_work[0, 0]) / float(max(t0_[2], 1e-3)) * cfg.dense_spread_scale
+        sig = cfg.landmark_sigma_px * cfg.work_size / 192.0
+        wd = sig**2 / (sig**2 + spread_px**2)
+        share = cfg.ibug_share_with_dense
+        lmk_w = torch.cat([lmk_w * share, wd / wd.sum() * (1.0 - share)])
+    lmk_w = lmk_w.to(dev)
+    lmk_key = (id(model), None if dense is None else dense.convention)
+    sub = _SUBMODELS.get(lmk_key)
+    if sub is None or sub.template.device != model.template.device:
+        sub = _SUBMODELS[lmk_key] = _landmark_submodel(model, lmk_tri)
     timings["camera"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- parameters
@@ -296,31 +350,40 @@ def _fit_photo(
     rvec = torch.tensor(matrix_to_axis_angle(torch.tensor(R0, dtype=torch.float64)).numpy(), **f32)[None]
     rvec.requires_grad_(True)
     tvec = torch.tensor(t0_, **f32)[None].requires_grad_(True)
-    beta = torch.zeros(1, model.n_identity, **f32, requires_grad=True)
-    psi = torch.zeros(1, model.n_expression, **f32, requires_grad=True)
-    jaw = torch.zeros(1, 3, **f32, requires_grad=True)
+    beta = torch.zeros(1, model.n_identity, **f32)
+    psi = torch.zeros(1, model.n_expression, **f32)
+    jaw = torch.zeros(1, 3, **f32)
+    if init is not None:
+        beta[0] = init.identity.to(dev)
+        psi[0] = init.expression.to(dev)
+        if cache.jaw_index is not None and init.pose.shape[0] == model.n_joints:
+            jaw[0] = init.pose[cache.jaw_index].to(dev)
+    for p_ in (beta, psi, jaw):
+        p_.requires_grad_(True)
     exp_mask = cache.expression_mask[None]
     id_std = model.identity_std
     exp_range = model.expression_range
     # landmark noise (px at the working size) sets the prior strength: MAP weights σ²/68
-    lmk_sigma = 1.5 * cfg.work_size / 192.0
+    lmk_sigma = cfg.landmark_sigma_px * cfg.work_size / 192.0
 
     def priors(beta_, psi_, jaw_) -> torch.Tensor:
         return (cfg.w_identity * tikhonov(beta_, id_std) + cfg.w_expression * tikhonov(psi_ * exp_mask)
                 + cfg.w_expression_range * range_penalty(psi_ * exp_mask, exp_range)
                 + cfg.w_jaw * (jaw_**2).sum(-1))
 
+    def lmk_points(faces: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
+        return (verts[:, faces] * lmk_bary[None, :, :, None]).sum(2)
+
     def lmk_energy(sub: HeadModel) -> tuple[torch.Tensor, torch.Tensor]:
         R = axis_angle_to_matrix(rvec)
         out = sub(beta, psi * exp_mask, _pose_tensor(model, jaw, cache.jaw_index))
-        uv, _ = scene.project(sub.landmarks(out.vertices), R, tvec)
-        e = landmark_loss(uv, target, lmw) / lmk_sigma**2
+        uv, _ = scene.project(lmk_points(sub.faces, out.vertices), R, tvec)
+        e = landmark_loss(uv, target, lmk_w) / lmk_sigma**2
         return e, uv
 
     # ---------------------------------------------------------------- stage 2: landmarks
     t1 = time.perf_counter()
     report("landmarks", 0.1, "fitting pose, identity and expression to landmarks")
-    sub = cache.lmk_model
     opt = Adam([(rvec, cfg.lr_pose), (tvec, cfg.lr_pose * 0.05)])
     for _ in range(cfg.pose_iters):
         opt.zero_grad()
@@ -384,8 +447,8 @@ def _fit_photo(
         pred = albedo * torch.bmm(basis, sh)
         obs = sample_image(work, uv)
         e_photo = photometric_l21(pred, obs, (weights * pmask)[None])
-        lmk_uv, _ = scene.project(model.landmarks(verts), R, tvec)
-        e_lmk = landmark_loss(lmk_uv, target, lmw) / lmk_sigma**2
+        lmk_uv, _ = scene.project(lmk_points(model.faces[lmk_tri], verts), R, tvec)
+        e_lmk = landmark_loss(lmk_uv, target, lmk_w) / lmk_sigma**2
         total = e_lmk + cfg.w_photo * e_photo + priors(beta, psi, jaw)
         total.sum().backward()
         opt.step()
