@@ -278,14 +278,14 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     ccrop, cs, corigin = _work_crop(img, lm, 256, cfg.crop_scale, 0.0)
     Kc = torch.tensor([[cs, 0, -cs * corigin[0]], [0, cs, -cs * corigin[1]], [0, 0, 1.0]], dtype=torch.float32) @ K
     colour, shading, alb, mask = render_textured(cpu_model, verts, R, t, Kc, (256, 256), albedo_map, fit.sh)
-    # raw SH shading exceeds 1 (the albedo absorbs the light's scale): show it divided by its
-    # 99th percentile over the face so it is not blown out
+    # raw SH shading is mostly ambient and exceeds 1 (the albedo absorbs the light's scale):
+    # stretch its 1st..99th percentile over the face to black..white so it is not blown out
     lum = shading.mean(-1)
-    p99 = max(float(np.percentile(lum[mask], 99)), 1e-6) if mask.any() else 1.0
-    grey = np.repeat(np.clip(lum / p99, 0, 1)[..., None], 3, -1)
+    lo, hi = (np.percentile(lum[mask], [1, 99]) if mask.any() else (0.0, 1.0))
+    grey = np.repeat((np.clip((lum - lo) / max(hi - lo, 1e-6), 0, 1) * mask)[..., None], 3, -1)
     render_on = np.where(mask[..., None], colour, ccrop * 0.3)
     write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
-                                                   ["photo", "render", "shading / p99", "albedo"]))
+                                                   ["photo", "render", "shading p1-p99", "albedo"]))
 
     # --- parameters
     lm_cam = lm3 @ R.T + t
