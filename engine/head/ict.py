@@ -174,6 +174,50 @@ def _triangulate(fv: np.ndarray, ft: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return f, t, src
 
 
+#: ICT's UVs are UDIM tiles (u = 0..7: face, back of the head, gums/tongue, teeth, lacrimal
+#: fluid over two tiles, eyelashes; the eyeballs and eye layers reuse tile 0 on top of the
+#: face). A single texture needs one [0, 1] atlas without overlaps, so each material's tiles
+#: go to their own cell (x0, y0, width, height); the face keeps most of the texture.
+ATLAS_CELLS = {
+    "M_Face": (0.0, 0.25, 0.75, 0.75),
+    "M_BackHead": (0.75, 0.75, 0.25, 0.25),
+    "M_GumsTongue": (0.75, 0.5, 0.25, 0.25),
+    "M_Teeth": (0.75, 0.25, 0.25, 0.25),
+    "M_ScleraLeft": (0.0, 0.0, 0.25, 0.25), "M_IrisLeft": (0.0, 0.0, 0.25, 0.25),
+    "M_ScleraRight": (0.25, 0.0, 0.25, 0.25), "M_IrisRight": (0.25, 0.0, 0.25, 0.25),
+    "M_EyeOcclusion": (0.5, 0.0, 0.125, 0.25), "M_EyeBlend": (0.5, 0.0, 0.125, 0.25),
+    "M_EyeLashes": (0.625, 0.0, 0.125, 0.25),
+    "M_LacrimalFluid": (0.75, 0.0, 0.25, 0.25),
+}
+
+
+def pack_udim_atlas(uv: np.ndarray, face_uv: np.ndarray, material: np.ndarray,
+                    material_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UDIM UVs -> one [0, 1] atlas (uv (T', 2), face_uv (F, 3)); see :data:`ATLAS_CELLS`.
+
+    Each material's tiles (floor of u) are laid side by side inside its cell; UV indices
+    shared by two materials are duplicated. Unknown materials get the last cell's place
+    squeezed into a 1/64 corner (they should not exist in the Light model).
+    """
+    corners = uv[face_uv].astype(np.float64)  # (F, 3, 2)
+    out = np.empty_like(corners)
+    for m, name in enumerate(material_names):
+        sel = material == m
+        if not sel.any():
+            continue
+        x0, y0, w, h = ATLAS_CELLS.get(str(name), (0.984375, 0.984375, 0.015625, 0.015625))
+        c = corners[sel]
+        tile = np.floor(c[..., 0].min(1, keepdims=True).clip(0, None))  # per triangle, its tile
+        t0, t1 = int(tile.min()), int(tile.max())
+        n_tiles = t1 - t0 + 1
+        local_u = (c[..., 0] - tile).clip(0, 1)
+        out[sel, :, 0] = x0 + w * ((tile - t0) + local_u) / n_tiles
+        out[sel, :, 1] = y0 + h * c[..., 1].clip(0, 1)
+    flat = np.round(out.reshape(-1, 2), 7)
+    new_uv, inverse = np.unique(flat, axis=0, return_inverse=True)
+    return new_uv.astype(np.float32), inverse.reshape(-1, 3).astype(np.int64)
+
+
 def _rigid_fit(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """R, t minimising |R a + t - b| (Kabsch)."""
     ca, cb = a.mean(0), b.mean(0)
@@ -194,6 +238,7 @@ def convert(raw: dict[str, np.ndarray], landmark_verts: list[int]) -> tuple[dict
     faces, face_uv, src = _triangulate(fv, ft)
     mat = raw["face_material"][src]
     mats = list(raw["material_names"])
+    atlas_uv, face_uv = pack_udim_atlas(raw["uv"], face_uv, mat, mats)
     # scale check: iris centres
     iris = []
     for name in ("M_IrisLeft", "M_IrisRight"):
@@ -253,7 +298,7 @@ def convert(raw: dict[str, np.ndarray], landmark_verts: list[int]) -> tuple[dict
         "eye_extras": np.isin(np.arange(V), np.concatenate([rng["eye_extras"], rng["eyelashes"]])),
     }
     arrays = {
-        "template": template, "faces": faces, "uv": raw["uv"], "face_uv": face_uv,
+        "template": template, "faces": faces, "uv": atlas_uv, "face_uv": face_uv,
         "identity_basis": ident, "identity_std": np.ones(len(ident), np.float32),
         "expression_basis": expr,
         "expression_range": np.tile(np.asarray([[0.0, 1.0]], np.float32), (len(expr), 1)),
