@@ -5,7 +5,7 @@
 
 "cpu ms" is the process CPU time per batch (all threads): on a shared machine, wall time
 above cpu ms / threads means other jobs were competing. Uses the open head model (engine.head.load_head_model("open")) when it can be loaded,
-otherwise an icosphere of similar size (says so). Each figure is the median over
+otherwise a sphere with a similar triangle count (says so). Each figure is the median over
 ``--iters`` timed runs after ``--warmup`` untimed ones; CUDA is synchronised around every run.
 """
 
@@ -33,7 +33,7 @@ from engine.render import (  # noqa: E402
     vertex_normals,
     vertex_visibility,
 )
-from engine.render.meshes import icosphere  # noqa: E402
+from engine.render.meshes import uv_sphere  # noqa: E402
 
 
 def load_mesh(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -43,10 +43,9 @@ def load_mesh(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
         model = load_head_model("open")
         return model.template.to(device), model.faces.to(device), f"open head model ({model.template.shape[0]} vertices, {model.faces.shape[0]} triangles)"
     except Exception as exc:  # noqa: BLE001 - any failure means: use the stand-in
-        v, f = icosphere(5, 0.11)  # 10,242 vertices / 20,480 triangles -> use subdivision 4-5
-        v, f = icosphere(4, 0.11) if f.shape[0] > 12000 else (v, f)
-        print(f"note: open head model unavailable ({exc.__class__.__name__}: {exc}); using an icosphere stand-in")
-        return v.to(device), f.to(device), f"icosphere ({v.shape[0]} vertices, {f.shape[0]} triangles)"
+        v, f, _, _ = uv_sphere(48, 96, 0.11)  # 9,024 triangles, like the open head's 9,084
+        print(f"note: open head model unavailable ({exc.__class__.__name__}: {exc}); using a sphere stand-in")
+        return v.to(device), f.to(device), f"sphere stand-in ({v.shape[0]} vertices, {f.shape[0]} triangles)"
 
 
 def make_camera(verts: torch.Tensor, batch: int, size: int, device: torch.device) -> PerspectiveCamera:
