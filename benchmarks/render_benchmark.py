@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/render_benchmark.py --device cuda   # on a GPU
 
 "cpu ms" is the process CPU time per batch (all threads): on a shared machine, wall time
-above cpu ms / threads means other jobs were competing. Uses the open head model (engine.head.load_head_model("open")) when it can be loaded,
-otherwise a sphere with a similar triangle count (says so). Each figure is the median over
+above cpu ms / threads means other jobs were competing. Uses the open head model
+(engine.head.load_head_model("open")) when it can be loaded, otherwise a sphere with a
+similar triangle count (says so). Each figure is the median over
 ``--iters`` timed runs after ``--warmup`` untimed ones; CUDA is synchronised around every run.
 """
 
