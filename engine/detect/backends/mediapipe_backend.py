@@ -1,5 +1,10 @@
-"""MediaPipe (0.10.21 legacy solutions): full-range face detection, then face mesh on
-each 1.8× crop. Weights ship inside the wheel, so this works offline.
+"""MediaPipe (0.10.21 legacy solutions): full-range and short-range face detection, then
+face mesh on each 1.8× crop. Weights ship inside the wheel, so this works offline.
+
+The full-range model (``model_selection=1``) is trained for faces up to 5 m away and misses
+faces that fill most of the frame or are cut by its border (tight crops, selfies: 9 of 50
+synthetic renders); the short-range model (``model_selection=0``) finds those. A
+short-range-only hit counts only if the face mesh confirms it, as for tiles.
 
 Face mesh run on a whole group photo misses small faces; detecting first and meshing a
 crop of each face finds them all (see docs/photo_intake.md).
@@ -17,8 +22,8 @@ from engine.detect.backends.base import Backend, square_box
 from engine.detect.result import FaceDetection
 
 CROP_FACTOR = 1.8
-MESH_INPUT_MAX = 384
-TILE = 512             # tile side for the small-face pass on large images   # crops are reduced to this before meshing (face mesh works at 192)
+MESH_INPUT_MAX = 384   # crops are reduced to this before meshing (face mesh works at 192)
+TILE = 512             # tile side for the small-face pass on large images
 
 
 class MediaPipeBackend(Backend):
@@ -29,6 +34,7 @@ class MediaPipeBackend(Backend):
         self.min_score = min_score
         self.map_to_ibug = map_to_ibug
         self._detector = None
+        self._near_detector = None
         self._mesh = None
 
     @classmethod
@@ -47,19 +53,23 @@ class MediaPipeBackend(Backend):
 
                 self._detector = face_detection.FaceDetection(
                     model_selection=1, min_detection_confidence=self.min_score)
+                self._near_detector = face_detection.FaceDetection(
+                    model_selection=0, min_detection_confidence=self.min_score)
                 self._mesh = face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                     min_detection_confidence=0.3)
         return self._detector, self._mesh
 
     def close(self) -> None:
-        for m in (self._detector, self._mesh):
+        for m in (self._detector, self._near_detector, self._mesh):
             if m is not None:
                 m.close()
-        self._detector = self._mesh = None
+        self._detector = self._near_detector = self._mesh = None
 
-    def _boxes(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[tuple[np.ndarray, float]]:
-        detector, _ = self._models()
+    def _boxes(self, rgb: np.ndarray, x0: int = 0, y0: int = 0,
+               near: bool = False) -> list[tuple[np.ndarray, float]]:
+        self._models()
+        detector = self._near_detector if near else self._detector
         h, w = rgb.shape[:2]
         with quiet_native_stderr():
             result = detector.process(np.ascontiguousarray(rgb))
@@ -85,12 +95,19 @@ class MediaPipeBackend(Backend):
                     tile = rgb[ty:ty + TILE, tx:tx + TILE]
                     if min(tile.shape[:2]) >= TILE // 2:
                         found += [(b, sc, True) for b, sc in self._boxes(tile, tx, ty)]
+        kept = _nms(found, 0.3)
+        # Short-range pass for faces that fill the frame: adds only faces that the
+        # full-range passes did not find (their boxes win), each mesh-confirmed below.
+        for box, score, _ in _nms([(b, sc, True) for b, sc in self._boxes(rgb, near=True)], 0.3):
+            if not any(_same_face(box, k, 0.3) for k, _, _ in kept):
+                kept.append((box, score, True))
         faces: list[FaceDetection] = []
-        for box, score, from_tile in _nms(found, 0.3):
+        for box, score, confirm in kept:
             native = self.mesh_in_box(rgb, box)
-            if from_tile and native is None:
-                # Zoomed-in tiles raise false positives on textures (e.g. a space suit);
-                # a tile-only detection counts only if the face mesh confirms it.
+            if confirm and native is None:
+                # Zoomed-in tiles and the short-range model raise false positives on
+                # textures (e.g. a space suit); such a detection counts only if the face
+                # mesh confirms it.
                 continue
             lm68 = None
             if native is not None and self.map_to_ibug:
@@ -144,14 +161,14 @@ def _nms(found: list[tuple[np.ndarray, float, bool]], thresh: float) -> list[tup
     kept one, as when a tile cuts a face in half)."""
     kept: list[tuple[np.ndarray, float, bool]] = []
     for box, score, from_tile in sorted(found, key=lambda f: -f[1]):
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        dup = False
-        for k, _, _ in kept:
-            ix = max(0.0, min(box[2], k[2]) - max(box[0], k[0]))
-            iy = max(0.0, min(box[3], k[3]) - max(box[1], k[1]))
-            if _iou(box, k) > thresh or ix * iy > 0.6 * area:
-                dup = True
-                break
-        if not dup:
+        if not any(_same_face(box, k, thresh) for k, _, _ in kept):
             kept.append((box, score, from_tile))
     return kept
+
+
+def _same_face(box: np.ndarray, k: np.ndarray, thresh: float) -> bool:
+    """IoU over ``thresh``, or ``box`` mostly (60 %) inside ``k``."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    ix = max(0.0, min(box[2], k[2]) - max(box[0], k[0]))
+    iy = max(0.0, min(box[3], k[3]) - max(box[1], k[1]))
+    return _iou(box, k) > thresh or ix * iy > 0.6 * area
