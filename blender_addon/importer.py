@@ -1,0 +1,521 @@
+"""Bring an ``engine reconstruct`` output folder into the scene (docs/conventions.md).
+
+``head.glb`` gives the mesh, UVs and one named shape key per expression basis;
+``albedo.png`` becomes the material's base colour; ``displacement.png`` (DECA detail)
+becomes a displacement/bump input of the material and can be baked into the mesh and
+every shape key alike (a Displace modifier would block shape-key export); ``params.json``
+names the object after the photo, keeps the fit as custom properties, sets the fitted
+expression and approximates the photo's SH lighting by a world shader.
+
+Import is all-or-nothing: on any error every datablock created so far is removed, so a
+failed import leaves the scene as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+#: Blendshape → (control property, weight) for the compact face controls. A control
+#: drives the named shape keys; the other shape keys stay free sliders.
+CONTROLS: dict[str, tuple[float, float, str]] = {
+    "jaw_open": (0.0, 1.0, "Open the jaw (jawOpen)"),
+    "jaw_side": (-1.0, 1.0, "Move the jaw to the subject's left (+) or right (-) (jawLeft/jawRight)"),
+    "jaw_forward": (0.0, 1.0, "Push the jaw forward (jawForward)"),
+    "eyes_side": (-1.0, 1.0, "Look to the subject's left (+) or right (-) (eyeLookIn/Out)"),
+    "eyes_up_down": (-1.0, 1.0, "Look up (+) or down (-) (eyeLookUp/Down)"),
+    "eyes_blink": (0.0, 1.0, "Close both eyes (eyeBlinkLeft/Right)"),
+}
+
+#: shape key → driver expression over the control variables.
+DRIVEN_KEYS: dict[str, str] = {
+    "jawOpen": "jaw_open",
+    "jawLeft": "max(jaw_side, 0)",
+    "jawRight": "max(-jaw_side, 0)",
+    "jawForward": "jaw_forward",
+    # Subject's left eye looking to the subject's left looks outwards.
+    "eyeLookOutLeft": "max(eyes_side, 0)",
+    "eyeLookInLeft": "max(-eyes_side, 0)",
+    "eyeLookInRight": "max(eyes_side, 0)",
+    "eyeLookOutRight": "max(-eyes_side, 0)",
+    "eyeLookUpLeft": "max(eyes_up_down, 0)",
+    "eyeLookUpRight": "max(eyes_up_down, 0)",
+    "eyeLookDownLeft": "max(-eyes_up_down, 0)",
+    "eyeLookDownRight": "max(-eyes_up_down, 0)",
+    "eyeBlinkLeft": "eyes_blink",
+    "eyeBlinkRight": "eyes_blink",
+}
+
+DISPLACEMENT_MIDLEVEL = 32768.0 / 65535.0  # grey value of zero displacement in a 16-bit map
+
+# SH constants of engine.render.shading (Ramamoorthi & Hanrahan): environment radiance of
+# bands 0 and 1 is L0·C0 + C1·(L1·y + L2·z + L3·x) in the view frame.
+_SH_C0 = 0.5 / math.sqrt(math.pi)
+_SH_C1 = math.sqrt(3.0 / (4.0 * math.pi))
+
+
+class ImportFailed(Exception):
+    """The output folder cannot be imported; the message is shown to the user."""
+
+
+def read_params(out_dir: Path) -> dict:
+    path = out_dir / "params.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ImportFailed(f"{path} is not valid JSON: {exc}") from None
+
+
+def result_name(out_dir: Path, params: dict) -> str:
+    """Object name: the photo's file name without extension (else the folder's name)."""
+    photo = params.get("photo")
+    return Path(photo).stem if photo else out_dir.name
+
+
+class _Created:
+    """Datablocks created during an import, so a failure can remove them all."""
+
+    COLLECTIONS = ("objects", "meshes", "materials", "images", "worlds", "armatures", "actions",
+                   "shape_keys", "node_groups", "textures")
+
+    def __init__(self) -> None:
+        self.before = {c: set(getattr(bpy.data, c)) for c in self.COLLECTIONS}
+
+    def new(self, collection: str) -> list:
+        return [d for d in getattr(bpy.data, collection) if d not in self.before[collection]]
+
+    def rollback(self) -> None:
+        for collection in ("objects", "meshes", "armatures", "materials", "images", "worlds", "actions",
+                           "node_groups", "textures"):
+            for datablock in self.new(collection):
+                try:
+                    getattr(bpy.data, collection).remove(datablock)
+                except (ReferenceError, RuntimeError):
+                    pass
+
+
+def find_results(name: str) -> list[bpy.types.Object]:
+    """Objects imported earlier from a photo with this name (for 'replace')."""
+    return [o for o in bpy.data.objects if o.get("facerecon_name") == name]
+
+
+def remove_objects(objects: list[bpy.types.Object]) -> None:
+    for obj in objects:
+        data = obj.data
+        bpy.data.objects.remove(obj)
+        if data is not None and data.users == 0:
+            if isinstance(data, bpy.types.Mesh):
+                bpy.data.meshes.remove(data)
+            elif isinstance(data, bpy.types.Armature):
+                bpy.data.armatures.remove(data)
+
+
+def import_result(context: bpy.types.Context, out_dir: str | Path, *, replace: bool = True,
+                  apply_expression: bool = True, photo_lighting: bool = True,
+                  bake_detail: bool = False, face_controls: bool = True) -> bpy.types.Object:
+    """Import a reconstruction folder; returns the head mesh object (active and selected)."""
+    out_dir = Path(out_dir)
+    glb = out_dir / "head.glb"
+    if not glb.is_file():
+        raise ImportFailed(f"{out_dir} has no head.glb; is it an 'engine reconstruct' output folder?")
+    params = read_params(out_dir)
+    name = result_name(out_dir, params)
+    created = _Created()
+    try:
+        return _import(context, out_dir, glb, params, name, created, replace=replace,
+                       apply_expression=apply_expression, photo_lighting=photo_lighting,
+                       bake=bake_detail, face_controls=face_controls)
+    except Exception:
+        created.rollback()
+        raise
+
+
+def _import(context, out_dir, glb, params, name, created, *, replace, apply_expression, photo_lighting,
+            bake, face_controls):
+    if context.object is not None and context.object.mode != "OBJECT":
+        bpy.ops.object.mode_set(mode="OBJECT")
+    result = bpy.ops.import_scene.gltf(filepath=str(glb), merge_vertices=True, import_shading="NORMALS")
+    if "FINISHED" not in result:
+        raise ImportFailed(f"Blender's glTF importer could not read {glb}.")
+    new_objects = created.new("objects")
+    meshes = [o for o in new_objects if o.type == "MESH"]
+    if len(meshes) != 1:
+        raise ImportFailed(f"{glb} should hold exactly one mesh, found {len(meshes)}.")
+    obj = meshes[0]
+    rig = next((o for o in new_objects if o.type == "ARMATURE"), None)
+    # Drop helper empties the importer may create; keep the mesh (and a skin's armature).
+    for extra in new_objects:
+        if extra is not obj and extra is not rig:
+            for child in extra.children:
+                world = child.matrix_world.copy()
+                child.parent = None
+                child.matrix_world = world
+            bpy.data.objects.remove(extra)
+
+    old = find_results(name) if replace else []
+    old_matrix = old[0].matrix_world.copy() if old else None
+    remove_objects(old)
+
+    top = rig or obj
+    obj.name = name
+    obj.data.name = name
+    if rig is not None:
+        rig.name = f"{name}_rig"
+    if old_matrix is not None:
+        top.matrix_world = old_matrix
+    for o in (obj, rig):
+        if o is not None:
+            o["facerecon_name"] = name
+    _store_params(obj, params, out_dir)
+    _build_material(obj, out_dir, params, name)
+    _setup_shape_keys(obj, params, apply_expression)
+    if face_controls:
+        add_face_controls(obj)
+    if rig is not None:
+        _pose_rig(rig, params)
+    if photo_lighting and params.get("sh"):
+        context.scene.world = photo_world(name, params)
+    if bake and obj.get("facerecon_displacement_image"):
+        bake_detail(obj)
+
+    for o in context.view_layer.objects:
+        o.select_set(False)
+    for o in (obj, rig):
+        if o is not None:
+            o.select_set(True)
+    context.view_layer.objects.active = obj
+    return obj
+
+
+def _store_params(obj, params: dict, out_dir: Path) -> None:
+    """Keep the fit on the object (lighting, camera, pose) for scripts and exporters."""
+    obj["facerecon_folder"] = str(out_dir)
+    for key in ("model", "method", "photo"):
+        if key in params:
+            obj[f"facerecon_{key}"] = str(params[key])
+    for key in ("image_size", "K", "R", "t", "identity"):
+        if key in params:
+            obj[f"facerecon_{key}"] = np.asarray(params[key], dtype=np.float64).ravel().tolist()
+    if "sh" in params:
+        obj["facerecon_sh"] = np.asarray(params["sh"], dtype=np.float64).ravel().tolist()
+    if isinstance(params.get("pose"), dict):
+        obj["facerecon_pose"] = {k: [float(x) for x in v] for k, v in params["pose"].items()}
+    if isinstance(params.get("expression"), dict):
+        obj["facerecon_expression"] = {k: float(v) for k, v in params["expression"].items()}
+
+
+def _load_image(path: Path, non_color: bool = False) -> bpy.types.Image:
+    image = bpy.data.images.load(str(path), check_existing=False)
+    if non_color:
+        image.colorspace_settings.name = "Non-Color"
+    image.pack()  # the output folder may be a temporary one
+    return image
+
+
+def _build_material(obj, out_dir: Path, params: dict, name: str) -> None:
+    albedo_path = out_dir / "albedo.png"
+    disp_path = out_dir / "displacement.png"
+    old_mat = obj.active_material
+    albedo = _load_image(albedo_path) if albedo_path.is_file() else None
+    if albedo is None and old_mat is not None and old_mat.use_nodes:
+        albedo = next((n.image for n in old_mat.node_tree.nodes if n.type == "TEX_IMAGE" and n.image), None)
+    mat = bpy.data.materials.new(f"{name}_skin")
+    mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+    out = next(n for n in nodes if n.type == "OUTPUT_MATERIAL")
+    bsdf.inputs["Roughness"].default_value = 0.55
+    uv = nodes.new("ShaderNodeUVMap")
+    uv.location = (-900, 200)
+    if albedo is not None:
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = "Albedo"
+        tex.image = albedo
+        tex.location = (-600, 300)
+        links.new(uv.outputs["UV"], tex.inputs["Vector"])
+        links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+        obj["facerecon_albedo_image"] = albedo.name
+    if disp_path.is_file():
+        scale_m = float(params.get("displacement_scale_m", 0.0))
+        if scale_m <= 0.0:
+            raise ImportFailed(f"{disp_path} exists but params.json has no positive displacement_scale_m.")
+        disp_img = _load_image(disp_path, non_color=True)
+        dtex = nodes.new("ShaderNodeTexImage")
+        dtex.name = dtex.label = "Detail displacement"
+        dtex.image = disp_img
+        dtex.interpolation = "Cubic"
+        dtex.location = (-600, -250)
+        disp = nodes.new("ShaderNodeDisplacement")
+        disp.name = "Detail"
+        disp.location = (-250, -250)
+        disp.inputs["Midlevel"].default_value = DISPLACEMENT_MIDLEVEL
+        disp.inputs["Scale"].default_value = 65535.0 * scale_m
+        links.new(uv.outputs["UV"], dtex.inputs["Vector"])
+        links.new(dtex.outputs["Color"], disp.inputs["Height"])
+        links.new(disp.outputs["Displacement"], out.inputs["Displacement"])
+        mat.displacement_method = "BUMP"  # works without subdivision, in EEVEE and Cycles
+        obj["facerecon_displacement_image"] = disp_img.name
+        obj["facerecon_displacement_scale_m"] = scale_m
+    obj.data.materials.clear()
+    obj.data.materials.append(mat)
+    if old_mat is not None and old_mat.users == 0:
+        bpy.data.materials.remove(old_mat)
+
+
+def is_arkit(names: list[str]) -> bool:
+    return "jawOpen" in names
+
+
+def _setup_shape_keys(obj, params: dict, apply_expression: bool) -> None:
+    keys = obj.data.shape_keys
+    if keys is None:
+        return
+    keys.use_relative = True
+    names = [kb.name for kb in keys.key_blocks[1:]]
+    fitted = params.get("expression") if isinstance(params.get("expression"), dict) else {}
+    arkit = is_arkit(names)
+    for kb in keys.key_blocks[1:]:
+        value = float(fitted.get(kb.name, 0.0)) if apply_expression else 0.0
+        if arkit:
+            kb.slider_min, kb.slider_max = 0.0, 1.0
+        else:  # PCA expressions (FLAME): coefficients in units of std
+            bound = max(3.0, math.ceil(abs(value)))
+            kb.slider_min, kb.slider_max = -bound, bound
+        # Set every value explicitly: Blender 5 creates new shape keys at 1.0.
+        kb.value = min(max(value, kb.slider_min), kb.slider_max)
+
+
+def _add_control(obj, prop: str, value: float) -> None:
+    lo, hi, desc = CONTROLS[prop]
+    obj[prop] = float(min(max(value, lo), hi))
+    obj.id_properties_ui(prop).update(min=lo, max=hi, soft_min=lo, soft_max=hi, description=desc)
+
+
+def add_face_controls(obj) -> list[str]:
+    """Jaw/eye controls as object properties driving the ARKit shape keys.
+
+    The fitted values of the driven keys move into the controls so nothing changes
+    visually. Returns the driven shape-key names (empty for non-ARKit models).
+    """
+    keys = obj.data.shape_keys
+    if keys is None or not is_arkit([kb.name for kb in keys.key_blocks]):
+        return []
+    kb = keys.key_blocks
+    val = lambda n: kb[n].value if n in kb else 0.0  # noqa: E731
+    initial = {
+        "jaw_open": val("jawOpen"),
+        "jaw_side": val("jawLeft") - val("jawRight"),
+        "jaw_forward": val("jawForward"),
+        "eyes_side": 0.5 * (val("eyeLookOutLeft") + val("eyeLookInRight") - val("eyeLookInLeft") - val("eyeLookOutRight")),
+        "eyes_up_down": 0.5 * (val("eyeLookUpLeft") + val("eyeLookUpRight") - val("eyeLookDownLeft") - val("eyeLookDownRight")),
+        "eyes_blink": 0.5 * (val("eyeBlinkLeft") + val("eyeBlinkRight")),
+    }
+    for prop, value in initial.items():
+        _add_control(obj, prop, value)
+    driven = []
+    for key_name, expression in DRIVEN_KEYS.items():
+        if key_name not in kb:
+            continue
+        fcurve = kb[key_name].driver_add("value")
+        driver = fcurve.driver
+        driver.type = "SCRIPTED"
+        for var_name in CONTROLS:
+            if var_name in expression:
+                var = driver.variables.new()
+                var.name = var_name
+                var.type = "SINGLE_PROP"
+                var.targets[0].id_type = "OBJECT"
+                var.targets[0].id = obj
+                var.targets[0].data_path = f'["{var_name}"]'
+        driver.expression = expression
+        driven.append(key_name)
+    obj["facerecon_driven_keys"] = driven
+    return driven
+
+
+def remove_face_controls(obj) -> None:
+    """Delete the drivers (keeping the current values) so every key is a free slider."""
+    keys = obj.data.shape_keys
+    if keys is None or keys.animation_data is None:
+        return
+    for key_name in obj.get("facerecon_driven_keys", []):
+        kb = keys.key_blocks.get(key_name)
+        if kb is not None:
+            value = kb.value
+            kb.driver_remove("value")
+            kb.value = value
+    for prop in CONTROLS:
+        if prop in obj:
+            del obj[prop]
+    if "facerecon_driven_keys" in obj:
+        del obj["facerecon_driven_keys"]
+
+
+def reset_expression(obj) -> None:
+    """Neutral face: all shape keys and face controls to zero."""
+    keys = obj.data.shape_keys
+    if keys is not None:
+        for kb in keys.key_blocks[1:]:
+            kb.value = 0.0
+    for prop in CONTROLS:
+        if prop in obj:
+            obj[prop] = 0.0
+    obj.update_tag()
+
+
+def _axis_angle_to_quaternion(rotvec) -> tuple[float, float, float, float]:
+    # Model frame (+Y up, +Z front) to Blender after glTF import (+Z up, -Y front).
+    x, y, z = (float(c) for c in rotvec)
+    v = np.array([x, -z, y])
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return (1.0, 0.0, 0.0, 0.0)
+    axis = v / angle
+    s = math.sin(angle / 2)
+    return (math.cos(angle / 2), *(axis * s))
+
+
+def _pose_rig(rig, params: dict) -> None:
+    """Apply the fitted joint rotations when the GLB came with a skin."""
+    pose = params.get("pose") if isinstance(params.get("pose"), dict) else {}
+    for joint, rotvec in pose.items():
+        bone = rig.pose.bones.get(joint)
+        if bone is not None and len(rotvec) == 3:
+            bone.rotation_mode = "QUATERNION"
+            bone.rotation_quaternion = _axis_angle_to_quaternion(rotvec)
+
+
+def sh_world_terms(params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Bands 0–1 of the photo's SH lighting as Blender-world radiance ``a + b·d``.
+
+    Returns ``a`` (3,) and ``b`` (3 colours, 3 Blender axes). The engine's coefficients live
+    in the view frame (OpenCV camera with Y, Z flipped) and are raw (``params.json``
+    ``sh_convention``: no ambient offset; an ``sh_ambient`` entry, if ever written, is added
+    to the constant term); the head's rotation ``R`` maps them onto the
+    canonical head, which sits in Blender with model +Y → +Z and model +Z → −Y.
+    """
+    sh = np.asarray(params["sh"], dtype=np.float64).reshape(9, 3)
+    ambient = float(params.get("sh_ambient", 0.0))
+    a = sh[0] * _SH_C0 + ambient
+    b_view = _SH_C1 * np.stack([sh[3], sh[1], sh[2]], axis=1)  # (3 colours, xyz view)
+    R = np.asarray(params.get("R", np.diag([1.0, -1.0, -1.0])), dtype=np.float64).reshape(3, 3)
+    flip = np.diag([1.0, -1.0, -1.0])
+    b_model = b_view @ (flip @ R)  # d_view = flip·R·d_model
+    to_blender = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # d_bl = M d_model
+    b_blender = b_model @ to_blender.T
+    return a, b_blender
+
+
+def photo_world(name: str, params: dict) -> bpy.types.World:
+    """A world whose background is the photo's low-frequency lighting (SH bands 0–1)."""
+    a, b = sh_world_terms(params)
+    world = bpy.data.worlds.new(f"{name} photo light")
+    world.use_nodes = True
+    nodes, links = world.node_tree.nodes, world.node_tree.links
+    background = next(n for n in nodes if n.type == "BACKGROUND")
+    coords = nodes.new("ShaderNodeTexCoord")
+    coords.location = (-900, 0)
+    combine = nodes.new("ShaderNodeCombineColor")
+    combine.location = (-250, 0)
+    for c, socket in enumerate(("Red", "Green", "Blue")):
+        dot = nodes.new("ShaderNodeVectorMath")
+        dot.operation = "DOT_PRODUCT"
+        dot.inputs[1].default_value = tuple(float(x) for x in b[c])
+        dot.location = (-650, 200 - 200 * c)
+        links.new(coords.outputs["Generated"], dot.inputs[0])
+        add = nodes.new("ShaderNodeMath")
+        add.operation = "ADD"
+        add.inputs[1].default_value = float(a[c])
+        add.location = (-450, 200 - 200 * c)
+        links.new(dot.outputs["Value"], add.inputs[0])
+        clamp = nodes.new("ShaderNodeMath")
+        clamp.operation = "MAXIMUM"
+        clamp.inputs[1].default_value = 0.0
+        clamp.location = (-350, 200 - 200 * c)
+        links.new(add.outputs["Value"], clamp.inputs[0])
+        links.new(clamp.outputs["Value"], combine.inputs[socket])
+    links.new(combine.outputs["Color"], background.inputs["Color"])
+    background.inputs["Strength"].default_value = 1.0
+    world.color = tuple(float(min(max(x, 0.0), 1.0)) for x in a)  # Workbench/viewport fallback
+    world["facerecon_sh"] = np.asarray(params["sh"], dtype=np.float64).ravel().tolist()
+    return world
+
+
+def _image_grey(image: bpy.types.Image) -> np.ndarray:
+    """Image as (H, W) float array, row 0 at the bottom (Blender's pixel order)."""
+    w, h = image.size
+    if w == 0 or h == 0:
+        raise ImportFailed(f"The detail image '{image.name}' has no pixels.")
+    pixels = np.empty(w * h * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    return pixels.reshape(h, w, image.channels)[..., 0]
+
+
+def _sample_bilinear(grid: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    h, w = grid.shape
+    x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
+    y = np.clip(uv[:, 1] * h - 0.5, 0, h - 1)
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
+    bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def detail_offsets(obj) -> np.ndarray:
+    """Per-vertex displacement (V, 3) in metres from the detail map, along basis normals."""
+    mesh = obj.data
+    image = bpy.data.images.get(obj.get("facerecon_displacement_image", ""))
+    if image is None:
+        raise ImportFailed(f"{obj.name} has no detail displacement map.")
+    scale_m = float(obj["facerecon_displacement_scale_m"])
+    grid = _image_grey(image).astype(np.float64)
+    n_loops, n_verts = len(mesh.loops), len(mesh.vertices)
+    uv = np.empty(n_loops * 2, dtype=np.float32)
+    mesh.uv_layers.active.data.foreach_get("uv", uv)
+    loop_vert = np.empty(n_loops, dtype=np.int64)
+    mesh.loops.foreach_get("vertex_index", loop_vert)
+    height = (_sample_bilinear(grid, uv.reshape(-1, 2).astype(np.float64)) * 65535.0 - 32768.0) * scale_m
+    counts = np.bincount(loop_vert, minlength=n_verts)
+    per_vertex = np.bincount(loop_vert, weights=height, minlength=n_verts) / np.maximum(counts, 1)
+    normals = np.empty(n_verts * 3, dtype=np.float32)
+    mesh.vertex_normals.foreach_get("vector", normals)
+    return per_vertex[:, None] * normals.reshape(-1, 3)
+
+
+def bake_detail(obj) -> float:
+    """Move the base mesh and every shape key by the detail map, without a modifier.
+
+    The same offset is added to all shape keys, so expression deltas are unchanged and
+    shape keys still export. The material's displacement link is removed to avoid
+    applying the detail twice. Returns the largest offset in metres.
+    """
+    mesh = obj.data
+    offsets = detail_offsets(obj)
+    n = len(mesh.vertices)
+    co = np.empty(n * 3, dtype=np.float32)
+    mesh.vertices.foreach_get("co", co)
+    mesh.vertices.foreach_set("co", (co.reshape(-1, 3) + offsets).ravel().astype(np.float32))
+    if mesh.shape_keys is not None:
+        for kb in mesh.shape_keys.key_blocks:
+            kb.data.foreach_get("co", co)
+            kb.data.foreach_set("co", (co.reshape(-1, 3) + offsets).ravel().astype(np.float32))
+    mesh.update()
+    for mat in mesh.materials:
+        if mat is None or not mat.use_nodes:
+            continue
+        out = next((nd for nd in mat.node_tree.nodes if nd.type == "OUTPUT_MATERIAL"), None)
+        if out is not None:
+            for link in list(out.inputs["Displacement"].links):
+                mat.node_tree.links.remove(link)
+    obj["facerecon_detail_baked"] = True
+    return float(np.abs(offsets).max()) if len(offsets) else 0.0

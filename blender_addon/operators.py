@@ -1,0 +1,344 @@
+"""Operators: reconstruct (background job), import a folder, export, engine check, detail bake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+
+from . import importer, runner
+from .preferences import addon_prefs
+
+
+def engine_choice(context) -> runner.EngineChoice:
+    prefs = addon_prefs(context)
+    if prefs is None:
+        return runner.choose_python()
+    return runner.choose_python(prefs.engine_mode, bpy.path.abspath(prefs.python_path) if prefs.python_path else "")
+
+
+def active_head(context) -> bpy.types.Object | None:
+    obj = context.active_object
+    if obj is not None and obj.type == "MESH" and obj.get("facerecon_name") is not None:
+        return obj
+    return None
+
+
+def _redraw(context) -> None:
+    screen = context.screen
+    if screen is None:
+        return
+    for area in screen.areas:
+        if area.type in {"VIEW_3D", "PREFERENCES"}:
+            area.tag_redraw()
+
+
+class FACERECON_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct a textured, animatable head from the photo (runs in the background; Esc cancels)"""
+
+    bl_idname = "facerecon.reconstruct"
+    bl_label = "Reconstruct from Photo"
+    bl_options = {"REGISTER", "UNDO"}
+
+    photo: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"},
+                          description="Overrides the sidebar's photo (for scripts)")
+    timeout: bpy.props.FloatProperty(name="Timeout", default=0.0, min=0.0, options={"SKIP_SAVE"},
+                                     description="Seconds before a synchronous run gives up (0: no limit)")
+
+    _job: runner.EngineJob | None = None
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return not context.window_manager.facerecon_job.running
+
+    # -- shared -------------------------------------------------------------------
+    def _make_job(self, context) -> runner.EngineJob | None:
+        settings = context.scene.facerecon
+        photo = bpy.path.abspath(self.photo or settings.photo)
+        if not photo:
+            self.report({"ERROR"}, "Pick a photo first.")
+            return None
+        if not os.path.isfile(photo):
+            self.report({"ERROR"}, f"The photo '{photo}' does not exist.")
+            return None
+        model_path = settings.model_path()
+        if settings.model in ("ict", "flame") and not model_path:
+            self.report({"ERROR"}, f"Choose the {settings.model.upper()} model location first.")
+            return None
+        choice = engine_choice(context)
+        if not choice.ok:
+            self.report({"ERROR"}, choice.reason)
+            return None
+        request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
+                                            method=settings.method, device=settings.device,
+                                            detail=settings.detail, face=settings.face_index)
+        return runner.EngineJob(request, choice)
+
+    def _finish(self, context, job: runner.EngineJob) -> set[str]:
+        state = context.window_manager.facerecon_job
+        state.running = False
+        try:
+            if job.state != runner.DONE:
+                if job.state == runner.CANCELLED:
+                    self.report({"WARNING"}, "Reconstruction cancelled.")
+                else:
+                    self.report({"ERROR"}, job.error or "The engine failed.")
+                state.status = job.message
+                return {"CANCELLED"}
+            settings = context.scene.facerecon
+            try:
+                obj = importer.import_result(
+                    context, job.out_dir, replace=settings.result_mode == "REPLACE",
+                    apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
+                    bake_detail=settings.bake_detail)
+            except Exception as exc:  # the import rolled itself back
+                self.report({"ERROR"}, f"Import failed: {exc}")
+                state.status = f"import failed: {exc}"
+                return {"CANCELLED"}
+            state.status = f"{obj.name}: {len(obj.data.vertices)} vertices in {job.elapsed:.1f} s"
+            state.progress = 100.0
+            self.report({"INFO"}, f"Reconstructed '{obj.name}' in {job.elapsed:.1f} s")
+            return {"FINISHED"}
+        finally:
+            job.cleanup()
+            _redraw(context)
+
+    # -- synchronous path (scripts, tests) ----------------------------------------
+    def execute(self, context):
+        job = self._make_job(context)
+        if job is None:
+            return {"CANCELLED"}
+        job.start()
+        job.wait(timeout=self.timeout or None)
+        return self._finish(context, job)
+
+    # -- interactive path -------------------------------------------------------------
+    def invoke(self, context, event):
+        job = self._make_job(context)
+        if job is None:
+            return {"CANCELLED"}
+        job.start()
+        if job.state == runner.FAILED:
+            return self._finish(context, job)
+        self._job = job
+        state = context.window_manager.facerecon_job
+        state.running, state.progress, state.status = True, 0.0, "starting the engine"
+        self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC":
+            job.cancel()
+            self._stop_timer(context)
+            return self._finish(context, job)
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        job.poll()
+        state = context.window_manager.facerecon_job
+        state.progress = 100.0 * job.fraction
+        state.status = f"{job.message} ({job.elapsed:.0f} s) - Esc cancels"
+        _redraw(context)
+        if job.state == runner.RUNNING:
+            return {"PASS_THROUGH"}
+        self._stop_timer(context)
+        return self._finish(context, job)
+
+    def cancel(self, context):  # Blender closes the window / file while running
+        if self._job is not None:
+            self._job.cancel()
+        self._stop_timer(context)
+        context.window_manager.facerecon_job.running = False
+
+    def _stop_timer(self, context):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+
+
+class FACERECON_OT_import_result(bpy.types.Operator):
+    """Import an 'engine reconstruct' output folder (e.g. computed on another machine)"""
+
+    bl_idname = "facerecon.import_result"
+    bl_label = "Import Result Folder"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: StringProperty(name="Folder", subtype="DIR_PATH")
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        settings = context.scene.facerecon
+        try:
+            obj = importer.import_result(
+                context, bpy.path.abspath(self.directory), replace=settings.result_mode == "REPLACE",
+                apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
+                bake_detail=settings.bake_detail)
+        except Exception as exc:
+            self.report({"ERROR"}, f"Import failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported '{obj.name}'")
+        return {"FINISHED"}
+
+
+class FACERECON_OT_check_engine(bpy.types.Operator):
+    """Check what the engine needs: PyTorch, the engine Python, the engine and the head model"""
+
+    bl_idname = "facerecon.check_engine"
+    bl_label = "Check Engine"
+
+    def execute(self, context):
+        settings = context.scene.facerecon if context.scene else None
+        model = settings.model if settings else "open"
+        model_path = settings.model_path() if settings else ""
+        lines = runner.check_engine(engine_choice(context), model, model_path)
+        state = context.window_manager.facerecon_job
+        missing = [text for ok, text in lines if not ok]
+        for ok, text in lines:
+            self.report({"INFO"} if ok else {"WARNING"}, text)
+        state.status = ("engine ready" if not missing else "missing: " + missing[0])
+        if missing:
+            self.report({"ERROR"}, "Engine not ready: " + "; ".join(missing))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "Engine ready")
+        return {"FINISHED"}
+
+
+class FACERECON_OT_bake_detail(bpy.types.Operator):
+    """Move the mesh and all shape keys by the detail map (keeps shape keys exportable)"""
+
+    bl_idname = "facerecon.bake_detail"
+    bl_label = "Bake Detail into Mesh"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = active_head(context)
+        return obj is not None and obj.get("facerecon_displacement_image") and not obj.get("facerecon_detail_baked")
+
+    def execute(self, context):
+        obj = active_head(context)
+        try:
+            largest = importer.bake_detail(obj)
+        except importer.ImportFailed as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Baked detail into '{obj.name}' (largest offset {largest * 1000:.2f} mm)")
+        return {"FINISHED"}
+
+
+class FACERECON_OT_reset_expression(bpy.types.Operator):
+    """Set every expression slider and face control to zero (neutral face)"""
+
+    bl_idname = "facerecon.reset_expression"
+    bl_label = "Neutral Expression"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return active_head(context) is not None
+
+    def execute(self, context):
+        importer.reset_expression(active_head(context))
+        return {"FINISHED"}
+
+
+class FACERECON_OT_remove_controls(bpy.types.Operator):
+    """Remove the jaw/eye control drivers so every shape key is a free slider"""
+
+    bl_idname = "facerecon.remove_controls"
+    bl_label = "Free All Sliders"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = active_head(context)
+        return obj is not None and obj.get("facerecon_driven_keys")
+
+    def execute(self, context):
+        importer.remove_face_controls(active_head(context))
+        return {"FINISHED"}
+
+
+EXPORT_FORMATS = [("GLB", "glTF Binary (.glb)", "Godot, Unity (glTFast), Unreal, three.js"),
+                  ("FBX", "FBX (.fbx)", "Unity, Unreal")]
+
+
+def export_head(context, obj: bpy.types.Object, filepath: str, fmt: str) -> None:
+    """Export the head (and its rig) with shape keys kept as morph targets / blend shapes."""
+    selected = [o for o in context.view_layer.objects if o.select_get()]
+    active = context.view_layer.objects.active
+    targets = [obj] + ([obj.parent] if obj.parent is not None else [])
+    try:
+        for o in context.view_layer.objects:
+            o.select_set(o in targets)
+        context.view_layer.objects.active = obj
+        if fmt == "GLB":
+            # No modifiers applied (they would drop the shape keys); keys export as morph targets.
+            result = bpy.ops.export_scene.gltf(
+                filepath=filepath, export_format="GLB", use_selection=True, export_apply=False,
+                export_morph=True, export_morph_normal=True, export_texcoords=True, export_normals=True,
+                export_materials="EXPORT", export_yup=True, export_animations=False)
+        else:
+            result = bpy.ops.export_scene.fbx(
+                filepath=filepath, use_selection=True, object_types={"MESH", "ARMATURE"},
+                use_mesh_modifiers=False, mesh_smooth_type="FACE", add_leaf_bones=False, bake_anim=False,
+                path_mode="COPY", embed_textures=True, apply_scale_options="FBX_SCALE_UNITS")
+        if "FINISHED" not in result:
+            raise RuntimeError(f"the {fmt} exporter did not finish")
+    finally:
+        for o in context.view_layer.objects:
+            o.select_set(o in selected)
+        context.view_layer.objects.active = active
+
+
+class FACERECON_OT_export(bpy.types.Operator):
+    """Export the active head for a game engine with its shape keys"""
+
+    bl_idname = "facerecon.export"
+    bl_label = "Export Head"
+
+    format: EnumProperty(name="Format", items=EXPORT_FORMATS, default="GLB")
+    filepath: StringProperty(name="File", subtype="FILE_PATH")
+    filter_glob: StringProperty(default="*.glb;*.fbx", options={"HIDDEN"})
+    check_existing: BoolProperty(default=True, options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context):
+        return active_head(context) is not None
+
+    def invoke(self, context, event):
+        obj = active_head(context)
+        base = bpy.path.abspath("//") or str(Path.home())
+        self.filepath = str(Path(base) / f"{bpy.path.clean_name(obj.name)}.{self.format.lower()}")
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        obj = active_head(context)
+        ext = "." + self.format.lower()
+        filepath = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ext)
+        try:
+            export_head(context, obj, filepath, self.format)
+        except Exception as exc:
+            self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {filepath}")
+        return {"FINISHED"}
+
+
+classes = (
+    FACERECON_OT_reconstruct,
+    FACERECON_OT_import_result,
+    FACERECON_OT_check_engine,
+    FACERECON_OT_bake_detail,
+    FACERECON_OT_reset_expression,
+    FACERECON_OT_remove_controls,
+    FACERECON_OT_export,
+)

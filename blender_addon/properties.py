@@ -1,0 +1,71 @@
+"""Scene settings of the sidebar (saved with the .blend) and job state (not saved)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from .preferences import DEVICES, MODELS
+
+METHODS = [
+    ("fit", "Fit (analysis by synthesis)", "Optimise the model against landmarks and photo colours"),
+    ("learned", "Learned encoder", "One pass of the trained encoder (fast, needs a checkpoint)"),
+    ("hybrid", "Hybrid", "Learned encoder initialises the fit"),
+]
+RESULT_MODES = [
+    ("REPLACE", "Replace", "Replace the head made earlier from a photo of the same name"),
+    ("ADD", "Add new", "Always add a new object"),
+]
+
+
+def _photo_changed(self, context):
+    # Preview of the picked photo in the panel: an image datablock with a preview icon.
+    from . import ui  # local import: ui imports this module
+    ui.update_photo_preview(self)
+
+
+class FACERECON_Settings(bpy.types.PropertyGroup):
+    photo: StringProperty(name="Photo", subtype="FILE_PATH", description="Photo of a face (JPEG, PNG, ...)",
+                          update=_photo_changed)
+    model: EnumProperty(name="Head model", items=MODELS, default="open")
+    ict_path: StringProperty(name="ICT folder", subtype="DIR_PATH",
+                             description="Folder of the ICT FaceKit (with FaceXModel/ or its files)")
+    flame_path: StringProperty(name="FLAME file", subtype="FILE_PATH",
+                               description="FLAME model file (generic_model.pkl / flame2023.pkl)")
+    method: EnumProperty(name="Method", items=METHODS, default="fit")
+    device: EnumProperty(name="Device", items=DEVICES, default="cpu")
+    detail: BoolProperty(name="Detail (DECA)", default=False,
+                         description="Also estimate fine wrinkles as a displacement map")
+    face_index: IntProperty(name="Face", default=0, min=0,
+                            description="Which face when the photo shows several (0: the largest)")
+    result_mode: EnumProperty(name="Result", items=RESULT_MODES, default="REPLACE")
+    apply_expression: BoolProperty(name="Fitted expression", default=True,
+                                   description="Set the shape keys to the expression seen in the photo")
+    photo_lighting: BoolProperty(name="Photo lighting", default=True,
+                                 description="Create a world that approximates the photo's lighting")
+    bake_detail: BoolProperty(name="Bake detail into mesh", default=False,
+                              description="Move the mesh and all shape keys by the detail map (no modifier, "
+                                          "so shape keys still export)")
+
+    def model_path(self) -> str:
+        path = {"ict": self.ict_path, "flame": self.flame_path}.get(self.model, "")
+        return bpy.path.abspath(path) if path else ""
+
+
+class FACERECON_JobState(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)
+    progress: FloatProperty(name="Progress", subtype="PERCENTAGE", min=0.0, max=100.0, default=0.0)
+    status: StringProperty(default="")
+
+
+classes = (FACERECON_Settings, FACERECON_JobState)
+
+
+def register_properties():
+    bpy.types.Scene.facerecon = PointerProperty(type=FACERECON_Settings)
+    bpy.types.WindowManager.facerecon_job = PointerProperty(type=FACERECON_JobState)
+
+
+def unregister_properties():
+    del bpy.types.WindowManager.facerecon_job
+    del bpy.types.Scene.facerecon

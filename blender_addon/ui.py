@@ -1,0 +1,162 @@
+"""Sidebar (N panel) tab "Face" in the 3D view: reconstruct, face sliders, export."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import importer
+from .operators import active_head, engine_choice
+
+PREVIEW_IMAGE = "FaceRecon photo preview"
+
+
+def update_photo_preview(settings) -> None:
+    """Load the picked photo as an image datablock so the panel can show its preview."""
+    old = bpy.data.images.get(PREVIEW_IMAGE)
+    if old is not None:
+        bpy.data.images.remove(old)
+    path = bpy.path.abspath(settings.photo) if settings.photo else ""
+    if not path or not os.path.isfile(path):
+        return
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError:
+        return  # the panel says the photo cannot be read
+    image.name = PREVIEW_IMAGE
+    image.preview_ensure()
+
+
+class FACERECON_PT_reconstruct(bpy.types.Panel):
+    bl_label = "Face Reconstruction"
+    bl_idname = "FACERECON_PT_reconstruct"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Face"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.facerecon
+        job = context.window_manager.facerecon_job
+
+        layout.prop(settings, "photo")
+        image = bpy.data.images.get(PREVIEW_IMAGE)
+        if image is not None and image.preview is not None:
+            layout.template_icon(icon_value=image.preview.icon_id, scale=6.0)
+        elif settings.photo:
+            path = bpy.path.abspath(settings.photo)
+            if not os.path.isfile(path):
+                layout.label(text="Photo not found", icon="ERROR")
+
+        col = layout.column(align=True)
+        col.prop(settings, "model")
+        if settings.model == "ict":
+            col.prop(settings, "ict_path")
+        elif settings.model == "flame":
+            col.prop(settings, "flame_path")
+        col.prop(settings, "method")
+        col.prop(settings, "device")
+        layout.prop(settings, "detail")
+
+        box = layout.box()
+        box.label(text="Result")
+        box.row().prop(settings, "result_mode", expand=True)
+        box.prop(settings, "apply_expression")
+        box.prop(settings, "photo_lighting")
+        row = box.row()
+        row.active = settings.detail
+        row.prop(settings, "bake_detail")
+        box.prop(settings, "face_index")
+
+        choice = engine_choice(context)
+        if not choice.ok:
+            warn = layout.box()
+            warn.alert = True
+            warn.label(text="Engine missing", icon="ERROR")
+            for part in _wrap(choice.reason, 40):
+                warn.label(text=part)
+
+        if job.running:
+            layout.progress(factor=job.progress / 100.0, type="BAR", text=f"{job.progress:.0f} %")
+            layout.label(text=job.status or "running", icon="TIME")
+            layout.label(text="Press Esc to cancel")
+        else:
+            row = layout.row()
+            row.scale_y = 1.6
+            row.enabled = choice.ok
+            row.operator("facerecon.reconstruct", icon="USER")
+            if job.status:
+                layout.label(text=job.status, icon="INFO")
+        row = layout.row(align=True)
+        row.operator("facerecon.import_result", icon="IMPORT")
+        row.operator("facerecon.check_engine", icon="VIEWZOOM")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) + 1 > width and line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+class FACERECON_PT_sliders(bpy.types.Panel):
+    bl_label = "Face Sliders"
+    bl_idname = "FACERECON_PT_sliders"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Face"
+
+    @classmethod
+    def poll(cls, context):
+        return active_head(context) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        obj = active_head(context)
+        controls = [p for p in importer.CONTROLS if p in obj]
+        if controls:
+            col = layout.column(align=True)
+            for prop in controls:
+                col.prop(obj, f'["{prop}"]', text=prop.replace("_", " ").capitalize(), slider=True)
+        keys = obj.data.shape_keys
+        if keys is not None:
+            layout.label(text=f"Expressions ({len(keys.key_blocks) - 1})")
+            layout.template_list("MESH_UL_shape_keys", "facerecon", keys, "key_blocks", obj,
+                                 "active_shape_key_index", rows=6)
+            active = obj.active_shape_key
+            if active is not None and obj.active_shape_key_index > 0:
+                layout.prop(active, "value", text=active.name, slider=True)
+        row = layout.row(align=True)
+        row.operator("facerecon.reset_expression", icon="LOOP_BACK")
+        row.operator("facerecon.remove_controls", icon="UNLINKED")
+        if obj.get("facerecon_displacement_image"):
+            if obj.get("facerecon_detail_baked"):
+                layout.label(text="Detail baked into the mesh", icon="CHECKMARK")
+            else:
+                layout.operator("facerecon.bake_detail", icon="MOD_DISPLACE")
+
+
+class FACERECON_PT_export(bpy.types.Panel):
+    bl_label = "Export"
+    bl_idname = "FACERECON_PT_export"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Face"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        return active_head(context) is not None
+
+    def draw(self, context):
+        row = self.layout.row(align=True)
+        row.operator("facerecon.export", text="GLB").format = "GLB"
+        row.operator("facerecon.export", text="FBX").format = "FBX"
+
+
+classes = (FACERECON_PT_reconstruct, FACERECON_PT_sliders, FACERECON_PT_export)
