@@ -1,0 +1,112 @@
+"""Render the documentation figure: the imported head at several slider settings.
+
+    .venv/bin/python -m blender_addon.figure RESULT_DIR docs/blender_import.png
+
+RESULT_DIR is an ``engine reconstruct`` output folder. The head is imported with the
+add-on's importer (as the sidebar button does), rendered with Cycles on the CPU under the
+photo-lighting world plus a soft key light, once per slider setting, and the tiles are
+placed next to the photo with labels. Needs Pillow (the project's venv), not Blender's UI.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+SETTINGS: list[tuple[str, dict[str, float]]] = [
+    ("all sliders 0 (fitted jaw pose is baked)", {}),
+    ("jaw_open 0.7", {"jaw_open": 0.7}),
+    ("mouthSmile L+R 1.0, eyes_blink 0.6", {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "eyes_blink": 0.6}),
+]
+
+
+def _setup_scene(bpy, obj, size: tuple[int, int], samples: int) -> None:
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = True
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = False
+    scene.view_settings.view_transform = "Standard"
+    # Frame the head from the front (the face looks along Blender's -Y).
+    lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+    hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+    centre = [(a + b) / 2 for a, b in zip(lo, hi)]
+    cam_data = bpy.data.cameras.new("figure camera")
+    cam_data.lens = 85.0
+    cam = bpy.data.objects.new("figure camera", cam_data)
+    scene.collection.objects.link(cam)
+    height = hi[2] - lo[2]
+    distance = 1.15 * height * cam_data.lens / cam_data.sensor_width * max(1.0, size[1] / size[0])
+    yaw = math.radians(12.0)
+    cam.location = (centre[0] + distance * math.sin(yaw), centre[1] - distance * math.cos(yaw), centre[2] + 0.01)
+    cam.rotation_euler = (math.radians(90.0), 0.0, yaw)
+    scene.camera = cam
+    light_data = bpy.data.lights.new("figure key", "AREA")
+    light_data.energy = 12.0
+    light_data.size = 0.4
+    light = bpy.data.objects.new("figure key", light_data)
+    light.location = (centre[0] + 0.35, centre[1] - 0.45, centre[2] + 0.35)
+    direction = [centre[i] - light.location[i] for i in range(3)]
+    light.rotation_euler = (math.atan2(math.hypot(direction[0], direction[1]), -direction[2]), 0.0,
+                            math.atan2(direction[1], direction[0]) + math.pi / 2)
+    scene.collection.objects.link(light)
+
+
+def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 440), samples: int = 24) -> None:
+    import bpy
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from blender_addon import importer, register
+
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    register()
+    obj = importer.import_result(bpy.context, result_dir, apply_expression=False)
+    _setup_scene(bpy, obj, tile, samples)
+    keys = obj.data.shape_keys.key_blocks
+    tiles = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, values in SETTINGS:
+            importer.reset_expression(obj)
+            for name, value in values.items():
+                if name in importer.CONTROLS:
+                    obj[name] = value
+                else:
+                    keys[name].value = value
+            obj.update_tag()
+            path = os.path.join(tmp, f"{len(tiles)}.png")
+            bpy.context.scene.render.filepath = path
+            bpy.ops.render.render(write_still=True)
+            tiles.append((label, Image.open(path).convert("RGB")))
+    params = importer.read_params(Path(result_dir))
+    photo = Image.open(params["photo"]).convert("RGB") if params.get("photo") and os.path.isfile(params["photo"]) else None
+    if photo is not None:  # crop the photo around the detected face, same aspect as the tiles
+        lm = np.asarray(params["landmarks68_image_px"])
+        cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
+        half_h = 1.25 * (lm[:, 1].max() - lm[:, 1].min())
+        half_w = half_h * tile[0] / tile[1]
+        box = tuple(int(round(v)) for v in (cx - half_w, cy - half_h * 0.9, cx + half_w, cy + half_h * 1.1))
+        tiles.insert(0, ("photo", photo.crop(box).resize(tile)))
+    sheet = Image.new("RGB", (tile[0] * len(tiles), tile[1] + 28), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, image) in enumerate(tiles):
+        sheet.paste(image, (i * tile[0], 28))
+        draw.text((i * tile[0] + 8, 8), label, fill=(0, 0, 0))
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}) with {obj.name}: "
+          f"{len(obj.data.vertices)} vertices, {len(keys) - 1} shape keys")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png")
+    render_sheet(sys.argv[1], sys.argv[2])
+    sys.stdout.flush()
+    os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers
