@@ -349,3 +349,66 @@ def pad_texture(img: np.ndarray, covered: np.ndarray, rounds: int = 6) -> np.nda
         m = np.maximum(m, grow.astype(np.float32))
     out[m == 0] = mean
     return out
+
+
+# ---------------------------------------------------------------------------- rig.json
+RIG_VERSION = 1
+RIG_MIN_WEIGHT = 1e-3
+
+
+def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEIGHT) -> dict[str, Any]:
+    """The ``rig.json`` dictionary: joints at rest, the fitted pose and sparse skin weights.
+
+    ``head.glb`` holds the mesh with pose = 0, so the rig carries the fitted joint rotations
+    separately (a DCC tool poses bones with it). Rest joints are those of the fitted identity
+    and expression at pose 0 (model frame, metres); ``pose`` is the local axis-angle per joint
+    (docs/conventions.md). Skin weights are listed per joint for the model's vertex order —
+    dropping weights below ``min_weight`` (each vertex's kept weights are renormalised to sum
+    to 1). Blender's glTF import welds ``head.glb``'s UV seams back to the model's vertex
+    count but in its own order, so ``rest_vertices`` (the GLB's base mesh in model order)
+    lets an importer match its vertices to the weights by position.
+    identity (K_id,), expression (K_exp,), pose (J, 3) or empty.
+    """
+    import torch
+
+    with torch.no_grad():
+        dev = model.template.device
+        ident = torch.as_tensor(identity, dtype=torch.float32, device=dev)[None]
+        expr = torch.as_tensor(expression, dtype=torch.float32, device=dev)[None]
+        joints = model(ident, expr, None).joints[0].cpu().numpy().astype(np.float64)
+        rest = model(ident, None, None).vertices[0].cpu().numpy().astype(np.float64)
+        w = model.skin_weights.detach().cpu().numpy().astype(np.float64)
+    w = np.where(w >= min_weight, w, 0.0)
+    total = w.sum(1, keepdims=True)
+    w = np.where(total > 0, w / np.maximum(total, 1e-12), 0.0)
+    names = list(model.joint_names)
+    pose_np = np.asarray(pose.detach().cpu() if hasattr(pose, "detach") else pose, np.float64).reshape(-1, 3)
+    if pose_np.shape[0] not in (0, len(names)):
+        raise ValueError(f"pose has {pose_np.shape[0]} joints, the model has {len(names)}")
+    if pose_np.shape[0] == 0:
+        pose_np = np.zeros((len(names), 3))
+    weights = {}
+    for j, name in enumerate(names):
+        idx = np.nonzero(w[:, j])[0]
+        weights[name] = {"vertices": idx.astype(np.int64).tolist(), "weights": np.round(w[idx, j], 6).tolist()}
+    return {
+        "version": RIG_VERSION,
+        "units": "metres, model frame (+X subject's left, +Y up, +Z out of the face)",
+        "n_vertices": int(w.shape[0]),
+        "joint_names": names,
+        "joint_parents": [int(p) for p in model.joint_parents.detach().cpu().tolist()],
+        "rest_joints": np.round(joints, 7).tolist(),
+        "pose": {name: np.round(pose_np[j], 7).tolist() for j, name in enumerate(names)},
+        "pose_convention": "local axis-angle (radians) in model-frame axes at rest, composed along "
+        "joint_parents (smplx-style LBS); head.glb is the mesh at pose 0",
+        "skin_weights": weights,
+        "rest_vertices": np.round(rest, 7).tolist(),
+        "skin_min_weight": float(min_weight),
+    }
+
+
+def write_rig(path: str | os.PathLike[str], rig: Mapping[str, Any]) -> None:
+    """Write ``rig.json`` (compact; skin-weight lists are long)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(_tolist(rig), fh, separators=(",", ":"))
+        fh.write("\n")

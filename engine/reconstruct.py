@@ -216,8 +216,8 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     from engine.export.gltf import write_glb
     from engine.export.obj import write_obj
     from engine.fitting.fitter import _work_crop, model_cache
-    from engine.outputs import (bake_albedo, build_params, fit_overlay, png_bytes, render_geometry,
-                                render_textured, side_by_side, write_png)
+    from engine.outputs import (bake_albedo, build_params, build_rig, fit_overlay, png_bytes, render_geometry,
+                                render_textured, side_by_side, write_png, write_rig)
     from engine.render.shading import sh_basis, vertex_normals
 
     folder = Path(folder)
@@ -255,12 +255,15 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     write_obj(folder / "head_camera.obj", (verts @ R.T + t).numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
               texture_path=folder / "albedo.png", material_name="head_camera")
     pose = fit.pose
+    # head.glb is the mesh at pose 0 (sliders at zero = neutral); rig.json carries the joints,
+    # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck.
     with torch.no_grad():
-        base = cpu_model(fit.identity[None], None, pose[None] if pose.numel() else None).vertices[0]
-    targets = expression_morph_targets(cpu_model, fit.identity, pose)
+        base = cpu_model(fit.identity[None], None, None).vertices[0]
+    targets = expression_morph_targets(cpu_model, fit.identity, pose.new_zeros(0))
     weights = {n: float(v) for n, v in zip(model.expression_names, fit.expression.tolist())}
     write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(), morph_targets=targets,
               texture_png=albedo_png, morph_weights=weights)
+    write_rig(folder / "rig.json", build_rig(cpu_model, fit.identity.cpu(), fit.expression.cpu(), pose.cpu()))
 
     # --- overlay on the (possibly reduced) photo, summary on the face crop
     scale = min(1.0, cfg.overlay_max_side / max(H, W))
