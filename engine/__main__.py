@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit = analysis-by-synthesis; learned = the network of --checkpoint; "
                         "hybrid = network start + a short fit")
     r.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="MoFA checkpoint (training or exported) for --method learned|hybrid")
+                   help="MoFA checkpoint (training or exported) for --method learned|hybrid; default: the committed network for --model open")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     r.add_argument("--face", type=int, default=0, help="which face, 0 = largest (default)")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")

@@ -37,12 +37,23 @@ def hybrid_config(base: Any = None) -> Any:
     return dataclasses.replace(base, pose_iters=0, shape_iters=15, joint_iters=20)
 
 
-def load_learned(checkpoint: str | os.PathLike[str] | None, method: str, device: Any = "cpu"):
-    """The MoFA network of a checkpoint, with a clear UserError when it is missing or wrong."""
+DEFAULT_CHECKPOINTS = {"open": Path(__file__).resolve().parent / "assets" / "mofa_open_default.pt"}
+"""Committed networks we trained ourselves (docs/training.md says how), used when no
+``--checkpoint`` is given."""
+
+
+def load_learned(checkpoint: str | os.PathLike[str] | None, method: str, device: Any = "cpu",
+                 model: str = "open"):
+    """The MoFA network of a checkpoint (the model's committed default when none is given),
+    with a clear UserError when it is missing or wrong."""
     from engine.errors import ModelFileError
 
     if not checkpoint:
-        raise UserError(f"--method {method} needs --checkpoint CKPT (a MoFA training or exported checkpoint)")
+        default = DEFAULT_CHECKPOINTS.get(model)
+        if default is None or not default.is_file():
+            raise UserError(f"--method {method} needs --checkpoint CKPT (a MoFA training or exported "
+                            f"checkpoint); there is no default network for head model {model!r}")
+        checkpoint = default
     from engine.methods.mofa import load_checkpoint
 
     try:
@@ -138,7 +149,7 @@ def reconstruct(
     if method not in METHODS:
         raise UserError(f"method {method!r} is not available; choose one of {', '.join(METHODS)}")
     dev = _resolve_device(device)
-    network = load_learned(checkpoint, method, dev) if method != "fit" else None
+    network = load_learned(checkpoint, method, dev, model=model) if method != "fit" else None
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 

@@ -46,8 +46,9 @@ def test_learned_and_hybrid_write_the_folder(tiny_checkpoint, astronaut, tmp_pat
 
 
 def test_learned_needs_a_usable_checkpoint(astronaut, tmp_path):
-    with pytest.raises(UserError, match="--checkpoint"):
-        reconstruct(astronaut, tmp_path / "a", method="learned")
+    # No committed network for ICT: the error names the missing option before any work starts.
+    with pytest.raises(UserError, match="--checkpoint.*no default network for head model 'ict'"):
+        reconstruct(astronaut, tmp_path / "a", model="ict", method="learned")
     bad = tmp_path / "not_a_checkpoint.pt"
     bad.write_text("hello")
     with pytest.raises(ModelFileError, match="not_a_checkpoint.pt"):
@@ -66,3 +67,12 @@ def test_fit_overlay_draws_geometry_and_both_landmark_sets():
     g, r = out[60, 50].astype(int), out[60, 110].astype(int)
     assert g[1] > 150 and g[0] < 100  # detected: green
     assert r[0] > 150 and r[1] < 100  # model: red
+
+
+def test_open_model_defaults_to_the_committed_network():
+    from engine.reconstruct import DEFAULT_CHECKPOINTS, load_learned
+
+    if not DEFAULT_CHECKPOINTS["open"].is_file():
+        pytest.skip(f"{DEFAULT_CHECKPOINTS['open']} is absent (train it: docs/training.md)")
+    network = load_learned(None, "learned", model="open")
+    assert network.head.name == "open"
