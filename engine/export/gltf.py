@@ -9,13 +9,13 @@ turns into shape-key names. glTF's frame (+Y up, +Z front, metres) equals our mo
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from engine.export.atomic import atomic_write
 
 _FLOAT, _UINT = 5126, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -39,13 +39,6 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     n = np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), np.array([0.0, 0.0, 1.0]))
     return n
 
-
-
-def _chmod_default(path: str) -> None:
-    """mkstemp creates 0600 files; give the result the usual umask-based mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 class _Builder:
@@ -136,16 +129,7 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     total = 12 + 8 + len(js) + 8 + len(b.blob)
     data = (struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(js), b"JSON") + js
             + struct.pack("<I4s", len(b.blob), b"BIN\x00") + bytes(b.blob))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
     return {"vertex_map": vmap, "n_vertices": int(len(vmap))}
 
 

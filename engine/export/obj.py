@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-
-
-def _chmod_default(path: str) -> None:
-    """mkstemp creates 0600 files; give the result the usual umask-based mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="\n") as fh:
-            fh.write(text)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from engine.export.atomic import atomic_write
 
 
 def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
@@ -62,6 +41,6 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
         if tex.resolve() != dest.resolve():
             shutil.copyfile(tex, dest)
         mtl_lines.append(f"map_Kd {tex.name}")
-    _atomic_write(mtl, "\n".join(mtl_lines) + "\n")
-    _atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write(mtl, "\n".join(mtl_lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
