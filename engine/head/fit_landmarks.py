@@ -211,11 +211,7 @@ def draw(path: Path, v, faces, col, uv, face_uv, tex, lmk_faces, lmk_bary, front
                 d.text((x + 3, y - 10), str(i), fill=(0, 0, 120))
         d.text((8, 8), f"embedding on the mesh, yaw {yaw} deg", fill=(0, 0, 0))
         panels.append(im)
-    sheet = Image.new("RGB", (SIZE * len(panels), SIZE), "white")
-    for i, p in enumerate(panels):
-        sheet.paste(p, (i * SIZE, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    raster.save_panels(panels, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,11 +175,7 @@ def draw(path: Path, v, faces, col, npz, tex, kept, frontal) -> None:
             d.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(int(255 * a), int(200 * (1 - a)), 40))
         d.text((8, 8), f"embedding, yaw {yaw}: green = small spread, red = {MAX_SPREAD_MM:.0f} mm", fill=(0, 0, 0))
         panels.append(im)
-    sheet = Image.new("RGB", (SIZE * len(panels), SIZE), "white")
-    for i, p in enumerate(panels):
-        sheet.paste(p, (i * SIZE, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    raster.save_panels(panels, path)
 
 
 def main(argv: list[str] | None = None) -> int:

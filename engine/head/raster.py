@@ -124,3 +124,18 @@ def shade(raster: Raster, vertices: np.ndarray, faces: np.ndarray, R: np.ndarray
         alb = alb * texture[py, px]
     img[m] = np.clip(alb * lam[:, None], 0, 1)
     return img
+
+
+def save_panels(panels: list, path) -> None:
+    """Paste equally sized PIL images side by side into one PNG sheet at ``path``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    width, height = panels[0].size
+    sheet = Image.new("RGB", (width * len(panels), height), "white")
+    for i, panel in enumerate(panels):
+        sheet.paste(panel, (i * width, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
