@@ -16,10 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-SETTINGS: list[tuple[str, dict[str, float]]] = [
-    ("all sliders 0 (fitted jaw pose is baked)", {}),
-    ("jaw_open 0.7", {"jaw_open": 0.7}),
-    ("mouthSmile L+R 1.0, eyes_blink 0.6", {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "eyes_blink": 0.6}),
+#: (label, pose, values): pose "photo" = the fitted bone pose, "neutral" = all bones at rest;
+#: values set face controls, shape keys or the armature's pose controls by name.
+SETTINGS: list[tuple[str, str, dict[str, float]]] = [
+    ("photo pose (fitted jaw bone), sliders 0", "photo", {}),
+    ("neutral pose, sliders 0", "neutral", {}),
+    ("jaw_open 0.7", "neutral", {"jaw_open": 0.7}),
+    ("mouthSmile L+R 1.0, eyes_blink 0.6", "neutral", {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0,
+                                                       "eyes_blink": 0.6}),
+    ("neck_turn 0.5, neck_nod 0.2, gaze_side 0.3", "neutral", {"neck_turn": 0.5, "neck_nod": 0.2,
+                                                              "gaze_side": 0.3}),
 ]
 
 
@@ -72,11 +78,17 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
     keys = obj.data.shape_keys.key_blocks
     tiles = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, values in SETTINGS:
+        rig = importer.pose_rig_of(obj)
+        for label, pose, values in SETTINGS:
             importer.reset_expression(obj)
+            if rig is not None:
+                importer.reset_pose(rig, to_photo=pose == "photo")
             for name, value in values.items():
                 if name in importer.CONTROLS:
                     obj[name] = value
+                elif name in importer.POSE_CONTROLS and rig is not None:
+                    rig[name] = value
+                    rig.update_tag()
                 else:
                     keys[name].value = value
             obj.update_tag()

@@ -159,14 +159,20 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
             bpy.data.objects.remove(extra)
 
     old = find_results(name) if replace else []
-    old_matrix = old[0].matrix_world.copy() if old else None
+    old_top = next((o for o in old if o.parent not in old), old[0]) if old else None  # the rig, if any
+    old_matrix = old_top.matrix_world.copy() if old_top is not None else None
     remove_objects(old)
+
+    rig_data = read_rig(out_dir) if rig is None else None
+    if rig_data is not None:
+        rig = build_armature(context, obj, rig_data, name)
 
     top = rig or obj
     obj.name = name
     obj.data.name = name
     if rig is not None:
         rig.name = f"{name}_rig"
+        rig.data.name = f"{name}_rig"
     if old_matrix is not None:
         top.matrix_world = old_matrix
     for o in (obj, rig):
@@ -177,7 +183,9 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     _setup_shape_keys(obj, params, apply_expression)
     if face_controls:
         add_face_controls(obj)
-    if rig is not None:
+    if rig is not None and rig_data is not None:
+        add_pose_controls(rig, rig_data)
+    elif rig is not None:
         _pose_rig(rig, params)
     if photo_lighting and params.get("sh"):
         context.scene.world = photo_world(name, params)
@@ -389,6 +397,220 @@ def _pose_rig(rig, params: dict) -> None:
         if bone is not None and len(rotvec) == 3:
             bone.rotation_mode = "QUATERNION"
             bone.rotation_quaternion = _axis_angle_to_quaternion(rotvec)
+
+
+# ---------------------------------------------------------------------------- rig.json armature
+#: Model frame (+Y up, +Z front) -> Blender after glTF import (+Z up, -Y front).
+MODEL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+#: Pose controls on the armature object: property -> (min, max, description,
+#: [(bone, Euler XYZ index in the bone's local axes, sign)]), values in radians. Each drives
+#: the bones' rotation; the jaw bone has no control (the ``jaw_open`` face control opens the
+#: mouth by the jawOpen shape key) and holds the photo's fitted jaw rotation.
+POSE_CONTROLS: dict[str, tuple[float, float, str, list[tuple[str, int, float]]]] = {
+    "neck_turn": (-1.2, 1.2, "Turn the head to the subject's left (+) or right (-), radians",
+                  [("neck", 1, 1.0)]),
+    "neck_nod": (-0.8, 0.8, "Nod the head down (+) or up (-), radians", [("neck", 0, 1.0)]),
+    "neck_tilt": (-0.8, 0.8, "Tilt the head towards the subject's left (+) or right (-) shoulder, radians",
+                  [("neck", 2, -1.0)]),
+    "gaze_side": (-0.6, 0.6, "Turn both eyeballs to the subject's left (+) or right (-), radians",
+                  [("eye_left", 2, 1.0), ("eye_right", 2, 1.0)]),
+    "gaze_up": (-0.5, 0.5, "Turn both eyeballs up (+) or down (-), radians",
+                [("eye_left", 0, 1.0), ("eye_right", 0, 1.0)]),
+}
+
+#: Bone tails relative to the head, in Blender axes: the neck points up (local X = subject's
+#: left, Y = up, Z = back), the eyes look forward (local X = subject's right, Z = up); the
+#: jaw points to the chin. The directions fix the local Euler axes the controls use.
+_BONE_DIRECTIONS = {"neck": (0.0, 0.0, 0.12), "jaw": (0.0, -0.08, -0.03),
+                    "eye_left": (0.0, -0.025, 0.0), "eye_right": (0.0, -0.025, 0.0)}
+
+
+def read_rig(out_dir: Path) -> dict | None:
+    """``rig.json`` of the output folder (docs/conventions.md), or None when absent."""
+    path = out_dir / "rig.json"
+    if not path.is_file():
+        return None
+    try:
+        rig = json.loads(path.read_text(encoding="utf-8"))
+        names = list(rig["joint_names"])
+        if len(rig["joint_parents"]) != len(names) or np.asarray(rig["rest_joints"]).shape != (len(names), 3):
+            raise ValueError("joint_names, joint_parents and rest_joints disagree")
+        return rig
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImportFailed(f"{path} is not a valid rig file: {exc}") from None
+
+
+def _model_rotation_to_blender(rotvec) -> np.ndarray:
+    """Axis-angle in model axes -> 3x3 rotation in Blender's armature axes."""
+    from mathutils import Matrix, Vector
+
+    v = Vector([float(c) for c in rotvec])
+    R = np.array(Matrix.Rotation(v.length, 3, v.normalized()) if v.length > 1e-12 else Matrix.Identity(3))
+    return MODEL_TO_BLENDER @ R @ MODEL_TO_BLENDER.T
+
+
+def build_armature(context, obj, rig_data: dict, name: str):
+    """Armature from ``rig.json``: one bone per joint at its rest position, vertex groups
+    from the skin weights, an Armature modifier (the only modifier, so shape keys still
+    export as morph targets next to the skin) and the mesh parented to the armature."""
+    n = len(obj.data.vertices)
+    if int(rig_data.get("n_vertices", n)) != n:
+        raise ImportFailed(f"rig.json is for {rig_data['n_vertices']} vertices but head.glb has {n}.")
+    names = list(rig_data["joint_names"])
+    parents = [int(p) for p in rig_data["joint_parents"]]
+    joints = np.asarray(rig_data["rest_joints"], dtype=np.float64) @ MODEL_TO_BLENDER.T
+    arm = bpy.data.armatures.new(f"{name}_rig")
+    rig = bpy.data.objects.new(f"{name}_rig", arm)
+    for collection in obj.users_collection:
+        collection.objects.link(rig)
+    rig.matrix_world = obj.matrix_world.copy()
+    arm.display_type = "STICK"
+    rig.show_in_front = True
+    view_layer = context.view_layer
+    view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        bones = []
+        for j, joint in enumerate(names):
+            bone = arm.edit_bones.new(joint)
+            head = joints[j]
+            children = [c for c, p in enumerate(parents) if p == j]
+            if joint in _BONE_DIRECTIONS:
+                tail = head + np.asarray(_BONE_DIRECTIONS[joint])
+            elif len(children) == 1 and np.linalg.norm(joints[children[0]] - head) > 1e-3:
+                tail = joints[children[0]]  # the root points at the neck
+            else:
+                tail = head + np.array([0.0, 0.0, 0.05])
+            bone.head, bone.tail, bone.roll = tuple(head), tuple(tail), 0.0
+            bones.append(bone)
+        for j, p in enumerate(parents):
+            if p >= 0:
+                bones[j].parent = bones[p]
+                bones[j].use_connect = False
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    order = _model_vertex_order(obj, rig_data)
+    for joint, entry in rig_data.get("skin_weights", {}).items():
+        group = obj.vertex_groups.new(name=joint)
+        for index, weight in zip(entry["vertices"], entry["weights"]):
+            group.add([int(order[int(index)])], float(weight), "REPLACE")
+    modifier = obj.modifiers.new("Armature", "ARMATURE")
+    modifier.object = rig
+    modifier.use_vertex_groups = True
+    obj.parent = rig
+    obj.matrix_parent_inverse = rig.matrix_world.inverted()
+    return rig
+
+
+def _model_vertex_order(obj, rig_data: dict) -> np.ndarray:
+    """Blender vertex index of each model vertex (rig.json order).
+
+    The glTF importer welds the seams back to the model's vertex count but not in the
+    model's order, so vertices are matched by position against ``rest_vertices``.
+    """
+    from mathutils.kdtree import KDTree
+
+    mesh = obj.data
+    n = len(mesh.vertices)
+    co = np.empty(n * 3, dtype=np.float64)
+    mesh.vertices.foreach_get("co", co)
+    co = co.reshape(-1, 3)
+    if "rest_vertices" not in rig_data:
+        return np.arange(n)
+    rest = np.asarray(rig_data["rest_vertices"], dtype=np.float64) @ MODEL_TO_BLENDER.T
+    if rest.shape != (n, 3):
+        raise ImportFailed(f"rig.json has {len(rest)} rest vertices but head.glb has {n}.")
+    tree = KDTree(n)
+    for i, p in enumerate(co):
+        tree.insert(p, i)
+    tree.balance()
+    order = np.empty(n, dtype=np.int64)
+    worst = 0.0
+    for i, p in enumerate(rest):
+        _, index, dist = tree.find(p)
+        order[i] = index
+        worst = max(worst, dist)
+    if worst > 1e-5:
+        raise ImportFailed(f"rig.json does not match head.glb (a vertex is {worst * 1000:.3f} mm away).")
+    return order
+
+
+def _bone_local_rotation(rig, bone_name: str, rotvec):
+    """Model-frame local joint rotation -> the pose bone's quaternion in its own axes."""
+    from mathutils import Matrix
+
+    M = np.array(rig.data.bones[bone_name].matrix_local.to_3x3())
+    local = M.T @ _model_rotation_to_blender(rotvec) @ M
+    return Matrix(local.tolist()).to_quaternion()
+
+
+def add_pose_controls(rig, rig_data: dict) -> dict[str, float]:
+    """Neck and gaze controls (armature object properties driving bone rotations), the jaw
+    and root bones posed directly; everything starts at the photo's fitted pose, which is
+    kept in ``facerecon_photo_pose`` for *Reset to Photo Pose*. Returns the control values."""
+    pose = rig_data.get("pose", {})
+    photo: dict[str, float] = {}
+    eulers = {b: _bone_local_rotation(rig, b, pose.get(b, (0, 0, 0))).to_euler("XYZ")
+              for b in ("neck", "eye_left", "eye_right") if b in rig.pose.bones}
+    for prop, (lo, hi, desc, targets) in POSE_CONTROLS.items():
+        targets = [t for t in targets if t[0] in rig.pose.bones]
+        if not targets:
+            continue
+        value = float(np.mean([eulers[b][i] * sign for b, i, sign in targets]))
+        photo[prop] = value
+        rig[prop] = float(min(max(value, lo), hi))
+        rig.id_properties_ui(prop).update(min=lo, max=hi, soft_min=lo, soft_max=hi, description=desc,
+                                          subtype="ANGLE")
+        for bone, index, sign in targets:
+            pbone = rig.pose.bones[bone]
+            pbone.rotation_mode = "XYZ"
+            driver = pbone.driver_add("rotation_euler", index).driver
+            driver.type = "SCRIPTED"
+            var = driver.variables.new()
+            var.name = prop
+            var.type = "SINGLE_PROP"
+            var.targets[0].id_type = "OBJECT"
+            var.targets[0].id = rig
+            var.targets[0].data_path = f'["{prop}"]'
+            driver.expression = prop if sign > 0 else f"-{prop}"
+    direct = {}
+    for pbone in rig.pose.bones:
+        if pbone.rotation_mode == "XYZ":
+            continue
+        pbone.rotation_mode = "QUATERNION"
+        q = _bone_local_rotation(rig, pbone.name, pose.get(pbone.name, (0, 0, 0)))
+        pbone.rotation_quaternion = q
+        direct[pbone.name] = list(q)
+    rig["facerecon_photo_pose"] = {"controls": photo, "bones": direct}
+    rig["facerecon_pose_controls"] = list(photo)
+    return photo
+
+
+def pose_rig_of(obj):
+    """The armature made from rig.json for a head mesh, or None."""
+    rig = obj.parent
+    if rig is not None and rig.type == "ARMATURE" and rig.get("facerecon_pose_controls") is not None:
+        return rig
+    return None
+
+
+def reset_pose(rig, to_photo: bool) -> None:
+    """Bones to the photo's fitted pose or to the neutral rest pose (all rotations zero)."""
+    photo = rig.get("facerecon_photo_pose", {})
+    controls = photo.get("controls", {}) if photo else {}
+    bones = photo.get("bones", {}) if photo else {}
+    for prop in rig.get("facerecon_pose_controls", []):
+        lo, hi = POSE_CONTROLS[prop][:2]
+        value = float(controls.get(prop, 0.0)) if to_photo else 0.0
+        rig[prop] = min(max(value, lo), hi)
+    for name, q in bones.items():
+        pbone = rig.pose.bones.get(name)
+        if pbone is not None:
+            pbone.rotation_quaternion = tuple(q) if to_photo else (1.0, 0.0, 0.0, 0.0)
+    rig.update_tag()
+    for child in rig.children:
+        child.update_tag()
 
 
 def sh_world_terms(params: dict) -> tuple[np.ndarray, np.ndarray]:

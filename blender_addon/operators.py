@@ -249,6 +249,26 @@ class FACERECON_OT_reset_expression(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class FACERECON_OT_reset_pose(bpy.types.Operator):
+    """Put the head's bones back to the photo's fitted pose, or to the neutral rest pose"""
+
+    bl_idname = "facerecon.reset_pose"
+    bl_label = "Reset Pose"
+    bl_options = {"REGISTER", "UNDO"}
+
+    to_photo: BoolProperty(name="Photo Pose", description="Photo's fitted pose (else all rotations zero)",
+                           default=True)
+
+    @classmethod
+    def poll(cls, context):
+        obj = active_head(context)
+        return obj is not None and importer.pose_rig_of(obj) is not None
+
+    def execute(self, context):
+        importer.reset_pose(importer.pose_rig_of(active_head(context)), self.to_photo)
+        return {"FINISHED"}
+
+
 class FACERECON_OT_remove_controls(bpy.types.Operator):
     """Remove the jaw/eye control drivers so every shape key is a free slider"""
 
@@ -339,6 +359,7 @@ classes = (
     FACERECON_OT_check_engine,
     FACERECON_OT_bake_detail,
     FACERECON_OT_reset_expression,
+    FACERECON_OT_reset_pose,
     FACERECON_OT_remove_controls,
     FACERECON_OT_export,
 )

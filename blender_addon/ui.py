@@ -123,6 +123,16 @@ class FACERECON_PT_sliders(bpy.types.Panel):
             col = layout.column(align=True)
             for prop in controls:
                 col.prop(obj, f'["{prop}"]', text=prop.replace("_", " ").capitalize(), slider=True)
+        rig = importer.pose_rig_of(obj)
+        if rig is not None:
+            col = layout.column(align=True)
+            col.label(text="Head and eyes (bones)")
+            for prop in rig.get("facerecon_pose_controls", []):
+                if prop in rig:
+                    col.prop(rig, f'["{prop}"]', text=prop.replace("_", " ").capitalize(), slider=True)
+            row = col.row(align=True)
+            row.operator("facerecon.reset_pose", text="Photo Pose", icon="IMAGE_DATA").to_photo = True
+            row.operator("facerecon.reset_pose", text="Neutral Pose", icon="ARMATURE_DATA").to_photo = False
         keys = obj.data.shape_keys
         if keys is not None:
             layout.label(text=f"Expressions ({len(keys.key_blocks) - 1})")

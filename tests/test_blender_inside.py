@@ -135,8 +135,10 @@ def test_reconstruct_operator_on_a_real_photo(blender, engine_choice, photos, tm
     assert doc["meshes"][0]["extras"]["targetNames"] == list(model.expression_names)
     before = set(bpy.data.objects)
     bpy.ops.import_scene.gltf(filepath=str(glb))
-    reimported = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+    # (the importer adds an "Icosphere" bone-shape mesh for the rig's bones: skip it)
+    reimported = [o for o in bpy.data.objects if o not in before and o.type == "MESH" and o.data.shape_keys]
     assert len(reimported) == 1 and _shape_key_names(reimported[0]) == list(model.expression_names)
+    reimported += [o for o in bpy.data.objects if o not in before and o not in reimported]
     # FBX keeps them as blend shapes
     bpy.context.view_layer.objects.active = obj
     fbx = tmp_path / "astronaut.fbx"
@@ -145,6 +147,7 @@ def test_reconstruct_operator_on_a_real_photo(blender, engine_choice, photos, tm
     bpy.ops.import_scene.fbx(filepath=str(fbx))
     from_fbx = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
     assert len(from_fbx) == 1 and _shape_key_names(from_fbx[0]) == list(model.expression_names)
+    from_fbx += [o for o in bpy.data.objects if o not in before and o.type == "ARMATURE"]
     installed.importer.remove_objects(reimported + from_fbx)
 
 
@@ -165,18 +168,20 @@ def test_import_replaces_or_adds_and_rolls_back(blender, result_folder, tmp_path
     settings.result_mode = "REPLACE"
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
     first = bpy.context.active_object
-    first.location = (1.0, 0.0, 0.0)
+    (first.parent or first).location = (1.0, 0.0, 0.0)  # move the head (its rig carries the mesh)
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
-    heads = [o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"]
-    assert len(heads) == 1 and tuple(heads[0].location) == (1.0, 0.0, 0.0)  # replaced in place
+    def heads():
+        return [o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut" and o.type == "MESH"]
+    assert len(heads()) == 1 and tuple(heads()[0].matrix_world.translation) == (1.0, 0.0, 0.0)  # in place
+    assert len([o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"]) == 2  # head + rig
     settings.result_mode = "ADD"
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
-    assert len([o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"]) == 2
+    assert len(heads()) == 2
 
     broken = tmp_path / "broken"
     shutil.copytree(result_folder, broken)
     (broken / "params.json").write_text("{not json")
-    counts = [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images", "worlds")]
+    counts = [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images", "worlds", "armatures")]
     with pytest.raises(RuntimeError, match="not valid JSON"):
         bpy.ops.facerecon.import_result(directory=str(broken))
     params = json.loads((result_folder / "params.json").read_text())
@@ -184,7 +189,7 @@ def test_import_replaces_or_adds_and_rolls_back(blender, result_folder, tmp_path
     Path(broken / "displacement.png").write_bytes(b"not a png")  # fails after the glTF import
     with pytest.raises(RuntimeError, match="displacement"):
         bpy.ops.facerecon.import_result(directory=str(broken))
-    assert [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images", "worlds")] == counts
+    assert [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images", "worlds", "armatures")] == counts
 
 
 def test_detail_map_in_material_and_baked_into_all_shape_keys(blender, result_folder, tmp_path):
@@ -219,5 +224,96 @@ def test_detail_map_in_material_and_baked_into_all_shape_keys(blender, result_fo
     offset = basis1 - basis0
     assert np.allclose(offset, 1e-3 * normals.reshape(-1, 3), atol=2e-5)  # 1 mm along the normals
     assert np.allclose(smile1 - basis1, smile0 - basis0, atol=1e-6)  # expressions unchanged
-    assert not output.inputs["Displacement"].links and len(obj.modifiers) == 0
+    assert not output.inputs["Displacement"].links and [m.type for m in obj.modifiers] == ["ARMATURE"]
     assert obj["facerecon_detail_baked"]
+
+
+def test_rig_json_armature_poses_neck_and_eyes_and_exports_with_the_skin(blender, result_folder, tmp_path):
+    """rig.json -> armature: the photo pose reproduces head.obj, neutral is the unposed GLB,
+    the neck turns the head but not the neck base, the eye bones move only the eyeballs, and
+    the GLB export keeps both the shape keys and the skin."""
+    bpy, installed = blender
+    importer = installed.importer
+    from engine.head import load_head_model
+
+    model = load_head_model("open")
+    rig_data = json.loads((result_folder / "rig.json").read_text())
+    bpy.context.scene.facerecon.result_mode = "ADD"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    rig = obj.parent
+    assert rig is not None and rig.type == "ARMATURE" and importer.pose_rig_of(obj) is rig
+    assert [b.name for b in rig.data.bones] == model.joint_names
+    assert [b.parent.name if b.parent else None for b in rig.data.bones] == \
+        [model.joint_names[p] if p >= 0 else None for p in model.joint_parents.tolist()]
+    assert [m.type for m in obj.modifiers] == ["ARMATURE"] and obj.modifiers[0].object is rig
+    assert sorted(g.name for g in obj.vertex_groups) == sorted(model.joint_names)
+    to_blender = importer.MODEL_TO_BLENDER
+    order = importer._model_vertex_order(obj, rig_data)  # Blender index of each model vertex
+    assert sorted(order.tolist()) == list(range(len(order)))  # a permutation (Blender reorders)
+    # bone heads at the rest joints (model frame -> Blender: x, -z, y)
+    heads = np.array([rig.data.bones[n].head_local for n in model.joint_names])
+    assert np.allclose(heads, np.array(rig_data["rest_joints"]) @ to_blender.T, atol=1e-6)
+
+    # photo pose + fitted expression = the engine's posed head.obj
+    head_obj = np.array([[float(v) for v in line.split()[1:4]] for line in
+                         (result_folder / "head.obj").read_text().splitlines() if line.startswith("v ")])
+    assert np.abs(_evaluated_coords(bpy, obj)[order] - head_obj @ to_blender.T).max() < 1e-4
+    # neutral pose + neutral expression = the unposed rest mesh of rig.json
+    assert bpy.ops.facerecon.reset_pose(to_photo=False) == {"FINISHED"}
+    installed.importer.reset_expression(obj)
+    neutral = _evaluated_coords(bpy, obj)[order]
+    assert np.abs(neutral - np.array(rig_data["rest_vertices"]) @ to_blender.T).max() < 1e-5
+
+    # neck turn: the top of the head swings, the nose goes to the subject's left (+X), the
+    # neck base (vertices the model binds mostly to the root joint; none fully) hardly moves
+    rig["neck_turn"] = 0.5
+    rig.update_tag()
+    turned = _evaluated_coords(bpy, obj)[order]
+    move = np.linalg.norm(turned - neutral, axis=1)
+    top = neutral[:, 2] > np.percentile(neutral[:, 2], 95)
+    root = rig_data["skin_weights"][model.joint_names[0]]
+    base = np.zeros(len(neutral), bool)
+    base[np.array(root["vertices"])[np.array(root["weights"]) >= 0.7]] = True
+    assert base.sum() > 20 and neutral[base, 2].mean() < np.percentile(neutral[:, 2], 10)  # low on the neck
+    nose = np.argmin(neutral[:, 1])  # most forward vertex (front is -Y)
+    assert move[top].mean() > 0.02 and turned[nose, 0] - neutral[nose, 0] > 0.03
+    assert move[base].max() < 0.25 * move[top].mean()
+    rig["neck_turn"] = 0.0
+
+    # gaze: the eyeballs turn (fronts to the subject's left); besides them only eyelid skin,
+    # which the model's eye joints weigh by <= 11 %, moves a little
+    rig["gaze_side"] = 0.3
+    rig.update_tag()
+    gaze = _evaluated_coords(bpy, obj)[order]
+    move = np.linalg.norm(gaze - neutral, axis=1)
+    eyes = model.regions["eyes"].numpy()
+    assert (move[eyes] > 1e-4).all()
+    assert move[~eyes].max() < 0.2 * move[eyes].max() and (move[~eyes] > 1e-6).sum() < 0.5 * eyes.sum()
+    front = eyes & (neutral[:, 1] < np.percentile(neutral[eyes, 1], 20))
+    assert (gaze - neutral)[front, 0].mean() > 1e-3
+
+    # back to the photo pose
+    assert bpy.ops.facerecon.reset_pose(to_photo=True) == {"FINISHED"}
+    assert rig["gaze_side"] == pytest.approx(rig["facerecon_photo_pose"]["controls"]["gaze_side"])
+
+    # GLB round trip: shape keys AND skin survive
+    glb = tmp_path / "rigged.glb"
+    assert bpy.ops.facerecon.export(format="GLB", filepath=str(glb)) == {"FINISHED"}
+    from engine.export.gltf import read_glb
+
+    doc, _ = read_glb(glb)
+    mesh_node = next(n for n in doc["nodes"] if "mesh" in n)
+    assert "skin" in mesh_node and len(doc["skins"][mesh_node["skin"]]["joints"]) == len(model.joint_names)
+    assert doc["meshes"][0]["extras"]["targetNames"] == list(model.expression_names)
+    before = set(bpy.data.objects)
+    bpy.ops.import_scene.gltf(filepath=str(glb))
+    new = [o for o in bpy.data.objects if o not in before]
+    meshes = [o for o in new if o.type == "MESH" and o.data.shape_keys]  # not the bone-shape sphere
+    arms = [o for o in new if o.type == "ARMATURE"]
+    assert len(meshes) == 1 and len(arms) == 1
+    assert _shape_key_names(meshes[0]) == list(model.expression_names)
+    assert {b.name for b in arms[0].data.bones} == set(model.joint_names)
+    assert any(m.type == "ARMATURE" and m.object is arms[0] for m in meshes[0].modifiers)
+    assert set(model.joint_names) <= {g.name for g in meshes[0].vertex_groups}
+    importer.remove_objects(new)
