@@ -15,7 +15,7 @@ from engine.outputs import OutputFolderError, atomic_output_folder
 from engine.reconstruct import reconstruct
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = {"head.obj", "head.mtl", "albedo.png", "head.glb", "head_camera.obj", "head_camera.mtl",
+EXPECTED = {"head.obj", "head.mtl", "albedo.png", "head.glb", "rig.json", "head_camera.obj", "head_camera.mtl",
             "params.json", "overlay.png", "summary.png"}
 
 
