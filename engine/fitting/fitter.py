@@ -369,7 +369,8 @@ def _fit_photo(
     def priors(beta_, psi_, jaw_) -> torch.Tensor:
         return (cfg.w_identity * tikhonov(beta_, id_std) + cfg.w_expression * tikhonov(psi_ * exp_mask)
                 + cfg.w_expression_range * range_penalty(psi_ * exp_mask, exp_range)
-                + cfg.w_jaw * (jaw_**2).sum(-1))
+                + cfg.w_jaw * (jaw_**2).sum(-1)
+                + cfg.w_expression_l1 * (psi_ * exp_mask).abs().sum(-1))
 
     def lmk_points(faces: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
         return (verts[:, faces] * lmk_bary[None, :, :, None]).sum(2)
@@ -392,10 +393,16 @@ def _fit_photo(
         opt.step()
     opt = Adam([(rvec, cfg.lr_pose * 0.5), (tvec, cfg.lr_pose * 0.025), (beta, cfg.lr_shape),
                 (psi, cfg.lr_shape * 0.5), (jaw, cfg.lr_pose)], total_steps=cfg.shape_iters)
+    id_keep = None
+    if 0 < cfg.landmark_identity_modes < model.n_identity:
+        id_keep = torch.zeros_like(beta)
+        id_keep[:, :cfg.landmark_identity_modes] = 1.0
     for i in range(cfg.shape_iters):
         opt.zero_grad()
         e, _ = lmk_energy(sub)
         (e + priors(beta, psi, jaw)).sum().backward()
+        if id_keep is not None:
+            beta.grad.mul_(id_keep)
         opt.step()
     with torch.no_grad():
         psi.clamp_(exp_range[:, 0], exp_range[:, 1])
