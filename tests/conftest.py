@@ -1,0 +1,30 @@
+"""Session-wide test settings.
+
+Blender-as-a-module (`bpy` 4.5) can hang at interpreter exit: its audio thread is joined
+during shutdown and never returns. Tests that import bpy in this process would then hang
+the whole run (and CI) after every test passed. Once pytest has printed its summary, a
+session that loaded bpy leaves with ``os._exit`` and pytest's own exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+_exit_status: int | None = None
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)  # let other plugins finish their own clean-up first
+def pytest_unconfigure(config) -> None:
+    if "bpy" in sys.modules and _exit_status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)
+
