@@ -56,8 +56,22 @@ def intrinsics(
     return K
 
 
+class _Projection:
+    """What both cameras share: model-frame points -> pixels by ``to_camera`` then
+    ``project_camera`` (each camera defines those two)."""
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Model-frame points -> ``(uv (B, N, 2) in pixels, depth (B, N) in metres)``."""
+        return self.project_camera(self.to_camera(points))
+
+    def to_screen(self, points: Tensor) -> Tensor:
+        """``[u, v, z]`` per point, the rasteriser's input ``(B, N, 3)``."""
+        uv, z = self.project(points)
+        return torch.cat([uv, z[..., None]], -1)
+
+
 @dataclass
-class PerspectiveCamera:
+class PerspectiveCamera(_Projection):
     """Pinhole camera with intrinsics ``K (B,3,3)``, rotation ``R (B,3,3)``, translation ``t (B,3)``.
 
     Lens distortion is not modelled. Points behind the camera (z <= 0) project to
@@ -90,15 +104,6 @@ class PerspectiveCamera:
         uv = torch.stack([uv[..., 0] + skew * xy[..., 1], uv[..., 1]], -1)
         return uv, z
 
-    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        """Model-frame points -> ``(uv (B, N, 2) in pixels, depth (B, N) in metres)``."""
-        return self.project_camera(self.to_camera(points))
-
-    def to_screen(self, points: Tensor) -> Tensor:
-        """``[u, v, z]`` per point, the rasteriser's input ``(B, N, 3)``."""
-        uv, z = self.project(points)
-        return torch.cat([uv, z[..., None]], -1)
-
     def rotate_normals(self, normals: Tensor) -> Tensor:
         """Model-frame normals -> camera frame (rotation only)."""
         return normals @ self.R.transpose(-1, -2)
@@ -112,7 +117,7 @@ class PerspectiveCamera:
 
 
 @dataclass
-class WeakPerspectiveCamera:
+class WeakPerspectiveCamera(_Projection):
     """Scaled orthographic camera of CEST/DECA: ``u_ndc = s·x + tx``, ``v_ndc = -(s·y) + ty``.
 
     ``scale (B,)`` and ``translation (B, 2)`` act on model-frame (or already posed)
@@ -144,13 +149,6 @@ class WeakPerspectiveCamera:
         v_ndc = s * points_cam[..., 1] + self.translation[:, None, 1]
         uv = torch.stack([(u_ndc + 1.0) * (W / 2.0), (v_ndc + 1.0) * (H / 2.0)], -1)
         return uv, points_cam[..., 2]
-
-    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        return self.project_camera(self.to_camera(points))
-
-    def to_screen(self, points: Tensor) -> Tensor:
-        uv, z = self.project(points)
-        return torch.cat([uv, z[..., None]], -1)
 
     def rotate_normals(self, normals: Tensor) -> Tensor:
         return torch.stack([normals[..., 0], -normals[..., 1], -normals[..., 2]], -1)
