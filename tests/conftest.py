@@ -28,3 +28,25 @@ def pytest_unconfigure(config) -> None:
         sys.stderr.flush()
         os._exit(_exit_status)
 
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> dict:
+    """Real and face-free photos as files: scikit-image's astronaut (one face) and a
+    grey ramp (no face), shared by the CLI, reconstruct and Blender tests."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    astronaut = folder / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(astronaut)
+    gradient = folder / "gradient.png"
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, -1)).save(gradient)
+    return {"astronaut": astronaut, "gradient": gradient}
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(photos):
+    return photos["astronaut"]

@@ -16,17 +16,14 @@ Blender's global state and the temporary HOME out of the other tests.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,20 +110,6 @@ def engine_choice():
     if not ok:
         pytest.skip(f"'python -m engine reconstruct' is not available yet: {why}")
     return choice
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> dict[str, Path]:
-    from PIL import Image
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("photos")
-    astronaut = folder / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(astronaut)
-    gradient = folder / "gradient.png"
-    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
-    Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, -1)).save(gradient)
-    return {"astronaut": astronaut, "gradient": gradient}
 
 
 def _run_job(job, timeout=300.0):

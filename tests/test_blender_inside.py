@@ -23,20 +23,6 @@ pytestmark = [pytest.mark.blender,
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> dict[str, Path]:
-    from PIL import Image
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("photos")
-    astronaut = folder / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(astronaut)
-    gradient = folder / "gradient.png"
-    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
-    Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, -1)).save(gradient)
-    return {"astronaut": astronaut, "gradient": gradient}
-
-
-@pytest.fixture(scope="module")
 def result_folder() -> Path:
     return Path(os.environ["FACERECON_RESULT_FOLDER"])
 

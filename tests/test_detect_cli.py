@@ -21,13 +21,6 @@ pytestmark = pytest.mark.skipif(list_backends()["mediapipe"] is not None
                                 reason="no offline detection backend installed")
 
 
-@pytest.fixture(scope="module")
-def astronaut_png(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("cli") / "astronaut.png"
-    Image.fromarray(skimage_data.astronaut()).save(p)
-    return p
-
-
 def test_json_and_overlay(astronaut_png, tmp_path, capsys):
     out = tmp_path / "overlay.png"
     assert main([str(astronaut_png), "--json", "--out", str(out)]) == 0

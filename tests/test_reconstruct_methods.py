@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from engine.errors import ModelFileError, UserError
 from engine.outputs import fit_overlay
@@ -23,20 +22,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def astronaut(tmp_path_factory) -> Path:
-    from skimage import data
-
-    p = tmp_path_factory.mktemp("photo") / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(p)
-    return p
-
-
-def test_learned_and_hybrid_write_the_folder(tiny_checkpoint, astronaut, tmp_path):
-    learned = reconstruct(astronaut, tmp_path / "learned", method="learned", checkpoint=tiny_checkpoint)
+def test_learned_and_hybrid_write_the_folder(tiny_checkpoint, astronaut_png, tmp_path):
+    learned = reconstruct(astronaut_png, tmp_path / "learned", method="learned", checkpoint=tiny_checkpoint)
     assert learned.params["method"] == "learned" and (tmp_path / "learned" / "head.glb").is_file()
     assert "network" in learned.fit.timings and "refine" not in learned.fit.timings
-    hybrid = reconstruct(astronaut, tmp_path / "hybrid", method="hybrid", checkpoint=tiny_checkpoint)
+    hybrid = reconstruct(astronaut_png, tmp_path / "hybrid", method="hybrid", checkpoint=tiny_checkpoint)
     assert hybrid.params["method"] == "hybrid" and {"network", "refine"} <= set(hybrid.fit.timings)
     # the short fit moves the untrained network's mean face towards the detected landmarks
     def lmk_err(res):
@@ -45,14 +35,14 @@ def test_learned_and_hybrid_write_the_folder(tiny_checkpoint, astronaut, tmp_pat
     assert lmk_err(hybrid) < lmk_err(learned)
 
 
-def test_learned_needs_a_usable_checkpoint(astronaut, tmp_path):
+def test_learned_needs_a_usable_checkpoint(astronaut_png, tmp_path):
     # No committed network for ICT: the error names the missing option before any work starts.
     with pytest.raises(UserError, match="--checkpoint.*no default network for head model 'ict'"):
-        reconstruct(astronaut, tmp_path / "a", model="ict", method="learned")
+        reconstruct(astronaut_png, tmp_path / "a", model="ict", method="learned")
     bad = tmp_path / "not_a_checkpoint.pt"
     bad.write_text("hello")
     with pytest.raises(ModelFileError, match="not_a_checkpoint.pt"):
-        reconstruct(astronaut, tmp_path / "b", method="hybrid", checkpoint=bad)
+        reconstruct(astronaut_png, tmp_path / "b", method="hybrid", checkpoint=bad)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
