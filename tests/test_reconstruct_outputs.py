@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import ImageError, NoFaceError, UserError
+from engine.errors import ImageError, UserError
 from engine.outputs import OutputFolderError, atomic_output_folder
 from engine.reconstruct import reconstruct
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.method != "fit":
             from engine.reconstruct import load_learned, predict_face
 
-            network = load_learned(args.checkpoint, args.method)
+            network = load_learned(args.checkpoint, args.method, model=args.model)
 
             def predictor(image, lm, detection):
                 return predict_face(model, image, lm, detection, args.method, network=network)
