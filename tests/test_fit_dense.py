@@ -36,7 +36,9 @@ def test_fit_uses_exact_dense_points(model):
     with torch.no_grad():
         pts = emb.points(model, s.vertices[None])[0] @ s.R.T + s.t
     uv = (pts[:, :2] / pts[:, 2:3]) * torch.stack([s.K[0, 0], s.K[1, 1]]) + torch.stack([s.K[0, 2], s.K[1, 2]])
-    native = np.full((478, 2), -1000.0)  # points the embedding does not use are never read
+    # points the embedding does not use are never read, except the face-oval (contour) points,
+    # which are dropped when outside the working crop as here
+    native = np.full((478, 2), -1000.0)
     native[emb.indices.numpy()] = uv.numpy()
     # Without the expression sparsity prior: it is tuned for detector noise, and with exact
     # points it makes identity absorb part of the true expression (docs/fitting.md).
@@ -62,3 +64,50 @@ def test_init_result_is_kept_without_iterations(model):
     assert torch.allclose(again.R, first.R, atol=1e-5) and torch.allclose(again.t, first.t, atol=1e-6)
     assert torch.allclose(again.identity, first.identity) and torch.allclose(again.K, first.K)
     assert torch.allclose(again.vertices, first.vertices, atol=1e-6)
+
+
+def _silhouette_px(model, vertices, R, t, K, band=0.15):
+    """Projected skin vertices on the outline of ``vertices`` seen through (R, t, K)."""
+    from engine.render.shading import vertex_normals
+
+    pc = vertices @ R.T + t
+    n = vertex_normals(vertices[None], model.faces)[0] @ R.T
+    facing = -(n * torch.nn.functional.normalize(pc, dim=-1)).sum(-1)
+    sil = model.regions["skin"] & (facing >= 0) & (facing < band)
+    uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
+    return uv[sil]
+
+
+def test_contour_term_pulls_the_outline_to_the_detected_contour(model):
+    """Face-oval points on the true outline (and exact dense points): with the contour term the
+    fitted model's outline ends closer to them than without."""
+    from engine.fitting.fitter import MEDIAPIPE_OVAL
+
+    s = render_sample(model, 4)
+    emb = load_dense_embedding(model, "mediapipe-478")
+    with torch.no_grad():
+        pts = emb.points(model, s.vertices[None])[0] @ s.R.T + s.t
+        sil = _silhouette_px(model, s.vertices, s.R, s.t, s.K)
+    uv = (pts[:, :2] / pts[:, 2:3]) * torch.stack([s.K[0, 0], s.K[1, 1]]) + torch.stack([s.K[0, 2], s.K[1, 2]])
+    native = np.full((478, 2), -1000.0)
+    native[emb.indices.numpy()] = uv.numpy()
+    oval = [i for i in MEDIAPIPE_OVAL if i not in set(emb.indices.tolist())]
+    # lower outline (below the face centre), spread evenly by angle around the centre
+    c = uv.mean(0)
+    low = sil[sil[:, 1] > c[1]]
+    ang = torch.atan2(low[:, 1] - c[1], low[:, 0] - c[0])
+    order = torch.argsort(ang)
+    pick = order[torch.linspace(0, len(order) - 1, len(oval)).round().long()]
+    native[oval] = low[pick].numpy()
+    target = torch.tensor(native[oval], dtype=torch.float32)
+
+    def outline_error(cfg):
+        fit = fit_photo(model, s.image, s.landmarks2d.numpy(), cfg, native=native, native_convention="mediapipe-478")
+        with torch.no_grad():
+            out = _silhouette_px(model, fit.vertices, fit.R, fit.t, fit.K)
+        return float(torch.cdist(target, out).min(1).values.mean())
+
+    off = outline_error(dataclasses.replace(FitConfig(), w_contour=0.0))
+    on = outline_error(FitConfig())  # default weight 1
+    strong = outline_error(dataclasses.replace(FitConfig(), w_contour=3.0))
+    assert strong < on < off and strong < 0.9 * off, (strong, on, off)

@@ -36,6 +36,15 @@ class FitConfig:
     joint_iters: int = 30
     visibility_every: int = 10
     lr_joint: float = 0.01
+    # low-pass albedo in the joint stage (shape from shading; 0 = off): the per-vertex albedo
+    # is smoothed over the mesh by this many neighbour-averaging passes before the photometric
+    # term uses it, so shading detail has to come from the surface normals; vertices whose
+    # albedo differs from the low-pass by more than `joint_albedo_feature_tau` (brows, lips)
+    # leave the photometric term. The final appearance solve keeps the per-vertex albedo.
+    # Off by default: 12 passes helped detected landmarks (N = 50 seed 0: 2.15 -> 2.02 mm with
+    # the contour term) but hurt exact landmarks (1.69 -> 1.76 mm; see docs/fitting.md).
+    joint_albedo_smooth_iters: int = 0
+    joint_albedo_feature_tau: float = 0.05
     # loss weights
     # The landmark term is the mean of (distance / σ_lmk)² over the 68 points, so a MAP
     # prior N(0, std²) on a coefficient weighs 1/68 per (coefficient/std)².
@@ -59,6 +68,12 @@ class FitConfig:
     use_dense: bool = True
     ibug_share_with_dense: float = 0.1  # share of the landmark weight left to iBUG-68
     dense_spread_scale: float = 2.0  # multiplies the embedding's per-point spread (noise); 2 tuned on seeds 1-20 and 100-124
+    # dynamic contour term (joint stage): MediaPipe's face-oval points that are silhouette
+    # points (not in the dense embedding) pull the model's nearest silhouette vertex along its
+    # 2-D outward normal; weight relative to the landmark term (0 = off). Seeds 100-124 /
+    # 125-149: median 2.28 -> 2.21 / 2.23 -> 2.21 mm alone; 3.0 and 10.0 were worse.
+    w_contour: float = 1.0
+    contour_band: float = 0.3  # silhouette candidates: skin vertices with 0 <= n·(-ray) < band
     # visibility test
     depth_tolerance_m: float = 4e-3
     # CPU intra-op threads during a fit (0 = leave torch's setting alone)

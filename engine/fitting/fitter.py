@@ -230,6 +230,11 @@ class _Scene:
         return sh_basis(n_view), n_view
 
 
+#: MediaPipe face-mesh outline (FACEMESH_FACE_OVAL order); the side points are silhouette points
+MEDIAPIPE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+                  152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+
+
 def _pose_tensor(model: HeadModel, jaw: torch.Tensor, jaw_index: int | None) -> torch.Tensor | None:
     if model.n_joints == 0:
         return None
@@ -339,6 +344,15 @@ def _fit_photo(
         share = cfg.ibug_share_with_dense
         lmk_w = torch.cat([lmk_w * share, wd / wd.sum() * (1.0 - share)])
     lmk_w = lmk_w.to(dev)
+    contour_px = None
+    if dense is not None and cfg.w_contour > 0 and native_convention == "mediapipe-478":
+        embedded = set(dense.indices.tolist())
+        oval = [i for i in MEDIAPIPE_OVAL if i not in embedded and i < len(native)]
+        pts = (np.asarray(native, np.float64)[oval, :2] - origin) * s
+        # points outside the working crop (or missing) are no contour evidence
+        ok = np.isfinite(pts).all(1) & (pts > -0.25 * cfg.work_size).all(1) & (pts < 1.25 * cfg.work_size).all(1)
+        if ok.sum() >= 3:
+            contour_px = torch.tensor(pts[ok], dtype=torch.float32, device=dev)
     lmk_key = (id(model), None if dense is None else dense.convention)
     sub = _SUBMODELS.get(lmk_key)
     if sub is None or sub.template.device != model.template.device:
@@ -433,36 +447,71 @@ def _fit_photo(
         return w, app
 
     weights, app = refresh()
+    contour_cand = model.regions["skin"].to(dev)
+
+    def contour_energy(verts: torch.Tensor, uv: torch.Tensor, pc: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance, along the model's 2-D outward normal, from each detected
+        contour point to its nearest silhouette vertex (correspondence chosen per step)."""
+        n = vertex_normals(verts, model.faces) @ R.transpose(-1, -2)  # OpenCV camera frame
+        ray = Fn.normalize(pc, dim=-1)
+        facing = -(n * ray).sum(-1)[0]
+        cand = contour_cand & (facing >= 0) & (facing < cfg.contour_band)
+        idx = torch.nonzero(cand)[:, 0]
+        if idx.numel() < 3:
+            return uv.new_zeros(1)
+        cuv = uv[0, idx]
+        with torch.no_grad():
+            nearest = torch.cdist(contour_px, cuv).argmin(1)
+            n2 = Fn.normalize(n[0, idx[nearest], :2], dim=-1)
+        r = ((cuv[nearest] - contour_px) * n2).sum(-1)
+        return (r**2).mean()[None]
+
     timings["appearance"] = time.perf_counter() - t2
 
     # ---------------------------------------------------------------- stage 4: joint refinement
     t3 = time.perf_counter()
     report("refine", 0.6, "joint photometric refinement")
     sh = app.sh.clone()[None].requires_grad_(True)
-    albedo = app.albedo[None]
+
+    def joint_albedo(a: Appearance) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, V, 3) albedo of the joint stage (low-pass, see FitConfig) and the (V,) photometric
+        keep-mask of vertices whose albedo the low-pass holds."""
+        alb = a.albedo
+        for _ in range(cfg.joint_albedo_smooth_iters):
+            alb = torch.sparse.mm(cache.adjacency, alb)
+        keep = torch.ones_like(alb[:, 0])
+        if cfg.joint_albedo_feature_tau > 0 and cfg.joint_albedo_smooth_iters > 0:
+            keep = ((a.albedo - alb).abs().amax(-1) < cfg.joint_albedo_feature_tau).to(alb.dtype)
+        return alb[None], keep
+
+    albedo_full = app.albedo
+    albedo, feat_keep = joint_albedo(app)
     pmask = cache.photo_mask.float()
     opt = Adam([(rvec, cfg.lr_joint * 0.2), (tvec, cfg.lr_joint * 0.01), (beta, cfg.lr_joint * 2),
                 (psi, cfg.lr_joint), (jaw, cfg.lr_joint * 0.2), (sh, cfg.lr_joint * 2)])
     last = {}
     for i in range(cfg.joint_iters):
         if i > 0 and i % cfg.visibility_every == 0:
-            weights, app2 = refresh(albedo_init=albedo[0])
-            albedo = app2.albedo[None]
+            weights, app2 = refresh(albedo_init=albedo_full)
+            albedo_full = app2.albedo
+            albedo, feat_keep = joint_albedo(app2)
         opt.zero_grad()
         R, verts, uv, pc = geometry()
         basis, _ = scene.shading_basis(verts, R)
         pred = albedo * torch.bmm(basis, sh)
         obs = sample_image(work, uv)
-        e_photo = photometric_l21(pred, obs, (weights * pmask)[None])
+        e_photo = photometric_l21(pred, obs, (weights * pmask * feat_keep)[None])
         lmk_uv, _ = scene.project(lmk_points(model.faces[lmk_tri], verts), R, tvec)
         e_lmk = landmark_loss(lmk_uv, target, lmk_w) / lmk_sigma**2
         total = e_lmk + cfg.w_photo * e_photo + priors(beta, psi, jaw)
+        if contour_px is not None:
+            total = total + cfg.w_contour * contour_energy(verts, uv, pc, R) / lmk_sigma**2
         total.sum().backward()
         opt.step()
         with torch.no_grad():
             psi.clamp_(exp_range[:, 0], exp_range[:, 1])
         last = {"photometric": float(e_photo.detach()), "landmark_px": float(e_lmk.detach().sqrt() * lmk_sigma)}
-    weights, app = refresh(albedo_init=albedo[0])
+    weights, app = refresh(albedo_init=albedo_full)
     timings["refine"] = time.perf_counter() - t3
 
     with torch.no_grad():
