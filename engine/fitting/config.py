@@ -71,7 +71,7 @@ class FitConfig:
     # dynamic contour term (joint stage): MediaPipe's face-oval points that are silhouette
     # points (not in the dense embedding) pull the model's nearest silhouette vertex along its
     # 2-D outward normal; weight relative to the landmark term (0 = off). Seeds 100-124 /
-    # 125-149: median 2.28 -> 2.21 / 2.23 -> 2.21 mm alone; 3.0 and 10.0 were worse.
+    # 125-149: median 2.28 -> 2.22 / 2.23 -> 2.21 mm; 3.0 (2.11, same mean) broke a yawed face, 10 worse.
     w_contour: float = 1.0
     contour_band: float = 0.3  # silhouette candidates: skin vertices with 0 <= n·(-ray) < band
     # visibility test
