@@ -54,7 +54,7 @@ def test_manifest_passes_blenders_validator():
     raw = build_extension.manifest()
     assert raw["permissions"]["files"]  # every permission has its reason
     excluded = raw["build"]["paths_exclude_pattern"]
-    assert {"/tests/", "/train/", "*.npz", "*.pt", "__pycache__/"} <= set(excluded)
+    assert {"/tests/", "/train/", "*.npz", "*.pth", "*.ckpt", "__pycache__/"} <= set(excluded)  # .pt: see the zip test
     import engine
     assert raw["version"] == engine.__version__
 
@@ -73,8 +73,9 @@ def test_extension_zip_builds_and_validates(extension_zip):
     assert "blender_manifest.toml" in names and "__init__.py" in names and "runner.py" in names
     assert "engine/__init__.py" in names and "engine/reconstruct.py" in names  # the bundled engine
     assert any(n.startswith("engine/assets/") and n.endswith(".json") for n in names)
-    assert not any("__pycache__" in n or n.endswith((".npz", ".pt", ".pyc")) or n.startswith("tests/")
-                   for n in names)
+    assert "engine/assets/mofa_open_default.pt" in names  # our own default network ships
+    assert not any("__pycache__" in n or n.endswith((".npz", ".pyc")) or n.startswith("tests/")
+                   or (n.endswith(".pt") and n != "engine/assets/mofa_open_default.pt") for n in names)
 
 
 # ---------------------------------------------------------------------------- engine runner

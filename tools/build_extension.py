@@ -23,7 +23,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "blender_manifest.toml"
-_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.npz", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.npz", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# Networks we trained ourselves and commit (engine.reconstruct.DEFAULT_CHECKPOINTS): small,
+# and needed for the add-on's "learned"/"hybrid" methods. Other weights stay out.
+SHIPPED_WEIGHTS = {REPO / "engine" / "assets" / "mofa_open_default.pt"}
+
+
+def _IGNORE(folder: str, names: list[str]) -> set[str]:
+    return {n for n in _SKIP(folder, names) if Path(folder, n).resolve() not in SHIPPED_WEIGHTS}
 
 
 def blender_ext_command() -> list[str]:
