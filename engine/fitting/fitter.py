@@ -17,7 +17,6 @@ one rasterisation per visibility refresh instead of one per step keeps a fit int
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
