@@ -204,7 +204,23 @@ def atomic_output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 # ---------------------------------------------------------------------------- rendering + baking
-def render_textured(model, vertices, R, t, K, size: tuple[int, int], albedo_map, sh, faces=None):
+def _rasterize_fit(model, vertices, R, t, K, size: tuple[int, int]):
+    """Rasterise the fitted mesh through its camera: (fragments, camera-frame vertex normals)."""
+    from engine.render.camera import PerspectiveCamera
+    from engine.render.rasterize import rasterize
+    from engine.render.shading import vertex_normals
+
+    camera = PerspectiveCamera(K[None], R[None], t[None], size)
+    frags = rasterize(camera.to_screen(vertices[None]), model.faces, size, perspective=True,
+                      cull_backfaces=True)
+    return frags, camera.rotate_normals(vertex_normals(vertices[None], model.faces))
+
+
+def _unit(x):
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def render_textured(model, vertices, R, t, K, size: tuple[int, int], albedo_map, sh):
     """Render a fitted head: (colour, shading, albedo, mask) as numpy (H, W, ·) float.
 
     vertices (V, 3) model frame, R (3, 3), t (3,), K (3, 3) for an image of ``size`` (H, W),
@@ -212,21 +228,14 @@ def render_textured(model, vertices, R, t, K, size: tuple[int, int], albedo_map,
     """
     import torch
 
-    from engine.render.rasterize import interpolate, rasterize, texture
-    from engine.render.shading import sh_basis, vertex_normals
+    from engine.render.rasterize import interpolate, texture
+    from engine.render.shading import camera_to_view, sh_basis
 
-    faces = model.faces if faces is None else faces
     with torch.no_grad():
-        pc = vertices @ R.T + t
-        uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
-        frags = rasterize(torch.cat([uv, pc[:, 2:3]], -1)[None], faces, size, perspective=True, cull_backfaces=True)
-        n = vertex_normals(vertices[None], model.faces) @ R.T
-        n_view = n * torch.tensor([1.0, -1.0, -1.0])
-        pix_n = interpolate(n_view, faces, frags)
-        pix_n = pix_n / pix_n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        frags, n_cam = _rasterize_fit(model, vertices, R, t, K, size)
+        pix_n = _unit(interpolate(camera_to_view(n_cam), model.faces, frags))
         shading = (sh_basis(pix_n) @ sh).clamp_min(0)[0]
-        tuv = interpolate(model.uv[None], model.face_uv if faces is model.faces else faces, frags)
-        alb = texture(albedo_map[None], tuv)[0]
+        alb = texture(albedo_map[None], interpolate(model.uv[None], model.face_uv, frags))[0]
         mask = frags.mask[0]
         colour = (alb * shading) * mask[..., None]
         return (colour.numpy(), (shading * mask[..., None]).numpy(), (alb * mask[..., None]).numpy(),
@@ -241,17 +250,11 @@ def render_geometry(model, vertices, R, t, K, size: tuple[int, int]) -> tuple[np
     """
     import torch
 
-    from engine.render.rasterize import interpolate, rasterize
-    from engine.render.shading import vertex_normals
+    from engine.render.rasterize import interpolate
 
     with torch.no_grad():
-        pc = vertices @ R.T + t
-        uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
-        frags = rasterize(torch.cat([uv, pc[:, 2:3]], -1)[None], model.faces, size, perspective=True,
-                          cull_backfaces=True)
-        n_cam = vertex_normals(vertices[None], model.faces) @ R.T  # OpenCV camera axes
-        pix_n = interpolate(n_cam, model.faces, frags)[0]
-        pix_n = pix_n / pix_n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        frags, n_cam = _rasterize_fit(model, vertices, R, t, K, size)  # normals in OpenCV camera axes
+        pix_n = _unit(interpolate(n_cam, model.faces, frags)[0])
         light = torch.tensor([-0.4, -0.5, -1.0])  # towards the light: up-left, towards the camera
         light = light / light.norm()
         grey = 0.25 + 0.75 * (pix_n @ light).clamp_min(0)
