@@ -229,7 +229,8 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     from engine.fitting.fitter import _work_crop, model_cache
     from engine.outputs import (bake_albedo, build_params, build_rig, fit_overlay, png_bytes, render_geometry,
                                 render_textured, side_by_side, write_png, write_rig)
-    from engine.render.shading import sh_basis, vertex_normals
+    from engine.render.camera import PerspectiveCamera
+    from engine.render.shading import camera_to_view, sh_basis, vertex_normals
 
     folder = Path(folder)
     cache = model_cache(model)
@@ -247,10 +248,9 @@ def write_outputs(folder: Path, model, fit, photo, cfg, method: str = "fit") -> 
     crop, s, origin = _work_crop(img, lm, src_size, cfg.crop_scale, 0.0)
     S = torch.tensor([[s, 0, -s * origin[0]], [0, s, -s * origin[1]], [0, 0, 1.0]], dtype=torch.float32)
     K_src = S @ K
-    pc = verts @ R.T + t
-    uvp = pc[:, :2] / pc[:, 2:3] * torch.stack([K_src[0, 0], K_src[1, 1]]) + torch.stack([K_src[0, 2], K_src[1, 2]])
-    screen = torch.cat([uvp, pc[:, 2:3]], -1)
-    n_view = (vertex_normals(verts[None], model.faces.cpu())[0] @ R.T) * torch.tensor([1.0, -1.0, -1.0])
+    source_camera = PerspectiveCamera(K_src[None], R[None], t[None], crop.shape[:2])
+    screen = source_camera.to_screen(verts[None])[0]
+    n_view = camera_to_view(source_camera.rotate_normals(vertex_normals(verts[None], model.faces.cpu())))[0]
     shading_v = (sh_basis(n_view) @ fit.sh).clamp_min(0)
     source = torch.from_numpy(crop).permute(2, 0, 1)[None]
     cpu_model = model.to("cpu") if model.template.device.type != "cpu" else model

@@ -25,7 +25,8 @@ import torch
 from engine.head.model import HeadModel
 from engine.losses.albedo import SkinColourPrior
 from engine.render.rotation import euler_to_matrix
-from engine.render.shading import SH_CONSTANTS, sh_basis, vertex_normals
+from engine.render.camera import PerspectiveCamera
+from engine.render.shading import SH_CONSTANTS, camera_to_view, sh_basis, vertex_normals
 
 _BAND_FACTOR = torch.tensor([1.0, 2 / 3, 2 / 3, 2 / 3, 0.25, 0.25, 0.25, 0.25, 0.25])
 FRONTAL_R = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
@@ -258,9 +259,7 @@ def render_vertex_colours(model: HeadModel, vertices: torch.Tensor, colours: tor
     """
     from engine.render.rasterize import interpolate, rasterize
 
-    pc = vertices @ R.T + t
-    uv = pc[:, :2] / pc[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
-    screen = torch.cat([uv, pc[:, 2:3]], -1)[None]
+    screen = PerspectiveCamera(K[None], R[None], t[None], size).to_screen(vertices[None])
     frags = rasterize(screen, model.faces, size, perspective=True, cull_backfaces=True)
     attrs = [colours[None]]
     if mask_vertices is not None:
@@ -274,8 +273,7 @@ def render_vertex_colours(model: HeadModel, vertices: torch.Tensor, colours: tor
 def shade_vertices(model: HeadModel, vertices: torch.Tensor, R: torch.Tensor, albedo: torch.Tensor,
                    sh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-vertex (colour, shading) (V, 3) each: albedo × SH shading of the view-frame normals."""
-    n = vertex_normals(vertices[None], model.faces)[0] @ R.T
-    n_view = n * torch.tensor([1.0, -1.0, -1.0])
+    n_view = camera_to_view(vertex_normals(vertices[None], model.faces)[0] @ R.T)
     shading = (sh_basis(n_view) @ sh).clamp_min(0.0)
     return albedo * shading, shading
 
@@ -289,8 +287,7 @@ def _render_params(model: HeadModel, p: dict, cfg: SyntheticConfig, seed: int) -
                                              model.regions["face_skin"].cpu())
     img = np.where(cover[..., None], rgb, p["background"]) + p["noise"]
     lm3 = model.landmarks(verts[None])[0]
-    pc = lm3 @ p["R"].T + p["t"]
-    lm2 = pc[:, :2] / pc[:, 2:3] * torch.stack([p["K"][0, 0], p["K"][1, 1]]) + torch.stack([p["K"][0, 2], p["K"][1, 2]])
+    lm2 = PerspectiveCamera(p["K"][None], p["R"][None], p["t"][None], (S, S)).project(lm3[None])[0][0]
     return SyntheticSample(
         image=(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), identity=p["identity"],
         expression=p["expression"], pose=p["pose"], R=p["R"], t=p["t"], K=p["K"], sh=p["sh"],

@@ -41,7 +41,8 @@ from engine.losses import (
     tikhonov,
 )
 from engine.render.rotation import axis_angle_to_matrix, matrix_to_axis_angle
-from engine.render.shading import sh_basis, vertex_normals
+from engine.render.camera import PerspectiveCamera
+from engine.render.shading import camera_to_view, sh_basis, vertex_normals
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -69,11 +70,15 @@ class FitResult:
     def vertices_camera(self) -> torch.Tensor:
         return self.vertices @ self.R.T + self.t
 
+    @property
+    def camera(self) -> PerspectiveCamera:
+        """The photo's camera (batch of one)."""
+        width, height = self.image_size
+        return PerspectiveCamera(self.K[None], self.R[None], self.t[None], (height, width))
+
     def project(self, points: torch.Tensor) -> torch.Tensor:
         """Model-frame points (N, 3) -> photo pixels (N, 2)."""
-        pc = points @ self.R.T + self.t
-        uv = pc[:, :2] / pc[:, 2:3]
-        return uv * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack([self.K[0, 2], self.K[1, 2]])
+        return self.camera.project(points[None])[0][0]
 
 
 @dataclass
@@ -225,7 +230,7 @@ class _Scene:
 
     def shading_basis(self, verts: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         n = vertex_normals(verts, self.model.faces) @ R.transpose(-1, -2)
-        n_view = n * torch.tensor([1.0, -1.0, -1.0], dtype=n.dtype, device=n.device)
+        n_view = camera_to_view(n)
         return sh_basis(n_view), n_view
 
 
