@@ -54,9 +54,11 @@ def test_fit_beats_the_mean_face_on_ground_truth_landmarks(model):
 
     mean_face = err(model.template)
     fitted = err(fit.vertices)
-    # 0.73 of the mean face before the expression ℓ1 prior, 0.81 with it (this face); over
-    # N = 50 (seed 0) the ground-truth-landmark median is unchanged (1.69 mm), see docs/fitting.md
-    assert fitted < 0.85 * mean_face, (fitted, mean_face)
+    # 0.73 of the mean face before the expression ℓ1 prior, 0.81 with it, 0.86 with the
+    # reflectance-symmetry prior as well (this face: its albedo blotches are one-sided, which
+    # the prior reads as shading); over N = 50 (seed 0) the ground-truth-landmark median stays
+    # 1.69 -> 1.71 mm (mean 1.76 both), see docs/fitting.md
+    assert fitted < 0.9 * mean_face, (fitted, mean_face)
     assert fitted < 3.0
     lm = fit.project(model.landmarks(fit.vertices[None])[0])
     assert (lm - s.landmarks2d).norm(dim=-1).mean() < 1.5

@@ -61,6 +61,24 @@ def neighbour_average_matrix(edges: torch.Tensor, n_vertices: int) -> torch.Tens
                                    check_invariants=False).coalesce()
 
 
+def symmetric_albedo(albedo: torch.Tensor, weights: torch.Tensor, mirror: torch.Tensor,
+                     strength: float = 1.0) -> torch.Tensor:
+    """Blend each vertex's albedo (V, 3) towards the weighted mean of itself and its mirror
+    partner (reflectance symmetry, as in CEST's flip consistency).
+
+    ``weights`` (V,) say how well each vertex was seen (visibility × facing): a vertex seen
+    badly takes mostly its partner's colour, two equally seen partners meet halfway.
+    ``mirror`` (V,) is the partner index (−1 = none: unchanged); ``strength`` 0 returns
+    ``albedo``, 1 the symmetric albedo.
+    """
+    has = mirror >= 0
+    partner = torch.where(has, mirror, torch.arange(len(mirror), device=mirror.device))
+    w_self = weights.clamp_min(1e-3)
+    w_partner = weights[partner].clamp_min(1e-3) * has.to(weights.dtype)
+    sym = (w_self[:, None] * albedo + w_partner[:, None] * albedo[partner]) / (w_self + w_partner)[:, None]
+    return albedo + strength * (sym - albedo)
+
+
 def clamp_to_prior(colour: torch.Tensor, prior: SkinColourPrior, max_mahalanobis: float = 3.0) -> torch.Tensor:
     """Pull a colour (3,) back onto the prior's ``max_mahalanobis`` ellipsoid if outside it."""
     mean = prior.mean_tensor(colour)

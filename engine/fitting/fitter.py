@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from engine.fitting.appearance import Appearance, fit_appearance, neighbour_average_matrix
+from engine.fitting.appearance import Appearance, fit_appearance, neighbour_average_matrix, symmetric_albedo
 from engine.fitting.camera_init import guess_intrinsics, solve_pnp
 from engine.fitting.config import FitConfig
 from engine.fitting.optim import Adam
@@ -478,9 +478,11 @@ def _fit_photo(
     sh = app.sh.clone()[None].requires_grad_(True)
 
     def joint_albedo(a: Appearance) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, V, 3) albedo of the joint stage (low-pass, see FitConfig) and the (V,) photometric
-        keep-mask of vertices whose albedo the low-pass holds."""
+        """(1, V, 3) albedo of the joint stage (mirror-symmetric and optionally low-pass, see
+        FitConfig) and the (V,) photometric keep-mask of vertices whose albedo the low-pass holds."""
         alb = a.albedo
+        if cfg.joint_albedo_symmetry > 0:
+            alb = symmetric_albedo(alb, weights, cache.mirror, cfg.joint_albedo_symmetry)
         for _ in range(cfg.joint_albedo_smooth_iters):
             alb = torch.sparse.mm(cache.adjacency, alb)
         keep = torch.ones_like(alb[:, 0])
