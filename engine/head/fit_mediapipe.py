@@ -60,6 +60,7 @@ MAX_SPREAD_MM = 4.0
 IRIS = range(468, 478)
 SYNTH_RENDERS = 200  # faces of engine.synthetic that place the points (step 6)
 SYNTH_SEED = 20000
+PICTURE_RED_MM = 10.0  # colour scale of the spread in the picture
 OUT_JSON = build_open.ASSETS / "open_mediapipe478.json"
 
 
@@ -232,9 +233,9 @@ def draw(path: Path, v, faces, col, npz, tex, kept, frontal) -> None:
         for (x, y, z), s in zip(raster.project(lm3, R, t, K), spread):
             if r.depth[int(y), int(x)] < z - 2e-3:
                 continue
-            a = float(np.clip(s / MAX_SPREAD_MM, 0, 1))
+            a = float(np.clip(s / PICTURE_RED_MM, 0, 1))
             d.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(int(255 * a), int(200 * (1 - a)), 40))
-        d.text((8, 8), f"embedding, yaw {yaw}: green = small spread, red = {MAX_SPREAD_MM:.0f} mm", fill=(0, 0, 0))
+        d.text((8, 8), f"embedding, yaw {yaw}: green = small spread, red >= {PICTURE_RED_MM:.0f} mm (synthetic-face spread)", fill=(0, 0, 0))
         panels.append(im)
     raster.save_panels(panels, path)
 
