@@ -74,7 +74,7 @@ class FACERECON_OT_reconstruct(bpy.types.Operator):
             return None
         request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
                                             method=settings.method, device=settings.device,
-                                            detail=settings.detail, face=settings.face_index)
+                                            face=settings.face_index)
         return runner.EngineJob(request, choice)
 
     def _finish(self, context, job: runner.EngineJob) -> set[str]:

@@ -34,8 +34,6 @@ class FACERECON_Settings(bpy.types.PropertyGroup):
                                description="FLAME model file (generic_model.pkl / flame2023.pkl)")
     method: EnumProperty(name="Method", items=METHODS, default="fit")
     device: EnumProperty(name="Device", items=DEVICES, default="cpu")
-    detail: BoolProperty(name="Detail (DECA)", default=False,
-                         description="Also estimate fine wrinkles as a displacement map")
     face_index: IntProperty(name="Face", default=0, min=0,
                             description="Which face when the photo shows several (0: the largest)")
     result_mode: EnumProperty(name="Result", items=RESULT_MODES, default="REPLACE")

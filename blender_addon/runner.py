@@ -136,8 +136,7 @@ class ReconstructRequest:
     model_path: str = ""
     method: str = "fit"
     device: str = "cpu"
-    detail: bool = False
-    face: int = 0  # 0: the largest face
+    face: int = 0  # 0: the largest face (always passed: the engine refuses to guess between several)
 
     def arguments(self, out_dir: str) -> list[str]:
         args = ["-m", "engine", "reconstruct", self.photo, "--out", out_dir,
@@ -145,10 +144,7 @@ class ReconstructRequest:
                 "--progress", "jsonl"]
         if self.model_path:
             args += ["--model-path", self.model_path]
-        if self.detail:
-            args.append("--detail")
-        if self.face > 0:
-            args += ["--face", str(self.face)]
+        args += ["--face", str(self.face)]
         return args
 
 

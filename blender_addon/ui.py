@@ -57,16 +57,13 @@ class FACERECON_PT_reconstruct(bpy.types.Panel):
             col.prop(settings, "flame_path")
         col.prop(settings, "method")
         col.prop(settings, "device")
-        layout.prop(settings, "detail")
 
         box = layout.box()
         box.label(text="Result")
         box.row().prop(settings, "result_mode", expand=True)
         box.prop(settings, "apply_expression")
         box.prop(settings, "photo_lighting")
-        row = box.row()
-        row.active = settings.detail
-        row.prop(settings, "bake_detail")
+        box.prop(settings, "bake_detail")
         box.prop(settings, "face_index")
 
         choice = engine_choice(context)

@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="MoFA checkpoint (training or exported) for --method learned|hybrid; default: the committed network for --model open")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    r.add_argument("--face", type=int, default=0, help="which face, 0 = largest (default)")
+    r.add_argument("--face", type=int, default=None,
+                   help="which face when the photo shows several: 0 = largest (required then; "
+                        "a photo with one face needs no --face)")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
     r.add_argument("--progress", default="auto", choices=["auto", "bar", "jsonl", "none"])
     r.add_argument("--example", default=None, metavar="NAME",

@@ -1,6 +1,6 @@
 """One photo in, a complete head out: the API behind ``python -m engine reconstruct``.
 
-``reconstruct(photo_path, out_dir, model="open", device="cpu", face=0, progress=cb)``
+``reconstruct(photo_path, out_dir, model="open", device="cpu", face=None, progress=cb)``
 loads the photo, detects faces (largest first), fits the head model by analysis-by-synthesis
 (:mod:`engine.fitting`) and writes the output folder of docs/conventions.md atomically:
 everything goes into a temporary sibling folder that is renamed to ``out_dir`` only when
@@ -114,16 +114,24 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _select_face(faces: list, face: int, name: str):
+def _select_face(faces: list, face: int | None, name: str) -> tuple[int, Any]:
+    """The chosen (index, detection); ``face=None`` means "the only face" and refuses to guess when
+    there are several (a group photo would otherwise silently give the wrong person)."""
     if not faces:
         raise NoFaceError(f"no face found in {name}")
+    if face is None:
+        if len(faces) > 1:
+            raise UserError(f"{name} shows {len(faces)} faces; choose one with --face N (0 = largest, "
+                            f"{len(faces) - 1} = smallest; see them numbered with "
+                            f"python -m engine.detect {name} --out faces.png)")
+        face = 0
     if face < 0 or face >= len(faces):
         raise UserError(f"{name} has {len(faces)} face(s); --face {face} is out of range "
                         f"(use 0 to {len(faces) - 1}, 0 = largest)")
     chosen = faces[face]
     if chosen.landmarks68 is None:
         raise NoFaceError(f"the face detector found a face in {name} but no landmarks for it")
-    return chosen
+    return face, chosen
 
 
 def reconstruct(
@@ -131,7 +139,7 @@ def reconstruct(
     out_dir: str | os.PathLike[str],
     model: str = "open",
     device: str = "cpu",
-    face: int = 0,
+    face: int | None = None,
     progress: ProgressFn | None = None,
     model_path: str | None = None,
     method: str = "fit",
@@ -139,7 +147,11 @@ def reconstruct(
     config: Any = None,
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> ReconstructionResult:
-    """Reconstruct the ``face``-th largest face of a photo into ``out_dir`` (see module doc)."""
+    """Reconstruct the ``face``-th largest face of a photo into ``out_dir`` (see module doc).
+
+    ``face=None`` (default): the photo must show exactly one face; with several, a
+    :class:`UserError` asks for an index (0 = largest).
+    """
     from engine.detect import detect_faces
     from engine.fitting import FitConfig
     from engine.head import load_head_model
@@ -161,7 +173,7 @@ def reconstruct(
     t = time.perf_counter()
     report("detect", 0.05, "detecting faces")
     faces = detect_faces(photo, backend=backend)
-    det = _select_face(faces, face, photo.path)
+    face, det = _select_face(faces, face, photo.path)
     timings["detect"] = time.perf_counter() - t
     report("detect", 0.08, f"found {len(faces)} face(s); using face {face}"
            + (" (the largest)" if face == 0 else ""))

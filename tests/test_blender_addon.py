@@ -100,6 +100,9 @@ def test_runner_explains_a_missing_engine(tmp_path):
     assert args[:5] == ["-m", "engine", "reconstruct", "p.jpg", "--out"]
     assert ["--model-path", "/m"] == args[args.index("--model-path"):args.index("--model-path") + 2]
     assert "jsonl" in args and ["--face", "2"] == args[-2:]
+    # the largest face is asked for explicitly: the engine refuses to guess between several
+    default = runner.ReconstructRequest(photo="p.jpg").arguments("o")
+    assert ["--face", "0"] == default[-2:] and "--detail" not in default
 
 
 @pytest.fixture(scope="module")

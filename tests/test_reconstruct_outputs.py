@@ -96,8 +96,21 @@ def test_corrupt_and_tiny_images_raise_user_errors(tmp_path):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
+def test_several_faces_need_a_choice_on_the_command_line(tmp_path):
+    """Several faces and no --face: one line naming the count and how to choose, exit 2,
+    no output folder (the engine does not guess which person was meant)."""
+    photo = _astronaut(tmp_path / "two.png", tiles=2)
+    r = _cli("reconstruct", str(photo), "--out", str(tmp_path / "out"), "--progress", "none", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "2 faces" in lines[0] and "--face" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
 def test_several_faces_pick_by_index(tmp_path):
     photo = _astronaut(tmp_path / "two.png", tiles=2)
+    with pytest.raises(UserError, match="shows 2 faces"):
+        reconstruct(photo, tmp_path / "unchosen")
     with pytest.raises(UserError, match="has 2 face"):
         reconstruct(photo, tmp_path / "bad", face=5)
     assert not (tmp_path / "bad").exists()
