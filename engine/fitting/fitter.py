@@ -43,6 +43,7 @@ from engine.losses import (
 from engine.render.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from engine.render.camera import PerspectiveCamera
 from engine.render.shading import camera_to_view, sh_basis, vertex_normals
+from engine.render.vertex_sampling import sample_image
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -185,14 +186,6 @@ def _work_crop(image: np.ndarray, landmarks: np.ndarray, size: int, crop_scale: 
     return crop, s, origin
 
 
-def sample_image(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples (B, N, C) of ``image`` (B, C, H, W) at pixel positions ``uv`` (B, N, 2)."""
-    H, W = image.shape[-2:]
-    grid = torch.stack([uv[..., 0] * (2.0 / W) - 1.0, uv[..., 1] * (2.0 / H) - 1.0], -1)[:, :, None]
-    out = Fn.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
-    return out[..., 0].transpose(1, 2)
-
-
 @torch.no_grad()
 def vertex_visibility(verts_cam: torch.Tensor, uv: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
                       tolerance: float) -> torch.Tensor:
@@ -228,9 +221,12 @@ class _Scene:
         uv = pc[..., :2] / z * torch.stack([self.K[0, 0], self.K[1, 1]]) + torch.stack([self.K[0, 2], self.K[1, 2]])
         return uv, pc
 
+    def camera_normals(self, verts: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """Vertex normals (B, V, 3) in the OpenCV camera frame."""
+        return vertex_normals(verts, self.model.faces) @ R.transpose(-1, -2)
+
     def shading_basis(self, verts: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        n = vertex_normals(verts, self.model.faces) @ R.transpose(-1, -2)
-        n_view = camera_to_view(n)
+        n_view = camera_to_view(self.camera_normals(verts, R))
         return sh_basis(n_view), n_view
 
 
@@ -503,7 +499,7 @@ def _fit_photo(
             albedo, feat_keep = joint_albedo(app2)
         opt.zero_grad()
         R, verts, uv, pc = geometry()
-        n_cam = vertex_normals(verts, model.faces) @ R.transpose(-1, -2)  # once per step: shading and contour
+        n_cam = scene.camera_normals(verts, R)  # once per step: shading and contour
         basis = sh_basis(camera_to_view(n_cam))
         pred = albedo * torch.bmm(basis, sh)
         obs = sample_image(work, uv)

@@ -113,6 +113,7 @@ def _synthetic_votes(template: np.ndarray, faces: np.ndarray, log) -> tuple[np.n
 
     from engine.detect import detect_faces
     from engine.head import load_head_model
+    from engine.render.camera import PerspectiveCamera
     from engine.render.rasterize import rasterize
     from engine.render.shading import vertex_normals
     from engine.synthetic import render_sample
@@ -125,19 +126,25 @@ def _synthetic_votes(template: np.ndarray, faces: np.ndarray, log) -> tuple[np.n
                  if f.landmarks_native is not None and len(f.landmarks_native) == 478]
         if not found:
             continue
-        H, W = s.image.shape[:2]
+        camera = PerspectiveCamera(s.K[None], s.R[None], s.t[None], s.image.shape[:2])
         with torch.no_grad():
-            pc = s.vertices @ s.R.T + s.t
-            uv = pc[:, :2] / pc[:, 2:] * torch.stack([s.K[0, 0], s.K[1, 1]]) + torch.stack([s.K[0, 2], s.K[1, 2]])
-            frags = rasterize(torch.cat([uv, pc[:, 2:]], -1)[None], model.faces, (H, W), perspective=True,
+            verts = s.vertices[None]
+            frags = rasterize(camera.to_screen(verts), model.faces, camera.image_size, perspective=True,
                               cull_backfaces=True)
-            normals = vertex_normals(s.vertices[None], model.faces)[0] @ s.R.T
+            pc = camera.to_camera(verts)[0]
+            normals = camera.rotate_normals(vertex_normals(verts, model.faces))[0]
         vote, ok = _vote(found[0].landmarks_native[:, :2], frags.tri_id[0].numpy(), frags.bary[0].numpy(),
                          pc.numpy().astype(np.float64), normals.numpy().astype(np.float64), template, faces)
         votes.append(vote)
         valid.append(ok)
     log(f"synthetic faces: MediaPipe found {len(votes)} of {SYNTH_RENDERS}")
     return np.array(votes), np.array(valid)
+
+
+def _median_and_spread(votes: np.ndarray) -> tuple[np.ndarray, float]:
+    """Median (3,) of one point's votes (N, 3) and their RMS distance to it in mm."""
+    med = np.median(votes, 0)
+    return med, float(np.sqrt((np.linalg.norm(votes - med, axis=1) ** 2).mean()) * 1000)
 
 
 def derive(image: Path | None = None, verbose: bool = True) -> dict:
@@ -173,14 +180,10 @@ def derive(image: Path | None = None, verbose: bool = True) -> dict:
     for i in range(478):
         if i in IRIS or valid[:, i].mean() < 1 - MAX_INVALID:
             continue
-        pts = votes[valid[:, i], i]
-        med = np.median(pts, 0)
-        spread = float(np.sqrt((np.linalg.norm(pts - med, axis=1) ** 2).mean()) * 1000)
+        _, spread = _median_and_spread(votes[valid[:, i], i])
         if spread > MAX_SPREAD_MM or svalid[:, i].mean() < 1 - MAX_INVALID:
             continue
-        pts = svotes[svalid[:, i], i]  # step 6: placed by the synthetic faces
-        med = np.median(pts, 0)
-        spread = float(np.sqrt((np.linalg.norm(pts - med, axis=1) ** 2).mean()) * 1000)
+        med, spread = _median_and_spread(svotes[svalid[:, i], i])  # step 6: placed by the synthetic faces
         f, b, d = closest_surface_point(med, template, faces, allowed)
         kept.append({"index": i, "face": f, "bary": [round(float(x), 6) for x in b],
                      "spread_mm": round(spread, 3), "to_surface_mm": round(d * 1000, 3)})
