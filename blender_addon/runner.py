@@ -44,6 +44,23 @@ def engine_root() -> Path | None:
     return None
 
 
+def load_method_registry(root: Path | None = None):
+    """The engine's method registry (``engine/methods/registry.py``) loaded on its own: it
+    needs neither PyTorch nor the engine package, so Blender's Python can read the method
+    list the engine uses (``python -m engine methods``). None when no engine is found."""
+    root = root if root is not None else engine_root()
+    if root is None or not (root / "engine" / "methods" / "registry.py").is_file():
+        return None
+    name = "_facerecon_method_registry"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(root / "engine" / "methods" / "registry.py"):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, root / "engine" / "methods" / "registry.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
 def repo_venv_python() -> Path | None:
     """``.venv`` interpreter of the repository checkout the add-on runs from, if any."""
     root = ADDON_DIR.parent

@@ -1,6 +1,7 @@
 """``python -m engine <command>``: a small dispatcher; each command lives in its own module.
 
-Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`).
+Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`), ``methods`` (the
+method registry, :mod:`engine.methods.registry`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     try:
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
-                             checkpoint=args.checkpoint)
+                             checkpoint=args.checkpoint, init=args.init)
     finally:
         close()
     if args.progress != "jsonl":
@@ -84,9 +85,29 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from engine.methods import registry
+
+    if args.json:
+        rows = [{"name": s.name, "kind": s.kind, "label": s.label, "description": s.description, "needs": s.needs,
+                 "aliases": list(s.aliases), "train_config": s.train_config,
+                 "default_networks": {m: "engine/" + p for m, p in s.checkpoints.items()}}
+                for s in registry.methods()]
+        print(json.dumps(rows, indent=1))
+    else:
+        print(registry.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from engine.methods import registry
+
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("methods", help="list the reconstruction methods and what each needs")
+    m.add_argument("--json", action="store_true", help="machine-readable list")
+    m.set_defaults(func=cmd_methods)
+    learned = [s.name for s in registry.methods("learned")]
     r = sub.add_parser("reconstruct", help="reconstruct a 3-D head from one photo",
                        description="Reconstruct a 3-D head (shape, expression, pose, camera, albedo, "
                                    "lighting) from one photo into an output folder.")
@@ -94,11 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder (written atomically)")
     r.add_argument("--model", default="open", choices=["open", "ict", "flame"])
     r.add_argument("--model-path", default=None, help="head-model file/folder (default: the model's own)")
-    r.add_argument("--method", default="fit", choices=["fit", "learned", "hybrid"],
-                   help="fit = analysis-by-synthesis; learned = the network of --checkpoint; "
-                        "hybrid = network start + a short fit")
+    r.add_argument("--method", default="fit", choices=registry.names(include_aliases=True),
+                   help="reconstruction method (python -m engine methods lists them): fit = analysis by "
+                        f"synthesis; {', '.join(learned)} = a learned network; hybrid = a network's start + "
+                        "a short fit ('learned' is an alias of mofa)")
+    r.add_argument("--init", default=None, choices=learned, help="the learned method a hybrid starts from "
+                   "(default: the first with a network for --model)")
     r.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="MoFA checkpoint (training or exported) for --method learned|hybrid; default: the committed network for --model open")
+                   help="network (training or exported checkpoint) of a learned method or of a hybrid's "
+                        "--init method; default: the method's committed network for --model")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     r.add_argument("--face", type=int, default=None,
                    help="which face when the photo shows several: 0 = largest (required then; "

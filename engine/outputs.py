@@ -1,8 +1,8 @@
 """Writers for the reconstruction output folder (docs/conventions.md, last section).
 
-``params.json``, the overlay/summary PNGs and the atomic folder swap live here so that the
-optimisation fitter and the learned methods produce byte-compatible folders for the
-Blender add-on.
+:func:`write_outputs` writes a whole folder from a :class:`engine.face.FaceParams` (and
+nothing else), so every method — fit, learned, hybrid — produces the same folder for the
+Blender add-on: meshes, albedo texture, rig, ``params.json``, overlay/summary previews.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -203,62 +204,38 @@ def atomic_output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-# ---------------------------------------------------------------------------- rendering + baking
-def _rasterize_fit(model, vertices, R, t, K, size: tuple[int, int]):
-    """Rasterise the fitted mesh through its camera: (fragments, camera-frame vertex normals)."""
-    from engine.render.camera import PerspectiveCamera
-    from engine.render.rasterize import rasterize
-    from engine.render.shading import vertex_normals
-
-    camera = PerspectiveCamera(K[None], R[None], t[None], size)
-    frags = rasterize(camera.to_screen(vertices[None]), model.faces, size, perspective=True,
-                      cull_backfaces=True)
-    return frags, camera.rotate_normals(vertex_normals(vertices[None], model.faces))
+# ---------------------------------------------------------------------------- previews
+#: towards the light of the geometry preview, view frame (+Y up, +Z to the camera): upper left
+_HEADLIGHT = (-0.4, 0.5, 1.0)
 
 
-def _unit(x):
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-
-
-def render_textured(model, vertices, R, t, K, size: tuple[int, int], albedo_map, sh):
-    """Render a fitted head: (colour, shading, albedo, mask) as numpy (H, W, ·) float.
-
-    vertices (V, 3) model frame, R (3, 3), t (3,), K (3, 3) for an image of ``size`` (H, W),
-    albedo_map (3, S, S) texture in [0, 1] (v up), sh (9, 3) raw view-frame SH.
-    """
+def render_textured(decoded) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Render decoded faces (first item) with their albedo map / albedo and SH lighting:
+    (colour, shading ≥ 0, albedo, mask) as numpy (H, W, ·) float, no antialiasing."""
     import torch
 
-    from engine.render.rasterize import interpolate, texture
-    from engine.render.shading import camera_to_view, sh_basis
-
     with torch.no_grad():
-        frags, n_cam = _rasterize_fit(model, vertices, R, t, K, size)
-        pix_n = _unit(interpolate(camera_to_view(n_cam), model.faces, frags))
-        shading = (sh_basis(pix_n) @ sh).clamp_min(0)[0]
-        alb = texture(albedo_map[None], interpolate(model.uv[None], model.face_uv, frags))[0]
-        mask = frags.mask[0]
-        colour = (alb * shading) * mask[..., None]
-        return (colour.numpy(), (shading * mask[..., None]).numpy(), (alb * mask[..., None]).numpy(),
-                mask.numpy())
+        out = decoded.render(antialias=False)
+        mask = out.fragments.mask[0]
+        m = mask[..., None].float()
+        shading = out.shading[0].permute(1, 2, 0).clamp_min(0) * m
+        albedo = out.albedo[0].permute(1, 2, 0) * m
+        return (albedo * shading).numpy(), shading.numpy(), albedo.numpy(), mask.numpy()
 
 
-def render_geometry(model, vertices, R, t, K, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Grey, lit render of the fitted geometry alone: (H, W) intensity in [0, 1] and mask.
-
-    A fixed headlight from the upper left plus ambient (not the fitted lighting), so that
-    shape errors show as shading that does not match the photo.
-    """
+def render_geometry(decoded) -> tuple[np.ndarray, np.ndarray]:
+    """Grey, lit render of the decoded geometry alone (first item): (H, W) intensity in
+    [0, 1] and mask. A fixed headlight from the upper left plus ambient (not the fitted
+    lighting), so that shape errors show as shading that does not match the photo."""
     import torch
 
-    from engine.render.rasterize import interpolate
-
     with torch.no_grad():
-        frags, n_cam = _rasterize_fit(model, vertices, R, t, K, size)  # normals in OpenCV camera axes
-        pix_n = _unit(interpolate(n_cam, model.faces, frags)[0])
-        light = torch.tensor([-0.4, -0.5, -1.0])  # towards the light: up-left, towards the camera
+        out = decoded.render(lit=False, antialias=False)
+        light = torch.tensor(_HEADLIGHT)
         light = light / light.norm()
-        grey = 0.25 + 0.75 * (pix_n @ light).clamp_min(0)
-        mask = frags.mask[0]
+        n = out.normals[0].permute(1, 2, 0)
+        mask = out.fragments.mask[0]
+        grey = 0.25 + 0.75 * (n @ light).clamp_min(0)
         return (grey * mask).numpy(), mask.numpy()
 
 
@@ -415,3 +392,140 @@ def write_rig(path: str | os.PathLike[str], rig: Mapping[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(_tolist(rig), fh, separators=(",", ":"))
         fh.write("\n")
+
+
+# ---------------------------------------------------------------------------- the whole folder
+@dataclass
+class OutputOptions:
+    """Sizes of what :func:`write_outputs` writes."""
+
+    texture_size: int = 1024  # albedo.png side (texels)
+    overlay_max_side: int = 1024  # overlay.png is the photo reduced to at most this side
+    crop_scale: float = 1.7  # face crops (texture source, summary) relative to the landmark box
+
+
+def expression_morph_targets(model, identity, pose) -> dict[str, np.ndarray]:
+    """Per-expression vertex deltas at the fitted identity and joint pose (model frame).
+
+    LBS is affine in the rest-pose vertices, so an expression's displacement after skinning
+    is its basis rotated by the skinning rotations: exact when joints do not move with the
+    expression (the model's joint-expression basis is ignored here). identity (K_id,),
+    pose (J, 3) or empty for the rest pose.
+    """
+    import torch
+
+    from engine.head.lbs import rigid_transforms
+    from engine.render.rotation import axis_angle_to_matrix
+
+    with torch.no_grad():
+        if pose.numel():
+            joints = model.joint_template[None] + torch.einsum("bk,kjc->bjc", identity[None], model.joint_identity_basis)
+            _, T = rigid_transforms(axis_angle_to_matrix(pose[None]), joints, model.joint_parents)
+            Rv = torch.einsum("vj,jxy->vxy", model.skin_weights, T[0, :, :3, :3])
+            basis = torch.einsum("vxy,kvy->kvx", Rv, model.expression_basis)
+        else:
+            basis = model.expression_basis
+    return {name: basis[i].cpu().numpy() for i, name in enumerate(model.expression_names)}
+
+
+def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: str,
+                  options: OutputOptions | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write every file of the output folder except ``params.json`` from a
+    :class:`engine.face.FaceParams` (batch of one, the photo's frame: ``photo.rgb``'s pixels)
+    and return the ``params.json`` dictionary (``extra`` merged into it).
+
+    The albedo texture is baked from the photo where the face was seen (photo / shading),
+    completed by symmetry and the estimate's per-vertex albedo elsewhere.
+    """
+    import cv2
+    import torch
+
+    from engine.export.gltf import write_glb
+    from engine.export.obj import write_obj
+    from engine.face import FaceDecoder
+    from engine.photo import align_crop, landmark_box
+    from engine.render.camera import PerspectiveCamera
+
+    opt = options or OutputOptions()
+    folder = Path(folder)
+    cpu_model = model.to("cpu") if model.template.device.type != "cpu" else model
+    p = params.detach().cpu().select(0)
+    decoder = FaceDecoder(cpu_model)
+    dec = decoder(p)
+    verts = dec.vertices[0]
+    cam = p.camera
+    R, t, K = cam.R[0], cam.t[0], cam.K[0]
+    faces = cpu_model.faces
+    uv, face_uv = cpu_model.uv, cpu_model.face_uv
+    img = photo.rgb
+    H, W = img.shape[:2]
+    lm = p.landmarks[0].numpy() if p.landmarks is not None else dec.landmarks2d[0].numpy()
+
+    def through(camera_K: torch.Tensor, size: tuple[int, int]):
+        """The estimate seen through another camera matrix / image size (crops, overlays)."""
+        return decoder(p.replace(camera=PerspectiveCamera(camera_K[None], R[None], t[None], size)))
+
+    # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
+    crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
+    A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
+    src = through(A @ K, crop.image.shape[:2])
+    visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
+    albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
+    source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
+                             cpu_model.mirror, source, opt.texture_size)
+    albedo_png = png_bytes(albedo_img)
+    (folder / "albedo.png").write_bytes(albedo_png)
+    albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+
+    # --- meshes
+    write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+              texture_path=folder / "albedo.png")
+    write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+              texture_path=folder / "albedo.png", material_name="head_camera")
+    pose = p.pose[0]
+    # head.glb is the mesh at pose 0 (sliders at zero = neutral); rig.json carries the joints,
+    # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck.
+    with torch.no_grad():
+        base = cpu_model(p.identity, None, None).vertices[0]
+    identity, expression = p.identity[0], p.expression[0]
+    targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
+    weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
+    write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(), morph_targets=targets,
+              texture_png=albedo_png, morph_weights=weights)
+    write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
+
+    # --- overlay on the (possibly reduced) photo, summary on a face crop
+    # the textured render reproduces the photo almost exactly (the texture is baked from it),
+    # so the overlay shows the geometry alone, grey under a fixed light, with both landmark sets
+    scale = min(1.0, opt.overlay_max_side / max(H, W))
+    oh, ow = max(1, round(H * scale)), max(1, round(W * scale))
+    photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
+    grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)))
+    lm_px = dec.landmarks2d[0]
+    write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), lm_px.numpy() * (ow / W)))
+    small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
+    Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
+    summary = through(Ac @ K, (256, 256))
+    colour, shading, alb, mask = render_textured(decoder(summary.params.replace(albedo_map=albedo_map)))
+    # raw SH shading is mostly ambient and exceeds 1 (the albedo absorbs the light's scale):
+    # stretch its 1st..99th percentile over the face to black..white so it is not blown out
+    lum = shading.mean(-1)
+    lo, hi = (np.percentile(lum[mask], [1, 99]) if mask.any() else (0.0, 1.0))
+    grey = np.repeat((np.clip((lum - lo) / max(hi - lo, 1e-6), 0, 1) * mask)[..., None], 3, -1)
+    ccrop = small.image.astype(np.float32) / 255.0
+    render_on = np.where(mask[..., None], colour, ccrop * 0.3)
+    write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
+                                                   ["photo", "render", "shading p1-p99", "albedo"]))
+
+    # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels
+    inv = 1.0 / photo.scale
+    K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K
+    pose_dict = {name: pose[j].tolist() for j, name in enumerate(model.joint_names)} if pose.numel() else {}
+    return build_params(
+        model=model.name, image_size=photo.original_size, K=K_orig.numpy(), R=R.numpy(), t=t.numpy(),
+        identity=identity.tolist(), expression=weights, pose=pose_dict, sh=p.sh[0].numpy(),
+        landmarks68_image_px=(lm_px * inv).numpy(), landmarks68_camera=(dec.landmarks3d[0] @ R.T + t).numpy(),
+        timings=p.timings, photo=str(photo.path), method=method,
+        extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, **(extra or {})},
+    )

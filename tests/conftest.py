@@ -50,3 +50,13 @@ def photos(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def astronaut_png(photos):
     return photos["astronaut"]
+
+
+@pytest.fixture(scope="session")
+def flame_pkl(tmp_path_factory) -> str:
+    """A synthetic FLAME ``generic_model.pkl`` (tests/flame_fixture.py) with its 68 landmarks
+    on the front of its sphere-like head, so photos can be reconstructed with it."""
+    from flame_fixture import make_flame
+
+    folder, _ = make_flame(tmp_path_factory.mktemp("flame"), face_landmarks=True)
+    return str(folder / "generic_model.pkl")

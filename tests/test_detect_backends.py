@@ -198,7 +198,7 @@ def test_face_filling_the_frame_found_by_short_range_pass(mp):
     the mesh-confirmed short-range pass finds it, with landmarks near the ground truth."""
     try:
         from engine.head import load_head_model
-        from engine.synthetic import render_sample
+        from engine.generator import render_sample
 
         sample = render_sample(load_head_model("open"), 3)
     except Exception as exc:  # noqa: BLE001 - the open model's data may be absent

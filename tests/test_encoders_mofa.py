@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from engine.encoders import CodeLayout, MofaEncoder, build_backbone
-from engine.methods.mofa import Mofa, MofaConfig, load_checkpoint
+from engine.face import FaceDecoder
+from engine.methods.mofa import Mofa, MofaConfig
 from engine.train import Trainer, load_config
 
 SMALL = ["device=cpu", "batch_size=2", "data.image_size=48", "data.n_samples=4", "data.val_samples=2",
@@ -33,17 +34,20 @@ def test_backbone_shapes_and_width():
 
 
 def test_zero_init_gives_mean_face_centred_ambient(head):
+    from engine.render import frontal_rotation
+
     model = Mofa(MofaConfig(backbone="resnet10", width=0.25, image_size=64), head=head).eval()
-    code = model.predict(torch.rand(3, 3, 64, 64))
+    code = model.encode(torch.rand(3, 3, 64, 64))
     for v in code.as_dict().values():
         assert torch.count_nonzero(v) == 0
-    dec = model.decode(code)
+    params = model.decode(code)
+    dec = model.decoder(params)
     assert torch.allclose(dec.vertices, head.template.expand(3, -1, -1), atol=1e-6)
     centre = dec.landmarks2d.mean(1)
     assert torch.allclose(centre, torch.full_like(centre, 32.0), atol=0.1)  # perspective: mean of projections
     assert torch.allclose(dec.shading, torch.ones_like(dec.shading), atol=1e-5)  # ambient only
-    assert torch.allclose(dec.albedo, model.refl_mean.expand_as(dec.albedo))
-    assert torch.allclose(dec.camera.t[:, 2], torch.full((3,), 0.9) - (model.frontal @ head.landmarks(
+    assert torch.allclose(dec.albedo, model.reflectance.mean.expand_as(dec.albedo))
+    assert torch.allclose(params.camera.t[:, 2], torch.full((3,), 0.9) - (frontal_rotation() @ head.landmarks(
         head.template[None])[0].mean(0))[2], atol=1e-6)
 
 
@@ -53,7 +57,7 @@ def test_param_groups_depth_rate_and_reflectance_basis(head):
     assert groups[1]["lr_scale"] == 0.1 and len(groups[1]["params"]) == 2
     n_total = sum(p.numel() for p in model.encoder.parameters())
     assert sum(p.numel() for g in groups for p in g["params"]) == n_total
-    basis = model.refl_basis  # (K, V), row k scaled by its prior std
+    basis = model.reflectance.basis  # (K, V), row k scaled by its prior std
     assert torch.allclose(basis[0], basis[0].mean().expand_as(basis[0]), atol=1e-4)  # constant mode
     assert torch.allclose(basis[0].abs().mean(), torch.tensor(0.15), atol=1e-3)
     # the depth head is the translation z slot of the code
@@ -66,17 +70,18 @@ def test_param_groups_depth_rate_and_reflectance_basis(head):
 
 def test_training_lowers_loss_and_checkpoint_roundtrip(tmp_path):
     cfg = load_config(None, SMALL + [f"run_dir={tmp_path}", "max_steps=12", "ckpt_every=12",
-                                     "model.w_land=0.5"])
+                                     "model.losses.landmark=0.5"])
     tr = Trainer(cfg)
     hist = tr.train()["history"]
     first, last = hist[0][1], sum(h[1] for h in hist[-3:]) / 3
     assert last < first, hist
-    model = load_checkpoint(tmp_path / "final.pt")
+    model = Mofa.load(tmp_path / "final.pt")
     imgs = torch.stack([tr.train_set[i]["image"] for i in range(2)])
     tr.method.eval()
     with torch.no_grad():
         a = tr.method.predict(imgs)
         b = model.predict(imgs)
+    assert torch.allclose(a.reflectance, b.reflectance, atol=1e-5)
     assert torch.allclose(a.identity, b.identity, atol=1e-5) and torch.allclose(a.sh, b.sh, atol=1e-5)
     # exported weights do not carry the head model
     data = torch.load(tmp_path / "final.pt", weights_only=False)
@@ -97,13 +102,23 @@ def test_code_layout_split_roundtrip():
 
 def test_predict_photo_maps_crop_camera_to_photo(head):
     """A zero-init model puts the mean face at the crop centre, mapped back into the photo."""
-    from engine.methods.mofa import predict_photo
-
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
     lm = np.stack([np.linspace(70, 110, 68), np.linspace(40, 80, 68)], 1)
     model = Mofa(MofaConfig(backbone="resnet10", width=0.25, image_size=48), head=head).eval()
-    fit = predict_photo(model, rgb, lm)
-    centre = fit.project(head.landmarks(fit.vertices[None])[0]).mean(0)
+    est = model.predict_photo(rgb, lm)
+    centre = FaceDecoder(head)(est).landmarks2d[0].mean(0)
     assert torch.allclose(centre, torch.tensor([90.0, 60.0]), atol=0.5)
-    assert fit.image_size == (160, 120) and fit.albedo.shape == (head.n_vertices, 3)
+    assert est.image_size == (120, 160) and est.albedo.shape == (1, head.n_vertices, 3)
+
+
+def test_clip_batches_train_as_independent_frames(head):
+    """A (B, T, ...) clip batch is folded into B·T images by MoFA's training step."""
+    model = Mofa(MofaConfig(backbone="resnet10", width=0.25, image_size=48), head=head)
+    frames = torch.rand(2, 3, 3, 48, 48)
+    lm = torch.rand(2, 3, 68, 2) * 48
+    res = model.training_step({"image": frames, "landmarks": lm, "landmarks_valid": torch.ones(2, 3, 68, dtype=torch.bool),
+                               "clip": torch.tensor([5, 6])})
+    assert res.outputs["params"].batch_size == 6 and torch.isfinite(res.loss)
+    flat = model.training_step({"image": frames.reshape(6, 3, 48, 48), "landmarks": lm.reshape(6, 68, 2)})
+    assert torch.allclose(res.loss, flat.loss)

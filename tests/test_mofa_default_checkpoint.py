@@ -1,14 +1,19 @@
 """The committed default MoFA checkpoint (engine/assets/mofa_open_default.pt) loads, is small,
-and beats the zero code (mean face, centred) on held-out synthetic faces."""
+predicts the codes it predicted before the shared decoder existed, and beats the zero code
+(mean face, centred) on held-out synthetic faces."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-CKPT = Path(__file__).resolve().parents[1] / "engine" / "assets" / "mofa_open_default.pt"
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "engine" / "assets" / "mofa_open_default.pt"
+GOLDEN = Path(__file__).resolve().parent / "data" / "mofa_default_codes.json"
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +21,11 @@ def models():
     if not CKPT.is_file():
         pytest.skip(f"{CKPT} is absent (train it: see docs/training.md, 'Default checkpoint')")
     from engine.errors import ModelFileError
-    from engine.methods.mofa import Mofa, load_checkpoint
+    from engine.methods.mofa import Mofa
 
     torch.set_num_threads(1)
     try:
-        trained = load_checkpoint(CKPT)
+        trained = Mofa.load(CKPT)
     except ModelFileError as exc:  # the open head model file is built at setup
         pytest.skip(f"cannot load the checkpoint's head model: {exc}")
     return trained, Mofa(trained.cfg, head=trained.head).eval()
@@ -30,18 +35,36 @@ def test_default_checkpoint_is_small_and_inference_only(models):
     trained, _ = models
     assert CKPT.stat().st_size < 10 * 2**20
     assert trained.cfg.head_model == "open" and not trained.training
+    # the legacy w_* loss weights of the checkpoint's config became the loss library's terms
+    assert trained.losses["photometric"] == pytest.approx(1.92)
+    assert trained.losses["landmark"] == pytest.approx(300.0)
+
+
+def test_default_checkpoint_predicts_the_recorded_codes(models):
+    """Same network output as before the refactor onto engine.face (recorded in tests/data)."""
+    from engine.generator import SyntheticConfig, render_sample
+
+    trained, _ = models
+    golden = json.loads(GOLDEN.read_text())
+    crops = [render_sample(trained.head, s, SyntheticConfig(image_size=golden["image_size"])).image
+             for s in golden["seeds"]]
+    x = torch.stack([torch.from_numpy(c).permute(2, 0, 1).float() / 255 for c in crops])
+    with torch.no_grad():
+        code = trained.encode(x).as_dict()
+    for name, ref in golden["codes"].items():
+        got = code[name].reshape(len(crops), -1).numpy()
+        np.testing.assert_allclose(got, np.asarray(ref), atol=2e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("seed", [3, 17])
 def test_default_checkpoint_beats_the_zero_code(models, seed):
     from engine.eval.synthetic import score_fit
-    from engine.methods.mofa import predict_photo
-    from engine.synthetic import render_sample
+    from engine.generator import render_sample
 
     trained, untrained = models
     s = render_sample(trained.head, seed)  # evaluation seeds: disjoint from the corpus (>= 1234e7)
     lm = s.landmarks2d.numpy()
-    _, photo_t, lmk_t = score_fit(trained.head, s, predict_photo(trained, s.image, lm))
-    _, photo_0, lmk_0 = score_fit(trained.head, s, predict_photo(untrained, s.image, lm))
+    _, photo_t, lmk_t = score_fit(trained.head, s, trained.predict_photo(s.image, lm))
+    _, photo_0, lmk_0 = score_fit(trained.head, s, untrained.predict_photo(s.image, lm))
     assert lmk_t < 0.8 * lmk_0, (lmk_t, lmk_0)
     assert photo_t < photo_0, (photo_t, photo_0)

@@ -24,10 +24,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def test_learned_and_hybrid_write_the_folder(tiny_checkpoint, astronaut_png, tmp_path):
     learned = reconstruct(astronaut_png, tmp_path / "learned", method="learned", checkpoint=tiny_checkpoint)
-    assert learned.params["method"] == "learned" and (tmp_path / "learned" / "head.glb").is_file()
-    assert "network" in learned.fit.timings and "refine" not in learned.fit.timings
+    assert learned.params["method"] == "mofa" and (tmp_path / "learned" / "head.glb").is_file()
+    assert "network" in learned.estimate.timings and "refine" not in learned.estimate.timings
     hybrid = reconstruct(astronaut_png, tmp_path / "hybrid", method="hybrid", checkpoint=tiny_checkpoint)
-    assert hybrid.params["method"] == "hybrid" and {"network", "refine"} <= set(hybrid.fit.timings)
+    assert hybrid.params["method"] == "hybrid" and hybrid.params["init_method"] == "mofa"
+    assert {"network", "refine"} <= set(hybrid.estimate.timings)
     # the short fit moves the untrained network's mean face towards the detected landmarks
     def lmk_err(res):
         p = res.params
@@ -35,10 +36,10 @@ def test_learned_and_hybrid_write_the_folder(tiny_checkpoint, astronaut_png, tmp
     assert lmk_err(hybrid) < lmk_err(learned)
 
 
-def test_learned_needs_a_usable_checkpoint(astronaut_png, tmp_path):
+def test_learned_needs_a_usable_checkpoint(astronaut_png, tmp_path, flame_pkl):
     # No committed network for ICT: the error names the missing option before any work starts.
-    with pytest.raises(UserError, match="--checkpoint.*no default network for head model 'ict'"):
-        reconstruct(astronaut_png, tmp_path / "a", model="ict", method="learned")
+    with pytest.raises(UserError, match="--checkpoint.*no default network for head model 'flame'"):
+        reconstruct(astronaut_png, tmp_path / "a", model="flame", model_path=flame_pkl, method="learned")
     bad = tmp_path / "not_a_checkpoint.pt"
     bad.write_text("hello")
     with pytest.raises(ModelFileError, match="not_a_checkpoint.pt"):
@@ -60,9 +61,16 @@ def test_fit_overlay_draws_geometry_and_both_landmark_sets():
 
 
 def test_open_model_defaults_to_the_committed_network():
-    from engine.reconstruct import DEFAULT_CHECKPOINTS, load_learned
+    from engine.methods import get_method, learned_network, registry
 
-    if not DEFAULT_CHECKPOINTS["open"].is_file():
-        pytest.skip(f"{DEFAULT_CHECKPOINTS['open']} is absent (train it: docs/training.md)")
-    network = load_learned(None, "learned", model="open")
-    assert network.head.name == "open"
+    default = registry.default_checkpoint(get_method("mofa"), "open")
+    if default is None:
+        pytest.skip("engine/assets/mofa_open_default.pt is absent (train it: docs/training.md)")
+    network = learned_network("learned", "open")
+    assert network.head.name == "open" and network.name == "mofa"
+
+
+def test_checkpoint_with_the_fit_is_an_error(astronaut_png, tmp_path, tiny_checkpoint):
+    with pytest.raises(UserError, match="--checkpoint is for learned and hybrid methods"):
+        reconstruct(astronaut_png, tmp_path / "c", method="fit", checkpoint=tiny_checkpoint)
+    assert not (tmp_path / "c").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from engine.head import load_head_model
-from engine.head.lbs import axis_angle_to_matrix
+from engine.render.rotation import axis_angle_to_matrix
 from engine.outputs import build_rig, write_rig
 
 

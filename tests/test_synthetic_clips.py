@@ -9,7 +9,7 @@ import torch
 
 from engine.data import SyntheticClips, build_dataset, clip_seed, face_seed
 from engine.data.synthetic import main as corpus_main
-from engine.synthetic import SyntheticConfig, render_clip, render_sample
+from engine.generator import SyntheticConfig, render_clip, render_sample
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,17 @@ def test_clip_keeps_the_person_and_moves_smoothly(head):
     first = render_sample(head, 21, cfg)
     assert np.array_equal(frames[0].image, first.image)  # frame 0 is the single-face sample
     for f in frames[1:]:
-        assert torch.equal(f.identity, frames[0].identity) and torch.equal(f.albedo, frames[0].albedo)
-        assert torch.equal(f.K, frames[0].K)
+        assert torch.equal(f.params.identity, frames[0].params.identity)
+        assert torch.equal(f.params.albedo, frames[0].params.albedo)
+        assert torch.equal(f.params.camera.K, frames[0].params.camera.K)
     # something moves: head rotation, expression or light differs between the ends
-    R0, R4 = frames[0].R, frames[-1].R
-    changed = ((R0 - R4).abs().max() > 1e-3) or ((frames[0].expression - frames[-1].expression).abs().max() > 1e-3)
-    assert changed and (frames[0].sh - frames[-1].sh).abs().max() > 1e-4
+    p0, p4 = frames[0].params, frames[-1].params
+    R0, R4 = p0.camera.R[0], p4.camera.R[0]
+    changed = ((R0 - R4).abs().max() > 1e-3) or ((p0.expression - p4.expression).abs().max() > 1e-3)
+    assert changed and (p0.sh - p4.sh).abs().max() > 1e-4
     # eased motion: consecutive rotation steps are small relative to the whole move
-    ang = [torch.linalg.matrix_norm(frames[k + 1].R - frames[k].R) for k in range(4)]
+    ang = [torch.linalg.matrix_norm(frames[k + 1].params.camera.R[0] - frames[k].params.camera.R[0])
+           for k in range(4)]
     total = torch.linalg.matrix_norm(R4 - R0)
     assert max(ang) <= 0.7 * total + 1e-6
     # the face stays aimed at the same image point (landmark centroid within a few px)
@@ -41,8 +44,9 @@ def test_clip_keeps_the_person_and_moves_smoothly(head):
     assert (c - c[0]).norm(dim=-1).max() < 0.1 * 48
     # ground-truth landmarks agree with each frame's own vertices and camera
     f = frames[3]
-    lm3 = head.landmarks(f.vertices[None])[0] @ f.R.T + f.t
-    uv = lm3[:, :2] / lm3[:, 2:] * f.K[0, 0] + f.K[0, 2]
+    lm3 = f.params.camera.to_camera(head.landmarks(f.vertices[None]))[0]
+    K = f.params.camera.K[0]
+    uv = lm3[:, :2] / lm3[:, 2:] * K[0, 0] + K[0, 2]
     assert torch.allclose(uv, f.landmarks2d, atol=1e-3)
     with pytest.raises(ValueError):
         render_clip(head, 1, 0, cfg)

@@ -24,9 +24,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "blender_manifest.toml"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.npz", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-# Networks we trained ourselves and commit (engine.reconstruct.DEFAULT_CHECKPOINTS): small,
+# Networks we trained ourselves and commit (the methods' default checkpoints, engine/methods/registry.py): small,
 # and needed for the add-on's "learned"/"hybrid" methods. Other weights stay out.
-SHIPPED_WEIGHTS = {REPO / "engine" / "assets" / "mofa_open_default.pt"}
+def _shipped_weights() -> set[Path]:
+    """Every learned method's committed default networks, from the method registry (read
+    standalone: it needs neither PyTorch nor the engine package)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from blender_addon.runner import load_method_registry
+    finally:
+        sys.path.remove(str(REPO))
+    registry = load_method_registry(REPO)
+    return {(REPO / "engine" / rel).resolve() for m in registry.methods("learned") for rel in m.checkpoints.values()}
+
+
+SHIPPED_WEIGHTS = _shipped_weights()
 
 
 def _IGNORE(folder: str, names: list[str]) -> set[str]:

@@ -3,9 +3,9 @@
     python tools/eval_mofa.py --checkpoint engine/assets/mofa_open_default.pt [--n 100] [--seed 0]
         [--size 224] [--landmarks gt|detected] [--json]
 
-Faces ``seed .. seed+n-1`` of :mod:`engine.synthetic` (the evaluation seeds; the training
+Faces ``seed .. seed+n-1`` of :mod:`engine.generator` (the evaluation seeds; the training
 corpus uses seeds ≥ 1234·10⁷, so they are disjoint) are rendered at ``--size`` px, cropped
-around their landmarks exactly as at inference (``engine.methods.mofa.predict_photo``:
+around their landmarks exactly as at inference (``Mofa.predict_photo``:
 ground-truth 2-D landmarks by default, or the real detector's), encoded once and scored by
 ``engine.eval.synthetic.score_fit``: geometric error (mm, face skin after similarity
 alignment), photometric error (mean |render − image| over the rendered face-skin pixels)
@@ -34,8 +34,7 @@ KEYS = ("geometric_mm", "photometric", "landmark_px")
 def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt") -> dict:
     """Per-face scores of ``model`` (a :class:`engine.methods.mofa.Mofa`) on faces seed..seed+n-1."""
     from engine.eval.synthetic import geometric_error_mm, score_fit
-    from engine.methods.mofa import predict_photo
-    from engine.synthetic import SyntheticConfig, render_sample
+    from engine.generator import SyntheticConfig, render_sample
 
     head = model.head
     rows, failures, secs = [], 0, []
@@ -52,7 +51,7 @@ def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt") -> dict
                 continue
             lm = faces[0].landmarks68[:, :2]
         t0 = time.perf_counter()
-        fit = predict_photo(model, s.image, lm)
+        fit = model.predict_photo(s.image, lm)
         secs.append(time.perf_counter() - t0)
         geo, photo, lmk = score_fit(head, s, fit)
         base = geometric_error_mm(head, head.template.detach().cpu(), s.vertices)
@@ -79,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     from engine.errors import cli_errors
-    from engine.methods.mofa import Mofa, load_checkpoint
+    from engine.methods.mofa import Mofa
 
     with cli_errors():
-        trained = load_checkpoint(a.checkpoint)
+        trained = Mofa.load(a.checkpoint)
         untrained = Mofa(trained.cfg, head=trained.head).eval()  # zero head -> zero code
         res = {"before": evaluate(untrained, a.n, a.seed, a.size, a.landmarks),
                "after": evaluate(trained, a.n, a.seed, a.size, a.landmarks)}

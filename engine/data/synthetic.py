@@ -1,9 +1,9 @@
-"""Synthetic training/evaluation corpus on top of :mod:`engine.synthetic`.
+"""Synthetic training/evaluation corpus on top of :mod:`engine.generator`.
 
 Item ``i`` of split ``s`` is face ``seed = corpus_seed · 10⁷ + offset(s) + i`` (train
 offsets from 0, validation from 9·10⁶), so the two splits never share a face and every
 item is the same on any machine, in any worker, in any order. Clips (one person, moving:
-:func:`engine.synthetic.render_clip`) use their own seed ranges (train 5·10⁶, validation
+:func:`engine.generator.render_clip`) use their own seed ranges (train 5·10⁶, validation
 8·10⁶). Rendering costs ~0.05 s per face on one CPU thread; for real training write the
 corpus once with ``python -m engine.data.synthetic --out DIR --n N [--clips M --frames T]``
 (uint8 memmaps + ground truth) and point ``data.options.cache`` at it.
@@ -35,13 +35,20 @@ def clip_seed(corpus_seed: int, split: str, index: int) -> int:
     return corpus_seed * 10_000_000 + (CLIP_VAL_OFFSET if split == "val" else CLIP_OFFSET) + index
 
 
+def _ground_truth(sample) -> dict[str, torch.Tensor]:
+    """The ``gt_*`` tensors of an item from a :class:`engine.generator.SyntheticSample`."""
+    p = sample.params
+    return {"gt_identity": p.identity[0], "gt_expression": p.expression[0], "gt_pose": p.pose[0],
+            "gt_R": p.camera.R[0], "gt_t": p.camera.t[0], "gt_K": p.camera.K[0], "gt_vertices": sample.vertices}
+
+
 class SyntheticFaces(Dataset):
     """Rendered faces with ground truth: image (3,S,S) in [0,1], landmarks (68,2) px, and
     ``gt_identity``/``gt_expression``/``gt_pose``/``gt_R``/``gt_t``/``gt_K``/``gt_vertices``."""
 
     def __init__(self, head, n: int, image_size: int = 224, corpus_seed: int = 1234,
                  split: str = "train", cache: str | Path | None = None, **synthetic_options) -> None:
-        from engine.synthetic import SyntheticConfig
+        from engine.generator import SyntheticConfig
 
         self.head = head
         self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
@@ -71,13 +78,12 @@ class SyntheticFaces(Dataset):
             item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
             seed = int(c["seeds"][i])
         else:
-            from engine.synthetic import render_sample
+            from engine.generator import render_sample
 
             seed = face_seed(self.corpus_seed, self.split, i)
             s = render_sample(self.head, seed, self.syn_cfg)
             img = torch.from_numpy(s.image)
-            item = {"landmarks": s.landmarks2d.float(), "gt_identity": s.identity, "gt_expression": s.expression,
-                    "gt_pose": s.pose, "gt_R": s.R, "gt_t": s.t, "gt_K": s.K, "gt_vertices": s.vertices}
+            item = {"landmarks": s.landmarks2d.float(), **_ground_truth(s)}
         item["image"] = img.permute(2, 0, 1).float() / 255.0
         item["landmarks_valid"] = torch.ones(68, dtype=torch.bool)
         item["seed"] = torch.tensor(seed)
@@ -104,14 +110,14 @@ def _open_cache(root: Path, split: str, size: int, folder: str | None = None) ->
 
 
 class SyntheticClips(Dataset):
-    """Clips of one synthetic person each (:func:`engine.synthetic.render_clip`): image
+    """Clips of one synthetic person each (:func:`engine.generator.render_clip`): image
     (T,3,S,S) in [0,1], landmarks (T,68,2) px, per-frame ground truth ``gt_*`` (T, ...),
     ``gt_vertices`` (T,V,3), and ``clip`` (the clip's seed). Same layout as
     :class:`engine.data.ClipFolderFaces` plus the ground truth."""
 
     def __init__(self, head, n: int, clip_length: int = 8, image_size: int = 224, corpus_seed: int = 1234,
                  split: str = "train", cache: str | Path | None = None, **synthetic_options) -> None:
-        from engine.synthetic import SyntheticConfig
+        from engine.generator import SyntheticConfig
 
         self.head = head
         self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
@@ -143,15 +149,15 @@ class SyntheticClips(Dataset):
                 pose = item["gt_pose"] if self.head.n_joints else None
                 item["gt_vertices"] = self.head(item["gt_identity"], item["gt_expression"], pose).vertices
         else:
-            from engine.synthetic import render_clip
+            from engine.generator import render_clip
 
             seed = clip_seed(self.corpus_seed, self.split, i)
             frames = render_clip(self.head, seed, T, self.syn_cfg)
             img = torch.from_numpy(np.stack([f.image for f in frames]))
             item = {"landmarks": torch.stack([f.landmarks2d.float() for f in frames])}
-            for k, attr in (("gt_identity", "identity"), ("gt_expression", "expression"), ("gt_pose", "pose"),
-                            ("gt_R", "R"), ("gt_t", "t"), ("gt_K", "K"), ("gt_vertices", "vertices")):
-                item[k] = torch.stack([getattr(f, attr) for f in frames])
+            truths = [_ground_truth(f) for f in frames]
+            for k in truths[0]:
+                item[k] = torch.stack([t[k] for t in truths])
         item["image"] = img.permute(0, 3, 1, 2).float() / 255.0
         item["landmarks_valid"] = torch.ones(T, 68, dtype=torch.bool)
         item["clip"] = torch.tensor(seed)

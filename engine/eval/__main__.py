@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from engine.errors import cli_errors
+from engine.methods import registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model-path", default=None)
     s.add_argument("--landmarks", default="both", choices=["both", "detected", "gt"])
     s.add_argument("--backend", default="default", help="face detector backend for 'detected'")
-    s.add_argument("--method", default="fit", choices=["fit", "learned", "hybrid"])
-    s.add_argument("--checkpoint", default=None, metavar="CKPT", help="MoFA checkpoint for learned|hybrid")
+    s.add_argument("--method", default="fit", choices=registry.names(include_aliases=True),
+                   help="any registered method (python -m engine methods)")
+    s.add_argument("--init", default=None, choices=[m.name for m in registry.methods("learned")],
+                   help="the learned method a hybrid starts from")
+    s.add_argument("--checkpoint", default=None, metavar="CKPT", help="network of a learned method or hybrid")
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -38,20 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         model = load_head_model(args.model, args.model_path)
         sources = ("detected", "gt") if args.landmarks == "both" else (args.landmarks,)
         log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-        predictor = None
-        if args.method != "fit":
-            from engine.reconstruct import load_learned, predict_face
+        from engine.methods import build_predictor
 
-            network = load_learned(args.checkpoint, args.method, model=args.model)
-
-            def predictor(image, lm, detection):
-                return predict_face(model, image, lm, detection, args.method, network=network)
+        predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
         rep = evaluate_synthetic(model, n=args.n, seed=args.seed, sources=sources, backend=args.backend, log=log,
                                  predictor=predictor)
         if args.json:
             print(json.dumps(rep.to_dict(), indent=1))
         else:
-            print(f"synthetic protocol: method={args.method} model={rep.model} n={rep.n} seed={rep.seed} size={rep.image_size}px "
+            print(f"synthetic protocol: method={predictor.name} model={rep.model} n={rep.n} seed={rep.seed} size={rep.image_size}px "
                   f"detector failures={rep.detection_failures}")
             for src, d in rep.summary().items():
                 print(f"  {src:9s} faces={int(d['faces'])}  geometric {d['geometric_mm_median']:.2f} mm median "

@@ -1,7 +1,8 @@
 """MoFA's synthetic ground-truth protocol for the fitter.
 
 Render N faces with known identity, expression, jaw, pose, lighting, albedo and background
-(:mod:`engine.synthetic`), reconstruct each one, and report
+(:mod:`engine.generator`), reconstruct each one with a predictor (any registered method,
+:mod:`engine.methods`; the fit by default), and report
 
 * geometric error (mm): mean point-to-point distance over the face-skin vertices after a
   similarity (Umeyama) alignment of the fitted mesh to the ground truth;
@@ -22,9 +23,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.fitting import FitConfig, FitResult, fit_photo
+from engine.face import FaceDecoder, FaceParams
+from engine.fitting import FitConfig
+from engine.generator import SyntheticConfig, render_colours, render_sample, vertex_colours
 from engine.head.model import HeadModel
-from engine.synthetic import SyntheticConfig, render_sample, render_vertex_colours, shade_vertices
+from engine.methods.base import FaceObservation, Predictor
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -92,35 +95,24 @@ def geometric_error_mm(model: HeadModel, vertices: torch.Tensor, gt_vertices: to
     return float(np.linalg.norm((s * est @ R.T + t) - gt, axis=1).mean() * 1000.0)
 
 
-def score_fit(model: HeadModel, sample, fit) -> tuple[float, float, float]:
-    """(geometric mm, photometric, landmark px) of a fit against a synthetic sample."""
-    geo = geometric_error_mm(model, fit.vertices, sample.vertices)
-    colour, _ = shade_vertices(model, fit.vertices, fit.R, fit.albedo, fit.sh)
-    size = sample.image.shape[:2]
-    rgb, _, region = render_vertex_colours(model, fit.vertices, colour, fit.R, fit.t, fit.K, size,
-                                           model.regions["face_skin"].cpu())
+def score_fit(model: HeadModel, sample, estimate: FaceParams) -> tuple[float, float, float]:
+    """(geometric mm, photometric, landmark px) of an estimate (batch of one) against a
+    synthetic sample: the estimate is decoded and rendered like the sample was."""
+    dec = FaceDecoder(model)(estimate.detach().cpu())
+    geo = geometric_error_mm(model, dec.vertices[0], sample.vertices)
+    rgb, _, region = render_colours(dec, vertex_colours(dec), model.regions["face_skin"])
+    rgb, region = rgb[0].numpy(), region[0].numpy()
     img = sample.image.astype(np.float32) / 255.0
     photo = float(np.abs(rgb - img)[region].mean()) if region.any() else float("nan")
-    lm = fit.project(model.landmarks(fit.vertices[None])[0])
-    lmk = float((lm - sample.landmarks2d).norm(dim=-1).mean())
+    lmk = float((dec.landmarks2d[0] - sample.landmarks2d).norm(dim=-1).mean())
     return geo, photo, lmk
-
-
-#: ``predictor(image uint8 (H, W, 3), landmarks68 (68, 2), detection or None) -> FitResult``;
-#: the detection (``engine.detect.FaceDetection``) is None for ground-truth landmarks.
-Predictor = Callable[[np.ndarray, np.ndarray, object], FitResult]
 
 
 def fit_predictor(model: HeadModel, config: FitConfig | None = None) -> Predictor:
     """The analysis-by-synthesis fitter as a predictor (uses the detector's native points)."""
+    from engine.methods.fit import FitPredictor
 
-    def predict(image: np.ndarray, lm: np.ndarray, detection) -> FitResult:
-        native = conv = None
-        if detection is not None and detection.landmarks_native is not None:
-            native, conv = detection.landmarks_native, detection.convention
-        return fit_photo(model, image, lm, config, native=native, native_convention=conv)
-
-    return predict
+    return FitPredictor(model, config)
 
 
 def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: FitConfig | None = None,
@@ -129,8 +121,8 @@ def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: Fit
                        predictor: Predictor | None = None) -> EvalReport:
     """Run the protocol on faces ``seed .. seed + n − 1`` (deterministic).
 
-    ``predictor`` replaces the fitter (e.g. a learned or hybrid method); default
-    :func:`fit_predictor` with ``config``.
+    ``predictor`` (:func:`engine.methods.build_predictor`) replaces the fitter (e.g. a
+    learned or hybrid method); default :func:`fit_predictor` with ``config``.
     """
     synth = synth or SyntheticConfig()
     predictor = predictor or fit_predictor(model, config)
@@ -138,9 +130,8 @@ def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: Fit
     for k in range(n):
         sample = render_sample(model, seed + k, synth)
         for src in sources:
-            detection = None
             if src == "gt":
-                lm = sample.landmarks2d.numpy()
+                face = FaceObservation(sample.image, sample.landmarks2d.numpy())
             else:
                 from engine.detect import detect_faces
 
@@ -150,10 +141,9 @@ def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: Fit
                     if log:
                         log(f"face {seed + k}: detector found no face")
                     continue
-                detection = faces[0]
-                lm = detection.landmarks68[:, :2]
+                face = FaceObservation.from_detection(sample.image, faces[0])
             t0 = time.perf_counter()
-            fit = predictor(sample.image, lm, detection)
+            fit = predictor(face)
             secs = time.perf_counter() - t0
             geo, photo, lmk = score_fit(model, sample, fit)
             base = geometric_error_mm(model, model.template.detach().cpu(), sample.vertices)

@@ -15,6 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
+from engine.render.shading import vertex_normals_np
+
 from engine.export.atomic import atomic_write
 
 _FLOAT, _UINT = 5126, 5125
@@ -26,19 +28,6 @@ def split_seams(faces: np.ndarray, face_uv: np.ndarray) -> tuple[np.ndarray, np.
     pairs = np.stack([np.asarray(faces, np.int64).ravel(), np.asarray(face_uv, np.int64).ravel()], 1)
     uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
     return uniq[:, 0], uniq[:, 1], inverse.reshape(-1, 3)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (V, 3)."""
-    v = np.asarray(vertices, np.float64)
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    n = np.zeros_like(v)
-    for i in range(3):
-        np.add.at(n, faces[:, i], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    n = np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), np.array([0.0, 0.0, 1.0]))
-    return n
-
 
 
 class _Builder:
@@ -85,7 +74,7 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     faces = np.asarray(faces, np.int64)
     vmap, umap, new_faces = split_seams(faces, face_uv)
     pos = verts[vmap].astype(np.float32)
-    nrm = vertex_normals(verts, faces)[vmap].astype(np.float32)
+    nrm = vertex_normals_np(verts, faces)[vmap].astype(np.float32)
     tex = np.asarray(uv, np.float32)[umap].copy()
     tex[:, 1] = 1.0 - tex[:, 1]
     b = _Builder()

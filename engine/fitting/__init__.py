@@ -1,9 +1,9 @@
 """Analysis-by-synthesis fitting (landmarks + MoFA photometric term + priors).
 
-``fit_photo(model, image, landmarks68, FitConfig()) -> FitResult``; see docs/fitting.md.
+``fit_photo(model, image, landmarks68, FitConfig()) -> FaceParams``; see docs/fitting.md.
 """
 
 from engine.fitting.config import FitConfig
-from engine.fitting.fitter import FitResult, fit_photo, model_cache, sample_image, vertex_visibility
+from engine.fitting.fitter import PhotoFit, fit_photo, model_cache, work_crop
 
-__all__ = ["FitConfig", "FitResult", "fit_photo", "model_cache", "sample_image", "vertex_visibility"]
+__all__ = ["FitConfig", "PhotoFit", "fit_photo", "model_cache", "work_crop"]

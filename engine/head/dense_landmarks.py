@@ -1,7 +1,7 @@
 """Dense landmark embeddings beside a model's iBUG-68 one (MediaPipe-478 on the open model).
 
 A detector's native points are fitted against an embedding derived *with that detector*
-(:mod:`engine.head.fit_mediapipe`), which avoids the detour through iBUG-68 and a
+(:mod:`engine.head.build.mediapipe478`), which avoids the detour through iBUG-68 and a
 second detector's convention. Only the points found stable in the derivation are listed;
 each carries its spread over the derivation's renders (a noise estimate, in metres).
 """
@@ -54,7 +54,7 @@ def load_dense_embedding(model: HeadModel, convention: str) -> DenseEmbedding | 
     emb = None
     if path is not None and path.is_file():
         data = json.loads(path.read_text())
-        from engine.head import build_open
+        from engine.head.build import open_head as build_open
 
         faces = model.faces.detach().cpu().numpy()
         same = data.get("topology_hash") == build_open.topology_hash(faces, model.n_vertices)

@@ -170,11 +170,11 @@ def _regions(p: Path, v: np.ndarray, weights: np.ndarray, names: list[str]) -> d
             eyes = idx("left_eyeball") | idx("right_eyeball")
             face = idx("face") & ~eyes
             return {"face_skin": face, "eyes": eyes, "mouth_interior": np.zeros(V, bool),
-                    "scalp_neck": ~face & ~eyes}
+                    "scalp_neck": ~face & ~eyes, "skin": ~eyes}
     eyes = weights[:, [names.index("eye_left"), names.index("eye_right")]].sum(1) > 0.5
     eye_c = v[eyes].mean(0) if eyes.any() else v.mean(0)
     # the face is the front part of the head between the chin and the brows
     face = (~eyes & (v[:, 2] > eye_c[2] - 0.02) & (v[:, 1] < eye_c[1] + 0.05)
             & (v[:, 1] > eye_c[1] - 0.13))
     return {"face_skin": face, "eyes": eyes, "mouth_interior": np.zeros(V, bool),
-            "scalp_neck": ~face & ~eyes}
+            "scalp_neck": ~face & ~eyes, "skin": ~eyes}

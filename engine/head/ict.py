@@ -297,6 +297,7 @@ def convert(raw: dict[str, np.ndarray], landmark_verts: list[int]) -> tuple[dict
         "eye_sockets": np.isin(np.arange(V), rng["eye_sockets"]),
         "eye_extras": np.isin(np.arange(V), np.concatenate([rng["eye_extras"], rng["eyelashes"]])),
     }
+    regions["skin"] = regions["face_skin"] | regions["scalp_neck"]
     arrays = {
         "template": template, "faces": faces, "uv": atlas_uv, "face_uv": face_uv,
         "identity_basis": ident, "identity_std": np.ones(len(ident), np.float32),

@@ -9,28 +9,6 @@ from __future__ import annotations
 import torch
 
 
-def axis_angle_to_matrix(rot_vecs: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula for (..., 3) axis-angle vectors -> (..., 3, 3) matrices.
-
-    Uses a Taylor-safe form so that the gradient at zero rotation is finite.
-    """
-    shape = rot_vecs.shape[:-1]
-    v = rot_vecs.reshape(-1, 3)
-    angle_sq = (v * v).sum(-1, keepdim=True)
-    angle = torch.sqrt(angle_sq.clamp_min(1e-16))
-    small = angle_sq < 1e-8
-    # sin(a)/a and (1-cos(a))/a^2 with series fallbacks near zero
-    a = torch.where(small, 1.0 - angle_sq / 6.0, torch.sin(angle) / angle)
-    b = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - torch.cos(angle)) / angle_sq.clamp_min(1e-16))
-    zeros = torch.zeros_like(v[:, 0])
-    K = torch.stack(
-        [zeros, -v[:, 2], v[:, 1], v[:, 2], zeros, -v[:, 0], -v[:, 1], v[:, 0], zeros], dim=-1
-    ).reshape(-1, 3, 3)
-    eye = torch.eye(3, dtype=v.dtype, device=v.device).expand_as(K)
-    R = eye + a[..., None] * K + b[..., None] * (K @ K)
-    return R.reshape(*shape, 3, 3)
-
-
 def rigid_transforms(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Compose local joint rotations along the kinematic tree.
 

@@ -14,9 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.head.lbs import axis_angle_to_matrix, rigid_transforms, skin
+from engine.errors import ModelFileError
+from engine.head.lbs import rigid_transforms, skin
+from engine.render.rotation import axis_angle_to_matrix
 
-REGION_NAMES = ("face_skin", "eyes", "mouth_interior", "scalp_neck")
+#: Vertex regions every head model must provide (a checked contract: a missing one is a
+#: ModelFileError at load time). ``skin``: every skin vertex (face, scalp, ears, neck);
+#: ``face_skin``: the part of it a face photo shows (photometric terms); ``scalp_neck`` the
+#: rest; ``eyes`` eyeballs; ``mouth_interior`` mouth cavity, teeth, tongue (may be empty).
+REGION_NAMES = ("skin", "face_skin", "eyes", "mouth_interior", "scalp_neck")
 
 # Arrays every adapter must provide (numpy, before conversion to buffers).
 REQUIRED_ARRAYS = (
@@ -65,7 +71,7 @@ class HeadModel(nn.Module):
         super().__init__()
         missing = [k for k in REQUIRED_ARRAYS if k not in arrays]
         if missing:
-            raise ValueError(f"head model arrays are missing {missing}")
+            raise ModelFileError(f"head model {name!r} is missing the arrays {', '.join(missing)}")
         self.name = name
         self.expression_names = list(expression_names)
         self.joint_names = list(joint_names)
@@ -95,6 +101,18 @@ class HeadModel(nn.Module):
         return {k: getattr(self, f"region_{k}") for k in self.region_names}
 
     @property
+    def mirror(self) -> torch.Tensor:
+        """Each vertex's left/right mirror partner (V,) int64, -1 where there is none
+        (:func:`engine.losses.mirror_vertex_map` of the template; computed once, not saved)."""
+        cached = self.__dict__.get("_mirror_cache")
+        if cached is None or cached.device != self.template.device:
+            from engine.losses.albedo import mirror_vertex_map
+
+            cached = mirror_vertex_map(self.template)
+            self.__dict__["_mirror_cache"] = cached
+        return cached
+
+    @property
     def n_vertices(self) -> int:
         return int(self.template.shape[0])
 
@@ -115,18 +133,39 @@ class HeadModel(nn.Module):
         return int(self.joint_template.shape[0])
 
     def _check(self) -> None:
+        """Shape and region contract (docs/conventions.md); a violation is a ModelFileError
+        naming what is wrong, so a broken model file fails at load time, not mid-fit."""
         V = self.n_vertices
         K, E, J = self.n_identity, self.n_expression, self.n_joints
-        assert self.identity_basis.shape == (K, V, 3) and self.identity_std.shape == (K,)
-        assert self.expression_basis.shape == (E, V, 3) and len(self.expression_names) == E
-        assert self.joint_identity_basis.shape == (K, J, 3)
-        assert self.joint_expression_basis.shape == (E, J, 3)
-        assert self.skin_weights.shape == (V, J) and len(self.joint_names) == J
-        assert self.lmk_faces.shape == (68,) and self.lmk_bary.shape == (68, 3)
-        assert self.faces.shape[1] == 3 and self.face_uv.shape == self.faces.shape
-        assert self.pose_basis.shape[0] in (0, 9 * max(J - 1, 0))
-        for name in REGION_NAMES:
-            assert name in self.region_names, f"region {name} missing"
+        expected = {
+            "template": (V, 3), "identity_basis": (K, V, 3), "identity_std": (K,),
+            "expression_basis": (E, V, 3), "expression_range": (E, 2),
+            "joint_identity_basis": (K, J, 3), "joint_expression_basis": (E, J, 3),
+            "joint_parents": (J,), "skin_weights": (V, J), "lmk_faces": (68,), "lmk_bary": (68, 3),
+            "face_uv": tuple(self.faces.shape),
+        }
+        problems = [f"{k} has shape {tuple(getattr(self, k).shape)}, expected {shape}"
+                    for k, shape in expected.items() if tuple(getattr(self, k).shape) != shape]
+        if self.faces.ndim != 2 or self.faces.shape[1] != 3:
+            problems.append(f"faces has shape {tuple(self.faces.shape)}, expected (F, 3)")
+        elif self.faces.numel() and (int(self.faces.min()) < 0 or int(self.faces.max()) >= V):
+            problems.append(f"faces index vertices outside 0..{V - 1}")
+        if len(self.expression_names) != E:
+            problems.append(f"{len(self.expression_names)} expression names for {E} expressions")
+        if len(self.joint_names) != J:
+            problems.append(f"{len(self.joint_names)} joint names for {J} joints")
+        if self.pose_basis.shape[0] not in (0, 9 * max(J - 1, 0)):
+            problems.append(f"pose_basis has {self.pose_basis.shape[0]} correctives, expected 0 or {9 * max(J - 1, 0)}")
+        missing = [r for r in REGION_NAMES if r not in self.region_names]
+        if missing:
+            problems.append(f"regions {', '.join(missing)} are missing (every head model provides "
+                            f"{', '.join(REGION_NAMES)})")
+        for r in self.region_names:
+            if tuple(getattr(self, f"region_{r}").shape) != (V,):
+                problems.append(f"region {r} has shape {tuple(getattr(self, f'region_{r}').shape)}, expected ({V},)")
+        if problems:
+            raise ModelFileError(f"head model {self.name!r} is malformed: {'; '.join(problems[:3])}"
+                                 + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
 
     # ------------------------------------------------------------------ evaluation
     def _coeffs(self, x: torch.Tensor | None, n: int, batch: int) -> torch.Tensor:

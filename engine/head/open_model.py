@@ -15,7 +15,7 @@ from engine.head.model import HeadModel
 
 def load_open(path: str | Path | None = None) -> HeadModel:
     """Load ``path`` (default ``engine/assets/open_head.npz``), building it first if missing."""
-    from engine.head import build_open
+    from engine.head.build import open_head as build_open
 
     p = Path(path) if path is not None else build_open.DEFAULT_OUT
     if path is None and not (p.is_file() and build_open.is_current(p)):
@@ -24,7 +24,7 @@ def load_open(path: str | Path | None = None) -> HeadModel:
         build_open.build(p, verbose=False)
     if not p.is_file():
         raise ModelFileError(f"open head model file {p} does not exist; build it with "
-                             "'python -m engine.head.build_open --out {p}'.")
+                             "'python -m engine.head.build.open_head --out {p}'.")
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -1,5 +1,8 @@
 """Losses shared by the optimisation-based fitter and the learned encoders.
 
+Named terms over decoded faces, weighted from configs, live in :mod:`engine.losses.terms`
+(:func:`weighted_sum`); the functions below are their building blocks.
+
 MoFA-style photometric ℓ2,1 term over visible vertices, landmark reprojection, statistical
 (Tikhonov) priors scaled by each model's std, and regularisers for a free per-vertex albedo
 (smoothness on the mesh graph, left/right symmetry, a skin-colour prior). All functions are
@@ -17,8 +20,15 @@ from engine.losses.albedo import (
 from engine.losses.landmark import landmark_loss, landmark_weights_68
 from engine.losses.photometric import photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
+from engine.losses.terms import TERMS, LossInputs, check_weights, contour_loss, register_term, weighted_sum
 
 __all__ = [
+    "LossInputs",
+    "TERMS",
+    "check_weights",
+    "contour_loss",
+    "register_term",
+    "weighted_sum",
     "SkinColourPrior",
     "albedo_smoothness",
     "albedo_symmetry",

@@ -5,10 +5,10 @@
 See docs/photo_intake.md.
 """
 
-from engine.photo.crop import Crop, align_crop, crop_matrix, face_frame
+from engine.photo.crop import Crop, align_crop, crop_matrix, face_frame, landmark_box
 from engine.photo.io import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, Photo, display_name, downscale, load_image
 
 __all__ = [
-    "Crop", "align_crop", "crop_matrix", "face_frame",
+    "Crop", "align_crop", "crop_matrix", "face_frame", "landmark_box",
     "DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "Photo", "display_name", "downscale", "load_image",
 ]

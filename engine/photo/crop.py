@@ -74,6 +74,14 @@ def face_frame(landmarks68: np.ndarray) -> tuple[np.ndarray, float, float]:
     return centre, size, angle
 
 
+def landmark_box(landmarks: np.ndarray) -> np.ndarray:
+    """The bounding box ``(x0, y0, x1, y1)`` of points (N, 2+): with :func:`align_crop` it
+    gives an axis-aligned crop around them (the fitter's working crop, texture sources)."""
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    lo, hi = lm.min(0), lm.max(0)
+    return np.array([lo[0], lo[1], hi[0], hi[1]])
+
+
 def crop_matrix(centre: np.ndarray, side: float, size: int, angle: float = 0.0) -> np.ndarray:
     """Similarity mapping a ``side``-pixel square centred at ``centre`` (rotated by
     ``angle``) onto a ``size``×``size`` crop."""

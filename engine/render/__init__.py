@@ -4,7 +4,8 @@ nvdiffrast-style pipeline ``rasterize -> interpolate -> texture -> antialias`` p
 SH shading, MoFA's per-vertex photometric sampling and UV-space operations.
 """
 
-from .camera import Camera, PerspectiveCamera, WeakPerspectiveCamera, frontal_camera, intrinsics, look_at
+from .camera import (FRONTAL_R, Camera, PerspectiveCamera, WeakPerspectiveCamera, frontal_camera, frontal_rotation,
+                     intrinsics, look_at)
 from .rasterize import (
     Fragments,
     antialias,
@@ -37,6 +38,8 @@ __all__ = [
     "PerspectiveCamera",
     "WeakPerspectiveCamera",
     "frontal_camera",
+    "frontal_rotation",
+    "FRONTAL_R",
     "intrinsics",
     "look_at",
     "Fragments",

@@ -28,10 +28,18 @@ __all__ = [
     "intrinsics",
     "look_at",
     "frontal_camera",
+    "frontal_rotation",
+    "FRONTAL_R",
 ]
 
 # OpenCV camera of a viewer in front of the face: model +Y up -> camera +Y down, etc.
+# The one definition of the frontal rotation; use ``frontal_rotation()`` for a tensor.
 FRONTAL_R = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))
+
+
+def frontal_rotation(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    """``R (3, 3)`` of a camera looking at the face from the front (model +Z towards it)."""
+    return torch.tensor(FRONTAL_R, dtype=dtype, device=device)
 
 
 def intrinsics(
@@ -115,6 +123,13 @@ class PerspectiveCamera(_Projection):
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PerspectiveCamera":
         return PerspectiveCamera(self.K.to(device, dtype), self.R.to(device, dtype), self.t.to(device, dtype), self.image_size)
 
+    def resized(self, image_size: tuple[int, int]) -> "PerspectiveCamera":
+        """The same view rendered at another resolution ``(H, W)`` (intrinsics scaled)."""
+        H, W = self.image_size
+        h, w = image_size
+        scale = torch.tensor([w / W, h / H, 1.0], dtype=self.K.dtype, device=self.K.device)
+        return PerspectiveCamera(self.K * scale[None, :, None], self.R, self.t, (h, w))
+
 
 @dataclass
 class WeakPerspectiveCamera(_Projection):
@@ -160,6 +175,10 @@ class WeakPerspectiveCamera(_Projection):
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "WeakPerspectiveCamera":
         return WeakPerspectiveCamera(self.scale.to(device, dtype), self.translation.to(device, dtype), self.image_size, self.depth_offset)
+
+    def resized(self, image_size: tuple[int, int]) -> "WeakPerspectiveCamera":
+        """The same view at another resolution ``(H, W)`` (NDC does not depend on it)."""
+        return WeakPerspectiveCamera(self.scale, self.translation, tuple(image_size), self.depth_offset)
 
 
 Camera = PerspectiveCamera | WeakPerspectiveCamera

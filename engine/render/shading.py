@@ -73,6 +73,14 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
 
 
+def vertex_normals_np(vertices, faces):
+    """:func:`vertex_normals` of one mesh given as numpy arrays: (V, 3) float64 array."""
+    import numpy as np
+
+    v = torch.from_numpy(np.ascontiguousarray(vertices, np.float64))[None]
+    return vertex_normals(v, torch.from_numpy(np.ascontiguousarray(faces, np.int64)))[0].numpy()
+
+
 def camera_to_view(normals_cam: Tensor) -> Tensor:
     """OpenCV camera frame -> view frame (+Y up, +Z towards the camera)."""
     return normals_cam * torch.tensor([1.0, -1.0, -1.0], dtype=normals_cam.dtype, device=normals_cam.device)

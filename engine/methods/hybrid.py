@@ -1,0 +1,44 @@
+"""``hybrid``: a learned method's prediction refined by a short fit (any learned method)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from engine.face import FaceParams
+from engine.methods.base import FaceObservation, Predictor, ProgressFn
+from engine.methods.fit import FitPredictor
+
+METHOD = {
+    "name": "hybrid",
+    "kind": "hybrid",
+    "label": "Hybrid (learned start + fit)",
+    "description": "A learned method (--init, default mofa) starts the fit, which then runs a shorter schedule.",
+    "needs": "what its learned method needs (a checkpoint)",
+    "entry": "HybridPredictor",
+    "order": 15,
+}
+
+
+def hybrid_config(base: Any = None) -> Any:
+    """Fitter schedule for a hybrid: the network's prediction replaces the PnP start, the
+    pose-only stage and most landmark steps; a short joint refinement follows."""
+    from engine.fitting import FitConfig
+
+    return dataclasses.replace(base or FitConfig(), pose_iters=0, shape_iters=15, joint_iters=20)
+
+
+class HybridPredictor:
+    """``init`` (a learned :class:`Predictor`) then :class:`FitPredictor` from its estimate."""
+
+    def __init__(self, init: Predictor, head: Any, config: Any = None) -> None:
+        self.init = init
+        self.head = head
+        self.name = f"hybrid({init.name})"
+        self.fit = FitPredictor(head, hybrid_config(config))
+
+    def __call__(self, face: FaceObservation, progress: ProgressFn | None = None) -> FaceParams:
+        start = self.init(face)
+        out = self.fit(face, progress=progress, init=start)
+        out.timings = {**start.timings, **out.timings}
+        return out
