@@ -176,9 +176,14 @@ def test_nan_guard_skips_and_aborts(tmp_path):
 
 
 def test_atomic_checkpoint_and_corrupt_file(tmp_path):
-    p = atomic_save({"model": {"w": torch.ones(2)}}, tmp_path / "c.pt")
+    p = atomic_save({"format": "engine.method/1", "method": "x", "model": {"w": torch.ones(2)}},
+                    tmp_path / "c.pt")
     assert load_checkpoint_file(p)["model"]["w"].sum() == 2
     assert [x.name for x in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
+    # a dictionary without our format tag is not a checkpoint of this engine
+    untagged = atomic_save({"model": {"w": torch.ones(2)}}, tmp_path / "untagged.pt")
+    with pytest.raises(ModelFileError, match="not a checkpoint of this engine"):
+        load_checkpoint_file(untagged)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelFileError, match="bad.pt"):

@@ -5,7 +5,11 @@ and writes ``ROOT/landmarks68.npz``: relative ``paths``, iBUG-68 ``landmarks`` i
 original-image pixels and a ``status`` per file (ok / noface / corrupt). The data sets
 read that index, load the photo with ``engine.photo.load_image`` and crop it with
 ``engine.photo.align_crop``; landmarks come back in crop pixels. Files that stopped
-decoding since the index was written are skipped (the next valid file is used) and counted.
+decoding since the index was written are skipped (the next valid file is used) and counted:
+``dataset.skipped`` in this process, and in every item as ``skipped_images`` (how many
+unreadable files were passed over to make it), which the trainer sums into
+``data/skipped_images`` - the item is the only channel that works with DataLoader workers,
+each of which has its own copy of the data set.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class ImageFolderFaces(Dataset, _CropMixin):
             if got is not None:
                 img, lm = got
                 return {"image": img, "landmarks": lm, "landmarks_valid": torch.ones(68, dtype=torch.bool),
-                        "index": torch.tensor(j)}
+                        "index": torch.tensor(j), "skipped_images": torch.tensor(k)}
         raise UserError(f"no image under {self.root} could be read")
 
 
@@ -117,12 +121,18 @@ class ClipFolderFaces(Dataset, _CropMixin):
         g = np.random.default_rng(i)
         pick = g.choice(frames, size=self.clip_length, replace=len(frames) < self.clip_length)
         imgs, lms = [], []
+        before = self.skipped
         for j in pick:
             got = self._load(self.paths[j], self.landmarks[j])
             if got is None:
-                got = next(x for x in (self._load(self.paths[f], self.landmarks[f]) for f in frames) if x)
+                got = next((x for x in (self._load(self.paths[f], self.landmarks[f]) for f in frames)
+                            if x), None)
+            if got is None:
+                raise UserError(f"no frame of clip folder {Path(self.paths[frames[0]]).parent} under "
+                                f"{self.root} could be read")
             imgs.append(got[0])
             lms.append(got[1])
         return {"image": torch.stack(imgs), "landmarks": torch.stack(lms),
                 "landmarks_valid": torch.ones(self.clip_length, 68, dtype=torch.bool),
-                "clip": torch.tensor(i % len(self.clips))}
+                "clip": torch.tensor(i % len(self.clips)),
+                "skipped_images": torch.tensor(self.skipped - before)}

@@ -4,7 +4,8 @@ See docs/training.md. Public pieces: :class:`Trainer`, :func:`load_config`,
 :class:`TrainConfig`, :class:`StepResult`, :class:`MethodBundle`, :func:`register_method`.
 """
 
-from engine.train.config import ConfigError, DataConfig, OptimConfig, TrainConfig, load_config
+from engine.train.config import (ConfigError, DataConfig, OptimConfig, ParamGroupConfig, TrainConfig,
+                                 load_config, validate_config)
 from engine.train.method import MethodBundle, StepResult, build_method, register_method
 from engine.train.trainer import Trainer, TrainingDiverged, export_checkpoint
 
@@ -13,6 +14,7 @@ __all__ = [
     "DataConfig",
     "MethodBundle",
     "OptimConfig",
+    "ParamGroupConfig",
     "StepResult",
     "TrainConfig",
     "Trainer",
@@ -21,4 +23,5 @@ __all__ = [
     "export_checkpoint",
     "load_config",
     "register_method",
+    "validate_config",
 ]

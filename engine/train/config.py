@@ -9,6 +9,8 @@ method owns its options). Overrides are parsed as YAML scalars, so ``optim.lr=3e
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,18 @@ class ConfigError(UserError):
 
 
 @dataclass
+class ParamGroupConfig:
+    """One ``optim.groups`` entry: parameters whose name starts with ``match`` (whole dotted
+    components: ``encoder.head`` matches ``encoder.head.weight``, not ``encoder.head_depth``)
+    train at ``lr_scale`` x the lr of the method's group they come from, with their own
+    ``weight_decay`` when given."""
+
+    match: str = ""
+    lr_scale: float = 1.0
+    weight_decay: float | None = None
+
+
+@dataclass
 class OptimConfig:
     """Optimiser and learning-rate schedule (per-process batch, no LR scaling by world size)."""
 
@@ -36,6 +50,9 @@ class OptimConfig:
     schedule: str = "cosine"  # constant | cosine
     warmup_steps: int = 0
     min_lr_ratio: float = 0.05  # cosine floor as a fraction of lr
+    # extra learning-rate groups by parameter-name prefix (first match wins); they refine the
+    # method's own param_groups(lr): lr_scale multiplies that group's lr_scale
+    groups: list[ParamGroupConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +94,11 @@ class TrainConfig:
     max_bad_steps: int = 20  # abort after this many consecutive non-finite steps
     progress: str = "auto"  # auto (when stderr is a terminal) | on | off
     tensorboard: bool = True
+    # staged training: start from another run's weights (training checkpoint, run folder or
+    # exported file); ignored when this run resumes from its own checkpoint
+    init_from: str = ""
+    init_strict: bool = False  # any missing / unexpected / shape-mismatched tensor is an error
+    freeze: list[str] = field(default_factory=list)  # parameter/module name prefixes kept fixed
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +127,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:  # Optional[X]
+            return _coerce(value, args[0], where)
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -183,6 +208,98 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+PROGRESS_MODES = ("auto", "on", "off")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+def _check_int(value: Any, key: str, low: int, meaning: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        extra = f" ({meaning})" if meaning else ""
+        raise ConfigError(f"config key '{key}' must be an integer >= {low}{extra}, got {value!r}")
+
+
+def _check_float(value: Any, key: str, low: float, high: float | None = None,
+                 low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        if high is not None:
+            rng = f"in [{low:g}, {high:g}]"
+        else:
+            rng = f"{'>' if low_open else '>='} {low:g}"
+        raise ConfigError(f"config key '{key}' must be a finite number {rng}, got {value!r}")
+
+
+def _check_choice(value: Any, key: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}, got {value!r}")
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Reject out-of-range values with one sentence naming the key and the allowed range."""
+    if cfg.freeze is None:  # `freeze:` left empty in a YAML file
+        cfg.freeze = []
+    if cfg.optim.groups is None:
+        cfg.optim.groups = []
+    if cfg.init_from is None:
+        cfg.init_from = ""
+    _check_int(cfg.batch_size, "batch_size", 1, "items per process and step")
+    _check_int(cfg.max_steps, "max_steps", 0, "0 = nothing to train")
+    _check_int(cfg.log_every, "log_every", 1)
+    _check_int(cfg.image_every, "image_every", 0, "0 = never")
+    _check_int(cfg.eval_every, "eval_every", 0, "0 = only at the end")
+    _check_int(cfg.ckpt_every, "ckpt_every", 0, "0 = only at the end")
+    _check_int(cfg.keep_checkpoints, "keep_checkpoints", 0, "0 = keep all")
+    _check_int(cfg.max_bad_steps, "max_bad_steps", 1)
+    _check_int(cfg.seed, "seed", 0)
+    _check_choice(cfg.amp, "amp", AMP_MODES)
+    _check_choice(cfg.progress, "progress", PROGRESS_MODES)
+    if cfg.device != "auto":
+        try:
+            import torch
+
+            dev = torch.device(cfg.device)
+        except (RuntimeError, ValueError, TypeError):
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    o = cfg.optim
+    _check_choice(o.name, "optim.name", OPTIMIZERS)
+    _check_choice(o.schedule, "optim.schedule", SCHEDULES)
+    _check_float(o.lr, "optim.lr", 0.0, low_open=True)
+    _check_float(o.weight_decay, "optim.weight_decay", 0.0)
+    _check_float(o.momentum, "optim.momentum", 0.0)
+    _check_float(o.grad_clip, "optim.grad_clip", 0.0)
+    _check_int(o.warmup_steps, "optim.warmup_steps", 0)
+    _check_float(o.min_lr_ratio, "optim.min_lr_ratio", 0.0, 1.0)
+    if len(o.betas) != 2:
+        raise ConfigError(f"config key 'optim.betas' must be two numbers in [0, 1), got {list(o.betas)}")
+    for i, b in enumerate(o.betas):
+        _check_float(b, f"optim.betas[{i}]", 0.0, 1.0)
+        if b >= 1.0:
+            raise ConfigError(f"config key 'optim.betas[{i}]' must be a finite number in [0, 1), got {b!r}")
+    for i, g in enumerate(o.groups):
+        if not isinstance(g.match, str) or not g.match.strip():
+            raise ConfigError(f"config key 'optim.groups[{i}].match' must be a parameter name prefix "
+                              f"(e.g. encoder.head), got {g.match!r}")
+        _check_float(g.lr_scale, f"optim.groups[{i}].lr_scale", 0.0, low_open=True)
+        if g.weight_decay is not None:
+            _check_float(g.weight_decay, f"optim.groups[{i}].weight_decay", 0.0)
+    for i, prefix in enumerate(cfg.freeze):
+        if not isinstance(prefix, str) or not prefix.strip():
+            raise ConfigError(f"config key 'freeze[{i}]' must be a parameter or module name prefix, "
+                              f"got {prefix!r}")
+    d = cfg.data
+    _check_int(d.num_workers, "data.num_workers", 0)
+    _check_int(d.image_size, "data.image_size", 16, "pixels")
+    _check_int(d.n_samples, "data.n_samples", 0)
+    _check_int(d.val_samples, "data.val_samples", 0)
+    _check_int(d.clip_length, "data.clip_length", 1)
+    return cfg
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
@@ -197,4 +314,4 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
     data = apply_overrides(data, overrides)
-    return from_dict(TrainConfig, data)
+    return validate_config(from_dict(TrainConfig, data))
