@@ -52,10 +52,11 @@ def prepare(root: Path, backend: str = "default", limit: int | None = None, prog
             continue
         done[rel] = (np.asarray(faces[0].landmarks68, np.float32)[:, :2], "ok")
     keys = sorted(done)
-    tmp = root / (INDEX_NAME + ".tmp.npz")
-    np.savez(tmp, paths=np.array(keys), landmarks=np.stack([done[k][0] for k in keys]) if keys
-             else np.zeros((0, 68, 2), np.float32), status=np.array([done[k][1] for k in keys]))
-    tmp.replace(index)
+    from engine.export.atomic import atomic_write
+
+    arrays = dict(paths=np.array(keys), landmarks=np.stack([done[k][0] for k in keys]) if keys
+                  else np.zeros((0, 68, 2), np.float32), status=np.array([done[k][1] for k in keys]))
+    atomic_write(index, lambda fh: np.savez(fh, **arrays))
     counts = {s: sum(1 for k in keys if done[k][1] == s) for s in ("ok", "noface", "corrupt")}
     return {"index": str(index), "new": len(todo), **counts}
 

@@ -14,7 +14,6 @@ Mersenne-Twister words and numpy's key as int64 tensors), not as numpy arrays.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -96,28 +95,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically (tmp file + fsync + rename + dir fsync)."""
+    """``torch.save`` to ``path`` atomically and durably (:func:`engine.export.atomic.atomic_write`
+    with fsync of the file and its folder)."""
+    from engine.export.atomic import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some file systems do not allow fsync on directories
-        pass
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh), fsync=True)
 
 
 def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:

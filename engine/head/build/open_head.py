@@ -400,9 +400,9 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> dict[str, object]:
     arrays["meta_json"] = np.asarray(json.dumps(meta_out))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
+    from engine.export.atomic import atomic_write
+
+    atomic_write(out, lambda fh: np.savez_compressed(fh, **arrays))
     dt = time.time() - t0
     log(f"wrote {out} ({out.stat().st_size/1e6:.1f} MB) in {dt:.1f}s, sha256 {digest.hexdigest()[:12]}")
     return {"path": str(out), "seconds": dt, "n_vertices": V, "n_faces": len(faces), "n_identity": K}
