@@ -1,9 +1,11 @@
-"""User-facing errors.
+"""User-facing errors: every one the engine raises is defined here.
 
 Anything caused by the user's input (a bad file, no face in the photo, a missing model
-file) raises a subclass of :class:`UserError` with one sentence that names the file and
-the reason. Command-line entry points catch it and print a single line instead of a
-traceback; genuine bugs still surface as tracebacks.
+file, a bad training config) raises a subclass of :class:`UserError` with one sentence
+that names the file and the reason. Command-line entry points catch it and print a single
+line instead of a traceback; genuine bugs still surface as tracebacks. (The method
+registry, which must import nothing from the engine, raises its own ``MethodError``;
+:func:`engine.methods.get_method` turns it into a :class:`UserError`.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,22 @@ class NoFaceError(UserError):
 
 class ModelFileError(UserError):
     """A head-model or checkpoint file is missing, corrupt or of the wrong kind."""
+
+
+class BackendUnavailableError(ModelFileError):
+    """A named face-detector backend cannot run here (package or weights missing)."""
+
+
+class OutputFolderError(UserError):
+    """The output folder cannot be created or would overwrite something else."""
+
+
+class ConfigError(UserError):
+    """A training configuration file or override is invalid."""
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """Too many consecutive non-finite training steps (shown to CLI users as one ``error:`` line)."""
 
 
 @contextmanager

@@ -19,13 +19,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.errors import OutputFolderError, UserError  # noqa: F401 (re-exported)
 
 PARAMS_VERSION = 1
-
-
-class OutputFolderError(UserError):
-    """The output folder cannot be created or would overwrite something else."""
 
 
 def _tolist(x: Any) -> Any:

@@ -98,3 +98,23 @@ def test_head_model_without_a_required_region_fails_at_load_time():
     bad = dict(arrays, identity_std=arrays["identity_std"][:-1])
     with pytest.raises(ModelFileError, match="identity_std has shape"):
         HeadModel("broken", bad, m.expression_names, m.joint_names, m.regions)
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not HAVE_ICT, reason=f"ICT Face Model Light not found in {default_path()}")
+@pytest.mark.parametrize("method", ["mofa", "hybrid"])
+def test_ict_without_a_network_is_one_error_line(astronaut_png, tmp_path, method):
+    """No network has been trained for ICT yet: one line naming --checkpoint, exit 2, no folder."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "engine", "reconstruct", str(astronaut_png), "--out",
+                           str(tmp_path / "o"), "--model", "ict", "--method", method, "--progress", "none"],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs --checkpoint" in lines[0] and "'ict'" in lines[0], lines
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.detect.backends import BACKENDS, Backend
 from engine.detect.result import FaceDetection, sort_largest_first
-from engine.errors import ImageError, ModelFileError, NoFaceError, UserError
+from engine.errors import BackendUnavailableError, ImageError, ModelFileError, NoFaceError, UserError  # noqa: F401
 from engine.photo.io import Photo
 
 #: Offline default, chosen by benchmarks/detect_benchmark.py (see docs/photo_intake.md);
@@ -21,10 +21,6 @@ DETECTION_MAX_SIDE = 1024
 
 _instances: dict[str, Backend] = {}
 _lock = threading.Lock()
-
-
-class BackendUnavailableError(ModelFileError):
-    """A named backend cannot run here (package or weights missing)."""
 
 
 def list_backends() -> dict[str, str | None]:

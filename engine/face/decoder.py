@@ -51,7 +51,7 @@ class FaceDecoder(nn.Module):
     sampled at each vertex's UV.
     """
 
-    def __init__(self, head: HeadModel, reflectance: nn.Module | None = None) -> None:
+    def __init__(self, head: HeadModel, reflectance: ReflectanceModel | None = None) -> None:
         super().__init__()
         self.head = head
         self.reflectance = reflectance

@@ -18,11 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from engine.errors import UserError
-
-
-class ConfigError(UserError):
-    """A training configuration file or override is invalid."""
+from engine.errors import ConfigError, UserError  # noqa: F401 (re-exported)
 
 
 @dataclass

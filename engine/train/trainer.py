@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.errors import ModelFileError, UserError
+from engine.errors import ModelFileError, TrainingDiverged, UserError  # noqa: F401 (re-exported)
 from engine.train import state as st
 from engine.train.config import ConfigError, TrainConfig, to_dict, validate_config
 from engine.train.distributed import DistInfo, all_true, barrier, cleanup, init_distributed
@@ -43,10 +43,6 @@ FORMAT = st.TRAIN_FORMAT
 EXPORT_FORMAT = st.EXPORT_FORMAT
 SKIPPED_IMAGES_KEY = "skipped_images"  # per-item count of unreadable files a data set replaced
 _FEW = 5  # how many key names reports and errors list
-
-
-class TrainingDiverged(UserError, RuntimeError):
-    """Too many consecutive non-finite steps (shown to CLI users as one ``error:`` line)."""
 
 
 class _StepModule(nn.Module):
