@@ -9,7 +9,9 @@ ground truth as :class:`engine.face.FaceParams` plus what scoring needs (landmar
 vertices, masks).
 :func:`render_clip` renders a short "video" of one synthetic person: identity, albedo,
 camera and background fixed, head pose, expression, jaw and lighting moving smoothly
-between two key frames (for cross-frame consistency losses and tests).
+between two key frames (for cross-frame consistency losses and tests);
+:func:`render_identity_views` renders K independent photos of one person (same identity
+and albedo, everything else new: for identity/shape-consistency losses).
 Same seed, same faces, on any machine.
 
 Cost (2 shared CPU cores, one thread): ~0.05 s per face at 96-224 px, split between the
@@ -225,8 +227,10 @@ def _aim(model: HeadModel, ident: np.ndarray, expr: np.ndarray, pose: np.ndarray
 
 def sample_params(model: HeadModel, seed: int, config: SyntheticConfig | None = None) -> dict:
     """Ground-truth parameters of face ``seed`` (deterministic)."""
-    cfg = config or SyntheticConfig()
-    rng = np.random.default_rng(seed)
+    return _draw_params(model, np.random.default_rng(seed), config or SyntheticConfig())
+
+
+def _draw_params(model: HeadModel, rng: np.random.Generator, cfg: SyntheticConfig) -> dict:
     S = cfg.image_size
     K_id = model.n_identity
     ident = np.clip(rng.normal(0, 1, K_id), -cfg.identity_clip, cfg.identity_clip) * model.identity_std.cpu().numpy()
@@ -293,6 +297,35 @@ def render_sample(model: HeadModel, seed: int, config: SyntheticConfig | None = 
     """Render synthetic face ``seed`` with its ground truth."""
     cfg = config or SyntheticConfig()
     return _render_params(model, sample_params(model, seed, cfg), cfg, seed)
+
+
+def identity_view_params(model: HeadModel, seed: int, n_views: int,
+                         config: SyntheticConfig | None = None) -> list[dict]:
+    """Parameters of ``n_views`` independent photos of one synthetic person (K views per
+    identity, e.g. for DECA's shape consistency): view 0 is exactly ``sample_params(seed)``;
+    the others keep its identity and albedo and draw expression, jaw, head pose, camera,
+    light, background and noise anew (from generators seeded ``[seed, 2, view]``)."""
+    cfg = config or SyntheticConfig()
+    if n_views < 1:
+        raise ValueError("an identity group needs at least one view")
+    p0 = sample_params(model, seed, cfg)
+    views = [p0]
+    ident = p0["identity"].double().numpy()
+    for j in range(1, n_views):
+        p = _draw_params(model, np.random.default_rng([seed, 2, j]), cfg)
+        p.update(identity=p0["identity"], albedo=p0["albedo"],
+                 t=_aim(model, ident, p["expression"].double().numpy(), p["pose"].double().numpy(), p["R"], p["aim"]))
+        views.append(p)
+    return views
+
+
+@torch.no_grad()
+def render_identity_views(model: HeadModel, seed: int, n_views: int,
+                          config: SyntheticConfig | None = None) -> list[SyntheticSample]:
+    """Render :func:`identity_view_params`: ``n_views`` photos of one person; view 0 equals
+    ``render_sample(model, seed)``."""
+    cfg = config or SyntheticConfig()
+    return [_render_params(model, p, cfg, seed) for p in identity_view_params(model, seed, n_views, cfg)]
 
 
 @dataclass

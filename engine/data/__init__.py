@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from engine.data.folders import ClipFolderFaces, ImageFolderFaces, find_images, read_index
-from engine.data.synthetic import SyntheticClips, SyntheticFaces, clip_seed, face_seed
+from engine.data.synthetic import SyntheticClips, SyntheticFaces, SyntheticIdentities, clip_seed, face_seed, identity_seed
 
 
 def build_dataset(cfg, split: str, head=None):
@@ -22,6 +22,8 @@ def build_dataset(cfg, split: str, head=None):
             head = load_head_model(cfg.head_model, cfg.head_model_path or None)
         if cfg.clip_length > 1:  # one synthetic person per item, clip_length frames
             return SyntheticClips(head, n, cfg.clip_length, cfg.image_size, cfg.seed, split, **opts)
+        if getattr(cfg, "views_per_identity", 1) > 1:  # K independent photos of one person per item
+            return SyntheticIdentities(head, n, cfg.views_per_identity, cfg.image_size, cfg.seed, split, **opts)
         return SyntheticFaces(head, n, cfg.image_size, cfg.seed, split, **opts)
     if not cfg.root:
         raise ConfigError(f"data.kind={cfg.kind} needs data.root (a folder prepared by "
@@ -38,5 +40,5 @@ def build_dataset(cfg, split: str, head=None):
     raise ConfigError(f"data.kind must be synthetic, images or clips, got '{cfg.kind}'")
 
 
-__all__ = ["ClipFolderFaces", "ImageFolderFaces", "SyntheticClips", "SyntheticFaces", "build_dataset", "clip_seed",
-           "face_seed", "find_images", "read_index"]
+__all__ = ["ClipFolderFaces", "ImageFolderFaces", "SyntheticClips", "SyntheticFaces", "SyntheticIdentities",
+           "build_dataset", "clip_seed", "face_seed", "find_images", "identity_seed", "read_index"]

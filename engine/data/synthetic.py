@@ -3,9 +3,10 @@
 Item ``i`` of split ``s`` is face ``seed = corpus_seed · 10⁷ + offset(s) + i`` (train
 offsets from 0, validation from 9·10⁶), so the two splits never share a face and every
 item is the same on any machine, in any worker, in any order. Clips (one person, moving:
-:func:`engine.generator.render_clip`) use their own seed ranges (train 5·10⁶, validation
-8·10⁶). Rendering costs ~0.05 s per face on one CPU thread; for real training write the
-corpus once with ``python -m engine.data.synthetic --out DIR --n N [--clips M --frames T]``
+:func:`engine.generator.render_clip`) and identity groups (K photos of one person,
+:func:`engine.generator.render_identity_views`) use their own seed ranges (clips: train 5·10⁶,
+validation 8·10⁶; identities: train 6·10⁶, validation 7·10⁶). Rendering costs ~0.05 s
+per face on one CPU thread; for real training write the corpus once with ``python -m engine.data.synthetic --out DIR --n N [--clips M --frames T]``
 (uint8 memmaps + ground truth) and point ``data.options.cache`` at it.
 """
 
@@ -24,6 +25,8 @@ from engine.errors import UserError
 VAL_OFFSET = 9_000_000
 CLIP_OFFSET = 5_000_000
 CLIP_VAL_OFFSET = 8_000_000
+IDENTITY_OFFSET = 6_000_000
+IDENTITY_VAL_OFFSET = 7_000_000
 
 
 def face_seed(corpus_seed: int, split: str, index: int) -> int:
@@ -33,6 +36,11 @@ def face_seed(corpus_seed: int, split: str, index: int) -> int:
 def clip_seed(corpus_seed: int, split: str, index: int) -> int:
     """Seed of clip ``index`` (disjoint from every face seed of the same corpus)."""
     return corpus_seed * 10_000_000 + (CLIP_VAL_OFFSET if split == "val" else CLIP_OFFSET) + index
+
+
+def identity_seed(corpus_seed: int, split: str, index: int) -> int:
+    """Seed of identity group ``index`` (K views of one person; disjoint from faces and clips)."""
+    return corpus_seed * 10_000_000 + (IDENTITY_VAL_OFFSET if split == "val" else IDENTITY_OFFSET) + index
 
 
 def _ground_truth(sample) -> dict[str, torch.Tensor]:
@@ -161,6 +169,43 @@ class SyntheticClips(Dataset):
         item["image"] = img.permute(0, 3, 1, 2).float() / 255.0
         item["landmarks_valid"] = torch.ones(T, 68, dtype=torch.bool)
         item["clip"] = torch.tensor(seed)
+        return item
+
+
+class SyntheticIdentities(Dataset):
+    """K independent photos of one synthetic person per item
+    (:func:`engine.generator.render_identity_views`: same identity and albedo; expression,
+    pose, camera, light and background differ). Same layout as :class:`SyntheticClips`:
+    image (K,3,S,S), landmarks (K,68,2), ``gt_*`` per view, and ``identity`` (the seed)."""
+
+    def __init__(self, head, n: int, views: int = 2, image_size: int = 224, corpus_seed: int = 1234,
+                 split: str = "train", **synthetic_options) -> None:
+        from engine.generator import SyntheticConfig
+
+        if "cache" in synthetic_options:
+            raise UserError("identity groups (data.views_per_identity > 1) are rendered on the fly; "
+                            "data.options.cache is for faces and clips")
+        self.head = head
+        self.n, self.split, self.corpus_seed, self.views = int(n), split, int(corpus_seed), int(views)
+        self.syn_cfg = SyntheticConfig(image_size=image_size, **synthetic_options)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        from engine.generator import render_identity_views
+
+        seed = identity_seed(self.corpus_seed, self.split, i)
+        views = render_identity_views(self.head, seed, self.views, self.syn_cfg)
+        item = {"landmarks": torch.stack([v.landmarks2d.float() for v in views])}
+        truths = [_ground_truth(v) for v in views]
+        for k in truths[0]:
+            item[k] = torch.stack([t[k] for t in truths])
+        item["image"] = torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).float() / 255.0
+        item["landmarks_valid"] = torch.ones(self.views, 68, dtype=torch.bool)
+        item["identity"] = torch.tensor(seed)
         return item
 
 

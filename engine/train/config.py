@@ -62,6 +62,7 @@ class DataConfig:
     val_samples: int = 64  # held-out synthetic images (disjoint seeds) or a split of the folder
     seed: int = 1234  # corpus seed (independent of the training seed)
     clip_length: int = 1  # frames per item for clip data
+    views_per_identity: int = 1  # synthetic: K independent photos of one person per item (K > 1)
     num_workers: int = 2
     head_model: str = "open"
     head_model_path: str = ""
@@ -293,6 +294,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     _check_int(d.n_samples, "data.n_samples", 0)
     _check_int(d.val_samples, "data.val_samples", 0)
     _check_int(d.clip_length, "data.clip_length", 1)
+    _check_int(d.views_per_identity, "data.views_per_identity", 1)
+    if d.views_per_identity > 1 and (d.clip_length > 1 or d.kind != "synthetic"):
+        raise ConfigError("config key 'data.views_per_identity' > 1 needs data.kind=synthetic and "
+                          "data.clip_length=1 (an item is either a clip or a set of views of one person)")
     return cfg
 
 
