@@ -279,7 +279,9 @@ def vertex_colours(decoded: Decoded) -> torch.Tensor:
     return decoded.albedo * decoded.shading.clamp_min(0.0)
 
 
-def _render_params(model: HeadModel, p: dict, cfg: SyntheticConfig, seed: int) -> SyntheticSample:
+def render_params(model: HeadModel, p: dict, cfg: SyntheticConfig, seed: int) -> SyntheticSample:
+    """Render one parameter draw (the dict of :func:`sample_params`, possibly edited: e.g. a
+    video frame's expression and pose) with its ground truth; ``seed`` is recorded."""
     S = cfg.image_size
     params = face_params(model, p, S)
     dec = FaceDecoder(model)(params)
@@ -296,7 +298,7 @@ def _render_params(model: HeadModel, p: dict, cfg: SyntheticConfig, seed: int) -
 def render_sample(model: HeadModel, seed: int, config: SyntheticConfig | None = None) -> SyntheticSample:
     """Render synthetic face ``seed`` with its ground truth."""
     cfg = config or SyntheticConfig()
-    return _render_params(model, sample_params(model, seed, cfg), cfg, seed)
+    return render_params(model, sample_params(model, seed, cfg), cfg, seed)
 
 
 def identity_view_params(model: HeadModel, seed: int, n_views: int,
@@ -325,7 +327,7 @@ def render_identity_views(model: HeadModel, seed: int, n_views: int,
     """Render :func:`identity_view_params`: ``n_views`` photos of one person; view 0 equals
     ``render_sample(model, seed)``."""
     cfg = config or SyntheticConfig()
-    return [_render_params(model, p, cfg, seed) for p in identity_view_params(model, seed, n_views, cfg)]
+    return [render_params(model, p, cfg, seed) for p in identity_view_params(model, seed, n_views, cfg)]
 
 
 @dataclass
@@ -383,4 +385,4 @@ def render_clip(model: HeadModel, seed: int, n_frames: int, config: SyntheticCon
     """Render clip ``seed``: ``n_frames`` images of one synthetic person (see
     :func:`clip_frame_params`); frame 0 equals ``render_sample(model, seed)``."""
     cfg = config or SyntheticConfig()
-    return [_render_params(model, p, cfg, seed) for p in clip_frame_params(model, seed, n_frames, cfg, clip)]
+    return [render_params(model, p, cfg, seed) for p in clip_frame_params(model, seed, n_frames, cfg, clip)]
