@@ -48,11 +48,14 @@ def test_two_pass_has_no_lag_the_causal_filter_has():
 def test_filter_uses_real_time_steps_and_keeps_shapes():
     t = np.array([0.0, 0.1, 0.2, 1.2, 1.3])  # a gap of one second
     x = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
-    y = one_euro(x, t, OneEuroConfig(two_pass=False))
+    cfg = OneEuroConfig(min_cutoff=1.0, beta=0.0, two_pass=False)
+    y = one_euro(x, t, cfg)
     assert y.shape == x.shape
-    # after a one-second gap the filter follows a step much further than after 0.1 s
-    y_short = one_euro(x, np.arange(5) * 0.1, OneEuroConfig(two_pass=False))
-    assert y[3, 0] > 0.85 and y_short[3, 0] < 0.6
+    # after a one-second gap the filter follows a step much further than after 0.1 s:
+    # alpha = 1 / (1 + 1 / (2 pi f_c dt))
+    y_short = one_euro(x, np.arange(5) * 0.1, cfg)
+    assert y[3, 0] == pytest.approx(1 / (1 + 1 / (2 * np.pi))) and y_short[3, 0] == pytest.approx(
+        1 / (1 + 1 / (0.2 * np.pi)))
     assert one_euro(x[:1], t[:1]).tolist() == x[:1].tolist()  # one sample: unchanged
 
 

@@ -111,29 +111,32 @@ def render_long_clip(model: HeadModel, seed: int, cfg: LongClipConfig | None = N
     return LongClip([render_params(model, p, scfg, seed) for p in params], params, still, cfg.fps)
 
 
-def pan_zoom_frames(rgb: np.ndarray, n_frames: int, size: tuple[int, int] = (640, 480), pan: float = 0.25,
-                    zoom: float = 1.6, cycles: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
+def pan_zoom_frames(rgb: np.ndarray, n_frames: int, size: tuple[int, int] = (640, 480), pan: float = 0.2,
+                    zoom: float = 1.6, cycles: float = 1.0,
+                    centre: tuple[float, float] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """A still photo filmed by a camera that pans and zooms: ``n_frames`` RGB frames of ``size``
     (W, H) and each frame's 2x3 affine map from photo to frame pixels.
 
     The view starts covering the photo's height, zooms in smoothly up to ``zoom``× and back,
-    while its centre moves by up to ``pan`` × the view's width left/right and half that
-    up/down (``cycles`` sine periods over the clip)."""
+    while the point ``centre`` of the photo (default its middle; e.g. the face) moves away
+    from the view's centre by up to ``pan`` × the view's width left/right and half that
+    up/down (``cycles`` sine periods over the clip); outside the photo the frame is grey."""
     import cv2
 
     H0, W0 = rgb.shape[:2]
     W, H = size
+    px, py = centre if centre is not None else (W0 / 2, H0 / 2)
     out, maps = [], []
     base = min(W0 / W, H0 / H)  # photo px per frame px when the view covers the photo
     for i in range(n_frames):
         u = i / max(n_frames - 1, 1)
         z = 1.0 + (zoom - 1.0) * 0.5 * (1 - math.cos(2 * math.pi * cycles * u))
         s = base / z  # photo px per frame px
-        cx = W0 / 2 + pan * W * s * math.sin(2 * math.pi * cycles * u)
-        cy = H0 / 2 + 0.5 * pan * H * s * math.sin(4 * math.pi * cycles * u)
+        cx = px + pan * W * s * math.sin(2 * math.pi * cycles * u)
+        cy = py + 0.5 * pan * H * s * math.sin(4 * math.pi * cycles * u)
         # frame px = (photo px - centre) / s + frame centre
         A = np.array([[1 / s, 0, W / 2 - cx / s], [0, 1 / s, H / 2 - cy / s]])
         out.append(cv2.warpAffine(np.ascontiguousarray(rgb), A, (W, H), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT))
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)))
         maps.append(A)
     return out, np.stack(maps)
