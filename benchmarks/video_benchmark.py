@@ -239,10 +239,11 @@ def cmd_speed(args) -> None:
             est, wall, cpu = _run(clip, head, method, args.key_frames, args.device, args.fov)
             n = len(clip)
             t = est.timings
+            what = "track + network" if t["frames"] == 0 else "track"
             print(f"{method:7s} {n} frames 640x480: {n / wall:.2f} frames/s wall ({n / cpu:.2f} by CPU time); "
-                  f"track {t['track']:.1f} s, {args.key_frames} key frames {t['identity']:.1f} s, "
-                  f"per-frame {t['frames']:.1f} s ({n / t['frames']:.1f} frames/s), head {t.get('head', 0):.1f} s "
-                  f"[torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}]")
+                  f"{what} {t['track']:.1f} s, {args.key_frames} key frames {t['identity']:.1f} s, "
+                  f"per-frame fits {t['frames']:.1f} s [torch threads {torch.get_num_threads()}, "
+                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}]")
 
 
 def main() -> None:

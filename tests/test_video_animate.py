@@ -56,7 +56,7 @@ def test_animate_writes_head_and_animation(clip_folder, tmp_path, capsys):
                                   "--key-frames", "2", "--progress", "jsonl"], capsys)
     assert code == 0, stderr
     events = [json.loads(line) for line in stdout.splitlines()]
-    assert {"track", "identity", "frames"} <= {e["stage"] for e in events}
+    assert {"identity", "frames"} <= {e["stage"] for e in events}  # a network estimates while tracking
     assert events[-1] == {"stage": "done", "fraction": 1.0, "out": str(out)}
     fractions = [e["fraction"] for e in events]
     assert fractions == sorted(fractions)
@@ -150,3 +150,33 @@ def test_ctrl_c_keeps_the_frames_done_so_far(clip_folder, tmp_path):
     doc, _ = read_glb(out / "animation.glb")
     assert doc["accessors"][doc["animations"][0]["samplers"][0]["input"]]["count"] == anim.n_frames
     assert json.loads(rest.splitlines()[-1])["stage"] == "done"
+
+
+class _Interrupted:
+    """A clip whose reading is interrupted (Ctrl-C) after ``stop`` frames."""
+
+    def __init__(self, frames, stop):
+        self.frames, self.stop = frames, stop
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __iter__(self):
+        for k, f in enumerate(self.frames):
+            if k == self.stop:
+                raise KeyboardInterrupt
+            yield f
+
+
+def test_ctrl_c_during_a_networks_single_pass_keeps_its_frames(clip_folder):
+    from engine.video.animate import AnimateConfig, estimate_clip, to_animation
+    from engine.video.source import open_clip
+
+    head = load_head_model("open")
+    frames = list(open_clip(clip_folder))
+    est = estimate_clip(_Interrupted(frames, 5), head, AnimateConfig(method="mofa", key_frames=2))
+    assert est.interrupted and est.n_done == 5 and est.tracked[:5].all()
+    anim = to_animation(est, head, None, 30.0)
+    assert anim.n_frames == 5 and np.isfinite(anim.weights).all()
+    with pytest.raises(KeyboardInterrupt):  # a fit estimates nothing while tracking: nothing to keep
+        estimate_clip(_Interrupted(frames, 5), head, AnimateConfig(method="fit", key_frames=1))

@@ -8,18 +8,20 @@
 3. **Per frame**: a second pass estimates expression, jaw, head pose and camera with that
    identity fixed. Fit and hybrid: a short landmark fit warm-started from the previous
    frame (:func:`repose`: its camera re-solved by PnP first; :func:`frame_fit_config`:
-   identity fixed, no lighting/albedo stages); after a gap
-   (or at the first frame) the method's own estimate restarts it. A learned method: its
-   network on every frame, identity replaced by the clip's (a network has no warm start).
+   identity fixed, no lighting/albedo stages); after a gap (or at the first frame) the
+   method's own estimate restarts it, seen through the video camera guess
+   (:func:`video_camera`). A learned method has no warm start: its network runs on each
+   frame already during tracking (one pass over the video), and the clip's identity
+   replaces the per-frame ones.
 4. **Smooth** (:mod:`engine.video.smooth`): One Euro filter on every curve; frames without
    a face are filled by interpolation and flagged.
 
 The head files are made from the most frontal key frame: its per-frame estimate (the clip's
 identity) with the lighting and albedo of its key-frame reconstruction.
 
-A ``KeyboardInterrupt`` during the per-frame pass stops it: the frames done so far make a
-valid, shorter animation (:attr:`ClipEstimate.interrupted`). Writing the output folder is
-:mod:`engine.video.writer`'s.
+A ``KeyboardInterrupt`` during the per-frame estimates stops them: the frames done so far
+make a valid, shorter animation (:attr:`ClipEstimate.interrupted`). Writing the output
+folder is :mod:`engine.video.writer`'s.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from engine.video.track import FaceTrack, track_faces
 ProgressFn = Callable[[str, float, str], None]
 
 __all__ = ["AnimateConfig", "ClipEstimate", "VIDEO_FOV_DEG", "estimate_clip", "frame_fit_config", "repose",
-           "to_animation", "video_fit_config"]
+           "to_animation", "video_camera", "video_fit_config"]
 
 
 #: The fits' camera guess for video: a 20° field of view over the frame (photos: 40°). A
@@ -161,27 +163,56 @@ def _frontal_angle(R: np.ndarray, t: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(Rh) - 1) / 2, -1, 1))))
 
 
+def video_camera(head: HeadModel, est: FaceParams, obs: FaceObservation, fit: FitConfig) -> FaceParams:
+    """``est`` seen through the video camera guess (:data:`VIDEO_FOV_DEG` or ``--fov``) instead of
+    its own intrinsics, posed anew (:func:`repose`): a network's camera follows its crop, and
+    a short focal length turns a zoom into head pitch and jaw."""
+    from engine.fitting.camera_init import guess_intrinsics
+
+    H, W = obs.image.shape[:2]
+    K = guess_intrinsics((W, H), np.asarray(obs.landmarks68, np.float64)[:, :2], fit.fov_deg, fit.min_distance_m)
+    cam = est.camera
+    K_t = torch.as_tensor(K, dtype=torch.float32)[None]
+    return repose(head, est.replace(camera=PerspectiveCamera(K_t, cam.R.float().cpu(), cam.t.float().cpu(), (H, W))),
+                  obs)
+
+
+def _store(out: "ClipEstimate", k: int, est: FaceParams) -> None:
+    cam = est.camera
+    out.expression[k] = est.expression[0].numpy()
+    out.pose[k] = est.pose[0].numpy() if est.pose.numel() else 0.0
+    out.R[k], out.t[k], out.K[k] = cam.R[0].numpy(), cam.t[0].numpy(), cam.K[0].numpy()
+    out.tracked[k] = True
+    out.n_done = k + 1
+
+
 def estimate_clip(frames: Sequence[Any], head: HeadModel, cfg: AnimateConfig | None = None, name: str = "the clip",
                   progress: ProgressFn | None = None, device: str | torch.device = "cpu") -> ClipEstimate:
     """Track, key frames, identity, per-frame estimates (module docstring). ``frames`` is
     re-iterable (a :class:`engine.video.source.Clip` or a list of objects with ``index``,
-    ``time``, ``rgb``); it is read twice."""
+    ``time``, ``rgb``). Fit and hybrid read it twice (tracking, then the per-frame fits);
+    a learned method once (its network runs on each frame as it is tracked, and the clip's
+    identity replaces the per-frame ones afterwards)."""
     cfg = cfg or AnimateConfig()
     report = progress or (lambda stage, fraction, message: None)
     spec = get_method(cfg.method)
+    learned = spec.kind == "learned"
     timings: dict[str, float] = {}
     n_total = len(frames)
     predictor = build_predictor(spec.name, head, device=device, checkpoint=cfg.checkpoint, init=cfg.init,
-                                config=None if spec.kind == "learned" else cfg.fit)
+                                config=None if learned else cfg.fit)
 
-    # ---- pass 1: track; keep candidate key frames (4 per key frame, evenly spaced)
+    # ---- pass 1: track (a learned method also estimates); keep candidate key frames (4 per key frame)
     t0 = time.perf_counter()
     candidates = set(np.round(np.linspace(0, max(n_total - 1, 0), max(4 * cfg.key_frames, 1))).astype(int).tolist())
     kept: dict[int, np.ndarray] = {}
     first_seen: list[int] = []
+    current: dict[str, np.ndarray] = {}
+    estimates: dict[int, FaceParams] = {}  # learned: every tracked frame's estimate, albedo dropped but for candidates
 
     def frames_keeping():
         for k, frame in enumerate(frames):
+            current["rgb"] = frame.rgb
             if k in candidates or not first_seen:
                 kept[k] = frame.rgb
             yield frame
@@ -191,10 +222,17 @@ def estimate_clip(frames: Sequence[Any], head: HeadModel, cfg: AnimateConfig | N
             first_seen.append(k)
         if k not in candidates and (not first_seen or first_seen[0] != k):
             kept.pop(k, None)
-        if k % 10 == 0:
-            report("track", 0.02 + 0.23 * k / max(n_total, 1), f"tracking the face: frame {k + 1}/{n_total}")
+        if learned and face is not None:
+            est = predictor(_observation(current["rgb"], face))
+            estimates[k] = est if k in kept else est.replace(albedo=None, visibility=None)
+        if learned or k % 10 == 0:
+            stage, span = ("frames", 0.85) if learned else ("track", 0.23)
+            report(stage, 0.02 + span * (k + 1) / max(n_total, 1), f"{'estimating' if learned else 'tracking'} "
+                   f"frame {k + 1}/{n_total}")
 
     track = track_faces(frames_keeping(), cfg.backend, cfg.face, name, on_frame=on_track)
+    if track.interrupted and not learned:
+        raise KeyboardInterrupt  # no frame estimated yet
     timings["track"] = time.perf_counter() - t0
     tracked = track.tracked
     T = len(track.faces)
@@ -203,13 +241,14 @@ def estimate_clip(frames: Sequence[Any], head: HeadModel, cfg: AnimateConfig | N
     t0 = time.perf_counter()
     usable = np.zeros(T, bool)
     for k in kept:
-        usable[k] = tracked[k]
+        usable[k] = k < T and tracked[k]
     keys = key_frame_positions(usable, cfg.key_frames)
     key_est: dict[int, FaceParams] = {}
     idents, errors = [], []
     for n, k in enumerate(keys):
-        report("identity", 0.25 + 0.15 * n / len(keys), f"key frame {n + 1}/{len(keys)} (frame {track.indices[k]})")
-        est = predictor(_observation(kept[k], track.faces[k]))
+        report("identity", 0.88 if learned else 0.25 + 0.15 * n / len(keys),
+               f"key frame {n + 1}/{len(keys)} (frame {track.indices[k]})")
+        est = estimates[k] if learned else predictor(_observation(kept[k], track.faces[k]))
         key_est[k] = est
         idents.append(est.identity[0].numpy())
         errors.append(landmark_rms(head, est, track.faces[k].landmarks68))
@@ -218,8 +257,6 @@ def estimate_clip(frames: Sequence[Any], head: HeadModel, cfg: AnimateConfig | N
     timings["identity"] = time.perf_counter() - t0
     kept = {k: v for k, v in kept.items() if k in key_est}
 
-    # ---- pass 2: every frame with the clip's identity
-    t0 = time.perf_counter()
     K_exp, J = head.n_expression, head.n_joints
     out = ClipEstimate(
         times=np.array(track.times), frames=np.array(track.indices), tracked=np.zeros(T, bool),
@@ -228,47 +265,55 @@ def estimate_clip(frames: Sequence[Any], head: HeadModel, cfg: AnimateConfig | N
         key_identities=np.stack(idents), key_weights=weights, key_errors=np.array(errors), track=track)
     if spec.kind == "hybrid":
         out.init_method = predictor.init.name
-    learned = spec.kind == "learned"
-    prev: FaceParams | None = None
-    last_k = -10**9
     best_angle = float("inf")
     best: tuple[int, np.ndarray, FaceParams] | None = None
-    try:
-        for k, frame in enumerate(frames):
-            if k >= T:
-                break
-            face = track.faces[k]
-            if face is None:
+
+    def consider_for_head(k: int, rgb: np.ndarray, est: FaceParams) -> None:
+        """Head files: the most frontal key frame, with its reconstruction's lighting and albedo."""
+        nonlocal best_angle, best
+        angle = _frontal_angle(out.R[k], out.t[k])
+        if angle < best_angle:
+            key = key_est[k]
+            best_angle, best = angle, (k, rgb, est.replace(identity=ident_t, sh=key.sh, albedo=key.albedo,
+                                                           visibility=key.visibility, timings=dict(key.timings)))
+
+    if learned:  # ---- the network's frames, with the clip's identity
+        for k, est in sorted(estimates.items()):
+            if k >= T:  # Ctrl-C came between the estimate and the end of its frame
                 continue
-            obs = _observation(frame.rgb, face)
-            if learned:
-                est = predictor(obs).replace(identity=ident_t)
-            else:
+            _store(out, k, est)
+            if k in key_est:
+                consider_for_head(k, kept[k], est)
+        out.interrupted = track.interrupted
+        timings["frames"] = 0.0  # inside "track"
+    else:  # ---- pass 2: every frame fitted with the clip's identity, from the previous one
+        t0 = time.perf_counter()
+        prev: FaceParams | None = None
+        last_k = -10**9
+        try:
+            for k, frame in enumerate(frames):
+                if k >= T:
+                    break
+                face = track.faces[k]
+                if face is None:
+                    continue
+                obs = _observation(frame.rgb, face)
                 if prev is None or k - last_k > cfg.restart_gap + 1:
                     start = key_est[k] if k in key_est else predictor(obs)
-                    prev = start.replace(identity=ident_t)
+                    prev = video_camera(head, start.replace(identity=ident_t), obs, cfg.fit)
                 elif cfg.repose:
                     prev = repose(head, prev, obs)
                 est = fit_photo(head, obs.image, obs.landmarks68, cfg.frame_fit, native=obs.native,
                                 native_convention=obs.convention, init=prev)
                 prev = est
-            last_k = k
-            cam = est.camera
-            out.expression[k] = est.expression[0].numpy()
-            out.pose[k] = est.pose[0].numpy() if est.pose.numel() else 0.0
-            out.R[k], out.t[k], out.K[k] = cam.R[0].numpy(), cam.t[0].numpy(), cam.K[0].numpy()
-            out.tracked[k] = True
-            out.n_done = k + 1
-            if k in key_est:  # head files: the most frontal key frame, with its fit's lighting and albedo
-                angle = _frontal_angle(out.R[k], out.t[k])
-                if angle < best_angle:
-                    key = key_est[k]
-                    best_angle, best = angle, (k, frame.rgb, est.replace(
-                        sh=key.sh, albedo=key.albedo, visibility=key.visibility, timings=dict(key.timings)))
-            report("frames", 0.4 + 0.5 * (k + 1) / max(T, 1), f"frame {k + 1}/{T}")
-    except KeyboardInterrupt:
-        out.interrupted = True
-    timings["frames"] = time.perf_counter() - t0
+                last_k = k
+                _store(out, k, est)
+                if k in key_est:
+                    consider_for_head(k, frame.rgb, est)
+                report("frames", 0.4 + 0.5 * (k + 1) / max(T, 1), f"frame {k + 1}/{T}")
+        except KeyboardInterrupt:
+            out.interrupted = True
+        timings["frames"] = time.perf_counter() - t0
     if best is None:  # interrupted before the first frame (always a key frame) was estimated
         raise KeyboardInterrupt
     k, rgb, est = best

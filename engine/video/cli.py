@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, default=None, metavar="S", help="start time in seconds")
     p.add_argument("--end", type=float, default=None, metavar="E", help="end time in seconds (exclusive)")
     p.add_argument("--fov", type=float, default=None, metavar="DEG",
-                   help="the camera's horizontal field of view, if known (default: a 20 degree guess; fit "
+                   help="the camera's field of view over the frame's longer side, if known (default: a 20 degree guess; fit "
                         "and hybrid; a learned method predicts its own camera)")
     p.add_argument("--frame-steps", type=int, default=10, metavar="N",
                    help="landmark-fit steps per frame (fit and hybrid; default 10): 15 is about 15%% more "

@@ -92,7 +92,7 @@ class Clip:
                 ok, bgr = cap.read()
                 if not ok:
                     return  # containers often announce a frame or two more than they hold
-                yield Frame(i, self.time_of(i), np.ascontiguousarray(bgr[:, :, ::-1]))
+                yield Frame(i, self.time_of(i), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 i += 1
                 target = next(wanted, None)
         finally:

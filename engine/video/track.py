@@ -55,6 +55,7 @@ class FaceTrack:
     first_frame_faces: int = 0
     chosen: int = 0
     backend: str = ""
+    interrupted: bool = False  # Ctrl-C: the frames so far (the caller decides what to keep)
 
     @property
     def tracked(self) -> np.ndarray:
@@ -136,20 +137,27 @@ def track_faces(frames: Iterable[Any], backend: str | Any = "default", face: int
                 name: str = "the clip", min_iou: float = 0.3,
                 on_frame: Callable[[int, TrackedFace | None], None] | None = None) -> FaceTrack:
     """Follow one person through ``frames`` (objects with ``index``, ``time``, ``rgb``, e.g.
-    :class:`engine.video.source.Frame`); ``on_frame(k, face)`` is called after each one.
+    :class:`engine.video.source.Frame`); ``on_frame(k, face)`` is called after each one
+    (a frame counts once it returns).
 
-    A ``KeyboardInterrupt`` propagates; the caller decides what to keep."""
+    A ``KeyboardInterrupt`` ends the track at the frames done (``FaceTrack.interrupted``);
+    before the person was found it propagates."""
     follow = _Follower(backend, face, name, min_iou)
     track = FaceTrack(backend=getattr(follow.backend, "name", str(backend)))
-    for k, frame in enumerate(frames):
-        found = follow.first(frame.rgb, frame.index, frame.time) if follow.last is None else follow.step(frame.rgb)
-        if found is not None:
-            follow.last = found
-        track.faces.append(found)
-        track.indices.append(int(frame.index))
-        track.times.append(float(frame.time))
-        if on_frame is not None:
-            on_frame(k, found)
+    try:
+        for k, frame in enumerate(frames):
+            found = follow.first(frame.rgb, frame.index, frame.time) if follow.last is None else follow.step(frame.rgb)
+            if found is not None:
+                follow.last = found
+            if on_frame is not None:
+                on_frame(k, found)
+            track.faces.append(found)
+            track.indices.append(int(frame.index))
+            track.times.append(float(frame.time))
+    except KeyboardInterrupt:
+        if follow.last is None:
+            raise
+        track.interrupted = True
     if follow.last is None:
         raise NoFaceError(f"no face found in any frame of {name}")
     track.first_frame_faces, track.chosen = follow.first_faces, follow.chosen
