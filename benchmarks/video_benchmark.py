@@ -4,6 +4,8 @@
     python benchmarks/video_benchmark.py still [--method fit] [--frames 300]
     python benchmarks/video_benchmark.py speed [--methods mofa hybrid] [--frames 90] [--device cpu]
     python benchmarks/video_benchmark.py sweep --cache DIR   # smoothing parameters on cached raw curves
+    python benchmarks/video_benchmark.py arkit                # the model's jaw / eye conversions
+  options of synthetic/still/speed: --fov DEG --frame-steps N --frame-joint-iters J --no-repose
 
 ``synthetic``: clips of one synthetic person with ground truth (:mod:`engine.video.synthetic`,
 224 px, holds and moves between 5 key poses) through the whole pipeline (MediaPipe tracking,
@@ -45,12 +47,19 @@ def _frames(images: list[np.ndarray], fps: float) -> list:
     return [Frame(i, i / fps, img) for i, img in enumerate(images)]
 
 
-def _run(frames: list, head, method: str, key_frames: int, device: str = "cpu", fov: float | None = None):
-    from engine.video.animate import AnimateConfig, estimate_clip
+def _run(frames: list, head, method: str, key_frames: int, device: str = "cpu", args=None):
+    """The pipeline on ``frames`` with the schedule options of ``args`` (--fov, --frame-steps,
+    --frame-joint-iters, --no-repose)."""
+    from engine.video.animate import AnimateConfig, estimate_clip, frame_fit_config
 
     cfg = AnimateConfig(method=method, key_frames=key_frames)
-    if fov is not None:
-        cfg.fit = dataclasses.replace(cfg.fit, fov_deg=fov)
+    if args is not None:
+        if args.fov is not None:
+            cfg.fit = dataclasses.replace(cfg.fit, fov_deg=args.fov)
+        cfg.frame_fit = frame_fit_config(cfg.fit, args.frame_steps)
+        if args.frame_joint_iters:  # the photometric stages too (appearance + joint refinement)
+            cfg.frame_fit = dataclasses.replace(cfg.frame_fit, appearance=True, joint_iters=args.frame_joint_iters)
+        cfg.repose = not args.no_repose
     t, c = time.perf_counter(), time.process_time()
     est = estimate_clip(frames, head, cfg, device=device)
     return est, time.perf_counter() - t, time.process_time() - c
@@ -113,7 +122,7 @@ def cmd_synthetic(args) -> None:
         clip = render_long_clip(head, seed, LongClipConfig(n_frames=args.frames, n_keys=5), SyntheticConfig())
         truth = _truth(head, clip)
         est, wall, cpu = _run(_frames([s.image for s in clip.samples], clip.fps), head, args.method, args.key_frames,
-                              fov=args.fov)
+                              args=args)
         raw = to_animation(est, head, None, clip.fps)
         smooth = to_animation(est, head, OneEuroConfig(), clip.fps)
         causal = to_animation(est, head, OneEuroConfig(two_pass=False), clip.fps)
@@ -211,7 +220,7 @@ def cmd_still(args) -> None:
     rig = ArkitRig.from_head(head)
     with tempfile.TemporaryDirectory() as tmp:
         clip = open_clip(_still_video(Path(tmp) / "still.mp4", args.frames))
-        est, wall, cpu = _run(clip, head, args.method, args.key_frames, fov=args.fov)
+        est, wall, cpu = _run(clip, head, args.method, args.key_frames, args=args)
         for label, sm in (("raw", None), ("smoothed", OneEuroConfig())):
             anim = to_animation(est, head, sm, clip.fps)
             pose = np.stack([anim.joints[n] for n in head.joint_names], 1)
@@ -235,8 +244,8 @@ def cmd_speed(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clip = open_clip(_still_video(Path(tmp) / "still.mp4", args.frames))
         for method in args.methods:
-            _run(open_clip(clip.path, end=0.3), head, method, 2, args.device)  # warm-up (models, caches)
-            est, wall, cpu = _run(clip, head, method, args.key_frames, args.device, args.fov)
+            _run(open_clip(clip.path, end=0.3), head, method, 2, args.device, args)  # warm-up (models, caches)
+            est, wall, cpu = _run(clip, head, method, args.key_frames, args.device, args)
             n = len(clip)
             t = est.timings
             what = "track + network" if t["frames"] == 0 else "track"
@@ -244,6 +253,18 @@ def cmd_speed(args) -> None:
                   f"{what} {t['track']:.1f} s, {args.key_frames} key frames {t['identity']:.1f} s, "
                   f"per-frame fits {t['frames']:.1f} s [torch threads {torch.get_num_threads()}, "
                   f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}]")
+
+
+def cmd_arkit(args) -> None:
+    """The head model's ARKit conversions (engine/video/arkit.py)."""
+    from engine.head import load_head_model
+    from engine.video.arkit import ArkitRig
+
+    rig = ArkitRig.from_head(load_head_model(args.model))
+    print(f"{args.model}: jawOpen = 1 <-> jaw {rig.jaw_rad_per_weight:.3f} rad ({np.degrees(rig.jaw_rad_per_weight):.1f} deg); "
+          f"missing ARKit units: {rig.missing or 'none'}")
+    for name, w in rig.eye_rad_per_weight.items():
+        print(f"  {name:18s} turns the gaze by {np.degrees(np.linalg.norm(w)):5.1f} deg about {np.round(w / np.linalg.norm(w), 3).tolist()}")
 
 
 def main() -> None:
@@ -267,10 +288,17 @@ def main() -> None:
         p.add_argument("--method", default="fit")
         p.add_argument("--key-frames", type=int, default=8)
         p.add_argument("--fov", type=float, default=None, help="the camera guess of the fits (default: animate's)")
+        p.add_argument("--frame-steps", type=int, default=10, help="landmark steps per frame (animate's default 10)")
+        p.add_argument("--frame-joint-iters", type=int, default=0,
+                       help="add the photometric stages to each frame's fit with this many joint steps (default 0)")
+        p.add_argument("--no-repose", action="store_true", help="warm start without the per-frame PnP")
     for p in (s, w, st, sp):
         p.add_argument("--model", default="open")
+    ar = sub.add_parser("arkit")
+    ar.add_argument("--model", default="open")
     args = ap.parse_args()
-    {"synthetic": cmd_synthetic, "sweep": cmd_sweep, "still": cmd_still, "speed": cmd_speed}[args.cmd](args)
+    {"synthetic": cmd_synthetic, "sweep": cmd_sweep, "still": cmd_still, "speed": cmd_speed,
+     "arkit": cmd_arkit}[args.cmd](args)
 
 
 if __name__ == "__main__":
