@@ -90,7 +90,7 @@ class FitConfig:
     fix_identity: bool = False
     # False: stop after the landmark stages (no lighting/albedo solve, no photometric
     # refinement; the result keeps the init's lighting). Video frames: those stages cost
-    # three quarters of a warm-started fit and made expressions worse (docs/video.md)
+    # three quarters of a warm-started fit and made expressions 50 % worse (docs/video.md)
     appearance: bool = True
     # CPU intra-op threads during a fit (0 = leave torch's setting alone)
     cpu_threads: int = 1

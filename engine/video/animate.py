@@ -55,8 +55,8 @@ __all__ = ["AnimateConfig", "ClipEstimate", "VIDEO_FOV_DEG", "estimate_clip", "f
 #: The fits' camera guess for video: a 20° field of view over the frame (photos: 40°). A
 #: zooming camera (or a face coming closer) changes the face's size; with a long focal the
 #: fit explains that by distance without the perspective change a short one adds, which
-#: otherwise shows up as head pitch and jaw (still-photo pan/zoom clip: head angle std
-#: 0.93° -> 0.43°); synthetic clips are as accurate either way (docs/video.md).
+#: otherwise shows up as head pitch and jaw (still-photo pan/zoom clip: head pitch std
+#: 0.87° -> 0.46°); synthetic clips are as accurate either way (docs/video.md).
 VIDEO_FOV_DEG = 20.0
 
 
@@ -68,7 +68,7 @@ def video_fit_config(base: FitConfig | None = None) -> FitConfig:
 def frame_fit_config(base: FitConfig | None = None, steps: int = 10) -> FitConfig:
     """The warm-started per-frame fit: identity fixed, no pose-only steps (:func:`repose` has
     placed the head), ``steps`` landmark steps, no lighting/albedo/photometric stages
-    (docs/video.md: they cost three quarters of the time and made expressions worse)."""
+    (docs/video.md: three quarters of the time, and 50 % larger expression errors)."""
     return dataclasses.replace(base or video_fit_config(), fix_identity=True, appearance=False, pose_iters=0,
                                shape_iters=steps)
 
