@@ -60,16 +60,17 @@ def hat_props(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, layo
     return [Prop("hat", mesh, tex, specular=0.05, shininess=10.0, label="hat")]
 
 
-def glasses_props(vertices: np.ndarray, eyes_region: np.ndarray, layout: HeadLayout, rng: np.random.Generator,
+def glasses_props(vertices: np.ndarray, eyes_region: np.ndarray, lm: np.ndarray, rng: np.random.Generator,
                   sunglasses: bool) -> list[Prop]:
-    """Frames around both eyes (a rounded rectangle each, a bridge, temples to the ears);
+    """Frames around both eyes (a rounded rectangle each, a bridge, temples to the ears) in
+    front of the brows and the nose bridge; ``lm (68, 3)``: the posed landmarks;
     ``sunglasses`` adds dark lenses."""
-    lm = layout.landmarks
     centres = []
     for side in (1, -1):
         ids = eyes_region & (np.sign(vertices[:, 0]) == side)
         centres.append(vertices[ids].mean(0) if ids.any() else np.array([0.031 * side, 0.0, 0.0]))
-    front_z = max(c[2] for c in centres) + rng.uniform(0.022, 0.03)
+    front_z = max(lm[17:27, 2].max() + 0.004, lm[27:29, 2].max() + 0.002,
+                  max(vertices[eyes_region, 2].max() if eyes_region.any() else 0.0, 0.0) + 0.012) + rng.uniform(0.0, 0.006)
     w, h = rng.uniform(0.021, 0.028), rng.uniform(0.014, 0.022)
     e = rng.uniform(2.5, 6.0)  # superellipse exponent: round .. rectangular
     r_tube = rng.uniform(0.0009, 0.0022)
@@ -112,12 +113,13 @@ def glasses_props(vertices: np.ndarray, eyes_region: np.ndarray, layout: HeadLay
     return props
 
 
-def hand_prop(layout: HeadLayout, vertices_lm: np.ndarray, towards_camera: np.ndarray, skin: SkinTone,
+def hand_prop(vertices: np.ndarray, lm: np.ndarray, towards_camera: np.ndarray, skin: SkinTone,
               rng: np.random.Generator) -> Prop:
     """A hand (palm, four fingers, thumb) and forearm between the face and the camera, over a
     random part of the face (chin, mouth, cheek, nose, an eye, forehead), palm or back to
-    the camera, fingers up or sideways."""
-    target = vertices_lm[int(rng.choice([8, 57, 62, 3, 13, 30, 37, 44, 19, 24]))]
+    the camera, fingers up or sideways, 1-3 cm clear of the face under it (``vertices``: the
+    posed head, ``lm (68, 3)`` its landmarks)."""
+    target = lm[int(rng.choice([8, 57, 62, 3, 13, 30, 37, 44, 19, 24]))]
     n = towards_camera / np.linalg.norm(towards_camera)
     up = np.array([0.0, 1.0, 0.0]) - n * n[1]
     up /= np.linalg.norm(up).clip(1e-9)
@@ -125,7 +127,11 @@ def hand_prop(layout: HeadLayout, vertices_lm: np.ndarray, towards_camera: np.nd
     right = np.cross(up, n)
     fdir = np.cos(a) * up + np.sin(a) * right  # fingers point along fdir
     side = np.cross(fdir, n)
-    centre = target + n * rng.uniform(0.015, 0.045) - fdir * rng.uniform(0.0, 0.05)
+    centre = target - fdir * rng.uniform(0.0, 0.05)
+    rel = vertices - centre
+    under = np.linalg.norm(rel - np.outer(rel @ n, n), axis=1) < 0.08  # the face under the hand
+    lift = float((rel[under] @ n).max()) if under.any() else 0.0
+    centre = centre + n * (lift + 0.016 + rng.uniform(0.01, 0.03))
     R = np.stack([side, fdir, n], 1)  # hand frame -> model frame (columns)
     parts = [ellipsoid(np.zeros(3), np.array([0.042, 0.05, 0.014]), 2)]
     spread = rng.uniform(0.0, 0.25)

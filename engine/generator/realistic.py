@@ -224,9 +224,9 @@ def _props(head: HeadModel, verts: np.ndarray, normals: np.ndarray, lm3d: np.nda
     if hat:
         out += hat_props(verts, normals, faces, L, rng, over=paint.hair.thickness if paint.hair.has_shell else 0.0)
     if rng.uniform() < cfg.glasses_probability:
-        out += glasses_props(verts, L.vertex_regions["eyes"] > 0.5, L, rng, rng.uniform() < cfg.sunglasses_fraction)
+        out += glasses_props(verts, L.vertex_regions["eyes"] > 0.5, lm3d, rng, rng.uniform() < cfg.sunglasses_fraction)
     if rng.uniform() < cfg.hand_probability:
-        out.append(hand_prop(L, lm3d, towards_cam, paint.skin, rng))
+        out.append(hand_prop(verts, lm3d, towards_cam, paint.skin, rng))
     return out
 
 
@@ -296,7 +296,7 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
     dec_gt = FaceDecoder(head)
     albedo_v = sample_uv_map(stored, dec_gt.vertex_uv)
     gain = 2.0 ** deg.exposure_ev * np.asarray(deg.wb_gains)
-    lm_vis = points_visible(dec.landmarks3d[0], camera, scene.depth)
+    lm_vis = points_visible(dec.landmarks3d[0], camera, scene.depth, scene.prop_depth)
     lap("ground_truth")
     params = params.replace(sh=sh_approximation(rig, gain)[None], albedo=albedo_v, albedo_map=stored,
                             visibility=scene.visibility[None].float(), timings=timings)

@@ -50,9 +50,10 @@ HEAD_CHANNELS = ("eye_dx", "eye_dy", "eye_dz", "specular", "shininess", "ao", "f
 class SceneRender:
     """Linear radiance ``image (H, W, 3)`` (0 where nothing covers), ``coverage (H, W)`` bool,
     ``face_mask`` (visible face skin), ``occlusion_mask`` (face skin hidden by a prop),
-    ``segmentation (H, W)`` uint8 (:data:`engine.generator.props.SEGMENT_LABELS`), ``depth``
-    (H, W) of the nearest surface (inf where none), the shadow maps used, and the per-vertex
-    ``visibility (V,)`` of the head (front-facing, in the image, not hidden by anything)."""
+    ``segmentation (H, W)`` uint8 (:data:`engine.generator.props.SEGMENT_LABELS`), camera depth
+    (H, W) of the head (``depth``) and of the props (``prop_depth``; inf where none), the
+    per-vertex ``visibility (V,)`` of the head (front-facing, in the image, not hidden by
+    anything) and the shadow maps used."""
 
     image: torch.Tensor
     coverage: torch.Tensor
@@ -60,13 +61,16 @@ class SceneRender:
     occlusion_mask: torch.Tensor
     segmentation: torch.Tensor
     depth: torch.Tensor
+    prop_depth: torch.Tensor
     visibility: torch.Tensor
     shadow_maps: list[ShadowMap | None]
 
 
-def points_visible(points_model: torch.Tensor, camera, depth: torch.Tensor, tolerance: float = 5e-3) -> torch.Tensor:
-    """``(N,)`` bool: model-frame points inside the image and not behind the depth map
-    ``depth (H, W)`` (inf = nothing) by more than ``tolerance`` at all four pixel centres
+def points_visible(points_model: torch.Tensor, camera, depth: torch.Tensor, occluders: torch.Tensor | None = None,
+                   tolerance: float = 5e-3, occluder_tolerance: float = 1e-3) -> torch.Tensor:
+    """``(N,)`` bool: model-frame points inside the image, not behind the head's depth map
+    ``depth (H, W)`` (inf = nothing) by more than ``tolerance`` and not behind the props'
+    depth map ``occluders`` by more than ``occluder_tolerance``, at all four pixel centres
     around them (so points on a steep but visible surface count as visible)."""
     H, W = depth.shape
     uv, z = camera.project(points_model[None])
@@ -74,11 +78,16 @@ def points_visible(points_model: torch.Tensor, camera, depth: torch.Tensor, tole
     x0 = (uv[:, 0] - 0.5).floor().long()
     y0 = (uv[:, 1] - 0.5).floor().long()
     far = torch.full_like(z, -float("inf"))
+    far_occ = torch.full_like(z, -float("inf"))
     for dy in (0, 1):
         for dx in (0, 1):
-            far = torch.maximum(far, depth[(y0 + dy).clamp(0, H - 1), (x0 + dx).clamp(0, W - 1)])
+            yy, xx = (y0 + dy).clamp(0, H - 1), (x0 + dx).clamp(0, W - 1)
+            far = torch.maximum(far, depth[yy, xx])
+            if occluders is not None:
+                far_occ = torch.maximum(far_occ, occluders[yy, xx])
     inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (z > 0)
-    return inside & (z <= far + tolerance)
+    ok = inside & (z <= far + tolerance)
+    return ok & (z <= far_occ + occluder_tolerance) if occluders is not None else ok
 
 
 def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: LightRig, shadow_size: int = 128) -> SceneRender:
@@ -103,6 +112,9 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
         d /= np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
         alb_h[eye_px] = torch.from_numpy(eye_albedo(d, surface.eye_look).astype(np.float32))
     lab_h = surface.labels[front][fr_h.fg_tri]
+    is_face = a_h[:, ch["face_skin"]] > 0.5  # face skin per pixel, as in the face mask
+    skin_lab = (lab_h == SEGMENT_LABELS["face_skin"]) | (lab_h == SEGMENT_LABELS["head_skin"])
+    lab_h = torch.where(skin_lab, torch.where(is_face, SEGMENT_LABELS["face_skin"], SEGMENT_LABELS["head_skin"]), lab_h)
     head_mat = torch.stack([a_h[:, ch["specular"]], a_h[:, ch["shininess"]], a_h[:, ch["ao"]],
                             0.3 * a_h[:, ch["skin"]].clamp(0, 1)], 1)
     # ---- layer 2: the props
@@ -149,7 +161,7 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
     view = eye[None] - P
     view = view / view.norm(dim=1, keepdim=True).clamp_min(1e-9)
     N = torch.where(((N * view).sum(1) < 0)[:, None] & ~from_head[:, None], -N, N)  # props are two-sided
-    dirs = torch.tensor(np.stack([l.direction for l in rig.lights]), dtype=torch.float32) @ R  # Rᵀ d per row
+    dirs = torch.tensor(np.array([l.direction for l in rig.lights]).reshape(-1, 3), dtype=torch.float32) @ R  # Rᵀ d per row
     up = torch.tensor(UP_CAMERA, dtype=torch.float32) @ R
     maps: list[ShadowMap | None] = []
     shadows: list[torch.Tensor | None] = []
@@ -171,14 +183,13 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
     image = torch.zeros(HW, 3).index_put((pix,), rad).view(H, W, 3)
     seg = torch.zeros(HW, dtype=torch.uint8).index_put((pix,), L.to(torch.uint8)).view(H, W)
     # ---- masks and visibility
-    face_w = torch.zeros(HW)
-    face_w[fr_h.fg_index] = a_h[:, ch["face_skin"]]
-    face_px = face_w > 0.5
+    face_px = torch.zeros(HW, dtype=torch.bool)
+    face_px[fr_h.fg_index] = lab_h == SEGMENT_LABELS["face_skin"]
     face_mask = (face_px & head_wins).view(H, W)
     occlusion = (face_px & ~head_wins).view(H, W)
-    depth_img = depth.view(H, W)
-    vis = points_visible(verts, cam, depth_img) & (dec.facing()[0] > 0)
-    return SceneRender(image, covered.view(H, W), face_mask, occlusion, seg, depth_img, vis, maps)
+    vis = points_visible(verts, cam, depth_h.view(H, W), depth_p.view(H, W)) & (dec.facing()[0] > 0)
+    return SceneRender(image, covered.view(H, W), face_mask, occlusion, seg, depth_h.view(H, W), depth_p.view(H, W),
+                       vis, maps)
 
 
 def head_labels(regions: dict[str, torch.Tensor], faces: torch.Tensor) -> torch.Tensor:
