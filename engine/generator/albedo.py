@@ -210,8 +210,8 @@ def paint_head(head: HeadModel, rngs: dict[str, np.random.Generator], cfg: "Real
             _blend(col, ids, dark, beard * (0.6 + 0.4 * dots) * rf.uniform(0.15, 0.4))
         else:
             bcol = hair.colour if rf.uniform() < 0.85 else np.array([0.55, 0.54, 0.52])
-            strands = _colour(bcol) * (1 + 0.35 * noise(len(ids)))[None]
-            cover = beard * rf.uniform(0.75, 1.0) * (0.75 + 0.25 * (noise(len(ids), "uniform") < 0.8).float())
+            strands = _colour(bcol) * (1 + 0.15 * noise(len(ids)))[None]
+            cover = beard * rf.uniform(0.7, 0.95) * (0.85 + 0.15 * (noise(len(ids), "uniform") < 0.8).float())
             _blend(col, ids, strands, cover)
     # make-up
     makeup: dict[str, bool] = {}
@@ -265,8 +265,8 @@ def paint_head(head: HeadModel, rngs: dict[str, np.random.Generator], cfg: "Real
     hair_v = np.clip(scalp_coverage(hair, vz, vr["skin"]) * hair.density + _facial_hair(facial, vz, neck_reach) * coarse, 0, 1)
     ks = ks * (1 - 0.8 * hair_v) + vz["lips"] * 0.35
     shin = 18 + 20 * vz["lips"] - 10 * hair_v
-    ks = np.where(vr["eyes"] > 0.5, 1.2, ks)
-    shin = np.where(vr["eyes"] > 0.5, 500.0, shin)
+    ks = np.where(vr["eyes"] > 0.5, 1.5, ks)
+    shin = np.where(vr["eyes"] > 0.5, 120.0, shin)  # wet cornea: a small, bright catchlight
     ks = np.where(vr["mouth_interior"] > 0.5, 0.35 + 0.3 * vr["teeth"], ks)
     shin = np.where(vr["mouth_interior"] > 0.5, 60.0, shin)
     material = np.stack([ks, shin], 1).astype(np.float32)

@@ -18,6 +18,9 @@ import numpy as np
 from engine.generator.tones import linear_to_srgb
 
 
+TONE_KNEE = 0.8  # the tone curve is the identity below this (unit white light shows the albedo), a soft shoulder above
+
+
 @dataclass
 class Degradation:
     """One image's degradation parameters (see the module docstring)."""
@@ -86,16 +89,10 @@ def _streak(length: float, angle_deg: float) -> np.ndarray:
     return k / k.sum()
 
 
-def tone_curve(x: np.ndarray, knee: float = 0.8) -> np.ndarray:
-    """Identity below ``knee`` (so unit white light shows the albedo), a soft shoulder above
-    it approaching 1 instead of clipping."""
-    over = np.maximum(x - knee, 0)
-    return x - over + (1 - knee) * (1 - np.exp(-over / (1 - knee)))
-
-
 def apply_degradation(linear: np.ndarray, d: Degradation) -> np.ndarray:
     """Linear radiance ``(H, W, 3)`` float32 -> uint8 sRGB image ``(H, W, 3)``."""
     import cv2
+    import torch
 
     H, W = linear.shape[:2]
     img = np.ascontiguousarray(linear, np.float32)
@@ -104,19 +101,23 @@ def apply_degradation(linear: np.ndarray, d: Degradation) -> np.ndarray:
     if d.motion_px > 0:
         img = cv2.filter2D(img, -1, _streak(d.motion_px, d.motion_angle_deg), borderType=cv2.BORDER_REFLECT)
     img = cv2.GaussianBlur(img, (0, 0), d.optical_sigma_px)
-    img = img * (np.float32(2.0 ** d.exposure_ev) * np.asarray(d.wb_gains, np.float32))
+    # per-pixel steps in torch, channels first (numpy broadcasts over a last axis of 3 slowly)
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    t = t * (2.0 ** d.exposure_ev * torch.tensor(d.wb_gains, dtype=torch.float32))[:, None, None]
     if d.vignette > 0:
-        x2 = ((np.arange(W, dtype=np.float32) + 0.5 - W / 2) / (W / 2)) ** 2
-        y2 = ((np.arange(H, dtype=np.float32) + 0.5 - H / 2) / (H / 2)) ** 2
-        img = img * (1 - d.vignette * 0.5 * (y2[:, None] + x2[None]))[..., None]  # 1 - vignette at the corners
+        x2 = ((torch.arange(W, dtype=torch.float32) + 0.5 - W / 2) / (W / 2)) ** 2
+        y2 = ((torch.arange(H, dtype=torch.float32) + 0.5 - H / 2) / (H / 2)) ** 2
+        t = t * (1 - d.vignette * 0.5 * (y2[:, None] + x2[None]))[None]  # 1 - vignette at the corners
     rng = np.random.default_rng(d.noise_seed)
-    sigma = np.sqrt(np.maximum(img, 0) * np.float32(d.shot_noise) + np.float32(d.read_noise ** 2))
-    noise = rng.standard_normal((H, W, 1), dtype=np.float32) * 0.8 + rng.standard_normal((H, W, 3), dtype=np.float32) * 0.6
-    img = img + sigma * noise
-    img = linear_to_srgb(tone_curve(np.maximum(img, 0)).astype(np.float32))
-    grey = img.mean(-1, keepdims=True)
-    img = grey + (img - grey) * np.float32(d.saturation)
-    img = np.clip(0.5 + (img - 0.5) * np.float32(d.contrast), 0, 1)
+    luma_noise = torch.from_numpy(rng.standard_normal((1, H, W), dtype=np.float32))
+    chroma_noise = torch.from_numpy(rng.standard_normal((3, H, W), dtype=np.float32))
+    sigma = torch.sqrt(t.clamp_min(0) * d.shot_noise + d.read_noise ** 2)
+    t = (t + sigma * (0.8 * luma_noise + 0.6 * chroma_noise)).clamp_min(0)
+    over = (t - TONE_KNEE).clamp_min(0)
+    t = linear_to_srgb(t - over + (1 - TONE_KNEE) * (1 - torch.exp(-over / (1 - TONE_KNEE))))
+    grey = t.mean(0, keepdim=True)
+    t = (0.5 + (grey + (t - grey) * d.saturation - 0.5) * d.contrast).clamp(0, 1)
+    img = np.ascontiguousarray(t.permute(1, 2, 0).numpy())
     if d.downscale < 1:
         small = (max(int(W * d.downscale), 8), max(int(H * d.downscale), 8))
         img = cv2.resize(cv2.resize(img, small, interpolation=cv2.INTER_AREA), (W, H), interpolation=cv2.INTER_LINEAR)

@@ -94,7 +94,7 @@ def sample_eye_look(rng: np.random.Generator, skin: SkinTone, eyeball_radius: fl
     r = max(eyeball_radius, 1.25 * IRIS_RADIUS_M)  # the iris has its real size on any eyeball
     iris_angle = float(np.arcsin(IRIS_RADIUS_M * rng.uniform(1.0, 1.1) / r))
     pupil_angle = float(np.arcsin(rng.uniform(1.25e-3, 3.0e-3) / r))
-    sclera = np.clip(np.array([0.82, 0.79, 0.76]) * rng.uniform(0.88, 1.05) + rng.normal(0, 0.015, 3), 0, 1)
+    sclera = np.clip(np.array([0.74, 0.71, 0.68]) * rng.uniform(0.85, 1.02) + rng.normal(0, 0.015, 3), 0, 1)
     collarette = np.clip(iris * rng.uniform(0.9, 1.6) + np.array([0.06, 0.04, 0.0]) * rng.uniform(0, 1), 0, 1)
     return EyeLook(name, iris, iris_angle, pupil_angle, sclera, float(rng.uniform(0.35, 0.75)),
                    rng.integers(9, 60, 6).astype(np.float64), rng.uniform(0, 2 * np.pi, 6), rng.uniform(0.03, 0.12, 6),

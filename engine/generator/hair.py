@@ -26,8 +26,8 @@ def hair_texture(rng: np.random.Generator, colour: np.ndarray, size: int = ATLAS
     import cv2
 
     cols = cv2.GaussianBlur(rng.normal(0, 1, (1, size)).astype(np.float32), (0, 0), 0.8).reshape(1, size)
-    fine = cv2.blur(rng.normal(0, 1, (size, size)).astype(np.float32), (1, 15))
-    lum = np.exp(0.28 * cols + 0.35 * fine - 0.05)
+    fine = cv2.blur(rng.normal(0, 1, (size, size)).astype(np.float32), (1, 9))
+    lum = np.exp(0.35 * cols + 0.6 * fine - 0.1)
     return np.clip(np.asarray(colour, np.float32)[:, None, None] * lum[None], 0, 1).astype(np.float32)
 
 
@@ -104,8 +104,8 @@ def hair_props(style: HairStyle, vertices: np.ndarray, normals: np.ndarray, face
     tex = hair_texture(rng, style.colour)
     out = []
     if shell is not None:
-        out.append(Prop("hair", shell, tex, specular=0.3, shininess=25.0, label="hair"))
+        out.append(Prop("hair", shell, tex, specular=0.12, shininess=12.0, label="hair"))
     if style.curtain_length > 0:
         out.append(Prop("hair_long", curtain_mesh(vertices, skin > 0.5, layout, style, rng), tex,
-                        specular=0.3, shininess=25.0, label="hair"))
+                        specular=0.12, shininess=12.0, label="hair"))
     return out

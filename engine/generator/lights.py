@@ -4,7 +4,7 @@ light, Blinn-Phong specular highlights, shadow maps and ambient occlusion.
 * :func:`sample_lights` draws a :class:`LightRig` in the camera frame (OpenCV axes; the
   scene's "up" is the camera's −Y): a key light from anywhere in front and to the sides
   (azimuth ±110°, elevation −15…70°), an optional fill and rim light, colour temperatures
-  2700–9000 K and now and then a strongly coloured light, and a hemispherical ambient
+  3000–8000 K and now and then a strongly coloured light, and a hemispherical ambient
   (sky / ground colours). Intensities are irradiances relative to a nominal exposure where
   a white surface facing the key light renders at about 1.
 * :func:`shadow_map` rasterises meshes from a light with :func:`engine.render.rasterize`
@@ -76,7 +76,7 @@ def _direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
 
 
 def _light_colour(rng: np.random.Generator, coloured_probability: float) -> tuple[np.ndarray, float]:
-    kelvin = float(np.exp(rng.uniform(np.log(2700), np.log(9000))))
+    kelvin = float(np.exp(rng.uniform(np.log(3000), np.log(8000))))
     c = blackbody_rgb(kelvin)
     if rng.uniform() < coloured_probability:
         import colorsys

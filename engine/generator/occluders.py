@@ -133,16 +133,18 @@ def hand_prop(vertices: np.ndarray, lm: np.ndarray, towards_camera: np.ndarray, 
     lift = float((rel[under] @ n).max()) if under.any() else 0.0
     centre = centre + n * (lift + 0.016 + rng.uniform(0.01, 0.03))
     R = np.stack([side, fdir, n], 1)  # hand frame -> model frame (columns)
-    parts = [ellipsoid(np.zeros(3), np.array([0.042, 0.05, 0.014]), 2)]
-    spread = rng.uniform(0.0, 0.25)
-    for k, (x, ln) in enumerate(zip((-0.027, -0.009, 0.009, 0.027), (0.038, 0.046, 0.044, 0.034))):
-        ln *= rng.uniform(0.9, 1.1)
-        tilt = (k - 1.5) * spread * 0.4
-        c = np.array([x + np.sin(tilt) * ln * 0.5, 0.05 + ln * 0.5 * np.cos(tilt), 0.002])
-        parts.append(ellipsoid(c, np.array([0.0085, ln * 0.55, 0.0085]), 1))
-    parts.append(ellipsoid(np.array([0.05, 0.005, 0.006]), np.array([0.01, 0.03, 0.01]), 1).transformed(
-        np.array([[np.cos(0.7), -np.sin(0.7), 0], [np.sin(0.7), np.cos(0.7), 0], [0, 0, 1]]), np.zeros(3)))
-    parts.append(tube(np.array([[0, -0.04, -0.005], [0, -0.16, -0.04], [0, -0.35, -0.1]]), 0.028, 10))
+    parts = [ellipsoid(np.zeros(3), np.array([0.04, 0.048, 0.012]), 2)]  # palm
+    spread = rng.uniform(0.0, 0.2)
+    for k, (x, ln) in enumerate(zip((-0.027, -0.009, 0.009, 0.026), (0.062, 0.074, 0.07, 0.056))):
+        ln *= rng.uniform(0.92, 1.08)
+        tilt = (k - 1.5) * spread * 0.5
+        base = np.array([x, 0.035, 0.001])
+        tip = base + ln * np.array([np.sin(tilt), np.cos(tilt), -0.15 * rng.uniform(0, 1)])
+        r = 0.0082 - 0.0004 * abs(k - 1.5)
+        parts += [tube(np.linspace(base, tip, 4), r, 8), ellipsoid(tip, np.full(3, r), 1)]
+    thumb = np.array([[0.03, -0.02, 0.004], [0.05, 0.0, 0.01], [0.062, 0.025, 0.014]])
+    parts += [tube(thumb, 0.0095, 8), ellipsoid(thumb[-1], np.full(3, 0.0095), 1)]
+    parts.append(tube(np.array([[0, -0.035, -0.004], [0, -0.16, -0.04], [0, -0.35, -0.1]]), 0.027, 10))
     if rng.uniform() < 0.5:  # back of the hand to the camera: mirror the thumb side
         R = R @ np.diag([-1.0, 1.0, 1.0])
     mesh = merge(parts)

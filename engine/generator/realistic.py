@@ -99,7 +99,7 @@ class RealisticConfig:
     ambient_fraction: tuple[float, float] = (0.15, 0.65)  # share of the sky/ground ambient in the light
     fill_probability: float = 0.6  # a second, weaker light from the other side
     rim_probability: float = 0.3  # a light from behind
-    coloured_light_probability: float = 0.1  # a light of a saturated colour (else 2700-9000 K)
+    coloured_light_probability: float = 0.1  # a light of a saturated colour (else 3000-8000 K)
     shadow_probability: float = 0.9  # the key light casts shadows (the fill light 30 %)
     shadow_map_size: int = 128  # shadow-map texels per side
     # ---- background
@@ -108,7 +108,7 @@ class RealisticConfig:
     background_brightness: tuple[float, float] = (0.3, 1.3)  # linear gain relative to the lit face
     # ---- camera and file degradations (pixel sizes at 224 px)
     exposure_sd_ev: float = 0.4  # exposure error ~ N(0, sd²) stops, clipped at ±2.5 sd
-    wb_correction: tuple[float, float] = (0.5, 1.0)  # how much of the light's colour white balance removes
+    wb_correction: tuple[float, float] = (0.7, 1.0)  # how much of the light's colour white balance removes
     wb_error: float = 0.04  # per-channel log-gain error of the white balance
     defocus_probability: float = 0.12  # the face out of focus (disc of radius U(0.5, max) px)
     defocus_max_px: float = 2.5
@@ -184,7 +184,10 @@ def head_ambient_occlusion(head: HeadModel) -> np.ndarray:
 
             faces = head.faces[drawn_faces(head)]
             n = vertex_normals(v[None], faces)[0]
-            cache["ao"] = ambient_occlusion(v, faces, n).numpy()
+            ao = ambient_occlusion(v, faces, n).numpy()
+            eyes = head.regions["eyes"].cpu().numpy()
+            ao[eyes] = np.maximum(ao[eyes], 0.45)  # the eyeballs sit deep in the template; keep the sclera white
+            cache["ao"] = ao
     return cache["ao"]
 
 
@@ -262,6 +265,7 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
     camera = PerspectiveCamera(K[None], R[None], t[None], (S, S))
     params = FaceParams(identity=t_ident, expression=t_expr, pose=t_pose, camera=camera, sh=torch.zeros(1, 9, 3))
     dec = FaceDecoder(head)(params)
+    dec.__dict__["_posed"] = out  # Decoded caches the posed head under this name: reuse it
     verts = dec.vertices[0]
     # ---- props, lights, image
     towards_cam = (-(R.T @ t) - lm.mean(0)).numpy()
@@ -280,8 +284,9 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
 
         bg = cv2.GaussianBlur(bg, (0, 0), sigma)
     mean_light = rig.sky + sum(l.colour * l.intensity for l in rig.lights) * 0.5
-    bg_lin = srgb_to_linear(bg) * rb.uniform(*cfg.background_brightness) * (mean_light / max(mean_light.mean(), 1e-6)) ** 0.5
-    linear = np.where(scene.coverage.numpy()[..., None], scene.image.numpy(), bg_lin.astype(np.float32))
+    tint = rb.uniform(*cfg.background_brightness) * (mean_light / max(mean_light.mean(), 1e-6)) ** 0.5
+    bg_lin = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(bg, np.float32))) * torch.tensor(tint, dtype=torch.float32)
+    linear = torch.where(scene.coverage[..., None], scene.image, bg_lin).numpy()
     rd = rngs["degrade"]
     deg = sample_degradation(rd, cfg, mean_light)
     deg.defocus_px *= px

@@ -34,9 +34,18 @@ _XYZ_TO_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314],
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 
 
+def _srgb_to_linear_exact(c):
+    return np.where(c <= 0.04045, c / 12.92, ((np.maximum(c, 0) + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb_exact(c):
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
 def _as_torch(c):
     """(tensor, converter back): large float32 numpy arrays go through torch (much faster
-    element-wise powers on one thread), zero-copy."""
+    element-wise work on one thread), zero-copy; other numpy arrays: (None, None)."""
     import torch
 
     if isinstance(c, np.ndarray):
@@ -50,7 +59,7 @@ def srgb_to_linear(c):
     """sRGB-encoded values in [0, 1] -> linear light (numpy arrays or torch tensors)."""
     t, back = _as_torch(c)
     if t is None:
-        return np.where(c <= 0.04045, c / 12.92, ((np.maximum(c, 0) + 0.055) / 1.055) ** 2.4)
+        return _srgb_to_linear_exact(c)
     import torch
 
     return back(torch.where(t <= 0.04045, t / 12.92, ((t.clamp_min(0) + 0.055) / 1.055) ** 2.4))
@@ -60,8 +69,7 @@ def linear_to_srgb(c):
     """Linear light -> sRGB-encoded values (clamped to [0, 1]); numpy or torch."""
     t, back = _as_torch(c)
     if t is None:
-        c = np.clip(c, 0.0, 1.0)
-        return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+        return _linear_to_srgb_exact(c)
     import torch
 
     t = t.clamp(0.0, 1.0)
