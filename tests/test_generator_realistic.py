@@ -233,3 +233,16 @@ def test_sh_and_albedo_map_reproduce_the_face_through_the_decoder(head):
         out = FaceDecoder(head)(s.params).render(antialias=False).image[0].permute(1, 2, 0).numpy()
         err = np.abs(out[s.face_mask] - s.image[s.face_mask] / 255.0).mean()
         assert err < 0.04, err
+
+
+def test_no_invalid_values(head):
+    """Numerical warnings (a NaN in a shading term once turned pixels black) are errors here."""
+    import warnings
+
+    cfg = RealisticConfig(image_size=64, hair_weights={"long": 1.0}, hat_probability=0.5, glasses_probability=0.5,
+                          hand_probability=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for seed in range(6):
+            s = render_realistic(head, seed, cfg)
+            assert torch.isfinite(s.params.sh).all() and torch.isfinite(s.params.albedo_map).all()

@@ -123,6 +123,6 @@ def apply_degradation(linear: np.ndarray, d: Degradation) -> np.ndarray:
         img = cv2.resize(cv2.resize(img, small, interpolation=cv2.INTER_AREA), (W, H), interpolation=cv2.INTER_LINEAR)
     out = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     if d.jpeg_quality:
-        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality])
+        _, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality])
         out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
     return out

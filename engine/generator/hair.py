@@ -32,16 +32,17 @@ def hair_texture(rng: np.random.Generator, colour: np.ndarray, size: int = ATLAS
 
 
 def offset_shell(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, coverage: np.ndarray,
-                 thickness: np.ndarray, zones: dict[str, np.ndarray]) -> Mesh | None:
+                 thickness: np.ndarray, zones: dict[str, np.ndarray]) -> tuple[Mesh, np.ndarray] | None:
     """The faces whose three vertices have ``coverage > 0.5``, offset by ``thickness (V,)``
-    metres along the normals; UVs from the template zones ``phi`` and ``height``."""
+    metres along the normals; UVs from the template zones ``phi`` and ``height``. Returns the
+    mesh and the head vertex each shell vertex came from."""
     sel = (coverage[faces] > 0.5).all(1)
     if not sel.any():
         return None
     used, inv = np.unique(faces[sel], return_inverse=True)
     v = vertices[used] + normals[used] * thickness[used, None]
     uv = np.stack([np.abs(zones["phi"][used]) / 180.0, np.clip((zones["height"][used] + 0.12) / 0.24, 0, 1)], 1)
-    return Mesh(v.astype(np.float32), inv.reshape(-1, 3).astype(np.int64), uv.astype(np.float32))
+    return Mesh(v.astype(np.float32), inv.reshape(-1, 3).astype(np.int64), uv.astype(np.float32)), used
 
 
 def _skull_radius(vertices: np.ndarray, skin: np.ndarray, centre_z: float, y_lo: float, y_hi: float,
@@ -104,8 +105,12 @@ def hair_props(style: HairStyle, vertices: np.ndarray, normals: np.ndarray, face
     tex = hair_texture(rng, style.colour)
     out = []
     if shell is not None:
-        out.append(Prop("hair", shell, tex, specular=0.12, shininess=12.0, label="hair"))
+        mesh, src = shell
+        ao = 0.45 + 0.45 * smoothstep(0.002, 0.012, t[src])  # darker where the hair is thin (roots, hairline)
+        out.append(Prop("hair", mesh, tex, specular=0.12, shininess=12.0, label="hair", ao=ao))
     if style.curtain_length > 0:
-        out.append(Prop("hair_long", curtain_mesh(vertices, skin > 0.5, layout, style, rng), tex,
-                        specular=0.12, shininess=12.0, label="hair"))
+        curtain = curtain_mesh(vertices, skin > 0.5, layout, style, rng)
+        depth = 1 - curtain.uv[:, 1]  # 0 at the top, 1 at the ends
+        out.append(Prop("hair_long", curtain, tex, specular=0.12, shininess=12.0, label="hair",
+                        ao=0.5 + 0.35 * np.sqrt(np.clip(np.sin(np.pi * depth), 0, 1))))
     return out

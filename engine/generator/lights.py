@@ -14,7 +14,8 @@ light, Blinn-Phong specular highlights, shadow maps and ambient occlusion.
 * :func:`ambient_occlusion`: per-vertex sky visibility of a mesh, from shadow maps in 32
   directions (cosine weighted; done once per head model).
 * :func:`shade`: per-pixel linear radiance ``albedo · (ambient·AO + Σ E·c·wrap(n·l)·shadow) +
-  specular``; wrap lighting on skin imitates light scattering under the skin.
+  specular``; wrap lighting on skin, reddened near the shadow's edge, imitates light
+  scattering under the skin.
 * :func:`sh_approximation`: the 9 SH coefficients (:mod:`engine.render.shading` basis, view
   frame) that best fit the rig's unshadowed diffuse shading in the image's encoded space.
 """
@@ -30,6 +31,7 @@ from engine.generator.tones import blackbody_rgb
 from engine.render import WeakPerspectiveCamera, rasterize, sh_basis
 
 UP_CAMERA = np.array([0.0, -1.0, 0.0])  # the scene's up in the OpenCV camera frame
+_SCATTER = torch.tensor([0.0, 0.35, 0.5])  # how much green / blue the skin absorbs near the terminator
 
 
 @dataclass
@@ -219,7 +221,10 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, view: torch.Tensor, specu
         ndl = normals @ d
         diff = ((ndl[:, None] + wrap[:, None]) / (1 + wrap[:, None])).clamp_min(0)
         vis = sh[:, None] if sh is not None else 1.0
-        irr = irr + col * diff * vis
+        # light scattered under the skin comes out reddish near the shadow's edge
+        edge = (wrap / 0.3).clamp(0, 1)[:, None] * (1 - (ndl[:, None] * 2.5).abs().clamp(max=1)) * 0.5
+        tint = 1 - edge * _SCATTER
+        irr = irr + col * diff * vis * tint
         h = view + d
         h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-9)
         nh = (normals * h).sum(1).clamp(0, 1)

@@ -25,7 +25,6 @@ def hat_props(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, layo
     """A knitted beanie or a cap with a brim over the posed head (``over``: extra offset in
     metres, to sit on top of a hair shell)."""
     vz, skin = layout.vertex_zones, layout.vertex_regions["skin"]
-    lm = layout.landmarks
     kind = "beanie" if rng.uniform() < 0.5 else "cap"
     edge = rng.uniform(0.012, 0.035)  # height of the hat's rim above the brows, in front
     phi = np.abs(vz["phi"])
@@ -36,6 +35,7 @@ def hat_props(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, layo
     shell = offset_shell(vertices, normals, faces, cover, t, vz)
     if shell is None:
         return []
+    shell = shell[0]
     tex = fabric_texture(rng)
     if kind == "beanie":  # ribs
         tex *= (1 + 0.12 * np.sin(np.arange(ATLAS_CELL) * 2 * np.pi / 4))[None, None, :]

@@ -15,14 +15,15 @@ from engine.generator.primitives import Mesh
 SEGMENT_LABELS = {"background": 0, "face_skin": 1, "head_skin": 2, "eyes": 3, "mouth": 4, "hair": 5,
                   "torso": 6, "hat": 7, "glasses": 8, "hand": 9}
 ATLAS_CELL = 64
+PROP_AO = 0.85  # ambient occlusion of props without their own
 
 
 @dataclass
 class Prop:
     """A prop in the head's model frame (metres): mesh with UVs, sRGB ``texture (3, h, w)``,
-    ``specular`` strength and ``shininess``, its segmentation ``label`` and whether it counts
-    as an occluder of the face (hair, hats, glasses, hands do; the torso does too where it
-    hides the chin)."""
+    ``specular`` strength and ``shininess``, its segmentation ``label`` (every prop hides
+    the face where it is in front of it) and optional per-vertex ambient occlusion ``ao (V,)``
+    (default :data:`PROP_AO`)."""
 
     name: str
     mesh: Mesh
@@ -30,12 +31,14 @@ class Prop:
     specular: float
     shininess: float
     label: str
+    ao: np.ndarray | None = None
 
 
 @dataclass
 class PropsMesh:
     """All props of a sample as one mesh: ``vertices (V, 3)``, ``faces (F, 3)``, ``uv (V, 2)``
-    into ``texture (3, H, W)`` (an atlas), per-vertex ``material (V, 2)``, per-face ``label
+    into ``texture (3, H, W)`` (an atlas), per-vertex ``material (V, 3)`` (specular strength,
+    shininess, ambient occlusion), per-face ``label
     (F,)`` (values of :data:`SEGMENT_LABELS`) and the names of the props."""
 
     vertices: torch.Tensor
@@ -70,12 +73,13 @@ def combine_props(props: list[Prop]) -> PropsMesh:
         uvs.append(np.stack([(uv[:, 0] + i) / n, uv[:, 1]], 1))
         verts.append(p.mesh.vertices)
         faces.append(p.mesh.faces + off)
-        mats.append(np.tile([[p.specular, p.shininess]], (len(p.mesh.vertices), 1)))
+        ao = np.full(len(p.mesh.vertices), PROP_AO) if p.ao is None else p.ao
+        mats.append(np.concatenate([np.tile([[p.specular, p.shininess]], (len(ao), 1)), ao[:, None]], 1))
         labels.append(np.full(len(p.mesh.faces), SEGMENT_LABELS[p.label]))
         off += len(p.mesh.vertices)
     if not props:
         return PropsMesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64), torch.zeros(0, 2),
-                         torch.from_numpy(atlas), torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64), [])
+                         torch.from_numpy(atlas), torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), [])
     f32 = lambda x: torch.from_numpy(np.concatenate(x).astype(np.float32))  # noqa: E731
     return PropsMesh(f32(verts), torch.from_numpy(np.concatenate(faces).astype(np.int64)), f32(uvs),
                      torch.from_numpy(atlas), f32(mats), torch.from_numpy(np.concatenate(labels).astype(np.int64)),

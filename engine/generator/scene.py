@@ -152,7 +152,7 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
         ip = slot_p[pix[~from_head]]
         P[~from_head], N[~from_head], A[~from_head] = a_p[ip, :3], a_p[ip, 3:6], alb_p[ip]
         ones = torch.ones(len(ip))
-        M[~from_head] = torch.stack([a_p[ip, 6], a_p[ip, 7], 0.85 * ones, 0.1 * ones], 1)
+        M[~from_head] = torch.stack([a_p[ip, 6], a_p[ip, 7], a_p[ip, 8], 0.1 * ones], 1)
         L[~from_head] = lab_p[ip]
     N = N / N.norm(dim=1, keepdim=True).clamp_min(1e-9)
     # ---- shading in the model frame

@@ -140,15 +140,21 @@ DYED_COLOURS = ((0.55, 0.10, 0.35), (0.12, 0.20, 0.55), (0.60, 0.15, 0.12), (0.3
                 (0.10, 0.45, 0.40), (0.85, 0.70, 0.55))
 
 
+def _pick_by_tone(rng: np.random.Generator, table: dict, tone: float, jitter: float) -> tuple[str, np.ndarray]:
+    """A colour of ``table`` (name -> (sRGB, weight at tone 0, weight at tone 1)), weights
+    interpolated by ``tone``; lightness ±20 % and per-channel ``jitter``."""
+    names = list(table)
+    w = np.array([table[n][1] * (1 - tone) + table[n][2] * tone for n in names])
+    name = names[rng.choice(len(names), p=w / w.sum())]
+    return name, np.asarray(table[name][0]) * rng.uniform(0.8, 1.2) * (1 + rng.normal(0, jitter, 3))
+
+
 def sample_hair_colour(rng: np.random.Generator, tone: float, dyed_probability: float = 0.05) -> tuple[str, np.ndarray]:
     """(name, sRGB albedo (3,)) of a person's hair; lightness and hue jittered slightly."""
     if rng.uniform() < dyed_probability:
         c = np.asarray(DYED_COLOURS[rng.integers(len(DYED_COLOURS))])
         return "dyed", np.clip(c * rng.uniform(0.8, 1.15), 0, 1)
-    names = list(HAIR_COLOURS)
-    w = np.array([HAIR_COLOURS[n][1] * (1 - tone) + HAIR_COLOURS[n][2] * tone for n in names])
-    name = names[rng.choice(len(names), p=w / w.sum())]
-    c = np.asarray(HAIR_COLOURS[name][0]) * rng.uniform(0.8, 1.2) * (1 + rng.normal(0, 0.04, 3))
+    name, c = _pick_by_tone(rng, HAIR_COLOURS, tone, 0.04)
     return name, np.clip(c, 0.01, 0.95)
 
 
@@ -166,10 +172,7 @@ IRIS_COLOURS = {
 
 def sample_iris_colour(rng: np.random.Generator, tone: float) -> tuple[str, np.ndarray]:
     """(name, sRGB albedo (3,)) of a person's irises."""
-    names = list(IRIS_COLOURS)
-    w = np.array([IRIS_COLOURS[n][1] * (1 - tone) + IRIS_COLOURS[n][2] * tone for n in names])
-    name = names[rng.choice(len(names), p=w / w.sum())]
-    c = np.asarray(IRIS_COLOURS[name][0]) * rng.uniform(0.8, 1.2) * (1 + rng.normal(0, 0.05, 3))
+    name, c = _pick_by_tone(rng, IRIS_COLOURS, tone, 0.05)
     return name, np.clip(c, 0.01, 0.9)
 
 
