@@ -83,7 +83,7 @@ def drawn_faces(head: HeadModel) -> torch.Tensor:
     return torch.nonzero(keep)[:, 0]
 
 
-def feature_zones(points: np.ndarray, lm: np.ndarray, eye_centres: np.ndarray) -> dict[str, np.ndarray]:
+def feature_zones(points: np.ndarray, lm: np.ndarray) -> dict[str, np.ndarray]:
     """Soft feature masks and coordinates ``(P,)`` float32 of template points ``(P, 3)``
     given the template landmarks ``lm (68, 3)`` (model frame, metres)."""
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
@@ -148,8 +148,6 @@ def feature_zones(points: np.ndarray, lm: np.ndarray, eye_centres: np.ndarray) -
     zc = 0.5 * (lm[0, 2] + lm[16, 2]) - 0.012
     out["phi"] = np.degrees(np.arctan2(x, z - zc)).astype(np.float32)
     out["height"] = (y - brow_y).astype(np.float32)
-    out["dist_eye"] = np.minimum(np.linalg.norm(points - eye_centres[0], axis=1),
-                                 np.linalg.norm(points - eye_centres[1], axis=1)).astype(np.float32)
     return out
 
 
@@ -196,7 +194,7 @@ def head_layout(head: HeadModel, size: int | None = None) -> HeadLayout:
     teeth = teeth_vertices(head)
     vregions["teeth"] = teeth.astype(np.float32)
     tregions = {k: geo.interpolate(v) for k, v in vregions.items()}
-    tz = feature_zones(geo.position.astype(np.float64), lm, eyes.centres)
+    tz = feature_zones(geo.position.astype(np.float64), lm)
     ids = lambda m: torch.from_numpy(np.flatnonzero(m))  # noqa: E731
     support = {k: ids(tz[k] > 1e-3) for k in SUPPORTED_ZONES}
     support["brows"] = ids((tz["brow_along"] > -0.2) & (tz["brow_along"] < 1.2) & (np.abs(tz["brow_offset"]) < 0.012))
@@ -211,7 +209,7 @@ def head_layout(head: HeadModel, size: int | None = None) -> HeadLayout:
     p = geo.position[eye_ids].astype(np.float64)
     d = p - eyes.centres[np.where(p[:, 0] > 0, 0, 1)]
     d /= np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
-    layout = HeadLayout(geo, tz, tregions, feature_zones(X, lm, eyes.centres), vregions, lm, teeth, support,
+    layout = HeadLayout(geo, tz, tregions, feature_zones(X, lm), vregions, lm, teeth, support,
                         eye_ids, d)
     cache[key] = layout
     return layout

@@ -46,7 +46,7 @@ from engine.generator.scene import HEAD_CHANNELS, HeadSurface, head_labels, poin
 from engine.generator.texels import model_cache, paint_size
 from engine.generator.tones import sample_skin_tone, srgb_to_linear
 from engine.head.model import HeadModel
-from engine.render import PerspectiveCamera, sample_uv_map
+from engine.render import PerspectiveCamera, sample_uv_map, vertex_normals
 
 #: purposes of the per-seed random generators (``np.random.default_rng([seed, 12, index])``)
 STREAMS = ("shape", "skin", "features", "makeup", "hair", "shot", "props", "lights", "background", "degrade")
@@ -132,12 +132,12 @@ class RealisticSample(SyntheticSample):
     Fitzpatrick type, hair, eyes, facial hair, make-up, props, background, focal length...).
     """
 
-    landmarks3d: torch.Tensor = None
-    landmarks_visible: torch.Tensor = None
-    occlusion_mask: np.ndarray = None
-    segmentation: np.ndarray = None
-    lights: LightRig = None
-    degradation: Degradation = None
+    landmarks3d: torch.Tensor | None = None
+    landmarks_visible: torch.Tensor | None = None
+    occlusion_mask: np.ndarray | None = None
+    segmentation: np.ndarray | None = None
+    lights: LightRig | None = None
+    degradation: Degradation | None = None
     attributes: dict = field(default_factory=dict)
 
 
@@ -156,7 +156,8 @@ def _draw_face(head: HeadModel, rng: np.random.Generator, cfg: RealisticConfig) 
     n_active = int(rng.integers(cfg.expressions[0], cfg.expressions[1] + 1))
     lo_hi = head.expression_range.cpu().numpy()
     for i in rng.choice(allowed, size=min(n_active, len(allowed)), replace=False):
-        expr[i] = np.clip(rng.uniform(0, cfg.expression_max) * (1 if lo_hi[i, 1] > 0 else -1), lo_hi[i, 0], lo_hi[i, 1])
+        lo = -cfg.expression_max if lo_hi[i, 0] < 0 else 0.0  # ARKit units are >= 0, FLAME's are signed
+        expr[i] = np.clip(rng.uniform(lo, cfg.expression_max), lo_hi[i, 0], lo_hi[i, 1])
     if rng.uniform() < cfg.blink_probability:
         for n in ("eyeBlinkLeft", "eyeBlinkRight"):
             if n in names:
@@ -180,8 +181,6 @@ def head_ambient_occlusion(head: HeadModel) -> np.ndarray:
             pose[0, head.joint_names.index("jaw"), 0] = 0.2
         with torch.no_grad():
             v = head(None, None, pose if head.n_joints else None).vertices[0]
-            from engine.render import vertex_normals
-
             faces = head.faces[drawn_faces(head)]
             n = vertex_normals(v[None], faces)[0]
             ao = ambient_occlusion(v, faces, n).numpy()

@@ -165,7 +165,7 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
     up = torch.tensor(UP_CAMERA, dtype=torch.float32) @ R
     maps: list[ShadowMap | None] = []
     shadows: list[torch.Tensor | None] = []
-    casters = props.faces[props.label != SEGMENT_LABELS["torso"]]  # the torso shades nothing that matters
+    casters = props.faces[props.label != SEGMENT_LABELS["torso"]]  # the torso (below the head) casts no shadow that matters
     meshes = [(verts, surface.faces, True)] + ([(props.vertices, casters, False)] if len(casters) else [])
     for light, d in zip(rig.lights, dirs):
         if light.shadow:
