@@ -108,9 +108,8 @@ def _facial_hair(kind: str, zones: dict, neck_reach: float):
         return zones["moustache"] * lips
     neck = 1 - smoothstep(neck_reach, neck_reach + 0.015, zones["neck_depth"])
     if kind == "goatee":
-        narrow = 1 - smoothstep(0.014, 0.022, zones["x_abs"])
         mous = zones["moustache"]
-        both = beard * narrow
+        both = beard * (1 - smoothstep(0.75, 1.05, zones["chin_dist"]))
         return (np.maximum(mous, both) if isinstance(mous, np.ndarray) else torch.maximum(mous, both)) * lips * neck
     return beard * lips * neck
 
@@ -202,7 +201,7 @@ def paint_head(head: HeadModel, rngs: dict[str, np.random.Generator], cfg: "Real
     neck_reach = rf.uniform(0.0, 0.03) if facial in ("short_beard", "full_beard") else 0.0
     if facial != "none":
         ids = sup["beard"]
-        bz = {k: zone(k, ids) for k in ("beard", "lips", "moustache", "neck_depth", "x_abs")}
+        bz = {k: zone(k, ids) for k in ("beard", "lips", "moustache", "neck_depth", "chin_dist")}
         beard = _facial_hair(facial, bz, neck_reach) * zone("skin", ids)
         if facial == "stubble":
             dark = hair.colour * 0.6 + np.array([0.02, 0.03, 0.05])
@@ -245,8 +244,9 @@ def paint_head(head: HeadModel, rngs: dict[str, np.random.Generator], cfg: "Real
     if "eye_sockets" in sup:
         ids = sup["eye_sockets"]
         _blend(col, ids, np.asarray(skin.rgb) * np.array([0.85, 0.55, 0.55]), zone("eye_sockets", ids) * (1 - zone("skin", ids)))
-    if "eye_extras" in sup:  # eyelashes (ICT)
-        _blend(col, sup["eye_extras"], hair.brow_colour * 0.5, zone("eye_extras", sup["eye_extras"]))
+    if "eye_extras" in sup:  # eyelashes (ICT): dark, but seen through, not a solid line
+        lash = 0.55 * np.asarray(hair.brow_colour) + 0.45 * np.asarray(skin.rgb) * 0.6
+        _blend(col, sup["eye_extras"], lash, zone("eye_extras", sup["eye_extras"]))
     look = sample_eye_look(rf, skin, float(eye_frames(head).radii.mean()))
     if len(L.eye_texels):
         col[:, torch.from_numpy(L.eye_texels)] = torch.from_numpy(eye_albedo(L.eye_directions, look).T.astype(np.float32))

@@ -141,7 +141,8 @@ def feature_zones(points: np.ndarray, lm: np.ndarray) -> dict[str, np.ndarray]:
     front = smoothstep(lm[0, 2] - 0.006, lm[0, 2] + 0.01, z)
     out["beard"] = smoothstep(0.0, 0.004, line_y - y) * front
     out["moustache"] = out["beard"] * (ax < abs(lm[48, 0]) + 0.004) * (y > lm[48:55, 1].max() - 0.002)
-    out["x_abs"] = ax.astype(np.float32)
+    chin = 0.5 * (lm[57] + lm[8])
+    out["chin_dist"] = np.sqrt((x / 0.021) ** 2 + ((y - chin[1]) / 0.03) ** 2).astype(np.float32)  # goatee ellipse
     out["neck_depth"] = (lm[8, 1] - y).astype(np.float32)  # > 0 below the chin
     out["mouth_depth"] = np.clip(lm[62, 2] - z, 0, None).astype(np.float32)
     # hairline coordinates: angle around the vertical axis (0 = front) and height over the brows
