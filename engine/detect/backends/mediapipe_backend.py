@@ -58,12 +58,23 @@ class MediaPipeBackend(Backend):
                 self._mesh = face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                     min_detection_confidence=0.3)
+                # A graph opens its calculators on MediaPipe's worker threads *after* the
+                # constructor returns, and they log then (absl's "WARNING: All log messages
+                # before absl::InitializeLog()", "W0000 ... inference_feedback_manager",
+                # XNNPACK's "INFO: Created ... delegate"): in about one run of five such a
+                # line landed outside the silenced block, e.g. after our one-line error.
+                # A frame through each graph returns only once every calculator is open,
+                # so all of that is written while fd 2 is still redirected.
+                blank = np.zeros((64, 64, 3), np.uint8)
+                for graph in (self._detector, self._near_detector, self._mesh):
+                    graph.process(blank)
         return self._detector, self._mesh
 
     def close(self) -> None:
-        for m in (self._detector, self._near_detector, self._mesh):
-            if m is not None:
-                m.close()
+        with quiet_native_stderr():
+            for m in (self._detector, self._near_detector, self._mesh):
+                if m is not None:
+                    m.close()
         self._detector = self._near_detector = self._mesh = None
 
     def _boxes(self, rgb: np.ndarray, x0: int = 0, y0: int = 0,
