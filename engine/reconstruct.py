@@ -153,6 +153,7 @@ def reconstruct(
     :class:`UserError` asks for an index (0 = largest).
     """
     from engine.detect import detect_faces
+    from engine.export.atomic import atomic_output_folder, check_output_folder
     from engine.fitting import FitConfig
     from engine.head import load_head_model
     from engine.photo import load_image
@@ -160,7 +161,10 @@ def reconstruct(
     report = progress or (lambda stage, fraction, message: None)
     if method not in METHODS:
         raise UserError(f"method {method!r} is not available; choose one of {', '.join(METHODS)}")
+    if checkpoint and method == "fit":
+        raise UserError("--checkpoint is used only by --method learned or hybrid, not by --method fit")
     dev = _resolve_device(device)
+    check_output_folder(out_dir)
     network = load_learned(checkpoint, method, dev, model=model) if method != "fit" else None
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -194,8 +198,6 @@ def reconstruct(
 
     t = time.perf_counter()
     report("write", 0.88, "writing meshes, textures and parameters")
-    from engine.outputs import atomic_output_folder
-
     with atomic_output_folder(out_dir) as tmp:
         params = write_outputs(tmp, head, fit, photo, cfg, method=method)
         timings["write"] = time.perf_counter() - t
