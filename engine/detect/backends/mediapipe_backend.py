@@ -94,6 +94,24 @@ class MediaPipeBackend(Backend):
                 out.append((box, float(det.score[0])))
         return out
 
+    def face_rolls(self, rgb: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        """Roll, score and centre of each face from the short-range detector's keypoints
+        (eyes, nose tip, mouth): one model for every call, so scores compare between turned
+        copies of a crop. Seen upside down it often still reports an upright face, but with a
+        clearly lower score than for the same face turned upright (see engine.detect.orientation)."""
+        self._models()
+        h, w = rgb.shape[:2]
+        with quiet_native_stderr():
+            result = self._near_detector.process(np.ascontiguousarray(rgb))
+        out = []
+        for det in result.detections or []:
+            kp = np.array([[p.x * w, p.y * h] for p in det.location_data.relative_keypoints[:4]], np.float64)
+            if len(kp) < 4:
+                continue
+            down = kp[3] - kp[:2].mean(0)  # mouth centre - between the eyes
+            out.append((float(np.degrees(np.arctan2(down[0], down[1]))), float(det.score[0]), kp.mean(0)))
+        return out
+
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         h, w = rgb.shape[:2]
         found = [(b, sc, False) for b, sc in self._boxes(rgb)]
