@@ -99,6 +99,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise
     finally:
         close()
+    if result.params.get("warnings"):
+        print("warning: " + "; ".join(result.params["warnings"]), file=sys.stderr)
     if args.progress != "jsonl":
         t = result.timings
         print(f"{result.out_dir}: {result.n_faces} face(s) found, reconstructed face {result.face_index}; "

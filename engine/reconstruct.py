@@ -157,6 +157,7 @@ def reconstruct(
     from engine.fitting import FitConfig
     from engine.head import load_head_model
     from engine.photo import load_image
+    from engine.plausibility import check_fit
 
     report = progress or (lambda stage, fraction, message: None)
     if method not in METHODS:
@@ -200,6 +201,7 @@ def reconstruct(
     report("write", 0.88, "writing meshes, textures and parameters")
     with atomic_output_folder(out_dir) as tmp:
         params = write_outputs(tmp, head, fit, photo, cfg, method=method)
+        params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         params["timings"] = {k: round(v, 4) for k, v in timings.items()}
