@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -176,3 +177,33 @@ def test_command_lines_on_fuzzed_files(fuzz_run):
             assert p.returncode in (0, 1), err
             assert err in ("", f"no face found in {photo}\n"), err
     assert not list(tmp.glob("out*")) and not list(tmp.glob(".out*"))
+
+
+ODD_ARRAYS = {
+    "one-row-of-pixels-tall": lambda: np.zeros((32, 40000, 3), np.uint8),
+    "one-column-wide": lambda: np.full((40000, 32, 3), 200, np.uint8),
+    "smallest-allowed": lambda: np.zeros((32, 32, 3), np.uint8),
+    "too-small": lambda: np.zeros((31, 500, 3), np.uint8),
+    "noise-strip": lambda: np.random.default_rng(0).integers(0, 255, (32, 2100, 3), dtype=np.uint8),
+    "grey-2d": lambda: np.zeros((64, 64), np.uint8),
+    "rgba": lambda: np.zeros((64, 64, 4), np.uint8),
+    "two-channels": lambda: np.zeros((64, 64, 2), np.uint8),
+    "float": lambda: np.zeros((64, 64, 3), np.float32),
+    "bool": lambda: np.zeros((64, 64, 3), bool),
+    "empty": lambda: np.zeros((0, 64, 3), np.uint8),
+    "strided": lambda: np.zeros((200, 300, 3), np.uint8)[:, ::2],
+    "fortran-order": lambda: np.asfortranarray(np.zeros((100, 120, 3), np.uint8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_ARRAYS))
+def test_detector_on_odd_arrays_returns_faces_or_a_user_error(name):
+    from engine.detect import detect_faces
+    from engine.errors import UserError
+
+    try:
+        faces = detect_faces(ODD_ARRAYS[name]())
+    except UserError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("<array>")
+    else:
+        assert faces == []
