@@ -18,6 +18,7 @@ one rasterisation per visibility refresh instead of one per step keeps a fit int
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -95,8 +96,11 @@ class _ModelCache:
     expression_mask: torch.Tensor  # (K_exp,) 1 = free, 0 = fixed at zero
 
 
-_CACHE: dict[int, _ModelCache] = {}
-_SUBMODELS: dict[tuple[int, str | None], HeadModel] = {}
+# Keyed by the model object itself, weakly: an entry goes with its model. (Keyed by id(),
+# every reconstruct() - which loads a fresh model - added a few MB for good, and a new model
+# could inherit a collected one's id and with it the wrong mirror map or landmark submodel.)
+_CACHE: "weakref.WeakKeyDictionary[HeadModel, _ModelCache]" = weakref.WeakKeyDictionary()
+_SUBMODELS: "weakref.WeakKeyDictionary[HeadModel, dict[str | None, HeadModel]]" = weakref.WeakKeyDictionary()
 
 
 def _landmark_submodel(model: HeadModel, tri_ids: torch.Tensor | None = None) -> HeadModel:
@@ -135,7 +139,7 @@ def _landmark_submodel(model: HeadModel, tri_ids: torch.Tensor | None = None) ->
 
 def model_cache(model: HeadModel) -> _ModelCache:
     """Mirror map, mesh adjacency and the landmark submodel of ``model`` (memoised)."""
-    key = id(model)
+    key = model
     if key in _CACHE and _CACHE[key].mirror.device == model.template.device:
         return _CACHE[key]
     regions = model.regions
@@ -353,10 +357,11 @@ def _fit_photo(
         ok = np.isfinite(pts).all(1) & (pts > -0.25 * cfg.work_size).all(1) & (pts < 1.25 * cfg.work_size).all(1)
         if ok.sum() >= 3:
             contour_px = torch.tensor(pts[ok], dtype=torch.float32, device=dev)
-    lmk_key = (id(model), None if dense is None else dense.convention)
-    sub = _SUBMODELS.get(lmk_key)
+    subs = _SUBMODELS.setdefault(model, {})
+    lmk_key = None if dense is None else dense.convention
+    sub = subs.get(lmk_key)
     if sub is None or sub.template.device != model.template.device:
-        sub = _SUBMODELS[lmk_key] = _landmark_submodel(model, lmk_tri)
+        sub = subs[lmk_key] = _landmark_submodel(model, lmk_tri)
     timings["camera"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- parameters

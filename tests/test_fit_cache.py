@@ -1,0 +1,41 @@
+"""The fitter's per-model caches go with their model (found by benchmarks/soak.py: keyed by
+id(), every reconstruct() - which loads a fresh model - kept a few MB for good, 509 -> 809 MB
+RSS over 100 runs, and a new model could inherit a collected model's id and its cache)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+
+
+def test_fit_caches_do_not_outlive_their_model():
+    from engine.fitting import FitConfig, fit_photo, fitter
+    from engine.head import load_head_model
+    from engine.synthetic import render_sample
+
+    gc.collect()
+    before = (len(fitter._CACHE), len(fitter._SUBMODELS))
+    sample = render_sample(load_head_model("open"), 3)
+    cfg = FitConfig(pose_iters=2, shape_iters=2, joint_iters=1)
+    refs = []
+    for _ in range(3):
+        model = load_head_model("open")
+        fit_photo(model, sample.image, sample.landmarks2d.numpy(), cfg)
+        assert len(fitter._CACHE) == before[0] + 1 and len(fitter._SUBMODELS) == before[1] + 1
+        refs.append(weakref.ref(model))
+        del model
+        gc.collect()
+        assert (len(fitter._CACHE), len(fitter._SUBMODELS)) == before
+    assert all(r() is None for r in refs)
+
+
+def test_each_model_gets_its_own_cache():
+    from engine.fitting import fitter
+    from engine.head import load_head_model
+
+    a, b = load_head_model("open"), load_head_model("open")
+    assert fitter.model_cache(a) is fitter.model_cache(a)
+    assert fitter.model_cache(a) is not fitter.model_cache(b)
+    assert np.array_equal(fitter.model_cache(a).mirror.numpy(), fitter.model_cache(b).mirror.numpy())
