@@ -6,11 +6,13 @@ Runs ``--api`` reconstructions in this one process through ``engine.reconstruct.
 and then ``--cli`` through ``python -m engine reconstruct``, cycling through the astronaut
 photo turned by 0, 90, 180 and 270 degrees and alternating two output folders (so most runs
 replace a previous output). Every run must succeed without warnings. Prints the resident
-memory (RSS) after the first, the 10th (warm) and the last API run, the open file
-descriptors and threads at the same points, and what is left over: anything in a private
-TMPDIR used by this process and its children, and any hidden ``.NAME.tmp-*`` / ``.NAME.old-*``
-beside the outputs. Targets (docs/security.md): RSS growth from run 10 to the end <= 50 MB,
-no descriptor growth, nothing left over.
+memory after the first, the 10th (warm) and every 50th API run - raw RSS, and the memory in
+use (RSS after ``gc.collect()`` + glibc ``malloc_trim``; raw RSS also holds freed heap glibc
+keeps, which wanders by tens of MB) - the open file descriptors and threads at the same
+points, and what is left over: anything in a private TMPDIR used by this process and its
+children, and any hidden ``.NAME.tmp-*`` / ``.NAME.old-*`` beside the outputs. Targets
+(docs/security.md): memory in use grows <= 50 MB from run 10 to the end (raw RSS printed
+beside it), no descriptor growth, nothing left over.
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def live_mb() -> float:
+    """RSS after ``gc.collect()`` and glibc's ``malloc_trim(0)`` (freed heap handed back to the
+    system): the memory actually in use. Raw RSS also counts freed blocks glibc keeps for
+    reuse, which drifts by tens of MB from run to run without any leak. NaN where there is no
+    glibc."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return float("nan")
+    return rss_mb()
 
 
 def open_fds() -> int:
@@ -80,7 +98,7 @@ def main() -> int:
     from engine.reconstruct import reconstruct
 
     print(f"soak: {args.api} API + {args.cli} CLI reconstructions in {work}", flush=True)
-    marks: dict[int, tuple[float, int, int]] = {0: (rss_mb(), open_fds(), threads())}
+    marks: dict[int, tuple[float, int, int, float]] = {0: (rss_mb(), open_fds(), threads(), live_mb())}
     failures: list[str] = []
     t0 = time.perf_counter()
     for i in range(1, args.api + 1):
@@ -88,9 +106,9 @@ def main() -> int:
         if res.params.get("warnings"):
             failures.append(f"api run {i}: warnings {res.params['warnings']}")
         if i in (1, 10, args.api) or i % 50 == 0:
-            marks[i] = (rss_mb(), open_fds(), threads())
-            print(f"  api {i:4d}: RSS {marks[i][0]:7.1f} MB, fds {marks[i][1]}, threads {marks[i][2]}, "
-                  f"{(time.perf_counter() - t0) / i:.2f} s/run", flush=True)
+            marks[i] = (rss_mb(), open_fds(), threads(), live_mb())
+            print(f"  api {i:4d}: RSS {marks[i][0]:7.1f} MB (in use {marks[i][3]:7.1f} MB), fds {marks[i][1]}, "
+                  f"threads {marks[i][2]}, {(time.perf_counter() - t0) / i:.2f} s/run", flush=True)
     api_s = time.perf_counter() - t0
     left_api = leftovers(tmpdir, out_parent)
 
@@ -116,11 +134,14 @@ def main() -> int:
     if args.api:
         warm = marks.get(10, marks[1])
         last = marks[args.api]
-        growth = last[0] - warm[0]
+        growth = last[3] - warm[3]
+        raw = [m[0] for i, m in sorted(marks.items()) if i >= 10]
         print(f"  api: {args.api} runs in {api_s:.0f} s ({api_s / args.api:.2f} s each)")
-        print(f"  api: RSS before {marks[0][0]:.1f} MB, after run 1 {marks[1][0]:.1f} MB, after run 10 "
-              f"{warm[0]:.1f} MB, after run {args.api} {last[0]:.1f} MB -> growth 10..{args.api}: {growth:+.1f} MB "
+        print(f"  api: memory in use before {marks[0][3]:.1f} MB, after run 1 {marks[1][3]:.1f} MB, after run 10 "
+              f"{warm[3]:.1f} MB, after run {args.api} {last[3]:.1f} MB -> growth 10..{args.api}: {growth:+.1f} MB "
               f"(limit {RSS_GROWTH_LIMIT_MB:.0f} MB)")
+        print(f"  api: raw RSS after run 10 {warm[0]:.1f} MB, after run {args.api} {last[0]:.1f} MB "
+              f"({last[0] - warm[0]:+.1f} MB); from run 10 on between {min(raw):.1f} and {max(raw):.1f} MB")
         print(f"  api: open fds after run 1 {marks[1][1]}, run 10 {warm[1]}, run {args.api} {last[1]}; "
               f"threads {marks[1][2]} / {warm[2]} / {last[2]}")
         print(f"  api: leftovers after the API runs: {len(left_api)}")
