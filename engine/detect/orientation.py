@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.detect.backends.base import Backend, square_box
+from engine.detect.backends.base import Backend
 from engine.detect.result import FaceDetection, face_roll
 
 #: sides of the check crops relative to the face box's longer side, and their size in pixels
