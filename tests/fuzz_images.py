@@ -6,8 +6,9 @@ truncated, bit-flipped, byte runs overwritten, header sizes set to absurd values
 duplicated, garbage appended - deterministically from ``seed``.
 
 ``python tests/fuzz_images.py FOLDER FIRST LAST`` loads files FIRST..LAST-1 of FOLDER in
-order and, for every file that loads, runs face detection on it; it prints one JSON line
-before (``{"i": i, "start": true}``) and one after each file
+order and, for every file that loads, runs face detection on it; once the detector's models
+are loaded it prints ``{"ready": true, "maxrss_kb": ...}``, then one JSON line before
+(``{"i": i, "start": true}``) and one after each file
 (``{"i": i, "kind": ..., "message": ..., "maxrss_kb": ..., "seconds": ...}``), where kind is
 
 * ``photo``: loaded, a valid Photo; ``faces`` says how many faces detection found;
@@ -187,6 +188,8 @@ def run(folder: str, first: int, last: int) -> None:
     from engine.photo import load_image
 
     files = sorted(Path(folder).iterdir())[first:last]
+    detect_faces(np.zeros((64, 64, 3), np.uint8))  # load the detector's models before timing files
+    print(json.dumps({"ready": True, "maxrss_kb": _maxrss_kb()}), flush=True)
     for i, path in enumerate(files, start=first):
         print(json.dumps({"i": i, "start": True}), flush=True)
         t = time.perf_counter()

@@ -10,25 +10,29 @@ import weakref
 import numpy as np
 
 
+def _submodels() -> list:
+    from engine.fitting import fitter
+
+    return [sub for v in list(fitter._SUBMODELS.values()) for sub in (v.values() if isinstance(v, dict) else [v])]
+
+
 def test_fit_caches_do_not_outlive_their_model():
     from engine.fitting import FitConfig, fit_photo, fitter
     from engine.head import load_head_model
     from engine.synthetic import render_sample
 
-    gc.collect()
-    before = (len(fitter._CACHE), len(fitter._SUBMODELS))
     sample = render_sample(load_head_model("open"), 3)
     cfg = FitConfig(pose_iters=2, shape_iters=2, joint_iters=1)
-    refs = []
     for _ in range(3):
+        earlier = _submodels()
         model = load_head_model("open")
         fit_photo(model, sample.image, sample.landmarks2d.numpy(), cfg)
-        assert len(fitter._CACHE) == before[0] + 1 and len(fitter._SUBMODELS) == before[1] + 1
-        refs.append(weakref.ref(model))
-        del model
+        new_subs = [s for s in _submodels() if all(s is not e for e in earlier)]
+        cached = [weakref.ref(model), weakref.ref(fitter.model_cache(model)), *map(weakref.ref, new_subs)]
+        assert len(new_subs) == 1  # the fit's landmark submodel
+        del model, new_subs, earlier
         gc.collect()
-        assert (len(fitter._CACHE), len(fitter._SUBMODELS)) == before
-    assert all(r() is None for r in refs)
+        assert all(ref() is None for ref in cached)  # nothing kept once the model is gone
 
 
 def test_each_model_gets_its_own_cache():

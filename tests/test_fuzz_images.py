@@ -53,6 +53,7 @@ class _Worker:
         self.current: int | None = None
         self.since = time.monotonic()
         self.stderr: list[str] = []
+        self.ready_kb: list[int] = []  # peak RSS once the models were loaded, per start
         self.proc: subprocess.Popen | None = None
         self.buffer = b""
 
@@ -69,8 +70,8 @@ class _Worker:
         self.stderr.append(err.decode("utf-8", "replace"))
 
 
-def _run_corpus(folder: Path, n: int, tmp: Path) -> tuple[dict[int, dict], list[int], list[str]]:
-    """(record per file index, indices that hung, the workers' stderr)."""
+def _run_corpus(folder: Path, n: int, tmp: Path) -> tuple[dict[int, dict], list[int], list[str], list[list[int]]]:
+    """(record per file index, indices that hung, the workers' stderr, their peak RSS once ready)."""
     bounds = [round(n * w / WORKERS) for w in range(WORKERS + 1)]
     workers = [_Worker(folder, bounds[w], bounds[w + 1], tmp) for w in range(WORKERS)]
     records: dict[int, dict] = {}
@@ -92,7 +93,10 @@ def _run_corpus(folder: Path, n: int, tmp: Path) -> tuple[dict[int, dict], list[
             *lines, w.buffer = w.buffer.split(b"\n")
             for line in lines:
                 rec = json.loads(line)
-                if rec.get("start"):
+                if rec.get("ready"):
+                    w.ready_kb.append(rec["maxrss_kb"])
+                    w.since = time.monotonic()
+                elif rec.get("start"):
                     w.current, w.since = rec["i"], time.monotonic()
                 else:
                     records[rec["i"]] = rec
@@ -107,7 +111,7 @@ def _run_corpus(folder: Path, n: int, tmp: Path) -> tuple[dict[int, dict], list[
                 if w.next < w.last:
                     w.start()
                     sel.register(w.proc.stdout, selectors.EVENT_READ, w)
-    return records, hung, [e for w in workers for e in w.stderr]
+    return records, hung, [e for w in workers for e in w.stderr], [w.ready_kb for w in workers]
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +119,8 @@ def fuzz_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     paths = make_corpus(tmp / "corpus", N_FILES, SEED)
     t = time.perf_counter()
-    records, hung, stderr = _run_corpus(tmp / "corpus", len(paths), tmp)
-    return {"paths": paths, "records": records, "hung": hung, "stderr": stderr, "tmp": tmp,
+    records, hung, stderr, ready_kb = _run_corpus(tmp / "corpus", len(paths), tmp)
+    return {"paths": paths, "records": records, "hung": hung, "stderr": stderr, "ready_kb": ready_kb, "tmp": tmp,
             "seconds": time.perf_counter() - t}
 
 
@@ -144,12 +148,11 @@ def test_fuzzing_stays_quiet_fast_and_within_memory(fuzz_run):
     records = fuzz_run["records"].values()
     slowest = max(records, key=lambda r: r["seconds"])
     assert slowest["seconds"] < PER_FILE_TIMEOUT_S / 2, slowest
-    by_worker_start = sorted(records, key=lambda r: r["i"])
     bounds = [round(N_FILES * w / WORKERS) for w in range(WORKERS + 1)]
     for w in range(WORKERS):
-        mine = [r for r in by_worker_start if bounds[w] <= r["i"] < bounds[w + 1]]
-        first_detect = next(r for r in mine if r["kind"] == "photo")  # models loaded from here on
-        growth_mb = (max(r["maxrss_kb"] for r in mine) - first_detect["maxrss_kb"]) / 1024
+        mine = [r for r in records if bounds[w] <= r["i"] < bounds[w + 1]]
+        ready = fuzz_run["ready_kb"][w][0]  # models loaded, before the first file
+        growth_mb = (max(r["maxrss_kb"] for r in mine) - ready) / 1024
         assert growth_mb < MEMORY_BOUND_MB, (w, growth_mb)
 
 
