@@ -3,23 +3,21 @@
 :func:`write_outputs` writes a whole folder from a :class:`engine.face.FaceParams` (and
 nothing else), so every method — fit, learned, hybrid — produces the same folder for the
 Blender add-on: meshes, albedo texture, rig, ``params.json``, overlay/summary previews.
+The atomic folder swap is :func:`engine.export.atomic.atomic_output_folder` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from engine.errors import OutputFolderError, UserError  # noqa: F401 (re-exported)
+from engine.errors import OutputFolderError  # noqa: F401 (re-exported)
+from engine.export.atomic import atomic_output_folder  # noqa: F401 (re-exported)
 
 PARAMS_VERSION = 1
 
@@ -158,53 +156,6 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 256, labels: Sequen
             cv2.putText(tile, labels[i], (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
     return np.concatenate(tiles, axis=1)
-
-
-def _looks_like_output_folder(path: Path) -> bool:
-    """True for an empty folder or one written by a previous reconstruction."""
-    try:
-        entries = list(path.iterdir())
-    except OSError:
-        return False
-    return not entries or (path / "params.json").is_file()
-
-
-@contextmanager
-def atomic_output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success move it to ``out_dir``.
-
-    Nothing appears at ``out_dir`` unless the block succeeds: on any exception the
-    temporary folder is deleted. An existing ``out_dir`` is replaced only when it is empty
-    or holds a previous reconstruction (has ``params.json``); any other existing path is
-    refused up front so a typo cannot delete unrelated files.
-    """
-    out = Path(os.fspath(out_dir)).expanduser().absolute()
-    if out.exists() and not (out.is_dir() and _looks_like_output_folder(out)):
-        raise OutputFolderError(
-            f"output folder {out} already exists and is not a previous reconstruction; "
-            "choose another --out or remove it")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise OutputFolderError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    try:
-        yield tmp
-        if out.exists():
-            trash = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, trash)
-            try:
-                os.rename(tmp, out)
-            except OSError:
-                os.rename(trash, out)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------------------- previews
