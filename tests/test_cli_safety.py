@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ModelFileError, UserError
+from engine.errors import ModelFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,14 +19,6 @@ def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ, MPLCONFIGDIR=str(tmp / "mpl"))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
-
-
-def test_checkpoint_with_method_fit_is_an_error(tmp_path, astronaut_png):
-    from engine.reconstruct import reconstruct
-
-    with pytest.raises(UserError, match="--checkpoint is used only by --method learned or hybrid"):
-        reconstruct(astronaut_png, tmp_path / "out", checkpoint=tmp_path / "net.pt", method="fit")
-    assert not (tmp_path / "out").exists()
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -41,7 +41,7 @@ def test_synthetic_faces_in_four_turns_are_landmarked_the_right_way_up():
     and every turned copy is found and landmarked the right way up (MediaPipe alone,
     ``any_orientation=False``, read 13 of these 24 turned copies the wrong way up and missed 2)."""
     from engine.head import load_head_model
-    from engine.synthetic import render_sample
+    from engine.generator import render_sample
 
     model = load_head_model("open")
     for seed in range(8):

@@ -19,7 +19,7 @@ def _submodels() -> list:
 def test_fit_caches_do_not_outlive_their_model():
     from engine.fitting import FitConfig, fit_photo, fitter
     from engine.head import load_head_model
-    from engine.synthetic import render_sample
+    from engine.generator import render_sample
 
     sample = render_sample(load_head_model("open"), 3)
     cfg = FitConfig(pose_iters=2, shape_iters=2, joint_iters=1)
