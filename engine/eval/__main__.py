@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "synthetic":
             torch.manual_seed(args.seed)
+        else:
+            from engine.eval.cycles_set import read_set
+
+            read_set(args.set_dir)  # a missing or unbuilt set fails before anything loads
         model = load_head_model(args.model, args.model_path)
         log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
         if args.command == "cycles":
