@@ -35,7 +35,7 @@ def tiny_set(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("cycles")
     out = tmp / "set"
     cmd = [sys.executable, "-m", "engine.eval", "cycles-set", "build", "--out", str(out), "--n", "2", "--seed", "3",
-           "--model", "open", "--size", "160", "--samples", "4", "--threads", "1", "--quiet"]
+           "--model", "open", "--size", "128", "--samples", "2", "--threads", "1", "--quiet"]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(tmp), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -62,7 +62,7 @@ def test_ground_truth_matches_the_render(tiny_set, head):
     for i in range(2):
         s = load_sample(tiny_set, i)
         g = s.gt
-        assert s.image.shape == (160, 160, 3) and s.mask is not None
+        assert s.image.shape == (128, 128, 3) and s.mask is not None
         # the ground truth is a function of the seed alone
         again = sample_scene(head, 3, i, cfg)
         assert np.allclose(again["vertices_model"], g["vertices_model"], atol=1e-6)
@@ -75,8 +75,8 @@ def test_ground_truth_matches_the_render(tiny_set, head):
         # our rasteriser's silhouette of the ground truth = Cycles' object mask
         V = torch.tensor(g["vertices_camera"], dtype=torch.float64)[None]
         cam = PerspectiveCamera(torch.tensor(g["K"])[None], torch.eye(3, dtype=torch.float64)[None],
-                                torch.zeros(1, 3, dtype=torch.float64), (160, 160))
-        ours = rasterize(cam.to_screen(V), torch.tensor(g["faces"]).long(), (160, 160)).mask[0].numpy()
+                                torch.zeros(1, 3, dtype=torch.float64), (128, 128))
+        ours = rasterize(cam.to_screen(V), torch.tensor(g["faces"]).long(), (128, 128)).mask[0].numpy()
         iou = (ours & s.mask).sum() / (ours | s.mask).sum()
         assert iou > 0.97, iou
         # the head is lit and stands out from its background
@@ -116,7 +116,7 @@ def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
     found = [s for s in samples if detect(s.image) is not None]
     if not found:
         pytest.skip("the detector finds neither tiny render")
-    rep = evaluate_cycles(tiny_set, head, _GroundTruthPredictor(head, found), save=tmp_path, timing=False)
+    rep = evaluate_cycles(tiny_set, head, _GroundTruthPredictor(head, found), save=tmp_path, timing=False, n_scan=1500)
     d = rep.summary()
     assert d["faces"] == len(found) and d["detection_failures"] == 2 - len(found)
     assert d["now_median_mm"] < 0.01 and d["landmark_px_median"] < 0.01 and d["rotation_err_median"] < 0.01
@@ -124,8 +124,21 @@ def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
         assert s.skin_pred == pytest.approx(s.skin_true, abs=1e-6)
         assert s.mean_face_median_mm > 0.3  # the template is not the sampled head
     assert "better than the mean face on 100 %" in format_summary(rep)
+    from engine.eval.cycles import format_table
+
+    table = format_table([rep.to_dict()]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| ground-truth | ")
     params, detected = load_prediction(tmp_path / f"{found[0].index:05d}.npz")
     assert params.identity.shape == (1, head.n_identity) and detected.shape == (68, 2)
+
+
+def test_network_timing(head):
+    from engine.eval.cycles import network_ms
+    from engine.methods import build_predictor
+
+    wall, cpu = network_ms(build_predictor("mofa", head), repeats=2)
+    assert wall > 0 and cpu > 0
+    assert network_ms(build_predictor("fit", head)) is None
 
 
 def test_rotation_helpers_roundtrip():

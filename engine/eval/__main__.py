@@ -49,7 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--limit", type=int, default=None, help="only the first N samples")
     c.add_argument("--save", default=None, metavar="DIR", help="write each prediction (for the contact sheets)")
     _method_args(c)
+    t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
+    t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
+    if args.command == "cycles-table":
+        with cli_errors():
+            from pathlib import Path
+
+            from engine.errors import UserError
+            from engine.eval.cycles import format_table
+
+            missing = [r for r in args.reports if not Path(r).is_file()]
+            if missing:
+                raise UserError(f"{missing[0]} does not exist (write it with python -m engine.eval cycles ... --json)")
+            try:
+                reports = [json.loads(Path(r).read_text()) for r in args.reports]
+            except json.JSONDecodeError as exc:
+                raise UserError(f"a report is not JSON from python -m engine.eval cycles --json ({exc})") from None
+            print(format_table(reports))
+        return 0
     with cli_errors():
         import torch
 

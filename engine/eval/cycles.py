@@ -78,7 +78,7 @@ class CyclesReport:
     n_images: int = 0
     detection_failures: list[int] = field(default_factory=list)
     scores: list[CyclesFaceScore] = field(default_factory=list)
-    network_ms_224: float | None = None
+    network_ms_224: tuple[float, float] | None = None  # (wall, CPU) ms, one thread
     pooled: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"method": [], "mean_face": []}, repr=False)
 
     def summary(self) -> dict[str, float]:
@@ -97,7 +97,7 @@ class CyclesReport:
         slope = float(np.polyfit(st, sp, 1)[0]) if len(rows) > 1 else float("nan")
         out = {
             "faces": len(rows), "images": self.n_images, "detection_failures": len(self.detection_failures),
-            # NoW's statistics over all scan points of all faces (5,000 per face)
+            # NoW's statistics over all scan points of all faces (the same number per face)
             "now_median_mm": float(np.median(pm)), "now_mean_mm": float(np.mean(pm)),
             "now_std_mm": float(np.std(pm)), "now_p90_mm": float(np.quantile(pm, 0.9)),
             "mean_face_median_mm": float(np.median(pb)), "mean_face_mean_mm": float(np.mean(pb)),
@@ -112,7 +112,7 @@ class CyclesReport:
             "seconds_median": float(np.median(col("seconds"))), "cpu_seconds_median": float(np.median(col("cpu_seconds"))),
         }
         if self.network_ms_224 is not None:
-            out["network_ms_224"] = self.network_ms_224
+            out["network_ms_224_wall"], out["network_ms_224_cpu"] = self.network_ms_224
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,10 +147,11 @@ def face_luminance(albedo: np.ndarray, region: np.ndarray) -> float:
     return float(np.median(luminance(np.clip(np.asarray(albedo, np.float64)[np.asarray(region, bool)], 0, 1))))
 
 
-def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> float | None:
-    """Median milliseconds of one forward pass of a learned predictor's network (encoder +
-    code-to-parameters decode, no cropping) on a ``size``-px image with one CPU thread;
-    None for a predictor without a network (the fit)."""
+def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> tuple[float, float] | None:
+    """Median (wall, CPU) milliseconds of one forward pass of a learned predictor's network
+    (encoder + code-to-parameters decode, no cropping) on a ``size``-px image with one CPU
+    thread; None for a predictor without a network (the fit). On a shared machine the CPU
+    time is the fairer figure (the wall time includes waiting for a core)."""
     net = getattr(predictor, "network", None) or getattr(getattr(predictor, "init", None), "network", None)
     if net is None:
         return None
@@ -158,16 +159,17 @@ def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> floa
     torch.set_num_threads(1)
     try:
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-        times = []
+        wall, cpu = [], []
         with torch.no_grad():
             for k in range(repeats + 3):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 net.decode(net.encode(x))
                 if k >= 3:  # warm-up
-                    times.append(time.perf_counter() - t0)
+                    wall.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
     finally:
         torch.set_num_threads(threads)
-    return float(np.median(times) * 1000.0)
+    return float(np.median(wall) * 1000.0), float(np.median(cpu) * 1000.0)
 
 
 def detect(image: np.ndarray, backend: str = "default") -> Any | None:
@@ -200,8 +202,9 @@ def load_prediction(path: str | Path) -> tuple[FaceParams, np.ndarray]:
 
 def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, backend: str = "default",
                     limit: int | None = None, log: Callable[[str], None] | None = None,
-                    save: str | Path | None = None, timing: bool = True) -> CyclesReport:
-    """Run ``predictor`` (built for ``head``) on the set in ``folder`` and score it."""
+                    save: str | Path | None = None, timing: bool = True, n_scan: int = SCAN_POINTS) -> CyclesReport:
+    """Run ``predictor`` (built for ``head``) on the set in ``folder`` and score it against
+    ``n_scan`` ground-truth surface points per face."""
     meta = read_set(folder)
     indices = set_indices(folder, limit)
     rep = CyclesReport(set_dir=str(folder), set_model=str(meta["model"]), method=str(predictor.name), model=head.name)
@@ -239,7 +242,7 @@ def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, b
             lm3 = dec.landmarks3d[0].double().numpy()
             lm2 = dec.landmarks2d[0].double().numpy()
             albedo = dec.albedo
-        scan = scan_points(g["vertices_camera"], g["faces"], g["face_mask"], SCAN_POINTS, seed=0)
+        scan = scan_points(g["vertices_camera"], g["faces"], g["face_mask"], n_scan, seed=0)
         score = now_error(verts, pred_faces, lm3, scan, g["landmarks3d_camera"])
         base = now_error(template, pred_faces, template_lm, scan, g["landmarks3d_camera"], query=template_query)
         rep.pooled["method"].append(score.distances_mm)
@@ -289,7 +292,8 @@ def format_summary(rep: CyclesReport) -> str:
     d = rep.summary()
     if not d.get("faces"):
         return f"cycles set {rep.set_dir}: method={rep.method}: no face scored ({len(rep.detection_failures)} detector misses)"
-    net = f", network {d['network_ms_224']:.1f} ms at 224 px (1 thread)" if "network_ms_224" in d else ""
+    net = (f"; network alone at 224 px, 1 thread: {d['network_ms_224_cpu']:.1f} ms CPU "
+           f"({d['network_ms_224_wall']:.1f} ms wall)" if "network_ms_224_cpu" in d else "")
     return "\n".join([
         f"cycles set {rep.set_dir} ({rep.set_model} heads): method={rep.method} model={rep.model} "
         f"faces={d['faces']}/{d['images']} (detector misses {d['detection_failures']})",
@@ -303,3 +307,28 @@ def format_summary(rep: CyclesReport) -> str:
         f"  skin luminance: Spearman {d['skin_spearman']:.3f}  slope {d['skin_slope']:.3f}",
         f"  time: {d['seconds_median']:.3f} s/face wall, {d['cpu_seconds_median']:.3f} s CPU{net}",
     ])
+
+
+def format_table(reports: list[dict[str, Any]]) -> str:
+    """A markdown table of several methods' reports (``CyclesReport.to_dict()``, e.g. the
+    ``--json`` outputs), with the issue's ratios against the fit (the ``fit`` report when given)."""
+    fit = next((r["summary"] for r in reports if r["method"] == "fit"), None)
+
+    def ratio(d: dict[str, float], key: str) -> str:
+        return f" ({d[key] / fit[key]:.2f}× fit)" if fit and fit.get(key) else ""
+
+    head = ("| method | faces (detector misses) | NoW median mm | mean face median mm | better than mean face "
+            "| 2-D landmarks median px (% of width) | pose error median yaw / pitch / roll ° | skin Spearman / slope "
+            "| s per face wall (CPU) | network 224 px, 1 thread, ms CPU |")
+    rows = [head, "|" + "---|" * 10]
+    for r in reports:
+        d = r["summary"]
+        net = f"{d['network_ms_224_cpu']:.1f}" if "network_ms_224_cpu" in d else "–"
+        rows.append(
+            f"| {r['method']} | {d['faces']} ({d['detection_failures']}) | {d['now_median_mm']:.3f}{ratio(d, 'now_median_mm')} "
+            f"| {d['mean_face_median_mm']:.3f} | {100 * d['better_than_mean_face']:.0f} % "
+            f"| {d['landmark_px_median']:.2f}{ratio(d, 'landmark_px_median')} ({100 * d['landmark_frac_median']:.2f} %) "
+            f"| {d['yaw_err_median']:.1f} / {d['pitch_err_median']:.1f} / {d['roll_err_median']:.1f} "
+            f"| {d['skin_spearman']:.3f} / {d['skin_slope']:.3f} | {d['seconds_median']:.2f} ({d['cpu_seconds_median']:.2f}) "
+            f"| {net} |")
+    return "\n".join(rows)
