@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--set", required=True, dest="set_dir", metavar="DIR", help="a folder built by cycles-set build")
     c.add_argument("--limit", type=int, default=None, help="only the first N samples")
     c.add_argument("--save", default=None, metavar="DIR", help="write each prediction (for the contact sheets)")
+    c.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
     _method_args(c)
     t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
     t.add_argument("reports", nargs="+", metavar="JSON")
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
             rep = evaluate_cycles(args.set_dir, model, predictor, backend=args.backend, limit=args.limit, log=log,
                                   save=args.save)
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
             print(json.dumps(rep.to_dict(), indent=1) if args.json else format_summary(rep))
             return 0
         from engine.eval.synthetic import evaluate_synthetic

@@ -331,4 +331,19 @@ def format_table(reports: list[dict[str, Any]]) -> str:
             f"| {d['yaw_err_median']:.1f} / {d['pitch_err_median']:.1f} / {d['roll_err_median']:.1f} "
             f"| {d['skin_spearman']:.3f} / {d['skin_slope']:.3f} | {d['seconds_median']:.2f} ({d['cpu_seconds_median']:.2f}) "
             f"| {net} |")
+    # by head yaw: where the methods break down
+    bins = ((0, 15), (15, 30), (30, 90))
+    names = [f"yaw within ±{a}–{b}°" if b < 90 else f"yaw beyond ±{a}°" for a, b in bins]
+    rows += ["", "| method (faces, median pose error °, landmarks px, NoW mm) | " + " | ".join(names) + " |",
+             "|" + "---|" * 4]
+    for r in reports:
+        cells = []
+        for a, b in bins:
+            f = [x for x in r["faces"] if a <= abs(x["true_yaw"]) < b]
+            if not f:
+                cells.append("–")
+                continue
+            med = {k: float(np.median([x[k] for x in f])) for k in ("rotation_err", "landmark_px", "now_median_mm")}
+            cells.append(f"{len(f)}, {med['rotation_err']:.1f}, {med['landmark_px']:.2f}, {med['now_median_mm']:.2f}")
+        rows.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -566,8 +566,25 @@ def _add_light(bpy, spec: dict[str, Any], R: np.ndarray, head_centre_world: np.n
     return obj
 
 
+def _render(bpy, verbose: bool) -> None:
+    """``bpy.ops.render.render``; Blender's per-tile progress lines (C-level stdout) go to
+    /dev/null unless ``verbose``."""
+    if verbose:
+        bpy.ops.render.render(write_still=True)
+        return
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        bpy.ops.render.render(write_still=True)
+    finally:
+        os.dup2(saved, 1)
+        for fd in (saved, devnull):
+            os.close(fd)
+
+
 def render_scene(head: HeadModel, scene: dict[str, Any], cfg: CyclesSetConfig, out_png: Path,
-                 out_mask: Path, work: Path) -> tuple[float, float]:
+                 out_mask: Path, work: Path, verbose: bool = False) -> tuple[float, float]:
     """Render one sampled scene with Cycles (imports ``bpy``); returns (wall, CPU) seconds
     of the render call (scene building excluded; CPU time summed over Cycles' threads)."""
     import bpy
@@ -661,7 +678,7 @@ def render_scene(head: HeadModel, scene: dict[str, Any], cfg: CyclesSetConfig, o
     fo.file_slots[0].path = "mask_"
     tree.links.new(idm.outputs["Alpha"], fo.inputs[0])
     t0, c0 = time.perf_counter(), time.process_time()
-    bpy.ops.render.render(write_still=True)
+    _render(bpy, verbose)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     written = sorted(work.glob("mask_*.png"))
     if written:
@@ -756,7 +773,7 @@ def _background_plane(bpy, bg: dict[str, Any], K: np.ndarray, R: np.ndarray, t: 
 # ----------------------------------------------------------------------------- building
 def build_set(out: str | Path, n: int = 100, seed: int = 0, model: str | None = None,
               cfg: CyclesSetConfig | None = None, start: int = 0, stop: int | None = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              log: Callable[[str], None] | None = None, verbose: bool = False) -> dict[str, Any]:
     """Render samples ``start .. min(stop, n) − 1`` of set ``seed`` into ``out`` (samples
     already there are kept: a build resumes, and ranges can run in parallel processes).
     ``model`` None = ICT when its data is present, else open. Imports ``bpy``: callers
@@ -785,7 +802,11 @@ def build_set(out: str | Path, n: int = 100, seed: int = 0, model: str | None = 
             "blender": bpy.app.version_string, "render_seconds": {}}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        if (old.get("model"), old.get("seed"), old.get("config")) != (model, seed, json.loads(json.dumps(asdict(cfg)))):
+        def pixels(c: dict) -> dict:  # what decides the images (not the thread count)
+            return {k: v for k, v in (c or {}).items() if k != "threads"}
+
+        if (old.get("model"), old.get("seed"), pixels(old.get("config"))) != (
+                model, seed, pixels(json.loads(json.dumps(asdict(cfg))))):
             raise UserError(f"{out} holds a set with another model, seed or config ({old.get('model')}, seed "
                             f"{old.get('seed')}); use another --out folder")
         meta["render_seconds"] = old.get("render_seconds", {})
@@ -799,7 +820,8 @@ def build_set(out: str | Path, n: int = 100, seed: int = 0, model: str | None = 
             if stem.with_suffix(".npz").is_file() and stem.with_suffix(".png").is_file():
                 continue
             scene = sample_scene(head, seed, k, cfg)
-            secs, cpu = render_scene(head, scene, cfg, stem.with_suffix(".png"), out / f"{k:05d}_mask.png", work)
+            secs, cpu = render_scene(head, scene, cfg, stem.with_suffix(".png"), out / f"{k:05d}_mask.png", work,
+                                     verbose)
             gt = ground_truth(head, scene, cfg)
             gt["render_seconds"], gt["render_cpu_seconds"] = secs, cpu
             tmp_npz = out / f".{k:05d}.tmp.npz"
@@ -853,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="Cycles threads (0 = automatic)")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--stop", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no line per sample")
+    p.add_argument("--verbose", action="store_true", help="show Blender's render log")
     a = top.parse_args(argv)
     code = 0
     try:
@@ -862,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--size must be at least 32 px and --samples at least 1")
             cfg = CyclesSetConfig(image_size=a.size, samples=a.samples, denoise=not a.no_denoise, threads=a.threads)
             log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-            print(json.dumps(build_set(a.out, a.n, a.seed, a.model, cfg, a.start, a.stop, log)), flush=True)
+            print(json.dumps(build_set(a.out, a.n, a.seed, a.model, cfg, a.start, a.stop, log, a.verbose)), flush=True)
     except SystemExit as exc:  # a user error: still leave through os._exit below
         code = int(exc.code or 0)
     sys.stdout.flush()
