@@ -127,7 +127,8 @@ def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
     from engine.eval.cycles import format_table
 
     table = format_table([rep.to_dict()]).splitlines()
-    assert len(table) == 3 and table[2].startswith("| ground-truth | ")
+    assert len(table) == 7 and table[2].startswith("| ground-truth | ") and table[6].startswith("| ground-truth | ")
+    assert "| 0.000 (1.00× fit)" not in table[2]  # no fit report given: no ratios
     params, detected = load_prediction(tmp_path / f"{found[0].index:05d}.npz")
     assert params.identity.shape == (1, head.n_identity) and detected.shape == (68, 2)
 

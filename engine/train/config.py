@@ -321,14 +321,18 @@ SOURCE_KINDS = ("synthetic", "images", "pts", "clips")
 
 def _validate_sources(d: DataConfig) -> None:
     """``data.sources`` (only with data.kind=mixed) and every ``options.augment``."""
-    from engine.data.augment import parse_augment
-
     if d.sources is None:
         d.sources = []
+    if d.options is None:
+        d.options = {}
+    if d.kind != "mixed" and d.sources:
+        raise ConfigError(f"config key 'data.sources' needs data.kind=mixed (data.kind is {d.kind!r})")
+    if d.kind != "mixed" and "augment" not in d.options:
+        return  # nothing to check: the data stack (torch) is not imported for a plain config
+    from engine.data.augment import parse_augment
+
     parse_augment(d.options.get("augment"), "data.options.augment")
     if d.kind != "mixed":
-        if d.sources:
-            raise ConfigError(f"config key 'data.sources' needs data.kind=mixed (data.kind is {d.kind!r})")
         return
     if not d.sources:
         raise ConfigError("data.kind=mixed needs data.sources: a list of {kind, root, weight, options}")
