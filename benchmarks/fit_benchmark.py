@@ -13,6 +13,7 @@ figure (the fit runs one intra-op thread).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--model", default="open")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also append JSON records to FILE")
+    ap.add_argument("--no-reconstruct", action="store_true", help="skip the end-to-end astronaut run")
     args = ap.parse_args()
     from engine.fitting import FitConfig, fit_photo, model_cache
     from engine.head import load_head_model
@@ -68,6 +71,13 @@ def main() -> None:
               f"wall median {statistics.median(times):.3f} s (mean {statistics.mean(times):.3f}), "
               f"CPU median {statistics.median(cpu):.3f} s (mean {statistics.mean(cpu):.3f}) over {len(times)} faces")
         print("  stages (median wall s): " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in stages.items()))
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.write(json.dumps({"bench": "fit", "device": args.device, "landmarks": label,
+                                     "wall_median_s": statistics.median(times), "faces": len(times),
+                                     "stages": {k: statistics.median(v) for k, v in stages.items()}}) + "\n")
+    if args.no_reconstruct:
+        return
     with tempfile.TemporaryDirectory() as d:
         from PIL import Image
         from skimage import data

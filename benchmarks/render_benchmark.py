@@ -13,6 +13,7 @@ similar triangle count (says so). Each figure is the median over
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also append one JSON record per figure to FILE")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,6 +147,11 @@ def main() -> None:
             with torch.no_grad() if "forward" in label else torch.enable_grad():
                 dt, cpu = timeit(fn, device, args.warmup, args.iters)
             print(f"{label:<34}{batch:>6}{dt * 1e3:>11.1f}{batch / dt:>11.1f}{cpu * 1e3:>9.0f}", flush=True)
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps({"bench": "render", "path": label, "batch": batch, "device": name,
+                                         "size": args.size, "ms_per_batch": dt * 1e3,
+                                         "images_per_s": batch / dt}) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def _progress_printer(mode: str) -> tuple[Callable[[str, float, str], None], Cal
     return (lambda stage, fraction, message: None), lambda: None
 
 
-def _example_photo(name: str, folder: str) -> str:
-    """Save a bundled example photo (scikit-image's) to ``folder`` and return its path."""
+def _example_photo(name: str, folder: str, created: list[str]) -> str:
+    """Save a bundled example photo (scikit-image's) to ``folder`` and return its path;
+    the paths this call created (file, then folder) are appended to ``created``."""
     import os
 
     from PIL import Image
@@ -53,10 +54,28 @@ def _example_photo(name: str, folder: str) -> str:
         from engine.errors import UserError
 
         raise UserError(f"unknown example {name!r}; available: astronaut")
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.png")
-    Image.fromarray(data.astronaut()).save(path)
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+            created.append(folder)
+        if not os.path.exists(path):
+            created.insert(0, path)
+        Image.fromarray(data.astronaut()).save(path)
+    except OSError as exc:
+        from engine.errors import UserError
+
+        raise UserError(f"cannot save the example photo to {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _remove_created(paths: list[str]) -> None:
+    """Undo :func:`_example_photo` after a failed run (a folder only if it is empty)."""
+    for p in paths:
+        try:
+            os.rmdir(p) if os.path.isdir(p) else os.unlink(p)
+        except OSError:
+            pass
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -67,17 +86,22 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         from engine.errors import UserError
 
         raise UserError("give a PHOTO or --example astronaut")
-    if args.example is not None:
-        import os
-
-        photo = _example_photo(args.example, os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".", "examples"))
+    created: list[str] = []  # the example photo (kept beside a result: params.json names it)
     cb, close = _progress_printer(args.progress)
     try:
+        if args.example is not None:
+            photo = _example_photo(args.example, os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".",
+                                                              "examples"), created)
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
                              checkpoint=args.checkpoint, init=args.init)
+    except BaseException:
+        _remove_created(created)
+        raise
     finally:
         close()
+    if result.params.get("warnings"):
+        print("warning: " + "; ".join(result.params["warnings"]), file=sys.stderr)
     if args.progress != "jsonl":
         t = result.timings
         print(f"{result.out_dir}: {result.n_faces} face(s) found, reconstructed face {result.face_index}; "
@@ -141,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
     r.add_argument("--progress", default="auto", choices=["auto", "bar", "jsonl", "none"])
     r.add_argument("--example", default=None, metavar="NAME",
-                   help="use a bundled example photo instead of PHOTO (astronaut)")
+                   help="use a bundled example photo instead of PHOTO (astronaut); it is saved as "
+                        "examples/NAME.png beside --out, kept with a result (params.json names it) and "
+                        "removed again when the run fails")
     r.set_defaults(func=cmd_reconstruct)
     from engine.video.cli import DESCRIPTION, add_arguments
 

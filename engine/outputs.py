@@ -3,39 +3,42 @@
 :func:`write_outputs` writes a whole folder from a :class:`engine.face.FaceParams` (and
 nothing else), so every method — fit, learned, hybrid — produces the same folder for the
 Blender add-on: meshes, albedo texture, rig, ``params.json``, overlay/summary previews.
+The atomic folder swap is :func:`engine.export.atomic.atomic_output_folder` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from engine.errors import OutputFolderError, UserError  # noqa: F401 (re-exported)
+from engine.errors import OutputFolderError  # noqa: F401 (re-exported)
+from engine.export.atomic import atomic_output_folder  # noqa: F401 (re-exported)
 
 PARAMS_VERSION = 1
 
 
 def _tolist(x: Any) -> Any:
+    """JSON-ready copy: tensors/arrays to (rounded) lists, numpy scalars to Python numbers."""
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
         return np.round(x.astype(np.float64), 7).tolist() if x.dtype.kind == "f" else x.tolist()
-    if isinstance(x, (np.floating,)):
+    if isinstance(x, np.floating):
         return float(x)
-    if isinstance(x, (np.integer,)):
+    if isinstance(x, np.integer):
         return int(x)
-    if isinstance(x, Mapping):
+    if isinstance(x, dict) or isinstance(x, Mapping):
         return {str(k): _tolist(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
+        if all(type(v) in (float, int) for v in x):  # long numeric lists: nothing to convert
+            return list(x)
         return [_tolist(v) for v in x]
     return x
 
@@ -95,10 +98,12 @@ def build_params(
 
 
 def write_params(path: str | os.PathLike[str], params: Mapping[str, Any]) -> None:
-    """Write ``params.json`` (pretty-printed, UTF-8)."""
+    """Write ``params.json`` (UTF-8): one top-level key per line, each value compact (readable,
+    and encoded by the C JSON encoder, which ``indent`` would bypass)."""
+    data = _tolist(params)
+    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in data.items())
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(_tolist(params), fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
+        fh.write("{\n" + body + "\n}\n")
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -112,7 +117,7 @@ def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:
     """Save an RGB/grey image (uint8 or float [0, 1]) as PNG."""
     from PIL import Image
 
-    Image.fromarray(to_uint8(img)).save(path, format="PNG", compress_level=4)
+    Image.fromarray(to_uint8(img)).save(path, format="PNG", compress_level=1)
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -122,7 +127,7 @@ def png_bytes(img: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="PNG", compress_level=4)
+    Image.fromarray(to_uint8(img)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -151,53 +156,6 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 256, labels: Sequen
             cv2.putText(tile, labels[i], (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
     return np.concatenate(tiles, axis=1)
-
-
-def _looks_like_output_folder(path: Path) -> bool:
-    """True for an empty folder or one written by a previous reconstruction."""
-    try:
-        entries = list(path.iterdir())
-    except OSError:
-        return False
-    return not entries or (path / "params.json").is_file()
-
-
-@contextmanager
-def atomic_output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success move it to ``out_dir``.
-
-    Nothing appears at ``out_dir`` unless the block succeeds: on any exception the
-    temporary folder is deleted. An existing ``out_dir`` is replaced only when it is empty
-    or holds a previous reconstruction (has ``params.json``); any other existing path is
-    refused up front so a typo cannot delete unrelated files.
-    """
-    out = Path(os.fspath(out_dir)).expanduser().absolute()
-    if out.exists() and not (out.is_dir() and _looks_like_output_folder(out)):
-        raise OutputFolderError(
-            f"output folder {out} already exists and is not a previous reconstruction; "
-            "choose another --out or remove it")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise OutputFolderError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    try:
-        yield tmp
-        if out.exists():
-            trash = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, trash)
-            try:
-                os.rename(tmp, out)
-            except OSError:
-                os.rename(trash, out)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------------------- previews
@@ -266,67 +224,6 @@ def fit_overlay(photo: np.ndarray, grey: np.ndarray, mask: np.ndarray, detected_
     return out
 
 
-def bake_albedo(model, vertices_px, visibility, shading_v, albedo_v, mirror, source, size: int = 512):
-    """Bake a UV albedo texture (3, S, S) from the photo, completed by symmetry and the prior.
-
-    vertices_px (V, 3) [u, v, depth] of the fitted vertices in the ``source`` image
-    (1, 3, H, W) float [0, 1]; visibility (V,) in [0, 1]; shading_v (V, 3) the fitted SH
-    shading per vertex; albedo_v (V, 3) the fitted, already completed per-vertex albedo
-    (the prior where nothing was seen). Texels seen in the photo get photo / shading; the
-    rest take the mirrored texel when that one was seen, otherwise the per-vertex albedo.
-    """
-    import cv2
-    import torch
-
-    from engine.render.rasterize import interpolate
-    from engine.render.uv import rasterize_uv, sample_uv_map, unwrap_photo, vertex_uv
-
-    with torch.no_grad():
-        fr = rasterize_uv(model.uv, model.face_uv, size)
-        tex, mask = unwrap_photo(source, vertices_px[None], visibility[None], model.faces, model.uv, model.face_uv,
-                                 uv_size=size, uv_fragments=fr)
-        shade_map = interpolate(shading_v[None], model.faces, fr)[0].permute(2, 0, 1)
-        prior_map = interpolate(albedo_v[None], model.faces, fr)[0].permute(2, 0, 1)
-        vis_map = interpolate(visibility[None, :, None].float(), model.faces, fr)[0, ..., 0]
-        photo_alb = (tex[0] / shade_map.clamp_min(0.08)).clamp(0, 1)
-        # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
-        m = (mask[0, 0] * vis_map.clamp(0, 1)).numpy().astype(np.float32)
-        m = cv2.erode(m, np.ones((3, 3), np.uint8))
-        m = cv2.GaussianBlur(m, (0, 0), size / 256.0)
-        conf = torch.from_numpy(m)
-        # mirror: the same barycentrics on the mirrored vertices' UVs
-        vuv = vertex_uv(model.uv, model.face_uv, model.faces, model.n_vertices)
-        has_m = mirror >= 0
-        mv = torch.where(has_m, mirror, torch.arange(len(mirror)))
-        muv = interpolate(vuv[mv][None], model.faces, fr)  # (1, S, S, 2)
-        mirrored = sample_uv_map(photo_alb[None], muv.reshape(1, -1, 2))[0].T.reshape(3, size, size)
-        mconf = sample_uv_map(conf[None, None], muv.reshape(1, -1, 2))[0, :, 0].reshape(size, size)
-        mconf = mconf * interpolate(has_m.float()[None, :, None], model.faces, fr)[0, ..., 0].clamp(0, 1)
-        mconf = torch.minimum(mconf, 1 - conf)
-        out = conf * photo_alb + mconf * mirrored + (1 - conf - mconf).clamp_min(0) * prior_map
-        covered = fr.mask[0].numpy().astype(np.uint8)
-        img = out.permute(1, 2, 0).numpy().astype(np.float32)
-    # pad outside the layout so texture filtering at seams does not pick up black
-    return to_uint8(pad_texture(img, covered > 0))
-
-
-def pad_texture(img: np.ndarray, covered: np.ndarray, rounds: int = 6) -> np.ndarray:
-    """Grow colours out of the UV islands (a few box-filter rounds), mean colour beyond."""
-    import cv2
-
-    out = img.copy()
-    m = covered.astype(np.float32)
-    mean = (img * m[..., None]).sum((0, 1)) / max(m.sum(), 1.0)
-    for _ in range(rounds):
-        num = cv2.blur(out * m[..., None], (5, 5))
-        den = cv2.blur(m, (5, 5))
-        grow = (den > 1e-3) & (m == 0)
-        out[grow] = num[grow] / den[grow][:, None]
-        m = np.maximum(m, grow.astype(np.float32))
-    out[m == 0] = mean
-    return out
-
-
 # ---------------------------------------------------------------------------- rig.json
 RIG_VERSION = 1
 RIG_MIN_WEIGHT = 1e-3
@@ -386,9 +283,7 @@ def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEI
 def write_rig(path: str | os.PathLike[str], rig: Mapping[str, Any]) -> None:
     """Write ``rig.json`` (compact; skin-weight lists are long)."""
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(_tolist(rig), fh, separators=(",", ":"))
-        fh.write("\n")
-
+        fh.write(json.dumps(_tolist(rig), separators=(",", ":")) + "\n")  # dumps: the C encoder
 
 # ---------------------------------------------------------------------------- the whole folder
 @dataclass
@@ -441,6 +336,7 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     from engine.face import FaceDecoder
     from engine.photo import align_crop, landmark_box
     from engine.render.camera import PerspectiveCamera
+    from engine.texture import bake_albedo
 
     opt = options or OutputOptions()
     folder = Path(folder)
@@ -469,7 +365,7 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
     source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
-                             cpu_model.mirror, source, opt.texture_size)
+                             source, opt.texture_size)
     albedo_png = png_bytes(albedo_img)
     (folder / "albedo.png").write_bytes(albedo_png)
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]

@@ -89,14 +89,17 @@ def reconstruct(
     :class:`UserError` asks for an index (0 = largest).
     """
     from engine.detect import detect_faces
+    from engine.export.atomic import atomic_output_folder, check_output_folder
     from engine.head import load_head_model
     from engine.methods import FaceObservation, build_predictor, get_method
-    from engine.outputs import atomic_output_folder, write_outputs, write_params
+    from engine.outputs import write_outputs, write_params
     from engine.photo import load_image
+    from engine.plausibility import check_fit
 
     report = progress or (lambda stage, fraction, message: None)
     spec = get_method(method)
     dev = resolve_device(device)
+    check_output_folder(out_dir)  # before any work: a folder we may not replace is refused now
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -104,6 +107,11 @@ def reconstruct(
     report("model", 0.0, f"loading head model {model!r} and method {spec.name}")
     head = load_head_model(model, model_path, device=dev)
     predictor = build_predictor(spec.name, head, device=dev, checkpoint=checkpoint, init=init, config=config)
+    if dev.type == "cpu":  # the texture layout is fixed per model: build it while the photo is analysed
+        from engine.outputs import OutputOptions
+        from engine.texture import prepare_layout
+
+        prepare_layout(head, OutputOptions().texture_size)
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -136,6 +144,7 @@ def reconstruct(
         extra["focal_guess"] = {"fov_deg": cfg.fov_deg, "min_distance_m": cfg.min_distance_m}
     with atomic_output_folder(out_dir) as tmp:
         params = write_outputs(tmp, head, estimate, photo, method=spec.name, extra=extra)
+        params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         params["timings"] = {k: round(v, 4) for k, v in timings.items()}

@@ -56,6 +56,16 @@ def png_bytes() -> bytes:
     return buf.getvalue()
 
 
+def jpeg_claiming(w: int, h: int) -> bytes:
+    """A tiny JPEG whose frame header claims w×h pixels (decoders fill the rest with grey)."""
+    buf = io.BytesIO()
+    Image.fromarray(gradient(16, 16)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    i = data.find(b"\xff\xc0")
+    data[i + 5:i + 9] = struct.pack(">HH", h, w)
+    return bytes(data)
+
+
 # --- files that must fail: (id, writer(tmp_path) -> path, words the message must contain)
 def _w(name: str, data: bytes):
     def write(tmp: Path) -> Path:
@@ -92,6 +102,12 @@ BAD_FILES = [
     ("zero-size", _w("zero.png", png_header_only(0, 10)), ["zero size"]),
     ("decompression-bomb", _w("bomb.png", png_header_only(100_000, 100_000)),
      ["limit", MAX_PIXELS_ENV]),
+    # under the pixel limit, but 97 MP from 600 bytes would take 1.3 GB to decode into grey
+    ("tiny-file-claiming-97-MP", _w("small.jpg", jpeg_claiming(65000, 1500)), ["claims 65000x1500 px", "bytes"]),
+    ("tiny-gif-claiming-100-MP", _w("small.gif", bytes(bytearray(b"GIF89a") + struct.pack("<HH", 10000, 9999)
+                                                       + bytes([0x80, 0, 0]) + bytes(6) + b",\x00\x00\x00\x00"
+                                                       + struct.pack("<HH", 10000, 9999) + b"\x00\x02\x02D\x01\x00;")),
+     ["claims 10000x9999 px"]),
 ]
 
 

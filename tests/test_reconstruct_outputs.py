@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.errors import ImageError, UserError
-from engine.outputs import OutputFolderError, atomic_output_folder
+from engine.export.atomic import OutputFolderError, atomic_output_folder
 from engine.reconstruct import reconstruct
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,15 @@ item is the same on any machine, in any worker, in any order. Clips (one person,
 validation 8·10⁶; identities: train 6·10⁶, validation 7·10⁶). Rendering costs ~0.05 s
 per face on one CPU thread; for real training write the corpus once with ``python -m engine.data.synthetic --out DIR --n N [--clips M --frames T]``
 (uint8 memmaps + ground truth) and point ``data.options.cache`` at it.
+
+Two generators: ``basic`` (the default: :mod:`engine.generator.basic`, MoFA-like faces; existing
+configs and caches are unchanged) and ``realistic`` (:func:`engine.generator.realistic.render_realistic`:
+photo-like faces with hair, props, shadows and camera degradations; ~0.15 s per face), chosen
+with ``data.options.generator: realistic`` or ``--generator realistic``; the other
+``data.options`` are the chosen generator's config fields (``SyntheticConfig`` /
+``RealisticConfig``). Realistic items also carry ``landmarks_visible (68,)`` and
+``occlusion_mask (S, S)`` (face skin hidden by hair, hats, glasses or hands), cached too.
+Clips and identity groups are rendered by the basic generator only.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.errors import UserError
+
+GENERATORS = ("basic", "realistic")
 
 VAL_OFFSET = 9_000_000
 CLIP_OFFSET = 5_000_000
@@ -43,6 +54,24 @@ def identity_seed(corpus_seed: int, split: str, index: int) -> int:
     return corpus_seed * 10_000_000 + (IDENTITY_VAL_OFFSET if split == "val" else IDENTITY_OFFSET) + index
 
 
+def _generator_config(generator: str, image_size: int, options: dict):
+    """The config of ``generator`` (basic: SyntheticConfig, realistic: RealisticConfig)."""
+    if generator not in GENERATORS:
+        raise UserError(f"synthetic data generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
+    if generator == "realistic":
+        from engine.generator.realistic import RealisticConfig
+
+        return RealisticConfig(image_size=image_size, **options)
+    from engine.generator import SyntheticConfig
+
+    return SyntheticConfig(image_size=image_size, **options)
+
+
+def _basic_only(generator: str, what: str) -> None:
+    if generator != "basic":
+        raise UserError(f"{what} are rendered by the basic generator only (data.options.generator={generator!r})")
+
+
 def _ground_truth(sample) -> dict[str, torch.Tensor]:
     """The ``gt_*`` tensors of an item from a :class:`engine.generator.SyntheticSample`."""
     p = sample.params
@@ -55,15 +84,15 @@ class SyntheticFaces(Dataset):
     ``gt_identity``/``gt_expression``/``gt_pose``/``gt_R``/``gt_t``/``gt_K``/``gt_vertices``."""
 
     def __init__(self, head, n: int, image_size: int = 224, corpus_seed: int = 1234,
-                 split: str = "train", cache: str | Path | None = None, **synthetic_options) -> None:
-        from engine.generator import SyntheticConfig
-
+                 split: str = "train", cache: str | Path | None = None, generator: str = "basic",
+                 **synthetic_options) -> None:
         self.head = head
         self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
-        self.syn_cfg = SyntheticConfig(image_size=image_size, **synthetic_options)
+        self.generator = generator
+        self.syn_cfg = _generator_config(generator, image_size, synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, image_size)
+            self.cache = _open_cache(Path(cache), split, image_size, generator=generator)
             if self.cache["n"] < self.n:
                 raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} faces, "
                                 f"fewer than the {self.n} requested")
@@ -82,16 +111,25 @@ class SyntheticFaces(Dataset):
             c = self.cache
             img = torch.from_numpy(np.array(c["images"][i]))
             item = {k: torch.from_numpy(np.array(c[k][i])) for k in
-                    ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")}
+                    ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")
+                    + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())}
             item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
             seed = int(c["seeds"][i])
         else:
-            from engine.generator import render_sample
-
             seed = face_seed(self.corpus_seed, self.split, i)
-            s = render_sample(self.head, seed, self.syn_cfg)
+            if self.generator == "realistic":
+                from engine.generator.realistic import render_realistic
+
+                s = render_realistic(self.head, seed, self.syn_cfg)
+            else:
+                from engine.generator import render_sample
+
+                s = render_sample(self.head, seed, self.syn_cfg)
             img = torch.from_numpy(s.image)
             item = {"landmarks": s.landmarks2d.float(), **_ground_truth(s)}
+            if self.generator == "realistic":
+                item["landmarks_visible"] = s.landmarks_visible.clone()
+                item["occlusion_mask"] = torch.from_numpy(s.occlusion_mask.copy())
         item["image"] = img.permute(2, 0, 1).float() / 255.0
         item["landmarks_valid"] = torch.ones(68, dtype=torch.bool)
         item["seed"] = torch.tensor(seed)
@@ -99,9 +137,10 @@ class SyntheticFaces(Dataset):
 
 
 _CACHE_ARRAYS = ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K", "seeds")
+_REALISTIC_ARRAYS = ("landmarks_visible", "occlusion_mask")  # cached too for realistic corpora
 
 
-def _open_cache(root: Path, split: str, size: int, folder: str | None = None) -> dict:
+def _open_cache(root: Path, split: str, size: int, folder: str | None = None, generator: str = "basic") -> dict:
     d = root / (folder or split)
     meta_path = d / "meta.json"
     if not meta_path.is_file():
@@ -110,9 +149,12 @@ def _open_cache(root: Path, split: str, size: int, folder: str | None = None) ->
     meta = json.loads(meta_path.read_text())
     if meta["image_size"] != size:
         raise UserError(f"synthetic cache {d} has {meta['image_size']} px images, not {size} px")
+    if meta.get("generator", "basic") != generator:
+        raise UserError(f"synthetic cache {d} was written by the {meta.get('generator', 'basic')} generator, "
+                        f"not the {generator} one (data.options.generator)")
     n = meta["n"]
     out = {"n": n, "meta": meta, "images": np.load(d / "images.npy", mmap_mode="r")}
-    for k in _CACHE_ARRAYS:
+    for k in _CACHE_ARRAYS + (_REALISTIC_ARRAYS if generator == "realistic" else ()):
         out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
     return out
 
@@ -124,9 +166,11 @@ class SyntheticClips(Dataset):
     :class:`engine.data.ClipFolderFaces` plus the ground truth."""
 
     def __init__(self, head, n: int, clip_length: int = 8, image_size: int = 224, corpus_seed: int = 1234,
-                 split: str = "train", cache: str | Path | None = None, **synthetic_options) -> None:
+                 split: str = "train", cache: str | Path | None = None, generator: str = "basic",
+                 **synthetic_options) -> None:
         from engine.generator import SyntheticConfig
 
+        _basic_only(generator, "synthetic clips")
         self.head = head
         self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
         self.clip_length = int(clip_length)
@@ -179,9 +223,10 @@ class SyntheticIdentities(Dataset):
     image (K,3,S,S), landmarks (K,68,2), ``gt_*`` per view, and ``identity`` (the seed)."""
 
     def __init__(self, head, n: int, views: int = 2, image_size: int = 224, corpus_seed: int = 1234,
-                 split: str = "train", **synthetic_options) -> None:
+                 split: str = "train", generator: str = "basic", **synthetic_options) -> None:
         from engine.generator import SyntheticConfig
 
+        _basic_only(generator, "identity groups (data.views_per_identity > 1)")
         if "cache" in synthetic_options:
             raise UserError("identity groups (data.views_per_identity > 1) are rendered on the fly; "
                             "data.options.cache is for faces and clips")
@@ -216,8 +261,9 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
     first = ds[0]
     S = meta["image_size"]
     shapes = {"images": ((n,) + lead + (S, S, 3), np.uint8), "seeds": ((n,), np.int64)}
-    for k in _CACHE_ARRAYS[:-1]:
-        shapes[k] = ((n,) + tuple(first[k].shape), np.float32)
+    keys = _CACHE_ARRAYS[:-1] + tuple(k for k in _REALISTIC_ARRAYS if k in first)
+    for k in keys:
+        shapes[k] = ((n,) + tuple(first[k].shape), np.float32 if first[k].is_floating_point() else np.bool_)
     arrays = {}
     for k, (shape, dtype) in shapes.items():
         p = d / f"{k}.npy"
@@ -231,7 +277,7 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
         img = it["image"].permute(*dims, len(lead) + 1, len(lead) + 2, len(lead))
         arrays["images"][i] = (img * 255 + 0.5).to(torch.uint8).numpy()
         arrays["seeds"][i] = int(it["clip" if lead else "seed"])
-        for k in _CACHE_ARRAYS[:-1]:
+        for k in keys:
             arrays[k][i] = it[k].numpy()
     for a in arrays.values():
         a.flush()
@@ -240,11 +286,13 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
 
 
 def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_seed: int,
-                start: int = 0, stop: int | None = None) -> Path:
+                start: int = 0, stop: int | None = None, generator: str = "basic") -> Path:
     """Render faces ``[start, stop)`` of a split into ``out/split`` (resumable by range:
     run several processes on disjoint ranges; arrays are preallocated memmaps)."""
-    ds = SyntheticFaces(head, n, image_size, corpus_seed, split)
+    ds = SyntheticFaces(head, n, image_size, corpus_seed, split, generator=generator)
     meta = {"n": n, "image_size": image_size, "corpus_seed": corpus_seed, "head_model": head.name}
+    if generator != "basic":
+        meta["generator"] = generator
     return _write(ds, out / split, n, start, stop, (), meta)
 
 
@@ -273,18 +321,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=8, help="frames per clip")
     ap.add_argument("--start", type=int, default=0, help="first item of the range to render (faces, or clips with --n 0)")
     ap.add_argument("--stop", type=int, default=None)
+    ap.add_argument("--generator", choices=GENERATORS, default="basic",
+                    help="basic (default, MoFA-like faces) or realistic (photo-like faces; faces only, no clips)")
     a = ap.parse_args(argv)
     with cli_errors():
         from engine.head import load_head_model
 
         if min(a.n, a.n_val, a.clips, a.n_val_clips) < 0 or a.frames < 1 or a.size < 8:
             raise UserError("--n, --n-val, --clips and --n-val-clips must be >= 0, --frames >= 1, --size >= 8")
+        if a.clips > 0:
+            _basic_only(a.generator, "synthetic clips")
         head = load_head_model(a.model)
         out = Path(a.out)
         if a.n > 0:
-            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop)
+            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop, a.generator)
             if a.start == 0 and a.n_val > 0:
-                write_cache(head, out, a.n_val, "val", a.size, a.seed)
+                write_cache(head, out, a.n_val, "val", a.size, a.seed, generator=a.generator)
         if a.clips > 0:
             first, last = (a.start, a.stop) if a.n == 0 else (0, None)
             write_clip_cache(head, out, a.clips, a.frames, "train", a.size, a.seed, first, last)

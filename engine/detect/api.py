@@ -58,12 +58,15 @@ def detect_faces(
     photo: Photo | np.ndarray,
     backend: str | Backend = "default",
     max_side: int = DETECTION_MAX_SIDE,
+    any_orientation: bool = True,
 ) -> list[FaceDetection]:
     """All faces in a photo, largest first, in original-image pixels; [] when none.
 
     Detection runs on a copy reduced to ``max_side`` (``Photo.for_detection``); results
     are scaled back to the photo's original pixel grid (dividing by ``Photo.scale`` too
-    when the photo itself was reduced on load).
+    when the photo itself was reduced on load). With ``any_orientation`` (default) faces
+    on their side or upside down are found and landmarked as well
+    (:mod:`engine.detect.orientation`); ``False`` runs the backend once, as it is.
     """
     if not isinstance(photo, Photo):
         photo = Photo.from_array(np.asarray(photo))
@@ -73,7 +76,12 @@ def detect_faces(
                          f"{MIN_IMAGE_SIDE} px on each side")
     impl = backend if isinstance(backend, Backend) else get_backend(backend)
     small, s = photo.for_detection(max_side)
-    faces = impl.detect(small)
+    if any_orientation:
+        from engine.detect.orientation import detect_any_orientation
+
+        faces = detect_any_orientation(impl, small)
+    else:
+        faces = impl.detect(small)
     factor = 1.0 / (s * photo.scale)
     if factor != 1.0:
         faces = [f.scaled(factor) for f in faces]

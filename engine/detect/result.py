@@ -73,5 +73,15 @@ def inter_ocular(landmarks68: np.ndarray) -> float:
     return float(np.linalg.norm(lm[36, :2] - lm[45, :2]))
 
 
+def face_roll(landmarks68: np.ndarray) -> float:
+    """In-plane roll of a face in degrees from its iBUG-68 points: 0 upright, +90 when the
+    picture of an upright face was turned a quarter turn counter-clockwise (the chin points
+    to the right), ±180 upside down. Uses the eyes-to-mouth direction, which (unlike the
+    eye line) tells an upright face from an upside-down one."""
+    lm = np.asarray(landmarks68, dtype=np.float64)[:, :2]
+    down = lm[48:68].mean(0) - lm[36:48].mean(0)
+    return float(np.degrees(np.arctan2(down[0], down[1])))
+
+
 def sort_largest_first(faces: list[FaceDetection]) -> list[FaceDetection]:
     return sorted(faces, key=lambda f: (-f.area, -f.score))

@@ -1,4 +1,6 @@
-"""``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--json]``."""
+"""``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--json]``;
+``python -m engine.eval cycles-set build --out DIR [--n 100] [--seed 0]``;
+``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``."""
 
 from __future__ import annotations
 
@@ -14,16 +16,10 @@ from engine.errors import cli_errors
 from engine.methods import registry
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.eval")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("synthetic", help="MoFA's ground-truth protocol on rendered faces")
-    s.add_argument("--n", type=int, default=50)
-    s.add_argument("--seed", type=int, default=0)
+def _method_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--model", default="open", choices=["open", "ict", "flame"])
     s.add_argument("--model-path", default=None)
-    s.add_argument("--landmarks", default="both", choices=["both", "detected", "gt"])
-    s.add_argument("--backend", default="default", help="face detector backend for 'detected'")
+    s.add_argument("--backend", default="default", help="face detector backend")
     s.add_argument("--method", default="fit", choices=registry.names(include_aliases=True),
                    help="any registered method (python -m engine methods)")
     s.add_argument("--init", default=None, choices=[m.name for m in registry.methods("learned")],
@@ -31,19 +27,77 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--checkpoint", default=None, metavar="CKPT", help="network of a learned method or hybrid")
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.add_argument("--quiet", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cycles-set"]:  # renders with bpy; its own parser and exit path
+        from engine.eval.cycles_set import main as cycles_set_main
+
+        return cycles_set_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m engine.eval")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("synthetic", help="MoFA's ground-truth protocol on rendered faces")
+    s.add_argument("--n", type=int, default=50)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--landmarks", default="both", choices=["both", "detected", "gt"])
+    _method_args(s)
+    sub.add_parser("cycles-set", help="render the Cycles validation set: cycles-set build --out DIR [--n 100] [--seed 0]")
+    c = sub.add_parser("cycles", help="score a method on the Cycles validation set (NoW-style geometry, "
+                                      "landmarks, pose, skin tone, time)")
+    c.add_argument("--set", required=True, dest="set_dir", metavar="DIR", help="a folder built by cycles-set build")
+    c.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    c.add_argument("--save", default=None, metavar="DIR", help="write each prediction (for the contact sheets)")
+    c.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
+    _method_args(c)
+    t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
+    t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
+    if args.command == "cycles-table":
+        with cli_errors():
+            from pathlib import Path
+
+            from engine.errors import UserError
+            from engine.eval.cycles import format_table
+
+            missing = [r for r in args.reports if not Path(r).is_file()]
+            if missing:
+                raise UserError(f"{missing[0]} does not exist (write it with python -m engine.eval cycles ... --json)")
+            try:
+                reports = [json.loads(Path(r).read_text()) for r in args.reports]
+            except json.JSONDecodeError as exc:
+                raise UserError(f"a report is not JSON from python -m engine.eval cycles --json ({exc})") from None
+            print(format_table(reports))
+        return 0
     with cli_errors():
         import torch
 
-        from engine.eval.synthetic import evaluate_synthetic
         from engine.head import load_head_model
-
-        torch.manual_seed(args.seed)
-        model = load_head_model(args.model, args.model_path)
-        sources = ("detected", "gt") if args.landmarks == "both" else (args.landmarks,)
-        log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
         from engine.methods import build_predictor
 
+        if args.command == "synthetic":
+            torch.manual_seed(args.seed)
+        else:
+            from engine.eval.cycles_set import read_set
+
+            read_set(args.set_dir)  # a missing or unbuilt set fails before anything loads
+        model = load_head_model(args.model, args.model_path)
+        log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        if args.command == "cycles":
+            from engine.eval.cycles import evaluate_cycles, format_summary
+
+            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
+            rep = evaluate_cycles(args.set_dir, model, predictor, backend=args.backend, limit=args.limit, log=log,
+                                  save=args.save)
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
+            print(json.dumps(rep.to_dict(), indent=1) if args.json else format_summary(rep))
+            return 0
+        from engine.eval.synthetic import evaluate_synthetic
+
+        sources = ("detected", "gt") if args.landmarks == "both" else (args.landmarks,)
         predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
         rep = evaluate_synthetic(model, n=args.n, seed=args.seed, sources=sources, backend=args.backend, log=log,
                                  predictor=predictor)

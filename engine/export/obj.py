@@ -23,17 +23,20 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64) + 1
     mtl = path.with_suffix(".mtl")
+    # one %-format over a whole array is several times faster than a format call per line
     lines = [f"mtllib {mtl.name}", f"o {path.stem}"]
-    lines += [f"v {x:.7g} {y:.7g} {z:.7g}" for x, y, z in v]
+    lines.append(("v %.7g %.7g %.7g\n" * len(v) % tuple(v.ravel().tolist())).rstrip("\n"))
     has_uv = uv is not None and face_uv is not None
     if has_uv:
-        lines += [f"vt {a:.7g} {b:.7g}" for a, b in np.asarray(uv, np.float64)]
+        t = np.asarray(uv, np.float64)
+        lines.append(("vt %.7g %.7g\n" * len(t) % tuple(t.ravel().tolist())).rstrip("\n"))
     lines.append(f"usemtl {material_name}")
     if has_uv:
         ft = np.asarray(face_uv, np.int64) + 1
-        lines += [f"f {a}/{x} {b}/{y} {c}/{z}" for (a, b, c), (x, y, z) in zip(f, ft)]
+        corners = np.stack([f, ft], -1).reshape(len(f), 6)  # a/x b/y c/z
+        lines.append(("f %d/%d %d/%d %d/%d\n" * len(f) % tuple(corners.ravel().tolist())).rstrip("\n"))
     else:
-        lines += [f"f {a} {b} {c}" for a, b, c in f]
+        lines.append(("f %d %d %d\n" * len(f) % tuple(f.ravel().tolist())).rstrip("\n"))
     mtl_lines = [f"newmtl {material_name}", "Ka 0 0 0", "Kd 0.8 0.8 0.8", "Ks 0 0 0", "d 1", "illum 1"]
     if texture_path is not None:
         tex = Path(texture_path)

@@ -22,6 +22,7 @@ per visibility refresh instead of one per step keeps a fit interactive.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -62,8 +63,11 @@ class _ModelCache:
     expression_mask: torch.Tensor  # (K_exp,) 1 = free, 0 = fixed at zero
 
 
-_CACHE: dict[int, _ModelCache] = {}
-_SUBMODELS: dict[tuple[int, str | None], HeadModel] = {}
+# Keyed by the model object itself, weakly: an entry goes with its model. (Keyed by id(),
+# every reconstruct() - which loads a fresh model - added a few MB for good, and a new model
+# could inherit a collected one's id and with it the wrong mirror map or landmark submodel.)
+_CACHE: "weakref.WeakKeyDictionary[HeadModel, _ModelCache]" = weakref.WeakKeyDictionary()
+_SUBMODELS: "weakref.WeakKeyDictionary[HeadModel, dict[str | None, HeadModel]]" = weakref.WeakKeyDictionary()
 
 
 def _landmark_submodel(model: HeadModel, tri_ids: torch.Tensor | None = None) -> HeadModel:
@@ -102,7 +106,7 @@ def _landmark_submodel(model: HeadModel, tri_ids: torch.Tensor | None = None) ->
 
 def model_cache(model: HeadModel) -> _ModelCache:
     """Mirror map, mesh adjacency and the landmark submodel of ``model`` (memoised)."""
-    key = id(model)
+    key = model
     if key in _CACHE and _CACHE[key].mirror.device == model.template.device:
         return _CACHE[key]
     regions = model.regions
@@ -235,10 +239,11 @@ class PhotoFit:
                   & (pts < 1.25 * cfg.work_size).all(1))
             if ok.sum() >= 3:
                 self.contour_px = torch.tensor(pts[ok], dtype=torch.float32, device=dev)[None]
-        key = (id(model), None if dense is None else dense.convention)
-        sub = _SUBMODELS.get(key)
+        subs = _SUBMODELS.setdefault(model, {})
+        key = None if dense is None else dense.convention
+        sub = subs.get(key)
         if sub is None or sub.template.device != model.template.device:
-            sub = _SUBMODELS[key] = _landmark_submodel(model, lmk_tri)
+            sub = subs[key] = _landmark_submodel(model, lmk_tri)
         self.sub_decoder = FaceDecoder(sub)
         self.sub_tri = torch.arange(len(lmk_tri), device=dev)  # the submodel's faces are lmk_tri, in order
         # parameters

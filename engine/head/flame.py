@@ -28,6 +28,8 @@ FLAME_URL = "https://flame.is.tue.mpg.de"
 N_SHAPE = 300
 MODEL_NAMES = ("generic_model.pkl", "flame2023.pkl", "flame2023_no_jaw.pkl", "female_model.pkl", "male_model.pkl")
 LANDMARK_NAMES = ("landmark_embedding.npy", "flame_landmark_embedding.npy", "landmark_embedding.npz")
+#: How a user names the model file: the flag differs between the two commands that load it.
+PATH_FLAGS = "--model-path (python -m engine reconstruct) or --path (python -m engine.head)"
 REQUIRED_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights")
 
 
@@ -35,7 +37,7 @@ def _find_model(path: str | Path | None) -> Path:
     if path is None:
         raise ModelFileError(
             f"FLAME is not bundled: register and download FLAME 2020 or 2023 from {FLAME_URL}, "
-            "then pass --path to its generic_model.pkl.")
+            f"then pass its generic_model.pkl with {PATH_FLAGS}.")
     p = Path(path)
     if p.is_dir():
         for name in MODEL_NAMES:

@@ -140,8 +140,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def resolve(path: str | Path | None) -> tuple[dict[str, np.ndarray], dict]:
     """Find and read the ICT data: a folder (FaceXModel or the shared cache) or an npz."""
     p = Path(path) if path is not None else default_path()
-    hint = ("download the FaceXModel folder of https://github.com/ICT-VGL/ICT-FaceKit and pass "
-            "--path to it")
+    hint = ("download the FaceXModel folder of https://github.com/ICT-VGL/ICT-FaceKit and pass it with "
+            "--model-path (python -m engine reconstruct) or --path (python -m engine.head)")
     if p.is_dir():
         if (p / NPZ_NAME).is_file():
             src, npz = p, p / NPZ_NAME

@@ -137,15 +137,21 @@ class LearnedMethod(nn.Module):
     def predict_photo(self, rgb: np.ndarray, landmarks68: np.ndarray, crop_scale: float = 1.25) -> FaceParams:
         """One face of a photo -> FaceParams in the photo's pixel frame (CPU, batch of one).
 
-        Crops with :func:`engine.photo.align_crop` (no roll removal, so the crop is a scale +
-        shift of the photo), runs the network once and maps the crop's camera back:
-        ``K_photo = inv(A) @ K_crop`` with ``A`` the crop's 3×3 similarity; ``R, t`` unchanged.
+        Crops with :func:`engine.photo.align_crop` around the landmarks, keeping the head's
+        roll as the network was trained to see it, except for faces turned by more than 45°
+        (on their side, upside down), which are cropped upright. The crop's camera is mapped
+        back to the photo (:meth:`engine.photo.Crop.camera_to_image`: scale and shift into
+        ``K``, the crop's in-plane turn into ``R, t``), and the SH light turns with it.
         """
         from engine.photo import align_crop
+        from engine.photo.crop import face_frame
+        from engine.render.shading import rotate_sh_about_view_axis
 
         S = self.image_size
         dev = self.head.template.device
-        crop = align_crop(rgb, landmarks68, size=S, scale=crop_scale)
+        roll = face_frame(np.asarray(landmarks68))[2]  # eye line: ±pi upside down
+        crop = align_crop(rgb, landmarks68, size=S, scale=crop_scale,
+                          rotation=roll if abs(roll) > np.radians(45) else None)
         img = torch.from_numpy(crop.image).permute(2, 0, 1).float().div(255.0)[None].to(dev)
         params = self.decode(self.encode(img))
         decoded = self.decoder(params)
@@ -155,13 +161,17 @@ class LearnedMethod(nn.Module):
         if not isinstance(cam, PerspectiveCamera):
             raise UserError(f"method {self.name!r} predicts a {type(cam).__name__}; only perspective "
                             "cameras map back to photos")
-        A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
-        K = torch.linalg.inv(A) @ cam.K[0].float().cpu()
+        K_np, R_roll_np = crop.camera_to_image(cam.K[0].double().cpu().numpy())
+        K = torch.tensor(K_np, dtype=torch.float32)
+        R_roll = torch.tensor(R_roll_np, dtype=torch.float32)
+        view_turn = R_roll_np * np.array([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])  # D R D, D = diag(1,-1,-1)
+        sh = rotate_sh_about_view_axis(params.sh.float().cpu(), float(np.arctan2(view_turn[1, 0], view_turn[0, 0])))
         H, W = rgb.shape[:2]
-        camera = PerspectiveCamera(K[None], cam.R.float().cpu(), cam.t.float().cpu(), (H, W))
+        camera = PerspectiveCamera(K[None], R_roll @ cam.R.float().cpu(), (R_roll @ cam.t.float().cpu()[0])[None],
+                                   (H, W))
         return FaceParams(
             identity=params.identity.float().cpu(), expression=params.expression.float().cpu(),
-            pose=params.pose.float().cpu(), camera=camera, sh=params.sh.float().cpu(),
+            pose=params.pose.float().cpu(), camera=camera, sh=sh,
             albedo=None if albedo is None else albedo.clamp(0, 1).float().cpu(),
             visibility=vis[None].cpu(), landmarks=torch.as_tensor(np.asarray(landmarks68)[:, :2]).float()[None])
 
@@ -223,14 +233,14 @@ class LearnedMethod(nn.Module):
         model = cls(cls.config_from_dict(export[cls.name]))
         state = cls.upgrade_state({k: (v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v)
                                    for k, v in data["model"].items()})
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        bad = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k])]
-        missing = [k for k in expected if k not in state]
-        if bad or missing:
-            what = (f"tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, this build expects "
-                    f"{tuple(expected[bad[0]])}" if bad else f"tensor {missing[0]} is missing")
-            raise ModelFileError(f"checkpoint {path} does not fit this {cls.name} network: {what} "
-                                 f"(trained for head model {export[cls.name].get('head_model', '?')!r})")
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)}
+        if any(k not in got or got[k] != shape for k, shape in expected.items()):
+            from engine.checkpoints import describe_state_mismatch
+
+            trained = export[cls.name].get("head_model", "?")
+            raise ModelFileError(f"checkpoint {path} does not fit this {cls.name} network: "
+                                 + describe_state_mismatch(expected, got, f"head model {trained!r}"))
         model.load_state_dict(state)
         return model.to(device).eval()
 

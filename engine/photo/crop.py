@@ -43,6 +43,25 @@ class Crop:
         """In-plane rotation applied to the photo, radians (counter-clockwise on screen)."""
         return float(np.arctan2(self.matrix[1, 0], self.matrix[0, 0]))
 
+    def camera_to_image(self, K_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A pinhole camera of the crop as one of the photo: ``(K, R_roll)``.
+
+        For a camera ``K_crop`` (square pixels, no skew) with extrinsics ``R, t`` in crop
+        pixels, the photo's camera is ``K`` with ``R_roll @ R, R_roll @ t``: the crop's
+        scale and shift go into ``K`` and its in-plane rotation (a crop made with
+        ``rotation=`` or ``rotate=True``) into ``R_roll``, a turn about the optical axis.
+        Without rotation ``R_roll`` is the identity and ``K = inv(A) @ K_crop``.
+        """
+        K_crop = np.asarray(K_crop, dtype=np.float64)
+        a = np.vstack([self.inverse, [0.0, 0.0, 1.0]]) @ K_crop  # = K @ R_roll
+        c, s = np.cos(self.rotation), np.sin(self.rotation)
+        r2 = np.array([[c, s], [-s, c]])  # image_from_crop's rotation
+        R_roll = np.eye(3)
+        R_roll[:2, :2] = r2
+        K = a @ R_roll.T
+        K[np.abs(K) < 1e-12] = 0.0
+        return K, R_roll
+
 
 def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64)

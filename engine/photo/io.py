@@ -26,6 +26,12 @@ PathLike = Union[str, "os.PathLike[str]", bytes]
 #: ``FACERECON_MAX_IMAGE_PIXELS`` environment variable.
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "FACERECON_MAX_IMAGE_PIXELS"
+#: An image of more than SMALL_IMAGE_PIXELS must not claim more pixels per byte of file than
+#: this: real photos stay far below (camera JPEGs ~3 px/byte, a blank 24 MP JPEG ~80, a
+#: mostly white scan as PNG ~70), while a few hundred bytes claiming 100 MP (which JPEG and
+#: GIF decoders fill with grey: 1.3 GB of memory for nothing) are far above.
+MAX_PIXELS_PER_BYTE = 1000
+SMALL_IMAGE_PIXELS = 4_000_000
 
 # Pillow's bomb guard and truncated-image flag are process globals; we set our own values
 # while decoding and restore the caller's afterwards.
@@ -267,12 +273,18 @@ def load_image(
             Image.MAX_IMAGE_PIXELS = None
             ImageFile.LOAD_TRUNCATED_IMAGES = False
             try:
-                return _decode(fh, head, suffix, name, limit, max_side)
+                # Pillow warns about broken metadata (Python warnings) and libtiff reports
+                # decoding errors on stderr from C; either would add lines to a CLI's one-line
+                # error. The file's problems are reported by the ImageError instead.
+                with warnings.catch_warnings(), _quiet_stderr():
+                    warnings.simplefilter("ignore")
+                    return _decode(fh, head, suffix, name, limit, max_side, st.st_size)
             finally:
                 Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def _decode(fh, head: bytes, suffix: str, name: str, limit: int, max_side: int | None) -> Photo:
+def _decode(fh, head: bytes, suffix: str, name: str, limit: int, max_side: int | None,
+            file_size: int) -> Photo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -305,7 +317,11 @@ def _decode(fh, head: bytes, suffix: str, name: str, limit: int, max_side: int |
                 f"cannot read image {name}: {w}x{h} px ({w * h / 1e6:.0f} MP) is more than the "
                 f"{limit / 1e6:.0f} MP limit (a possible decompression bomb); pass max_pixels= "
                 f"or set {MAX_PIXELS_ENV} to allow it")
-        n_frames = int(getattr(im, "n_frames", 1) or 1)
+        if w * h > SMALL_IMAGE_PIXELS and w * h > MAX_PIXELS_PER_BYTE * file_size:
+            raise ImageError(
+                f"cannot read image {name}: it claims {w}x{h} px but holds only {file_size} bytes "
+                "(truncated, or a decompression bomb)")
+        n_frames = _frame_count(im)
         swap = _swaps_axes(im)
         mode = im.mode
         try:
@@ -335,6 +351,26 @@ def _decode(fh, head: bytes, suffix: str, name: str, limit: int, max_side: int |
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     return Photo(rgb=rgb, path=name, original_size=(ow, oh), scale=scale,
                  info={"format": fmt, "mode": mode, "frames": n_frames})
+
+
+def _quiet_stderr():
+    """File-descriptor-level silence for native decoders (see engine.detect._quiet)."""
+    from engine.detect._quiet import quiet_native_stderr
+
+    return quiet_native_stderr()
+
+
+def _frame_count(im: Image.Image) -> int:
+    """Frames/pages of an image; 1 when counting fails (a corrupt later frame of a TIFF or
+    GIF must not stop us reading the first), and the image is left on its first frame."""
+    try:
+        return max(1, int(getattr(im, "n_frames", 1) or 1))
+    except Exception:  # noqa: BLE001 - Pillow raises SyntaxError, TypeError, OSError, ... here
+        try:
+            im.seek(0)
+        except Exception:  # noqa: BLE001
+            pass
+        return 1
 
 
 def _short(exc: BaseException) -> str:

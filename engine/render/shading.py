@@ -106,6 +106,28 @@ def sh_basis(normals: Tensor) -> Tensor:
     )
 
 
+def rotate_sh_about_view_axis(sh: Tensor, angle: Tensor | float) -> Tensor:
+    """SH lighting ``(B, 9, 3)`` of a scene turned by ``angle`` (radians, counter-clockwise
+    seen from the camera) about the view axis (+Z towards the camera): shading a normal ``n``
+    with the result equals shading ``Rz(-angle) n`` with ``sh``. Used when an estimate made in
+    a rolled crop is mapped back to the photo (the image turned, so its light turned too)."""
+    a = torch.as_tensor(angle, dtype=sh.dtype, device=sh.device)
+    c1, s1, c2, s2 = torch.cos(a), torch.sin(a), torch.cos(2 * a), torch.sin(2 * a)
+    out = sh.clone()
+    # band 1 (basis y, z, x): (x, y) turn like a vector
+    x, y = sh[:, 3], sh[:, 1]
+    out[:, 3], out[:, 1] = c1 * x - s1 * y, s1 * x + c1 * y
+    # band 2 (xy, yz, 3z²-1, xz, x²-y²): (xz, yz) turn by the angle, (x²-y², 2xy) by twice it
+    xz, yz = sh[:, 7], sh[:, 5]
+    out[:, 7], out[:, 5] = c1 * xz - s1 * yz, s1 * xz + c1 * yz
+    # basis xy carries c4 and x²-y² carries c8 = c4 / 2: rotate in the common (2xy, x²-y²) frame
+    k = SH_CONSTANTS[4] / SH_CONSTANTS[8]
+    u, v = sh[:, 8], sh[:, 4] * (k / 2.0)
+    u2, v2 = c2 * u - s2 * v, s2 * u + c2 * v
+    out[:, 8], out[:, 4] = u2, v2 * (2.0 / k)
+    return out
+
+
 def shade_sh(normals: Tensor, sh: Tensor, ambient: float = 1.0) -> Tensor:
     """Lambertian SH shading ``(B, ..., 3)`` (RGB) of unit normals ``(B, ..., 3)``.
 

@@ -52,11 +52,24 @@ class OptimConfig:
 
 
 @dataclass
+class DataSourceConfig:
+    """One ``data.sources`` entry of ``data.kind: mixed``: a data set like ``data:`` itself
+    (``kind``, ``root``, ``options``), drawn with probability ∝ ``weight``; image size, head
+    model, clip length and seeds come from ``data:``."""
+
+    kind: str = "synthetic"  # synthetic | images | pts | clips
+    root: str = ""
+    weight: float = 1.0
+    n_samples: int = 0  # synthetic corpus size (0 = data.n_samples)
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the data set (augment: {...} too)
+
+
+@dataclass
 class DataConfig:
     """Which data set to train on; see ``engine.data.build_dataset``."""
 
-    kind: str = "synthetic"  # synthetic | images | clips
-    root: str = ""  # folder for images/clips (prepared by train/prepare_images.py)
+    kind: str = "synthetic"  # synthetic | images | pts | clips | mixed
+    root: str = ""  # folder for images/clips (prepared by train/prepare_images.py) or pts (images + .pts)
     image_size: int = 224
     n_samples: int = 100_000  # synthetic corpus size (generated on the fly, seeded per index)
     val_samples: int = 64  # held-out synthetic images (disjoint seeds) or a split of the folder
@@ -66,7 +79,8 @@ class DataConfig:
     num_workers: int = 2
     head_model: str = "open"
     head_model_path: str = ""
-    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset; augment: {...} (engine.data.augment)
+    sources: list[DataSourceConfig] = field(default_factory=list)  # data.kind=mixed: weighted sub-sources
 
 
 @dataclass
@@ -298,7 +312,46 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     if d.views_per_identity > 1 and (d.clip_length > 1 or d.kind != "synthetic"):
         raise ConfigError("config key 'data.views_per_identity' > 1 needs data.kind=synthetic and "
                           "data.clip_length=1 (an item is either a clip or a set of views of one person)")
+    _validate_sources(d)
     return cfg
+
+
+SOURCE_KINDS = ("synthetic", "images", "pts", "clips")
+
+
+def _validate_sources(d: DataConfig) -> None:
+    """``data.sources`` (only with data.kind=mixed) and every ``options.augment``."""
+    if d.sources is None:
+        d.sources = []
+    if d.options is None:
+        d.options = {}
+    if d.kind != "mixed" and d.sources:
+        raise ConfigError(f"config key 'data.sources' needs data.kind=mixed (data.kind is {d.kind!r})")
+    if d.kind != "mixed" and "augment" not in d.options:
+        return  # nothing to check: the data stack (torch) is not imported for a plain config
+    from engine.data.augment import parse_augment
+
+    parse_augment(d.options.get("augment"), "data.options.augment")
+    if d.kind != "mixed":
+        return
+    if not d.sources:
+        raise ConfigError("data.kind=mixed needs data.sources: a list of {kind, root, weight, options}")
+    for i, s in enumerate(d.sources):
+        where = f"data.sources[{i}]"
+        _check_choice(s.kind, f"{where}.kind", SOURCE_KINDS)
+        _check_float(s.weight, f"{where}.weight", 0.0, low_open=True)
+        _check_int(s.n_samples, f"{where}.n_samples", 0, "0 = data.n_samples")
+        if s.kind != "synthetic" and not s.root:
+            raise ConfigError(f"config key '{where}.root' must name the folder of the {s.kind} source")
+        if s.options is None:
+            s.options = {}
+        parse_augment(s.options.get("augment"), f"{where}.options.augment")
+        if d.clip_length > 1 and s.kind in ("images", "pts"):
+            raise ConfigError(f"config key '{where}.kind' is {s.kind}, single photos, but data.clip_length="
+                              f"{d.clip_length} asks for clips: mix clips with clips (synthetic or clips)")
+        if d.clip_length == 1 and s.kind == "clips":
+            raise ConfigError(f"config key '{where}.kind' is clips: set data.clip_length > 1 (frames per item) "
+                              f"and mix it with clips only")
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

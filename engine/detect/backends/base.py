@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.detect.result import FaceDetection
+from engine.detect.result import FaceDetection, face_roll
 
 
 class Backend:
@@ -21,6 +21,14 @@ class Backend:
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         raise NotImplementedError
+
+    def face_rolls(self, rgb: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        """(roll in degrees as :func:`engine.detect.result.face_roll`, confidence, centre (2,)
+        in ``rgb`` pixels) of each face in ``rgb``: which way up a face is
+        (:mod:`engine.detect.orientation` compares the confidences of turned copies of one
+        crop, so they must be comparable between such calls). Default: from :meth:`detect`."""
+        return [(face_roll(f.landmarks68), float(f.score), np.asarray(f.landmarks68, np.float64)[:, :2].mean(0))
+                for f in self.detect(rgb) if f.landmarks68 is not None]
 
 
 def square_box(box: np.ndarray, factor: float) -> np.ndarray:

@@ -58,12 +58,23 @@ class MediaPipeBackend(Backend):
                 self._mesh = face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                     min_detection_confidence=0.3)
+                # A graph opens its calculators on MediaPipe's worker threads *after* the
+                # constructor returns, and they log then (absl's "WARNING: All log messages
+                # before absl::InitializeLog()", "W0000 ... inference_feedback_manager",
+                # XNNPACK's "INFO: Created ... delegate"): in about one run of five such a
+                # line landed outside the silenced block, e.g. after our one-line error.
+                # A frame through each graph returns only once every calculator is open,
+                # so all of that is written while fd 2 is still redirected.
+                blank = np.zeros((64, 64, 3), np.uint8)
+                for graph in (self._detector, self._near_detector, self._mesh):
+                    graph.process(blank)
         return self._detector, self._mesh
 
     def close(self) -> None:
-        for m in (self._detector, self._near_detector, self._mesh):
-            if m is not None:
-                m.close()
+        with quiet_native_stderr():
+            for m in (self._detector, self._near_detector, self._mesh):
+                if m is not None:
+                    m.close()
         self._detector = self._near_detector = self._mesh = None
 
     def _boxes(self, rgb: np.ndarray, x0: int = 0, y0: int = 0,
@@ -81,6 +92,24 @@ class MediaPipeBackend(Backend):
             box = np.clip(box, [0, 0, 0, 0], [w, h, w, h]) + [x0, y0, x0, y0]
             if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
                 out.append((box, float(det.score[0])))
+        return out
+
+    def face_rolls(self, rgb: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        """Roll, score and centre of each face from the short-range detector's keypoints
+        (eyes, nose tip, mouth): one model for every call, so scores compare between turned
+        copies of a crop. Seen upside down it often still reports an upright face, but with a
+        clearly lower score than for the same face turned upright (see engine.detect.orientation)."""
+        self._models()
+        h, w = rgb.shape[:2]
+        with quiet_native_stderr():
+            result = self._near_detector.process(np.ascontiguousarray(rgb))
+        out = []
+        for det in result.detections or []:
+            kp = np.array([[p.x * w, p.y * h] for p in det.location_data.relative_keypoints[:4]], np.float64)
+            if len(kp) < 4:
+                continue
+            down = kp[3] - kp[:2].mean(0)  # mouth centre - between the eyes
+            out.append((float(np.degrees(np.arctan2(down[0], down[1]))), float(det.score[0]), kp.mean(0)))
         return out
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:

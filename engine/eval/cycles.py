@@ -1,0 +1,349 @@
+"""Every method on the Cycles validation set (:mod:`engine.eval.cycles_set`).
+
+    python -m engine.eval cycles --set data/cycles_val --method fit|mofa|hybrid [--model open]
+        [--limit N] [--json] [--save DIR]
+
+For each sample: the face detector runs on the render (as for a user's photo; a miss is
+counted, and the same detections serve every method), the method reconstructs the face
+with its head model (``--model``; the committed network is open-model only), and the
+result is scored against the ground truth:
+
+* **geometry**: NoW-style scan-to-mesh error (:mod:`engine.eval.now`) of the predicted
+  mesh against 5,000 area-uniform points on the ground-truth face region; the mean face
+  (the head model's template, aligned the same way) is the baseline;
+* **2-D landmarks**: mean distance (px, and as a fraction of the image width) between the
+  predicted model's projected iBUG-68 points and the ground truth's (each model's own
+  iBUG-68 embedding); the detector's own error is reported beside it;
+* **pose**: |Δ pitch|, |Δ yaw|, |Δ roll| (degrees) of the predicted head rotation, in the
+  ground-truth model's frame (the two templates' frames are related by the rotation that
+  aligns their inner landmarks, identity for the same model), and the total angle;
+* **skin tone**: median Rec. 709 luma of the reconstructed albedo over the face region
+  against the same statistic of the true albedo; Spearman's rank correlation and the
+  least-squares slope across faces;
+* **time**: seconds per face (wall and CPU: the machine is shared), and for learned methods
+  the network alone on a 224-px input with one CPU thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine.eval.cycles_set import face_region, head_angles, load_sample, luminance, read_set, set_indices
+from engine.eval.now import SurfaceQuery, now_error, scan_points
+from engine.eval.synthetic import umeyama
+from engine.face import FaceDecoder, FaceParams
+from engine.head.model import HeadModel
+from engine.methods.base import FaceObservation, Predictor
+
+SCAN_POINTS = 5000
+INNER_LANDMARKS = list(range(17, 68))  # brows, nose, eyes, mouth: the frame-defining points
+
+
+@dataclass
+class CyclesFaceScore:
+    index: int
+    now_median_mm: float
+    now_mean_mm: float
+    now_p90_mm: float
+    mean_face_median_mm: float
+    mean_face_mean_mm: float
+    landmark_px: float
+    landmark_frac: float  # landmark_px / image width
+    detector_px: float
+    pitch_err: float
+    yaw_err: float
+    roll_err: float
+    rotation_err: float  # total angle of the rotation error, degrees
+    true_pitch: float
+    true_yaw: float
+    true_roll: float
+    skin_true: float
+    skin_pred: float
+    seconds: float
+    cpu_seconds: float
+
+
+@dataclass
+class CyclesReport:
+    set_dir: str
+    set_model: str
+    method: str
+    model: str
+    n_images: int = 0
+    detection_failures: list[int] = field(default_factory=list)
+    scores: list[CyclesFaceScore] = field(default_factory=list)
+    network_ms_224: tuple[float, float] | None = None  # (wall, CPU) ms, one thread
+    pooled: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"method": [], "mean_face": []}, repr=False)
+
+    def summary(self) -> dict[str, float]:
+        rows = self.scores
+        if not rows:
+            return {"faces": 0}
+
+        def col(k: str) -> np.ndarray:
+            return np.array([getattr(r, k) for r in rows], np.float64)
+
+        pm, pb = np.concatenate(self.pooled["method"]), np.concatenate(self.pooled["mean_face"])
+        st, sp = col("skin_true"), col("skin_pred")
+        from scipy.stats import spearmanr
+
+        rho = float(spearmanr(st, sp).statistic) if len(rows) > 2 else float("nan")
+        slope = float(np.polyfit(st, sp, 1)[0]) if len(rows) > 1 else float("nan")
+        out = {
+            "faces": len(rows), "images": self.n_images, "detection_failures": len(self.detection_failures),
+            # NoW's statistics over all scan points of all faces (the same number per face)
+            "now_median_mm": float(np.median(pm)), "now_mean_mm": float(np.mean(pm)),
+            "now_std_mm": float(np.std(pm)), "now_p90_mm": float(np.quantile(pm, 0.9)),
+            "mean_face_median_mm": float(np.median(pb)), "mean_face_mean_mm": float(np.mean(pb)),
+            "better_than_mean_face": float(np.mean(col("now_mean_mm") < col("mean_face_mean_mm"))),
+            "landmark_px_median": float(np.median(col("landmark_px"))), "landmark_px_mean": float(col("landmark_px").mean()),
+            "landmark_frac_median": float(np.median(col("landmark_frac"))),
+            "detector_px_median": float(np.median(col("detector_px"))),
+            "pitch_err_median": float(np.median(col("pitch_err"))), "yaw_err_median": float(np.median(col("yaw_err"))),
+            "roll_err_median": float(np.median(col("roll_err"))),
+            "rotation_err_median": float(np.median(col("rotation_err"))),
+            "skin_spearman": rho, "skin_slope": slope,
+            "seconds_median": float(np.median(col("seconds"))), "cpu_seconds_median": float(np.median(col("cpu_seconds"))),
+        }
+        if self.network_ms_224 is not None:
+            out["network_ms_224_wall"], out["network_ms_224_cpu"] = self.network_ms_224
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"set": self.set_dir, "set_model": self.set_model, "method": self.method, "model": self.model,
+                "summary": self.summary(), "detection_failures": self.detection_failures,
+                "faces": [asdict(s) for s in self.scores]}
+
+
+def frame_rotation(gt_head: HeadModel | np.ndarray, pred_head: HeadModel) -> np.ndarray:
+    """Rotation ``R_a`` with ``X_pred ≈ s R_a X_gt + t`` between two head models' frames,
+    from their templates' inner iBUG-68 landmarks (identity for the same model)."""
+    def lms(h: HeadModel) -> np.ndarray:
+        with torch.no_grad():
+            return h.landmarks(h.template[None])[0].double().cpu().numpy()
+
+    gt = gt_head if isinstance(gt_head, np.ndarray) else lms(gt_head)
+    _, R, _ = umeyama(gt[INNER_LANDMARKS], lms(pred_head)[INNER_LANDMARKS])
+    return R
+
+
+def rotation_errors(R_true: np.ndarray, R_pred_gt_frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """(|Δ pitch|, |Δ yaw|, |Δ roll|) degrees and the total rotation angle between two head rotations."""
+    d = np.abs(head_angles(R_pred_gt_frame) - head_angles(R_true))
+    d = np.minimum(d, 360.0 - d)
+    rel = R_true.T @ R_pred_gt_frame
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1))))
+    return d, angle
+
+
+def face_luminance(albedo: np.ndarray, region: np.ndarray) -> float:
+    """Median Rec. 709 luma of a per-vertex albedo (sRGB, [0, 1]) over a vertex region."""
+    return float(np.median(luminance(np.clip(np.asarray(albedo, np.float64)[np.asarray(region, bool)], 0, 1))))
+
+
+def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> tuple[float, float] | None:
+    """Median (wall, CPU) milliseconds of one forward pass of a learned predictor's network
+    (encoder + code-to-parameters decode, no cropping) on a ``size``-px image with one CPU
+    thread; None for a predictor without a network (the fit). On a shared machine the CPU
+    time is the fairer figure (the wall time includes waiting for a core)."""
+    net = getattr(predictor, "network", None) or getattr(getattr(predictor, "init", None), "network", None)
+    if net is None:
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        wall, cpu = [], []
+        with torch.no_grad():
+            for k in range(repeats + 3):
+                t0, c0 = time.perf_counter(), time.process_time()
+                net.decode(net.encode(x))
+                if k >= 3:  # warm-up
+                    wall.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
+    finally:
+        torch.set_num_threads(threads)
+    return float(np.median(wall) * 1000.0), float(np.median(cpu) * 1000.0)
+
+
+def detect(image: np.ndarray, backend: str = "default") -> Any | None:
+    """The largest detected face with iBUG-68 landmarks, or None."""
+    from engine.detect import detect_faces
+
+    faces = [f for f in detect_faces(image, backend=backend) if f.landmarks68 is not None]
+    return faces[0] if faces else None
+
+
+def save_prediction(path: Path, params: FaceParams, landmarks68: np.ndarray) -> None:
+    """What the contact sheets need to redraw a prediction (coefficients and camera)."""
+    cam = params.camera
+    np.savez_compressed(path, identity=params.identity[0].numpy(), expression=params.expression[0].numpy(),
+                        pose=params.pose[0].numpy(), K=cam.K[0].numpy(), R=cam.R[0].numpy(), t=cam.t[0].numpy(),
+                        image_size=np.array(cam.image_size), detected=np.asarray(landmarks68, np.float32))
+
+
+def load_prediction(path: str | Path) -> tuple[FaceParams, np.ndarray]:
+    """FaceParams (geometry and camera only) and the detected landmarks saved by :func:`save_prediction`."""
+    from engine.render.camera import PerspectiveCamera
+
+    with np.load(path) as z:
+        cam = PerspectiveCamera(torch.tensor(z["K"])[None], torch.tensor(z["R"])[None], torch.tensor(z["t"])[None],
+                                tuple(int(x) for x in z["image_size"]))
+        return (FaceParams(identity=torch.tensor(z["identity"])[None], expression=torch.tensor(z["expression"])[None],
+                           pose=torch.tensor(z["pose"])[None], camera=cam,
+                           sh=torch.zeros(1, 9, 3)), z["detected"])
+
+
+def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, backend: str = "default",
+                    limit: int | None = None, log: Callable[[str], None] | None = None,
+                    save: str | Path | None = None, timing: bool = True, n_scan: int = SCAN_POINTS) -> CyclesReport:
+    """Run ``predictor`` (built for ``head``) on the set in ``folder`` and score it against
+    ``n_scan`` ground-truth surface points per face."""
+    meta = read_set(folder)
+    indices = set_indices(folder, limit)
+    rep = CyclesReport(set_dir=str(folder), set_model=str(meta["model"]), method=str(predictor.name), model=head.name)
+    if timing:
+        rep.network_ms_224 = network_ms(predictor)
+    save_dir = Path(save) if save else None
+    if save_dir:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    region = face_region(head)
+    pred_faces = head.faces.cpu().numpy()
+    with torch.no_grad():
+        template = head.template.detach().double().cpu().numpy()
+        template_lm = head.landmarks(head.template[None])[0].double().cpu().numpy()
+    template_query = SurfaceQuery(template, pred_faces)
+    R_a = None
+    decoder = FaceDecoder(head)
+    for i in indices:
+        s = load_sample(folder, i)
+        g = s.gt
+        rep.n_images += 1
+        det = detect(s.image, backend)
+        if det is None:
+            rep.detection_failures.append(i)
+            if log:
+                log(f"sample {i}: the detector found no face")
+            continue
+        face = FaceObservation.from_detection(s.image, det)
+        t0, c0 = time.perf_counter(), time.process_time()
+        params = predictor(face)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        params = params.detach().cpu()
+        with torch.no_grad():
+            dec = decoder(params.to(dtype=torch.float32))
+            verts = dec.vertices[0].double().numpy()
+            lm3 = dec.landmarks3d[0].double().numpy()
+            lm2 = dec.landmarks2d[0].double().numpy()
+            albedo = dec.albedo
+        scan = scan_points(g["vertices_camera"], g["faces"], g["face_mask"], n_scan, seed=0)
+        score = now_error(verts, pred_faces, lm3, scan, g["landmarks3d_camera"])
+        base = now_error(template, pred_faces, template_lm, scan, g["landmarks3d_camera"], query=template_query)
+        rep.pooled["method"].append(score.distances_mm)
+        rep.pooled["mean_face"].append(base.distances_mm)
+        W = float(g["image_size"][0])
+        lm_px = float(np.linalg.norm(lm2 - g["landmarks2d"], axis=1).mean())
+        det_px = float(np.linalg.norm(face.landmarks68[:, :2] - g["landmarks2d"], axis=1).mean())
+        if R_a is None:
+            R_a = frame_rotation(_template_landmarks(g), head)
+        R_pred = params.camera.R[0].double().numpy() @ R_a
+        d_ang, total = rotation_errors(g["R"], R_pred)
+        true_ang = head_angles(g["R"])
+        skin_true = face_luminance(g["albedo"], g["face_mask"])
+        skin_pred = face_luminance(albedo[0].numpy(), region) if albedo is not None else float("nan")
+        rep.scores.append(CyclesFaceScore(
+            index=i, now_median_mm=score.median_mm, now_mean_mm=score.mean_mm, now_p90_mm=score.p90_mm,
+            mean_face_median_mm=base.median_mm, mean_face_mean_mm=base.mean_mm, landmark_px=lm_px,
+            landmark_frac=lm_px / W, detector_px=det_px, pitch_err=float(d_ang[0]), yaw_err=float(d_ang[1]),
+            roll_err=float(d_ang[2]), rotation_err=total, true_pitch=float(true_ang[0]), true_yaw=float(true_ang[1]),
+            true_roll=float(true_ang[2]), skin_true=skin_true, skin_pred=skin_pred, seconds=secs, cpu_seconds=cpu))
+        if save_dir:
+            save_prediction(save_dir / f"{i:05d}.npz", params, face.landmarks68)
+        if log:
+            log(f"sample {i}: NoW {score.median_mm:.2f} mm (mean face {base.median_mm:.2f}), landmarks {lm_px:.1f} px "
+                f"(detector {det_px:.1f}), pose error {total:.1f}°, skin {skin_pred:.2f} vs {skin_true:.2f}, {secs:.2f} s")
+    return rep
+
+
+def _template_landmarks(gt: dict[str, Any]) -> np.ndarray:
+    """The ground-truth model's template landmarks (from its head model, loaded by name)."""
+    from engine.head import load_head_model
+
+    key = str(gt["model"])
+    hit = _GT_TEMPLATE_LM.get(key)
+    if hit is None:
+        h = load_head_model(key)
+        with torch.no_grad():
+            hit = _GT_TEMPLATE_LM[key] = h.landmarks(h.template[None])[0].double().cpu().numpy()
+    return hit
+
+
+_GT_TEMPLATE_LM: dict[str, np.ndarray] = {}
+
+
+def format_summary(rep: CyclesReport) -> str:
+    """The report as the lines the CLI prints."""
+    d = rep.summary()
+    if not d.get("faces"):
+        return f"cycles set {rep.set_dir}: method={rep.method}: no face scored ({len(rep.detection_failures)} detector misses)"
+    net = (f"; network alone at 224 px, 1 thread: {d['network_ms_224_cpu']:.1f} ms CPU "
+           f"({d['network_ms_224_wall']:.1f} ms wall)" if "network_ms_224_cpu" in d else "")
+    return "\n".join([
+        f"cycles set {rep.set_dir} ({rep.set_model} heads): method={rep.method} model={rep.model} "
+        f"faces={d['faces']}/{d['images']} (detector misses {d['detection_failures']})",
+        f"  geometry (NoW-style, mm): median {d['now_median_mm']:.2f}  mean {d['now_mean_mm']:.2f}  "
+        f"std {d['now_std_mm']:.2f}  p90 {d['now_p90_mm']:.2f}  | mean face median {d['mean_face_median_mm']:.2f} "
+        f"mean {d['mean_face_mean_mm']:.2f}  | better than the mean face on {100 * d['better_than_mean_face']:.0f} % of faces",
+        f"  2-D landmarks: median {d['landmark_px_median']:.2f} px ({100 * d['landmark_frac_median']:.2f} % of the "
+        f"image width), mean {d['landmark_px_mean']:.2f} px  | detector {d['detector_px_median']:.2f} px",
+        f"  pose error (median, deg): pitch {d['pitch_err_median']:.1f}  yaw {d['yaw_err_median']:.1f}  "
+        f"roll {d['roll_err_median']:.1f}  total {d['rotation_err_median']:.1f}",
+        f"  skin luminance: Spearman {d['skin_spearman']:.3f}  slope {d['skin_slope']:.3f}",
+        f"  time: {d['seconds_median']:.3f} s/face wall, {d['cpu_seconds_median']:.3f} s CPU{net}",
+    ])
+
+
+def format_table(reports: list[dict[str, Any]]) -> str:
+    """A markdown table of several methods' reports (``CyclesReport.to_dict()``, e.g. the
+    ``--json`` outputs), with the issue's ratios against the fit (the ``fit`` report when given)."""
+    fit = next((r["summary"] for r in reports if r["method"] == "fit"), None)
+
+    def ratio(d: dict[str, float], key: str) -> str:
+        return f" ({d[key] / fit[key]:.2f}× fit)" if fit and fit.get(key) else ""
+
+    head = ("| method | faces (detector misses) | NoW median mm | mean face median mm | better than mean face "
+            "| 2-D landmarks median px (% of width) | pose error median yaw / pitch / roll ° | skin Spearman / slope "
+            "| s per face wall (CPU) | network 224 px, 1 thread, ms CPU |")
+    rows = [head, "|" + "---|" * 10]
+    for r in reports:
+        d = r["summary"]
+        net = f"{d['network_ms_224_cpu']:.1f}" if "network_ms_224_cpu" in d else "–"
+        rows.append(
+            f"| {r['method']} | {d['faces']} ({d['detection_failures']}) | {d['now_median_mm']:.3f}{ratio(d, 'now_median_mm')} "
+            f"| {d['mean_face_median_mm']:.3f} | {100 * d['better_than_mean_face']:.0f} % "
+            f"| {d['landmark_px_median']:.2f}{ratio(d, 'landmark_px_median')} ({100 * d['landmark_frac_median']:.2f} %) "
+            f"| {d['yaw_err_median']:.1f} / {d['pitch_err_median']:.1f} / {d['roll_err_median']:.1f} "
+            f"| {d['skin_spearman']:.3f} / {d['skin_slope']:.3f} | {d['seconds_median']:.2f} ({d['cpu_seconds_median']:.2f}) "
+            f"| {net} |")
+    # by head yaw: where the methods break down
+    bins = ((0, 15), (15, 30), (30, 90))
+    names = [f"yaw within ±{a}–{b}°" if b < 90 else f"yaw beyond ±{a}°" for a, b in bins]
+    rows += ["", "| method (faces, median pose error °, landmarks px, NoW mm) | " + " | ".join(names) + " |",
+             "|" + "---|" * 4]
+    for r in reports:
+        cells = []
+        for a, b in bins:
+            f = [x for x in r["faces"] if a <= abs(x["true_yaw"]) < b]
+            if not f:
+                cells.append("–")
+                continue
+            med = {k: float(np.median([x[k] for x in f])) for k in ("rotation_err", "landmark_px", "now_median_mm")}
+            cells.append(f"{len(f)}, {med['rotation_err']:.1f}, {med['landmark_px']:.2f}, {med['now_median_mm']:.2f}")
+        rows.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

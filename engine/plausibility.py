@@ -1,0 +1,67 @@
+"""Is a fitted head plausible for its photo? Cheap checks that catch confident wrong answers.
+
+A fit can end in a wrong minimum that still reports a modest landmark error on average, e.g.
+an upright head fitted to an upside-down face with its eyes on the mouth.
+:func:`check_fit` compares the landmarks the detector found with the fitted model's own
+landmarks projected into the photo (both iBUG-68, photo pixels) and returns one sentence
+per problem; an empty list means nothing looks wrong. ``reconstruct`` stores the list as
+``params["warnings"]`` and the CLI prints it as one ``warning: ...`` line.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: the fitted landmarks may miss the detected ones by this fraction of the eye distance on
+#: average (inner face, points 17-67; the jaw contour is matched loosely on purpose)
+MAX_MEAN_ERROR_IOD = 0.3
+#: largest angle (degrees) between the detected and the fitted face's eyes-to-mouth direction
+MAX_TURN_DEG = 45.0
+
+_EYES = slice(36, 48)
+_MOUTH = slice(48, 68)
+_INNER = slice(17, 68)
+
+
+def _up(lm: np.ndarray) -> np.ndarray:
+    """Mouth-to-eyes vector: the face's "up" in the image."""
+    return lm[_EYES].mean(0) - lm[_MOUTH].mean(0)
+
+
+def check_fit(detected_px: np.ndarray, model_px: np.ndarray) -> list[str]:
+    """Warnings (one sentence each) for a fit whose projected model landmarks ``model_px``
+    (68, 2) disagree with the detected landmarks ``detected_px`` (68, 2), both in photo pixels.
+
+    * the fitted face is turned against the detected one (its eyes-to-mouth direction more
+      than MAX_TURN_DEG off), or its eyes are below its mouth along the detected face's up;
+    * the fitted landmarks are on average more than MAX_MEAN_ERROR_IOD eye distances from
+      the detected ones (inner face).
+
+    Non-finite input is itself a warning.
+    """
+    det = np.asarray(detected_px, dtype=np.float64).reshape(-1, 2)[:68]
+    fit = np.asarray(model_px, dtype=np.float64).reshape(-1, 2)[:68]
+    if det.shape != (68, 2) or fit.shape != (68, 2):
+        raise ValueError(f"expected (68, 2) landmarks, got {np.shape(detected_px)} and {np.shape(model_px)}")
+    if not (np.all(np.isfinite(det)) and np.all(np.isfinite(fit))):
+        return ["the fitted head's landmarks are not finite numbers; the reconstruction is not usable"]
+    warnings: list[str] = []
+    iod = float(np.linalg.norm(det[36:42].mean(0) - det[42:48].mean(0)))
+    iod = max(iod, 1e-6)
+    up_det, up_fit = _up(det), _up(fit)
+    n_det, n_fit = np.linalg.norm(up_det), np.linalg.norm(up_fit)
+    if n_det > 1e-6 and n_fit > 1e-6:
+        cos = float(np.clip(up_det @ up_fit / (n_det * n_fit), -1.0, 1.0))
+        turn = math.degrees(math.acos(cos))
+        if up_fit @ up_det <= 0:
+            warnings.append(f"the fitted head's eyes are below its mouth in the photo (turned {turn:.0f}° against "
+                            "the detected face); the head is probably upside down")
+        elif turn > MAX_TURN_DEG:
+            warnings.append(f"the fitted head is turned {turn:.0f}° in the image plane against the detected face")
+    err = float(np.linalg.norm(fit[_INNER] - det[_INNER], axis=1).mean())
+    if err > MAX_MEAN_ERROR_IOD * iod:
+        warnings.append(f"the fitted head does not follow the detected landmarks (mean error {err:.0f} px, "
+                        f"{err / iod:.0%} of the eye distance); check overlay.png")
+    return warnings

@@ -1,0 +1,162 @@
+"""Texture baking: a UV albedo map from the photo through an estimate (``albedo.png``).
+
+The UV layout of a head model never changes, so everything that depends only on it — which
+triangle and barycentrics every texel has, where its mirror texel lies, which covered texel
+pads each texel outside the islands — is computed once per (head model, size) and kept
+(:func:`uv_layout`). A bake then works on the covered texels only:
+
+1. per-vertex attributes (photo position, visibility, shading, fitted albedo) are
+   interpolated to the texels in one gather;
+2. the photo is sampled there and divided by the shading (where seen, with a soft
+   confidence: visible, eroded at the silhouette, feathered);
+3. texels not seen take their mirror texel's photo albedo when that one was seen, otherwise
+   the estimate's per-vertex albedo;
+4. texels outside the UV islands copy their nearest covered texel (so mip-maps and bilinear
+   filtering at seams never pick up a background colour).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from engine.render.rasterize import interpolate_foreground
+from engine.render.uv import rasterize_uv, vertex_uv
+
+__all__ = ["UVLayout", "bake_albedo", "pad_texture", "prepare_layout", "uv_layout"]
+
+
+@dataclass
+class UVLayout:
+    """What a UV layout of ``size × size`` texels means for one head model (CPU tensors).
+
+    ``texels (N,)`` flat indices of the covered texels; ``tri (N,)``/``bary (N, 3)`` their
+    triangle and barycentrics; ``mirror_grid (N, 2)`` the ``grid_sample`` coordinates of each
+    texel's mirror texel (same barycentrics on the mirror vertices' UVs) and ``has_mirror (N,)``
+    how much of it has a mirror partner; ``pad_from (size·size,)`` for every texel the flat
+    index of the nearest covered texel (itself when covered; -1 beyond the padding band).
+    """
+
+    size: int
+    texels: Tensor
+    tri: Tensor
+    bary: Tensor
+    mirror_grid: Tensor
+    has_mirror: Tensor
+    pad_from: Tensor
+    covered: np.ndarray  # (size, size) bool
+
+
+_LOCK = threading.Lock()
+PAD_BAND = 16  # texels (at 1024²) of edge padding around the UV islands
+
+
+def uv_layout(model, size: int) -> UVLayout:
+    """The (cached) :class:`UVLayout` of ``model`` at ``size`` texels (thread-safe)."""
+    cache = model.__dict__.setdefault("_uv_layout_cache", {})
+    with _LOCK:
+        if size not in cache:
+            cache[size] = _build_layout(model, size)
+        return cache[size]
+
+
+def prepare_layout(model, size: int) -> threading.Thread:
+    """Build :func:`uv_layout` in a background thread (e.g. while a fit runs on another core),
+    so that writing the outputs later finds it ready."""
+    thread = threading.Thread(target=uv_layout, args=(model, size), daemon=True, name="uv-layout")
+    thread.start()
+    return thread
+
+
+def _build_layout(model, size: int) -> UVLayout:
+    import cv2
+
+    with torch.no_grad():
+        uv, face_uv, faces = model.uv.cpu(), model.face_uv.cpu(), model.faces.cpu()
+        fr = rasterize_uv(uv, face_uv, size)
+        mirror = model.mirror.cpu()
+        has = mirror >= 0
+        partner = torch.where(has, mirror, torch.arange(len(mirror)))
+        vuv = vertex_uv(uv, face_uv, faces, model.n_vertices)
+        attrs = torch.cat([vuv[partner], has.float()[:, None]], -1)[None]  # (1, V, 3)
+        m = interpolate_foreground(attrs, faces, fr)  # (N, 3)
+        mirror_grid = torch.stack([m[:, 0] * 2.0 - 1.0, 1.0 - m[:, 1] * 2.0], -1)
+        covered = fr.mask[0].numpy()
+    # nearest covered texel of every texel: OpenCV labels each pixel with its nearest zero pixel,
+    # numbered in raster order from 1 (covered texels are the zeros and map to themselves)
+    outside = (~covered).astype(np.uint8)
+    dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    zeros = np.flatnonzero(outside.reshape(-1) == 0)
+    pad_from = zeros[labels.reshape(-1) - 1] if len(zeros) else np.arange(size * size)
+    # a band around the islands (enough for mip-maps down to 1/PAD_BAND) copies the edge; texels
+    # farther out are never sampled and get the islands' mean colour (a clean texture image)
+    pad_from = np.where(dist.reshape(-1) <= PAD_BAND * size / 1024.0, pad_from, -1)
+    layout = UVLayout(size=size, texels=fr.fg_index.clone(), tri=fr.fg_tri.clone(), bary=fr.fg_bary.clone(),
+                      mirror_grid=mirror_grid, has_mirror=m[:, 2].clamp(0, 1),
+                      pad_from=torch.from_numpy(pad_from.astype(np.int64)), covered=covered)
+    return layout
+
+
+def _sample(image: Tensor, grid: Tensor) -> Tensor:
+    """Bilinear samples ``(N, C)`` of ``image (C, H, W)`` at ``grid (N, 2)`` in [-1, 1]."""
+    out = Fn.grid_sample(image[None], grid[None, :, None, :].to(image.dtype), mode="bilinear",
+                         padding_mode="border", align_corners=False)
+    return out[0, :, :, 0].T
+
+
+def pad_texture(img: np.ndarray, layout: UVLayout) -> np.ndarray:
+    """Texels outside the UV islands take their nearest covered texel's colour within a band
+    of ``PAD_BAND`` texels (per 1024) around the islands, the islands' mean colour beyond."""
+    flat = img.reshape(-1, img.shape[-1])
+    src = layout.pad_from.numpy()
+    mean = flat[layout.covered.reshape(-1)].mean(0) if layout.covered.any() else flat.mean(0)
+    out = np.where((src >= 0)[:, None], flat[np.maximum(src, 0)], mean)
+    return out.reshape(img.shape).astype(img.dtype)
+
+
+def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
+                source: Tensor, size: int = 1024) -> np.ndarray:
+    """Bake a UV albedo texture, uint8 ``(size, size, 3)`` (v up: row 0 is the top of UV space).
+
+    ``vertices_px (V, 3)`` are ``[u, v, depth]`` of the estimate's vertices in the ``source``
+    image ``(1, 3, H, W)`` float [0, 1]; ``visibility (V,)`` in [0, 1]; ``shading_v (V, 3)``
+    the estimate's SH shading per vertex (≥ 0); ``albedo_v (V, 3)`` its completed per-vertex
+    albedo (the fallback where nothing was seen). See the module docstring for the steps.
+    """
+    import cv2
+
+    lay = uv_layout(model, size)
+    with torch.no_grad():
+        H, W = source.shape[-2:]
+        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v], -1)
+        corners = model.faces.cpu()[lay.tri]  # (N, 3) vertices of each covered texel's triangle
+        t = (lay.bary[..., None] * attrs.float().cpu()[corners]).sum(1)  # (N, 9)
+        u, v, vis, shade, prior = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9]
+        grid = torch.stack([u * (2.0 / W) - 1.0, v * (2.0 / H) - 1.0], -1)
+        photo = _sample(source[0].float().cpu(), grid)
+        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (vis >= 0.5)
+        photo_alb = (photo / shade.clamp_min(0.08)).clamp(0, 1)
+        # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
+        conf_img = np.zeros(size * size, np.float32)
+        conf_img[lay.texels.numpy()] = (inside.float() * vis.clamp(0, 1)).numpy()
+        conf_img = cv2.erode(conf_img.reshape(size, size), np.ones((3, 3), np.uint8))
+        conf_img = cv2.GaussianBlur(conf_img, (0, 0), size / 256.0)
+        conf = torch.from_numpy(conf_img.reshape(-1))[lay.texels]
+        # mirror texels: the photo albedo and the confidence there (one sampling pass)
+        alb_img = torch.zeros(size * size, 4)
+        alb_img[lay.texels] = torch.cat([photo_alb, conf[:, None]], -1)
+        m = _sample(alb_img.T.reshape(4, size, size), lay.mirror_grid)
+        mirrored, mconf = m[:, :3], m[:, 3] * lay.has_mirror
+        mconf = torch.minimum(mconf, 1 - conf)
+        c = conf[:, None]
+        out = c * photo_alb + mconf[:, None] * mirrored + (1 - c - mconf[:, None]).clamp_min(0) * prior
+        img = np.zeros((size * size, 3), np.float32)
+        img[lay.texels.numpy()] = out.clamp(0, 1).numpy()
+    img = pad_texture(img.reshape(size, size, 3), lay)
+    return (img * 255.0 + 0.5).astype(np.uint8)
+

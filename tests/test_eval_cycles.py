@@ -1,0 +1,162 @@
+"""The Cycles validation set: two tiny samples rendered by Blender in a child process (bpy
+can hang at interpreter exit), their ground truth checked against the render, and the
+evaluation run end to end with a predictor that returns the ground truth."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_BPY = importlib.util.find_spec("bpy") is not None
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    for var in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        env[var] = str(home)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> Path:
+    if not HAS_BPY:
+        pytest.skip("the bpy module (Blender as a Python module) is not installed")
+    tmp = tmp_path_factory.mktemp("cycles")
+    out = tmp / "set"
+    cmd = [sys.executable, "-m", "engine.eval", "cycles-set", "build", "--out", str(out), "--n", "2", "--seed", "3",
+           "--model", "open", "--size", "128", "--samples", "2", "--threads", "1", "--quiet"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(tmp), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["rendered"] == 2 and summary["model"] == "open"
+    return out
+
+
+@pytest.fixture(scope="module")
+def head():
+    from engine.head import load_head_model
+
+    return load_head_model("open")
+
+
+def test_ground_truth_matches_the_render(tiny_set, head):
+    from engine.eval.cycles_set import CyclesSetConfig, load_sample, read_set, sample_scene
+    from engine.render import PerspectiveCamera, rasterize
+
+    meta = read_set(tiny_set)
+    assert meta["model"] == "open" and meta["seed"] == 3 and (tiny_set / ".gitignore").is_file()
+    cfg = CyclesSetConfig(**{**meta["config"], "focal_mm": tuple(meta["config"]["focal_mm"]),
+                             "face_fraction": tuple(meta["config"]["face_fraction"]),
+                             "n_expressions": tuple(meta["config"]["n_expressions"])})
+    for i in range(2):
+        s = load_sample(tiny_set, i)
+        g = s.gt
+        assert s.image.shape == (128, 128, 3) and s.mask is not None
+        # the ground truth is a function of the seed alone
+        again = sample_scene(head, 3, i, cfg)
+        assert np.allclose(again["vertices_model"], g["vertices_model"], atol=1e-6)
+        assert np.allclose(again["albedo"], g["albedo"])
+        # camera frame = R · model + t, landmarks project with K
+        assert np.allclose(g["vertices_model"] @ g["R"].T + g["t"], g["vertices_camera"], atol=1e-5)
+        lc = g["landmarks3d_camera"]
+        uv = lc[:, :2] / lc[:, 2:] * np.diag(g["K"])[:2] + g["K"][:2, 2]
+        assert np.allclose(uv, g["landmarks2d"], atol=1e-3)
+        # our rasteriser's silhouette of the ground truth = Cycles' object mask
+        V = torch.tensor(g["vertices_camera"], dtype=torch.float64)[None]
+        cam = PerspectiveCamera(torch.tensor(g["K"])[None], torch.eye(3, dtype=torch.float64)[None],
+                                torch.zeros(1, 3, dtype=torch.float64), (128, 128))
+        ours = rasterize(cam.to_screen(V), torch.tensor(g["faces"]).long(), (128, 128)).mask[0].numpy()
+        iou = (ours & s.mask).sum() / (ours | s.mask).sum()
+        assert iou > 0.97, iou
+        # the head is lit and stands out from its background
+        assert abs(s.image[s.mask].mean() - s.image[~s.mask].mean()) > 3
+        assert 0 < g["skin_luminance"] < 1 and g["face_mask"].sum() > 500
+
+
+class _GroundTruthPredictor:
+    """Returns the set's own ground truth, in order: every score should be ~0."""
+
+    name = "ground-truth"
+
+    def __init__(self, head, samples) -> None:
+        self.head, self.samples = head, list(samples)
+
+    def __call__(self, face, progress=None):
+        from engine.face import FaceParams
+        from engine.render import PerspectiveCamera
+
+        g = self.samples.pop(0).gt
+        cam = PerspectiveCamera(torch.tensor(g["K"], dtype=torch.float32)[None],
+                                torch.tensor(g["R"], dtype=torch.float32)[None],
+                                torch.tensor(g["t"], dtype=torch.float32)[None], tuple(int(x) for x in g["image_size"]))
+        return FaceParams(identity=torch.tensor(g["identity"])[None], expression=torch.tensor(g["expression"])[None],
+                          pose=torch.tensor(g["pose"])[None], camera=cam, sh=torch.zeros(1, 9, 3),
+                          albedo=torch.tensor(g["albedo"])[None])
+
+
+def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
+    pytest.importorskip("mediapipe")
+    from engine.eval.cycles import evaluate_cycles, format_summary, load_prediction
+    from engine.eval.cycles_set import load_sample
+
+    samples = [load_sample(tiny_set, i) for i in range(2)]
+    from engine.eval.cycles import detect
+
+    found = [s for s in samples if detect(s.image) is not None]
+    if not found:
+        pytest.skip("the detector finds neither tiny render")
+    rep = evaluate_cycles(tiny_set, head, _GroundTruthPredictor(head, found), save=tmp_path, timing=False, n_scan=1500)
+    d = rep.summary()
+    assert d["faces"] == len(found) and d["detection_failures"] == 2 - len(found)
+    assert d["now_median_mm"] < 0.01 and d["landmark_px_median"] < 0.01 and d["rotation_err_median"] < 0.01
+    for s in rep.scores:
+        assert s.skin_pred == pytest.approx(s.skin_true, abs=1e-6)
+        assert s.mean_face_median_mm > 0.3  # the template is not the sampled head
+    assert "better than the mean face on 100 %" in format_summary(rep)
+    from engine.eval.cycles import format_table
+
+    table = format_table([rep.to_dict()]).splitlines()
+    assert len(table) == 7 and table[2].startswith("| ground-truth | ") and table[6].startswith("| ground-truth | ")
+    assert "| 0.000 (1.00× fit)" not in table[2]  # no fit report given: no ratios
+    params, detected = load_prediction(tmp_path / f"{found[0].index:05d}.npz")
+    assert params.identity.shape == (1, head.n_identity) and detected.shape == (68, 2)
+
+
+def test_network_timing(head):
+    from engine.eval.cycles import network_ms
+    from engine.methods import build_predictor
+
+    wall, cpu = network_ms(build_predictor("mofa", head), repeats=2)
+    assert wall > 0 and cpu > 0
+    assert network_ms(build_predictor("fit", head)) is None
+
+
+def test_rotation_helpers_roundtrip():
+    from engine.eval.cycles import rotation_errors
+    from engine.eval.cycles_set import _rotation, head_angles
+
+    angles = np.array([12.0, -33.0, 7.5])
+    R = _rotation(np.radians(angles))
+    assert np.allclose(head_angles(R), angles)
+    d, total = rotation_errors(R, _rotation(np.radians(angles + [0, 5, 0])))
+    assert np.allclose(d, [0, 5, 0], atol=1e-9) and total == pytest.approx(5.0, abs=1e-6)
+
+
+def test_cli_reports_a_missing_set_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "engine.eval", "cycles", "--set", str(tmp_path / "nope"),
+                           "--method", "fit", "--quiet"], cwd=REPO, env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error:") and "cycles-set build" in lines[-1], proc.stderr
