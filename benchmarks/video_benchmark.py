@@ -253,6 +253,12 @@ def cmd_speed(args) -> None:
                   f"{what} {t['track']:.1f} s, {args.key_frames} key frames {t['identity']:.1f} s, "
                   f"per-frame fits {t['frames']:.1f} s [torch threads {torch.get_num_threads()}, "
                   f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}]")
+            if args.json:
+                record = {"bench": "video", "method": method, "device": args.device, "frames": n,
+                          "width": 640, "height": 480, "frames_per_s": round(n / wall, 3),
+                          "frames_per_cpu_s": round(n / cpu, 3), "torch_threads": torch.get_num_threads()}
+                with open(args.json, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
 
 
 def cmd_arkit(args) -> None:
@@ -284,6 +290,8 @@ def main() -> None:
     sp.add_argument("--methods", nargs="+", default=["mofa", "hybrid"])
     sp.add_argument("--frames", type=int, default=90)
     sp.add_argument("--device", default="cpu")
+    sp.add_argument("--json", default=None, metavar="FILE",
+                    help="append one JSON record per method (benchmarks/gpu_table.py reads them)")
     for p in (s, st, sp):
         p.add_argument("--method", default="fit")
         p.add_argument("--key-frames", type=int, default=8)
