@@ -32,6 +32,7 @@ from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProper
 
 from . import importer, runner
 from .operators import EngineJobOperator, active_head, engine_choice
+from .preferences import user_data_dir
 
 _FORMATS = "_facerecon_animation_formats"
 
@@ -209,7 +210,7 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         request = runner.AnimateRequest(video=video, model=settings.model, model_path=model_path,
                                         method=settings.method, device=settings.device, face=settings.face_index,
                                         fps=anim.fps, start=anim.start, end=anim.end)
-        return runner.EngineJob(request, choice)
+        return runner.EngineJob(request, choice, data_dir=user_data_dir())
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon
