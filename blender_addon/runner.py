@@ -324,6 +324,13 @@ class EngineJob:
         self.cleanup()
 
     def cleanup(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            for stream in (self._proc.stdout, self._proc.stderr):
+                if stream is not None and not stream.closed:
+                    try:
+                        stream.close()
+                    except OSError:  # a reader thread may still hold it
+                        pass
         shutil.rmtree(self._work, ignore_errors=True)
 
     @property

@@ -370,7 +370,8 @@ def test_group_photo_faces_are_numbered_and_reconstructed_by_index(blender, engi
     png = user_dir / installed.operators.FACES_PREVIEW
     assert png.is_file()
     image = bpy.data.images[installed.ui.PREVIEW_IMAGE]
-    assert image.packed_file is not None and tuple(image.size) == Image.open(png).size
+    with Image.open(png) as written:
+        assert image.packed_file is not None and tuple(image.size) == written.size
 
     # the same search from the runner, with where each number was drawn
     found = installed.runner.find_faces(installed.operators.engine_choice(bpy.context), str(photos["group"]),
