@@ -324,7 +324,8 @@ class EngineJob:
         self.cleanup()
 
     def cleanup(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
+        # the pipes, once both reader threads reported their end (not while one may still read)
+        if self._proc is not None and self._proc.poll() is not None and self._open_streams == 0:
             for stream in (self._proc.stdout, self._proc.stderr):
                 if stream is not None and not stream.closed:
                     try:

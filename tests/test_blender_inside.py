@@ -577,3 +577,64 @@ def test_files_the_addon_writes_go_to_its_user_folder(blender, engine_choice):
          "from engine.head.build import open_head as b; print(b.default_path())"],
         capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == str(user_dir / "open_head.npz"), proc.stderr
+
+
+class _Layout:
+    """A stand-in for ``bpy.types.UILayout`` (panels cannot be drawn headless) that checks
+    what a panel draws: every property exists on its owner, every operator is registered,
+    every list type is a registered UIList."""
+
+    def __init__(self, bpy, log):
+        self._bpy, self.log = bpy, log
+
+    def __getattr__(self, name):  # row, column, box, split, ...: nested layouts
+        return lambda *args, **kw: _Layout(self._bpy, self.log)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def prop(self, data, path, **kw):
+        if path.startswith('["'):
+            assert path[2:-2] in data, (data, path)
+        else:
+            assert path in data.bl_rna.properties, (data, path)
+        self.log.append(("prop", data, path))
+
+    def operator(self, idname, **kw):
+        category, name = idname.split(".")
+        assert hasattr(getattr(self._bpy.ops, category), name), idname
+        self.log.append(("operator", idname))
+        return type("OperatorProps", (), {})()
+
+    def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kw):
+        assert hasattr(self._bpy.types, listtype), listtype
+        self.log.append(("list", listtype))
+
+
+def test_panels_draw_what_exists(blender, result_folder, photos):
+    """The sidebar's panels and the shape-key list draw only registered operators and
+    existing properties: the Find Faces button, the photo lighting option, and for each key
+    the slider that edits it (the manual value of a key the controls add to)."""
+    bpy, installed = blender
+    from types import SimpleNamespace
+
+    ui, importer = installed.ui, installed.importer
+    settings = bpy.context.scene.facerecon
+    settings.photo, settings.result_mode = str(photos["astronaut"]), "ADD"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    log = []
+    for panel in (ui.FACERECON_PT_reconstruct, ui.FACERECON_PT_sliders, ui.FACERECON_PT_export):
+        panel.draw(SimpleNamespace(layout=_Layout(bpy, log)), bpy.context)
+    assert ("operator", "facerecon.find_faces") in log and ("operator", "facerecon.reconstruct") in log
+    assert ("list", "FACERECON_UL_shape_keys") in log
+    assert any(e[0] == "prop" and e[2] == "photo_lighting" for e in log)
+    keys = obj.data.shape_keys
+    row_log = []
+    for index, kb in enumerate(keys.key_blocks):
+        ui.FACERECON_UL_shape_keys.draw_item(None, bpy.context, _Layout(bpy, row_log), keys, kb, 0, obj,
+                                             "active_shape_key_index", index)
+    drawn = {(e[1].name if e[2] == "value" else e[2][2:-2]): e for e in row_log if e[0] == "prop"}
+    assert len(drawn) == len(keys.key_blocks) - 1  # one slider per key (not the basis)
+    assert drawn["eyeBlinkLeft"][1] == keys and drawn["mouthSmileLeft"][1] == keys.key_blocks["mouthSmileLeft"]
+    importer.remove_objects([obj, obj.parent])
