@@ -32,10 +32,11 @@ from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProper
 
 from . import importer, runner
 from .operators import EngineJobOperator, active_head, engine_choice
+from .preferences import user_data_dir
 
 _FORMATS = "_facerecon_animation_formats"
 
-__all__ = ["apply_animation", "classes", "formats", "read_animation", "scene_frames"]
+__all__ = ["apply_animation", "classes", "fcurves_of", "formats", "read_animation", "scene_frames"]
 
 
 def formats():
@@ -68,19 +69,47 @@ def scene_frames(times: np.ndarray, fps: float, start_frame: int) -> np.ndarray:
     return start_frame + np.round((np.asarray(times) - float(times[0])) * fps).astype(np.int64)
 
 
+def fcurves_of(id_data):
+    """The F-curves that animate ``id_data``: its action's curves (Blender < 5), or those of the
+    channelbag of its assigned slot (Blender 5 removed the legacy ``Action.fcurves``); None
+    when it has no action."""
+    ad = id_data.animation_data
+    if ad is None or ad.action is None:
+        return None
+    if bpy.app.version < (5, 0, 0):
+        return ad.action.fcurves
+    from bpy_extras import anim_utils
+
+    if ad.action_slot is None:
+        return None
+    bag = anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
+    return bag.fcurves if bag is not None else None
+
+
 def _fcurve(id_data, action_name: str, data_path: str, index: int = 0, group: str | None = None):
     """The F-curve of ``data_path[index]`` on ``id_data``'s action (created as needed), emptied."""
     ad = id_data.animation_data or id_data.animation_data_create()
     if ad.action is None:
         ad.action = bpy.data.actions.new(action_name)
     action = ad.action
-    fc = action.fcurves.find(data_path, index=index)
-    if fc is None:
-        fc = action.fcurves.new(data_path, index=index, action_group=group or "")
+    if bpy.app.version >= (5, 0, 0):  # slotted actions only: curves live in a slot's channelbag
+        from bpy_extras import anim_utils
+
+        if ad.action_slot is None:
+            slot = next((s for s in action.slots if s.target_id_type == id_data.id_type), None)
+            ad.action_slot = slot or action.slots.new(id_type=id_data.id_type, name=id_data.name)
+        curves = anim_utils.action_ensure_channelbag_for_slot(action, ad.action_slot).fcurves
+        fc = curves.find(data_path, index=index)
+        if fc is None:
+            fc = curves.new(data_path, index=index, group_name=group or "")
+    else:
+        fc = action.fcurves.find(data_path, index=index)
+        if fc is None:
+            fc = action.fcurves.new(data_path, index=index, action_group=group or "")
+        # Blender 4.4+ (slotted actions): a new action's legacy slot must be assigned to play
+        if getattr(ad, "action_slot", True) is None and len(getattr(action, "slots", ())):
+            ad.action_slot = action.slots[0]
     fc.keyframe_points.clear()
-    # Blender 4.4+ (slotted actions): a new action's legacy slot must be assigned to play
-    if getattr(ad, "action_slot", True) is None and len(getattr(action, "slots", ())):
-        ad.action_slot = action.slots[0]
     return fc
 
 
@@ -209,7 +238,7 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         request = runner.AnimateRequest(video=video, model=settings.model, model_path=model_path,
                                         method=settings.method, device=settings.device, face=settings.face_index,
                                         fps=anim.fps, start=anim.start, end=anim.end)
-        return runner.EngineJob(request, choice)
+        return runner.EngineJob(request, choice, data_dir=user_data_dir())
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon

@@ -73,9 +73,8 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
 
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     register()
-    obj = importer.import_result(bpy.context, result_dir, apply_expression=False)
+    obj = importer.import_result(bpy.context, result_dir, apply_expression=False, photo_lighting=True)
     _setup_scene(bpy, obj, tile, samples)
-    keys = obj.data.shape_keys.key_blocks
     tiles = []
     with tempfile.TemporaryDirectory() as tmp:
         rig = importer.pose_rig_of(obj)
@@ -90,7 +89,7 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
                     rig[name] = value
                     rig.update_tag()
                 else:
-                    keys[name].value = value
+                    importer.set_key_value(obj, name, value)
             obj.update_tag()
             path = os.path.join(tmp, f"{len(tiles)}.png")
             bpy.context.scene.render.filepath = path

@@ -4,8 +4,10 @@
 ``albedo.png`` becomes the material's base colour; ``displacement.png`` (DECA detail)
 becomes a displacement/bump input of the material and can be baked into the mesh and
 every shape key alike (a Displace modifier would block shape-key export); ``params.json``
-names the object after the photo, keeps the fit as custom properties, sets the fitted
-expression and approximates the photo's SH lighting by a world shader.
+names the object after the photo (and the face, for a group photo), keeps the fit as custom
+properties, sets the fitted expression and approximates the photo's SH lighting by a world
+shader (one world per head, reused on re-import; set as the scene's world only when the
+scene has none or when asked). New heads are placed at the 3D cursor.
 
 Import is all-or-nothing: on any error every datablock created so far is removed, so a
 failed import leaves the scene as it was.
@@ -20,8 +22,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-#: Blendshape → (control property, weight) for the compact face controls. A control
-#: drives the named shape keys; the other shape keys stay free sliders.
+#: The compact face controls (object properties): (min, max, description). A control adds
+#: to the shape keys of ``DRIVEN_KEYS``; each of those keys keeps its own manual value (a
+#: property of the same name on the shape-key datablock), so every key stays usable:
+#: ``value = manual + control`` (clamped to the slider range by Blender).
 CONTROLS: dict[str, tuple[float, float, str]] = {
     "jaw_open": (0.0, 1.0, "Open the jaw (jawOpen)"),
     "jaw_side": (-1.0, 1.0, "Move the jaw to the subject's left (+) or right (-) (jawLeft/jawRight)"),
@@ -31,7 +35,7 @@ CONTROLS: dict[str, tuple[float, float, str]] = {
     "eyes_blink": (0.0, 1.0, "Close both eyes (eyeBlinkLeft/Right)"),
 }
 
-#: shape key → driver expression over the control variables.
+#: shape key → the controls' part of its driver expression (the key's manual value is added).
 DRIVEN_KEYS: dict[str, str] = {
     "jawOpen": "jaw_open",
     "jawLeft": "max(jaw_side, 0)",
@@ -72,10 +76,38 @@ def read_params(out_dir: Path) -> dict:
         raise ImportFailed(f"{path} is not valid JSON: {exc}") from None
 
 
+def face_index(params: dict) -> int:
+    """Which face of the photo the folder holds (0 = the largest; older folders: 0)."""
+    try:
+        return max(int(params.get("face_index", 0)), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def result_name(out_dir: Path, params: dict) -> str:
-    """Object name: the photo's file name without extension (else the folder's name)."""
+    """Object name: the photo's file name without extension (else the folder's name), with
+    ``_face<N>`` for a photo with several faces (``group_face0``, ``group_face1``)."""
     photo = params.get("photo")
-    return Path(photo).stem if photo else out_dir.name
+    name = Path(photo).stem if photo else out_dir.name
+    try:
+        several = int(params.get("faces_found", 1)) > 1
+    except (TypeError, ValueError):
+        several = False
+    index = face_index(params)
+    return f"{name}_face{index}" if several or index > 0 else name
+
+
+def result_key(params: dict, name: str) -> tuple[str, int]:
+    """What *Replace* matches: the photo (its path, else the object name) and the face index."""
+    return (str(params.get("photo") or name), face_index(params))
+
+
+def object_result_key(obj) -> tuple[str, int] | None:
+    """:func:`result_key` of an imported object (heads of older versions: photo/name, face 0)."""
+    name = obj.get("facerecon_name")
+    if name is None:
+        return None
+    return (str(obj.get("facerecon_photo") or name), int(obj.get("facerecon_face_index", 0)))
 
 
 class _Created:
@@ -100,9 +132,9 @@ class _Created:
                     pass
 
 
-def find_results(name: str) -> list[bpy.types.Object]:
-    """Objects imported earlier from a photo with this name (for 'replace')."""
-    return [o for o in bpy.data.objects if o.get("facerecon_name") == name]
+def find_results(key: tuple[str, int]) -> list[bpy.types.Object]:
+    """Objects (head and rig) imported earlier from the same photo and face (for *Replace*)."""
+    return [o for o in bpy.data.objects if object_result_key(o) == key]
 
 
 def remove_objects(objects: list[bpy.types.Object]) -> None:
@@ -117,9 +149,14 @@ def remove_objects(objects: list[bpy.types.Object]) -> None:
 
 
 def import_result(context: bpy.types.Context, out_dir: str | Path, *, replace: bool = True,
-                  apply_expression: bool = True, photo_lighting: bool = True,
+                  apply_expression: bool = True, photo_lighting: bool = False,
                   bake_detail: bool = False, face_controls: bool = True) -> bpy.types.Object:
-    """Import a reconstruction folder; returns the head mesh object (active and selected)."""
+    """Import a reconstruction folder; returns the head mesh object (active and selected).
+
+    ``replace``: remove the head made earlier from the same photo and face (keeping its place);
+    otherwise, and when there is none, the new head goes to the 3D cursor. ``photo_lighting``:
+    make the photo's lighting the scene's world even when the scene has one (a scene without
+    a world always gets it)."""
     out_dir = Path(out_dir)
     glb = out_dir / "head.glb"
     if not glb.is_file():
@@ -158,7 +195,8 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
                 child.matrix_world = world
             bpy.data.objects.remove(extra)
 
-    old = find_results(name) if replace else []
+    key = result_key(params, name)
+    old = find_results(key) if replace else []
     old_top = next((o for o in old if o.parent not in old), old[0]) if old else None  # the rig, if any
     old_matrix = old_top.matrix_world.copy() if old_top is not None else None
     remove_objects(old)
@@ -175,9 +213,13 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
         rig.data.name = f"{name}_rig"
     if old_matrix is not None:
         top.matrix_world = old_matrix
+    else:  # a new head goes where the user points, not into whatever sits at the origin
+        top.location = context.scene.cursor.location.copy()
     for o in (obj, rig):
         if o is not None:
             o["facerecon_name"] = name
+            o["facerecon_photo"] = key[0]
+            o["facerecon_face_index"] = key[1]
     _store_params(obj, params, out_dir)
     _build_material(obj, out_dir, params, name)
     _setup_shape_keys(obj, params, apply_expression)
@@ -187,10 +229,11 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
         add_pose_controls(rig, rig_data)
     elif rig is not None:
         _pose_rig(rig, params)
-    if photo_lighting and params.get("sh"):
-        context.scene.world = photo_world(name, params)
     if bake and obj.get("facerecon_displacement_image"):
         bake_detail(obj)
+    # last, so that a failed import leaves the scene's world as it was
+    if params.get("sh") and (photo_lighting or context.scene.world is None):
+        context.scene.world = photo_world(name, params)
 
     for o in context.view_layer.objects:
         o.select_set(False)
@@ -204,7 +247,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
 def _store_params(obj, params: dict, out_dir: Path) -> None:
     """Keep the fit on the object (lighting, camera, pose) for scripts and exporters."""
     obj["facerecon_folder"] = str(out_dir)
-    for key in ("model", "method", "photo"):
+    for key in ("model", "method"):
         if key in params:
             obj[f"facerecon_{key}"] = str(params[key])
     for key in ("image_size", "K", "R", "t", "identity"):
@@ -231,10 +274,10 @@ def _build_material(obj, out_dir: Path, params: dict, name: str) -> None:
     disp_path = out_dir / "displacement.png"
     old_mat = obj.active_material
     albedo = _load_image(albedo_path) if albedo_path.is_file() else None
-    if albedo is None and old_mat is not None and old_mat.use_nodes:
+    if albedo is None and old_mat is not None and old_mat.node_tree is not None:
         albedo = next((n.image for n in old_mat.node_tree.nodes if n.type == "TEX_IMAGE" and n.image), None)
     mat = bpy.data.materials.new(f"{name}_skin")
-    mat.use_nodes = True
+    _use_nodes(mat)
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
     out = next(n for n in nodes if n.type == "OUTPUT_MATERIAL")
@@ -306,33 +349,39 @@ def _add_control(obj, prop: str, value: float) -> None:
 
 
 def add_face_controls(obj) -> list[str]:
-    """Jaw/eye controls as object properties driving the ARKit shape keys.
+    """Jaw/eye controls as object properties, added to the ARKit shape keys by drivers.
 
-    The fitted values of the driven keys move into the controls so nothing changes
-    visually. Returns the driven shape-key names (empty for non-ARKit models).
+    Each driven key keeps a manual value: an ID property of the same name on the shape-key
+    datablock (``obj.data.shape_keys["jawOpen"]``), which is what the *Face Sliders* list shows
+    for that key. Its driver is ``manual + control part``, so the key can be set directly
+    (a wink: ``eyeBlinkLeft`` = 1) and keeps that value on every depsgraph update or frame
+    change while the control still adds to it. The controls start at 0 and the keys' current
+    values (the fitted expression) become their manual values, so nothing changes visually.
+    Returns the driven shape-key names (empty for non-ARKit models).
     """
     keys = obj.data.shape_keys
     if keys is None or not is_arkit([kb.name for kb in keys.key_blocks]):
         return []
     kb = keys.key_blocks
-    val = lambda n: kb[n].value if n in kb else 0.0  # noqa: E731
-    initial = {
-        "jaw_open": val("jawOpen"),
-        "jaw_side": val("jawLeft") - val("jawRight"),
-        "jaw_forward": val("jawForward"),
-        "eyes_side": 0.5 * (val("eyeLookOutLeft") + val("eyeLookInRight") - val("eyeLookInLeft") - val("eyeLookOutRight")),
-        "eyes_up_down": 0.5 * (val("eyeLookUpLeft") + val("eyeLookUpRight") - val("eyeLookDownLeft") - val("eyeLookDownRight")),
-        "eyes_blink": 0.5 * (val("eyeBlinkLeft") + val("eyeBlinkRight")),
-    }
-    for prop, value in initial.items():
-        _add_control(obj, prop, value)
+    for prop in CONTROLS:
+        _add_control(obj, prop, 0.0)
     driven = []
     for key_name, expression in DRIVEN_KEYS.items():
         if key_name not in kb:
             continue
-        fcurve = kb[key_name].driver_add("value")
-        driver = fcurve.driver
+        block = kb[key_name]
+        keys[key_name] = float(block.value)
+        keys.id_properties_ui(key_name).update(
+            min=block.slider_min, max=block.slider_max, soft_min=block.slider_min, soft_max=block.slider_max,
+            description=f"Manual value of the {key_name} shape key (the face controls add to it)")
+        driver = block.driver_add("value").driver
         driver.type = "SCRIPTED"
+        manual = driver.variables.new()
+        manual.name = "manual"
+        manual.type = "SINGLE_PROP"
+        manual.targets[0].id_type = "KEY"
+        manual.targets[0].id = keys
+        manual.targets[0].data_path = f'["{key_name}"]'
         for var_name in CONTROLS:
             if var_name in expression:
                 var = driver.variables.new()
@@ -341,16 +390,41 @@ def add_face_controls(obj) -> list[str]:
                 var.targets[0].id_type = "OBJECT"
                 var.targets[0].id = obj
                 var.targets[0].data_path = f'["{var_name}"]'
-        driver.expression = expression
+        driver.expression = f"manual + {expression}"
         driven.append(key_name)
     obj["facerecon_driven_keys"] = driven
     return driven
 
 
-def remove_face_controls(obj) -> None:
-    """Delete the drivers (keeping the current values) so every key is a free slider."""
+def key_value_path(obj, key_name: str) -> tuple[bpy.types.ID | bpy.types.ShapeKey, str]:
+    """Where a user sets a shape key: ``(owner, property)`` for ``layout.prop`` / ``setattr``.
+    A key the face controls also drive has its manual value on the shape-key datablock; any
+    other key is its own ``value``."""
     keys = obj.data.shape_keys
-    if keys is None or keys.animation_data is None:
+    if key_name in obj.get("facerecon_driven_keys", []) and key_name in keys:
+        return keys, f'["{key_name}"]'
+    return keys.key_blocks[key_name], "value"
+
+
+def set_key_value(obj, key_name: str, value: float) -> None:
+    """Set a shape key the way the *Face Sliders* list does (the manual value of a driven
+    key, else the key itself), clamped to its slider range, and tag the head for update."""
+    keys = obj.data.shape_keys
+    block = keys.key_blocks[key_name]
+    value = float(min(max(value, block.slider_min), block.slider_max))
+    owner, path = key_value_path(obj, key_name)
+    if path == "value":
+        block.value = value
+    else:
+        keys[key_name] = value
+        keys.update_tag()
+    obj.update_tag()
+
+
+def remove_face_controls(obj) -> None:
+    """Delete the drivers (keeping the current values) so every key is a plain slider again."""
+    keys = obj.data.shape_keys
+    if keys is None:
         return
     for key_name in obj.get("facerecon_driven_keys", []):
         kb = keys.key_blocks.get(key_name)
@@ -358,6 +432,8 @@ def remove_face_controls(obj) -> None:
             value = kb.value
             kb.driver_remove("value")
             kb.value = value
+        if key_name in keys:
+            del keys[key_name]
     for prop in CONTROLS:
         if prop in obj:
             del obj[prop]
@@ -366,11 +442,14 @@ def remove_face_controls(obj) -> None:
 
 
 def reset_expression(obj) -> None:
-    """Neutral face: all shape keys and face controls to zero."""
+    """Neutral face: all shape keys, their manual values and the face controls to zero."""
     keys = obj.data.shape_keys
     if keys is not None:
         for kb in keys.key_blocks[1:]:
             kb.value = 0.0
+            if kb.name in keys and kb.name in obj.get("facerecon_driven_keys", []):
+                keys[kb.name] = 0.0
+        keys.update_tag()
     for prop in CONTROLS:
         if prop in obj:
             obj[prop] = 0.0
@@ -634,11 +713,36 @@ def sh_world_terms(params: dict) -> tuple[np.ndarray, np.ndarray]:
     return a, b_blender
 
 
+def _use_nodes(datablock) -> None:
+    """Materials and worlds have node trees by default from Blender 5.0 on, where
+    ``use_nodes`` is deprecated; older versions need it switched on."""
+    if bpy.app.version < (5, 0, 0) or datablock.node_tree is None:
+        datablock.use_nodes = True
+
+
 def photo_world(name: str, params: dict) -> bpy.types.World:
-    """A world whose background is the photo's low-frequency lighting (SH bands 0–1)."""
+    """A world whose background is the photo's low-frequency lighting (SH bands 0–1).
+
+    One world per head: the world ``<name> photo light`` of an earlier import is reused
+    (its nodes rebuilt for the new lighting), not duplicated as ``.001``."""
     a, b = sh_world_terms(params)
-    world = bpy.data.worlds.new(f"{name} photo light")
-    world.use_nodes = True
+    world_name = f"{name} photo light"
+    world = bpy.data.worlds.get(world_name)
+    if world is None:
+        world = bpy.data.worlds.new(world_name)
+    _use_nodes(world)
+    nodes = world.node_tree.nodes
+    for node in list(nodes):
+        if node.type not in ("BACKGROUND", "OUTPUT_WORLD"):
+            nodes.remove(node)
+    if not any(n.type == "OUTPUT_WORLD" for n in nodes):
+        nodes.new("ShaderNodeOutputWorld").location = (300, 0)
+    if not any(n.type == "BACKGROUND" for n in nodes):
+        nodes.new("ShaderNodeBackground")
+    output = next(n for n in nodes if n.type == "OUTPUT_WORLD")
+    if not output.inputs["Surface"].links:
+        world.node_tree.links.new(next(n for n in nodes if n.type == "BACKGROUND").outputs["Background"],
+                                  output.inputs["Surface"])
     nodes, links = world.node_tree.nodes, world.node_tree.links
     background = next(n for n in nodes if n.type == "BACKGROUND")
     coords = nodes.new("ShaderNodeTexCoord")
@@ -733,7 +837,7 @@ def bake_detail(obj) -> float:
             kb.data.foreach_set("co", (co.reshape(-1, 3) + offsets).ravel().astype(np.float32))
     mesh.update()
     for mat in mesh.materials:
-        if mat is None or not mat.use_nodes:
+        if mat is None or mat.node_tree is None:
             continue
         out = next((nd for nd in mat.node_tree.nodes if nd.type == "OUTPUT_MATERIAL"), None)
         if out is not None:

@@ -9,7 +9,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import importer, runner
-from .preferences import addon_prefs
+from .preferences import addon_prefs, user_data_dir
 
 
 def engine_choice(context) -> runner.EngineChoice:
@@ -172,7 +172,7 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
         request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
                                             method=settings.method, device=settings.device,
                                             face=settings.face_index)
-        return runner.EngineJob(request, choice)
+        return runner.EngineJob(request, choice, data_dir=user_data_dir())
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon
@@ -211,6 +211,48 @@ class FACERECON_OT_import_result(bpy.types.Operator):
         return {"FINISHED"}
 
 
+#: The numbered preview *Find Faces* writes, inside the add-on's user folder.
+FACES_PREVIEW = "faces_preview.png"
+
+
+class FACERECON_OT_find_faces(bpy.types.Operator):
+    """Find the faces in the photo and number them on the preview (the Face index to reconstruct)"""
+
+    bl_idname = "facerecon.find_faces"
+    bl_label = "Find Faces"
+
+    timeout: bpy.props.FloatProperty(name="Timeout", default=120.0, min=1.0, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.facerecon.photo) and not context.window_manager.facerecon_job.running
+
+    def execute(self, context):
+        from . import ui
+
+        settings = context.scene.facerecon
+        photo = bpy.path.abspath(settings.photo)
+        choice = engine_choice(context)
+        preview = Path(user_data_dir()) / FACES_PREVIEW
+        if preview.exists():
+            preview.unlink()
+        found = runner.find_faces(choice, photo, preview, data_dir=user_data_dir(), timeout=self.timeout)
+        if found.error:
+            self.report({"ERROR"}, found.error)
+            return {"CANCELLED"}
+        image = ui.update_photo_preview(settings, found.preview) if found.preview else None
+        if image is not None:
+            image.pack()  # the preview belongs to the .blend, not to a file the next search replaces
+        settings.faces_found = len(found.faces)
+        if not found.faces:
+            self.report({"WARNING"}, "No face found in the photo.")
+            return {"FINISHED"}
+        if settings.face_index >= len(found.faces):
+            settings.face_index = 0
+        self.report({"INFO"}, f"{len(found.faces)} face(s) found, numbered on the preview (0 = the largest).")
+        return {"FINISHED"}
+
+
 class FACERECON_OT_check_engine(bpy.types.Operator):
     """Check what the engine needs: PyTorch, the engine Python, the engine and the head model"""
 
@@ -221,7 +263,7 @@ class FACERECON_OT_check_engine(bpy.types.Operator):
         settings = context.scene.facerecon if context.scene else None
         model = settings.model if settings else "open"
         model_path = settings.model_path() if settings else ""
-        lines = runner.check_engine(engine_choice(context), model, model_path)
+        lines = runner.check_engine(engine_choice(context), model, model_path, data_dir=user_data_dir())
         state = context.window_manager.facerecon_job
         missing = [text for ok, text in lines if not ok]
         for ok, text in lines:
@@ -381,6 +423,7 @@ classes = (
     FACERECON_OT_reconstruct,
     FACERECON_OT_import_result,
     FACERECON_OT_check_engine,
+    FACERECON_OT_find_faces,
     FACERECON_OT_bake_detail,
     FACERECON_OT_reset_expression,
     FACERECON_OT_reset_pose,

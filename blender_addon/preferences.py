@@ -20,6 +20,17 @@ MODELS = [
 ]
 
 
+def user_data_dir(create: bool = True) -> str:
+    """The add-on's own writable folder for every file it (or its engine) writes: Blender's
+    per-extension user folder (``extension_path_user``, kept across updates, unlike the
+    extension's folder, which is replaced on update and may be read-only); for a legacy
+    add-on install (or the checkout registered by hand) ``<user datafiles>/facerecon``."""
+    try:
+        return bpy.utils.extension_path_user(__package__, create=create)
+    except (AttributeError, ValueError, KeyError):  # not installed as an extension
+        return bpy.utils.user_resource("DATAFILES", path="facerecon", create=create)
+
+
 def addon_prefs(context: bpy.types.Context | None = None) -> "FACERECON_AddonPreferences | None":
     context = context or bpy.context
     addon = context.preferences.addons.get(__package__)

@@ -22,7 +22,8 @@ def method_items() -> list[tuple[str, str, str]]:
 
 METHODS = method_items()
 RESULT_MODES = [
-    ("REPLACE", "Replace", "Replace the head made earlier from a photo of the same name"),
+    ("REPLACE", "Replace", "Replace the head made earlier from the same photo and face (another face of "
+                           "the same photo gets its own head)"),
     ("ADD", "Add new", "Always add a new object"),
 ]
 
@@ -44,12 +45,17 @@ class FACERECON_Settings(bpy.types.PropertyGroup):
     method: EnumProperty(name="Method", items=METHODS, default="fit")
     device: EnumProperty(name="Device", items=DEVICES, default="cpu")
     face_index: IntProperty(name="Face", default=0, min=0,
-                            description="Which face when the photo shows several (0: the largest)")
+                            description="Which face when the photo shows several (0: the largest; "
+                                        "Find Faces numbers them on the preview)")
+    faces_found: IntProperty(name="Faces found", default=-1, min=-1,
+                             description="Faces Find Faces counted in the photo (-1: not looked yet)")
     result_mode: EnumProperty(name="Result", items=RESULT_MODES, default="REPLACE")
     apply_expression: BoolProperty(name="Fitted expression", default=True,
                                    description="Set the shape keys to the expression seen in the photo")
-    photo_lighting: BoolProperty(name="Photo lighting", default=True,
-                                 description="Create a world that approximates the photo's lighting")
+    photo_lighting: BoolProperty(name="Photo lighting", default=False,
+                                 description="Make the scene's world approximate the photo's lighting, replacing "
+                                             "the world it has (a scene without a world always gets it; one "
+                                             "world per head, reused on re-import)")
     bake_detail: BoolProperty(name="Bake detail into mesh", default=False,
                               description="Move the mesh and all shape keys by the detail map (no modifier, "
                                           "so shape keys still export)")

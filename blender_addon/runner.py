@@ -124,9 +124,17 @@ def choose_python(mode: str = "AUTO", external_python: str = "") -> EngineChoice
                               "Python is set (Preferences > Add-ons > Face Reconstruction > Python executable)")
 
 
-def child_env(choice: EngineChoice) -> dict[str, str]:
-    """Environment for the engine child: bundled engine first on PYTHONPATH."""
+#: The engine's variable for a writable folder (engine/head/build/open_head.py): the built
+#: open head model goes there instead of into the extension's own folder.
+DATA_DIR_ENV = "FACERECON_DATA_DIR"
+
+
+def child_env(choice: EngineChoice, data_dir: str | os.PathLike[str] = "") -> dict[str, str]:
+    """Environment for the engine child: bundled engine first on PYTHONPATH, and ``data_dir``
+    (the add-on's user folder) as the place for any file the engine writes for itself."""
     env = dict(os.environ)
+    if data_dir:
+        env[DATA_DIR_ENV] = str(data_dir)
     paths = []
     root = engine_root()
     if root is not None:
@@ -218,9 +226,10 @@ class EngineJob:
     """
 
     def __init__(self, request: ReconstructRequest | AnimateRequest, choice: EngineChoice,
-                 work_dir: str | None = None):
+                 work_dir: str | None = None, data_dir: str | os.PathLike[str] = ""):
         self.request = request
         self.choice = choice
+        self.data_dir = str(data_dir or "")
         self.state = "new"
         self.fraction = 0.0
         self.stage = ""
@@ -257,7 +266,8 @@ class EngineJob:
         try:
             self._proc = subprocess.Popen(
                 self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, encoding="utf-8", errors="replace", bufsize=1, env=child_env(self.choice),
+                text=True, encoding="utf-8", errors="replace", bufsize=1,
+                env=child_env(self.choice, self.data_dir),
                 cwd=str(self._work),
             )
         except OSError as exc:
@@ -314,6 +324,14 @@ class EngineJob:
         self.cleanup()
 
     def cleanup(self) -> None:
+        # the pipes, once both reader threads reported their end (not while one may still read)
+        if self._proc is not None and self._proc.poll() is not None and self._open_streams == 0:
+            for stream in (self._proc.stdout, self._proc.stderr):
+                if stream is not None and not stream.closed:
+                    try:
+                        stream.close()
+                    except OSError:  # a reader thread may still hold it
+                        pass
         shutil.rmtree(self._work, ignore_errors=True)
 
     @property
@@ -388,13 +406,14 @@ print("FACERECON_CHECK " + json.dumps(info))
 """
 
 
-def reconstruct_available(choice: EngineChoice, timeout: float = 60.0) -> tuple[bool, str]:
+def reconstruct_available(choice: EngineChoice, timeout: float = 60.0, data_dir: str = "") -> tuple[bool, str]:
     """Whether ``python -m engine reconstruct --help`` works in the chosen interpreter."""
     if not choice.ok:
         return False, choice.reason
     try:
         proc = subprocess.run([choice.python, "-m", "engine", "reconstruct", "--help"], capture_output=True,
-                              text=True, timeout=timeout, env=child_env(choice), stdin=subprocess.DEVNULL)
+                              text=True, timeout=timeout, env=child_env(choice, data_dir),
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"could not run {choice.python}: {exc}"
     if proc.returncode == 0:
@@ -404,7 +423,7 @@ def reconstruct_available(choice: EngineChoice, timeout: float = 60.0) -> tuple[
 
 
 def check_engine(choice: EngineChoice, model: str = "open", model_path: str = "",
-                 timeout: float = 120.0) -> list[tuple[bool, str]]:
+                 timeout: float = 120.0, data_dir: str = "") -> list[tuple[bool, str]]:
     """What works and what is missing, as ``(ok, sentence)`` lines for the UI."""
     lines: list[tuple[bool, str]] = []
     lines.append((blender_has_torch(), "PyTorch in Blender's Python: "
@@ -417,7 +436,8 @@ def check_engine(choice: EngineChoice, model: str = "open", model_path: str = ""
     lines.append((True, f"engine Python: {choice.python} ({choice.reason})"))
     try:
         proc = subprocess.run([choice.python, "-c", _CHECK_SCRIPT, model, model_path],
-                              capture_output=True, text=True, timeout=timeout, env=child_env(choice))
+                              capture_output=True, text=True, timeout=timeout,
+                              env=child_env(choice, data_dir))
     except (OSError, subprocess.TimeoutExpired) as exc:
         lines.append((False, f"could not run {choice.python}: {exc}"))
         return lines
@@ -433,10 +453,50 @@ def check_engine(choice: EngineChoice, model: str = "open", model_path: str = ""
         lines.append((False, f"PyTorch missing in {choice.python}: {info.get('torch_error')}"))
     if "engine" in info:
         lines.append((True, f"engine importable from {info['engine']}"))
-        ok, why = reconstruct_available(choice)
+        ok, why = reconstruct_available(choice, data_dir=data_dir)
         lines.append((ok, "engine reconstruct: " + why))
         lines.append(("model" in info, f"head model {info['model']}" if "model" in info
                       else f"head model '{model}' not usable: {info.get('model_error')}"))
     else:
         lines.append((False, f"engine not importable: {info.get('engine_error')}"))
     return lines
+
+
+@dataclass
+class FoundFaces:
+    """What :func:`find_faces` saw: the faces' boxes (largest first, so list index = the
+    ``--face`` number), the numbered preview PNG and where each number is drawn on it
+    (``labels``: index, box and label rectangles in preview pixels), or an error sentence."""
+
+    faces: list[dict]
+    preview: str | None
+    error: str | None = None
+    labels: list[dict] = field(default_factory=list)
+
+
+def find_faces(choice: EngineChoice, photo: str, preview: str | os.PathLike[str], data_dir: str = "",
+               timeout: float = 120.0) -> FoundFaces:
+    """Run ``python -m engine.detect PHOTO --json --numbered PREVIEW`` (the same detector and
+    order as ``engine reconstruct``): the faces and a preview with each one's number."""
+    if not choice.ok:
+        return FoundFaces([], None, choice.reason)
+    if not Path(photo).is_file():
+        return FoundFaces([], None, f"The photo '{photo}' does not exist.")
+    Path(preview).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run([choice.python, "-m", "engine.detect", photo, "--json", "--numbered", str(preview)],
+                              capture_output=True, text=True, timeout=timeout, env=child_env(choice, data_dir),
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return FoundFaces([], None, f"could not run {choice.python}: {exc}")
+    errors = [ln[len("error:"):].strip() for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    if proc.returncode not in (0, 1) or errors:
+        tail = errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return FoundFaces([], None, f"face detection failed: {tail}")
+    try:
+        doc = json.loads(proc.stdout[proc.stdout.find("{"):])
+    except ValueError:
+        return FoundFaces([], None, "face detection printed no result")
+    shown = str(preview) if Path(preview).is_file() else None
+    labels = list(doc.get("numbered", {}).get("labels", [])) if shown else []
+    return FoundFaces(list(doc.get("faces", [])), shown, None, labels)

@@ -12,20 +12,24 @@ from .operators import active_head, engine_choice
 PREVIEW_IMAGE = "FaceRecon photo preview"
 
 
-def update_photo_preview(settings) -> None:
-    """Load the picked photo as an image datablock so the panel can show its preview."""
+def update_photo_preview(settings, path: str | None = None) -> bpy.types.Image | None:
+    """Load the picked photo (or ``path``: the photo with its faces numbered, from *Find
+    Faces*) as the image datablock whose preview the panel shows."""
     old = bpy.data.images.get(PREVIEW_IMAGE)
     if old is not None:
         bpy.data.images.remove(old)
-    path = bpy.path.abspath(settings.photo) if settings.photo else ""
+    if path is None:
+        settings.faces_found = -1  # a new photo: its faces are not counted yet
+        path = bpy.path.abspath(settings.photo) if settings.photo else ""
     if not path or not os.path.isfile(path):
-        return
+        return None
     try:
         image = bpy.data.images.load(path, check_existing=False)
     except RuntimeError:
-        return  # the panel says the photo cannot be read
+        return None  # the panel says the photo cannot be read
     image.name = PREVIEW_IMAGE
     image.preview_ensure()
+    return image
 
 
 class FACERECON_PT_reconstruct(bpy.types.Panel):
@@ -64,7 +68,15 @@ class FACERECON_PT_reconstruct(bpy.types.Panel):
         box.prop(settings, "apply_expression")
         box.prop(settings, "photo_lighting")
         box.prop(settings, "bake_detail")
-        box.prop(settings, "face_index")
+        row = box.row(align=True)
+        row.prop(settings, "face_index")
+        row.operator("facerecon.find_faces", text="Find Faces", icon="VIEWZOOM")
+        if settings.faces_found == 0:
+            box.label(text="No face found in the photo", icon="ERROR")
+        elif settings.faces_found > 0:
+            box.label(text=f"{settings.faces_found} face(s), numbered on the preview (0 = largest)", icon="INFO")
+            if settings.face_index >= settings.faces_found:
+                box.label(text=f"Face {settings.face_index} does not exist", icon="ERROR")
 
         choice = engine_choice(context)
         if not choice.ok:
@@ -101,6 +113,30 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
+class FACERECON_UL_shape_keys(bpy.types.UIList):
+    """The head's shape keys, each with a slider that can be dragged: a key the face
+    controls add to shows its manual value (``importer.key_value_path``)."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        obj = active_data
+        row = layout.row(align=True)
+        row.label(text=item.name, icon="SHAPEKEY_DATA")
+        if index == 0:
+            return
+        owner, path = importer.key_value_path(obj, item.name)
+        row.prop(owner, path, text="", emboss=False)
+        if path != "value":
+            row.label(text="", icon="DRIVER")  # the face controls add to this key
+
+    def filter_items(self, context, data, propname):
+        items = getattr(data, propname)
+        flags = [self.bitflag_filter_item] * len(items)
+        if self.filter_name:
+            pattern = self.filter_name.lower()
+            flags = [self.bitflag_filter_item if pattern in kb.name.lower() else 0 for kb in items]
+        return flags, []
+
+
 class FACERECON_PT_sliders(bpy.types.Panel):
     bl_label = "Face Sliders"
     bl_idname = "FACERECON_PT_sliders"
@@ -133,11 +169,12 @@ class FACERECON_PT_sliders(bpy.types.Panel):
         keys = obj.data.shape_keys
         if keys is not None:
             layout.label(text=f"Expressions ({len(keys.key_blocks) - 1})")
-            layout.template_list("MESH_UL_shape_keys", "facerecon", keys, "key_blocks", obj,
+            layout.template_list("FACERECON_UL_shape_keys", "facerecon", keys, "key_blocks", obj,
                                  "active_shape_key_index", rows=6)
             active = obj.active_shape_key
             if active is not None and obj.active_shape_key_index > 0:
-                layout.prop(active, "value", text=active.name, slider=True)
+                owner, path = importer.key_value_path(obj, active.name)
+                layout.prop(owner, path, text=active.name, slider=True)
         row = layout.row(align=True)
         row.operator("facerecon.reset_expression", icon="LOOP_BACK")
         row.operator("facerecon.remove_controls", icon="UNLINKED")
@@ -166,4 +203,4 @@ class FACERECON_PT_export(bpy.types.Panel):
         row.operator("facerecon.export", text="FBX").format = "FBX"
 
 
-classes = (FACERECON_PT_reconstruct, FACERECON_PT_sliders, FACERECON_PT_export)
+classes = (FACERECON_UL_shape_keys, FACERECON_PT_reconstruct, FACERECON_PT_sliders, FACERECON_PT_export)

@@ -32,8 +32,10 @@ def pytest_unconfigure(config) -> None:
 
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory) -> dict:
-    """Real and face-free photos as files: scikit-image's astronaut (one face) and a
-    grey ramp (no face), shared by the CLI, reconstruct and Blender tests."""
+    """Real and face-free photos as files: scikit-image's astronaut (one face), a "group
+    photo" of two astronauts of different sizes on a grey card (two faces: the left one is
+    the larger, face 0) and a grey ramp (no face), shared by the CLI, reconstruct and Blender
+    tests."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -44,7 +46,13 @@ def photos(tmp_path_factory) -> dict:
     gradient = folder / "gradient.png"
     ramp = np.linspace(0, 255, 256, dtype=np.uint8)
     Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, -1)).save(gradient)
-    return {"astronaut": astronaut, "gradient": gradient}
+    portrait = data.astronaut()[0:300, 100:360]
+    group_rgb = np.full((320, 640, 3), 200, np.uint8)
+    group_rgb[0:300, 20:280] = portrait
+    group_rgb[60:268, 400:580] = np.asarray(Image.fromarray(portrait).resize((180, 208)))
+    group = folder / "group.png"
+    Image.fromarray(group_rgb).save(group)
+    return {"astronaut": astronaut, "gradient": gradient, "group": group}
 
 
 @pytest.fixture(scope="session")

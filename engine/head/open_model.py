@@ -14,17 +14,19 @@ from engine.head.model import HeadModel
 
 
 def load_open(path: str | Path | None = None) -> HeadModel:
-    """Load ``path`` (default ``engine/assets/open_head.npz``), building it first if missing."""
+    """Load ``path``, or by default the built model (``engine/assets/open_head.npz``, or the
+    folder named by ``$FACERECON_DATA_DIR``: ``build.open_head.default_path``), building it
+    first when missing or stale."""
     from engine.head.build import open_head as build_open
 
-    p = Path(path) if path is not None else build_open.DEFAULT_OUT
+    p = Path(path) if path is not None else build_open.default_path()
     if path is None and not (p.is_file() and build_open.is_current(p)):
         print(f"[engine.head] building the open head model into {p} (one-off, a few seconds)",
               file=sys.stderr)
         build_open.build(p, verbose=False)
     if not p.is_file():
         raise ModelFileError(f"open head model file {p} does not exist; build it with "
-                             "'python -m engine.head.build.open_head --out {p}'.")
+                             f"'python -m engine.head.build.open_head --out {p}'.")
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

