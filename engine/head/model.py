@@ -24,6 +24,22 @@ from engine.render.rotation import axis_angle_to_matrix
 #: rest; ``eyes`` eyeballs; ``mouth_interior`` mouth cavity, teeth, tongue (may be empty).
 REGION_NAMES = ("skin", "face_skin", "eyes", "mouth_interior", "scalp_neck")
 
+#: Seed of the fixed direction that orients identity modes (:func:`basis_signature`).
+SIGNATURE_SEED = 20261129
+
+
+def basis_signature(basis: np.ndarray) -> np.ndarray:
+    """``(K,)`` float64: each mode of a ``(K, V, 3)`` basis projected on one fixed pseudo-random
+    ``(V, 3)`` direction (seeded by :data:`SIGNATURE_SEED`). Its signs identify the modes'
+    orientation: an SVD may return any mode negated (LAPACK's choice depends on the thread
+    count), so the open model's build makes every signature positive, and a network records
+    the signature of the basis it learnt on (``identity_signature``) so its codes keep their
+    meaning on a head model built elsewhere."""
+    b = np.asarray(basis, np.float64)
+    r = np.random.default_rng(SIGNATURE_SEED).standard_normal(b.shape[1:])
+    return b.reshape(b.shape[0], -1) @ r.reshape(-1)
+
+
 # Arrays every adapter must provide (numpy, before conversion to buffers).
 REQUIRED_ARRAYS = (
     "template",  # (V, 3) metres, model frame
@@ -111,6 +127,11 @@ class HeadModel(nn.Module):
             cached = mirror_vertex_map(self.template)
             self.__dict__["_mirror_cache"] = cached
         return cached
+
+    def identity_signature(self) -> torch.Tensor:
+        """``(K_id,)`` :func:`basis_signature` of the identity basis (float32, on the model's device)."""
+        sig = basis_signature(self.identity_basis.detach().cpu().numpy())
+        return torch.as_tensor(sig, dtype=torch.float32, device=self.identity_basis.device)
 
     @property
     def n_vertices(self) -> int:

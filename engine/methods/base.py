@@ -103,6 +103,11 @@ class LearnedMethod(nn.Module):
         self.head = head
         for p in self.head.parameters():
             p.requires_grad_(False)
+        # the orientation of the identity modes the network's codes refer to (saved with it;
+        # see engine.head.model.basis_signature): a head model built elsewhere may have some
+        # modes negated, and identity_orientation() turns the codes onto its basis
+        self.register_buffer("identity_signature", head.identity_signature())
+        self.register_buffer("head_signature", head.identity_signature(), persistent=False)
 
     # ------------------------------------------------------------------ what a method implements
     def encode(self, images: Tensor) -> Any:
@@ -114,6 +119,12 @@ class LearnedMethod(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ provided
+    def identity_orientation(self) -> Tensor:
+        """``(K_id,)`` ±1: the sign turning the network's identity codes (in the basis it
+        learnt on) into coefficients of this head model's basis."""
+        same = (self.identity_signature * self.head_signature) >= 0
+        return torch.where(same, 1.0, -1.0).to(self.head_signature.dtype)
+
     @property
     def image_size(self) -> int:
         return int(self.cfg.image_size)
@@ -184,7 +195,8 @@ class LearnedMethod(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         res = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in res.missing_keys if not k.startswith("head.")]
+        # a state from before networks recorded their identity orientation keeps the local build's
+        missing = [k for k in res.missing_keys if not k.startswith("head.") and k != "identity_signature"]
         if strict and (missing or res.unexpected_keys):
             raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {res.unexpected_keys[:5]}")
         return res
@@ -233,6 +245,8 @@ class LearnedMethod(nn.Module):
         model = cls(cls.config_from_dict(export[cls.name]))
         state = cls.upgrade_state({k: (v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v)
                                    for k, v in data["model"].items()})
+        if "identity_signature" not in state:  # written before networks recorded it: the local build's
+            state["identity_signature"] = model.identity_signature.clone()
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)}
         if any(k not in got or got[k] != shape for k, shape in expected.items()):

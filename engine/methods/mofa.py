@@ -159,7 +159,7 @@ class Mofa(LearnedMethod):
         B, head = code.batch_size, self.head
         n_id, n_exp = self.layout.n_identity, self.layout.n_expression
         ident = code.identity.new_zeros(B, head.n_identity)
-        ident[:, :n_id] = code.identity * head.identity_std[:n_id]
+        ident[:, :n_id] = code.identity * head.identity_std[:n_id] * self.identity_orientation()[:n_id]
         expr = code.expression.new_zeros(B, head.n_expression)
         expr[:, :n_exp] = code.expression
         R = frontal_rotation(device=code.rotation.device) @ axis_angle_to_matrix(code.rotation)

@@ -35,6 +35,10 @@ def _export(argv: list[str]) -> int:
     ap.add_argument("checkpoint", help="runs/NAME/checkpoints/ckpt_*.pt, runs/NAME/final.pt, ...")
     ap.add_argument("out", help="file to write (written atomically)")
     ap.add_argument("--half", action="store_true", help="store weights as float16")
+    ap.add_argument("--identity-basis", metavar="HEAD.npz", default=None,
+                    help="record the identity orientation of this head-model file (the build the network "
+                         "learnt on) in a checkpoint written before networks recorded it "
+                         "(engine.head.model.basis_signature)")
     a = ap.parse_args(argv)
     from engine.train.state import load_checkpoint_file
     from engine.train.trainer import export_checkpoint
@@ -42,6 +46,18 @@ def _export(argv: list[str]) -> int:
     if Path(a.out).is_dir():
         raise UserError(f"{a.out} is a folder; give the exported file's name (e.g. {a.out}/model.pt)")
     data = load_checkpoint_file(a.checkpoint)  # weights_only, format and keys checked
+    if a.identity_basis:
+        import numpy as np
+        import torch
+
+        from engine.head.model import basis_signature
+
+        try:
+            with np.load(a.identity_basis, allow_pickle=False) as z:
+                sig = basis_signature(z["identity_basis"])
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"--identity-basis {a.identity_basis}: not a head-model file with an identity_basis ({e})")
+        data["model"] = {**data["model"], "identity_signature": torch.tensor(sig, dtype=torch.float32)}
     print(export_checkpoint(data, a.out, half=a.half))
     return 0
 

@@ -42,7 +42,10 @@ import numpy as np
 
 from engine.errors import ModelFileError, cli_errors
 
-BUILD_VERSION = 2  # 2: eye units masked to the skin and their own eye (EYE_UNIT_PARTS)
+# 2: eye units masked to the skin and their own eye (EYE_UNIT_PARTS)
+# 3: identity modes oriented by engine.head.model.basis_signature (the SVD's signs depended on
+#    the thread count, so two builds of version 2 could disagree on the sign of a mode)
+BUILD_VERSION = 3
 SEED = 20261122
 N_SAMPLES = 20000
 LOCAL_SIGMA = 0.18
@@ -321,6 +324,11 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> dict[str, object]:
     std = S[:K] / np.sqrt(N_SAMPLES)
     modes_w = (Fc.T @ Us[:, :K]) / S[:K]  # feature-space direction of each unit mode
     id_full = np.tensordot(modes_w.T * std[:, None], D, 1)  # (K, need, 3), N(0,1) scaled
+    # orient each mode (the SVD's sign is arbitrary and depends on LAPACK's thread count)
+    from engine.head.model import basis_signature
+
+    flip = np.where(basis_signature(id_full[:, head_rows]) < 0, -1.0, 1.0)
+    id_full = id_full * flip[:, None, None]
     log(f"identity PCA: {K} modes keep {np.cumsum(var)[K-1]/var.sum():.4f} of the variance; "
         f"mode sd (mm, max vertex) {[round(float(np.abs(m).max()*1000), 1) for m in id_full[:5]]}")
 
