@@ -39,6 +39,6 @@ step train_bench 120 "$PY" benchmarks/train_benchmark.py --device cuda --batch 2
 step render_bench 120 "$PY" benchmarks/render_benchmark.py --device cuda --batches 1 256 1024 --iters 10 --json "$REC"
 step fit_bench 90 "$PY" benchmarks/fit_benchmark.py --device cuda --n 5 --no-reconstruct --json "$REC"
 if [ -f benchmarks/video_benchmark.py ]; then
-  step video_bench 120 "$PY" benchmarks/video_benchmark.py --device cuda --json "$REC"
+  step video_bench 120 "$PY" benchmarks/video_benchmark.py speed --device cuda --methods mofa hybrid --frames 90 --json "$REC"
 fi
 "$PY" benchmarks/gpu_table.py "$REC" | tee "$OUT/table.md"

@@ -16,24 +16,27 @@ def register() -> None:
     global _classes
     import bpy
 
-    from . import operators, preferences, properties, ui
+    from . import animation, operators, preferences, properties, ui
 
     _classes = (
         preferences.FACERECON_AddonPreferences,
         *properties.classes,
         *operators.classes,
         *ui.classes,
+        *animation.classes,
     )
     for cls in _classes:
         bpy.utils.register_class(cls)
     properties.register_properties()
+    animation.register_properties()
 
 
 def unregister() -> None:
     import bpy
 
-    from . import properties
+    from . import animation, properties
 
+    animation.unregister_properties()
     properties.unregister_properties()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

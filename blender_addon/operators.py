@@ -35,18 +35,14 @@ def _redraw(context) -> None:
             area.tag_redraw()
 
 
-class FACERECON_OT_reconstruct(bpy.types.Operator):
-    """Reconstruct a textured, animatable head from the photo (runs in the background; Esc cancels)"""
+class EngineJobOperator:
+    """An operator that runs one engine job in a child process: ``execute`` waits for it
+    (scripts, tests), ``invoke`` polls it from a timer with progress in the sidebar (Esc
+    cancels). Subclasses (with ``bpy.types.Operator``) define a ``timeout`` property,
+    ``job_label``, ``_make_job(context)`` (an :class:`runner.EngineJob` or None) and
+    ``_import(context, job) -> (status, message)`` (bring the finished job's folder in)."""
 
-    bl_idname = "facerecon.reconstruct"
-    bl_label = "Reconstruct from Photo"
-    bl_options = {"REGISTER", "UNDO"}
-
-    photo: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"},
-                          description="Overrides the sidebar's photo (for scripts)")
-    timeout: bpy.props.FloatProperty(name="Timeout", default=0.0, min=0.0, options={"SKIP_SAVE"},
-                                     description="Seconds before a synchronous run gives up (0: no limit)")
-
+    job_label = "Job"
     _job: runner.EngineJob | None = None
     _timer = None
 
@@ -54,16 +50,9 @@ class FACERECON_OT_reconstruct(bpy.types.Operator):
     def poll(cls, context):
         return not context.window_manager.facerecon_job.running
 
-    # -- shared -------------------------------------------------------------------
-    def _make_job(self, context) -> runner.EngineJob | None:
+    def _engine(self, context) -> tuple[str, runner.EngineChoice] | None:
+        """(model path, engine interpreter) for the sidebar's head model; None (reported) when missing."""
         settings = context.scene.facerecon
-        photo = bpy.path.abspath(self.photo or settings.photo)
-        if not photo:
-            self.report({"ERROR"}, "Pick a photo first.")
-            return None
-        if not os.path.isfile(photo):
-            self.report({"ERROR"}, f"The photo '{photo}' does not exist.")
-            return None
         model_path = settings.model_path()
         if settings.model in ("ict", "flame") and not model_path:
             self.report({"ERROR"}, f"Choose the {settings.model.upper()} model location first.")
@@ -72,10 +61,7 @@ class FACERECON_OT_reconstruct(bpy.types.Operator):
         if not choice.ok:
             self.report({"ERROR"}, choice.reason)
             return None
-        request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
-                                            method=settings.method, device=settings.device,
-                                            face=settings.face_index)
-        return runner.EngineJob(request, choice)
+        return model_path, choice
 
     def _finish(self, context, job: runner.EngineJob) -> set[str]:
         state = context.window_manager.facerecon_job
@@ -83,24 +69,20 @@ class FACERECON_OT_reconstruct(bpy.types.Operator):
         try:
             if job.state != runner.DONE:
                 if job.state == runner.CANCELLED:
-                    self.report({"WARNING"}, "Reconstruction cancelled.")
+                    self.report({"WARNING"}, f"{self.job_label} cancelled.")
                 else:
                     self.report({"ERROR"}, job.error or "The engine failed.")
                 state.status = job.message
                 return {"CANCELLED"}
-            settings = context.scene.facerecon
             try:
-                obj = importer.import_result(
-                    context, job.out_dir, replace=settings.result_mode == "REPLACE",
-                    apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
-                    bake_detail=settings.bake_detail)
+                status, message = self._import(context, job)
             except Exception as exc:  # the import rolled itself back
                 self.report({"ERROR"}, f"Import failed: {exc}")
                 state.status = f"import failed: {exc}"
                 return {"CANCELLED"}
-            state.status = f"{obj.name}: {len(obj.data.vertices)} vertices in {job.elapsed:.1f} s"
+            state.status = status
             state.progress = 100.0
-            self.report({"INFO"}, f"Reconstructed '{obj.name}' in {job.elapsed:.1f} s")
+            self.report({"INFO"}, message)
             return {"FINISHED"}
         finally:
             job.cleanup()
@@ -158,6 +140,48 @@ class FACERECON_OT_reconstruct(bpy.types.Operator):
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
+
+
+class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
+    """Reconstruct a textured, animatable head from the photo (runs in the background; Esc cancels)"""
+
+    bl_idname = "facerecon.reconstruct"
+    bl_label = "Reconstruct from Photo"
+    bl_options = {"REGISTER", "UNDO"}
+    job_label = "Reconstruction"
+
+    photo: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"},
+                          description="Overrides the sidebar's photo (for scripts)")
+    timeout: bpy.props.FloatProperty(name="Timeout", default=0.0, min=0.0, options={"SKIP_SAVE"},
+                                     description="Seconds before a synchronous run gives up (0: no limit)")
+
+    # -- shared -------------------------------------------------------------------
+    def _make_job(self, context) -> runner.EngineJob | None:
+        settings = context.scene.facerecon
+        photo = bpy.path.abspath(self.photo or settings.photo)
+        if not photo:
+            self.report({"ERROR"}, "Pick a photo first.")
+            return None
+        if not os.path.isfile(photo):
+            self.report({"ERROR"}, f"The photo '{photo}' does not exist.")
+            return None
+        engine = self._engine(context)
+        if engine is None:
+            return None
+        model_path, choice = engine
+        request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
+                                            method=settings.method, device=settings.device,
+                                            face=settings.face_index)
+        return runner.EngineJob(request, choice)
+
+    def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
+        settings = context.scene.facerecon
+        obj = importer.import_result(
+            context, job.out_dir, replace=settings.result_mode == "REPLACE",
+            apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
+            bake_detail=settings.bake_detail)
+        return (f"{obj.name}: {len(obj.data.vertices)} vertices in {job.elapsed:.1f} s",
+                f"Reconstructed '{obj.name}' in {job.elapsed:.1f} s")
 
 
 class FACERECON_OT_import_result(bpy.types.Operator):

@@ -1,4 +1,4 @@
-"""Run ``python -m engine reconstruct`` without blocking Blender.
+"""Run ``python -m engine reconstruct`` (or ``animate``) without blocking Blender.
 
 PyTorch is far too large to bundle in the extension, so the engine always runs in a
 child process: Blender's own interpreter when it can import torch, otherwise the external
@@ -164,6 +164,41 @@ class ReconstructRequest:
         args += ["--face", str(self.face)]
         return args
 
+    def input_problem(self) -> str | None:
+        """Why the job cannot start (one sentence), or None."""
+        return None if Path(self.photo).is_file() else f"The photo '{self.photo}' does not exist."
+
+
+@dataclass
+class AnimateRequest:
+    """Arguments of ``python -m engine animate`` (docs/video.md)."""
+
+    video: str  # a video file or a folder of images
+    model: str = "open"
+    model_path: str = ""
+    method: str = "fit"
+    device: str = "cpu"
+    face: int = 0  # among the faces of the first frame with a face; 0 = the largest
+    fps: float = 0.0  # 0: the video's own rate (30 for image folders)
+    start: float = 0.0
+    end: float = 0.0  # 0: to the end
+
+    def arguments(self, out_dir: str) -> list[str]:
+        args = ["-m", "engine", "animate", self.video, "--out", out_dir, "--model", self.model,
+                "--method", self.method, "--device", self.device, "--progress", "jsonl", "--face", str(self.face)]
+        if self.model_path:
+            args += ["--model-path", self.model_path]
+        if self.fps > 0:
+            args += ["--fps", f"{self.fps:g}"]
+        if self.start > 0:
+            args += ["--start", f"{self.start:g}"]
+        if self.end > 0:
+            args += ["--end", f"{self.end:g}"]
+        return args
+
+    def input_problem(self) -> str | None:
+        return None if Path(self.video).exists() else f"The video '{self.video}' does not exist."
+
 
 def _pump(stream, tag: str, q: "queue.Queue[tuple[str, str | None]]") -> None:
     """Reader thread: forward lines of a child's pipe to the queue (None = closed)."""
@@ -182,7 +217,8 @@ class EngineJob:
     ``error`` holds one sentence for the user. ``cleanup`` removes the temporary folder.
     """
 
-    def __init__(self, request: ReconstructRequest, choice: EngineChoice, work_dir: str | None = None):
+    def __init__(self, request: ReconstructRequest | AnimateRequest, choice: EngineChoice,
+                 work_dir: str | None = None):
         self.request = request
         self.choice = choice
         self.state = "new"
@@ -211,8 +247,9 @@ class EngineJob:
         if not self.choice.ok:
             self._fail(self.choice.reason)
             return
-        if not Path(self.request.photo).is_file():
-            self._fail(f"The photo '{self.request.photo}' does not exist.")
+        problem = self.request.input_problem()
+        if problem:
+            self._fail(problem)
             return
         if engine_root() is None:
             self._fail("The engine is not bundled with this add-on (no 'engine' folder next to it).")

@@ -1,7 +1,7 @@
 """``python -m engine <command>``: a small dispatcher; each command lives in its own module.
 
-Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`), ``methods`` (the
-method registry, :mod:`engine.methods.registry`).
+Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`), ``animate`` (video ->
+animated head, :mod:`engine.video`), ``methods`` (the method registry, :mod:`engine.methods.registry`).
 """
 
 from __future__ import annotations
@@ -109,6 +109,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_animate(args: argparse.Namespace) -> int:
+    from engine.video.cli import run
+
+    cb, close = _progress_printer(args.progress)
+    try:
+        return run(args, cb)
+    finally:
+        close()
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from engine.methods import registry
 
@@ -159,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "examples/NAME.png beside --out, kept with a result (params.json names it) and "
                         "removed again when the run fails")
     r.set_defaults(func=cmd_reconstruct)
+    from engine.video.cli import DESCRIPTION, add_arguments
+
+    a = sub.add_parser("animate", help="animate a head from a video (ARKit curves, head pose)", description=DESCRIPTION)
+    add_arguments(a)
+    a.set_defaults(func=cmd_animate)
     return p
 
 

@@ -20,6 +20,7 @@ from engine.render.shading import vertex_normals_np
 from engine.export.atomic import atomic_write
 
 _FLOAT, _UINT = 5126, 5125
+_USHORT = 5123
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
@@ -47,7 +48,7 @@ class _Builder:
         return len(self.views) - 1
 
     def accessor(self, arr: np.ndarray, kind: str, target: int | None, minmax: bool = False) -> int:
-        comp = _UINT if arr.dtype == np.uint32 else _FLOAT
+        comp = _UINT if arr.dtype == np.uint32 else (_USHORT if arr.dtype == np.uint16 else _FLOAT)
         acc = {"bufferView": self.view(np.ascontiguousarray(arr).tobytes(), target), "componentType": comp,
                "count": int(arr.shape[0]), "type": kind}
         if minmax:
@@ -60,12 +61,19 @@ class _Builder:
 def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray,
               face_uv: np.ndarray, morph_targets: Mapping[str, np.ndarray] | None = None,
               texture_png: bytes | None = None, name: str = "head",
-              morph_weights: Mapping[str, float] | None = None) -> dict[str, object]:
+              morph_weights: Mapping[str, float] | None = None, skin: Mapping | None = None,
+              animation: Mapping | None = None) -> dict[str, object]:
     """Write a GLB with positions, normals, UVs (v flipped for glTF) and morph targets.
 
     vertices (V,3) metres; faces (F,3); uv (T,2) OBJ convention; face_uv (F,3);
     morph_targets: name -> (V,3) position deltas on the original vertices; morph_weights:
     initial weight per target name (Blender shape-key values), default 0.
+    skin (optional, :func:`_add_skin`): ``joint_names``, ``joint_parents`` (-1 = root),
+    ``rest_joints`` (J,3) and ``weights`` (V,J) — joints become nodes, the mesh is skinned
+    (four strongest influences per vertex). animation (optional, needs ``skin`` for joint
+    channels, :func:`_add_animation`): ``times`` (T,) seconds, ``morph_weights`` (T, n targets)
+    and/or ``rotations`` {joint: (T,4) quaternions x, y, z, w}, ``name``; linear interpolation.
+    Without skin and animation the file is what it always was.
     Returns {"vertex_map": (N,) original vertex of each glTF vertex, "n_vertices": N}.
     """
     path = Path(path)
@@ -109,6 +117,10 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
         material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0}
     else:
         material["pbrMetallicRoughness"]["baseColorFactor"] = [0.8, 0.8, 0.8, 1.0]
+    if skin is not None:
+        _add_skin(doc, b, prim, skin, vmap)
+    if animation is not None:
+        _add_animation(doc, b, animation, names)
     doc.update(meshes=[mesh], materials=[material], accessors=b.accessors, bufferViews=b.views)
     while len(b.blob) % 4:
         b.blob.append(0)
@@ -120,6 +132,64 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
             + struct.pack("<I4s", len(b.blob), b"BIN\x00") + bytes(b.blob))
     atomic_write(path, data)
     return {"vertex_map": vmap, "n_vertices": int(len(vmap))}
+
+
+def _add_skin(doc: dict, b: _Builder, prim: dict, skin: Mapping, vmap: np.ndarray) -> None:
+    """Joint nodes (translation = rest offset from the parent, no rotation at rest), inverse
+    bind matrices, and JOINTS_0 / WEIGHTS_0 (the four largest weights, renormalised)."""
+    names = list(skin["joint_names"])
+    parents = [int(p) for p in skin["joint_parents"]]
+    rest = np.asarray(skin["rest_joints"], np.float64)
+    w = np.asarray(skin["weights"], np.float64)[vmap]
+    first = len(doc["nodes"])
+    for j, joint in enumerate(names):
+        offset = rest[j] - (rest[parents[j]] if parents[j] >= 0 else 0.0)
+        node: dict = {"name": joint, "translation": [float(x) for x in offset]}
+        children = [first + c for c, p in enumerate(parents) if p == j]
+        if children:
+            node["children"] = children
+        doc["nodes"].append(node)
+    roots = [first + j for j, p in enumerate(parents) if p < 0]
+    doc["scenes"][0]["nodes"] += roots
+    ibm = np.tile(np.eye(4, dtype=np.float32), (len(names), 1, 1))
+    ibm[:, :3, 3] = -rest
+    ibm = np.ascontiguousarray(ibm.transpose(0, 2, 1)).reshape(len(names), 16)  # column-major
+    doc["nodes"][0]["skin"] = 0
+    doc["skins"] = [{"inverseBindMatrices": b.accessor(ibm, "MAT4", None), "joints": list(range(first, first + len(names))),
+                     "skeleton": roots[0]}]
+    top = np.argsort(-w, axis=1)[:, :4]
+    tw = np.take_along_axis(w, top, 1)
+    tw = tw / np.maximum(tw.sum(1, keepdims=True), 1e-12)
+    if top.shape[1] < 4:
+        pad = 4 - top.shape[1]
+        top = np.pad(top, ((0, 0), (0, pad)))
+        tw = np.pad(tw, ((0, 0), (0, pad)))
+    prim["attributes"]["JOINTS_0"] = b.accessor(top.astype(np.uint16), "VEC4", _ARRAY_BUFFER)
+    prim["attributes"]["WEIGHTS_0"] = b.accessor(tw.astype(np.float32), "VEC4", _ARRAY_BUFFER)
+
+
+def _add_animation(doc: dict, b: _Builder, animation: Mapping, target_names: list[str]) -> None:
+    """One animation: morph weights of the mesh node and rotations of joint nodes."""
+    times = np.asarray(animation["times"], np.float32).reshape(-1, 1)
+    inp = b.accessor(times, "SCALAR", None, minmax=True)
+    samplers, channels = [], []
+    weights = animation.get("morph_weights")
+    if weights is not None:
+        wts = np.asarray(weights, np.float32)
+        if wts.shape != (len(times), len(target_names)):
+            raise ValueError(f"morph_weights has shape {wts.shape}, expected ({len(times)}, {len(target_names)})")
+        samplers.append({"input": inp, "output": b.accessor(wts.reshape(-1, 1), "SCALAR", None),
+                         "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": 0, "path": "weights"}})
+    nodes = {n.get("name"): i for i, n in enumerate(doc["nodes"]) if i > 0}
+    for joint, quats in (animation.get("rotations") or {}).items():
+        if joint not in nodes:
+            raise ValueError(f"animated joint {joint!r} is not in the skin")
+        q = np.asarray(quats, np.float32)
+        samplers.append({"input": inp, "output": b.accessor(q, "VEC4", None), "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": nodes[joint], "path": "rotation"}})
+    doc["animations"] = [{"name": str(animation.get("name", "animation")), "samplers": samplers,
+                          "channels": channels}]
 
 
 def read_glb(path: str | Path) -> tuple[dict, bytes]:

@@ -85,6 +85,13 @@ class FitConfig:
     contour_band: float = 0.3  # silhouette candidates: skin vertices with 0 <= n·(-ray) < band
     # visibility test
     depth_tolerance_m: float = 4e-3
+    # keep the identity at the init's value (zeros without an init): video fits one identity
+    # per clip on key frames, then fits every frame with it (engine.video)
+    fix_identity: bool = False
+    # False: stop after the landmark stages (no lighting/albedo solve, no photometric
+    # refinement; the result keeps the init's lighting). Video frames: those stages cost
+    # three quarters of a warm-started fit and made expressions 50 % worse (docs/video.md)
+    appearance: bool = True
     # CPU intra-op threads during a fit (0 = leave torch's setting alone)
     cpu_threads: int = 1
     # outputs

@@ -260,7 +260,8 @@ class PhotoFit:
             self.psi[0] = self.init.expression[0].to(dev)
             if self.cache.jaw_index is not None and self.init.pose.shape[1] == model.n_joints:
                 self.jaw[0] = self.init.pose[0, self.cache.jaw_index].to(dev)
-        for p_ in (self.beta, self.psi, self.jaw):
+        # a fixed identity (video: one per clip) gets no gradient, so Adam leaves it alone
+        for p_ in ((self.psi, self.jaw) if cfg.fix_identity else (self.beta, self.psi, self.jaw)):
             p_.requires_grad_(True)
         self.exp_mask = self.cache.expression_mask[None]
         # landmark noise (px at the working size) sets the prior strength: MAP weights σ²/68
@@ -294,7 +295,7 @@ class PhotoFit:
         for _ in range(cfg.shape_iters):
             opt.zero_grad()
             self._landmark_energy(priors=True).sum().backward()
-            if id_keep is not None:
+            if id_keep is not None and self.beta.grad is not None:
                 self.beta.grad.mul_(id_keep)
             opt.step()
         self._clamp_expression()
@@ -385,10 +386,14 @@ class PhotoFit:
             K_img = torch.tensor(self.K_img, dtype=torch.float32)[None]
         self.report("fit", 0.8, "fit done")
         camera = PerspectiveCamera(K_img, R.detach().cpu(), self.tvec.detach().cpu(), (H_img, W_img))
+        app = getattr(self, "app", None)  # None when the appearance stages did not run
+        sh = app.sh.detach().cpu()[None] if app is not None else (
+            self.init.sh.detach().cpu() if self.init is not None else self.sh.detach().cpu())
         return FaceParams(
             identity=self.beta.detach().cpu(), expression=(self.psi * self.exp_mask).detach().cpu(),
-            pose=pose.detach().cpu(), camera=camera, sh=self.app.sh.detach().cpu()[None],
-            albedo=self.app.albedo.detach().cpu()[None], visibility=self.weights.detach().cpu()[None],
+            pose=pose.detach().cpu(), camera=camera, sh=sh,
+            albedo=None if app is None else app.albedo.detach().cpu()[None],
+            visibility=None if app is None else self.weights.detach().cpu()[None],
             landmarks=torch.tensor(self.lm, dtype=torch.float32)[None], timings=dict(self.timings),
             losses=dict(self.losses))
 
@@ -426,8 +431,9 @@ def fit_photo(
     try:
         fit.camera()
         fit.landmarks()
-        fit.appearance()
-        fit.refine()
+        if cfg.appearance:
+            fit.appearance()
+            fit.refine()
         return fit.result()
     finally:
         if threads:

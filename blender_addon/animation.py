@@ -1,0 +1,307 @@
+"""Animation on a reconstructed head: keyframes from ``animation.json`` / a Live Link Face CSV,
+the *Animate from Video* and *Import Animation File* operators and their sidebar panel.
+
+The files are read by the engine's own reader (``engine/video/formats.py``, standard library
++ numpy, loaded by path like the method registry), so add-on and engine agree on them.
+
+:func:`apply_animation` keys, per frame (linear interpolation, so every frame shows exactly
+the file's value):
+
+* one shape key per named curve (animation.json: the model's expression names; CSV: the 52
+  ARKit names). The jaw/eye face controls would override keyed values through their
+  drivers, so they are removed first (as *Free All Sliders* does);
+* the bones of the head's rig (rig.json armature): each joint's local rotation, and the
+  head's rotation (relative to the camera's line of sight) on the ``neck`` bone (``global``
+  for rigs without one), composed with the neck's own rotation; the neck/gaze bone controls
+  of animated bones give way to the keys. A CSV has no joints: its mouth opens by the
+  ``jawOpen`` shape key and its gaze is in the ``eyeLook*`` keys (its eye-rotation columns
+  would turn the eyes twice, so they are not keyed);
+* optionally the scene: frame range from ``start_frame`` and the frame rate of the file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import bpy
+import numpy as np
+from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProperty
+
+from . import importer, runner
+from .operators import EngineJobOperator, active_head, engine_choice
+
+_FORMATS = "_facerecon_animation_formats"
+
+__all__ = ["apply_animation", "classes", "formats", "read_animation", "scene_frames"]
+
+
+def formats():
+    """``engine/video/formats.py`` of the engine this add-on runs (loaded on its own)."""
+    root = runner.engine_root()
+    if root is None:
+        raise importer.ImportFailed("The engine is not bundled with this add-on (no 'engine' folder next to it).")
+    path = root / "engine" / "video" / "formats.py"
+    module = sys.modules.get(_FORMATS)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    spec = importlib.util.spec_from_file_location(_FORMATS, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_FORMATS] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_animation(path: str | Path, fps: float | None = None):
+    """An ``Animation`` from animation.json or a Live Link Face CSV (ImportFailed otherwise)."""
+    fmt = formats()
+    try:
+        return fmt.read_animation(path, fps)
+    except fmt.AnimationFileError as exc:
+        raise importer.ImportFailed(str(exc)) from None
+
+
+def scene_frames(times: np.ndarray, fps: float, start_frame: int) -> np.ndarray:
+    """Scene frame of each sample: ``start_frame`` + elapsed time × fps, rounded."""
+    return start_frame + np.round((np.asarray(times) - float(times[0])) * fps).astype(np.int64)
+
+
+def _fcurve(id_data, action_name: str, data_path: str, index: int = 0, group: str | None = None):
+    """The F-curve of ``data_path[index]`` on ``id_data``'s action (created as needed), emptied."""
+    ad = id_data.animation_data or id_data.animation_data_create()
+    if ad.action is None:
+        ad.action = bpy.data.actions.new(action_name)
+    action = ad.action
+    fc = action.fcurves.find(data_path, index=index)
+    if fc is None:
+        fc = action.fcurves.new(data_path, index=index, action_group=group or "")
+    fc.keyframe_points.clear()
+    # Blender 4.4+ (slotted actions): a new action's legacy slot must be assigned to play
+    if getattr(ad, "action_slot", True) is None and len(getattr(action, "slots", ())):
+        ad.action_slot = action.slots[0]
+    return fc
+
+
+_LINEAR = None
+
+
+def _key(fc, frames: np.ndarray, values: np.ndarray) -> None:
+    global _LINEAR
+    if _LINEAR is None:
+        _LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+    n = len(frames)
+    fc.keyframe_points.add(n)
+    co = np.empty(2 * n, np.float32)
+    co[0::2], co[1::2] = frames, values
+    fc.keyframe_points.foreach_set("co", co)
+    fc.keyframe_points.foreach_set("interpolation", np.full(n, _LINEAR, np.int32))
+    fc.update()
+
+
+def _head_bone(rig) -> str | None:
+    return next((b for b in ("neck", "global") if b in rig.pose.bones), None)
+
+
+def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool = True) -> dict:
+    """Keyframe ``obj`` (a head from an output folder) and its rig with ``anim`` (module docstring).
+    Returns what was keyed: ``frames`` (scene frames), ``shape_keys``, ``bones``, ``unknown``."""
+    fmt = formats()
+    keys = obj.data.shape_keys
+    if keys is None:
+        raise importer.ImportFailed(f"'{obj.name}' has no shape keys to animate.")
+    if anim.n_frames == 0:
+        raise importer.ImportFailed("The animation has no frames.")
+    frames = scene_frames(anim.times, anim.fps, start_frame)
+    blocks = keys.key_blocks
+    known = [n for n in anim.names if n in blocks]
+    unknown = [n for n in anim.names if n not in blocks]
+    if not known:
+        raise importer.ImportFailed(f"None of the animation's {len(anim.names)} curves ({anim.names[0]}, ...) is a "
+                                    f"shape key of '{obj.name}' (a head of another model?).")
+    if set(known) & set(obj.get("facerecon_driven_keys", [])):
+        importer.remove_face_controls(obj)  # drivers would override the keyed values
+    action = f"{obj.name} face"
+    for name in known:
+        _key(_fcurve(keys, action, f'key_blocks["{name}"].value', 0, "Expressions"), frames, anim.weight(name))
+    bones: list[str] = []
+    rig = importer.pose_rig_of(obj) or (obj.parent if obj.parent is not None and obj.parent.type == "ARMATURE"
+                                        else None)
+    if rig is not None:
+        rotations = {j: np.asarray(v, np.float64) for j, v in anim.joints.items() if j in rig.pose.bones}
+        head_bone = _head_bone(rig)
+        if anim.head_rotation is not None and head_bone is not None:
+            own = rotations.get(head_bone, np.zeros((anim.n_frames, 3)))
+            q = fmt.quaternion_multiply(fmt.rotvec_to_quaternion(anim.head_rotation), fmt.rotvec_to_quaternion(own))
+            rotations[head_bone] = fmt.quaternion_to_rotvec(q)
+        controls = list(rig.get("facerecon_pose_controls", []))
+        for bone, rv in rotations.items():
+            pbone = rig.pose.bones[bone]
+            pbone.driver_remove("rotation_euler")  # the bone controls give way to the keys
+            pbone.rotation_mode = "QUATERNION"
+            quats = np.array([list(importer._bone_local_rotation(rig, bone, r)) for r in rv])
+            for i in range(1, len(quats)):  # sign continuity: keys interpolate component-wise
+                if np.dot(quats[i], quats[i - 1]) < 0:
+                    quats[i] = -quats[i]
+            path = f'pose.bones["{bone}"].rotation_quaternion'
+            for c in range(4):
+                _key(_fcurve(rig, f"{obj.name} head", path, c, bone), frames, quats[:, c])
+            bones.append(bone)
+            controls = [p for p in controls if all(b != bone for b, _, _ in importer.POSE_CONTROLS[p][3])]
+        if rig.get("facerecon_pose_controls") is not None:
+            rig["facerecon_pose_controls"] = controls
+    if set_scene:
+        scene = context.scene
+        rate = max(1, int(round(anim.fps)))
+        scene.render.fps, scene.render.fps_base = rate, rate / float(anim.fps)
+        scene.frame_start, scene.frame_end = int(frames[0]), int(frames[-1])
+        scene.frame_set(int(frames[0]))
+    obj["facerecon_animation"] = str(anim.meta.get("source", ""))
+    return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown}
+
+
+# ---------------------------------------------------------------------------- operators
+TARGETS = [("NEW", "New head", "Build a head from the video and animate it"),
+           ("ACTIVE", "Active head", "Animate the selected reconstructed head (keeps its shape)")]
+
+
+class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
+    video: StringProperty(name="Video", subtype="FILE_PATH",
+                          description="Video (mp4, mov, avi, webm) or a folder of images")
+    target: EnumProperty(name="Animate", items=TARGETS, default="NEW")
+    fps: FloatProperty(name="Frame rate", default=0.0, min=0.0, max=240.0,
+                       description="Frames per second to sample (0: the video's own; 30 for image folders)")
+    start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE", description="Start time (s)")
+    end: FloatProperty(name="End", default=0.0, min=0.0, unit="TIME_ABSOLUTE", description="End time (s; 0: the end)")
+
+
+class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
+    """Animate a head from a video: ARKit shape-key and bone keyframes (runs in the background; Esc cancels)"""
+
+    bl_idname = "facerecon.animate_video"
+    bl_label = "Animate from Video"
+    bl_options = {"REGISTER", "UNDO"}
+    job_label = "Animation"
+
+    video: StringProperty(name="Video", subtype="FILE_PATH", options={"SKIP_SAVE"},
+                          description="Overrides the sidebar's video (for scripts)")
+    timeout: FloatProperty(name="Timeout", default=0.0, min=0.0, options={"SKIP_SAVE"},
+                           description="Seconds before a synchronous run gives up (0: no limit)")
+
+    def _make_job(self, context) -> runner.EngineJob | None:
+        settings, anim = context.scene.facerecon, context.scene.facerecon_animate
+        video = bpy.path.abspath(self.video or anim.video)
+        if not video:
+            self.report({"ERROR"}, "Pick a video first.")
+            return None
+        if not os.path.exists(video):
+            self.report({"ERROR"}, f"The video '{video}' does not exist.")
+            return None
+        if anim.target == "ACTIVE" and active_head(context) is None:
+            self.report({"ERROR"}, "Select a reconstructed head to animate (or animate a new head).")
+            return None
+        engine = self._engine(context)
+        if engine is None:
+            return None
+        model_path, choice = engine
+        self._target = active_head(context) if anim.target == "ACTIVE" else None
+        request = runner.AnimateRequest(video=video, model=settings.model, model_path=model_path,
+                                        method=settings.method, device=settings.device, face=settings.face_index,
+                                        fps=anim.fps, start=anim.start, end=anim.end)
+        return runner.EngineJob(request, choice)
+
+    def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
+        settings = context.scene.facerecon
+        anim = read_animation(job.out_dir / "animation.json")
+        obj = getattr(self, "_target", None)
+        new = obj is None
+        if new:
+            obj = importer.import_result(context, job.out_dir, replace=settings.result_mode == "REPLACE",
+                                         apply_expression=False, photo_lighting=settings.photo_lighting)
+        try:
+            done = apply_animation(context, obj, anim)
+        except Exception:
+            if new:  # all or nothing, like the import itself
+                importer.remove_objects([o for o in (obj, obj.parent) if o is not None])
+            raise
+        first, last = int(done["frames"][0]), int(done["frames"][-1])
+        return (f"{obj.name}: frames {first}-{last} keyed in {job.elapsed:.1f} s",
+                f"Animated '{obj.name}': frames {first}-{last}, {len(done['shape_keys'])} shape keys, "
+                f"bones {', '.join(done['bones']) or 'none'}")
+
+
+class FACERECON_OT_import_animation(bpy.types.Operator):
+    """Keyframe the active head from an animation.json or a Live Link Face CSV recorded elsewhere"""
+
+    bl_idname = "facerecon.import_animation"
+    bl_label = "Import Animation File"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="File", subtype="FILE_PATH")
+    filter_glob: StringProperty(default="*.json;*.csv", options={"HIDDEN"})
+    fps: FloatProperty(name="CSV frame rate", default=0.0, min=0.0, max=240.0,
+                       description="Frame rate of a CSV's timecodes (0: read from the timecodes)")
+    start_frame: bpy.props.IntProperty(name="Start frame", default=1)
+
+    @classmethod
+    def poll(cls, context):
+        return active_head(context) is not None
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        obj = active_head(context)
+        try:
+            anim = read_animation(bpy.path.abspath(self.filepath), self.fps or None)
+            done = apply_animation(context, obj, anim, start_frame=self.start_frame)
+        except Exception as exc:
+            self.report({"ERROR"}, f"Import failed: {exc}")
+            return {"CANCELLED"}
+        extra = f"; not on this head: {', '.join(done['unknown'][:5])}" if done["unknown"] else ""
+        self.report({"INFO"}, f"Keyed '{obj.name}' on frames {int(done['frames'][0])}-{int(done['frames'][-1])} "
+                              f"({len(done['shape_keys'])} shape keys, bones {', '.join(done['bones']) or 'none'})"
+                              + extra)
+        return {"FINISHED"}
+
+
+class FACERECON_PT_animate(bpy.types.Panel):
+    bl_label = "Animate from Video"
+    bl_idname = "FACERECON_PT_animate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Face"
+
+    def draw(self, context):
+        layout = self.layout
+        anim = context.scene.facerecon_animate
+        job = context.window_manager.facerecon_job
+        layout.prop(anim, "video")
+        layout.row().prop(anim, "target", expand=True)
+        col = layout.column(align=True)
+        col.prop(anim, "fps")
+        row = col.row(align=True)
+        row.prop(anim, "start")
+        row.prop(anim, "end")
+        layout.label(text="Model, method, device and face: as above", icon="INFO")
+        if not job.running:
+            row = layout.row()
+            row.scale_y = 1.4
+            row.enabled = engine_choice(context).ok
+            row.operator("facerecon.animate_video", icon="SEQUENCE")
+        layout.operator("facerecon.import_animation", icon="IMPORT")
+
+
+classes = (FACERECON_AnimateSettings, FACERECON_OT_animate_video, FACERECON_OT_import_animation, FACERECON_PT_animate)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.facerecon_animate = PointerProperty(type=FACERECON_AnimateSettings)
+
+
+def unregister_properties() -> None:
+    del bpy.types.Scene.facerecon_animate
+
+

@@ -1,0 +1,220 @@
+"""Animation in Blender: keyframes from animation.json and a Live Link Face CSV, played back
+and checked against the files (shape-key values, bone rotations, the posed mesh against the
+engine's own skinning), the *Animate from Video* operator end to end, and animation.glb
+played by Blender's glTF importer.
+
+The parent test (plain Python) makes a short clip and runs ``python -m engine animate`` on
+it, then runs this same file in a child process that imports ``bpy`` (see
+tests/test_blender_addon.py for why a child process); the child's tests are skipped when
+collected on their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD = os.environ.get("FACERECON_BLENDER_VIDEO_CHILD") == "1"
+HAS_BPY = importlib.util.find_spec("bpy") is not None
+pytestmark = [pytest.mark.blender,
+              pytest.mark.skipif(not HAS_BPY, reason="the bpy module (Blender as a Python module) is not installed")]
+
+
+# ---------------------------------------------------------------------------- parent
+@pytest.mark.skipif(CHILD, reason="the parent's part")
+def test_blender_plays_the_animation(tmp_path):
+    pytest.importorskip("mediapipe")
+    from PIL import Image
+
+    from engine.__main__ import main
+    from engine.generator import SyntheticConfig
+    from engine.head import load_head_model
+    from engine.video.synthetic import LongClipConfig, render_long_clip
+
+    head = load_head_model("open")
+    clip = render_long_clip(head, 6, LongClipConfig(n_frames=10, n_keys=2), SyntheticConfig(image_size=192))
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i, s in enumerate(clip.samples):
+        Image.fromarray(s.image).save(frames / f"{i:02d}.png")
+    out = tmp_path / "anim"
+    assert main(["animate", str(frames), "--out", str(out), "--method", "mofa", "--key-frames", "2",
+                 "--progress", "none"]) == 0
+    home = tmp_path / "home"
+    env = dict(os.environ, HOME=str(home), BLENDER_USER_RESOURCES=str(home / "blender"),
+               XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
+               FACERECON_BLENDER_VIDEO_CHILD="1", FACERECON_ANIMATION_FOLDER=str(out),
+               FACERECON_CLIP_FOLDER=str(frames), PYTHONPATH=str(REPO))
+    code = ("import os, sys, pytest; rc = pytest.main(sys.argv[1:]); "
+            "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(rc))")
+    proc = subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                           str(Path(__file__))], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                          timeout=600)
+    report = proc.stdout[-6000:] + "\n" + "\n".join(
+        ln for ln in proc.stderr.splitlines() if "Freeing memory after the leak" not in ln)[-3000:]
+    assert proc.returncode == 0, report
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, report
+
+
+# ---------------------------------------------------------------------------- child (bpy)
+child = pytest.mark.skipif(not CHILD, reason="runs in the bpy child process of test_blender_plays_the_animation")
+
+
+@pytest.fixture(scope="module")
+def blender():
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    import blender_addon
+
+    blender_addon.register()
+    from blender_addon import animation, importer
+
+    return bpy, animation, importer
+
+
+@pytest.fixture(scope="module")
+def folder() -> Path:
+    return Path(os.environ["FACERECON_ANIMATION_FOLDER"])
+
+
+def _evaluated(bpy, obj) -> np.ndarray:
+    bpy.context.view_layer.update()
+    ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = ev.to_mesh()
+    co = np.empty(len(mesh.vertices) * 3)
+    mesh.vertices.foreach_get("co", co)
+    ev.to_mesh_clear()
+    return co.reshape(-1, 3)
+
+
+def _bone_rotation(rig, name: str) -> np.ndarray:
+    """The pose bone's rotation in armature space relative to its rest orientation (3x3)."""
+    pb = rig.pose.bones[name]
+    return np.array((pb.matrix.to_3x3() @ pb.bone.matrix_local.to_3x3().inverted()))
+
+
+@child
+def test_json_keys_shape_keys_and_bones(blender, folder):
+    bpy, animation, importer = blender
+    from engine.head import load_head_model
+    from engine.video import formats as fmt
+
+    model = load_head_model("open")
+    anim = fmt.read_json(folder / "animation.json")
+    bpy.context.scene.facerecon.result_mode = "ADD"
+    obj = importer.import_result(bpy.context, folder, replace=False, apply_expression=False)
+    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json")) == {"FINISHED"}
+    scene = bpy.context.scene
+    assert (scene.frame_start, scene.frame_end) == (1, anim.n_frames) and scene.render.fps == 30
+    rig = importer.pose_rig_of(obj) or obj.parent
+    M = importer.MODEL_TO_BLENDER
+    rig_data = json.loads((folder / "rig.json").read_text())
+    order = importer._model_vertex_order(obj, rig_data)
+    import torch
+
+    for k in (0, anim.n_frames // 2, anim.n_frames - 1):
+        scene.frame_set(1 + k)
+        keys = obj.data.shape_keys.key_blocks
+        for name in anim.names:
+            assert keys[name].value == pytest.approx(anim.weight(name)[k], abs=1e-5), (k, name)
+        # bones: rotations composed along the chain, from the file (head rotation on the neck)
+        local = {j: fmt.rotvec_to_matrix(anim.joints[j][k]) for j in anim.joints}
+        local["neck"] = fmt.rotvec_to_matrix(anim.head_rotation[k]) @ local["neck"]
+        world = {"global": local["global"]}
+        world["neck"] = world["global"] @ local["neck"]
+        world["jaw"] = world["neck"] @ local["jaw"]
+        for bone in ("neck", "jaw"):
+            np.testing.assert_allclose(_bone_rotation(rig, bone), M @ world[bone] @ M.T, atol=1e-4)
+        # the posed mesh: the engine's skinning of the same frame
+        pose = np.stack([anim.joints[j][k] for j in model.joint_names])
+        pose[model.joint_names.index("neck")] = fmt.quaternion_to_rotvec(fmt.quaternion_multiply(
+            fmt.rotvec_to_quaternion(anim.head_rotation[k]), fmt.rotvec_to_quaternion(pose[1])))
+        with torch.no_grad():
+            verts = model(torch.tensor(anim.meta["identity"], dtype=torch.float32)[None],
+                          torch.tensor(anim.weights[k], dtype=torch.float32)[None],
+                          torch.tensor(pose, dtype=torch.float32)[None]).vertices[0].numpy()
+        err = np.linalg.norm(_evaluated(bpy, obj)[order] - verts @ M.T, axis=1)
+        assert err.mean() < 5e-4 and err.max() < 3e-3, (k, err.mean(), err.max())
+    importer.remove_objects([obj, rig])
+
+
+@child
+def test_live_link_csv_drives_the_head(blender, folder):
+    bpy, animation, importer = blender
+    from engine.video import formats as fmt
+
+    obj = importer.import_result(bpy.context, folder, replace=False, apply_expression=False)
+    csv_anim = fmt.read_live_link_csv(folder / "animation.csv", fps=30.0)
+    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0,
+                                              start_frame=11) == {"FINISHED"}
+    scene = bpy.context.scene
+    assert (scene.frame_start, scene.frame_end) == (11, 10 + csv_anim.n_frames)
+    rig = importer.pose_rig_of(obj) or obj.parent
+    M = importer.MODEL_TO_BLENDER
+    for k in (0, csv_anim.n_frames - 1):
+        scene.frame_set(11 + k)
+        keys = obj.data.shape_keys.key_blocks
+        assert keys["jawOpen"].value == pytest.approx(csv_anim.weight("jawOpen")[k], abs=1e-5)
+        assert keys["eyeLookOutLeft"].value == pytest.approx(csv_anim.weight("eyeLookOutLeft")[k], abs=1e-5)
+        neck = fmt.rotvec_to_matrix(csv_anim.head_rotation[k])
+        np.testing.assert_allclose(_bone_rotation(rig, "neck"), M @ neck @ M.T, atol=1e-4)
+    # the jaw stays closed (the CSV opens the mouth by the jawOpen shape key), and the bone
+    # controls of the animated neck gave way to the keys
+    np.testing.assert_allclose(_bone_rotation(rig, "jaw"), _bone_rotation(rig, "neck"), atol=1e-4)
+    assert not any(p.startswith("neck") for p in rig.get("facerecon_pose_controls", []))
+    importer.remove_objects([obj, rig])
+
+
+@child
+def test_animate_operator_builds_an_animated_head(blender):
+    bpy, animation, importer = blender
+    clip = os.environ["FACERECON_CLIP_FOLDER"]
+    settings = bpy.context.scene.facerecon
+    settings.method = "mofa"
+    anim_settings = bpy.context.scene.facerecon_animate
+    anim_settings.video, anim_settings.target = clip, "NEW"
+    before = set(bpy.data.objects)
+    assert bpy.ops.facerecon.animate_video(timeout=300) == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert obj not in before and obj.data.shape_keys.animation_data.action is not None
+    n = len(list(Path(clip).glob("*.png")))
+    scene = bpy.context.scene
+    assert (scene.frame_start, scene.frame_end, scene.render.fps) == (1, n, 30)
+    fcurves = obj.data.shape_keys.animation_data.action.fcurves
+    assert len(fcurves) == len(obj.data.shape_keys.key_blocks) - 1
+    assert all(len(fc.keyframe_points) == n for fc in fcurves)
+    assert "frames 1-" in bpy.context.window_manager.facerecon_job.status
+    # a missing video is refused before any engine starts
+    anim_settings.video = clip + "_missing"
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.facerecon.animate_video()
+
+
+@child
+def test_gltf_importer_plays_animation_glb(blender, folder):
+    bpy, animation, importer = blender
+    from engine.video import formats as fmt
+
+    anim = fmt.read_json(folder / "animation.json")
+    before = set(bpy.data.objects)
+    assert bpy.ops.import_scene.gltf(filepath=str(folder / "animation.glb")) == {"FINISHED"}
+    new = [o for o in bpy.data.objects if o not in before]
+    mesh = next(o for o in new if o.type == "MESH" and o.data.shape_keys)
+    arm = next(o for o in new if o.type == "ARMATURE")
+    assert mesh.data.shape_keys.animation_data and mesh.data.shape_keys.animation_data.action
+    assert arm.animation_data and arm.animation_data.action
+    # the importer keys morph weights at glTF's times: a weight plays back at its frame
+    k = anim.n_frames - 1
+    name = anim.names[int(np.argmax(anim.weights[k]))]
+    bpy.context.scene.frame_set(int(round(anim.times[k] * bpy.context.scene.render.fps / 1.0)) + 1)
+    assert mesh.data.shape_keys.key_blocks[name].value == pytest.approx(anim.weight(name)[k], abs=0.02)
+    importer.remove_objects(new)
