@@ -118,5 +118,17 @@ def test_realistic_crops_from_a_cache_equal_live_ones(head, tmp_path):
             torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-5)
         err = (_project(head, b, 64) - b["landmarks"]).norm(dim=-1).max().item()
         assert err < 1e-3
+    # vertices=False: cached items leave gt_vertices out; MoFA computes the same ones batched
+    from engine.methods.mofa import Mofa, MofaConfig
+    from torch.utils.data import default_collate
+
+    lean = SyntheticFaces(head, 2, 64, 5, generator="realistic", crop=crop, cache=tmp_path, vertices=False, **opts)
+    assert "gt_vertices" not in lean[0]
+    torch.testing.assert_close(lean[1]["image"], cached[1]["image"])
+    net = Mofa(MofaConfig(image_size=64, losses={"photometric": 1.0, "vertices": 0.1}), head)
+    batch = default_collate([lean[0], lean[1]])
+    truth = net.complete_truth({k: batch[k] for k in ("gt_identity", "gt_expression", "gt_pose")})
+    torch.testing.assert_close(truth["gt_vertices"], torch.stack([cached[0]["gt_vertices"], cached[1]["gt_vertices"]]),
+                               atol=1e-5, rtol=1e-5)
     with pytest.raises(Exception, match="96 px"):  # the cache holds frames, not crops: sizes are checked
         SyntheticFaces(head, 2, 64, 5, generator="realistic", crop={"frame_size": 128}, cache=tmp_path)

@@ -127,7 +127,7 @@ def _warp_mask(mask: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 
 def crop_item(item: Mapping[str, Any], size: int, cfg: CropConfig, rng: np.random.Generator | None = None
               ) -> dict[str, Any]:
-    """The ``size``-px crop of a whole-frame item ``{"image": (3, F, F) in [0, 1], "landmarks":
+    """The ``size``-px crop of a whole-frame item ``{"image": (3, F, F) in [0, 1] (or uint8), "landmarks":
     (68, 2), ["gt_K", "gt_R", "gt_t"], other (F, F) tensors, ...}`` (see the module docstring).
     Adds ``crop_matrix (2, 3)`` (crop = matrix · frame pixels)."""
     from engine.photo import align_crop
@@ -136,9 +136,13 @@ def crop_item(item: Mapping[str, Any], size: int, cfg: CropConfig, rng: np.rando
     img = item["image"]
     F = img.shape[-1]
     box, rotation = crop_box(item["landmarks"].double().numpy(), cfg, rng)
-    frame = (img.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    if img.dtype == torch.uint8:
+        frame = img.permute(1, 2, 0).numpy()
+    else:
+        frame = (img.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     crop = align_crop(frame, box, size=size, scale=cfg.scale, rotation=rotation)
-    out["image"] = torch.from_numpy(crop.image).permute(2, 0, 1).to(img.dtype) / 255.0
+    dtype = torch.float32 if img.dtype == torch.uint8 else img.dtype
+    out["image"] = torch.from_numpy(crop.image).permute(2, 0, 1).to(dtype) / 255.0
     out["landmarks"] = torch.from_numpy(crop.to_crop(item["landmarks"].double().numpy())).to(item["landmarks"].dtype)
     for k, v in item.items():
         if k != "image" and torch.is_tensor(v) and v.dim() == 2 and tuple(v.shape) == (F, F):

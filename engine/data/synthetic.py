@@ -98,14 +98,19 @@ class SyntheticFaces(Dataset):
     ``gt_identity``/``gt_expression``/``gt_pose``/``gt_R``/``gt_t``/``gt_K``/``gt_vertices``
     (realistic: also ``landmarks_visible``, ``occlusion_mask`` and, when rendered or cached,
     ``gt_albedo``/``gt_sh``). With ``crop`` (:class:`engine.data.crops.CropConfig` or its
-    mapping) the frames are ``crop.frame_size`` px and items their ``image_size`` crops."""
+    mapping) the frames are ``crop.frame_size`` px and items their ``image_size`` crops.
+    ``vertices=False`` (``data.options.vertices: false``) leaves ``gt_vertices`` out of cached
+    items (MoFA's supervised terms then compute them batched from the gt codes)."""
 
     def __init__(self, head, n: int, image_size: int = 224, corpus_seed: int = 1234,
                  split: str = "train", cache: str | Path | None = None, generator: str = "basic",
-                 crop=None, **synthetic_options) -> None:
+                 crop=None, vertices: bool = True, **synthetic_options) -> None:
         from engine.data.crops import parse_crop
 
         self.head = head
+        # False: cached items leave ``gt_vertices`` out (a learned method computes them batched
+        # from the gt codes; one head forward per item costs more than the rest of the item)
+        self.vertices = bool(vertices)
         self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
         self.generator = generator
         self.crop = parse_crop(crop)
@@ -136,7 +141,8 @@ class SyntheticFaces(Dataset):
                     ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")
                     + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())
                     + tuple(k for k in _OPTIONAL_ARRAYS if k in c)}
-            item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
+            if self.vertices:
+                item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
             seed = int(c["seeds"][i])
         else:
             seed = face_seed(self.corpus_seed, self.split, i)
@@ -155,8 +161,10 @@ class SyntheticFaces(Dataset):
                 item["occlusion_mask"] = torch.from_numpy(s.occlusion_mask.copy())
                 item["gt_albedo"] = s.params.albedo[0].float()
                 item["gt_sh"] = s.params.sh[0].float()
-        item["image"] = img.permute(2, 0, 1).float() / 255.0
-        if self.crop is not None:
+        item["image"] = img.permute(2, 0, 1)  # uint8 here: crop_item cuts the uint8 frame
+        if self.crop is None:
+            item["image"] = item["image"].float() / 255.0
+        else:
             from engine.data.crops import crop_item
 
             rng = np.random.default_rng([self.crop.seed, _SPLIT_CODE.get(self.split, 2), i])

@@ -251,13 +251,25 @@ class Mofa(LearnedMethod):
             scalars["landmark_px"] = (dec.landmarks2d - landmarks).norm(dim=-1).mean().detach()
         return total.mean(), scalars, dec
 
+    @torch.no_grad()
+    def complete_truth(self, truth: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``truth`` with ``gt_vertices`` computed from the gt codes, batched, when a vertex
+        term needs them and the items left them out (``data.options.vertices: false``)."""
+        needed = any(self.losses.get(k) for k in ("vertices", "shape"))
+        if not needed or "gt_vertices" in truth or "gt_identity" not in truth or "gt_expression" not in truth:
+            return truth
+        pose = truth.get("gt_pose") if self.head.n_joints else None
+        out = self.head(truth["gt_identity"].float(), truth["gt_expression"].float(),
+                        None if pose is None else pose.float())
+        return {**truth, "gt_vertices": out.vertices}
+
     def training_step(self, batch: dict[str, Tensor]) -> StepResult:
         """One step on crops ``(B, 3, S, S)`` or clips/identity groups ``(B, T, 3, S, S)``
         (frames are independent images for MoFA)."""
         batch = flatten_groups(batch)
         images = batch["image"]
         code = self.encode(images)
-        truth = {k: batch[k] for k in _TRUTH_FIELDS if k in batch}
+        truth = self.complete_truth({k: batch[k] for k in _TRUTH_FIELDS if k in batch})
         with torch.autocast(images.device.type, enabled=False):
             params = self.decode(code)
             loss, terms, _ = self.loss(images, params, batch.get("landmarks"), batch.get("landmarks_valid"),
