@@ -15,8 +15,15 @@ photo-like faces with hair, props, shadows and camera degradations; ~0.15 s per 
 with ``data.options.generator: realistic`` or ``--generator realistic``; the other
 ``data.options`` are the chosen generator's config fields (``SyntheticConfig`` /
 ``RealisticConfig``). Realistic items also carry ``landmarks_visible (68,)`` and
-``occlusion_mask (S, S)`` (face skin hidden by hair, hats, glasses or hands), cached too.
-Clips and identity groups are rendered by the basic generator only.
+``occlusion_mask (S, S)`` (face skin hidden by hair, hats, glasses or hands), cached too, and
+``gt_albedo (V, 3)`` (the true per-vertex sRGB albedo) and ``gt_sh (9, 3)`` (the light's SH
+approximation), cached by corpora written since they exist (older realistic caches load
+without them). Clips and identity groups are rendered by the basic generator only.
+
+``data.options.crop`` (:mod:`engine.data.crops`) makes items ``align_crop`` crops of
+``image_size`` px around the (jittered) true landmarks of whole frames of
+``crop.frame_size`` px, with the true camera mapped into the crop: training data cut the way
+``predict_photo`` cuts a photo. The cache then holds the whole frames.
 """
 
 from __future__ import annotations
@@ -59,12 +66,16 @@ def _generator_config(generator: str, image_size: int, options: dict):
     if generator not in GENERATORS:
         raise UserError(f"synthetic data generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
     if generator == "realistic":
-        from engine.generator.realistic import RealisticConfig
+        from engine.generator.realistic import RealisticConfig as cls
+    else:
+        from engine.generator import SyntheticConfig as cls
+    import dataclasses
 
-        return RealisticConfig(image_size=image_size, **options)
-    from engine.generator import SyntheticConfig
-
-    return SyntheticConfig(image_size=image_size, **options)
+    known = {f.name for f in dataclasses.fields(cls)} - {"image_size"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown {generator} generator option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return cls(image_size=image_size, **options)
 
 
 def _basic_only(generator: str, what: str) -> None:
@@ -79,20 +90,36 @@ def _ground_truth(sample) -> dict[str, torch.Tensor]:
             "gt_R": p.camera.R[0], "gt_t": p.camera.t[0], "gt_K": p.camera.K[0], "gt_vertices": sample.vertices}
 
 
+_SPLIT_CODE = {"train": 0, "val": 1}
+
+
 class SyntheticFaces(Dataset):
     """Rendered faces with ground truth: image (3,S,S) in [0,1], landmarks (68,2) px, and
-    ``gt_identity``/``gt_expression``/``gt_pose``/``gt_R``/``gt_t``/``gt_K``/``gt_vertices``."""
+    ``gt_identity``/``gt_expression``/``gt_pose``/``gt_R``/``gt_t``/``gt_K``/``gt_vertices``
+    (realistic: also ``landmarks_visible``, ``occlusion_mask`` and, when rendered or cached,
+    ``gt_albedo``/``gt_sh``). With ``crop`` (:class:`engine.data.crops.CropConfig` or its
+    mapping) the frames are ``crop.frame_size`` px and items their ``image_size`` crops.
+    ``vertices=False`` (``data.options.vertices: false``) leaves ``gt_vertices`` out of cached
+    items (MoFA's supervised terms then compute them batched from the gt codes)."""
 
     def __init__(self, head, n: int, image_size: int = 224, corpus_seed: int = 1234,
                  split: str = "train", cache: str | Path | None = None, generator: str = "basic",
-                 **synthetic_options) -> None:
+                 crop=None, vertices: bool = True, **synthetic_options) -> None:
+        from engine.data.crops import parse_crop
+
         self.head = head
+        # False: cached items leave ``gt_vertices`` out (a learned method computes them batched
+        # from the gt codes; one head forward per item costs more than the rest of the item)
+        self.vertices = bool(vertices)
         self.n, self.split, self.corpus_seed = int(n), split, int(corpus_seed)
         self.generator = generator
-        self.syn_cfg = _generator_config(generator, image_size, synthetic_options)
+        self.crop = parse_crop(crop)
+        self.image_size = int(image_size)
+        frame_size = self.crop.frame_size if self.crop is not None else self.image_size
+        self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, image_size, generator=generator)
+            self.cache = _open_cache(Path(cache), split, frame_size, generator=generator)
             if self.cache["n"] < self.n:
                 raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} faces, "
                                 f"fewer than the {self.n} requested")
@@ -112,8 +139,10 @@ class SyntheticFaces(Dataset):
             img = torch.from_numpy(np.array(c["images"][i]))
             item = {k: torch.from_numpy(np.array(c[k][i])) for k in
                     ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")
-                    + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())}
-            item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
+                    + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())
+                    + tuple(k for k in _OPTIONAL_ARRAYS if k in c)}
+            if self.vertices:
+                item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
             seed = int(c["seeds"][i])
         else:
             seed = face_seed(self.corpus_seed, self.split, i)
@@ -130,7 +159,16 @@ class SyntheticFaces(Dataset):
             if self.generator == "realistic":
                 item["landmarks_visible"] = s.landmarks_visible.clone()
                 item["occlusion_mask"] = torch.from_numpy(s.occlusion_mask.copy())
-        item["image"] = img.permute(2, 0, 1).float() / 255.0
+                item["gt_albedo"] = s.params.albedo[0].float()
+                item["gt_sh"] = s.params.sh[0].float()
+        item["image"] = img.permute(2, 0, 1)  # uint8 here: crop_item cuts the uint8 frame
+        if self.crop is None:
+            item["image"] = item["image"].float() / 255.0
+        else:
+            from engine.data.crops import crop_item
+
+            rng = np.random.default_rng([self.crop.seed, _SPLIT_CODE.get(self.split, 2), i])
+            item = crop_item(item, self.image_size, self.crop, rng)
         item["landmarks_valid"] = torch.ones(68, dtype=torch.bool)
         item["seed"] = torch.tensor(seed)
         return item
@@ -138,6 +176,7 @@ class SyntheticFaces(Dataset):
 
 _CACHE_ARRAYS = ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K", "seeds")
 _REALISTIC_ARRAYS = ("landmarks_visible", "occlusion_mask")  # cached too for realistic corpora
+_OPTIONAL_ARRAYS = ("gt_albedo", "gt_sh")  # realistic corpora written since they exist; loaded when present
 
 
 def _open_cache(root: Path, split: str, size: int, folder: str | None = None, generator: str = "basic") -> dict:
@@ -156,6 +195,9 @@ def _open_cache(root: Path, split: str, size: int, folder: str | None = None, ge
     out = {"n": n, "meta": meta, "images": np.load(d / "images.npy", mmap_mode="r")}
     for k in _CACHE_ARRAYS + (_REALISTIC_ARRAYS if generator == "realistic" else ()):
         out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
+    for k in _OPTIONAL_ARRAYS:
+        if (d / f"{k}.npy").is_file():
+            out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
     return out
 
 
@@ -261,7 +303,7 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
     first = ds[0]
     S = meta["image_size"]
     shapes = {"images": ((n,) + lead + (S, S, 3), np.uint8), "seeds": ((n,), np.int64)}
-    keys = _CACHE_ARRAYS[:-1] + tuple(k for k in _REALISTIC_ARRAYS if k in first)
+    keys = _CACHE_ARRAYS[:-1] + tuple(k for k in _REALISTIC_ARRAYS + _OPTIONAL_ARRAYS if k in first)
     for k in keys:
         shapes[k] = ((n,) + tuple(first[k].shape), np.float32 if first[k].is_floating_point() else np.bool_)
     arrays = {}
@@ -286,13 +328,19 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
 
 
 def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_seed: int,
-                start: int = 0, stop: int | None = None, generator: str = "basic") -> Path:
+                start: int = 0, stop: int | None = None, generator: str = "basic",
+                options: dict | None = None) -> Path:
     """Render faces ``[start, stop)`` of a split into ``out/split`` (resumable by range:
-    run several processes on disjoint ranges; arrays are preallocated memmaps)."""
-    ds = SyntheticFaces(head, n, image_size, corpus_seed, split, generator=generator)
+    run several processes on disjoint ranges; arrays are preallocated memmaps). ``options``
+    are the generator's config fields (e.g. ``{"face_fraction": [0.35, 0.9]}``), recorded in
+    ``meta.json``; a data set reading the cache should be given the same ones."""
+    options = dict(options or {})
+    ds = SyntheticFaces(head, n, image_size, corpus_seed, split, generator=generator, **options)
     meta = {"n": n, "image_size": image_size, "corpus_seed": corpus_seed, "head_model": head.name}
     if generator != "basic":
         meta["generator"] = generator
+    if options:
+        meta["options"] = options
     return _write(ds, out / split, n, start, stop, (), meta)
 
 
@@ -303,6 +351,19 @@ def write_clip_cache(head, out: Path, n: int, frames: int, split: str, image_siz
     meta = {"n": n, "frames": frames, "image_size": image_size, "corpus_seed": corpus_seed,
             "head_model": head.name}
     return _write(ds, out / f"clips_{split}", n, start, stop, (frames,), meta)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """``["key=value", ...]`` (YAML values) -> a mapping of generator config fields."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option must be KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop", type=int, default=None)
     ap.add_argument("--generator", choices=GENERATORS, default="basic",
                     help="basic (default, MoFA-like faces) or realistic (photo-like faces; faces only, no clips)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a generator config field for the faces (YAML value), e.g. face_fraction=[0.35,0.9]; repeatable")
     a = ap.parse_args(argv)
     with cli_errors():
         from engine.head import load_head_model
@@ -331,12 +394,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--n, --n-val, --clips and --n-val-clips must be >= 0, --frames >= 1, --size >= 8")
         if a.clips > 0:
             _basic_only(a.generator, "synthetic clips")
+        options = _parse_options(a.option)
+        _generator_config(a.generator, a.size, options)  # unknown fields fail before any rendering
         head = load_head_model(a.model)
         out = Path(a.out)
         if a.n > 0:
-            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop, a.generator)
+            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop, a.generator, options)
             if a.start == 0 and a.n_val > 0:
-                write_cache(head, out, a.n_val, "val", a.size, a.seed, generator=a.generator)
+                write_cache(head, out, a.n_val, "val", a.size, a.seed, generator=a.generator, options=options)
         if a.clips > 0:
             first, last = (a.start, a.stop) if a.n == 0 else (0, None)
             write_clip_cache(head, out, a.clips, a.frames, "train", a.size, a.seed, first, last)

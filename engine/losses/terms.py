@@ -21,6 +21,28 @@ expression_range   squared excursion outside ``head.expression_range``
 jaw_prior          squared jaw rotation (radians²)
 reflectance_prior  Σ reflectance coefficients² (prior-std units)
 =================  ==============================================================
+
+Supervised terms, for synthetic data that knows the answer (``LossInputs.gt_*``, e.g. from
+a synthetic item's ``gt_*`` tensors). The true camera is first turned about its centre so
+that its ray through the *predicted* camera's principal point becomes its optical axis
+(:func:`view_aligned_rotation`): a network whose camera has the principal point at the crop
+centre (MoFA) then learns the head's rotation as seen along that ray, which is what the crop
+shows (for a face off the true optical axis the two differ by the off-axis angle).
+
+=================  ==============================================================
+vertices           mean distance (mm) of camera-frame vertices, each mesh centred at
+                   its ``vertex_weights`` centroid, to the (view-aligned) truth:
+                   pose, shape and expression together, without the translation
+shape              mean distance (mm) of posed model-frame vertices to the truth
+                   (shape and expression; no camera)
+rotation           squared angle (radians²) between the predicted and the
+                   (view-aligned) true camera rotation
+identity_gt        Σ ((identity − gt_identity) / head.identity_std)²
+expression_gt      Σ (expression − gt_expression)²
+pose_gt            Σ over joints of the squared axis-angle difference (radians²)
+albedo             mean |albedo − gt_albedo| over ``albedo_weights`` (default the
+                   head's ``face_skin`` region), sRGB units
+=================  ==============================================================
 """
 
 from __future__ import annotations
@@ -38,7 +60,8 @@ from engine.losses.landmark import landmark_loss
 from engine.losses.photometric import photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
 
-__all__ = ["LossInputs", "TERMS", "contour_loss", "register_term", "weighted_sum", "check_weights"]
+__all__ = ["LossInputs", "TERMS", "contour_loss", "register_term", "weighted_sum", "check_weights",
+           "view_aligned_rotation"]
 
 
 @dataclass
@@ -65,6 +88,17 @@ class LossInputs:
     contour: Tensor | None = None
     contour_band: float = 0.3
     contour_region: Tensor | None = None
+    # ground truth (synthetic data), for the supervised terms
+    gt_vertices: Tensor | None = None  # (B, V, 3) posed, model frame, metres
+    gt_K: Tensor | None = None  # (B, 3, 3) true camera of the image the prediction was made on
+    gt_R: Tensor | None = None  # (B, 3, 3)
+    gt_t: Tensor | None = None  # (B, 3)
+    gt_identity: Tensor | None = None  # (B, K_id)
+    gt_expression: Tensor | None = None  # (B, K_exp)
+    gt_pose: Tensor | None = None  # (B, J, 3)
+    gt_albedo: Tensor | None = None  # (B, V, 3) sRGB
+    vertex_weights: Tensor | None = None  # (V,) | (B, V) weights of the vertex terms (default uniform)
+    albedo_weights: Tensor | None = None  # (V,) | (B, V) weights of the albedo term (default face_skin)
 
     @property
     def params(self):
@@ -134,6 +168,94 @@ def _reflectance_prior(x: LossInputs) -> Tensor:
     return tikhonov(refl.flatten(1))
 
 
+def view_aligned_rotation(K_true: Tensor, K_pred: Tensor) -> Tensor:
+    """``(B, 3, 3)`` rotation ``Q`` turning the true camera (intrinsics ``K_true``) about its
+    centre so that its ray through the predicted camera's principal point (``K_pred``)
+    becomes the optical axis (the smallest such turn). Identity when the principal points agree."""
+    pp = torch.stack([K_pred[:, 0, 2], K_pred[:, 1, 2], torch.ones_like(K_pred[:, 0, 2])], -1)
+    d = Fn.normalize(torch.linalg.solve(K_true, pp[..., None])[..., 0], dim=-1)  # (B, 3)
+    z = torch.zeros_like(d)
+    z[:, 2] = 1.0
+    axis = torch.linalg.cross(d, z)  # d -> z
+    s = axis.norm(dim=-1, keepdim=True)
+    c = (d * z).sum(-1, keepdim=True)
+    k = axis / s.clamp_min(1e-12)
+    Kx = torch.zeros(d.shape[0], 3, 3, dtype=d.dtype, device=d.device)
+    Kx[:, 0, 1], Kx[:, 0, 2], Kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    Kx = Kx - Kx.transpose(1, 2)
+    eye = torch.eye(3, dtype=d.dtype, device=d.device).expand_as(Kx)
+    return eye + s[..., None] * Kx + (1 - c)[..., None] * (Kx @ Kx)  # Rodrigues
+
+
+def _true_camera_frame(x: LossInputs, term: str) -> tuple[Tensor, Tensor]:
+    """The true rotation and camera-frame vertices, view-aligned to the predicted camera."""
+    R = _need(x.gt_R, "gt_R", term)
+    K = _need(x.gt_K, "gt_K", term)
+    cam = x.decoded.camera
+    Q = view_aligned_rotation(K.to(cam.K.dtype), cam.K).to(R.dtype)
+    return Q @ R, Q
+
+
+def _weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean over the last axis of ``values (B, V)`` with optional ``weights (V,)|(B, V)``."""
+    if weights is None:
+        return values.mean(-1)
+    w = weights.to(values.dtype).expand_as(values)
+    return (values * w).sum(-1) / w.sum(-1).clamp_min(1e-12)
+
+
+def _centred(points: Tensor, weights: Tensor | None) -> Tensor:
+    if weights is None:
+        return points - points.mean(1, keepdim=True)
+    w = weights.to(points.dtype).expand(points.shape[:2])[..., None]
+    return points - (points * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def _vertices(x: LossInputs) -> Tensor:
+    gt = _need(x.gt_vertices, "gt_vertices", "vertices")
+    R_true, _ = _true_camera_frame(x, "vertices")
+    cam = x.decoded.camera
+    pred = x.decoded.vertices @ cam.R.transpose(-1, -2)  # camera frame up to the translation
+    true = gt.to(pred.dtype) @ R_true.to(pred.dtype).transpose(-1, -2)
+    d = (_centred(pred, x.vertex_weights) - _centred(true, x.vertex_weights)).norm(dim=-1) * 1000.0
+    return _weighted_mean(d, x.vertex_weights)
+
+
+def _shape(x: LossInputs) -> Tensor:
+    gt = _need(x.gt_vertices, "gt_vertices", "shape")
+    d = (x.decoded.vertices - gt.to(x.decoded.vertices.dtype)).norm(dim=-1) * 1000.0
+    return _weighted_mean(d, x.vertex_weights)
+
+
+def _rotation(x: LossInputs) -> Tensor:
+    R_true, _ = _true_camera_frame(x, "rotation")
+    rel = x.decoded.camera.R.transpose(-1, -2) @ R_true.to(x.decoded.camera.R.dtype)
+    cos = ((rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1 + 1e-6, 1 - 1e-6)
+    return torch.acos(cos) ** 2
+
+
+def _identity_gt(x: LossInputs) -> Tensor:
+    gt = _need(x.gt_identity, "gt_identity", "identity_gt")
+    return tikhonov(x.params.identity - gt.to(x.params.identity.dtype), x.head.identity_std)
+
+
+def _expression_gt(x: LossInputs) -> Tensor:
+    gt = _need(x.gt_expression, "gt_expression", "expression_gt")
+    return ((x.params.expression - gt.to(x.params.expression.dtype)) ** 2).sum(-1)
+
+
+def _pose_gt(x: LossInputs) -> Tensor:
+    gt = _need(x.gt_pose, "gt_pose", "pose_gt")
+    return ((x.params.pose - gt.to(x.params.pose.dtype)) ** 2).sum((-1, -2))
+
+
+def _albedo(x: LossInputs) -> Tensor:
+    gt = _need(x.gt_albedo, "gt_albedo", "albedo")
+    pred = _need(x.decoded.albedo, "decoded.albedo", "albedo")
+    w = x.albedo_weights if x.albedo_weights is not None else x.head.regions["face_skin"]
+    return _weighted_mean((pred - gt.to(pred.dtype)).abs().mean(-1), w)
+
+
 TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "photometric": _photometric,
     "landmark": _landmark,
@@ -144,6 +266,13 @@ TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "expression_range": lambda x: range_penalty(x.params.expression, x.head.expression_range),
     "jaw_prior": _jaw_prior,
     "reflectance_prior": _reflectance_prior,
+    "vertices": _vertices,
+    "shape": _shape,
+    "rotation": _rotation,
+    "identity_gt": _identity_gt,
+    "expression_gt": _expression_gt,
+    "pose_gt": _pose_gt,
+    "albedo": _albedo,
 }
 
 

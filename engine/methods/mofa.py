@@ -48,6 +48,9 @@ METHOD = {
 
 SKIN_MEAN = (0.62, 0.45, 0.38)  # engine.losses.SkinColourPrior's mean
 
+#: a batch's ground-truth tensors that feed the supervised loss terms (LossInputs fields)
+_TRUTH_FIELDS = ("gt_vertices", "gt_K", "gt_R", "gt_t", "gt_identity", "gt_expression", "gt_pose", "gt_albedo")
+
 #: MoFA's paper weights (Tewari et al. 2017, sec. 6) as loss-library terms.
 DEFAULT_LOSSES = {"photometric": 1.92, "identity_prior": 2.9e-5, "reflectance_prior": 2.9e-5 * 1.7e-3,
                   "expression_prior": 2.9e-5 * 0.8, "expression_range": 1.0, "landmark": 0.0}
@@ -77,6 +80,15 @@ class MofaConfig:
     visibility: str = "raster"  # raster (z-buffer at visibility_size) | normals (back-face only)
     visibility_size: int = 64
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSSES))
+    # supervised terms (engine.losses.terms: vertices, shape, rotation, ...) on synthetic items'
+    # gt_* tensors: the vertex terms weigh the vertices of this region ("" = all vertices)
+    gt_region: str = "face_skin"
+    # leave face skin hidden by props (items' occlusion_mask) out of the photometric term
+    mask_occlusions: bool = True
+    # predict_photo: give the photo camera its principal point at the photo's centre (the
+    # network's camera is turned about its centre to keep the face where it was); False keeps
+    # the crop centre's preimage as the principal point (networks trained before this option)
+    recentre: bool = False
 
 
 #: Loss weights of configs written before the loss library (checkpoints keep them):
@@ -89,6 +101,21 @@ def _legacy_losses(d: Mapping[str, Any]) -> dict[str, float]:
     w.update({k: float(d[k]) for k in _LEGACY_WEIGHTS if k in d})
     return {"photometric": w["w_photo"], "identity_prior": w["w_reg"], "reflectance_prior": w["w_reg"] * w["w_beta"],
             "expression_prior": w["w_reg"] * w["w_delta"], "expression_range": w["w_range"], "landmark": w["w_land"]}
+
+
+def recentre_camera(camera: PerspectiveCamera, centre: tuple[float, float]) -> PerspectiveCamera:
+    """The camera with its principal point moved to ``centre`` (pixels) and turned about its
+    centre so that its old optical axis passes through its old principal point: the face the
+    network placed on the crop's axis stays where it was, and the rotation becomes the head's
+    rotation relative to the photo's optical axis (the inverse of the view alignment of the
+    supervised terms, :func:`engine.losses.terms.view_aligned_rotation`). Exact for the
+    principal ray, a small homography elsewhere (the off-axis angle is a few degrees)."""
+    from engine.losses.terms import view_aligned_rotation
+
+    K_new = camera.K.clone()
+    K_new[:, 0, 2], K_new[:, 1, 2] = float(centre[0]), float(centre[1])
+    Q = view_aligned_rotation(K_new, camera.K).transpose(-1, -2)  # old axis -> the ray through the old pp
+    return PerspectiveCamera(K_new, Q @ camera.R, (Q @ camera.t[..., None])[..., 0], camera.image_size)
 
 
 class Mofa(LearnedMethod):
@@ -114,6 +141,9 @@ class Mofa(LearnedMethod):
             centre = head.landmarks(head.template[None])[0].mean(0)
         self.register_buffer("t0", torch.tensor([0.0, 0.0, cfg.depth_m]) - frontal_rotation() @ centre.cpu())
         self.register_buffer("lmk_weights", landmark_weights_68())
+        # weights of the supervised vertex terms (not saved: checkpoints without it still load)
+        self.register_buffer("gt_weights", head.regions[cfg.gt_region].to(torch.float32).clone()
+                             if cfg.gt_region else None, persistent=False)
 
     @classmethod
     def config_from_dict(cls, data: Mapping[str, Any]) -> MofaConfig:
@@ -172,6 +202,16 @@ class Mofa(LearnedMethod):
         return FaceParams(identity=ident, expression=expr, pose=ident.new_zeros(B, head.n_joints, 3), camera=camera,
                           sh=code.sh + ambient, reflectance=code.reflectance)
 
+    @torch.no_grad()
+    def predict_photo(self, rgb, landmarks68, crop_scale: float = 1.25) -> FaceParams:
+        """:meth:`LearnedMethod.predict_photo`, and with ``recentre`` the camera re-expressed
+        with its principal point at the photo's centre (:func:`recentre_camera`)."""
+        params = super().predict_photo(rgb, landmarks68, crop_scale)
+        if self.cfg.recentre:
+            H, W = rgb.shape[:2]
+            params = params.replace(camera=recentre_camera(params.camera, (W / 2.0, H / 2.0)))
+        return params
+
     def visibility(self, decoded: Decoded) -> Tensor:
         """(B, V) bool: vertices the photometric term may use (region ∧ visibility)."""
         if self.cfg.visibility == "normals":
@@ -181,16 +221,28 @@ class Mofa(LearnedMethod):
         return vis & self.region_mask
 
     def loss(self, images: Tensor, params: FaceParams, landmarks: Tensor | None = None,
-             landmark_valid: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Decoded]:
-        """Per-batch loss (scalar), its terms (batch means), and the decoded faces."""
+             landmark_valid: Tensor | None = None, truth: Mapping[str, Tensor] | None = None,
+             occlusion: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Decoded]:
+        """Per-batch loss (scalar), its terms (batch means), and the decoded faces.
+
+        ``truth``: a synthetic batch's ``gt_*`` tensors, for the supervised terms (a term
+        with a weight whose ground truth is missing is an error). ``occlusion (B, S, S)``:
+        face skin hidden by props, left out of the photometric term (``mask_occlusions``)."""
         dec = self.decoder(params)
         vis = self.visibility(dec)
+        photo_w = vis.float()
+        if occlusion is not None and self.cfg.mask_occlusions:
+            hidden = dec.sample(occlusion.float()[:, None])[..., 0]  # (B, V) nearest-ish fraction hidden
+            photo_w = photo_w * (hidden < 0.5).float()
         w = self.lmk_weights
         if landmark_valid is not None:
             w = w * landmark_valid.to(w.dtype)
-        inputs = LossInputs(dec, observed=dec.sample(images.float()), photo_weights=vis,
+        truth = {k: v.float() for k, v in (truth or {}).items()}
+        inputs = LossInputs(dec, observed=dec.sample(images.float()), photo_weights=photo_w,
                             landmarks=None if landmarks is None else landmarks.float(), landmark_weights=w,
-                            landmark_scale=float(self.cfg.image_size))
+                            landmark_scale=float(self.cfg.image_size),
+                            vertex_weights=self.gt_weights, albedo_weights=self.region_mask,
+                            **{k: truth.get(k) for k in _TRUTH_FIELDS})
         weights = {k: v for k, v in self.losses.items() if k != "landmark" or landmarks is not None}
         total, terms = weighted_sum(weights, inputs, log=("landmark",) if landmarks is not None else ())
         scalars = {k: v.mean().detach() for k, v in terms.items()}
@@ -199,14 +251,28 @@ class Mofa(LearnedMethod):
             scalars["landmark_px"] = (dec.landmarks2d - landmarks).norm(dim=-1).mean().detach()
         return total.mean(), scalars, dec
 
+    @torch.no_grad()
+    def complete_truth(self, truth: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``truth`` with ``gt_vertices`` computed from the gt codes, batched, when a vertex
+        term needs them and the items left them out (``data.options.vertices: false``)."""
+        needed = any(self.losses.get(k) for k in ("vertices", "shape"))
+        if not needed or "gt_vertices" in truth or "gt_identity" not in truth or "gt_expression" not in truth:
+            return truth
+        pose = truth.get("gt_pose") if self.head.n_joints else None
+        out = self.head(truth["gt_identity"].float(), truth["gt_expression"].float(),
+                        None if pose is None else pose.float())
+        return {**truth, "gt_vertices": out.vertices}
+
     def training_step(self, batch: dict[str, Tensor]) -> StepResult:
         """One step on crops ``(B, 3, S, S)`` or clips/identity groups ``(B, T, 3, S, S)``
         (frames are independent images for MoFA)."""
         batch = flatten_groups(batch)
         images = batch["image"]
         code = self.encode(images)
+        truth = self.complete_truth({k: batch[k] for k in _TRUTH_FIELDS if k in batch})
         with torch.autocast(images.device.type, enabled=False):
             params = self.decode(code)
-            loss, terms, _ = self.loss(images, params, batch.get("landmarks"), batch.get("landmarks_valid"))
+            loss, terms, _ = self.loss(images, params, batch.get("landmarks"), batch.get("landmarks_valid"),
+                                       truth, batch.get("occlusion_mask"))
         return StepResult(loss, terms, {"code": code.detach(), "params": params.detach(), "images": images})
 
