@@ -89,3 +89,20 @@ def test_export_records_the_orientation_of_a_given_build(built, tmp_path):
         want = basis_signature(z["identity_basis"])
     np.testing.assert_array_equal(np.sign(sig), np.sign(want))
     assert (np.sign(sig)[FLIPPED] < 0).all()
+
+
+def test_a_corpus_cache_is_read_in_the_local_orientation(built, tmp_path):
+    """A cache records the orientation it was rendered with; a build with negated modes reads
+    the same faces (same gt vertices) with re-signed coefficients."""
+    from engine.data.synthetic import SyntheticFaces, write_cache
+    from engine.head.open_model import load_open
+
+    path, head = built
+    write_cache(head, tmp_path / "corpus", 2, "train", 32, 7)
+    other_head = load_open(_negated_copy(path, tmp_path / "negated.npz"))
+    here = SyntheticFaces(head, 2, 32, 7, cache=tmp_path / "corpus")[1]
+    there = SyntheticFaces(other_head, 2, 32, 7, cache=tmp_path / "corpus")[1]
+    sign = torch.ones(head.n_identity)
+    sign[FLIPPED] = -1
+    torch.testing.assert_close(there["gt_identity"], here["gt_identity"] * sign)
+    torch.testing.assert_close(there["gt_vertices"], here["gt_vertices"], atol=1e-6, rtol=1e-5)

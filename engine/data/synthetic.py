@@ -119,7 +119,7 @@ class SyntheticFaces(Dataset):
         self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, frame_size, generator=generator)
+            self.cache = _open_cache(Path(cache), split, frame_size, generator=generator, head=head)
             if self.cache["n"] < self.n:
                 raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} faces, "
                                 f"fewer than the {self.n} requested")
@@ -141,6 +141,7 @@ class SyntheticFaces(Dataset):
                     ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")
                     + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())
                     + tuple(k for k in _OPTIONAL_ARRAYS if k in c)}
+            _orient_identity(item, c)
             if self.vertices:
                 item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
             seed = int(c["seeds"][i])
@@ -179,7 +180,15 @@ _REALISTIC_ARRAYS = ("landmarks_visible", "occlusion_mask")  # cached too for re
 _OPTIONAL_ARRAYS = ("gt_albedo", "gt_sh")  # realistic corpora written since they exist; loaded when present
 
 
-def _open_cache(root: Path, split: str, size: int, folder: str | None = None, generator: str = "basic") -> dict:
+def _orient_identity(item: dict, cache: dict) -> None:
+    """Turn a cached ``gt_identity`` onto the local head model's basis (see ``_open_cache``)."""
+    flip = cache.get("identity_flip")
+    if flip is not None:
+        item["gt_identity"] = item["gt_identity"] * flip
+
+
+def _open_cache(root: Path, split: str, size: int, folder: str | None = None, generator: str = "basic",
+                head=None) -> dict:
     d = root / (folder or split)
     meta_path = d / "meta.json"
     if not meta_path.is_file():
@@ -192,7 +201,14 @@ def _open_cache(root: Path, split: str, size: int, folder: str | None = None, ge
         raise UserError(f"synthetic cache {d} was written by the {meta.get('generator', 'basic')} generator, "
                         f"not the {generator} one (data.options.generator)")
     n = meta["n"]
-    out = {"n": n, "meta": meta, "images": np.load(d / "images.npy", mmap_mode="r")}
+    out = {"n": n, "meta": meta, "images": np.load(d / "images.npy", mmap_mode="r"), "identity_flip": None}
+    sig = meta.get("identity_signature")
+    if head is not None and sig is not None and len(sig) == head.n_identity:
+        # the corpus was rendered with a build whose identity modes may be negated relative to
+        # the local one (engine.head.model.basis_signature): same faces, coefficients re-signed
+        same = torch.tensor(sig, dtype=torch.float32) * head.identity_signature().cpu() >= 0
+        if not bool(same.all()):
+            out["identity_flip"] = torch.where(same, 1.0, -1.0)
     for k in _CACHE_ARRAYS + (_REALISTIC_ARRAYS if generator == "realistic" else ()):
         out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
     for k in _OPTIONAL_ARRAYS:
@@ -219,7 +235,7 @@ class SyntheticClips(Dataset):
         self.syn_cfg = SyntheticConfig(image_size=image_size, **synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, image_size, f"clips_{split}")
+            self.cache = _open_cache(Path(cache), split, image_size, f"clips_{split}", head=self.head)
             if self.cache["n"] < self.n:
                 raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} clips, "
                                 f"fewer than the {self.n} requested")
@@ -238,6 +254,7 @@ class SyntheticClips(Dataset):
             c = self.cache
             img = torch.from_numpy(np.array(c["images"][i, :T]))
             item = {k: torch.from_numpy(np.array(c[k][i, :T])) for k in _CACHE_ARRAYS[:-1]}
+            _orient_identity(item, c)
             seed = int(c["seeds"][i])
             with torch.no_grad():
                 pose = item["gt_pose"] if self.head.n_joints else None
@@ -301,6 +318,8 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
     ``lead`` is the per-item leading shape (() for faces, (T,) for clips)."""
     d.mkdir(parents=True, exist_ok=True)
     first = ds[0]
+    # the orientation of the identity modes the gt_identity coefficients refer to
+    meta = {**meta, "identity_signature": [float(x) for x in ds.head.identity_signature().cpu()]}
     S = meta["image_size"]
     shapes = {"images": ((n,) + lead + (S, S, 3), np.uint8), "seeds": ((n,), np.int64)}
     keys = _CACHE_ARRAYS[:-1] + tuple(k for k in _REALISTIC_ARRAYS + _OPTIONAL_ARRAYS if k in first)
