@@ -1,9 +1,10 @@
 """MoFA's synthetic protocol for a learned checkpoint: before (zero code) vs after training.
 
     python tools/eval_mofa.py --checkpoint engine/assets/mofa_open_default.pt [--n 100] [--seed 0]
-        [--size 224] [--landmarks gt|detected] [--json]
+        [--size 224] [--landmarks gt|detected] [--generator basic|realistic] [--json]
 
-Faces ``seed .. seed+n-1`` of :mod:`engine.generator` (the evaluation seeds; the training
+Faces ``seed .. seed+n-1`` of :mod:`engine.generator` (``--generator realistic``: of
+:mod:`engine.generator.realistic`, whole photo-like frames; the evaluation seeds; the training
 corpus uses seeds ≥ 1234·10⁷, so they are disjoint) are rendered at ``--size`` px, cropped
 around their landmarks exactly as at inference (``Mofa.predict_photo``:
 ground-truth 2-D landmarks by default, or the real detector's), encoded once and scored by
@@ -31,15 +32,24 @@ PAPER = {"geometric_mm": (21.6, 4.5), "photometric": (0.33, 0.05), "landmark_px"
 KEYS = ("geometric_mm", "photometric", "landmark_px")
 
 
-def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt") -> dict:
+def _render(head, seed: int, size: int, generator: str):
+    if generator == "realistic":
+        from engine.generator.realistic import RealisticConfig, render_realistic
+
+        return render_realistic(head, seed, RealisticConfig(image_size=size))
+    from engine.generator import SyntheticConfig, render_sample
+
+    return render_sample(head, seed, SyntheticConfig(image_size=size))
+
+
+def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt", generator: str = "basic") -> dict:
     """Per-face scores of ``model`` (a :class:`engine.methods.mofa.Mofa`) on faces seed..seed+n-1."""
     from engine.eval.synthetic import geometric_error_mm, score_fit
-    from engine.generator import SyntheticConfig, render_sample
 
     head = model.head
     rows, failures, secs = [], 0, []
     for k in range(n):
-        s = render_sample(head, seed + k, SyntheticConfig(image_size=size))
+        s = _render(head, seed + k, size, generator)
         if landmarks == "gt":
             lm = s.landmarks2d.numpy()
         else:
@@ -73,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=224, help="render size of the evaluation images")
     ap.add_argument("--landmarks", choices=("gt", "detected"), default="gt")
+    ap.add_argument("--generator", choices=("basic", "realistic"), default="basic",
+                    help="the evaluation faces: the basic generator's (default) or the realistic one's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     a = ap.parse_args(argv)
@@ -83,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     with cli_errors():
         trained = Mofa.load(a.checkpoint)
         untrained = Mofa(trained.cfg, head=trained.head).eval()  # zero head -> zero code
-        res = {"before": evaluate(untrained, a.n, a.seed, a.size, a.landmarks),
-               "after": evaluate(trained, a.n, a.seed, a.size, a.landmarks)}
+        res = {"before": evaluate(untrained, a.n, a.seed, a.size, a.landmarks, a.generator),
+               "after": evaluate(trained, a.n, a.seed, a.size, a.landmarks, a.generator)}
     if a.json:
         print(json.dumps({"checkpoint": a.checkpoint, "n": a.n, "seed": a.seed, "size": a.size,
-                          "landmarks": a.landmarks, **res}))
+                          "landmarks": a.landmarks, "generator": a.generator, **res}))
         return 0
-    print(f"MoFA synthetic protocol: {a.n} faces, seeds {a.seed}..{a.seed + a.n - 1}, {a.size} px, "
+    print(f"MoFA synthetic protocol ({a.generator} generator): {a.n} faces, seeds {a.seed}..{a.seed + a.n - 1}, {a.size} px, "
           f"{a.landmarks} landmarks for the crop, checkpoint {a.checkpoint}")
     print(f"{'':22s}{'geometric mm':>20s}{'photometric':>20s}{'landmark px':>20s}")
     print(f"{'':22s}" + "{:>20s}".format("mean / median") * 3)
