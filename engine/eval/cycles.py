@@ -79,6 +79,7 @@ class CyclesReport:
     detection_failures: list[int] = field(default_factory=list)
     scores: list[CyclesFaceScore] = field(default_factory=list)
     network_ms_224: tuple[float, float] | None = None  # (wall, CPU) ms, one thread
+    network_ms_input: tuple[int, float, float] | None = None  # (its input size px, wall, CPU) ms, one thread
     pooled: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"method": [], "mean_face": []}, repr=False)
 
     def summary(self) -> dict[str, float]:
@@ -113,6 +114,8 @@ class CyclesReport:
         }
         if self.network_ms_224 is not None:
             out["network_ms_224_wall"], out["network_ms_224_cpu"] = self.network_ms_224
+        if self.network_ms_input is not None:
+            out["network_input_px"], out["network_ms_input_wall"], out["network_ms_input_cpu"] = self.network_ms_input
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +213,10 @@ def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, b
     rep = CyclesReport(set_dir=str(folder), set_model=str(meta["model"]), method=str(predictor.name), model=head.name)
     if timing:
         rep.network_ms_224 = network_ms(predictor)
+        net = getattr(predictor, "network", None) or getattr(getattr(predictor, "init", None), "network", None)
+        if net is not None and getattr(net, "image_size", 224) != 224:  # the size predict_photo feeds it
+            ms = network_ms(predictor, size=int(net.image_size))
+            rep.network_ms_input = (int(net.image_size), *ms) if ms else None
     save_dir = Path(save) if save else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -294,6 +301,9 @@ def format_summary(rep: CyclesReport) -> str:
         return f"cycles set {rep.set_dir}: method={rep.method}: no face scored ({len(rep.detection_failures)} detector misses)"
     net = (f"; network alone at 224 px, 1 thread: {d['network_ms_224_cpu']:.1f} ms CPU "
            f"({d['network_ms_224_wall']:.1f} ms wall)" if "network_ms_224_cpu" in d else "")
+    if "network_ms_input_cpu" in d:
+        net += (f", at its {d['network_input_px']} px input: {d['network_ms_input_cpu']:.1f} ms CPU "
+                f"({d['network_ms_input_wall']:.1f} ms wall)")
     return "\n".join([
         f"cycles set {rep.set_dir} ({rep.set_model} heads): method={rep.method} model={rep.model} "
         f"faces={d['faces']}/{d['images']} (detector misses {d['detection_failures']})",
@@ -324,6 +334,8 @@ def format_table(reports: list[dict[str, Any]]) -> str:
     for r in reports:
         d = r["summary"]
         net = f"{d['network_ms_224_cpu']:.1f}" if "network_ms_224_cpu" in d else "–"
+        if "network_ms_input_cpu" in d:
+            net += f" ({d['network_ms_input_cpu']:.1f} at its {d['network_input_px']} px input)"
         rows.append(
             f"| {r['method']} | {d['faces']} ({d['detection_failures']}) | {d['now_median_mm']:.3f}{ratio(d, 'now_median_mm')} "
             f"| {d['mean_face_median_mm']:.3f} | {100 * d['better_than_mean_face']:.0f} % "
