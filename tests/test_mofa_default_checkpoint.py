@@ -1,6 +1,6 @@
 """The committed default MoFA checkpoint (engine/assets/mofa_open_default.pt) loads, is small,
-predicts the codes it predicted before the shared decoder existed, and beats the zero code
-(mean face, centred) on held-out synthetic faces."""
+predicts the codes recorded in tests/data (tools/record_mofa_codes.py), and beats the zero
+code (mean face, centred) on held-out realistic synthetic faces."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def test_default_checkpoint_is_small_and_inference_only(models):
 
 
 def test_default_checkpoint_predicts_the_recorded_codes(models):
-    """Same network output as before the refactor onto engine.face (recorded in tests/data)."""
+    """Same network output as recorded in tests/data (tools/record_mofa_codes.py): a refactor
+    of the encoder, the generator or the head model that changes what the network sees or
+    says fails here."""
     from engine.generator import SyntheticConfig, render_sample
 
     trained, _ = models
@@ -56,15 +58,20 @@ def test_default_checkpoint_predicts_the_recorded_codes(models):
         np.testing.assert_allclose(got, np.asarray(ref), atol=2e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("seed", [3, 17])
-def test_default_checkpoint_beats_the_zero_code(models, seed):
+def test_default_checkpoint_beats_the_zero_code(models):
+    """On six held-out realistic faces (what the network is trained on; evaluation seeds are
+    disjoint from the corpus's, >= 1234e7): mean landmark error well below the zero code's
+    (measured 5.9 vs 18.7 px), mean photometric error below it (0.10 vs 0.25)."""
     from engine.eval.synthetic import score_fit
-    from engine.generator import render_sample
+    from engine.generator.realistic import RealisticConfig, render_realistic
 
     trained, untrained = models
-    s = render_sample(trained.head, seed)  # evaluation seeds: disjoint from the corpus (>= 1234e7)
-    lm = s.landmarks2d.numpy()
-    _, photo_t, lmk_t = score_fit(trained.head, s, trained.predict_photo(s.image, lm))
-    _, photo_0, lmk_0 = score_fit(trained.head, s, untrained.predict_photo(s.image, lm))
-    assert lmk_t < 0.8 * lmk_0, (lmk_t, lmk_0)
-    assert photo_t < photo_0, (photo_t, photo_0)
+    scores = {"trained": [], "zero": []}
+    for seed in range(3, 9):
+        s = render_realistic(trained.head, seed, RealisticConfig(image_size=224))
+        lm = s.landmarks2d.numpy()
+        scores["trained"].append(score_fit(trained.head, s, trained.predict_photo(s.image, lm))[1:])
+        scores["zero"].append(score_fit(trained.head, s, untrained.predict_photo(s.image, lm))[1:])
+    (photo_t, lmk_t), (photo_0, lmk_0) = (np.mean(scores[k], axis=0) for k in ("trained", "zero"))
+    assert lmk_t < 0.5 * lmk_0, (lmk_t, lmk_0)
+    assert photo_t < 0.7 * photo_0, (photo_t, photo_0)

@@ -511,7 +511,11 @@ class Trainer:
         src = _resolve_init_source(str(path))
         data = st.load_checkpoint_file(src, map_location="cpu")
         strict = self.cfg.init_strict if strict is None else strict
-        report = load_matching_weights(self.method, data["model"], strict, source=str(src))
+        weights = data["model"]
+        upgrade = getattr(type(self.method), "upgrade_state", None)
+        if upgrade is not None and data.get("method") == getattr(self.method, "name", None):
+            weights = upgrade(dict(weights))  # tensors renamed since that checkpoint was written
+        report = load_matching_weights(self.method, weights, strict, source=str(src))
         report["format"] = data["format"]
         report["method"] = data.get("method", "")
         report["source_step"] = int(data.get("step", 0))
