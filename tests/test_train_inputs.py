@@ -306,3 +306,16 @@ def test_images_unreadable_after_indexing_are_counted(tmp_path, capsys, workers)
     assert "2 training image(s) could not be read" in out.err
     rec = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "loss_step" in x]
     assert [r["data/skipped_images"] for r in rec] == [1, 2]
+
+
+def test_every_shipped_config_loads_and_validates():
+    """train/configs/*.yaml: each parses into a validated TrainConfig (keys, ranges, data options)."""
+    from pathlib import Path
+
+    from engine.train.config import load_config
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "train" / "configs").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.max_steps > 0 and cfg.data.image_size > 0, path
