@@ -45,29 +45,31 @@ def test_pnp_recovers_ground_truth_pose(model):
 
 
 def test_fit_beats_the_mean_face_on_ground_truth_landmarks(model):
-    s = render_sample(model, 1)
-    fit = fit_photo(model, s.image, s.landmarks2d.numpy(), FitConfig())
+    """Four faces (seeds 1-4): the fitted geometry's mean error is well below the mean face's
+    (measured with the open model's build 3: 1.75 vs 2.48 mm, 0.70; one face, seed 1, lies
+    1.43 mm from the mean face and the fit cannot gain there, so the bound is on the mean)."""
     face = model.regions["face_skin"]
-    gt = s.vertices[face].numpy().astype(np.float64)
+    fitted, mean_face, lmk = [], [], []
+    for seed in range(1, 5):
+        s = render_sample(model, seed)
+        fit = fit_photo(model, s.image, s.landmarks2d.numpy(), FitConfig())
+        gt = s.vertices[face].numpy().astype(np.float64)
 
-    def err(v):
-        sc, R, t = umeyama(v[face].numpy().astype(np.float64), gt)
-        return np.linalg.norm(sc * v[face].numpy() @ R.T + t - gt, axis=1).mean() * 1000
+        def err(v):
+            sc, R, t = umeyama(v[face].numpy().astype(np.float64), gt)
+            return np.linalg.norm(sc * v[face].numpy() @ R.T + t - gt, axis=1).mean() * 1000
 
-    mean_face = err(model.template)
-    decoded = FaceDecoder(model)(fit)
-    fitted = err(decoded.vertices[0])
-    # 0.73 of the mean face before the expression ℓ1 prior, 0.81 with it, 0.86 with the
-    # reflectance-symmetry prior as well (this face: its albedo blotches are one-sided, which
-    # the prior reads as shading); over N = 50 (seed 0) the ground-truth-landmark median stays
-    # 1.69 -> 1.71 mm (mean 1.76 both), see docs/fitting.md
-    assert fitted < 0.9 * mean_face, (fitted, mean_face)
-    assert fitted < 3.0
-    lm = decoded.landmarks2d[0]
-    assert (lm - s.landmarks2d).norm(dim=-1).mean() < 1.5
-    assert fit.visibility.shape == (1, model.n_vertices) and 0.2 < float(fit.visibility.mean()) < 0.8
-    assert fit.camera.image_size == (224, 224) and fit.landmarks.shape == (1, 68, 2)
-    assert set(fit.timings) == {"camera", "landmarks", "appearance", "refine"}
+        decoded = FaceDecoder(model)(fit)
+        mean_face.append(err(model.template))
+        fitted.append(err(decoded.vertices[0]))
+        assert fitted[-1] < 3.0, (seed, fitted[-1])
+        lmk.append(float((decoded.landmarks2d[0] - s.landmarks2d).norm(dim=-1).mean()))
+        assert lmk[-1] < 2.0, (seed, lmk[-1])  # seed 2: 1.69 px (one-sided albedo blotches vs the symmetry prior)
+        assert fit.visibility.shape == (1, model.n_vertices) and 0.2 < float(fit.visibility.mean()) < 0.8
+        assert fit.camera.image_size == (224, 224) and fit.landmarks.shape == (1, 68, 2)
+        assert set(fit.timings) == {"camera", "landmarks", "appearance", "refine"}
+    assert np.mean(fitted) < 0.85 * np.mean(mean_face), (fitted, mean_face)
+    assert np.mean(lmk) < 1.5, lmk
 
 
 def test_eval_protocol_tiny_run(model):
