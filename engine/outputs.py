@@ -320,14 +320,19 @@ def expression_morph_targets(model, identity, pose) -> dict[str, np.ndarray]:
 
 
 def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: str,
-                  options: OutputOptions | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  options: OutputOptions | None = None, extra: Mapping[str, Any] | None = None,
+                  timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Write every file of the output folder except ``params.json`` from a
     :class:`engine.face.FaceParams` (batch of one, the photo's frame: ``photo.rgb``'s pixels)
     and return the ``params.json`` dictionary (``extra`` merged into it).
 
     The albedo texture is baked from the photo where the face was seen (photo / shading),
-    completed by symmetry and the estimate's per-vertex albedo elsewhere.
+    completed by symmetry and the estimate's per-vertex albedo elsewhere. ``timings``, when
+    given, receives the seconds of each part (``texture``, ``obj``, ``glb``, ``rig``,
+    ``previews``, ``params``) for benchmarks.
     """
+    import time
+
     import cv2
     import torch
 
@@ -340,6 +345,14 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
 
     opt = options or OutputOptions()
     folder = Path(folder)
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     cpu_model = model.to("cpu") if model.template.device.type != "cpu" else model
     p = params.detach().cpu().select(0)
     decoder = FaceDecoder(cpu_model)
@@ -369,12 +382,14 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     albedo_png = png_bytes(albedo_img)
     (folder / "albedo.png").write_bytes(albedo_png)
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    lap("texture")
 
     # --- meshes
     write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
               texture_path=folder / "albedo.png")
     write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
               texture_path=folder / "albedo.png", material_name="head_camera")
+    lap("obj")
     pose = p.pose[0]
     # head.glb is the mesh at pose 0 (sliders at zero = neutral); rig.json carries the joints,
     # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck.
@@ -385,7 +400,9 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
     write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(), morph_targets=targets,
               texture_png=albedo_png, morph_weights=weights)
+    lap("glb")
     write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
+    lap("rig")
 
     # --- overlay on the (possibly reduced) photo, summary on a face crop
     # the textured render reproduces the photo almost exactly (the texture is baked from it),
@@ -409,15 +426,18 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     render_on = np.where(mask[..., None], colour, ccrop * 0.3)
     write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
                                                    ["photo", "render", "shading p1-p99", "albedo"]))
+    lap("previews")
 
     # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels
     inv = 1.0 / photo.scale
     K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K
     pose_dict = {name: pose[j].tolist() for j, name in enumerate(model.joint_names)} if pose.numel() else {}
-    return build_params(
+    out = build_params(
         model=model.name, image_size=photo.original_size, K=K_orig.numpy(), R=R.numpy(), t=t.numpy(),
         identity=identity.tolist(), expression=weights, pose=pose_dict, sh=p.sh[0].numpy(),
         landmarks68_image_px=(lm_px * inv).numpy(), landmarks68_camera=(dec.landmarks3d[0] @ R.T + t).numpy(),
         timings=p.timings, photo=str(photo.path), method=method,
         extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, **(extra or {})},
     )
+    lap("params")
+    return out

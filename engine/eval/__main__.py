@@ -1,6 +1,7 @@
 """``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--json]``;
 ``python -m engine.eval cycles-set build --out DIR [--n 100] [--seed 0]``;
-``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``."""
+``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``;
+``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``."""
 
 from __future__ import annotations
 
@@ -50,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--save", default=None, metavar="DIR", help="write each prediction (for the contact sheets)")
     c.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
     _method_args(c)
+    e = sub.add_parser("expressions", help="ARKit expression recovery on synthetic faces with strong, preset "
+                                            "and neutral expressions (per-unit correlation, MAE on active units)")
+    e.add_argument("--n", type=int, default=100, help="faces with 1-3 random units")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--neutral", type=int, default=20, help="faces with no expression")
+    e.add_argument("--presets", type=int, default=3, help="faces per named preset (smile, one-sided smile, ...)")
+    e.add_argument("--expression-max", type=float, default=1.0, help="largest weight of a random unit")
+    e.add_argument("--landmarks", default="detected", choices=["detected", "gt"])
+    e.add_argument("--all-units", action="store_true", help="list every unit, also those never active")
+    e.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
+    _method_args(e)
     t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
     t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine.head import load_head_model
         from engine.methods import build_predictor
 
-        if args.command == "synthetic":
+        if args.command in ("synthetic", "expressions"):
             torch.manual_seed(args.seed)
         else:
             from engine.eval.cycles_set import read_set
@@ -83,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
             read_set(args.set_dir)  # a missing or unbuilt set fails before anything loads
         model = load_head_model(args.model, args.model_path)
         log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        if args.command == "expressions":
+            from engine.eval.expressions import evaluate_expressions, format_report
+
+            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
+            rep = evaluate_expressions(model, predictor, n=args.n, seed=args.seed, neutral=args.neutral,
+                                       presets=args.presets, expression_max=args.expression_max,
+                                       landmarks=args.landmarks, backend=args.backend, log=log)
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
+            print(json.dumps(rep.to_dict(), indent=1) if args.json else format_report(rep, args.all_units))
+            return 0
         if args.command == "cycles":
             from engine.eval.cycles import evaluate_cycles, format_summary
 
