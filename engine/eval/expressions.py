@@ -39,7 +39,8 @@ import torch
 from engine.generator import SyntheticConfig
 from engine.generator.basic import _aim, render_params, sample_params
 from engine.head.model import HeadModel
-from engine.methods.base import FaceObservation, Predictor
+from engine.eval.synthetic import observe_sample
+from engine.methods.base import Predictor
 
 ACTIVE = 0.1  # a unit counts as active in a face when its true weight is at least this
 
@@ -203,18 +204,12 @@ def evaluate_expressions(model: HeadModel, predictor: Predictor, n: int = 100, s
                            seed=seed, expression_max=expression_max, names=list(model.expression_names))
     for kind, s, cfg, weights, jaw in expression_jobs(model, n, seed, neutral, presets, expression_max):
         sample = expression_sample(model, s, cfg, weights, jaw)
-        if landmarks == "gt":
-            face = FaceObservation(sample.image, sample.landmarks2d.numpy())
-        else:
-            from engine.detect import detect_faces
-
-            found = [f for f in detect_faces(sample.image, backend=backend) if f.landmarks68 is not None]
-            if not found:
-                rep.detection_failures += 1
-                if log:
-                    log(f"face {s} ({kind}): detector found no face")
-                continue
-            face = FaceObservation.from_detection(sample.image, found[0])
+        face = observe_sample(sample, landmarks, backend)
+        if face is None:
+            rep.detection_failures += 1
+            if log:
+                log(f"face {s} ({kind}): detector found no face")
+            continue
         t0 = time.perf_counter()
         fit = predictor(face).detach().cpu()
         secs = time.perf_counter() - t0

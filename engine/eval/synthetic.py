@@ -115,6 +115,18 @@ def fit_predictor(model: HeadModel, config: FitConfig | None = None) -> Predicto
     return FitPredictor(model, config)
 
 
+def observe_sample(sample, landmarks: str = "detected", backend: str = "default") -> FaceObservation | None:
+    """A synthetic sample as a method sees it: its true 2-D landmarks (``"gt"``) or the
+    detector's first face with iBUG-68 landmarks (``"detected"``); None when the detector
+    finds none."""
+    if landmarks == "gt":
+        return FaceObservation(sample.image, sample.landmarks2d.numpy())
+    from engine.detect import detect_faces
+
+    faces = [f for f in detect_faces(sample.image, backend=backend) if f.landmarks68 is not None]
+    return FaceObservation.from_detection(sample.image, faces[0]) if faces else None
+
+
 def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: FitConfig | None = None,
                        synth: SyntheticConfig | None = None, sources: tuple[str, ...] = ("detected", "gt"),
                        backend: str = "default", log: Callable[[str], None] | None = None,
@@ -130,18 +142,12 @@ def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: Fit
     for k in range(n):
         sample = render_sample(model, seed + k, synth)
         for src in sources:
-            if src == "gt":
-                face = FaceObservation(sample.image, sample.landmarks2d.numpy())
-            else:
-                from engine.detect import detect_faces
-
-                faces = [f for f in detect_faces(sample.image, backend=backend) if f.landmarks68 is not None]
-                if not faces:
-                    report.detection_failures += 1
-                    if log:
-                        log(f"face {seed + k}: detector found no face")
-                    continue
-                face = FaceObservation.from_detection(sample.image, faces[0])
+            face = observe_sample(sample, src, backend)
+            if face is None:
+                report.detection_failures += 1
+                if log:
+                    log(f"face {seed + k}: detector found no face")
+                continue
             t0 = time.perf_counter()
             fit = predictor(face)
             secs = time.perf_counter() - t0
