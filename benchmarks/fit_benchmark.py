@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--model", default="open")
     ap.add_argument("--json", default=None, metavar="FILE", help="also append JSON records to FILE")
     ap.add_argument("--no-reconstruct", action="store_true", help="skip the end-to-end astronaut run")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="profile one fit (ground-truth landmarks); print its N most expensive operators by CPU time")
     args = ap.parse_args()
     from engine.fitting import FitConfig, fit_photo, model_cache
     from engine.head import load_head_model
@@ -40,6 +42,15 @@ def main() -> None:
     model_cache(model)
     samples = [render_sample(cpu_model, 100 + i) for i in range(args.n)]
     fit_photo(model, samples[0].image, samples[0].landmarks2d.numpy(), FitConfig())  # warm-up
+    if args.profile:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _profile import profile_call
+
+        s0 = samples[0]
+        print(profile_call(lambda: fit_photo(model, s0.image, s0.landmarks2d.numpy(), FitConfig()),
+                           args.device == "cuda", args.profile, sort="cpu_time_total"))
     detections = []
     try:
         from engine.detect import detect_faces

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.render import (  # noqa: E402
     PerspectiveCamera,
@@ -95,6 +96,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also append one JSON record per figure to FILE")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="profile the rasterised fwd+bwd at the largest batch; print its N most expensive operators")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,6 +155,10 @@ def main() -> None:
                     fh.write(json.dumps({"bench": "render", "path": label, "batch": batch, "device": name,
                                          "size": args.size, "ms_per_batch": dt * 1e3,
                                          "images_per_s": batch / dt}) + "\n")
+        if args.profile and batch == max(args.batches):
+            from _profile import profile_call
+
+            print(profile_call(raster(True), device.type == "cuda", args.profile))
 
 
 if __name__ == "__main__":

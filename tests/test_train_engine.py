@@ -204,3 +204,19 @@ def test_torchrun_ddp_on_cpu(tmp_path):
     assert data["world_size"] == 2 and len(data["rng"]) == 2 and data["step"] == 6
     assert not torch.equal(data["rng"][0]["torch"], data["rng"][1]["torch"])  # per-rank seeds
     assert (tmp_path / "final.pt").is_file()
+
+
+def test_data_sets_render_with_their_own_cpu_head(tmp_path):
+    """The method's head moves with it (to CUDA, or another dtype); the synthetic data sets keep
+    rendering on the CPU with their own copy (on a GPU, a shared head made the generator mix
+    devices: every CUDA training step on synthetic data failed)."""
+    from engine.methods.mofa import Mofa
+
+    cfg = load_config(None, ["batch_size=2", "data.image_size=64", "data.n_samples=4", "data.val_samples=2",
+                             "model.backbone=resnet10", "model.width=0.25", f"run_dir={tmp_path}"])
+    bundle = Mofa.build_for_training(cfg)
+    assert bundle.train_set.head is not bundle.model.head
+    bundle.model.to(torch.float64)  # stands in for .to("cuda"): the shared head would follow
+    item = bundle.train_set[0]
+    assert item["image"].dtype == torch.float32 and torch.isfinite(item["image"]).all()
+    assert bundle.val_set[0]["image"].shape == (3, 64, 64)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,8 +229,12 @@ class LearnedMethod(nn.Module):
                                      "head_model": train_cfg.data.head_model,
                                      "head_model_path": train_cfg.data.head_model_path})
         model = cls(mcfg)
-        return MethodBundle(model, build_dataset(train_cfg.data, "train", head=model.head),
-                            build_dataset(train_cfg.data, "val", head=model.head))
+        # the data sets render on the CPU (in loader workers) with their own copy of the head
+        # model: the method's head moves to the training device (a CUDA head made the
+        # generator mix devices) and its dtype with the method
+        data_head = copy.deepcopy(model.head).cpu()
+        return MethodBundle(model, build_dataset(train_cfg.data, "train", head=data_head),
+                            build_dataset(train_cfg.data, "val", head=data_head))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "LearnedMethod":

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# A training run of the default network on a GPU box, with the real data path (issue #18):
+# render a fresh realistic corpus on the box's CPU cores (a corpus seed the committed network
+# never saw), continue the committed network on it on the GPU, export the result.
+#
+#   bash benchmarks/gpu_train.sh [OUT_DIR]     # default: $OUT if set (device tool), else runs/gpu_train
+#
+# Knobs (environment): PROCS (rendering processes, default: cores - 1), PER (faces per process,
+# default 400), GEN_LIMIT (s, 150), STEPS (600), BATCH (128), AMP (bf16), WORKERS (loader processes,
+# default: cores - 2), TRAIN_LIMIT (s, 200), DEVICE (cuda). The corpus and run go under
+# runs/gpu_corpus and runs/gpu_train_run (gitignored); OUT gets the exported network
+# (mofa_gpu.pt, fp16), metrics.jsonl, the run's config and a log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-${OUT:-runs/gpu_train}}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+CORES=$(nproc)
+PROCS=${PROCS:-$((CORES > 1 ? CORES - 1 : 1))}
+PER=${PER:-400}
+N=$((PROCS * PER))
+SEED=${SEED:-4321}
+CORPUS=runs/gpu_corpus
+RUN=runs/gpu_train_run
+LOG="$OUT/train_log.txt"
+rm -rf "$CORPUS" "$RUN"
+echo "rendering $N realistic 224-px faces (corpus seed $SEED) in $PROCS processes" | tee "$LOG"
+t0=$(date +%s)
+gen() {  # gen K: faces [K*PER, (K+1)*PER); process 0 creates the memmaps and writes the validation split
+  OMP_NUM_THREADS=1 timeout "${GEN_LIMIT:-150}" "$PY" -m engine.data.synthetic --out "$CORPUS" --n "$N" \
+    --n-val "$([ "$1" = 0 ] && echo 64 || echo 0)" --size 224 --seed "$SEED" --generator realistic \
+    --option "face_fraction=[0.3,0.9]" --start $(($1 * PER)) --stop $((($1 + 1) * PER)) > "$OUT/gen_$1.txt" 2>&1
+}
+gen 0 & pids=($!)
+while [ ! -f "$CORPUS/train/images.npy" ] && kill -0 "${pids[0]}" 2> /dev/null; do sleep 1; done
+sleep 2   # the memmaps exist (or process 0 failed: its log says why)
+[ -f "$CORPUS/train/images.npy" ] || { echo "rendering failed:"; tail -n 5 "$OUT/gen_0.txt"; exit 1; } | tee -a "$LOG"
+for k in $(seq 1 $((PROCS - 1))); do gen "$k" & pids+=($!); done
+wait "${pids[@]}"
+t1=$(date +%s)
+# the count of faces rendered (a process stopped by GEN_LIMIT leaves black frames at the end of its range)
+OK=$("$PY" -c "import numpy as np; a = np.load('$CORPUS/train/images.npy', mmap_mode='r'); \
+print(int(sum(bool(a[i, ::16, ::16].any()) for i in range(a.shape[0]))))")
+echo "rendered $OK of $N faces in $((t1 - t0)) s ($(awk "BEGIN {printf \"%.1f\", $OK / ($t1 - $t0 + 1e-9)}") faces/s)" \
+  | tee -a "$LOG"
+cat "$OUT"/gen_*.txt | grep -iE "error|Traceback" | head -5 | tee -a "$LOG"
+rm -f "$OUT"/gen_*.txt
+timeout "${TRAIN_LIMIT:-200}" "$PY" -m engine.train --config train/configs/mofa_open_v2_stage2.yaml \
+  device="${DEVICE:-cuda}" amp="${AMP:-bf16}" batch_size="${BATCH:-128}" max_steps="${STEPS:-600}" \
+  data.num_workers="${WORKERS:-$((CORES > 2 ? CORES - 2 : 1))}" data.n_samples="$N" data.seed="$SEED" \
+  data.options.cache="$CORPUS" run_dir="$RUN" init_from=engine/assets/mofa_open_default.pt \
+  eval_every=200 ckpt_every=100 log_every=20 optim.lr=2.0e-4 optim.warmup_steps=20 progress=off >> "$LOG" 2>&1
+echo "training exited with $? after $(($(date +%s) - t1)) s" | tee -a "$LOG"
+CKPT="$RUN/final.pt"
+[ -f "$CKPT" ] || CKPT=$(ls -1 "$RUN"/checkpoints/ckpt_*.pt 2> /dev/null | tail -n 1)
+if [ -n "$CKPT" ]; then
+  "$PY" -m engine.train export "$CKPT" "$OUT/mofa_gpu.pt" --half >> "$LOG" 2>&1 && echo "exported $CKPT" | tee -a "$LOG"
+fi
+cp "$RUN/metrics.jsonl" "$RUN/config.yaml" "$OUT/" 2> /dev/null
+tail -n 5 "$LOG"
