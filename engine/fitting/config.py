@@ -36,6 +36,10 @@ class FitConfig:
     joint_iters: int = 30
     visibility_every: int = 10
     lr_joint: float = 0.01
+    # the expression's step in the joint stage, times lr_joint. 2 raised the fitted-on-true slope
+    # (seed 100: 0.175 -> 0.242) but also eyeWide on neutral faces (mean largest weight 0.24 ->
+    # 0.39) and the geometric mean with detected landmarks (2.189 -> 2.231 mm)
+    joint_expression_lr_scale: float = 1.0
     # low-pass albedo in the joint stage (shape from shading; 0 = off): the per-vertex albedo
     # is smoothed over the mesh by this many neighbour-averaging passes before the photometric
     # term uses it, so shading detail has to come from the surface normals; vertices whose
@@ -59,13 +63,31 @@ class FitConfig:
     # prior N(0, std²) on a coefficient weighs 1/68 per (coefficient/std)².
     w_photo: float = 300.0
     w_identity: float = 0.02
-    w_expression: float = 2.0 / 68.0
+    # Expression priors (issue 17, docs/fitting.md "Expression recovery"; chosen on seed 100 of
+    # `python -m engine.eval expressions`, reported on seed 0). The former Tikhonov 2/68 and ℓ1
+    # 0.3 shrank every expression to almost nothing (fitted-on-true slope 0.07): a full unit of
+    # smile changes the landmark energy by ~0.1, so its pull at zero (~0.2) is below the 0.3
+    # per unit the ℓ1 prior charged.
+    w_expression: float = 0.5 / 68.0
     w_expression_range: float = 1.0
     w_jaw: float = 0.3
+    # the jaw joint only opens (its x rotation; the generator's and the ARKit export's jaw): a
+    # free joint took sideways jaw motion as a y/z rotation that no ARKit weight carries, and
+    # put 1-3° of it into neutral faces; jawLeft/jawRight are the lateral mechanism (as jawOpen
+    # is held at 0 for opening). Models without jawLeft keep a free joint.
+    jaw_opening_only: bool = True
     # ℓ1 (sparsity) prior on the expression weights: most faces use few blendshapes, and
-    # without it detector noise is explained as expression. Tuned with detected landmarks:
-    # median 2.41 -> 2.20 mm on seeds 1-20, 2.56 -> 2.31 mm on seeds 100-124.
-    w_expression_l1: float = 0.3
+    # without it detector noise is explained as expression (neutral faces: mean weight 0.007
+    # at 0.3, 0.024 at 0.1, 0.054 at 0.01, 0.07 at 0; seed 100, N = 10). 0.3 had been tuned for
+    # geometry on an older fitter (median 2.41 -> 2.20 mm on seeds 1-20); 0.1 with the
+    # reweighting is as good or better for geometry now (seed 100, N = 50).
+    w_expression_l1: float = 0.1
+    # reweighted ℓ1 (Candès, Wakin & Boyd 2008; 0 = off): after the landmark stage each unit's
+    # ℓ1 weight becomes w_expression_l1 · eps / (eps + ψ_k) and the landmark stage runs
+    # `expression_reweight_iters` more steps (the joint stage keeps those weights): a unit the
+    # landmarks clearly use is no longer pulled to zero; unused units keep the full weight
+    expression_reweight_eps: float = 0.05
+    expression_reweight_iters: int = 20
     # identity modes free in the landmark stage (0 = all; coarse to fine). 10 modes was tried
     # and did not help (seeds 1-20: 2.40 vs 2.41 mm).
     landmark_identity_modes: int = 0

@@ -162,6 +162,7 @@ class PhotoFit:
         self.native, self.native_convention = native, native_convention
         self.decoder = FaceDecoder(model)
         self.losses: dict[str, float] = {}
+        self.l1_weights: torch.Tensor | None = None  # per-unit ℓ1 weights once reweighted (None = all 1)
 
     # ------------------------------------------------------------------ parameters -> FaceParams
     def params(self, albedo: torch.Tensor | None = None, head: HeadModel | None = None) -> FaceParams:
@@ -169,7 +170,7 @@ class PhotoFit:
         R = axis_angle_to_matrix(self.rvec)
         camera = PerspectiveCamera(self.K_work[None], R, self.tvec, self.size)
         return FaceParams(identity=self.beta, expression=self.psi * self.exp_mask,
-                          pose=_pose_tensor(self.model, self.jaw, self.cache.jaw_index), camera=camera,
+                          pose=_pose_tensor(self.model, self.jaw * self.jaw_mask, self.cache.jaw_index), camera=camera,
                           sh=self.sh, albedo=albedo)
 
     def _priors_weights(self) -> dict[str, float]:
@@ -264,6 +265,12 @@ class PhotoFit:
         for p_ in ((self.psi, self.jaw) if cfg.fix_identity else (self.beta, self.psi, self.jaw)):
             p_.requires_grad_(True)
         self.exp_mask = self.cache.expression_mask[None]
+        # the jaw joint opens the mouth (its x rotation); sideways motion is the jawLeft/jawRight
+        # blendshapes' (with a free joint, a jaw shift went into a y/z rotation that no ARKit
+        # weight carries)
+        self.jaw_mask = torch.ones(1, 3, **f32)
+        if cfg.jaw_opening_only and "jawLeft" in model.expression_names:
+            self.jaw_mask[0, 1:] = 0.0
         # landmark noise (px at the working size) sets the prior strength: MAP weights σ²/68
         self.lmk_sigma = cfg.landmark_sigma_px * cfg.work_size / 192.0
         self.timings["camera"] = time.perf_counter() - t0
@@ -274,7 +281,8 @@ class PhotoFit:
         pts = dec.project(dec.points(self.sub_tri, self.lmk_bary))
         weights = {"landmark": 1.0 / self.lmk_sigma**2, **(self._priors_weights() if priors else {})}
         total, _ = weighted_sum(weights, LossInputs(dec, landmarks=self.target, landmark_points=pts,
-                                                    landmark_weights=self.lmk_w))
+                                                    landmark_weights=self.lmk_w,
+                                                    expression_l1_weights=self.l1_weights))
         return total
 
     def landmarks(self) -> None:
@@ -292,14 +300,29 @@ class PhotoFit:
         if 0 < cfg.landmark_identity_modes < self.model.n_identity:
             id_keep = torch.zeros_like(self.beta)
             id_keep[:, :cfg.landmark_identity_modes] = 1.0
-        for _ in range(cfg.shape_iters):
+        self._shape_steps(opt, cfg.shape_iters, id_keep)
+        if (cfg.expression_reweight_eps > 0 and cfg.w_expression_l1 > 0 and cfg.expression_reweight_iters > 0
+                and cfg.shape_iters > 0):
+            # reweighted ℓ1 (Candès, Wakin & Boyd 2008): a unit the landmarks clearly use is
+            # no longer pulled towards zero; unused units keep the full sparsity weight
+            self._clamp_expression()
+            with torch.no_grad():
+                eps = cfg.expression_reweight_eps
+                self.l1_weights = eps / (eps + self.psi.detach().abs())
+            opt = Adam([(self.rvec, cfg.lr_pose * 0.5), (self.tvec, cfg.lr_pose * 0.025), (self.beta, cfg.lr_shape),
+                        (self.psi, cfg.lr_shape * 0.5), (self.jaw, cfg.lr_pose)],
+                       total_steps=cfg.expression_reweight_iters)
+            self._shape_steps(opt, cfg.expression_reweight_iters, id_keep)
+        self._clamp_expression()
+        self.timings["landmarks"] = time.perf_counter() - t1
+
+    def _shape_steps(self, opt: Adam, steps: int, id_keep: torch.Tensor | None) -> None:
+        for _ in range(steps):
             opt.zero_grad()
             self._landmark_energy(priors=True).sum().backward()
             if id_keep is not None and self.beta.grad is not None:
                 self.beta.grad.mul_(id_keep)
             opt.step()
-        self._clamp_expression()
-        self.timings["landmarks"] = time.perf_counter() - t1
 
     def _clamp_expression(self) -> None:
         rng = self.model.expression_range
@@ -350,7 +373,7 @@ class PhotoFit:
         pmask = self.cache.photo_mask.float()
         skin = self.model.regions["skin"]
         opt = Adam([(self.rvec, cfg.lr_joint * 0.2), (self.tvec, cfg.lr_joint * 0.01), (self.beta, cfg.lr_joint * 2),
-                    (self.psi, cfg.lr_joint), (self.jaw, cfg.lr_joint * 0.2), (self.sh, cfg.lr_joint * 2)])
+                    (self.psi, cfg.lr_joint * cfg.joint_expression_lr_scale), (self.jaw, cfg.lr_joint * 0.2), (self.sh, cfg.lr_joint * 2)])
         inv_var = 1.0 / self.lmk_sigma**2
         weights = {"landmark": inv_var, "photometric": cfg.w_photo, **self._priors_weights()}
         if self.contour_px is not None:
@@ -366,7 +389,7 @@ class PhotoFit:
                                 photo_weights=(self.weights * pmask * feat_keep)[None], landmarks=self.target,
                                 landmark_points=dec.project(dec.points(self.lmk_tri, self.lmk_bary)),
                                 landmark_weights=self.lmk_w, contour=self.contour_px, contour_band=cfg.contour_band,
-                                contour_region=skin)
+                                contour_region=skin, expression_l1_weights=self.l1_weights)
             total, terms = weighted_sum(weights, inputs)
             total.sum().backward()
             opt.step()
@@ -382,7 +405,7 @@ class PhotoFit:
         H_img, W_img = self.image.shape[:2]
         with torch.no_grad():
             R = axis_angle_to_matrix(self.rvec)
-            pose = _pose_tensor(self.model, self.jaw, self.cache.jaw_index)
+            pose = _pose_tensor(self.model, self.jaw * self.jaw_mask, self.cache.jaw_index)
             K_img = torch.tensor(self.K_img, dtype=torch.float32)[None]
         self.report("fit", 0.8, "fit done")
         camera = PerspectiveCamera(K_img, R.detach().cpu(), self.tvec.detach().cpu(), (H_img, W_img))

@@ -16,7 +16,7 @@ landmark           weighted mean squared landmark distance (in ``landmark_scale`
 contour            detected contour points to the model's silhouette (along its normal)
 identity_prior     Σ (identity / head.identity_std)²
 expression_prior   Σ expression²
-expression_l1      Σ |expression| (sparsity)
+expression_l1      Σ |expression| (sparsity), each unit times ``expression_l1_weights``
 expression_range   squared excursion outside ``head.expression_range``
 jaw_prior          squared jaw rotation (radians²)
 reflectance_prior  Σ reflectance coefficients² (prior-std units)
@@ -88,6 +88,7 @@ class LossInputs:
     contour: Tensor | None = None
     contour_band: float = 0.3
     contour_region: Tensor | None = None
+    expression_l1_weights: Tensor | None = None  # (K_exp,) | (B, K_exp) per-unit ℓ1 weights (default 1)
     # ground truth (synthetic data), for the supervised terms
     gt_vertices: Tensor | None = None  # (B, V, 3) posed, model frame, metres
     gt_K: Tensor | None = None  # (B, 3, 3) true camera of the image the prediction was made on
@@ -153,6 +154,13 @@ def contour_loss(decoded: Decoded, contour: Tensor, band: float, region: Tensor 
 
 def _contour(x: LossInputs) -> Tensor:
     return contour_loss(x.decoded, _need(x.contour, "contour", "contour"), x.contour_band, x.contour_region)
+
+
+def _expression_l1(x: LossInputs) -> Tensor:
+    a = x.params.expression.abs()
+    if x.expression_l1_weights is not None:
+        a = a * x.expression_l1_weights.to(a.dtype)
+    return a.sum(-1)
 
 
 def _jaw_prior(x: LossInputs) -> Tensor:
@@ -262,7 +270,7 @@ TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "contour": _contour,
     "identity_prior": lambda x: tikhonov(x.params.identity, x.head.identity_std),
     "expression_prior": lambda x: tikhonov(x.params.expression),
-    "expression_l1": lambda x: x.params.expression.abs().sum(-1),
+    "expression_l1": _expression_l1,
     "expression_range": lambda x: range_penalty(x.params.expression, x.head.expression_range),
     "jaw_prior": _jaw_prior,
     "reflectance_prior": _reflectance_prior,

@@ -65,12 +65,21 @@ def video_fit_config(base: FitConfig | None = None) -> FitConfig:
     return dataclasses.replace(base or FitConfig(), fov_deg=VIDEO_FOV_DEG)
 
 
+#: Expression priors of the warm-started per-frame fit: the photo fit's former ones (ℓ1 0.3,
+#: Tikhonov 2/68, no reweighting). The photo fit's weaker, reweighted priors (docs/fitting.md,
+#: "Expression recovery") made frames 2.2x slower and their expressions worse here (synthetic
+#: clips, seeds 1-3, smoothed: 0.397 -> 0.471 mm; without the reweighting 0.377 mm but 3x the
+#: jitter); with these 0.330 mm (docs/video.md).
+FRAME_EXPRESSION_PRIORS = {"w_expression_l1": 0.3, "w_expression": 2.0 / 68.0, "expression_reweight_eps": 0.0}
+
+
 def frame_fit_config(base: FitConfig | None = None, steps: int = 10) -> FitConfig:
     """The warm-started per-frame fit: identity fixed, no pose-only steps (:func:`repose` has
     placed the head), ``steps`` landmark steps, no lighting/albedo/photometric stages
-    (docs/video.md: three quarters of the time, and 50 % larger expression errors)."""
+    (docs/video.md: three quarters of the time, and 50 % larger expression errors), and the
+    expression priors :data:`FRAME_EXPRESSION_PRIORS`."""
     return dataclasses.replace(base or video_fit_config(), fix_identity=True, appearance=False, pose_iters=0,
-                               shape_iters=steps)
+                               shape_iters=steps, **FRAME_EXPRESSION_PRIORS)
 
 
 @dataclass
