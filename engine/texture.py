@@ -9,7 +9,12 @@ pads each texel outside the islands — is computed once per (head model, size) 
    interpolated to the texels in one gather;
 2. the photo is sampled there and divided by the shading (where seen, with a soft
    confidence: visible, eroded at the silhouette, feathered);
-3. texels not seen take their mirror texel's photo albedo when that one was seen, otherwise
+   With the photo's landmarks, a skin mask keeps hair, background and props out: outside the
+   landmarks' hull (the inner face, whose brows, eyes and lips always count) only texels
+   whose colour matches this face's skin (:func:`skin_probability`) are used;
+3. texels not seen take their mirror texel's photo albedo when that one was seen; the rest
+   is the face's median skin albedo, blended with the seen texels over several frequency
+   bands (:func:`laplacian_blend`: no seam where the photo ends) — or, without landmarks,
    the estimate's per-vertex albedo;
 4. texels outside the UV islands copy their nearest covered texel (so mip-maps and bilinear
    filtering at seams never pick up a background colour).
@@ -28,7 +33,8 @@ from torch import Tensor
 from engine.render.rasterize import interpolate_foreground
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "pad_texture", "prepare_layout", "uv_layout"]
+__all__ = ["UVLayout", "bake_albedo", "laplacian_blend", "pad_texture", "prepare_layout", "skin_probability",
+           "uv_layout"]
 
 
 @dataclass
@@ -119,14 +125,72 @@ def pad_texture(img: np.ndarray, layout: UVLayout) -> np.ndarray:
     return out.reshape(img.shape).astype(img.dtype)
 
 
+def skin_features(rgb: Tensor, eps: float = 0.02) -> Tensor:
+    """(N, 3) sRGB [0, 1] -> (N, 3) log red/green and blue/green chromaticities and log luma:
+    a space where one person's skin under one light is a compact cluster."""
+    r, g, b = rgb.unbind(-1)
+    luma = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return torch.stack([torch.log((r + eps) / (g + eps)), torch.log((b + eps) / (g + eps)), torch.log(luma + eps)], -1)
+
+
+def skin_probability(colours: Tensor, reference: Tensor, keep: float = 2.0, drop: float = 3.5) -> Tensor:
+    """How skin-like each colour ``(N, 3)`` is, in [0, 1], given this face's skin ``reference
+    (M, 3)`` (sRGB albedo, [0, 1]): the robust distance (median / scaled MAD per feature of
+    :func:`skin_features`, with floors) is 1 up to ``keep`` and falls linearly to 0 at
+    ``drop``. Hair, background and props differ from the face's skin in brightness or hue."""
+    f, ref = skin_features(colours), skin_features(reference)
+    med = ref.median(0).values
+    floor = torch.tensor([0.04, 0.04, 0.10], dtype=f.dtype)
+    scale = torch.maximum((ref - med).abs().median(0).values * 1.4826, floor)
+    d = (((f - med) / scale) ** 2).sum(-1).sqrt()
+    return ((drop - d) / (drop - keep)).clamp(0, 1)
+
+
+def laplacian_blend(a: np.ndarray, b: np.ndarray, mask: np.ndarray, levels: int = 5) -> np.ndarray:
+    """Multi-band blend of images ``a`` and ``b`` ``(H, W, 3)`` float32 with weight ``mask (H, W)``
+    in [0, 1] for ``a`` (Burt & Adelson): fine detail switches sharply at the mask's edge,
+    low frequencies (the overall colour) over a band as wide as the coarsest level, so a
+    seen region meets its fill without a visible step."""
+    import cv2
+
+    ga, gb, gm = [a.astype(np.float32)], [b.astype(np.float32)], [mask.astype(np.float32)]
+    for _ in range(levels):
+        ga.append(cv2.pyrDown(ga[-1]))
+        gb.append(cv2.pyrDown(gb[-1]))
+        gm.append(cv2.pyrDown(gm[-1]))
+    out = gm[-1][..., None] * ga[-1] + (1 - gm[-1][..., None]) * gb[-1]
+    for i in range(levels - 1, -1, -1):
+        size = (ga[i].shape[1], ga[i].shape[0])
+        la = ga[i] - cv2.pyrUp(ga[i + 1], dstsize=size)
+        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
+        m = gm[i][..., None]
+        out = cv2.pyrUp(out, dstsize=size) + m * la + (1 - m) * lb
+    return out
+
+
+def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
+    """(H, W) bool: the convex hull of the 68 landmarks (jaw line and brows: the inner face,
+    whose features — brows, eyes, lips — belong in the texture whatever their colour)."""
+    import cv2
+
+    pts = np.round(landmarks_px.detach().cpu().numpy()[:, :2]).astype(np.int32)
+    mask = np.zeros((H, W), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(pts), 1)
+    return mask.astype(bool)
+
+
 def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
-                source: Tensor, size: int = 1024) -> np.ndarray:
+                source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None) -> np.ndarray:
     """Bake a UV albedo texture, uint8 ``(size, size, 3)`` (v up: row 0 is the top of UV space).
 
     ``vertices_px (V, 3)`` are ``[u, v, depth]`` of the estimate's vertices in the ``source``
     image ``(1, 3, H, W)`` float [0, 1]; ``visibility (V,)`` in [0, 1]; ``shading_v (V, 3)``
     the estimate's SH shading per vertex (≥ 0); ``albedo_v (V, 3)`` its completed per-vertex
-    albedo (the fallback where nothing was seen). See the module docstring for the steps.
+    albedo (the fallback where nothing was seen, when no skin mask is made).
+    ``landmarks_px (68, 2)`` in ``source``'s pixels turn on the skin mask and the skin fill:
+    outside the landmarks' hull only skin-coloured photo texels are used (hair, background
+    and props are left out), and unseen texels are the face's own median skin albedo, blended
+    in by :func:`laplacian_blend`. See the module docstring for the steps.
     """
     import cv2
 
@@ -141,12 +205,29 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         photo = _sample(source[0].float().cpu(), grid)
         inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (vis >= 0.5)
         photo_alb = (photo / shade.clamp_min(0.08)).clamp(0, 1)
+        seen = inside.float() * vis.clamp(0, 1)
+        fill, skin_w = None, None
+        if landmarks_px is not None:
+            hull = _hull_mask(landmarks_px, H, W)
+            ui = u.round().long().clamp(0, W - 1).numpy()
+            vi = v.round().long().clamp(0, H - 1).numpy()
+            in_hull = torch.from_numpy(hull[vi, ui]) & inside
+            ref = photo_alb[in_hull & (vis > 0.5)]
+            if len(ref) >= 50:
+                skin_w = torch.where(in_hull, torch.ones(len(u)), skin_probability(photo_alb, ref))
+                fill = ref[skin_probability(ref, ref) > 0.5].median(0).values
         # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
         conf_img = np.zeros(size * size, np.float32)
-        conf_img[lay.texels.numpy()] = (inside.float() * vis.clamp(0, 1)).numpy()
+        conf_img[lay.texels.numpy()] = seen.numpy()
         conf_img = cv2.erode(conf_img.reshape(size, size), np.ones((3, 3), np.uint8))
         conf_img = cv2.GaussianBlur(conf_img, (0, 0), size / 256.0)
         conf = torch.from_numpy(conf_img.reshape(-1))[lay.texels]
+        if skin_w is not None:  # applied after the feathering: a masked texel keeps no weight at all
+            skin_img = np.ones(size * size, np.float32)
+            skin_img[lay.texels.numpy()] = skin_w.numpy()
+            skin_img = cv2.erode(skin_img.reshape(size, size), np.ones((3, 3), np.uint8))
+            skin_img = cv2.GaussianBlur(skin_img, (0, 0), size / 512.0)  # no hard line where the hull ends
+            conf = conf * torch.from_numpy(skin_img.reshape(-1))[lay.texels]
         # mirror texels: the photo albedo and the confidence there (one sampling pass)
         alb_img = torch.zeros(size * size, 4)
         alb_img[lay.texels] = torch.cat([photo_alb, conf[:, None]], -1)
@@ -154,9 +235,40 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         mirrored, mconf = m[:, :3], m[:, 3] * lay.has_mirror
         mconf = torch.minimum(mconf, 1 - conf)
         c = conf[:, None]
-        out = c * photo_alb + mconf[:, None] * mirrored + (1 - c - mconf[:, None]).clamp_min(0) * prior
-        img = np.zeros((size * size, 3), np.float32)
-        img[lay.texels.numpy()] = out.clamp(0, 1).numpy()
-    img = pad_texture(img.reshape(size, size, 3), lay)
+        if fill is None:
+            out = c * photo_alb + mconf[:, None] * mirrored + (1 - c - mconf[:, None]).clamp_min(0) * prior
+            img = np.zeros((size * size, 3), np.float32)
+            img[lay.texels.numpy()] = out.clamp(0, 1).numpy()
+            img = pad_texture(img.reshape(size, size, 3), lay)
+            return (img * 255.0 + 0.5).astype(np.uint8)
+        # seen (photo or mirror) over the skin fill, multi-band
+        known_w = (c + mconf[:, None]).clamp(0, 1)
+        known = (c * photo_alb + mconf[:, None] * mirrored) / (c + mconf[:, None]).clamp_min(1e-4)
+        known_img = np.zeros((size * size, 3), np.float32)
+        known_img[lay.texels.numpy()] = known.clamp(0, 1).numpy()
+        weight_img = np.zeros(size * size, np.float32)
+        weight_img[lay.texels.numpy()] = known_w[:, 0].numpy()
+    # seen texels padded outwards, so the blend's coarse levels do not see black where the
+    # seen region ends (the weight says how much of each texel is seen)
+    known_img = _pad_seen(known_img.reshape(size, size, 3), weight_img.reshape(size, size))
+    fill_img = np.broadcast_to(fill.numpy().astype(np.float32), (size, size, 3))
+    levels = max(2, int(np.log2(size)) - 6)  # coarsest band 16 texels at 1024²
+    img = laplacian_blend(known_img, np.ascontiguousarray(fill_img), weight_img.reshape(size, size), levels)
+    flat = np.zeros((size * size, 3), np.float32)
+    idx = lay.texels.numpy()
+    flat[idx] = img.reshape(-1, 3)[idx]
+    img = pad_texture(np.clip(flat, 0, 1).reshape(size, size, 3), lay)
     return (img * 255.0 + 0.5).astype(np.uint8)
 
+
+def _pad_seen(img: np.ndarray, weight: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+    """Texels with less than ``threshold`` weight take their nearest well-seen texel's colour."""
+    import cv2
+
+    unseen = (weight < threshold).astype(np.uint8)
+    if unseen.all() or not unseen.any():
+        return img
+    _, labels = cv2.distanceTransformWithLabels(unseen, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    zeros = np.flatnonzero(unseen.reshape(-1) == 0)
+    src = zeros[labels.reshape(-1) - 1]
+    return img.reshape(-1, 3)[src].reshape(img.shape)

@@ -54,3 +54,61 @@ def test_a_known_texture_bakes_back_from_a_render(head):
     err = (baked.reshape(3, -1)[:, texels] - truth[0].reshape(3, -1)[:, texels]).abs()
     assert texels.numel() > 2000
     assert float(err.median()) < 0.02 and float(err.mean()) < 0.05, (float(err.median()), float(err.mean()))
+
+
+def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
+    """A dark 'fringe' painted on the forehead (outside the landmarks' hull) stays out of the
+    baked texture, which shows the face's skin there instead; a dark patch on the nose (inside
+    the hull: brows, eyes and lips are dark too) is kept. Without landmarks the fringe is baked."""
+    S = 512
+    skin, dark = torch.tensor([0.78, 0.58, 0.47]), torch.tensor([0.16, 0.11, 0.08])
+    X = head.template
+    lm3 = head.landmarks(X[None])[0]
+    brow_y, tip = float(lm3[17:27, 1].max()), lm3[30]
+    fringe = head.regions["face_skin"] & (X[:, 1] > brow_y + 0.025) & ((X - tip).norm(dim=-1) < 0.13)
+    nose = (X - tip).norm(dim=-1) < 0.02
+    albedo = torch.where(fringe[:, None], dark, torch.where(nose[:, None], dark, skin))[None]
+    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
+    params = FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh)
+    dec = FaceDecoder(head)(params)
+    image = dec.render(antialias=False).image.clamp(0, 1)
+    vis = dec.visibility()[0].float()
+    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    lay = uv_layout(head, S)
+
+    def texels(region):
+        seen = (region & (vis > 0))[head.faces[lay.tri]].all(1)
+        return lay.texels[seen]
+
+    def mean_colour(baked, region):
+        img = torch.from_numpy(baked.astype(np.float32) / 255.0).reshape(-1, 3)
+        return img[texels(region)].mean(0)
+
+    assert texels(fringe).numel() > 300 and texels(nose).numel() > 50
+    masked = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0])
+    plain = bake_albedo(*args, size=S)
+    assert float((mean_colour(masked, fringe) - skin).abs().max()) < 0.08  # the fringe is gone
+    assert float((mean_colour(plain, fringe) - dark).abs().max()) < 0.08  # (it was there without the mask)
+    assert float((mean_colour(masked, nose) - dark).abs().max()) < 0.12  # inner-face features stay
+
+
+def test_skin_probability_and_laplacian_blend():
+    from engine.texture import laplacian_blend, skin_probability
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.tensor([0.72, 0.52, 0.42]) * (1 + 0.05 * torch.randn(500, 1, generator=g)) \
+        + 0.01 * torch.randn(500, 3, generator=g)
+    p = skin_probability(torch.tensor([[0.70, 0.51, 0.41], [0.15, 0.10, 0.07], [0.95, 0.95, 0.95],
+                                       [0.40, 0.55, 0.80]]), ref)
+    assert p[0] == 1 and (p[1:] == 0).all()  # skin; dark hair, white wall and a blue shirt are not
+    a = np.full((256, 256, 3), 0.8, np.float32)
+    b = np.full((256, 256, 3), 0.2, np.float32)
+    assert np.allclose(laplacian_blend(a, b, np.ones((256, 256), np.float32), 3), a, atol=1e-5)
+    assert np.allclose(laplacian_blend(a, b, np.zeros((256, 256), np.float32), 3), b, atol=1e-5)
+    m = np.zeros((256, 256), np.float32)
+    m[:, :128] = 1
+    row = laplacian_blend(a, b, m, 3)[128, :, 0]
+    assert abs(row[0] - 0.8) < 0.01 and abs(row[-1] - 0.2) < 0.01  # each side keeps its colour
+    assert (np.diff(row) <= 1e-4).all() and 8 < np.sum((row > 0.25) & (row < 0.75)) < 40  # one smooth step

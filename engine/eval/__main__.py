@@ -1,7 +1,8 @@
 """``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--json]``;
 ``python -m engine.eval cycles-set build --out DIR [--n 100] [--seed 0]``;
 ``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``;
-``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``."""
+``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``;
+``python -m engine.eval skin [--n 40] [--seed 0] [--landmarks gt|detected] [--json]``."""
 
 from __future__ import annotations
 
@@ -26,8 +27,32 @@ def _method_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--init", default=None, choices=[m.name for m in registry.methods("learned")],
                    help="the learned method a hybrid starts from")
     s.add_argument("--checkpoint", default=None, metavar="CKPT", help="network of a learned method or hybrid")
+    s.add_argument("--fit-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a FitConfig field for fits and hybrids (engine/fitting/config.py), e.g. "
+                        "light_level_weight=1; repeatable")
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.add_argument("--quiet", action="store_true")
+
+
+def _fit_config(options: list[str]):
+    """FitConfig with ``KEY=VALUE`` overrides (YAML values), or None for the default."""
+    if not options:
+        return None
+    import dataclasses
+
+    import yaml
+
+    from engine.errors import UserError
+    from engine.fitting import FitConfig
+
+    fields = {f.name for f in dataclasses.fields(FitConfig)}
+    changes = {}
+    for opt in options:
+        key, sep, value = opt.partition("=")
+        if not sep or key not in fields:
+            raise UserError(f"--fit-option {opt!r}: expected KEY=VALUE with KEY a FitConfig field")
+        changes[key] = yaml.safe_load(value)
+    return dataclasses.replace(FitConfig(), **changes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--all-units", action="store_true", help="list every unit, also those never active")
     e.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
     _method_args(e)
+    k = sub.add_parser("skin", help="skin-tone recovery (luma of the albedo) on realistic generator faces")
+    k.add_argument("--n", type=int, default=40)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--landmarks", default="gt", choices=["detected", "gt"])
+    k.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
+    _method_args(k)
     t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
     t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
@@ -87,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine.head import load_head_model
         from engine.methods import build_predictor
 
-        if args.command in ("synthetic", "expressions"):
+        if args.command in ("synthetic", "expressions", "skin"):
             torch.manual_seed(args.seed)
         else:
             from engine.eval.cycles_set import read_set
@@ -98,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "expressions":
             from engine.eval.expressions import evaluate_expressions, format_report
 
-            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
+            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init,
+                                        config=_fit_config(args.fit_option))
             rep = evaluate_expressions(model, predictor, n=args.n, seed=args.seed, neutral=args.neutral,
                                        presets=args.presets, expression_max=args.expression_max,
                                        landmarks=args.landmarks, backend=args.backend, log=log)
@@ -108,10 +140,24 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
             print(json.dumps(rep.to_dict(), indent=1) if args.json else format_report(rep, args.all_units))
             return 0
+        if args.command == "skin":
+            from engine.eval.skin import evaluate_skin, format_report as format_skin
+
+            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init,
+                                        config=_fit_config(args.fit_option))
+            rep = evaluate_skin(model, predictor, n=args.n, seed=args.seed, landmarks=args.landmarks,
+                                backend=args.backend, log=log)
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
+            print(json.dumps(rep.to_dict(), indent=1) if args.json else format_skin(rep))
+            return 0
         if args.command == "cycles":
             from engine.eval.cycles import evaluate_cycles, format_summary
 
-            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
+            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init,
+                                        config=_fit_config(args.fit_option))
             rep = evaluate_cycles(args.set_dir, model, predictor, backend=args.backend, limit=args.limit, log=log,
                                   save=args.save)
             if args.report:
@@ -123,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         from engine.eval.synthetic import evaluate_synthetic
 
         sources = ("detected", "gt") if args.landmarks == "both" else (args.landmarks,)
-        predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init)
+        predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init,
+                                        config=_fit_config(args.fit_option))
         rep = evaluate_synthetic(model, n=args.n, seed=args.seed, sources=sources, backend=args.backend, log=log,
                                  predictor=predictor)
         if args.json:

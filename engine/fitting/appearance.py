@@ -25,20 +25,28 @@ class Appearance:
 
 
 def solve_sh(basis: torch.Tensor, albedo: torch.Tensor, observed: torch.Tensor, weights: torch.Tensor,
-             reg: float = 1e-3) -> torch.Tensor:
+             reg: float = 1e-3, level: float = 0.8, level_weight: float = 0.0) -> torch.Tensor:
     """Weighted ridge solve of ``observed ≈ albedo * (basis @ L)``; returns L (9, 3).
 
     basis (N, 9), albedo/observed (N, 3), weights (N,). ``reg`` damps the higher bands
     more than the ambient term (scaled by band index) so a few visible vertices cannot
-    produce wild lighting.
+    produce wild lighting. ``level_weight`` > 0 adds the light-level prior
+    ``level_weight · Σw · (mean_w(basis @ L) − level)²`` per channel: the weighted mean
+    shading of the solved vertices is pulled towards ``level``, which fixes the scale that
+    albedo × light leaves free.
     """
     damp = torch.tensor([0.0, 1, 1, 1, 4, 4, 4, 4, 4], dtype=basis.dtype, device=basis.device)
+    wsum = weights.sum().clamp_min(1.0)
+    mean_basis = (basis * weights[:, None]).sum(0) / wsum  # (9,)
     out = []
     for k in range(3):
         A = basis * albedo[:, k : k + 1]  # (N, 9)
         Aw = A * weights[:, None]
-        M = A.T @ Aw + reg * weights.sum().clamp_min(1.0) * torch.diag(damp + 1e-6)
+        M = A.T @ Aw + reg * wsum * torch.diag(damp + 1e-6)
         rhs = Aw.T @ observed[:, k]
+        if level_weight > 0:
+            M = M + level_weight * wsum * torch.outer(mean_basis, mean_basis)
+            rhs = rhs + level_weight * wsum * level * mean_basis
         out.append(torch.linalg.solve(M, rhs))
     return torch.stack(out, -1)
 
@@ -118,13 +126,15 @@ def fill_albedo(albedo: torch.Tensor, confidence: torch.Tensor, mirror: torch.Te
 def fit_appearance(basis: torch.Tensor, observed: torch.Tensor, weights: torch.Tensor, skin: torch.Tensor,
                    mirror: torch.Tensor, adjacency: torch.Tensor | None, prior: SkinColourPrior,
                    rounds: int = 3, prior_weight: float = 0.05, sh_reg: float = 1e-3,
-                   albedo_init: torch.Tensor | None = None) -> Appearance:
+                   albedo_init: torch.Tensor | None = None, light_level: float = 0.8,
+                   light_level_weight: float = 0.0) -> Appearance:
     """Alternate SH and albedo solves over all vertices.
 
     basis (V, 9) SH basis of the current normals (view frame), observed (V, 3) the photo
     sampled at the projected vertices, weights (V,) in [0, 1] (visibility × facing),
     skin (V,) bool: vertices whose colour is skin (used for the lighting solve and the
     global skin colour; eyes, lips and hair still get an observed albedo).
+    ``light_level`` / ``light_level_weight``: the light-level prior of :func:`solve_sh`.
     """
     V = basis.shape[0]
     mean = prior.mean_tensor(basis)
@@ -133,7 +143,7 @@ def fit_appearance(basis: torch.Tensor, observed: torch.Tensor, weights: torch.T
     skin_colour = mean
     sh = torch.zeros(9, 3, dtype=basis.dtype, device=basis.device)
     for _ in range(max(1, rounds)):
-        sh = solve_sh(basis, albedo, observed, sw, sh_reg)
+        sh = solve_sh(basis, albedo, observed, sw, sh_reg, light_level, light_level_weight)
         shading = (basis @ sh).clamp_min(0.05)
         raw = observed / shading
         if sw.sum() > 0:

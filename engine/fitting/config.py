@@ -32,6 +32,14 @@ class FitConfig:
     appearance_rounds: int = 3
     albedo_prior_weight: float = 0.05
     sh_reg: float = 1e-3
+    # light-level prior (issue #17: skin tones collapsed to one mean): albedo × light is
+    # ambiguous in scale, and starting from the mean skin colour the lighting absorbed every
+    # face's brightness. This pulls the mean SH shading over the visible skin towards
+    # `light_level` (sRGB-space units: 1 = a white surface renders white) with weight
+    # `light_level_weight` (relative to the data term; 0 = off), so the albedo keeps the
+    # photo's brightness and chromaticity.
+    light_level: float = 0.8
+    light_level_weight: float = 0.0
     # stage 4: joint photometric refinement
     joint_iters: int = 30
     visibility_every: int = 10

@@ -340,7 +340,8 @@ class PhotoFit:
             w = vis.float() * (facing / 0.3).clamp(0, 1)
             app = fit_appearance(dec.sh_basis[0], dec.sample(self.work)[0], w, self.cache.skin, self.cache.mirror,
                                  self.cache.adjacency, SkinColourPrior(), rounds=cfg.appearance_rounds,
-                                 prior_weight=cfg.albedo_prior_weight, sh_reg=cfg.sh_reg, albedo_init=albedo_init)
+                                 prior_weight=cfg.albedo_prior_weight, sh_reg=cfg.sh_reg, albedo_init=albedo_init,
+                                 light_level=cfg.light_level, light_level_weight=cfg.light_level_weight)
         return w, app
 
     def appearance(self) -> None:
