@@ -2,7 +2,10 @@
 
     .venv/bin/python -m blender_addon.figure RESULT_DIR docs/blender_import.png
 
-RESULT_DIR is an ``engine reconstruct`` output folder. The head is imported with the
+    .venv/bin/python -m blender_addon.figure compare OUT.png before=ROOT_A after=ROOT_B
+
+RESULT_DIR is an ``engine reconstruct`` output folder (``compare``: ROOTs of such folders, one
+per face, same names; a sheet of faces × versions). The head is imported with the
 add-on's importer (as the sidebar button does), rendered with Cycles on the CPU under the
 photo-lighting world plus a soft key light, once per slider setting, and the tiles are
 placed next to the photo with labels. Needs Pillow (the project's venv), not Blender's UI.
@@ -66,7 +69,6 @@ def _setup_scene(bpy, obj, size: tuple[int, int], samples: int) -> None:
 
 def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 440), samples: int = 24) -> None:
     import bpy
-    import numpy as np
     from PIL import Image, ImageDraw
 
     from blender_addon import importer, register
@@ -96,14 +98,9 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
             bpy.ops.render.render(write_still=True)
             tiles.append((label, Image.open(path).convert("RGB")))
     params = importer.read_params(Path(result_dir))
-    photo = Image.open(params["photo"]).convert("RGB") if params.get("photo") and os.path.isfile(params["photo"]) else None
-    if photo is not None:  # crop the photo around the detected face, same aspect as the tiles
-        lm = np.asarray(params["landmarks68_image_px"])
-        cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
-        half_h = 1.25 * (lm[:, 1].max() - lm[:, 1].min())
-        half_w = half_h * tile[0] / tile[1]
-        box = tuple(int(round(v)) for v in (cx - half_w, cy - half_h * 0.9, cx + half_w, cy + half_h * 1.1))
-        tiles.insert(0, ("photo", photo.crop(box).resize(tile)))
+    photo = _photo_tile(params, tile)
+    if photo is not None:
+        tiles.insert(0, ("photo", photo))
     sheet = Image.new("RGB", (tile[0] * len(tiles), tile[1] + 28), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (label, image) in enumerate(tiles):
@@ -111,13 +108,79 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
         draw.text((i * tile[0] + 8, 8), label, fill=(0, 0, 0))
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_png)
+    keys = obj.data.shape_keys.key_blocks if obj.data.shape_keys else []
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}) with {obj.name}: "
-          f"{len(obj.data.vertices)} vertices, {len(keys) - 1} shape keys")
+          f"{len(obj.data.vertices)} vertices, {max(len(keys) - 1, 0)} shape keys")
+
+
+def _photo_tile(params: dict, tile: tuple[int, int]):
+    """The photo cropped around the detected face, same aspect as the tiles (None without a photo)."""
+    import numpy as np
+    from PIL import Image
+
+    if not (params.get("photo") and os.path.isfile(params["photo"])):
+        return None
+    photo = Image.open(params["photo"]).convert("RGB")
+    lm = np.asarray(params["landmarks68_image_px"])
+    cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
+    half_h = 1.25 * (lm[:, 1].max() - lm[:, 1].min())
+    half_w = half_h * tile[0] / tile[1]
+    box = tuple(int(round(v)) for v in (cx - half_w, cy - half_h * 0.9, cx + half_w, cy + half_h * 1.1))
+    return photo.crop(box).resize(tile)
+
+
+def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, int] = (300, 360),
+                   samples: int = 24) -> None:
+    """Rows of faces, columns of versions: ``columns`` = [(label, ROOT), ...], each ROOT holding
+    one ``engine reconstruct`` output folder per face (same folder names in every ROOT). Each head
+    is imported into a fresh scene with the add-on's importer (photo pose, sliders at 0) and
+    rendered with Cycles beside its photo: e.g. before/after a change, as an artist sees it."""
+    import bpy
+    from PIL import Image, ImageDraw
+
+    from blender_addon import importer, register
+
+    names = sorted(p.name for p in Path(columns[0][1]).iterdir() if (p / "params.json").is_file())
+    if not names:
+        raise SystemExit(f"no reconstruct output folders in {columns[0][1]}")
+    head = 28
+    sheet = Image.new("RGB", (tile[0] * (len(columns) + 1), head + tile[1] * len(names)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, label in enumerate(["photo"] + [lab for lab, _ in columns]):
+        draw.text((c * tile[0] + 8, 8), label, fill=(0, 0, 0))
+    registered = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for r, name in enumerate(names):
+            for c, (label, root) in enumerate(columns):
+                result = Path(root) / name
+                bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+                if not registered:
+                    register()
+                    registered = True
+                obj = importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=True)
+                _setup_scene(bpy, obj, tile, samples)
+                path = os.path.join(tmp, f"{r}_{c}.png")
+                bpy.context.scene.render.filepath = path
+                bpy.ops.render.render(write_still=True)
+                sheet.paste(Image.open(path).convert("RGB"), ((c + 1) * tile[0], head + r * tile[1]))
+                if c == 0:
+                    photo = _photo_tile(importer.read_params(result), tile)
+                    if photo is not None:
+                        sheet.paste(photo, (0, head + r * tile[1]))
+                print(f"{name} [{label}] rendered", flush=True)
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png")
-    render_sheet(sys.argv[1], sys.argv[2])
+    if len(sys.argv) >= 4 and sys.argv[1] == "compare":
+        # python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]
+        render_compare([tuple(a.split("=", 1)) for a in sys.argv[3:]], sys.argv[2])
+    elif len(sys.argv) == 3:
+        render_sheet(sys.argv[1], sys.argv[2])
+    else:
+        raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png\n"
+                         "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers
