@@ -222,6 +222,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
             o["facerecon_face_index"] = key[1]
     _store_params(obj, params, out_dir)
     _build_material(obj, out_dir, params, name)
+    build_region_materials(obj, params, name, rig_data if rig_data is not None else read_rig(out_dir))
     _setup_shape_keys(obj, params, apply_expression)
     if face_controls:
         add_face_controls(obj)
@@ -317,6 +318,250 @@ def _build_material(obj, out_dir: Path, params: dict, name: str) -> None:
     obj.data.materials.append(mat)
     if old_mat is not None and old_mat.users == 0:
         bpy.data.materials.remove(old_mat)
+
+
+# ---------------------------------------------------------------------------- eyes, mouth, teeth
+#: Colours (sRGB) of the mouth interior and teeth materials; the eyes' default iris and sclera
+#: (when params.json has no ``eyes`` entry) match engine.photo.eyes.
+MOUTH_RGB = (0.30, 0.09, 0.08)
+TEETH_RGB = (0.86, 0.83, 0.74)
+DEFAULT_IRIS_RGB = (0.35, 0.24, 0.15)
+DEFAULT_SCLERA_RGB = (0.85, 0.82, 0.78)
+PUPIL_RGB = (0.01, 0.01, 0.01)
+IRIS_RADIUS_M = 5.9e-3  # half the visible iris diameter of an adult (as engine.generator.eyes)
+PUPIL_RADIUS_M = 1.9e-3
+#: The per-vertex attribute that carries each eyeball point's rest direction from its centre.
+EYE_ATTRIBUTE = "eye_direction"
+
+
+def srgb_to_linear(c) -> tuple[float, float, float]:
+    """sRGB [0, 1] -> scene-linear (what a colour socket holds)."""
+    c = np.clip(np.asarray(c, dtype=np.float64)[:3], 0.0, 1.0)
+    return tuple(float(x) for x in np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4))
+
+
+def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere through ``points (N, 3)``: (centre, radius)."""
+    A = np.concatenate([2.0 * points, np.ones((len(points), 1))], 1)
+    b = (points ** 2).sum(1)
+    sol = np.linalg.lstsq(A, b, rcond=None)[0]
+    c = sol[:3]
+    return c, float(np.sqrt(max(sol[3] + c @ c, 1e-12)))
+
+
+def eye_directions(co_model: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
+    """Unit direction ``(V, 3)`` of each eyeball vertex from its eyeball's centre (zero off the
+    eyes), model axes (+Z is where the eyes look at rest), and the (centre, radius) of each
+    eyeball (sphere fits; left = +X first). ``co_model (V, 3)``, ``eyes (V,)`` bool."""
+    direction = np.zeros_like(co_model)
+    spheres = []
+    for side in (1.0, -1.0):
+        ids = np.flatnonzero(eyes & (np.sign(co_model[:, 0]) == side))
+        if len(ids) < 4:
+            continue
+        c, r = fit_sphere(co_model[ids])
+        d = co_model[ids] - c
+        direction[ids] = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+        spheres.append((c, r))
+    return direction, spheres
+
+
+def _region_material(mat_name: str) -> bpy.types.Material:
+    """The material ``mat_name`` with an empty node tree. One per head: the material of an
+    earlier import that no object uses any more (the head *Replace* just removed) is reused
+    and rebuilt, not duplicated as ``.001``; one another head still uses is left alone."""
+    mat = bpy.data.materials.get(mat_name)
+    if mat is None or mat.users > 0 or mat.library is not None:
+        mat = bpy.data.materials.new(mat_name)
+    _use_nodes(mat)
+    mat.node_tree.nodes.clear()
+    return mat
+
+
+def _principled(mat, rgb, roughness: float, coat: float = 0.0):
+    nodes = mat.node_tree.nodes
+    out = nodes.new("ShaderNodeOutputMaterial")
+    out.location = (400, 0)
+    bsdf = nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.location = (100, 0)
+    mat.node_tree.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    bsdf.inputs["Base Color"].default_value = (*srgb_to_linear(rgb), 1.0)
+    bsdf.inputs["Roughness"].default_value = roughness
+    if coat > 0 and "Coat Weight" in bsdf.inputs:
+        bsdf.inputs["Coat Weight"].default_value = coat
+        bsdf.inputs["Coat Roughness"].default_value = 0.02
+    mat.diffuse_color = (*srgb_to_linear(rgb), 1.0)  # Workbench / viewport solid colour
+    mat.roughness = roughness
+    return bsdf
+
+
+def _socket(sockets, identifier: str):
+    return next(s for s in sockets if s.identifier == identifier)
+
+
+def eye_material(mat_name: str, iris_rgb, sclera_rgb, iris_angle: float, pupil_angle: float):
+    """Procedural eyeball: sclera, iris disc and pupil around each eyeball's front pole.
+
+    The ``eye_direction`` attribute (rest direction from the eyeball centre, +Z forward) is
+    normalised per pixel, so the discs are round however coarse the eyeball mesh is, and they
+    follow the eyeball when the eye bones or shape keys turn it. Editable nodes: the RGB nodes
+    *Iris*, *Sclera*, *Pupil*, and the Map Range nodes *Pupil edge* / *Iris edge* (angles from
+    the front pole in radians) and *Limbal ring* (the darker rim of the iris)."""
+    mat = _region_material(mat_name)
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    bsdf = _principled(mat, sclera_rgb, roughness=0.25, coat=1.0)
+    attr = nodes.new("ShaderNodeAttribute")
+    attr.name = attr.label = "Eye direction"
+    attr.attribute_type = "GEOMETRY"
+    attr.attribute_name = EYE_ATTRIBUTE
+    attr.location = (-1500, 0)
+    norm = nodes.new("ShaderNodeVectorMath")
+    norm.operation = "NORMALIZE"
+    norm.location = (-1300, 0)
+    links.new(attr.outputs["Vector"], norm.inputs[0])
+    sep = nodes.new("ShaderNodeSeparateXYZ")
+    sep.location = (-1100, 0)
+    links.new(norm.outputs["Vector"], sep.inputs["Vector"])
+    acos = nodes.new("ShaderNodeMath")
+    acos.name = acos.label = "Angle from front"
+    acos.operation = "ARCCOSINE"
+    acos.use_clamp = False
+    acos.location = (-900, 0)
+    links.new(sep.outputs["Z"], acos.inputs[0])
+
+    def edge(label: str, lo: float, hi: float, y: float, invert: bool):
+        node = nodes.new("ShaderNodeMapRange")
+        node.name = node.label = label
+        node.interpolation_type = "SMOOTHSTEP"
+        node.clamp = True
+        node.inputs["From Min"].default_value = lo
+        node.inputs["From Max"].default_value = hi
+        node.inputs["To Min"].default_value = 1.0 if invert else 0.0
+        node.inputs["To Max"].default_value = 0.0 if invert else 1.0
+        node.location = (-650, y)
+        links.new(acos.outputs["Value"], node.inputs["Value"])
+        return node
+
+    soft = 0.012  # radians: a slightly soft edge, no aliasing
+    pupil_mask = edge("Pupil edge", pupil_angle - soft, pupil_angle + soft, 300, invert=True)
+    iris_mask = edge("Iris edge", iris_angle - soft, iris_angle + soft, 0, invert=True)
+    limbal = edge("Limbal ring", iris_angle - 0.35 * (iris_angle - pupil_angle), iris_angle, -300, invert=False)
+
+    def rgb(label: str, colour, y: float):
+        node = nodes.new("ShaderNodeRGB")
+        node.name = node.label = label
+        node.outputs[0].default_value = (*srgb_to_linear(colour), 1.0)
+        node.location = (-650, y)
+        return node
+
+    sclera_node = rgb("Sclera", sclera_rgb, -600)
+    iris_node = rgb("Iris", iris_rgb, -800)
+    pupil_node = rgb("Pupil", PUPIL_RGB, -1000)
+
+    def mix(label: str, factor, a, b, x: float, blend: str = "MIX"):
+        node = nodes.new("ShaderNodeMix")
+        node.name = node.label = label
+        node.data_type = "RGBA"
+        node.blend_type = blend
+        node.location = (x, -200)
+        links.new(factor, _socket(node.inputs, "Factor_Float"))
+        if isinstance(a, bpy.types.NodeSocket):
+            links.new(a, _socket(node.inputs, "A_Color"))
+        if isinstance(b, bpy.types.NodeSocket):
+            links.new(b, _socket(node.inputs, "B_Color"))
+        return node
+
+    # the iris darkens towards its rim (multiply by a darker grey over the limbal ring)
+    rim = mix("Iris rim", limbal.outputs["Result"], iris_node.outputs[0], None, -450, blend="MULTIPLY")
+    _socket(rim.inputs, "B_Color").default_value = (0.35, 0.35, 0.35, 1.0)
+    iris_on = mix("Sclera/iris", iris_mask.outputs["Result"], sclera_node.outputs[0],
+                  _socket(rim.outputs, "Result_Color"), -250)
+    pupil_on = mix("Iris/pupil", pupil_mask.outputs["Result"], _socket(iris_on.outputs, "Result_Color"),
+                   pupil_node.outputs[0], -50)
+    bsdf.location = (200, 0)
+    links.new(_socket(pupil_on.outputs, "Result_Color"), bsdf.inputs["Base Color"])
+    mat["facerecon_iris_rgb"] = [float(c) for c in iris_rgb]
+    mat["facerecon_sclera_rgb"] = [float(c) for c in sclera_rgb]
+    return mat
+
+
+def _eye_colours(params: dict) -> tuple[tuple, tuple]:
+    """(iris, sclera) sRGB from params.json's ``eyes`` entry, else the defaults."""
+    eyes = params.get("eyes") if isinstance(params.get("eyes"), dict) else {}
+    out = []
+    for key, default in (("iris_rgb", DEFAULT_IRIS_RGB), ("sclera_rgb", DEFAULT_SCLERA_RGB)):
+        try:
+            value = tuple(float(c) for c in eyes[key])
+            out.append(value if len(value) == 3 and all(math.isfinite(c) for c in value) else default)
+        except (KeyError, TypeError, ValueError):
+            out.append(default)
+    return out[0], out[1]
+
+
+def build_region_materials(obj, params: dict, name: str, rig_data: dict | None) -> dict[str, int]:
+    """Material slots after the skin (slot 0): ``<name>_eyes`` (procedural sclera / iris /
+    pupil, the iris colour from params.json), ``<name>_mouth`` (mouth interior) and, for a
+    model with separate teeth, ``<name>_teeth``; faces are assigned by rig.json's ``regions``
+    (a face whose vertices are all in a region). Each head's materials are reused on
+    re-import. Returns {region: slot index}; nothing is added without regions (older folders)."""
+    regions = (rig_data or {}).get("regions")
+    if not isinstance(regions, dict) or not regions:
+        return {}
+    mesh = obj.data
+    n = len(mesh.vertices)
+    order = _model_vertex_order(obj, rig_data)  # Blender index of each model vertex
+    loop_vert = np.empty(len(mesh.loops), dtype=np.int64)
+    mesh.loops.foreach_get("vertex_index", loop_vert)
+    loop_start = np.empty(len(mesh.polygons), dtype=np.int64)
+    mesh.polygons.foreach_get("loop_start", loop_start)
+    masks = {}
+    for region in ("eyes", "mouth_interior", "teeth"):
+        ids = regions.get(region)
+        if not ids:
+            continue
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.min() < 0 or ids.max() >= n:
+            raise ImportFailed(f"rig.json's region '{region}' has vertex indices outside head.glb's {n} vertices.")
+        vmask = np.zeros(n, dtype=bool)
+        vmask[order[ids]] = True
+        masks[region] = vmask
+    co = np.empty(n * 3, dtype=np.float64)
+    mesh.vertices.foreach_get("co", co)
+    co_model = co.reshape(-1, 3) @ MODEL_TO_BLENDER  # Blender (x, -z, y) back to the model frame
+    slots: dict[str, int] = {}
+    material_index = np.zeros(len(mesh.polygons), dtype=np.int64)
+    for region, vmask in masks.items():
+        faces = np.minimum.reduceat(vmask[loop_vert].astype(np.int8), loop_start).astype(bool)
+        if not faces.any():
+            continue
+        if region == "eyes":
+            direction, spheres = eye_directions(co_model, vmask)
+            radius = float(np.mean([r for _, r in spheres])) if spheres else 0.012
+            r = max(radius, 1.25 * IRIS_RADIUS_M)  # the iris has its real size on any eyeball
+            iris, sclera = _eye_colours(params)
+            mat = eye_material(f"{name}_eyes", iris, sclera, iris_angle=math.asin(IRIS_RADIUS_M / r),
+                               pupil_angle=math.asin(PUPIL_RADIUS_M / r))
+            attr = mesh.attributes.get(EYE_ATTRIBUTE)
+            if attr is not None:
+                mesh.attributes.remove(attr)
+            attr = mesh.attributes.new(EYE_ATTRIBUTE, "FLOAT_VECTOR", "POINT")
+            attr.data.foreach_set("vector", direction.astype(np.float32).ravel())
+            obj["facerecon_eye_centres"] = [float(x) for c, _ in spheres for x in MODEL_TO_BLENDER @ c]
+            obj["facerecon_eye_radii"] = [float(r_) for _, r_ in spheres]
+        elif region == "mouth_interior":
+            mat = _region_material(f"{name}_mouth")
+            _principled(mat, MOUTH_RGB, roughness=0.35)
+        else:
+            mat = _region_material(f"{name}_teeth")
+            _principled(mat, TEETH_RGB, roughness=0.3)
+        mesh.materials.append(mat)
+        slots[region] = len(mesh.materials) - 1
+        material_index[faces] = slots[region]
+    mesh.polygons.foreach_set("material_index", material_index.astype(np.int32))
+    mesh.update()
+    obj.active_material_index = 0  # the skin stays the active material
+    obj["facerecon_material_slots"] = slots
+    return slots
 
 
 def is_arkit(names: list[str]) -> bool:

@@ -277,7 +277,30 @@ def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEI
         "skin_weights": weights,
         "rest_vertices": np.round(rest, 7).tolist(),
         "skin_min_weight": float(min_weight),
+        "regions": material_regions(model),
+        "regions_convention": "vertex indices in the model's order; a face belongs to a region when all "
+        "its vertices do (later regions win: teeth are part of mouth_interior)",
     }
+
+
+#: Vertex regions ``rig.json`` lists for per-region materials (eyes, mouth, teeth), in order.
+MATERIAL_REGIONS = ("eyes", "mouth_interior", "teeth")
+
+
+def material_regions(model) -> dict[str, list[int]]:
+    """Vertex indices (model order) of the regions that get their own material in a DCC tool:
+    ``eyes`` (eyeballs), ``mouth_interior`` (cavity, gums, tongue, teeth) and, for a model
+    with separate teeth (ICT), ``teeth``. Empty regions are left out."""
+    masks = {k: model.regions[k].detach().cpu().numpy().astype(bool) for k in MATERIAL_REGIONS[:2]
+             if k in model.regions}
+    if model.name == "ict":
+        from engine.head.ict import RANGES
+
+        a, b = RANGES["teeth"]
+        teeth = np.zeros(model.n_vertices, bool)
+        teeth[a:b + 1] = True
+        masks["teeth"] = teeth
+    return {k: np.flatnonzero(m).astype(np.int64).tolist() for k, m in masks.items() if m.any()}
 
 
 def write_rig(path: str | os.PathLike[str], rig: Mapping[str, Any]) -> None:
@@ -329,7 +352,8 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     The albedo texture is baked from the photo where the face was seen (photo / shading),
     completed by symmetry and the estimate's per-vertex albedo elsewhere. ``timings``, when
     given, receives the seconds of each part (``texture``, ``obj``, ``glb``, ``rig``,
-    ``previews``, ``params``) for benchmarks.
+    ``previews``, ``eyes``, ``params``) for benchmarks. ``params.json``'s ``eyes`` holds the iris
+    and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`).
     """
     import time
 
@@ -340,6 +364,7 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     from engine.export.obj import write_obj
     from engine.face import FaceDecoder
     from engine.photo import align_crop, landmark_box
+    from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
     from engine.texture import bake_albedo
 
@@ -429,6 +454,10 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
                                                    ["photo", "render", "shading p1-p99", "albedo"]))
     lap("previews")
 
+    # --- eye colours (iris, sclera) from the photo inside the eye contours, for the eye material
+    eyes = estimate_eye_colours(img, lm).to_json()
+    lap("eyes")
+
     # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels
     inv = 1.0 / photo.scale
     K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K
@@ -438,7 +467,7 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
         identity=identity.tolist(), expression=weights, pose=pose_dict, sh=p.sh[0].numpy(),
         landmarks68_image_px=(lm_px * inv).numpy(), landmarks68_camera=(dec.landmarks3d[0] @ R.T + t).numpy(),
         timings=p.timings, photo=str(photo.path), method=method,
-        extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, **(extra or {})},
+        extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, "eyes": eyes, **(extra or {})},
     )
     lap("params")
     return out

@@ -638,3 +638,113 @@ def test_panels_draw_what_exists(blender, result_folder, photos):
     assert len(drawn) == len(keys.key_blocks) - 1  # one slider per key (not the basis)
     assert drawn["eyeBlinkLeft"][1] == keys and drawn["mouthSmileLeft"][1] == keys.key_blocks["mouthSmileLeft"]
     importer.remove_objects([obj, obj.parent])
+
+
+# ---------------------------------------------------------------------------- issue 17: eyes
+def test_eyes_and_mouth_have_their_own_materials(blender, result_folder, tmp_path):
+    """Slots after the skin: the eyeballs' procedural material (iris colour from params.json)
+    and the mouth interior's; faces assigned by rig.json's regions; a front render of an eye
+    shows a dark pupil at the front pole, the photo's iris colour around it, a light sclera."""
+    bpy, installed = blender
+    importer = installed.importer
+    params = json.loads((result_folder / "params.json").read_text())
+    rig_data = json.loads((result_folder / "rig.json").read_text())
+    settings = bpy.context.scene.facerecon
+    settings.result_mode = "REPLACE"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    mesh = obj.data
+    names = [m.name for m in mesh.materials]
+    # (named after the head; ".001" where an earlier test's head of another astronaut.png keeps its own)
+    assert len(names) >= 3 and [n.split(".")[0] for n in names[:3]] == \
+        ["astronaut_skin", "astronaut_eyes", "astronaut_mouth"], names
+    assert obj.active_material == mesh.materials[0]
+    assert mesh.materials[0].node_tree.nodes["Albedo"].image is not None  # the skin keeps the albedo
+
+    # faces by region: a face is in a region when all its vertices are
+    order = importer._model_vertex_order(obj, rig_data)
+    index = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.polygons.foreach_get("material_index", index)
+    verts = np.array([list(p.vertices) for p in mesh.polygons])
+    for region, slot in (("eyes", 1), ("mouth_interior", 2)):
+        vmask = np.zeros(len(mesh.vertices), bool)
+        vmask[order[np.array(rig_data["regions"][region])]] = True
+        faces = vmask[verts].all(1)
+        assert faces.sum() > 100 and (index[faces] == slot).all() and (index[~faces] != slot).all()
+    assert (index == 0).sum() > 0.7 * len(index)
+
+    # the eye material's colours: the photo's iris, a dark pupil, a lighter sclera
+    eyes = mesh.materials[1]
+    nodes = eyes.node_tree.nodes
+    iris_lin = np.array(importer.srgb_to_linear(params["eyes"]["iris_rgb"]))
+    assert np.allclose(nodes["Iris"].outputs[0].default_value[:3], iris_lin, atol=1e-4)
+    assert max(nodes["Pupil"].outputs[0].default_value[:3]) < 0.02
+    assert sum(nodes["Sclera"].outputs[0].default_value[:3]) > 2 * iris_lin.sum()
+    attr = mesh.attributes[importer.EYE_ATTRIBUTE]
+    assert attr.domain == "POINT" and attr.data_type == "FLOAT_VECTOR"
+
+    # render the subject's left eye from the front (neutral pose and expression, uniform white
+    # world, no lights: a diffuse pixel is about its albedo)
+    rig = importer.pose_rig_of(obj)
+    if rig is not None:
+        importer.reset_pose(rig, to_photo=False)
+    importer.reset_expression(obj)
+    bpy.context.view_layer.update()
+    centre = obj.matrix_world @ __import__("mathutils").Vector(obj["facerecon_eye_centres"][:3])
+    scene = bpy.context.scene
+    world_before, camera_before = scene.world, scene.camera
+    world = bpy.data.worlds.new("eye test white")
+    world.color = (1.0, 1.0, 1.0)
+    importer._use_nodes(world)
+    world.node_tree.nodes["Background"].inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+    cam_data = bpy.data.cameras.new("eye test")
+    cam_data.type, cam_data.ortho_scale = "ORTHO", 0.03
+    cam = bpy.data.objects.new("eye test", cam_data)
+    scene.collection.objects.link(cam)
+    cam.location = (centre.x, centre.y - 0.2, centre.z)
+    cam.rotation_euler = (np.pi / 2, 0.0, 0.0)  # looking along +Y: at the face
+    hidden = [o for o in scene.objects if o.type == "MESH" and o != obj and not o.hide_render]
+    for o in hidden:
+        o.hide_render = True
+    scene.world, scene.camera = world, cam
+    render = scene.render
+    render.engine, render.resolution_x, render.resolution_y, render.resolution_percentage = "CYCLES", 60, 60, 100
+    scene.cycles.samples, scene.cycles.device = 16, "CPU"
+    scene.view_settings.view_transform = "Standard"
+    render.image_settings.file_format = "OPEN_EXR"
+    render.filepath = str(tmp_path / "eye.exr")
+    try:
+        bpy.ops.render.render(write_still=True)
+        image = bpy.data.images.load(str(tmp_path / "eye.exr"))
+        px = np.empty(60 * 60 * 4, dtype=np.float32)
+        image.pixels.foreach_get(px)
+        px = px.reshape(60, 60, 4)[..., :3]  # row 0 at the bottom
+        bpy.data.images.remove(image)
+    finally:
+        for o in hidden:
+            o.hide_render = False
+        scene.world, scene.camera = world_before, camera_before
+        bpy.data.objects.remove(cam)
+        bpy.data.cameras.remove(cam_data)
+        bpy.data.worlds.remove(world)
+
+    def at(dx_m: float) -> np.ndarray:  # the pixel dx metres to the side of the front pole
+        col = int(round((dx_m / 0.03 + 0.5) * 60 - 0.5))
+        return px[29:31, col - 1:col + 1].reshape(-1, 3).mean(0)
+
+    radius = float(np.mean(obj["facerecon_eye_radii"]))
+    iris_r = importer.IRIS_RADIUS_M
+    pupil, iris, sclera = at(0.0), at(0.55 * iris_r), at(iris_r + 0.35 * (radius - iris_r) / 2)
+    # (the glossy coat reflects the white world: ~0.08 on every pixel, the whole of the pupil's)
+    assert pupil.sum() < 0.6 * iris.sum() and iris.sum() < 0.6 * sclera.sum(), (pupil, iris, sclera)
+    hue = lambda c: c / c.sum()  # noqa: E731
+    assert np.abs(hue(iris - pupil) - hue(iris_lin)).max() < 0.05, (iris, pupil, iris_lin)
+
+    # re-importing (Replace) reuses the head's eye and mouth materials
+    def region_materials():
+        return sorted(m.name for m in bpy.data.materials if m.name.startswith(("astronaut_eyes", "astronaut_mouth")))
+    before = region_materials()
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    again = bpy.context.active_object
+    assert [m.name for m in again.data.materials][1:3] == names[1:3] and region_materials() == before
+    importer.remove_objects([again] + ([again.parent] if again.parent else []))

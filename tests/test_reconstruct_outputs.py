@@ -59,6 +59,14 @@ def test_cli_jsonl_progress_and_full_output_folder(tmp_path):
     assert np.linalg.norm(lm2 - det, axis=1).mean() < 4.0
     assert set(p["expression"]) and all(0 <= v <= 1 for v in p["expression"].values())
     assert {"jaw", "neck"} <= set(p["pose"]) and "fit" in p["timings"]
+    # eye colours from the photo (the astronaut's eyes are open, her irises dark brown)
+    eyes = p["eyes"]
+    assert eyes["source"] == "photo" and eyes["eyes_used"] == 2
+    iris, sclera = np.array(eyes["iris_rgb"]), np.array(eyes["sclera_rgb"])
+    assert iris.shape == (3,) and sclera.shape == (3,) and iris.sum() < 0.6 * sclera.sum()
+    assert iris[0] >= iris[2]  # brown, not blue
+    rig = json.loads((out / "rig.json").read_text())
+    assert {"eyes", "mouth_interior"} <= set(rig["regions"])
     # head_camera.obj is head.obj moved by R, t
     def verts(path):
         return np.array([[float(v) for v in line.split()[1:4]] for line in path.read_text().splitlines()

@@ -63,3 +63,17 @@ def test_rig_reposes_the_unposed_mesh_like_the_model(tmp_path):
     skinned = _lbs_from_rig(rig, unposed.vertices[0].double().numpy())
     err = np.linalg.norm(skinned - posed, axis=1)
     assert err.max() < 2e-4 and np.abs(skinned - unposed.vertices[0].numpy()).max() > 0.01
+
+
+def test_rig_lists_the_material_regions():
+    """rig.json's regions (eyes, mouth interior) are the model's vertex regions, in model order."""
+    model = load_head_model("open")
+    rig = json.loads(json.dumps(build_rig(model, torch.zeros(model.identity_basis.shape[0]),
+                                          torch.zeros(len(model.expression_names)), torch.zeros(0))))
+    regions = rig["regions"]
+    assert set(regions) == {"eyes", "mouth_interior"}  # the open model has no separate teeth
+    for name, ids in regions.items():
+        assert ids == np.flatnonzero(model.regions[name].numpy()).tolist()
+    faces = model.faces.numpy()
+    eye_faces = np.isin(faces, regions["eyes"]).all(1)
+    assert eye_faces.sum() == 280  # two eyeballs of 140 triangles
