@@ -1,7 +1,13 @@
-"""Learned encoders: CNN backbones (pure PyTorch ResNets) and MoFA's semantic-code encoder."""
+"""Learned encoders: CNN backbones (pure PyTorch ResNets), MoFA's semantic-code encoder and
+the frozen identity network (dlib's face-recognition ResNet, read from its .dat file) with
+dlib's face-chip alignment."""
 
 from engine.encoders.code import CodeLayout, SemanticCode
+from engine.encoders.face_chip import face_chip, face_chip_transform
+from engine.encoders.face_recognition import (FaceRecognitionNet, face_recognition_model_path,
+                                              load_face_recognition_net)
 from engine.encoders.mofa_encoder import MofaEncoder
 from engine.encoders.resnet import ResNet, build_backbone
 
-__all__ = ["CodeLayout", "MofaEncoder", "ResNet", "SemanticCode", "build_backbone"]
+__all__ = ["CodeLayout", "FaceRecognitionNet", "MofaEncoder", "ResNet", "SemanticCode", "build_backbone",
+           "face_chip", "face_chip_transform", "face_recognition_model_path", "load_face_recognition_net"]
