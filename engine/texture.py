@@ -14,7 +14,7 @@ pads each texel outside the islands — is computed once per (head model, size) 
    whose colour matches this face's skin (:func:`skin_probability`) are used;
 3. texels not seen take their mirror texel's photo albedo when that one was seen; the rest
    is the face's median skin albedo, blended with the seen texels over several frequency
-   bands (:func:`laplacian_blend`: no seam where the photo ends) — or, without landmarks,
+   bands (:func:`multiband_blend`: no seam where the photo ends) — or, without landmarks,
    the estimate's per-vertex albedo;
 4. texels outside the UV islands copy their nearest covered texel (so mip-maps and bilinear
    filtering at seams never pick up a background colour).
@@ -33,7 +33,7 @@ from torch import Tensor
 from engine.render.rasterize import interpolate_foreground
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "laplacian_blend", "pad_texture", "prepare_layout", "skin_probability",
+__all__ = ["UVLayout", "bake_albedo", "multiband_blend", "pad_texture", "prepare_layout", "skin_probability",
            "uv_layout"]
 
 
@@ -115,14 +115,31 @@ def _sample(image: Tensor, grid: Tensor) -> Tensor:
     return out[0, :, :, 0].T
 
 
-def pad_texture(img: np.ndarray, layout: UVLayout) -> np.ndarray:
+def pad_texture(img: np.ndarray, layout: UVLayout, copy: bool = True) -> np.ndarray:
     """Texels outside the UV islands take their nearest covered texel's colour within a band
-    of ``PAD_BAND`` texels (per 1024) around the islands, the islands' mean colour beyond."""
+    of ``PAD_BAND`` texels (per 1024) around the islands, the islands' mean colour beyond
+    (``copy=False``: in place, for a contiguous ``img``)."""
     flat = img.reshape(-1, img.shape[-1])
-    src = layout.pad_from.numpy()
-    mean = flat[layout.covered.reshape(-1)].mean(0) if layout.covered.any() else flat.mean(0)
-    out = np.where((src >= 0)[:, None], flat[np.maximum(src, 0)], mean)
-    return out.reshape(img.shape).astype(img.dtype)
+    flat = flat.copy() if copy else flat
+    dst, src, far = _pad_indices(layout)
+    flat[dst] = flat[src]
+    if len(far):
+        covered = layout.texels.numpy()
+        flat[far] = flat[covered].mean(0) if len(covered) else flat.mean(0)
+    return flat.reshape(img.shape)
+
+
+def _pad_indices(layout: UVLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dst, src, far) flat texel indices of :func:`pad_texture` (cached on the layout): texels
+    outside the islands within the band and the covered texels they copy; those beyond it."""
+    cached = getattr(layout, "_pad_cache", None)
+    if cached is None:
+        src = layout.pad_from.numpy()
+        outside = ~layout.covered.reshape(-1)
+        dst = np.flatnonzero(outside & (src >= 0))
+        cached = (dst, src[dst], np.flatnonzero(outside & (src < 0)))
+        object.__setattr__(layout, "_pad_cache", cached)
+    return cached
 
 
 def skin_features(rgb: Tensor, eps: float = 0.02) -> Tensor:
@@ -146,26 +163,36 @@ def skin_probability(colours: Tensor, reference: Tensor, keep: float = 2.0, drop
     return ((drop - d) / (drop - keep)).clamp(0, 1)
 
 
-def laplacian_blend(a: np.ndarray, b: np.ndarray, mask: np.ndarray, levels: int = 5) -> np.ndarray:
-    """Multi-band blend of images ``a`` and ``b`` ``(H, W, 3)`` float32 with weight ``mask (H, W)``
-    in [0, 1] for ``a`` (Burt & Adelson): fine detail switches sharply at the mask's edge,
-    low frequencies (the overall colour) over a band as wide as the coarsest level, so a
-    seen region meets its fill without a visible step."""
+def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, band: int = 16,
+                    where: np.ndarray | None = None) -> np.ndarray:
+    """Blend ``known`` ``(H, W, 3)`` over ``fill`` (a colour ``(3,)``) with weight ``weight (H, W)``
+    in [0, 1] in two frequency bands (Burt & Adelson's multi-band blending): detail finer than
+    ``band`` texels switches with the weight itself, the overall colour with the weight
+    low-passed over ``band`` texels — so a seen region meets its fill without a step, and unseen
+    texels of ``known`` (weight 0) never count. The low pass is a normalised convolution at
+    1/``band`` resolution (cheap at 1024²). ``where`` (flat texel indices) limits the result to
+    those texels: returns ``(len(where), 3)`` instead of the image."""
     import cv2
 
-    ga, gb, gm = [a.astype(np.float32)], [b.astype(np.float32)], [mask.astype(np.float32)]
-    for _ in range(levels):
-        ga.append(cv2.pyrDown(ga[-1]))
-        gb.append(cv2.pyrDown(gb[-1]))
-        gm.append(cv2.pyrDown(gm[-1]))
-    out = gm[-1][..., None] * ga[-1] + (1 - gm[-1][..., None]) * gb[-1]
-    for i in range(levels - 1, -1, -1):
-        size = (ga[i].shape[1], ga[i].shape[0])
-        la = ga[i] - cv2.pyrUp(ga[i + 1], dstsize=size)
-        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
-        m = gm[i][..., None]
-        out = cv2.pyrUp(out, dstsize=size) + m * la + (1 - m) * lb
-    return out
+    H, W = weight.shape
+    small = (max(1, W // band), max(1, H // band))
+
+    def low(x: np.ndarray) -> np.ndarray:
+        y = cv2.resize(x, small, interpolation=cv2.INTER_AREA)
+        y = cv2.GaussianBlur(y, (0, 0), 1.0)
+        return cv2.resize(y, (W, H), interpolation=cv2.INTER_LINEAR)
+
+    w = weight.astype(np.float32, copy=False)
+    low_w = low(w)
+    low_kw = low(known.astype(np.float32, copy=False) * w[..., None])
+    if where is not None:  # only the texels asked for
+        w, known = w.reshape(-1)[where], known.reshape(-1, 3)[where]
+        low_w, low_kw = low_w.reshape(-1)[where], low_kw.reshape(-1, 3)[where]
+    low_w = np.clip(low_w, 0.0, 1.0)[..., None]
+    low_known = low_kw / np.maximum(low_w, 1e-4)  # the seen colour's low band, where any was seen
+    fill = np.asarray(fill, np.float32)
+    # detail of the seen texels at full weight + low band blended with the low-passed weight
+    return w[..., None] * (known - low_known) + low_w * low_known + (1.0 - low_w) * fill
 
 
 def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
@@ -190,7 +217,7 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     ``landmarks_px (68, 2)`` in ``source``'s pixels turn on the skin mask and the skin fill:
     outside the landmarks' hull only skin-coloured photo texels are used (hair, background
     and props are left out), and unseen texels are the face's own median skin albedo, blended
-    in by :func:`laplacian_blend`. See the module docstring for the steps.
+    in by :func:`multiband_blend`. See the module docstring for the steps.
     """
     import cv2
 
@@ -248,27 +275,10 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         known_img[lay.texels.numpy()] = known.clamp(0, 1).numpy()
         weight_img = np.zeros(size * size, np.float32)
         weight_img[lay.texels.numpy()] = known_w[:, 0].numpy()
-    # seen texels padded outwards, so the blend's coarse levels do not see black where the
-    # seen region ends (the weight says how much of each texel is seen)
-    known_img = _pad_seen(known_img.reshape(size, size, 3), weight_img.reshape(size, size))
-    fill_img = np.broadcast_to(fill.numpy().astype(np.float32), (size, size, 3))
-    levels = max(2, int(np.log2(size)) - 6)  # coarsest band 16 texels at 1024²
-    img = laplacian_blend(known_img, np.ascontiguousarray(fill_img), weight_img.reshape(size, size), levels)
-    flat = np.zeros((size * size, 3), np.float32)
     idx = lay.texels.numpy()
-    flat[idx] = img.reshape(-1, 3)[idx]
-    img = pad_texture(np.clip(flat, 0, 1).reshape(size, size, 3), lay)
-    return (img * 255.0 + 0.5).astype(np.uint8)
+    flat = np.zeros((size * size, 3), np.float32)
+    flat[idx] = np.clip(multiband_blend(known_img.reshape(size, size, 3), fill.numpy(), weight_img.reshape(size, size),
+                                        band=max(4, size // 64), where=idx), 0, 1) * 255.0 + 0.5  # 16 texels at 1024²
+    return pad_texture(flat.reshape(size, size, 3), lay, copy=False).astype(np.uint8)
 
 
-def _pad_seen(img: np.ndarray, weight: np.ndarray, threshold: float = 0.05) -> np.ndarray:
-    """Texels with less than ``threshold`` weight take their nearest well-seen texel's colour."""
-    import cv2
-
-    unseen = (weight < threshold).astype(np.uint8)
-    if unseen.all() or not unseen.any():
-        return img
-    _, labels = cv2.distanceTransformWithLabels(unseen, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    zeros = np.flatnonzero(unseen.reshape(-1) == 0)
-    src = zeros[labels.reshape(-1) - 1]
-    return img.reshape(-1, 3)[src].reshape(img.shape)

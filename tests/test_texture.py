@@ -94,8 +94,8 @@ def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
     assert float((mean_colour(masked, nose) - dark).abs().max()) < 0.12  # inner-face features stay
 
 
-def test_skin_probability_and_laplacian_blend():
-    from engine.texture import laplacian_blend, skin_probability
+def test_skin_probability_and_multiband_blend():
+    from engine.texture import multiband_blend, skin_probability
 
     g = torch.Generator().manual_seed(0)
     ref = torch.tensor([0.72, 0.52, 0.42]) * (1 + 0.05 * torch.randn(500, 1, generator=g)) \
@@ -104,11 +104,12 @@ def test_skin_probability_and_laplacian_blend():
                                        [0.40, 0.55, 0.80]]), ref)
     assert p[0] == 1 and (p[1:] == 0).all()  # skin; dark hair, white wall and a blue shirt are not
     a = np.full((256, 256, 3), 0.8, np.float32)
-    b = np.full((256, 256, 3), 0.2, np.float32)
-    assert np.allclose(laplacian_blend(a, b, np.ones((256, 256), np.float32), 3), a, atol=1e-5)
-    assert np.allclose(laplacian_blend(a, b, np.zeros((256, 256), np.float32), 3), b, atol=1e-5)
+    b = np.array([0.2, 0.2, 0.2], np.float32)  # the fill: one colour
+    assert np.allclose(multiband_blend(a, b, np.ones((256, 256), np.float32)), a, atol=1e-5)
+    assert np.allclose(multiband_blend(a, b, np.zeros((256, 256), np.float32)), 0.2, atol=1e-5)
+    a[:, 200:] = 0.0  # unseen texels of the known image (weight 0) never count
     m = np.zeros((256, 256), np.float32)
     m[:, :128] = 1
-    row = laplacian_blend(a, b, m, 3)[128, :, 0]
+    row = multiband_blend(a, b, m, band=8)[128, :, 0]
     assert abs(row[0] - 0.8) < 0.01 and abs(row[-1] - 0.2) < 0.01  # each side keeps its colour
     assert (np.diff(row) <= 1e-4).all() and 8 < np.sum((row > 0.25) & (row < 0.75)) < 40  # one smooth step
