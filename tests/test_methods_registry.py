@@ -18,13 +18,13 @@ from engine.methods import build_predictor, get_method, registry
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_registry_lists_fit_hybrid_mofa_without_importing_them():
+def test_registry_lists_fit_hybrid_mofa_deca_without_importing_them():
     names = registry.names()
-    assert names[:3] == ["fit", "hybrid", "mofa"]
+    assert names[:4] == ["fit", "hybrid", "mofa", "deca"]
     assert get_method("learned").name == "mofa"  # alias kept for earlier scripts and .blend files
     mofa = get_method("mofa")
     assert mofa.kind == "learned" and mofa.trainable and mofa.train_config == "train/configs/mofa.yaml"
-    with pytest.raises(UserError, match="unknown method 'nope'; choose one of fit, hybrid, mofa"):
+    with pytest.raises(UserError, match="unknown method 'nope'; choose one of fit, hybrid, mofa, deca"):
         get_method("nope")
     # the registry file needs neither torch nor the engine package (Blender's Python has neither)
     code = ("import sys, importlib.util as u; s = u.spec_from_file_location('r', sys.argv[1]); "
@@ -45,7 +45,7 @@ def test_cli_and_blender_menu_come_from_the_registry():
     assert [m.name for m in load_method_registry(ROOT).methods()] == listed
     helptext = subprocess.run([sys.executable, "-m", "engine", "reconstruct", "--help"], capture_output=True,
                               text=True, cwd=ROOT, check=True).stdout
-    assert "{fit,hybrid,mofa,learned}" in " ".join(helptext.split())
+    assert "{fit,hybrid,mofa,deca,learned}" in " ".join(helptext.split())
 
 
 _TINY_METHOD = '''
@@ -150,7 +150,7 @@ def test_a_new_learned_method_trains_and_reconstructs_through_the_registry(tiny_
 def test_the_fit_and_hybrid_are_not_trainable(tmp_path):
     from engine.train import ConfigError, Trainer, load_config
 
-    with pytest.raises(ConfigError, match="'fit' \\(fit\\) has nothing to train; trainable methods: mofa"):
+    with pytest.raises(ConfigError, match="'fit' \\(fit\\) has nothing to train; trainable methods: mofa, deca"):
         Trainer(load_config(None, ["method=fit", f"run_dir={tmp_path}", "device=cpu"]))
-    with pytest.raises(ConfigError, match="unknown method 'nope'; trainable methods: mofa"):
+    with pytest.raises(ConfigError, match="unknown method 'nope'; trainable methods: mofa, deca"):
         Trainer(load_config(None, ["method=nope", f"run_dir={tmp_path}", "device=cpu"]))

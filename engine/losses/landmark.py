@@ -51,3 +51,27 @@ def landmark_loss(
         return d2.mean(-1)
     w = weights.to(predicted.dtype).expand_as(d2)
     return (d2 * w).sum(-1) / w.sum(-1).clamp_min(1e-12)
+
+
+#: iBUG-68 upper/lower eyelid pairs (0-based): right eye 37-41, 38-40; left eye 43-47, 44-46
+EYELID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
+
+
+def eye_closure_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+                     scale: float = 1.0) -> torch.Tensor:
+    """DECA's eye-closure term, (B,): the mean L1 difference between the model's and the
+    target's upper-to-lower eyelid offsets (:data:`EYELID_PAIRS`, 2-D vectors as DECA
+    compares them, so a closed eye has a well-defined gradient), divided by ``scale``.
+
+    predicted, target: (B, 68, 2). weights: (68,) or (B, 68); a pair counts only when both
+    of its landmarks have a non-zero weight (e.g. the detector saw them)."""
+    up = torch.tensor([p[0] for p in EYELID_PAIRS], device=predicted.device)
+    lo = torch.tensor([p[1] for p in EYELID_PAIRS], device=predicted.device)
+    gap_pred = predicted[:, up] - predicted[:, lo]
+    gap_true = target[:, up].to(predicted.dtype) - target[:, lo].to(predicted.dtype)
+    err = (gap_pred - gap_true).abs().sum(-1) / float(scale)  # (B, 4)
+    if weights is None:
+        return err.mean(-1)
+    w = weights.to(predicted.dtype).expand(predicted.shape[0], predicted.shape[1])
+    valid = ((w[:, up] > 0) & (w[:, lo] > 0)).to(err.dtype)
+    return (err * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)

@@ -20,6 +20,16 @@ expression_l1      Σ |expression| (sparsity), each unit times ``expression_l1_w
 expression_range   squared excursion outside ``head.expression_range``
 jaw_prior          squared jaw rotation (radians²)
 reflectance_prior  Σ reflectance coefficients² (prior-std units)
+eye_closure        DECA's: L1 between the model's and the target's upper-to-lower
+                   eyelid offsets (iBUG 37-41, 38-40, 43-47, 44-46), ``landmark_scale`` units
+identity           DECA's: 1 − cosine of face-recognition descriptors
+                   (``identity_net``, frozen) of the render composited over ``image``
+                   and of ``image``, both cut as face chips from the *target* landmarks;
+                   gradients reach the render
+shape_consistency  DECA's: swap the identity codes within each group of ``group_size``
+                   consecutive items (views of one person), decode, and apply the
+                   ``consistency_weights`` terms (default photometric + landmark, with
+                   ``image`` re-sampled at the new vertices) to the swapped faces
 =================  ==============================================================
 
 Supervised terms, for synthetic data that knows the answer (``LossInputs.gt_*``, e.g. from
@@ -47,6 +57,7 @@ albedo             mean |albedo − gt_albedo| over ``albedo_weights`` (default 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -56,12 +67,15 @@ from torch import Tensor
 
 from engine.errors import UserError
 from engine.face.decoder import Decoded
-from engine.losses.landmark import landmark_loss
+from engine.losses.landmark import eye_closure_loss, landmark_loss
 from engine.losses.photometric import photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
 
-__all__ = ["LossInputs", "TERMS", "contour_loss", "register_term", "weighted_sum", "check_weights",
-           "view_aligned_rotation"]
+__all__ = ["LANDMARK_TERMS", "LossInputs", "TERMS", "contour_loss", "identity_distance", "register_term",
+           "weighted_sum", "check_weights", "swap_group_identities", "view_aligned_rotation"]
+
+#: terms that need target landmarks (a batch without them leaves them out)
+LANDMARK_TERMS = ("landmark", "eye_closure", "identity")
 
 
 @dataclass
@@ -89,6 +103,13 @@ class LossInputs:
     contour_band: float = 0.3
     contour_region: Tensor | None = None
     expression_l1_weights: Tensor | None = None  # (K_exp,) | (B, K_exp) per-unit ℓ1 weights (default 1)
+    # the photo itself (B, 3, H, W) in [0, 1] in the camera's pixels (identity, shape_consistency)
+    image: Tensor | None = None
+    # frozen face-recognition network: (B, 3, 150, 150) chips in [0, 1] -> (B, D) descriptors
+    identity_net: Callable[[Tensor], Tensor] | None = None
+    # shape_consistency: items b·K .. b·K+K-1 show one person; the terms (weights) it applies
+    group_size: int = 1
+    consistency_weights: Mapping[str, float] | None = None
     # ground truth (synthetic data), for the supervised terms
     gt_vertices: Tensor | None = None  # (B, V, 3) posed, model frame, metres
     gt_K: Tensor | None = None  # (B, 3, 3) true camera of the image the prediction was made on
@@ -150,6 +171,61 @@ def contour_loss(decoded: Decoded, contour: Tensor, band: float, region: Tensor 
         r = ((cuv[nearest] - contour[b]) * n2).sum(-1)
         out.append((r**2).mean())
     return torch.stack(out)
+
+
+def _eye_closure(x: LossInputs) -> Tensor:
+    target = _need(x.landmarks, "landmarks", "eye_closure")
+    pred = x.landmark_points if x.landmark_points is not None else x.decoded.landmarks2d
+    return eye_closure_loss(pred, target, x.landmark_weights, float(x.landmark_scale))
+
+
+def identity_distance(rendered: Tensor, photo: Tensor, landmarks: Tensor, net: Callable[[Tensor], Tensor]) -> Tensor:
+    """``1 − cos`` ``(B,)`` between the face-recognition descriptors of ``rendered`` and of
+    ``photo`` (both ``(B, 3, H, W)`` in [0, 1]), each cut as a dlib face chip
+    (:func:`engine.encoders.face_chip`) from the same ``landmarks (B, 68|5, 2)``. The photo's
+    descriptor is a constant; gradients flow into ``rendered`` (the network is frozen)."""
+    from engine.encoders.face_chip import face_chip
+
+    lm = landmarks.detach().float()
+    with torch.no_grad():
+        target = net(face_chip(photo.float(), lm))
+    desc = net(face_chip(rendered.float(), lm))
+    return 1.0 - Fn.cosine_similarity(desc, target, dim=-1)
+
+
+def _identity(x: LossInputs) -> Tensor:
+    image = _need(x.image, "image", "identity")
+    net = _need(x.identity_net, "identity_net", "identity")
+    landmarks = _need(x.landmarks, "landmarks", "identity")
+    render = x.decoded.render(background=image.to(x.decoded.vertices.dtype))
+    return identity_distance(render.image.clamp(0, 1), image, landmarks, net)
+
+
+def swap_group_identities(identity: Tensor, group_size: int) -> Tensor:
+    """Identity codes ``(B, K_id)`` rolled by one inside each group of ``group_size``
+    consecutive items (a pair swaps): item ``b`` gets the code of another view of its person."""
+    B = identity.shape[0]
+    if group_size < 2 or B % group_size:
+        raise ValueError(f"loss term 'shape_consistency' needs groups of >= 2 views of one person "
+                         f"(data.views_per_identity > 1); got group_size={group_size} for a batch of {B}")
+    return identity.reshape(B // group_size, group_size, -1).roll(1, dims=1).reshape(B, -1)
+
+
+def _shape_consistency(x: LossInputs) -> Tensor:
+    image = _need(x.image, "image", "shape_consistency")
+    params = x.params.replace(identity=swap_group_identities(x.params.identity, int(x.group_size)))
+    swapped = x.decoded.decoder(params)
+    inputs = dataclasses.replace(x, decoded=swapped, observed=swapped.sample(image.to(swapped.vertices.dtype)),
+                                 landmark_points=None)
+    weights = dict(x.consistency_weights) if x.consistency_weights is not None else {"photometric": 1.0,
+                                                                                      "landmark": 1.0}
+    total = params.identity.new_zeros(params.batch_size)
+    for name, w in weights.items():
+        if name == "shape_consistency":
+            raise ValueError("shape_consistency cannot apply itself to the swapped faces")
+        if w and (x.landmarks is not None or name not in LANDMARK_TERMS):
+            total = total + w * TERMS[name](inputs)
+    return total
 
 
 def _contour(x: LossInputs) -> Tensor:
@@ -274,6 +350,9 @@ TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "expression_range": lambda x: range_penalty(x.params.expression, x.head.expression_range),
     "jaw_prior": _jaw_prior,
     "reflectance_prior": _reflectance_prior,
+    "eye_closure": _eye_closure,
+    "identity": _identity,
+    "shape_consistency": _shape_consistency,
     "vertices": _vertices,
     "shape": _shape,
     "rotation": _rotation,

@@ -12,6 +12,10 @@ weights of the config's ``losses`` (paper's weights by default):
   + 1.0 · expression_range (ours: ARKit weights live in [0, 1])
   + landmark (optional; distances in units of the crop size)
 
+The encoder, the code -> FaceParams mapping, the visibility and the loss assembly are the
+semantic-code family's (:mod:`engine.methods.semantic`, shared with DECA's coarse stage);
+this module is MoFA's config, its loss list and its checkpoint history.
+
 Inference: ``Mofa.load(path)``; ``predict_photo(rgb, landmarks68)`` (from
 :class:`engine.methods.base.LearnedMethod`) returns FaceParams in the photo's frame.
 """
@@ -21,17 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import torch
-from torch import Tensor
+from engine.methods.semantic import SKIN_MEAN, SemanticCodeMethod, SemanticConfig, recentre_camera
 
-from engine.encoders import CodeLayout, MofaEncoder, SemanticCode
-from engine.face import Decoded, FaceParams, LaplacianReflectance
-from engine.losses import landmark_weights_68
-from engine.losses.terms import LossInputs, check_weights, weighted_sum
-from engine.methods.base import LearnedMethod, flatten_groups
-from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation
-from engine.render.shading import SH_CONSTANTS
-from engine.train.method import StepResult
+__all__ = ["DEFAULT_LOSSES", "Mofa", "MofaConfig", "SKIN_MEAN", "recentre_camera"]
 
 METHOD = {
     "name": "mofa",
@@ -46,49 +42,17 @@ METHOD = {
     "order": 20,
 }
 
-SKIN_MEAN = (0.62, 0.45, 0.38)  # engine.losses.SkinColourPrior's mean
-
-#: a batch's ground-truth tensors that feed the supervised loss terms (LossInputs fields)
-_TRUTH_FIELDS = ("gt_vertices", "gt_K", "gt_R", "gt_t", "gt_identity", "gt_expression", "gt_pose", "gt_albedo")
-
 #: MoFA's paper weights (Tewari et al. 2017, sec. 6) as loss-library terms.
 DEFAULT_LOSSES = {"photometric": 1.92, "identity_prior": 2.9e-5, "reflectance_prior": 2.9e-5 * 1.7e-3,
                   "expression_prior": 2.9e-5 * 0.8, "expression_range": 1.0, "landmark": 0.0}
 
 
 @dataclass
-class MofaConfig:
-    """Architecture, decoder and loss options (``model:`` section of a training config)."""
+class MofaConfig(SemanticConfig):
+    """Architecture, decoder and loss options (``model:`` section of a training config;
+    the fields are :class:`engine.methods.semantic.SemanticConfig`'s)."""
 
-    backbone: str = "resnet18"
-    width: float = 1.0
-    norm: str = "batch"
-    head_model: str = "open"
-    head_model_path: str = ""
-    image_size: int = 224
-    n_identity: int = 0  # 0 = all of the head model's identity modes
-    n_expression: int = 0  # 0 = all expression units
-    n_reflectance: int = 10
-    refl_std_global: float = 0.15
-    refl_std_local: float = 0.05
-    focal: float = 3.375  # focal length in units of the crop side (a ~0.9 m portrait lens)
-    depth_m: float = 0.9  # canonical camera distance (translation z at a zero code)
-    xy_scale_m: float = 0.1  # metres per unit of the predicted x/y translation
-    depth_scale_m: float = 0.3  # metres per unit of the predicted z translation
-    depth_lr_scale: float = 0.1  # MoFA's reduced learning rate for depth
-    region: str = "face_skin"
-    visibility: str = "raster"  # raster (z-buffer at visibility_size) | normals (back-face only)
-    visibility_size: int = 64
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSSES))
-    # supervised terms (engine.losses.terms: vertices, shape, rotation, ...) on synthetic items'
-    # gt_* tensors: the vertex terms weigh the vertices of this region ("" = all vertices)
-    gt_region: str = "face_skin"
-    # leave face skin hidden by props (items' occlusion_mask) out of the photometric term
-    mask_occlusions: bool = True
-    # predict_photo: give the photo camera its principal point at the photo's centre (the
-    # network's camera is turned about its centre to keep the face where it was); False keeps
-    # the crop centre's preimage as the principal point (networks trained before this option)
-    recentre: bool = False
 
 
 #: Loss weights of configs written before the loss library (checkpoints keep them):
@@ -103,47 +67,13 @@ def _legacy_losses(d: Mapping[str, Any]) -> dict[str, float]:
             "expression_prior": w["w_reg"] * w["w_delta"], "expression_range": w["w_range"], "landmark": w["w_land"]}
 
 
-def recentre_camera(camera: PerspectiveCamera, centre: tuple[float, float]) -> PerspectiveCamera:
-    """The camera with its principal point moved to ``centre`` (pixels) and turned about its
-    centre so that its old optical axis passes through its old principal point: the face the
-    network placed on the crop's axis stays where it was, and the rotation becomes the head's
-    rotation relative to the photo's optical axis (the inverse of the view alignment of the
-    supervised terms, :func:`engine.losses.terms.view_aligned_rotation`). Exact for the
-    principal ray, a small homography elsewhere (the off-axis angle is a few degrees)."""
-    from engine.losses.terms import view_aligned_rotation
-
-    K_new = camera.K.clone()
-    K_new[:, 0, 2], K_new[:, 1, 2] = float(centre[0]), float(centre[1])
-    Q = view_aligned_rotation(K_new, camera.K).transpose(-1, -2)  # old axis -> the ray through the old pp
-    return PerspectiveCamera(K_new, Q @ camera.R, (Q @ camera.t[..., None])[..., 0], camera.image_size)
-
-
-class Mofa(LearnedMethod):
+class Mofa(SemanticCodeMethod):
     """MoFA: encoder heads + the shared decoder with a Laplacian reflectance + its loss list."""
 
     name = "mofa"
     config_class = MofaConfig
 
-    def __init__(self, cfg: MofaConfig, head=None) -> None:
-        super().__init__(cfg, head)
-        head = self.head
-        n_id = cfg.n_identity or head.n_identity
-        n_exp = cfg.n_expression or head.n_expression
-        if n_id > head.n_identity or n_exp > head.n_expression:
-            raise ValueError("n_identity/n_expression exceed the head model's")
-        self.losses = check_weights({**DEFAULT_LOSSES, **cfg.losses}, "model.losses")
-        self.layout = CodeLayout(n_id, n_exp, cfg.n_reflectance)
-        self.encoder = MofaEncoder(self.layout, cfg.backbone, cfg.width, cfg.norm)
-        self.reflectance = LaplacianReflectance(head.template, cfg.n_reflectance, cfg.refl_std_global,
-                                                cfg.refl_std_local, SKIN_MEAN)
-        self.register_buffer("region_mask", head.regions[cfg.region].clone())
-        with torch.no_grad():
-            centre = head.landmarks(head.template[None])[0].mean(0)
-        self.register_buffer("t0", torch.tensor([0.0, 0.0, cfg.depth_m]) - frontal_rotation() @ centre.cpu())
-        self.register_buffer("lmk_weights", landmark_weights_68())
-        # weights of the supervised vertex terms (not saved: checkpoints without it still load)
-        self.register_buffer("gt_weights", head.regions[cfg.gt_region].to(torch.float32).clone()
-                             if cfg.gt_region else None, persistent=False)
+    default_losses = DEFAULT_LOSSES
 
     @classmethod
     def config_from_dict(cls, data: Mapping[str, Any]) -> MofaConfig:
@@ -162,117 +92,3 @@ class Mofa(LearnedMethod):
     @classmethod
     def upgrade_state(cls, state: dict[str, Any]) -> dict[str, Any]:
         return {cls._RENAMED.get(k, k): v for k, v in state.items() if k != "frontal"}
-
-    # ------------------------------------------------------------------ training API
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        depth = set(map(id, self.encoder.depth_parameters()))
-        rest = [p for p in self.encoder.parameters() if id(p) not in depth]
-        return [{"params": rest},
-                {"params": self.encoder.depth_parameters(), "lr_scale": self.cfg.depth_lr_scale}]
-
-    # ------------------------------------------------------------------ encoder heads -> FaceParams
-    def encode(self, images: Tensor) -> SemanticCode:
-        """Semantic code for crops (B, 3, S, S) RGB in [0, 1]."""
-        return self.encoder(images)
-
-    def intrinsics(self, batch: int, device, dtype=torch.float32) -> Tensor:
-        S = self.cfg.image_size
-        f = self.cfg.focal * S
-        K = torch.tensor([[f, 0.0, S / 2], [0.0, f, S / 2], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
-        return K.expand(batch, 3, 3)
-
-    def decode(self, code: SemanticCode) -> FaceParams:
-        """The code's FaceParams in the crop frame (float32): identity scaled by the prior
-        std, the rotation after the frontal camera flip, the translation around the
-        canonical ``t0``, SH with MoFA's ambient offset (so a zero code is lit)."""
-        code = code.to(torch.float32)
-        B, head = code.batch_size, self.head
-        n_id, n_exp = self.layout.n_identity, self.layout.n_expression
-        ident = code.identity.new_zeros(B, head.n_identity)
-        ident[:, :n_id] = code.identity * head.identity_std[:n_id] * self.identity_orientation()[:n_id]
-        expr = code.expression.new_zeros(B, head.n_expression)
-        expr[:, :n_exp] = code.expression
-        R = frontal_rotation(device=code.rotation.device) @ axis_angle_to_matrix(code.rotation)
-        scale = code.translation.new_tensor([self.cfg.xy_scale_m, self.cfg.xy_scale_m, self.cfg.depth_scale_m])
-        t = self.t0 + code.translation * scale
-        S = self.cfg.image_size
-        camera = PerspectiveCamera(self.intrinsics(B, R.device), R, t, (S, S))
-        ambient = torch.zeros(9, 1, device=code.sh.device)
-        ambient[0, 0] = 1.0 / SH_CONSTANTS[0]
-        return FaceParams(identity=ident, expression=expr, pose=ident.new_zeros(B, head.n_joints, 3), camera=camera,
-                          sh=code.sh + ambient, reflectance=code.reflectance)
-
-    @torch.no_grad()
-    def predict_photo(self, rgb, landmarks68, crop_scale: float = 1.25) -> FaceParams:
-        """:meth:`LearnedMethod.predict_photo`, and with ``recentre`` the camera re-expressed
-        with its principal point at the photo's centre (:func:`recentre_camera`)."""
-        params = super().predict_photo(rgb, landmarks68, crop_scale)
-        if self.cfg.recentre:
-            H, W = rgb.shape[:2]
-            params = params.replace(camera=recentre_camera(params.camera, (W / 2.0, H / 2.0)))
-        return params
-
-    def visibility(self, decoded: Decoded) -> Tensor:
-        """(B, V) bool: vertices the photometric term may use (region ∧ visibility)."""
-        if self.cfg.visibility == "normals":
-            vis = decoded.facing() > 0
-        else:  # z-buffer at a reduced resolution: occlusion needs no full-size raster
-            vis = decoded.visibility(size=(self.cfg.visibility_size,) * 2)
-        return vis & self.region_mask
-
-    def loss(self, images: Tensor, params: FaceParams, landmarks: Tensor | None = None,
-             landmark_valid: Tensor | None = None, truth: Mapping[str, Tensor] | None = None,
-             occlusion: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Decoded]:
-        """Per-batch loss (scalar), its terms (batch means), and the decoded faces.
-
-        ``truth``: a synthetic batch's ``gt_*`` tensors, for the supervised terms (a term
-        with a weight whose ground truth is missing is an error). ``occlusion (B, S, S)``:
-        face skin hidden by props, left out of the photometric term (``mask_occlusions``)."""
-        dec = self.decoder(params)
-        vis = self.visibility(dec)
-        photo_w = vis.float()
-        if occlusion is not None and self.cfg.mask_occlusions:
-            hidden = dec.sample(occlusion.float()[:, None])[..., 0]  # (B, V) nearest-ish fraction hidden
-            photo_w = photo_w * (hidden < 0.5).float()
-        w = self.lmk_weights
-        if landmark_valid is not None:
-            w = w * landmark_valid.to(w.dtype)
-        truth = {k: v.float() for k, v in (truth or {}).items()}
-        inputs = LossInputs(dec, observed=dec.sample(images.float()), photo_weights=photo_w,
-                            landmarks=None if landmarks is None else landmarks.float(), landmark_weights=w,
-                            landmark_scale=float(self.cfg.image_size),
-                            vertex_weights=self.gt_weights, albedo_weights=self.region_mask,
-                            **{k: truth.get(k) for k in _TRUTH_FIELDS})
-        weights = {k: v for k, v in self.losses.items() if k != "landmark" or landmarks is not None}
-        total, terms = weighted_sum(weights, inputs, log=("landmark",) if landmarks is not None else ())
-        scalars = {k: v.mean().detach() for k, v in terms.items()}
-        scalars["visible_fraction"] = vis.float().mean().detach()
-        if landmarks is not None:
-            scalars["landmark_px"] = (dec.landmarks2d - landmarks).norm(dim=-1).mean().detach()
-        return total.mean(), scalars, dec
-
-    @torch.no_grad()
-    def complete_truth(self, truth: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``truth`` with ``gt_vertices`` computed from the gt codes, batched, when a vertex
-        term needs them and the items left them out (``data.options.vertices: false``)."""
-        needed = any(self.losses.get(k) for k in ("vertices", "shape"))
-        if not needed or "gt_vertices" in truth or "gt_identity" not in truth or "gt_expression" not in truth:
-            return truth
-        pose = truth.get("gt_pose") if self.head.n_joints else None
-        out = self.head(truth["gt_identity"].float(), truth["gt_expression"].float(),
-                        None if pose is None else pose.float())
-        return {**truth, "gt_vertices": out.vertices}
-
-    def training_step(self, batch: dict[str, Tensor]) -> StepResult:
-        """One step on crops ``(B, 3, S, S)`` or clips/identity groups ``(B, T, 3, S, S)``
-        (frames are independent images for MoFA)."""
-        batch = flatten_groups(batch)
-        images = batch["image"]
-        code = self.encode(images)
-        truth = self.complete_truth({k: batch[k] for k in _TRUTH_FIELDS if k in batch})
-        with torch.autocast(images.device.type, enabled=False):
-            params = self.decode(code)
-            loss, terms, _ = self.loss(images, params, batch.get("landmarks"), batch.get("landmarks_valid"),
-                                       truth, batch.get("occlusion_mask"))
-        return StepResult(loss, terms, {"code": code.detach(), "params": params.detach(), "images": images})
-
