@@ -18,7 +18,7 @@ from engine.losses.albedo import (
     skin_colour_prior,
 )
 from engine.losses.landmark import landmark_loss, landmark_weights_68
-from engine.losses.photometric import photometric_l21
+from engine.losses.photometric import photometric_l1, photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
 from engine.losses.terms import TERMS, LossInputs, check_weights, contour_loss, register_term, weighted_sum
 
@@ -36,6 +36,7 @@ __all__ = [
     "landmark_weights_68",
     "mesh_edges",
     "mirror_vertex_map",
+    "photometric_l1",
     "photometric_l21",
     "range_penalty",
     "skin_colour_prior",

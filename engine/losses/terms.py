@@ -20,6 +20,13 @@ expression_l1      Σ |expression| (sparsity), each unit times ``expression_l1_w
 expression_range   squared excursion outside ``head.expression_range``
 jaw_prior          squared jaw rotation (radians²)
 reflectance_prior  Σ reflectance coefficients² (prior-std units)
+photometric_l1     masked ℓ1 per-vertex colour residual over ``photo_weights`` (CEST)
+reflectance_symmetry  photometric_l1 of the face rendered with its UV ``albedo_map``
+                   mirrored left/right (:func:`engine.texture.flip_uv_map`; CEST)
+clip_consistency   photometric_l1 of each frame rendered with the identity and
+                   reflectance of one other frame of its clip, drawn at random
+                   (``group_size`` consecutive items form a clip; one extra render per
+                   frame: O(T) per clip, not O(T²); CEST)
 =================  ==============================================================
 
 Supervised terms, for synthetic data that knows the answer (``LossInputs.gt_*``, e.g. from
@@ -57,10 +64,10 @@ from torch import Tensor
 from engine.errors import UserError
 from engine.face.decoder import Decoded
 from engine.losses.landmark import landmark_loss
-from engine.losses.photometric import photometric_l21
+from engine.losses.photometric import photometric_l1, photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
 
-__all__ = ["LossInputs", "TERMS", "contour_loss", "register_term", "weighted_sum", "check_weights",
+__all__ = ["LossInputs", "TERMS", "clip_partners", "contour_loss", "register_term", "weighted_sum", "check_weights",
            "view_aligned_rotation"]
 
 
@@ -100,6 +107,7 @@ class LossInputs:
     gt_albedo: Tensor | None = None  # (B, V, 3) sRGB
     vertex_weights: Tensor | None = None  # (V,) | (B, V) weights of the vertex terms (default uniform)
     albedo_weights: Tensor | None = None  # (V,) | (B, V) weights of the albedo term (default face_skin)
+    group_size: int = 1  # consecutive items forming one clip (B = clips · group_size), for clip_consistency
 
     @property
     def params(self):
@@ -120,6 +128,54 @@ def _photometric(x: LossInputs) -> Tensor:
     obs = _need(x.observed, "observed", "photometric")
     w = _need(x.photo_weights, "photo_weights", "photometric")
     return photometric_l21(x.decoded.colour, obs, w)
+
+
+def _photometric_l1(x: LossInputs) -> Tensor:
+    obs = _need(x.observed, "observed", "photometric_l1")
+    w = _need(x.photo_weights, "photo_weights", "photometric_l1")
+    return photometric_l1(x.decoded.colour, obs, w)
+
+
+def _rerendered(x: LossInputs, term: str, **changes) -> Tensor:
+    """photometric_l1 of the face decoded again with ``changes`` to its parameters, against
+    the same observation and weights (one more decoder call for the whole batch)."""
+    obs = _need(x.observed, "observed", term)
+    w = _need(x.photo_weights, "photo_weights", term)
+    decoded = x.decoded.decoder(x.params.replace(**changes))
+    return photometric_l1(decoded.colour, obs, w)
+
+
+def _reflectance_symmetry(x: LossInputs) -> Tensor:
+    from engine.texture import flip_uv_map, uv_layout
+
+    uv_map = _need(x.params.albedo_map, "decoded.params.albedo_map", "reflectance_symmetry")
+    flipped = flip_uv_map(uv_map, uv_layout(x.head, uv_map.shape[-1]))
+    return _rerendered(x, "reflectance_symmetry", albedo_map=flipped, albedo=None, reflectance=None)
+
+
+def clip_partners(n_clips: int, length: int, device: torch.device | str | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``(n_clips · length,)`` for every frame of every clip (frames consecutive) the flat
+    index of one other frame of the same clip, drawn uniformly (itself when ``length == 1``)."""
+    frame = torch.arange(length).repeat(n_clips)
+    start = torch.arange(n_clips).repeat_interleave(length) * length
+    if length < 2:
+        return (start + frame).to(device)
+    shift = torch.randint(1, length, (n_clips * length,), generator=generator)
+    return (start + (frame + shift) % length).to(device)
+
+
+def _clip_consistency(x: LossInputs) -> Tensor:
+    p, T = x.params, int(x.group_size)
+    B = p.batch_size
+    if T < 2:
+        return p.identity.new_zeros(B)
+    if B % T:
+        raise ValueError(f"clip_consistency: batch of {B} is not a whole number of clips of {T}")
+    j = clip_partners(B // T, T, p.identity.device)
+    changes = {k: getattr(p, k)[j] for k in ("identity", "albedo", "reflectance", "albedo_map")
+               if getattr(p, k) is not None}
+    return _rerendered(x, "clip_consistency", **changes)
 
 
 def _landmark(x: LossInputs) -> Tensor:
@@ -266,6 +322,9 @@ def _albedo(x: LossInputs) -> Tensor:
 
 TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "photometric": _photometric,
+    "photometric_l1": _photometric_l1,
+    "reflectance_symmetry": _reflectance_symmetry,
+    "clip_consistency": _clip_consistency,
     "landmark": _landmark,
     "contour": _contour,
     "identity_prior": lambda x: tikhonov(x.params.identity, x.head.identity_std),
