@@ -119,9 +119,13 @@ def flip_uv_map(uv_map: Tensor, layout: UVLayout) -> Tensor:
     if H != layout.size or W != layout.size:
         raise ValueError(f"uv_map is {H}x{W}, the layout is {layout.size}x{layout.size}")
     dev, dt = uv_map.device, uv_map.dtype
-    grid = layout.mirror_grid.to(dev, dt)[None, :, None, :].expand(B, -1, -1, -1)
-    mirrored = Fn.grid_sample(uv_map, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
     flat = uv_map.reshape(B, C, H * W)
+    # texels around the islands copy their nearest covered texel first, so that bilinear
+    # samples at island borders do not mix in texels outside the layout
+    src = layout.pad_from.to(dev)
+    padded = flat.index_select(2, torch.where(src >= 0, src, torch.arange(H * W, device=dev))).view(B, C, H, W)
+    grid = layout.mirror_grid.to(dev, dt)[None, :, None, :].expand(B, -1, -1, -1)
+    mirrored = Fn.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
     texels = layout.texels.to(dev)
     has = layout.has_mirror.to(dev, dt)
     values = has * mirrored + (1.0 - has) * flat[:, :, texels]
