@@ -10,5 +10,5 @@ from engine.encoders.mofa_encoder import MofaEncoder
 from engine.encoders.resnet import ResNet, build_backbone
 from engine.encoders.unet import ConvEncoder, UNet
 
-__all__ = ["CodeLayout", "ConvEncoder", "FaceRecognitionNet", "MofaEncoder", "ResNet", "SemanticCode", "UNet", "build_backbone",
-           "face_chip", "face_chip_transform", "face_recognition_model_path", "load_face_recognition_net"]
+__all__ = ["CodeLayout", "ConvEncoder", "FaceRecognitionNet", "MofaEncoder", "ResNet", "SemanticCode", "UNet",
+           "build_backbone", "face_chip", "face_chip_transform", "face_recognition_model_path", "load_face_recognition_net"]
