@@ -33,7 +33,7 @@ from torch import Tensor
 from engine.render.rasterize import interpolate_foreground
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "multiband_blend", "pad_texture", "prepare_layout", "skin_probability",
+__all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "pad_texture", "prepare_layout", "skin_probability",
            "uv_layout"]
 
 
@@ -106,6 +106,30 @@ def _build_layout(model, size: int) -> UVLayout:
                       mirror_grid=mirror_grid, has_mirror=m[:, 2].clamp(0, 1),
                       pad_from=torch.from_numpy(pad_from.astype(np.int64)), covered=covered)
     return layout
+
+
+def flip_uv_map(uv_map: Tensor, layout: UVLayout) -> Tensor:
+    """The UV map of the left/right mirrored face (CEST's reflectance symmetry): every
+    covered texel takes the (bilinear) value at its mirror texel (``layout.mirror_grid``),
+    blended with its own value by ``layout.has_mirror`` (texels without a mirror partner keep
+    theirs); texels outside the islands are unchanged. ``uv_map (B, C, S, S)`` with
+    ``S == layout.size``; differentiable. An involution up to bilinear resampling:
+    ``flip_uv_map(flip_uv_map(x)) ≈ x`` on covered texels."""
+    B, C, H, W = uv_map.shape
+    if H != layout.size or W != layout.size:
+        raise ValueError(f"uv_map is {H}x{W}, the layout is {layout.size}x{layout.size}")
+    dev, dt = uv_map.device, uv_map.dtype
+    flat = uv_map.reshape(B, C, H * W)
+    # texels around the islands copy their nearest covered texel first, so that bilinear
+    # samples at island borders do not mix in texels outside the layout
+    src = layout.pad_from.to(dev)
+    padded = flat.index_select(2, torch.where(src >= 0, src, torch.arange(H * W, device=dev))).view(B, C, H, W)
+    grid = layout.mirror_grid.to(dev, dt)[None, :, None, :].expand(B, -1, -1, -1)
+    mirrored = Fn.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+    texels = layout.texels.to(dev)
+    has = layout.has_mirror.to(dev, dt)
+    values = has * mirrored + (1.0 - has) * flat[:, :, texels]
+    return flat.index_copy(2, texels, values).reshape(B, C, H, W)
 
 
 def _sample(image: Tensor, grid: Tensor) -> Tensor:

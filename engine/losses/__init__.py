@@ -19,7 +19,7 @@ from engine.losses.albedo import (
     skin_colour_prior,
 )
 from engine.losses.landmark import EYELID_PAIRS, eye_closure_loss, landmark_loss, landmark_weights_68
-from engine.losses.photometric import photometric_l21
+from engine.losses.photometric import photometric_l1, photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
 from engine.losses.terms import (TERMS, LossInputs, check_weights, contour_loss, identity_distance, register_term,
                                  weighted_sum)
@@ -41,6 +41,7 @@ __all__ = [
     "landmark_weights_68",
     "mesh_edges",
     "mirror_vertex_map",
+    "photometric_l1",
     "photometric_l21",
     "range_penalty",
     "skin_colour_prior",

@@ -27,3 +27,16 @@ def photometric_l21(
     w = visible.to(rendered.dtype)
     norm = torch.sqrt(((rendered - observed) ** 2).sum(-1) + eps)
     return (norm * w).sum(-1) / w.sum(-1).clamp_min(1.0)
+
+
+def photometric_l1(
+    rendered: torch.Tensor,
+    observed: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Masked ℓ1 colour residual (CEST's photometric loss): the weighted mean over vertices
+    of the mean absolute RGB difference. ``weights (B, V)`` bool or [0, 1] (visibility times
+    the face region). Returns (B,); zero where nothing is weighted."""
+    w = weights.to(rendered.dtype)
+    err = (rendered - observed).abs().mean(-1)
+    return (err * w).sum(-1) / w.sum(-1).clamp_min(1.0)

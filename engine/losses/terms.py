@@ -30,6 +30,13 @@ shape_consistency  DECA's: swap the identity codes within each group of ``group_
                    consecutive items (views of one person), decode, and apply the
                    ``consistency_weights`` terms (default photometric + landmark, with
                    ``image`` re-sampled at the new vertices) to the swapped faces
+photometric_l1     masked ℓ1 per-vertex colour residual over ``photo_weights`` (CEST)
+reflectance_symmetry  photometric_l1 of the face rendered with its UV ``albedo_map``
+                   mirrored left/right (:func:`engine.texture.flip_uv_map`; CEST)
+clip_consistency   photometric_l1 of each frame rendered with the identity and
+                   reflectance of one other frame of its clip, drawn at random
+                   (``group_size`` consecutive items form a clip; one extra render per
+                   frame: O(T) per clip, not O(T²); CEST)
 =================  ==============================================================
 
 Supervised terms, for synthetic data that knows the answer (``LossInputs.gt_*``, e.g. from
@@ -68,11 +75,11 @@ from torch import Tensor
 from engine.errors import UserError
 from engine.face.decoder import Decoded
 from engine.losses.landmark import eye_closure_loss, landmark_loss
-from engine.losses.photometric import photometric_l21
+from engine.losses.photometric import photometric_l1, photometric_l21
 from engine.losses.priors import range_penalty, tikhonov
 
-__all__ = ["LANDMARK_TERMS", "LossInputs", "TERMS", "contour_loss", "identity_distance", "register_term",
-           "weighted_sum", "check_weights", "swap_group_identities", "view_aligned_rotation"]
+__all__ = ["LANDMARK_TERMS", "LossInputs", "TERMS", "clip_partners", "contour_loss", "identity_distance",
+           "register_term", "weighted_sum", "check_weights", "swap_group_identities", "view_aligned_rotation"]
 
 #: terms that need target landmarks (a batch without them leaves them out)
 LANDMARK_TERMS = ("landmark", "eye_closure", "identity")
@@ -107,7 +114,8 @@ class LossInputs:
     image: Tensor | None = None
     # frozen face-recognition network: (B, 3, 150, 150) chips in [0, 1] -> (B, D) descriptors
     identity_net: Callable[[Tensor], Tensor] | None = None
-    # shape_consistency: items b·K .. b·K+K-1 show one person; the terms (weights) it applies
+    # items b·K .. b·K+K-1 show one person (shape_consistency: views; clip_consistency: the
+    # frames of one clip, B = clips · group_size)
     group_size: int = 1
     consistency_weights: Mapping[str, float] | None = None
     # ground truth (synthetic data), for the supervised terms
@@ -141,6 +149,54 @@ def _photometric(x: LossInputs) -> Tensor:
     obs = _need(x.observed, "observed", "photometric")
     w = _need(x.photo_weights, "photo_weights", "photometric")
     return photometric_l21(x.decoded.colour, obs, w)
+
+
+def _photometric_l1(x: LossInputs) -> Tensor:
+    obs = _need(x.observed, "observed", "photometric_l1")
+    w = _need(x.photo_weights, "photo_weights", "photometric_l1")
+    return photometric_l1(x.decoded.colour, obs, w)
+
+
+def _rerendered(x: LossInputs, term: str, **changes) -> Tensor:
+    """photometric_l1 of the face decoded again with ``changes`` to its parameters, against
+    the same observation and weights (one more decoder call for the whole batch)."""
+    obs = _need(x.observed, "observed", term)
+    w = _need(x.photo_weights, "photo_weights", term)
+    decoded = x.decoded.decoder(x.params.replace(**changes))
+    return photometric_l1(decoded.colour, obs, w)
+
+
+def _reflectance_symmetry(x: LossInputs) -> Tensor:
+    from engine.texture import flip_uv_map, uv_layout
+
+    uv_map = _need(x.params.albedo_map, "decoded.params.albedo_map", "reflectance_symmetry")
+    flipped = flip_uv_map(uv_map, uv_layout(x.head, uv_map.shape[-1]))
+    return _rerendered(x, "reflectance_symmetry", albedo_map=flipped, albedo=None, reflectance=None)
+
+
+def clip_partners(n_clips: int, length: int, device: torch.device | str | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``(n_clips · length,)`` for every frame of every clip (frames consecutive) the flat
+    index of one other frame of the same clip, drawn uniformly (itself when ``length == 1``)."""
+    frame = torch.arange(length).repeat(n_clips)
+    start = torch.arange(n_clips).repeat_interleave(length) * length
+    if length < 2:
+        return (start + frame).to(device)
+    shift = torch.randint(1, length, (n_clips * length,), generator=generator)
+    return (start + (frame + shift) % length).to(device)
+
+
+def _clip_consistency(x: LossInputs) -> Tensor:
+    p, T = x.params, int(x.group_size)
+    B = p.batch_size
+    if T < 2:
+        return p.identity.new_zeros(B)
+    if B % T:
+        raise ValueError(f"clip_consistency: batch of {B} is not a whole number of clips of {T}")
+    j = clip_partners(B // T, T, p.identity.device)
+    changes = {k: getattr(p, k)[j] for k in ("identity", "albedo", "reflectance", "albedo_map")
+               if getattr(p, k) is not None}
+    return _rerendered(x, "clip_consistency", **changes)
 
 
 def _landmark(x: LossInputs) -> Tensor:
@@ -342,6 +398,9 @@ def _albedo(x: LossInputs) -> Tensor:
 
 TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "photometric": _photometric,
+    "photometric_l1": _photometric_l1,
+    "reflectance_symmetry": _reflectance_symmetry,
+    "clip_consistency": _clip_consistency,
     "landmark": _landmark,
     "contour": _contour,
     "identity_prior": lambda x: tikhonov(x.params.identity, x.head.identity_std),

@@ -185,6 +185,7 @@ class LearnedMethod(nn.Module):
             identity=params.identity.float().cpu(), expression=params.expression.float().cpu(),
             pose=params.pose.float().cpu(), camera=camera, sh=sh,
             albedo=None if albedo is None else albedo.clamp(0, 1).float().cpu(),
+            albedo_map=None if params.albedo_map is None else params.albedo_map.clamp(0, 1).float().cpu(),
             visibility=vis[None].cpu(), landmarks=torch.as_tensor(np.asarray(landmarks68)[:, :2]).float()[None])
 
     # The head model is rebuilt from its own file, not stored in checkpoints (saves MBs).

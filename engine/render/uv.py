@@ -50,6 +50,19 @@ def vertex_uv(uv: Tensor, face_uv: Tensor, faces: Tensor, num_vertices: int) -> 
     return out
 
 
+def _interpolate_layout(attr: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
+    """Per-vertex ``attr (B, V, C)`` interpolated over the UV layout's fragments (rasterised
+    once, batch 1) for every item: ``(B, S, S, C)``, 0 outside the islands."""
+    B, _, C = attr.shape
+    H, W = fragments.image_size
+    corner = faces.to(device=attr.device, dtype=torch.int64).index_select(0, fragments.fg_tri)  # (N, 3)
+    vals = attr[:, corner.reshape(-1)].view(B, -1, 3, C)
+    fg = (fragments.fg_bary.to(attr.dtype)[None, :, :, None] * vals).sum(2)  # (B, N, C)
+    index = (fragments.fg_index % (H * W)).to(attr.device)
+    out = attr.new_zeros(B, H * W, C).index_copy(1, index, fg)
+    return out.view(B, H, W, C)
+
+
 def unwrap_photo(
     image: Tensor,
     screen: Tensor,
@@ -77,11 +90,11 @@ def unwrap_photo(
     H, W = image.shape[-2:]
     S = uv_size
     fr = uv_fragments if uv_fragments is not None else rasterize_uv(uv.to(screen.dtype), face_uv, S)
-    pos = interpolate(screen, faces, fr)  # (B, S, S, 3)
-    vis = interpolate(visibility.to(screen.dtype)[..., None], faces, fr)[..., 0]
+    pos = _interpolate_layout(screen, faces, fr)  # (B, S, S, 3)
+    vis = _interpolate_layout(visibility.to(screen.dtype)[..., None], faces, fr)[..., 0]
     tex = sample_image(image, pos[..., :2].reshape(B, S * S, 2)).transpose(1, 2).reshape(B, -1, S, S)
     u, v, z = pos.unbind(-1)
-    mask = fr.mask.expand(B, S, S) & (vis >= 0.5) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    mask = fr.mask[:1].expand(B, S, S) & (vis >= 0.5) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
     if depth_map is not None:
         px = u.detach().floor().long().clamp(0, W - 1)
         py = v.detach().floor().long().clamp(0, H - 1)

@@ -1,0 +1,216 @@
+"""CEST (issue #13): the method's registration, its UV pieces (batched unwrap, the UV flip),
+the clip-consistency cost, and tiny CEST / IEST training runs to a loadable checkpoint.
+
+The single-item unwrap round trip on a textured sphere is
+``tests/test_render_vertex_uv.py::test_unwrap_photo_round_trips_a_texture``; here the
+batched unwrap through the head model's decoder is new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.face import FaceDecoder, FaceParams
+from engine.losses.terms import clip_partners
+from engine.methods import get_method, registry
+from engine.texture import flip_uv_map, uv_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {"backbone": "resnet10", "width": 0.25, "uv_size": 32, "unet_width": 8, "unet_depth": 2,
+        "light_width": 8, "visibility_size": 32}
+
+
+@pytest.fixture(scope="module")
+def head():
+    from engine.head import load_head_model
+
+    return load_head_model("open")
+
+
+def _tiny(head, **changes):
+    from engine.methods.cest import Cest, CestConfig
+
+    return Cest(CestConfig(image_size=64, **{**TINY, **changes}), head)
+
+
+def _overrides(run_dir: Path, *extra: str) -> list[str]:
+    return [f"run_dir={run_dir}", "device=cpu", "batch_size=2", "data.clip_length=2", "data.n_samples=4",
+            "data.val_samples=2", "data.num_workers=0", "progress=off", "tensorboard=false", "image_every=0",
+            "eval_every=0", "log_every=1", *extra]
+
+
+def test_cest_is_registered_for_training_and_inference():
+    from engine.methods.cest import Cest
+
+    spec = get_method("cest")
+    assert spec.kind == "learned" and spec.trainable and "cest" in registry.names()
+    assert (ROOT / spec.train_config).is_file()
+    assert registry.load_entry(spec) is Cest
+    assert "cest" in registry.table()
+
+
+def test_batched_unwrap_round_trips_a_uv_texture(head):
+    """A smooth UV texture rendered on two differently posed heads, unwrapped back through
+    the same decoded faces in one batch: the visible texels match, item by item."""
+    from engine.render import unwrap_photo
+
+    S, U = 160, 64
+    g = torch.Generator().manual_seed(0)
+    tex = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(U, U), mode="bicubic",
+                                          align_corners=False).clamp(0.05, 0.95).expand(2, -1, -1, -1)
+    net = _tiny(head)
+    cam = net.camera(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.35, 0.0]]), torch.zeros(2, 3))
+    cam = cam.resized((S, S))
+    params = FaceParams.neutral(head, cam).replace(albedo_map=tex.contiguous())
+    dec = FaceDecoder(head)(params)
+    out = dec.render(lit=False, antialias=False)
+    vis = dec.visibility()
+    both, mask = unwrap_photo(out.image, dec.screen, vis, head.faces, head.uv, head.face_uv, U,
+                              depth_map=out.depth)
+    for b in range(2):
+        m = mask[b, 0] > 0
+        assert m.float().mean() > 0.03  # the face is seen
+        err = (both[b] - tex[b]).abs()[:, m]
+        assert err.median() < 0.03, (b, err.median())
+        one, one_mask = unwrap_photo(out.image[b:b + 1], dec.screen[b:b + 1], vis[b:b + 1], head.faces, head.uv,
+                                     head.face_uv, U, depth_map=out.depth[b:b + 1])
+        assert torch.equal(one_mask[0], mask[b]) and torch.allclose(one[0], both[b], atol=1e-5)
+    # the turned head shows another part of the layout
+    assert not torch.equal(mask[0], mask[1])
+
+
+def _texel_coordinates(S: int) -> torch.Tensor:
+    i = torch.arange(S * S)
+    return torch.stack([((i % S) + 0.5) / S, ((i // S) + 0.5) / S]).view(1, 2, S, S)
+
+
+def test_flip_uv_map_is_an_involution_and_mirrors_left_right(head):
+    from engine.render.uv import _interpolate_layout, rasterize_uv
+
+    S = 64
+    layout = uv_layout(head, S)
+    t = layout.texels
+    # texels whose mirror's mirror is themselves (within a texel): all but those at UV seams
+    coord = _texel_coordinates(S)
+    back = flip_uv_map(flip_uv_map(coord, layout), layout)
+    consistent = ((back - coord).flatten(2)[0][:, t].norm(dim=0) * S) < 1.5
+    assert consistent.float().mean() > 0.75
+    # involution on a smooth texture
+    g = torch.Generator().manual_seed(1)
+    tex = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(S, S), mode="bicubic",
+                                          align_corners=False)
+    err = (flip_uv_map(flip_uv_map(tex, layout), layout) - tex).flatten(2)[:, :, t].abs().mean(1)  # (2, N)
+    assert err[:, consistent].mean() < 0.01
+    assert (err < 0.03).float().mean() > 0.75
+    # texels outside the islands are left alone
+    outside = torch.ones(S * S, dtype=torch.bool)
+    outside[t] = False
+    assert torch.equal(flip_uv_map(tex, layout).flatten(2)[:, :, outside], tex.flatten(2)[:, :, outside])
+    # a left/right asymmetric texture: the model-frame x of each texel's surface point
+    fr = rasterize_uv(head.uv, head.face_uv, S)
+    x = _interpolate_layout(head.template[None, :, :1], head.faces, fr).permute(0, 3, 1, 2)
+    x = x / head.template[:, 0].abs().max()
+    fx = flip_uv_map(x, layout).flatten()[t][consistent]
+    x0 = x.flatten()[t][consistent]
+    assert (fx + x0).abs().mean() < 0.06  # x -> -x
+    assert torch.corrcoef(torch.stack([fx, x0]))[0, 1] < -0.95
+    with pytest.raises(ValueError, match="layout is 64x64"):
+        flip_uv_map(torch.zeros(1, 3, 32, 32), layout)
+
+
+def test_clip_partners_pick_another_frame_of_the_same_clip():
+    torch.manual_seed(0)
+    for T in (2, 3, 8):
+        j = clip_partners(5, T)
+        i = torch.arange(5 * T)
+        assert torch.equal(j // T, i // T) and not (j == i).any()
+    assert torch.equal(clip_partners(3, 1), torch.arange(3))
+
+
+def test_clip_consistency_costs_renders_linear_in_clip_length(head, monkeypatch):
+    """Items decoded per training step for clips of T = 2, 4, 8 frames: a constant number of
+    decoder calls, each over all B·T frames (O(T) per clip, not O(T²))."""
+    from engine.data import SyntheticClips
+
+    net = _tiny(head)
+    calls: list[int] = []
+    original = FaceDecoder.forward
+
+    def counting(self, params):
+        calls.append(params.batch_size)
+        return original(self, params)
+
+    monkeypatch.setattr(FaceDecoder, "forward", counting)
+    per_t = {}
+    ds = SyntheticClips(head, 1, 8, 64, 1234, "train")
+    clip = ds[0]
+    for T in (2, 4, 8):
+        batch = {k: v[None, :T] if v.dim() and v.shape[0] == 8 else v[None] for k, v in clip.items()}
+        calls.clear()
+        result = net.training_step(batch)
+        assert "clip_consistency" in result.scalars and torch.isfinite(result.loss)
+        per_t[T] = (len(calls), sum(calls))
+    assert per_t[2][0] == per_t[4][0] == per_t[8][0]  # same number of decoder calls
+    assert per_t[4][1] == 2 * per_t[2][1] and per_t[8][1] == 4 * per_t[2][1]  # items linear in T
+
+
+def test_cest_trains_saves_loads_and_predicts_a_uv_reflectance(tmp_path, head):
+    from engine.generator import SyntheticConfig, render_sample
+    from engine.methods.cest import Cest
+    from engine.train import Trainer, load_config
+
+    cfg = load_config(ROOT / "train/configs/cest.yaml", _overrides(tmp_path / "run", "max_steps=2", "ckpt_every=2"))
+    trainer = Trainer(cfg)
+    summary = trainer.train()
+    trainer.close()
+    assert summary["step"] == 2 and summary["images_seen"] == 2 * 2 * 2
+    net = Cest.load(tmp_path / "run" / "final.pt")
+    U = net.cfg.uv_size
+    sample = render_sample(head, 7, SyntheticConfig(image_size=160))
+    params = net.predict_photo(sample.image, sample.landmarks2d.numpy())
+    assert isinstance(params, FaceParams)
+    assert params.albedo_map.shape == (1, 3, U, U)
+    assert params.albedo.shape == (1, head.n_vertices, 3)
+    assert 0.0 <= float(params.albedo_map.min()) and float(params.albedo_map.max()) <= 1.0
+    assert params.camera.image_size == (160, 160)
+    from engine.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="not a cest checkpoint.*'mofa'"):
+        Cest.load(ROOT / "engine" / "assets" / "mofa_open_default.pt")
+
+
+def test_iest_flag_builds_and_trains_a_step(tmp_path, head, monkeypatch):
+    from engine.methods.cest import Cest
+    from engine.train import Trainer, load_config
+
+    def no_warp(*args, **kwargs):
+        raise AssertionError("IEST must not warp the crop with f_v's pose")
+
+    monkeypatch.setattr(Cest, "canonical_view", no_warp)
+    monkeypatch.setattr(Cest, "unwrap", no_warp)
+    cfg = load_config(ROOT / "train/configs/cest.yaml",
+                      _overrides(tmp_path / "run", "max_steps=1", "ckpt_every=1", "model.independent=true"))
+    trainer = Trainer(cfg)
+    summary = trainer.train()
+    trainer.close()
+    assert summary["step"] == 1 and (tmp_path / "run" / "final.pt").is_file()
+    assert Cest.load(tmp_path / "run" / "final.pt").cfg.independent
+
+
+def test_canonical_view_of_the_zero_pose_is_the_crop(head):
+    """At f_v's zero output the head is centred, at the canonical depth and upright: the
+    re-aligned crop is the crop; a shifted head is moved back to the centre."""
+    net = _tiny(head)
+    g = torch.Generator().manual_seed(2)
+    images = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bilinear")
+    zero = net.camera(torch.zeros(1, 3), torch.zeros(1, 3))
+    assert torch.allclose(net.canonical_view(images, zero), images, atol=1e-4)
+    img = torch.zeros(1, 1, 64, 64)
+    img[..., 30:34, 40:44] = 1.0  # a blob where a head shifted right by ~10 px would be centred
+    shifted = net.camera(torch.zeros(1, 3), torch.tensor([[10 / (net.cfg.focal * 64) * net.cfg.depth_m / 0.1, 0, 0]]))
+    out = net.canonical_view(img, shifted)
+    ys, xs = torch.nonzero(out[0, 0] > 0.5, as_tuple=True)
+    assert abs(xs.float().mean().item() - 31.5) < 2.0 and abs(ys.float().mean().item() - 31.5) < 2.5
