@@ -395,6 +395,26 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
         """The estimate seen through another camera matrix / image size (crops, overlays)."""
         return decoder(p.replace(camera=PerspectiveCamera(camera_K[None], R[None], t[None], size)))
 
+    # --- overlay.png on the (possibly reduced) photo, in a background thread: it needs only the
+    # estimate, so it overlaps the texture bake and the meshes (torch, OpenCV and PNG encoding
+    # release the GIL). The textured render reproduces the photo almost exactly (the texture is
+    # baked from it), so the overlay shows the geometry alone, grey under a fixed light, with
+    # both landmark sets.
+    def write_overlay() -> None:
+        scale = min(1.0, opt.overlay_max_side / max(H, W))
+        oh, ow = max(1, round(H * scale)), max(1, round(W * scale))
+        photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
+        with torch.no_grad():
+            grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)))
+        model_px = dec.landmarks2d[0].numpy() * (ow / W)
+        write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), model_px))
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
+    overlay_job = pool.submit(write_overlay)
+    pool.shutdown(wait=False)  # the job runs on; its result (or error) is collected below
+
     # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
     crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
     A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
@@ -430,15 +450,9 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
     lap("rig")
 
-    # --- overlay on the (possibly reduced) photo, summary on a face crop
-    # the textured render reproduces the photo almost exactly (the texture is baked from it),
-    # so the overlay shows the geometry alone, grey under a fixed light, with both landmark sets
-    scale = min(1.0, opt.overlay_max_side / max(H, W))
-    oh, ow = max(1, round(H * scale)), max(1, round(W * scale))
-    photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
-    grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)))
+    # --- summary on a face crop (overlay.png: above)
+    overlay_job.result()  # written in the background while the texture and meshes were made
     lm_px = dec.landmarks2d[0]
-    write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), lm_px.numpy() * (ow / W)))
     small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
     Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
     summary = through(Ac @ K, (256, 256))
