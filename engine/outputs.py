@@ -424,7 +424,8 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
     albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
-                             source, opt.texture_size, landmarks_px=lm_crop)
+                             source, opt.texture_size, landmarks_px=lm_crop,
+                             fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
     albedo_png = png_bytes(albedo_img)
     (folder / "albedo.png").write_bytes(albedo_png)
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]

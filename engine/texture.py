@@ -189,7 +189,7 @@ def skin_probability(colours: Tensor, reference: Tensor, keep: float = 2.0, drop
 
 def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, band: int = 16,
                     where: np.ndarray | None = None) -> np.ndarray:
-    """Blend ``known`` ``(H, W, 3)`` over ``fill`` (a colour ``(3,)``) with weight ``weight (H, W)``
+    """Blend ``known`` ``(H, W, 3)`` over ``fill`` (a colour ``(3,)`` or an image) with weight ``weight (H, W)``
     in [0, 1] in two frequency bands (Burt & Adelson's multi-band blending): detail finer than
     ``band`` texels switches with the weight itself, the overall colour with the weight
     low-passed over ``band`` texels — so a seen region meets its fill without a step, and unseen
@@ -215,6 +215,9 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
     low_w = np.clip(low_w, 0.0, 1.0)[..., None]
     low_known = low_kw / np.maximum(low_w, 1e-4)  # the seen colour's low band, where any was seen
     fill = np.asarray(fill, np.float32)
+    if fill.ndim > 1:  # a fill image (H, W, 3) or (H·W, 3)
+        fill = fill.reshape(-1, 3)
+        fill = fill[where] if where is not None else fill.reshape(H, W, 3)
     # detail of the seen texels at full weight + low band blended with the low-passed weight
     return w[..., None] * (known - low_known) + low_w * low_known + (1.0 - low_w) * fill
 
@@ -231,7 +234,8 @@ def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
 
 
 def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
-                source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None) -> np.ndarray:
+                source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None,
+                fill_map: Tensor | None = None) -> np.ndarray:
     """Bake a UV albedo texture, uint8 ``(size, size, 3)`` (v up: row 0 is the top of UV space).
 
     ``vertices_px (V, 3)`` are ``[u, v, depth]`` of the estimate's vertices in the ``source``
@@ -241,7 +245,9 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     ``landmarks_px (68, 2)`` in ``source``'s pixels turn on the skin mask and the skin fill:
     outside the landmarks' hull only skin-coloured photo texels are used (hair, background
     and props are left out), and unseen texels are the face's own median skin albedo, blended
-    in by :func:`multiband_blend`. See the module docstring for the steps.
+    in by :func:`multiband_blend`. ``fill_map (1, 3, h, w)`` (a method's own UV reflectance map,
+    e.g. CEST's) replaces that skin colour as the fill where the photo saw nothing.
+    See the module docstring for the steps.
     """
     import cv2
 
@@ -300,8 +306,12 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         weight_img = np.zeros(size * size, np.float32)
         weight_img[lay.texels.numpy()] = known_w[:, 0].numpy()
     idx = lay.texels.numpy()
+    fill_np = fill.numpy()
+    if fill_map is not None:  # the method's UV map at texture size, texel order like the bake's
+        fm = Fn.interpolate(fill_map.detach().float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
+        fill_np = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1).numpy()
     flat = np.zeros((size * size, 3), np.float32)
-    flat[idx] = np.clip(multiband_blend(known_img.reshape(size, size, 3), fill.numpy(), weight_img.reshape(size, size),
+    flat[idx] = np.clip(multiband_blend(known_img.reshape(size, size, 3), fill_np, weight_img.reshape(size, size),
                                         band=max(4, size // 64), where=idx), 0, 1) * 255.0 + 0.5  # 16 texels at 1024²
     return pad_texture(flat.reshape(size, size, 3), lay, copy=False).astype(np.uint8)
 

@@ -113,3 +113,27 @@ def test_skin_probability_and_multiband_blend():
     row = multiband_blend(a, b, m, band=8)[128, :, 0]
     assert abs(row[0] - 0.8) < 0.01 and abs(row[-1] - 0.2) < 0.01  # each side keeps its colour
     assert (np.diff(row) <= 1e-4).all() and 8 < np.sum((row > 0.25) & (row < 0.75)) < 40  # one smooth step
+
+
+def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
+    """CEST returns a UV reflectance map: where the photo saw nothing (the back of the head)
+    the baked texture takes that map's colours instead of the one skin colour."""
+    S = 256
+    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
+    params = FaceParams.neutral(head, camera).replace(albedo=torch.tensor([0.78, 0.58, 0.47]).expand(1, head.n_vertices, 3).clone(), sh=sh)
+    dec = FaceDecoder(head)(params)
+    image = dec.render(antialias=False).image.clamp(0, 1)
+    vis = dec.visibility()[0].float()
+    fill_map = torch.zeros(1, 3, 64, 64)
+    fill_map[:, 2] = 0.9  # a blue map: unmistakable where it shows
+    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    lay = uv_layout(head, S)
+    back = head.regions["scalp_neck"] & (vis == 0)
+    texels = lay.texels[back[head.faces[lay.tri]].all(1)]
+    with_map = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0], fill_map=fill_map).reshape(-1, 3)
+    without = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0]).reshape(-1, 3)
+    assert texels.numel() > 200
+    assert with_map[texels.numpy(), 2].mean() > 200 and with_map[texels.numpy(), 0].mean() < 30
+    assert abs(float(without[texels.numpy(), 0].mean()) - 0.78 * 255) < 15  # the skin colour otherwise
