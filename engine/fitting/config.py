@@ -43,6 +43,10 @@ class FitConfig:
     # the Cycles set: skin Spearman 0.582 -> 0.871, slope 0.187 -> 0.588, geometry unchanged.
     light_level: float = 0.85
     light_level_weight: float = 1.0
+    # the hybrid's shorter schedule (engine.methods.hybrid): a learned start replaces the PnP
+    # start and the pose-only stage; these many landmark and joint steps follow
+    hybrid_shape_iters: int = 15
+    hybrid_joint_iters: int = 20
     # stage 4: joint photometric refinement
     joint_iters: int = 30
     visibility_every: int = 10

@@ -25,7 +25,8 @@ def hybrid_config(base: Any = None) -> Any:
     pose-only stage and most landmark steps; a short joint refinement follows."""
     from engine.fitting import FitConfig
 
-    return dataclasses.replace(base or FitConfig(), pose_iters=0, shape_iters=15, joint_iters=20)
+    cfg = base or FitConfig()
+    return dataclasses.replace(cfg, pose_iters=0, shape_iters=cfg.hybrid_shape_iters, joint_iters=cfg.hybrid_joint_iters)
 
 
 class HybridPredictor:
