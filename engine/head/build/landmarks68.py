@@ -20,14 +20,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ModelFileError, cli_errors
+from engine.detect.backends.dlib_backend import predictor_path
+from engine.errors import cli_errors
 from engine.head.build import open_head as build_open, raster
 
 VIEWS = [(0, 0), (-12, 0), (12, 0), (0, -8), (0, 8), (-8, 6), (8, -6)]  # (yaw, pitch) degrees
@@ -41,16 +41,6 @@ BROW = np.array([0.22, 0.15, 0.10])
 SCLERA = np.array([0.95, 0.95, 0.93])
 IRIS = np.array([0.30, 0.20, 0.12])
 JAWLINE = range(0, 17)
-
-
-def predictor_path() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError("the landmarks68 builder needs the face-recognition-models package (dlib's 68-point predictor).")
-    p = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not p.is_file():
-        raise ModelFileError(f"dlib's 68-point predictor {p} is missing.")
-    return p
 
 
 def paint(npz: dict[str, np.ndarray], data: Path) -> tuple[np.ndarray, np.ndarray]:
