@@ -91,11 +91,7 @@ class CyclesReport:
             return np.array([getattr(r, k) for r in rows], np.float64)
 
         pm, pb = np.concatenate(self.pooled["method"]), np.concatenate(self.pooled["mean_face"])
-        st, sp = col("skin_true"), col("skin_pred")
-        from scipy.stats import spearmanr
-
-        rho = float(spearmanr(st, sp).statistic) if len(rows) > 2 else float("nan")
-        slope = float(np.polyfit(st, sp, 1)[0]) if len(rows) > 1 else float("nan")
+        rho, slope = tone_agreement(col("skin_true"), col("skin_pred"))
         out = {
             "faces": len(rows), "images": self.n_images, "detection_failures": len(self.detection_failures),
             # NoW's statistics over all scan points of all faces (the same number per face)
@@ -143,6 +139,17 @@ def rotation_errors(R_true: np.ndarray, R_pred_gt_frame: np.ndarray) -> tuple[np
     rel = R_true.T @ R_pred_gt_frame
     angle = float(np.degrees(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1))))
     return d, angle
+
+
+def tone_agreement(true: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """Skin-tone recovery across faces: Spearman rank correlation (nan under 3 faces) and the
+    least-squares slope of predicted on true luma (nan under 2; 1 = tones kept)."""
+    from scipy.stats import spearmanr
+
+    true, pred = np.asarray(true, np.float64), np.asarray(pred, np.float64)
+    rho = float(spearmanr(true, pred).statistic) if len(true) > 2 else float("nan")
+    slope = float(np.polyfit(true, pred, 1)[0]) if len(true) > 1 else float("nan")
+    return rho, slope
 
 
 def face_luminance(albedo: np.ndarray, region: np.ndarray) -> float:

@@ -29,7 +29,6 @@ Each face is reconstructed (landmarks from the real detector by default) and sco
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -39,7 +38,7 @@ import torch
 from engine.generator import SyntheticConfig
 from engine.generator.basic import _aim, render_params, sample_params
 from engine.head.model import HeadModel
-from engine.eval.synthetic import observe_sample
+from engine.eval.synthetic import predict_sample
 from engine.methods.base import Predictor
 
 ACTIVE = 0.1  # a unit counts as active in a face when its true weight is at least this
@@ -204,15 +203,14 @@ def evaluate_expressions(model: HeadModel, predictor: Predictor, n: int = 100, s
                            seed=seed, expression_max=expression_max, names=list(model.expression_names))
     for kind, s, cfg, weights, jaw in expression_jobs(model, n, seed, neutral, presets, expression_max):
         sample = expression_sample(model, s, cfg, weights, jaw)
-        face = observe_sample(sample, landmarks, backend)
-        if face is None:
+        predicted = predict_sample(predictor, sample, landmarks, backend)
+        if predicted is None:
             rep.detection_failures += 1
             if log:
                 log(f"face {s} ({kind}): detector found no face")
             continue
-        t0 = time.perf_counter()
-        fit = predictor(face).detach().cpu()
-        secs = time.perf_counter() - t0
+        fit, secs = predicted
+        fit = fit.detach().cpu()
         true = sample.params.expression[0].tolist()
         fitted = fit.expression[0].tolist()
         rep.faces.append(ExpressionFace(s, kind, true, fitted, _jaw_deg(model, sample.params.pose[0]),

@@ -14,14 +14,14 @@ gets one colour). These are our own renders: use them to tune, and the Cycles se
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from engine.eval.cycles_set import face_region, luminance
-from engine.eval.synthetic import observe_sample
+from engine.eval.cycles import face_luminance, tone_agreement
+from engine.eval.cycles_set import face_region
+from engine.eval.synthetic import predict_sample
 from engine.head.model import HeadModel
 from engine.methods.base import Predictor
 
@@ -50,10 +50,8 @@ class SkinReport:
         p = np.array([s.skin_pred for s in self.scores])
         if len(t) < 3:
             return {"faces": float(len(t))}
-        from scipy.stats import spearmanr
-
-        slope = float(np.polyfit(t, p, 1)[0])
-        return {"faces": float(len(t)), "spearman": float(spearmanr(t, p).statistic), "slope": slope,
+        spearman, slope = tone_agreement(t, p)
+        return {"faces": float(len(t)), "spearman": spearman, "slope": slope,
                 "true_range": float(t.max() - t.min()), "pred_range": float(p.max() - p.min()),
                 "mean_abs_error": float(np.abs(p - t).mean()), "seconds_median": float(np.median(
                     [s.seconds for s in self.scores]))}
@@ -80,17 +78,15 @@ def evaluate_skin(model: HeadModel, predictor: Predictor, n: int = 40, seed: int
     cfg = skin_config()
     for k in range(n):
         sample = render_realistic(model, seed + k, cfg)
-        face = observe_sample(sample, landmarks, backend)
-        if face is None:
+        predicted = predict_sample(predictor, sample, landmarks, backend)
+        if predicted is None:
             rep.detection_failures += 1
             continue
-        t0 = time.perf_counter()
-        fit = predictor(face)
-        secs = time.perf_counter() - t0
+        fit, secs = predicted
         if fit.albedo is None:
             continue
-        true = float(np.median(luminance(sample.params.albedo[0].numpy()[region])))
-        pred = float(np.median(luminance(np.clip(fit.albedo[0].detach().cpu().numpy()[region], 0, 1))))
+        true = face_luminance(sample.params.albedo[0].numpy(), region)
+        pred = face_luminance(fit.albedo[0].detach().cpu().numpy(), region)
         fitz = int(sample.attributes.get("fitzpatrick", 0))
         rep.scores.append(SkinScore(seed + k, fitz, true, pred, secs))
         if log:

@@ -127,6 +127,18 @@ def observe_sample(sample, landmarks: str = "detected", backend: str = "default"
     return FaceObservation.from_detection(sample.image, faces[0]) if faces else None
 
 
+def predict_sample(predictor: Predictor, sample, landmarks: str = "detected",
+                   backend: str = "default") -> tuple[FaceParams, float] | None:
+    """:func:`observe_sample`, then the predictor, timed: ``(estimate, seconds)``, or None when
+    the detector finds no face."""
+    face = observe_sample(sample, landmarks, backend)
+    if face is None:
+        return None
+    t0 = time.perf_counter()
+    fit = predictor(face)
+    return fit, time.perf_counter() - t0
+
+
 def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: FitConfig | None = None,
                        synth: SyntheticConfig | None = None, sources: tuple[str, ...] = ("detected", "gt"),
                        backend: str = "default", log: Callable[[str], None] | None = None,
@@ -142,15 +154,13 @@ def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: Fit
     for k in range(n):
         sample = render_sample(model, seed + k, synth)
         for src in sources:
-            face = observe_sample(sample, src, backend)
-            if face is None:
+            predicted = predict_sample(predictor, sample, src, backend)
+            if predicted is None:
                 report.detection_failures += 1
                 if log:
                     log(f"face {seed + k}: detector found no face")
                 continue
-            t0 = time.perf_counter()
-            fit = predictor(face)
-            secs = time.perf_counter() - t0
+            fit, secs = predicted
             geo, photo, lmk = score_fit(model, sample, fit)
             base = geometric_error_mm(model, model.template.detach().cpu(), sample.vertices)
             report.scores.append(FaceScore(seed + k, src, geo, photo, lmk, secs, base))
