@@ -49,3 +49,18 @@ def test_tone_agreement():
     assert tone_agreement(t, 0.5 * t + 0.1) == pytest.approx((1.0, 0.5))
     rho, slope = tone_agreement(t[:2], t[:2])
     assert np.isnan(rho) and slope == pytest.approx(1.0)
+
+
+def test_fit_options_are_typed_and_checked(capsys):
+    from engine.eval.__main__ import _fit_config, main
+
+    cfg = _fit_config(["light_level_weight=0", "hybrid_joint_iters=12"])
+    assert cfg.light_level_weight == 0.0 and cfg.hybrid_joint_iters == 12
+    assert _fit_config([]) is None
+    for bad, message in (("light_level=abc", "must be of type float"), ("nonsense=1", "unknown config key"),
+                         ("novalue", "must look like key=value")):
+        with pytest.raises(SystemExit) as exc:
+            main(["skin", "--n", "1", "--fit-option", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -35,24 +35,14 @@ def _method_args(s: argparse.ArgumentParser) -> None:
 
 
 def _fit_config(options: list[str]):
-    """FitConfig with ``KEY=VALUE`` overrides (YAML values), or None for the default."""
+    """FitConfig with ``KEY=VALUE`` overrides (YAML values, typed and checked like a training
+    config), or None for the default."""
     if not options:
         return None
-    import dataclasses
-
-    import yaml
-
-    from engine.errors import UserError
     from engine.fitting import FitConfig
+    from engine.train.config import apply_overrides, from_dict
 
-    fields = {f.name for f in dataclasses.fields(FitConfig)}
-    changes = {}
-    for opt in options:
-        key, sep, value = opt.partition("=")
-        if not sep or key not in fields:
-            raise UserError(f"--fit-option {opt!r}: expected KEY=VALUE with KEY a FitConfig field")
-        changes[key] = yaml.safe_load(value)
-    return dataclasses.replace(FitConfig(), **changes)
+    return from_dict(FitConfig, apply_overrides({}, options), "--fit-option ")
 
 
 def main(argv: list[str] | None = None) -> int:
