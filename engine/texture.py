@@ -45,7 +45,9 @@ class UVLayout:
     triangle and barycentrics; ``mirror_grid (N, 2)`` the ``grid_sample`` coordinates of each
     texel's mirror texel (same barycentrics on the mirror vertices' UVs) and ``has_mirror (N,)``
     how much of it has a mirror partner; ``pad_from (size·size,)`` for every texel the flat
-    index of the nearest covered texel (itself when covered; -1 beyond the padding band).
+    index of the nearest covered texel (itself when covered; -1 beyond the padding band);
+    ``pad_dst``/``pad_src`` the texels outside the islands within that band and the covered
+    texels they copy, ``pad_far`` those beyond it (:func:`pad_texture`'s gathers, flat indices).
     """
 
     size: int
@@ -56,6 +58,9 @@ class UVLayout:
     has_mirror: Tensor
     pad_from: Tensor
     covered: np.ndarray  # (size, size) bool
+    pad_dst: np.ndarray
+    pad_src: np.ndarray
+    pad_far: np.ndarray
 
 
 _LOCK = threading.Lock()
@@ -102,9 +107,12 @@ def _build_layout(model, size: int) -> UVLayout:
     # a band around the islands (enough for mip-maps down to 1/PAD_BAND) copies the edge; texels
     # farther out are never sampled and get the islands' mean colour (a clean texture image)
     pad_from = np.where(dist.reshape(-1) <= PAD_BAND * size / 1024.0, pad_from, -1)
+    outside_flat = outside.reshape(-1).astype(bool)
+    pad_dst = np.flatnonzero(outside_flat & (pad_from >= 0))
     layout = UVLayout(size=size, texels=fr.fg_index.clone(), tri=fr.fg_tri.clone(), bary=fr.fg_bary.clone(),
                       mirror_grid=mirror_grid, has_mirror=m[:, 2].clamp(0, 1),
-                      pad_from=torch.from_numpy(pad_from.astype(np.int64)), covered=covered)
+                      pad_from=torch.from_numpy(pad_from.astype(np.int64)), covered=covered,
+                      pad_dst=pad_dst, pad_src=pad_from[pad_dst], pad_far=np.flatnonzero(outside_flat & (pad_from < 0)))
     return layout
 
 
@@ -145,25 +153,11 @@ def pad_texture(img: np.ndarray, layout: UVLayout, copy: bool = True) -> np.ndar
     (``copy=False``: in place, for a contiguous ``img``)."""
     flat = img.reshape(-1, img.shape[-1])
     flat = flat.copy() if copy else flat
-    dst, src, far = _pad_indices(layout)
-    flat[dst] = flat[src]
-    if len(far):
+    flat[layout.pad_dst] = flat[layout.pad_src]
+    if len(layout.pad_far):
         covered = layout.texels.numpy()
-        flat[far] = flat[covered].mean(0) if len(covered) else flat.mean(0)
+        flat[layout.pad_far] = flat[covered].mean(0) if len(covered) else flat.mean(0)
     return flat.reshape(img.shape)
-
-
-def _pad_indices(layout: UVLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dst, src, far) flat texel indices of :func:`pad_texture` (cached on the layout): texels
-    outside the islands within the band and the covered texels they copy; those beyond it."""
-    cached = getattr(layout, "_pad_cache", None)
-    if cached is None:
-        src = layout.pad_from.numpy()
-        outside = ~layout.covered.reshape(-1)
-        dst = np.flatnonzero(outside & (src >= 0))
-        cached = (dst, src[dst], np.flatnonzero(outside & (src < 0)))
-        object.__setattr__(layout, "_pad_cache", cached)
-    return cached
 
 
 def skin_features(rgb: Tensor, eps: float = 0.02) -> Tensor:
@@ -269,10 +263,12 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
             ui = u.round().long().clamp(0, W - 1).numpy()
             vi = v.round().long().clamp(0, H - 1).numpy()
             in_hull = torch.from_numpy(hull[vi, ui]) & inside
-            ref = photo_alb[in_hull & (vis > 0.5)]
+            is_ref = in_hull & (vis > 0.5)
+            ref = photo_alb[is_ref]
             if len(ref) >= 50:
-                skin_w = torch.where(in_hull, torch.ones(len(u)), skin_probability(photo_alb, ref))
-                fill = ref[skin_probability(ref, ref) > 0.5].median(0).values
+                p_skin = skin_probability(photo_alb, ref)
+                skin_w = torch.where(in_hull, torch.ones(len(u)), p_skin)
+                fill = ref[p_skin[is_ref] > 0.5].median(0).values
         # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
         conf_img = np.zeros(size * size, np.float32)
         conf_img[lay.texels.numpy()] = seen.numpy()
