@@ -344,7 +344,8 @@ def expression_morph_targets(model, identity, pose) -> dict[str, np.ndarray]:
 
 def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: str,
                   options: OutputOptions | None = None, extra: Mapping[str, Any] | None = None,
-                  timings: dict[str, float] | None = None) -> dict[str, Any]:
+                  timings: dict[str, float] | None = None, detail: Any = None,
+                  detail_checkpoint: str | None = None) -> dict[str, Any]:
     """Write every file of the output folder except ``params.json`` from a
     :class:`engine.face.FaceParams` (batch of one, the photo's frame: ``photo.rgb``'s pixels)
     and return the ``params.json`` dictionary (``extra`` merged into it).
@@ -354,6 +355,9 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     given, receives the seconds of each part (``texture``, ``obj``, ``glb``, ``rig``,
     ``previews``, ``eyes``, ``params``) for benchmarks. ``params.json``'s ``eyes`` holds the iris
     and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`).
+    ``detail`` (:class:`engine.methods.deca.DetailMaps`, from a method with a detail stage)
+    adds ``displacement.png``, ``detail/*.png`` and their ``params.json`` entries
+    (:func:`engine.export.detail.write_detail_maps`; ``detail_checkpoint`` = the network file).
     """
     import time
 
@@ -473,6 +477,14 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     eyes = estimate_eye_colours(img, lm).to_json()
     lap("eyes")
 
+    # --- animated detail (DECA): neutral displacement + per-unit deltas
+    detail_entries: dict[str, Any] = {}
+    if detail is not None:
+        from engine.export.detail import write_detail_maps
+
+        detail_entries = write_detail_maps(folder, detail, cpu_model, method, detail_checkpoint)
+        lap("detail")
+
     # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels
     inv = 1.0 / photo.scale
     K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K
@@ -482,7 +494,8 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
         identity=identity.tolist(), expression=weights, pose=pose_dict, sh=p.sh[0].numpy(),
         landmarks68_image_px=(lm_px * inv).numpy(), landmarks68_camera=(dec.landmarks3d[0] @ R.T + t).numpy(),
         timings=p.timings, photo=str(photo.path), method=method,
-        extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, "eyes": eyes, **(extra or {})},
+        extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, "eyes": eyes, **detail_entries,
+               **(extra or {})},
     )
     lap("params")
     return out

@@ -54,6 +54,7 @@ def render_mesh(
     cull_backfaces: bool = True,
     shade_per: str = "pixel",
     neighbours: Tensor | None = None,
+    normal_map: Tensor | None = None,
 ) -> RenderOutput:
     """Render model-frame ``vertices (B, V, 3)`` with ``faces (F, 3)`` through ``camera``.
 
@@ -66,6 +67,9 @@ def render_mesh(
     extra channel (e.g. ``face_skin``). ``background`` is a constant or ``(B, 3, H, W)``.
     ``cull_backfaces`` (default on) is right for closed or outward-facing surfaces and
     halves the rasterisation work; turn it off to see inner sides through holes.
+    ``normal_map (B, 3, S, S)``: model-frame unit normals in UV space (DECA's detail normals,
+    :meth:`engine.face.Decoded.detail_normal_map`), sampled at each pixel's ``uv`` /
+    ``face_uv`` instead of the interpolated vertex normals (per-pixel shading only).
     """
     H, W = camera.image_size
     B = vertices.shape[0]
@@ -88,7 +92,16 @@ def render_mesh(
         vert_albedo = vertex_colors if vertex_colors is not None else torch.ones_like(vertices[:1])
         albedo_fg = interpolate_foreground(vert_albedo, faces, fr)
 
-    n_fg = interpolate_foreground(n_view, faces, fr)
+    if normal_map is not None:
+        if uv is None or face_uv is None:
+            raise ValueError("a normal map needs uv and face_uv")
+        if shade_per != "pixel":
+            raise ValueError("a normal map is shaded per pixel (shade_per='pixel')")
+        pix_uv = interpolate(uv.to(vertices.dtype), face_uv, fr) if texture is None else pix_uv
+        n_pix = _texture(normal_map.to(vertices.dtype), pix_uv).reshape(B, H * W, 3)
+        n_fg = camera_to_view(camera.rotate_normals(n_pix)).reshape(B * H * W, 3).index_select(0, fr.fg_index)
+    else:
+        n_fg = interpolate_foreground(n_view, faces, fr)
     n_fg = n_fg / n_fg.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     if sh is None:
         shade_fg = torch.ones_like(albedo_fg)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as Fn
 
-from .rasterize import Fragments, interpolate, rasterize, texture
+from .rasterize import Fragments, rasterize, texture
 from .vertex_sampling import sample_image
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "apply_displacement",
     "displaced_uv_positions",
     "normal_map_from_displacement",
+    "dilate_uv",
 ]
 
 
@@ -142,8 +143,8 @@ def displaced_uv_positions(
     size) -> per-texel base positions ``P`` and unit normals ``N`` ``(B, 3, S, S)``;
     returns ``(P + scale·d·N, N, mask (1, 1, S, S))``.
     """
-    P = interpolate(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
-    N = interpolate(normals, faces, uv_fragments).permute(0, 3, 1, 2)
+    P = _interpolate_layout(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
+    N = _interpolate_layout(normals, faces, uv_fragments).permute(0, 3, 1, 2)
     N = N / N.norm(dim=1, keepdim=True).clamp_min(1e-12)
     mask = uv_fragments.mask[:, None].to(P.dtype)
     return P + scale * displacement * N * mask, N * mask, mask
@@ -203,3 +204,20 @@ def normal_map_from_displacement(
         if mask is not None:
             n = torch.where(mask > 0, n, base_normals)
     return n
+
+
+def dilate_uv(x: Tensor, mask: Tensor, iterations: int = 2) -> Tensor:
+    """``x (B, C, S, S)`` with texels outside ``mask (1|B, 1, S, S)`` filled, ``iterations``
+    rings deep, by the mean of their valid 3×3 neighbours (inside the mask ``x`` is kept):
+    bilinear look-ups at the UV islands' borders then see no empty texels."""
+    m = mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
+    out = x * m
+    k = x.new_ones(1, 1, 3, 3)
+    C = x.shape[1]
+    for _ in range(iterations):
+        count = Fn.conv2d(m, k, padding=1)
+        total = Fn.conv2d(out.reshape(-1, 1, *x.shape[-2:]), k, padding=1).reshape(x.shape)
+        grow = (m == 0) & (count > 0)
+        out = torch.where(grow.expand(-1, C, -1, -1), total / count.clamp_min(1.0), out)
+        m = torch.where(grow, torch.ones_like(m), m)
+    return out
