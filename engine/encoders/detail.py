@@ -7,7 +7,7 @@ code, expression, jaw pose) onto a UV displacement map.
 * :class:`DetailDecoder` — ``(code (B, D), expression (B, E), jaw (B, 3))`` -> displacement
   ``(B, 1, M, M)`` in **metres** along the coarse surface's normals, bounded by
   ``max_m · tanh``: a linear layer onto an ``8 × 8`` feature grid, then bilinear ×2
-  up-sampling + 3×3 convolutions to ``M`` texels. The output convolution is
+  up-sampling + 3×3 convolutions (two on the two coarsest levels, one above) to ``M`` texels. The output convolution is
   zero-initialised, so an untrained decoder displaces nothing.
 
 Conditioning the decoder on the expression and the jaw (and not only on the person's
@@ -57,8 +57,10 @@ class DetailDecoder(nn.Module):
         blocks, c = [], self.width
         for k in range(int(levels)):
             c_out = max(8, self.width >> (k + 1) if k < 3 else self.width >> 3)
-            blocks.append(nn.Sequential(nn.Conv2d(c, c_out, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-                                        nn.Conv2d(c_out, c_out, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)))
+            layers = [nn.Conv2d(c, c_out, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            if k < 2:  # a second convolution on the coarse levels only (the fine ones are the costly ones)
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            blocks.append(nn.Sequential(*layers))
             c = c_out
         self.blocks = nn.ModuleList(blocks)
         self.out = nn.Conv2d(c, 1, 3, padding=1)

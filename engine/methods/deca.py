@@ -93,6 +93,9 @@ class DecaConfig(SemanticConfig):
     # predict the jaw rotation (DECA's); false = MoFA's code layout, so a MoFA network's
     # weights load whole as the coarse stage (the jaw then stays closed)
     predict_jaw: bool = True
+    # side the coarse encoder sees (0 = image_size): the detail stage can take finer crops
+    # (e.g. 224 px) than a coarse network trained at 128 px, which gets them resized
+    coarse_input_size: int = 0
     # ---- detail stage (engine.encoders.detail)
     detail: bool = False  # a detail encoder + decoder (UV displacement) on top of the coarse code
     detail_code: int = 128  # size of the detail code
@@ -206,7 +209,13 @@ class Deca(SemanticCodeMethod):
         return groups
 
     def encode(self, images: Tensor) -> SemanticCode:
-        code = super().encode(images)
+        c = int(self.cfg.coarse_input_size)
+        coarse_in = images
+        if c and c != images.shape[-1]:
+            import torch.nn.functional as Fn
+
+            coarse_in = Fn.interpolate(images, size=(c, c), mode="bilinear", align_corners=False, antialias=True)
+        code = super().encode(coarse_in)
         if self.cfg.detail:
             code.detail = self.detail_encoder(images)
         return code
