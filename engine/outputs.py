@@ -34,12 +34,12 @@ def _tolist(x: Any) -> Any:
         return float(x)
     if isinstance(x, np.integer):
         return int(x)
-    if isinstance(x, dict) or isinstance(x, Mapping):
-        return {str(k): _tolist(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple)):  # before the Mapping check: an ABC check per item is slow
         if all(type(v) in (float, int) for v in x):  # long numeric lists: nothing to convert
             return list(x)
         return [_tolist(v) for v in x]
+    if isinstance(x, dict) or isinstance(x, Mapping):
+        return {str(k): _tolist(v) for k, v in x.items()}
     return x
 
 
@@ -303,10 +303,19 @@ def material_regions(model) -> dict[str, list[int]]:
     return {k: np.flatnonzero(m).astype(np.int64).tolist() for k, m in masks.items() if m.any()}
 
 
+def _json_default(x: Any) -> Any:
+    """``json.dumps(default=)``: what the C encoder cannot write itself, as :func:`_tolist` makes it."""
+    out = _tolist(x)
+    if out is x:
+        raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+    return out
+
+
 def write_rig(path: str | os.PathLike[str], rig: Mapping[str, Any]) -> None:
-    """Write ``rig.json`` (compact; skin-weight lists are long)."""
+    """Write ``rig.json`` (compact; skin-weight lists are long). Plain lists go to the C
+    encoder as they are; arrays, tensors and numpy scalars through :func:`_json_default`."""
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(_tolist(rig), separators=(",", ":")) + "\n")  # dumps: the C encoder
+        fh.write(json.dumps(rig, separators=(",", ":"), default=_json_default) + "\n")
 
 # ---------------------------------------------------------------------------- the whole folder
 @dataclass
