@@ -23,6 +23,10 @@ __all__ = [
     "displaced_uv_positions",
     "normal_map_from_displacement",
     "dilate_uv",
+    "uv_tangents",
+    "sample_uv_gradient",
+    "sample_uv_cavity",
+    "perturb_normals",
 ]
 
 
@@ -221,3 +225,67 @@ def dilate_uv(x: Tensor, mask: Tensor, iterations: int = 2) -> Tensor:
         out = torch.where(grow.expand(-1, C, -1, -1), total / count.clamp_min(1.0), out)
         m = torch.where(grow, torch.ones_like(m), m)
     return out
+
+
+def uv_tangents(vertices: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-face surface derivatives ``∂P/∂u`` and ``∂P/∂v`` ``(B, F, 3)`` (metres per UV unit)
+    of the mesh ``vertices (B, V, 3)`` through its UV layout (``uv (T, 2)``, ``face_uv (F, 3)``).
+
+    Each triangle maps linearly from UV to space: ``[P_u P_v] = [e1 e2] · [t1 t2]⁻¹`` with
+    the corner differences ``e`` in space and ``t`` in UV. Triangles with a degenerate UV
+    image (area below 1e-12) get zero derivatives.
+    """
+    p = vertices[:, faces]  # (B, F, 3, 3)
+    t = uv.to(vertices.dtype)[face_uv]  # (F, 3, 2)
+    e1, e2 = p[:, :, 1] - p[:, :, 0], p[:, :, 2] - p[:, :, 0]
+    t1, t2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    det = t1[:, 0] * t2[:, 1] - t2[:, 0] * t1[:, 1]
+    ok = det.abs() > 1e-12
+    inv = torch.where(ok, 1.0 / torch.where(ok, det, torch.ones_like(det)), torch.zeros_like(det))[None, :, None]
+    # [t1 t2]^-1 = [[t2v, -t2u], [-t1v, t1u]] / det (columns t1, t2)
+    pu = (e1 * t2[None, :, 1:2] - e2 * t1[None, :, 1:2]) * inv
+    pv = (e2 * t1[None, :, 0:1] - e1 * t2[None, :, 0:1]) * inv
+    return pu, pv
+
+
+def sample_uv_gradient(uv_map: Tensor, uv: Tensor, step_texels: float = 0.5) -> Tensor:
+    """Derivatives ``(N, 2)`` (per UV unit, ``v`` up) of a one-channel map ``uv_map (1, 1, S, S)``
+    at UV points ``(N, 2)``: central differences of bilinear samples ``step_texels`` either side
+    (the default, half a texel, follows the bilinear surface's slope continuously)."""
+    S = uv_map.shape[-1]
+    h = step_texels / S
+    off = torch.tensor([[h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]], dtype=uv.dtype, device=uv.device)
+    pts = (uv[None] + off[:, None]).reshape(1, -1, 2)
+    d = sample_uv_map(uv_map, pts)[0, :, 0].view(4, -1)
+    return torch.stack([d[0] - d[1], d[2] - d[3]], 1) / (2 * h)
+
+
+def sample_uv_cavity(uv_map: Tensor, uv: Tensor, radius_texels: float = 1.5) -> Tensor:
+    """How far a one-channel map ``uv_map (1, 1, S, S)`` lies below its surroundings at UV points
+    ``(N, 2)``: the bilinear sample minus the mean of eight samples on a ring of
+    ``radius_texels`` ``(N,)`` (negative in grooves, positive on ridges)."""
+    S = uv_map.shape[-1]
+    ang = torch.arange(8, dtype=uv.dtype, device=uv.device) * (torch.pi / 4)
+    off = torch.cat([torch.zeros(1, 2, dtype=uv.dtype, device=uv.device),
+                     torch.stack([ang.cos(), ang.sin()], 1) * (radius_texels / S)])
+    d = sample_uv_map(uv_map, (uv[None] + off[:, None]).reshape(1, -1, 2))[0, :, 0].view(9, -1)
+    return d[0] - d[1:].mean(0)
+
+
+def perturb_normals(normals: Tensor, tangent_u: Tensor, tangent_v: Tensor, grad: Tensor) -> Tensor:
+    """Unit normals ``(N, 3)`` of a surface displaced along its normals by a UV height map
+    (bump mapping), to first order in the displacement ``d``.
+
+    ``normals (N, 3)`` of the base surface (need not be unit), its derivatives ``tangent_u``,
+    ``tangent_v`` ``(N, 3)`` (``∂P/∂u``, ``∂P/∂v``, e.g. :func:`uv_tangents`) and the height
+    map's derivatives ``grad (N, 2)`` = ``(∂d/∂u, ∂d/∂v)`` (e.g. :func:`sample_uv_gradient`).
+    With ``P' = P + d·n``: ``P'_u × P'_v ≈ P_u × P_v + d_u (n × P_v) + d_v (P_u × n)``, divided
+    by ``(P_u × P_v)·n`` so that mirrored UV islands keep the outward side. The same surface
+    normal as :func:`normal_map_from_displacement` in object space, without the dense UV pass.
+    """
+    n = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    area = (torch.cross(tangent_u, tangent_v, dim=1) * n).sum(1, keepdim=True)
+    safe = torch.where(area.abs() > 1e-12, area, torch.ones_like(area))
+    bump = (grad[:, :1] * torch.cross(n, tangent_v, dim=1) + grad[:, 1:] * torch.cross(tangent_u, n, dim=1)) / safe
+    out = n + torch.where(area.abs() > 1e-12, bump, torch.zeros_like(bump))
+    return out / out.norm(dim=1, keepdim=True).clamp_min(1e-12)
