@@ -56,7 +56,9 @@ def test_detail_normals_shade_the_render_and_zero_detail_leaves_it(deca):
 
     torch.manual_seed(1)
     params = deca.decode(deca.encode(torch.rand(1, 3, S, S))).replace(displacement=None, detail_code=None)
-    params = params.replace(camera=params.camera.resized((128, 128)))
+    sh = params.sh.clone()
+    sh[:, 1:4] += torch.tensor([1.5, 1.0, 1.2])[:, None]  # directional light: shading depends on the normals
+    params = params.replace(camera=params.camera.resized((128, 128)), sh=sh)
     dec = FaceDecoder(deca.head, deca.reflectance)
     plain = dec(params).render(antialias=False).image
     flat = dec(params.replace(displacement=torch.zeros(1, 1, M, M))).render(antialias=False).image
@@ -145,7 +147,7 @@ def _train(tmp_path: Path) -> Path:
 
 
 def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
-    from engine.export.detail import decode_displacement_png
+    from engine.export.detail import decode_displacement_png, whole_layout
     from engine.methods.deca import Deca
     from engine.reconstruct import reconstruct
 
@@ -172,17 +174,28 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
     marker = json.loads((out / ".facerecon-output.json").read_text())
     assert set(detail["units"].values()) <= set(marker["files"])
 
-    # the written maps are the network's: neutral and one unit's delta, to one grey step
+    # the written maps are the network's (its UV window placed into the whole layout):
+    # neutral and one unit's delta, to one grey step
     net = Deca.load(final)
     code = torch.tensor(detail["code"])[None]
     E = net.head.n_expression
-    neutral = net.detail_decoder(code, torch.zeros(1, E))[0, 0].detach().numpy()
-    texels = net.decoder.uv_fragments(M).mask[0].numpy()
-    assert np.abs(decode_displacement_png(out / "displacement.png", scale) - neutral)[texels].max() <= 1.01 * scale
+    window = tuple(float(x) for x in net.detail_window)
+    assert window[2] - window[0] < 0.5  # the open head's face: a small square of its layout
+
+    def whole(m):
+        full, size = whole_layout(m.detach(), window)
+        return full[0, 0].numpy(), size
+
+    neutral, size = whole(net.detail_decoder(code, torch.zeros(1, E)))
+    assert detail["uv_size"] == size and size % 64 == 0 and size * (window[2] - window[0]) >= M
+    texels = net.decoder.uv_fragments(size).mask[0].numpy()
+    written = decode_displacement_png(out / "displacement.png", scale)
+    assert written.shape == (size, size) and np.abs(written - neutral)[texels].max() <= 1.01 * scale
+    assert np.abs(written[texels]).max() > 10 * scale  # the randomised decoder gave it detail
     unit, rel = next(iter(detail["units"].items()))
     e = torch.zeros(1, E)
     e[0, net.head.expression_names.index(unit)] = 1.0
-    delta = net.detail_decoder(code, e)[0, 0].detach().numpy() - neutral
+    delta = whole(net.detail_decoder(code, e))[0] - neutral
     assert np.abs(decode_displacement_png(out / rel, scale) - delta)[texels].max() <= 2.01 * scale
 
     # bake-detail: the exact map of a pose, through the CLI
@@ -197,10 +210,39 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
     e = torch.zeros(1, E)
     e[0, net.head.expression_names.index(unit)] += 0.7
     e[0, net.head.expression_names.index("browInnerUp")] += 0.2
-    want = net.detail_decoder(code, e, torch.tensor([[0.1, 0.0, 0.0]]))[0, 0].detach().numpy()
+    want = whole(net.detail_decoder(code, e, torch.tensor([[0.1, 0.0, 0.0]])))[0]
     assert np.abs(decode_displacement_png(baked, scale) - want)[texels].max() <= 1.01 * scale
     # bad input: one line, exit 2
     pose.write_text(json.dumps({"expression": {"notAUnit": 1}}))
     proc = subprocess.run([sys.executable, "-m", "engine", "bake-detail", str(out), "--pose", str(pose),
                            "--out", str(baked)], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "notAUnit" in proc.stderr
+
+
+def test_uv_window_maps_round_trip_and_shade_the_face_only(deca):
+    from engine.face import FaceDecoder
+    from engine.render.uv import full_to_window, window_to_full
+
+    window = tuple(float(x) for x in deca.detail_window)
+    u = (torch.arange(512, dtype=torch.float32) + 0.5) / 512
+    smooth = (torch.sin(u * 20)[None, :] * torch.cos(u * 13)[:, None])[None, None]  # a smooth whole-layout map
+    back = window_to_full(full_to_window(smooth, window, 256), window, 512)
+    c0, c1 = int(window[0] * 512) + 3, int(min(window[2], 1.0) * 512) - 3
+    r0, r1 = int((1 - window[3]) * 512) + 3, int((1 - window[1]) * 512) - 3
+    assert (back - smooth)[..., r0:r1, c0:c1].abs().max() < 0.01  # there and back inside the window
+    assert back[..., :, : int(window[0] * 512) - 1].abs().max() == 0  # nothing outside it
+    # a windowed stripe map shades the head and leaves the background alone
+    torch.manual_seed(1)
+    params = deca.decode(deca.encode(torch.rand(1, 3, S, S))).replace(displacement=None, detail_code=None)
+    sh = params.sh.clone()
+    sh[:, 1:4] += torch.tensor([1.5, 1.0, 1.2])[:, None]  # directional light: shading depends on the normals
+    params = params.replace(camera=params.camera.resized((128, 128)), sh=sh)
+    dec = FaceDecoder(deca.head, deca.reflectance)
+    plain = dec(params).render(antialias=False)
+    rows = torch.arange(M, dtype=torch.float32)
+    stripes = (torch.sin(rows * 2.5) * 0.0008)[None, None, :, None].expand(1, 1, M, M).clone()
+    lined = dec(params.replace(displacement=stripes, displacement_window=deca.window_batch(1))).render(antialias=False)
+    diff = (lined.image - plain.image).abs().sum(1)[0].detach()
+    assert diff[plain.mask[0, 0] > 0].mean() > 0.02
+    background = (plain.mask[0, 0] == 0) & (lined.mask[0, 0] == 0)  # (the vertices move a little too)
+    assert diff[background].max() < 1e-6

@@ -8,7 +8,8 @@ faces 45-90 % of the frame, yaw within ±40°), runs the DECA network on each (t
 so that only the network is measured) and compares, over the face-skin texels of the UV
 layout (:attr:`engine.methods.deca.Deca.detail_texels`):
 
-* **detail error**: mean |D_pred − D_true| in mm, against the coarse reconstruction alone
+* **detail error** (the true whole-layout map resampled onto the network's UV window):
+  mean |D_pred − D_true| in mm, against the coarse reconstruction alone
   (D = 0: "without the detail stage"), and the correlation of the two maps' high-pass parts
   (the map minus its 5×5 local mean: wrinkles and pores, not the slow offsets);
 * **photometric gain**: mean ℓ1 colour error over the face-skin pixels of the photo of the
@@ -105,6 +106,7 @@ def evaluate_detail(model: HeadModel, network, n: int = 40, seed: int = 900000,
     from engine.errors import UserError
     from engine.generator.realistic import render_realistic
     from engine.losses.terms import detail_photometric
+    from engine.render.uv import full_to_window
 
     if getattr(network, "detail_decoder", None) is None:
         raise UserError("the network has no detail stage (train it with train/configs/deca_detail.yaml)")
@@ -119,7 +121,9 @@ def evaluate_detail(model: HeadModel, network, n: int = 40, seed: int = 900000,
         truth = sample.params.displacement
         if truth is None:
             raise UserError("the generator made no true displacement (RealisticConfig.detail is off)")
-        truth = Fn.interpolate(truth.float(), size=(M, M), mode="area")[0, 0]
+        window = network.window_batch(1)
+        truth = (full_to_window(truth.float(), window, M) if window is not None
+                 else Fn.interpolate(truth.float(), size=(M, M), mode="area"))[0, 0]
         t0 = time.perf_counter()
         pred = network.predict_photo(sample.image, sample.landmarks2d.numpy())
         secs = time.perf_counter() - t0

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from engine.errors import UserError
 
-__all__ = ["MID_LEVEL", "decode_displacement_png", "displacement_png", "bake_detail_pose", "write_detail_maps"]
+__all__ = ["MID_LEVEL", "decode_displacement_png", "displacement_png", "bake_detail_pose", "whole_layout",
+           "write_detail_maps"]
 
 MID_LEVEL = 32768  # grey value of zero displacement
 
@@ -51,10 +53,22 @@ def decode_displacement_png(path: str | Path, scale_m: float) -> np.ndarray:
     return (grey.astype(np.float64) - MID_LEVEL) * scale_m
 
 
+def whole_layout(maps: "torch.Tensor", window: tuple[float, float, float, float] | None) -> tuple["torch.Tensor", int]:
+    """Maps ``(N, 1, M, M)`` over a UV ``window`` placed into whole-layout maps (what Blender's
+    UV look-up needs) at the smallest multiple of 64 texels that keeps their texel density;
+    maps without a window are returned as they are. Returns the maps and their side."""
+    from engine.render.uv import window_to_full
+
+    if window is None:
+        return maps, int(maps.shape[-1])
+    side = min(window[2] - window[0], window[3] - window[1])
+    size = int(np.ceil(maps.shape[-1] / side / 64.0) * 64)
+    return window_to_full(maps.float(), window, size), size
+
+
 def _padded(maps: np.ndarray, mask: np.ndarray, rings: int = 4) -> np.ndarray:
     """``maps (N, M, M)`` with texels outside ``mask (M, M)`` filled ``rings`` deep from the
     islands (so bilinear/cubic look-ups at island borders see no empty texels)."""
-    import torch
 
     from engine.render.uv import dilate_uv
 
@@ -66,18 +80,17 @@ def _padded(maps: np.ndarray, mask: np.ndarray, rings: int = 4) -> np.ndarray:
 def write_detail_maps(folder: str | Path, maps: Any, head: Any, method: str, checkpoint: str | None) -> dict[str, Any]:
     """Write ``displacement.png`` and ``detail/*.png`` of :class:`engine.methods.deca.DetailMaps`
     ``maps`` into ``folder``; returns the ``params.json`` entries (``displacement_scale_m``,
-    ``detail``). The scale is the network's bound over 32000 grey steps, so every value fits."""
+    ``detail``). The scale is the network's bound over 32000 grey steps, so every value fits.
+    Maps over a UV window are written as whole-layout maps (:func:`whole_layout`)."""
     from engine.face import FaceDecoder
 
     folder = Path(folder)
     scale_m = float(maps.max_m) / 32000.0
-    size = int(maps.neutral.shape[-1])
-    mask = FaceDecoder(head).uv_fragments(size).mask[0].cpu().numpy()
     names = list(maps.units)
-    stack = [maps.neutral[0, 0].numpy()] + [maps.units[n][0, 0].numpy() for n in names]
-    if maps.jaw is not None:
-        stack.append(maps.jaw[0, 0].numpy())
-    padded = _padded(np.stack(stack), mask)
+    stack = [maps.neutral] + [maps.units[n] for n in names] + ([maps.jaw] if maps.jaw is not None else [])
+    full, size = whole_layout(torch.cat(stack, 0), maps.window)
+    mask = FaceDecoder(head).uv_fragments(size).mask[0].cpu().numpy()
+    padded = _padded(full[:, 0].numpy(), mask)
     (folder / "displacement.png").write_bytes(displacement_png(padded[0], scale_m))
     units: dict[str, str] = {}
     if names or maps.jaw is not None:
@@ -130,7 +143,6 @@ def bake_detail_pose(result_dir: str | Path, pose: Mapping[str, Any], out: str |
     decodes its detail code with the pose's expression weights and jaw rotation; written to
     ``out`` as a 16-bit PNG with the folder's ``displacement_scale_m``. ``checkpoint``
     overrides the recorded network file (e.g. after moving it)."""
-    import torch
 
     from engine.methods import registry
 
@@ -161,13 +173,15 @@ def bake_detail_pose(result_dir: str | Path, pose: Mapping[str, Any], out: str |
                         f"{network.detail_decoder.code_dim}")
     with torch.no_grad():
         d = network.detail_decoder(code, torch.tensor(expr, dtype=torch.float32)[None],
-                                   torch.tensor(jaw, dtype=torch.float32)[None])[0, 0]
+                                   torch.tensor(jaw, dtype=torch.float32)[None])
     from engine.face import FaceDecoder
 
-    mask = FaceDecoder(network.head).uv_fragments(d.shape[-1]).mask[0].numpy()
+    window = network.window_batch(1)
+    full, size = whole_layout(d, None if window is None else tuple(float(x) for x in window[0]))
+    mask = FaceDecoder(network.head).uv_fragments(size).mask[0].numpy()
     scale_m = float(params.get("displacement_scale_m") or network.cfg.detail_max_m / 32000.0)
     out = Path(out).expanduser()
     from engine.export.atomic import atomic_write
 
-    atomic_write(out, displacement_png(_padded(d.numpy()[None], mask)[0], scale_m))
+    atomic_write(out, displacement_png(_padded(full[:, 0].numpy(), mask)[0], scale_m))
     return out

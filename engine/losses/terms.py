@@ -339,22 +339,43 @@ def _detail_consistency(x: LossInputs) -> Tensor:
                          f"(data.views_per_identity > 1); got group_size={x.group_size} for a batch of {B}")
     swapped = codes.reshape(B // x.group_size, x.group_size, -1).roll(1, dims=1).reshape(B, -1)
     p = x.params
-    decoded = x.decoded.decoder(p.replace(displacement=decode(swapped, p.expression, p.pose), detail_code=swapped))
+    decoded = x.decoded.decoder(p.replace(displacement=decode(swapped, p.expression, p.pose), detail_code=swapped))  # same window
     return detail_photometric(decoded, image, x.detail_region, x.occlusion)
 
 
+def _full_size(d: Tensor, window: Tensor | None) -> int:
+    """Side of a whole-layout map with (at least) the texel density of ``d`` over ``window``."""
+    if window is None:
+        return d.shape[-1]
+    side = float((window[0, 2:] - window[0, :2]).min())
+    return int(-(-d.shape[-1] / side // 64) * 64)
+
+
 def _detail_symmetry(x: LossInputs) -> Tensor:
+    from engine.render.uv import full_to_window, window_to_full
     from engine.texture import flip_uv_map, uv_layout
 
     d = _detail_map(x, "detail_symmetry")
-    flipped = flip_uv_map(d, uv_layout(x.head, d.shape[-1]))
+    win = x.params.displacement_window
+    if win is None:
+        flipped = flip_uv_map(d, uv_layout(x.head, d.shape[-1]))
+    else:  # mirrored in the whole layout (the mirror partner may lie anywhere), read back in the window
+        S = _full_size(d, win)
+        flipped = full_to_window(flip_uv_map(window_to_full(d, win, S), uv_layout(x.head, S)), win, d.shape[-1])
     return _masked_mean_mm((d - flipped).abs(), x.detail_texels)
 
 
 def _detail_gt(x: LossInputs) -> Tensor:
+    """The truth is a whole-layout map (the generator's): resampled onto the prediction's
+    window, or area-averaged to its size without one."""
+    from engine.render.uv import full_to_window
+
     d = _detail_map(x, "detail_gt")
     gt = _need(x.gt_displacement, "gt_displacement", "detail_gt").to(d.dtype)
-    if gt.shape[-1] != d.shape[-1]:
+    win = x.params.displacement_window
+    if win is not None:
+        gt = full_to_window(gt, win, d.shape[-1])
+    elif gt.shape[-1] != d.shape[-1]:
         gt = Fn.interpolate(gt, size=d.shape[-2:], mode="area")
     return _masked_mean_mm((d - gt).abs(), x.detail_texels)
 

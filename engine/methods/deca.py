@@ -103,6 +103,9 @@ class DecaConfig(SemanticConfig):
     detail_max_m: float = 0.002  # bound of |displacement|, metres
     detail_width: int = 16  # channels of the detail encoder's first convolution
     detail_region: str = "face_skin"  # head region whose texels / pixels the detail terms count
+    # the map covers only the detail region's square of the UV layout (2.3 mm texels on the
+    # open head at 128, whose whole-head layout gives the face a quarter of its width)
+    detail_window: bool = True
 
 
 @dataclass
@@ -110,7 +113,8 @@ class DetailMaps:
     """One person's animated detail (:func:`engine.encoders.detail.expression_detail_maps`):
     ``neutral (1, 1, M, M)`` metres; ``units`` ARKit name -> delta map at weight 1;
     ``jaw`` the delta at ``jaw_rad`` radians of jaw opening (about the joint's X axis) or
-    None; ``code (D,)`` the detail code; ``max_m`` the decoder's bound."""
+    None; ``code (D,)`` the detail code; ``max_m`` the decoder's bound; ``window`` the UV
+    sub-rectangle the maps cover (None: the whole layout)."""
 
     neutral: Tensor
     units: dict[str, Tensor]
@@ -118,6 +122,7 @@ class DetailMaps:
     jaw_rad: float
     code: Tensor
     max_m: float
+    window: tuple[float, float, float, float] | None = None  # the maps' UV sub-rectangle (None = whole layout)
 
 
 class Deca(SemanticCodeMethod):
@@ -155,12 +160,17 @@ class Deca(SemanticCodeMethod):
             self.detail_encoder = DetailEncoder(cfg.detail_code, cfg.detail_width)
             self.detail_decoder = DetailDecoder(cfg.detail_code, self.head.n_expression, cfg.detail_uv_size,
                                                 cfg.detail_max_m)
-            with torch.no_grad():  # the detail region's texels (a UV mask), for the detail terms
-                fr = FaceDecoder(self.head).uv_fragments(cfg.detail_uv_size)
-                from engine.render.uv import _interpolate_layout
+            from engine.render.uv import _interpolate_layout, uv_window
 
-                region = self.head.regions[cfg.detail_region].to(torch.float32)[None, :, None]
-                texels = _interpolate_layout(region, self.head.faces, fr)[..., 0] > 0.5
+            h = self.head
+            # the map covers the detail region's square of the UV layout, not the whole head
+            window = uv_window(h.uv, h.face_uv, h.faces, h.regions[cfg.detail_region]) if cfg.detail_window else None
+            self.register_buffer("detail_window", torch.tensor(window if window else (0.0, 0.0, 1.0, 1.0)),
+                                 persistent=False)
+            with torch.no_grad():  # the detail region's texels (a UV mask), for the detail terms
+                fr = FaceDecoder(h).uv_fragments(cfg.detail_uv_size, window)
+                region = h.regions[cfg.detail_region].to(torch.float32)[None, :, None]
+                texels = _interpolate_layout(region, h.faces, fr)[..., 0] > 0.5
             self.register_buffer("detail_texels", (texels & fr.mask[:1])[:, None].float(), persistent=False)
 
     @classmethod
@@ -226,6 +236,10 @@ class Deca(SemanticCodeMethod):
             return pose.new_zeros(pose.shape[0], 3)
         return pose[:, self.jaw_joint]
 
+    def window_batch(self, batch: int) -> Tensor | None:
+        """``(B, 4)`` the detail map's UV window (None when the map covers the whole layout)."""
+        return self.detail_window[None].expand(batch, 4) if self.cfg.detail_window else None
+
     def decode_detail(self, detail_code: Tensor, expression: Tensor, pose: Tensor) -> Tensor:
         """UV displacement ``(B, 1, M, M)`` (metres) for detail codes, expressions, poses."""
         return self.detail_decoder(detail_code.float(), expression.float(), self.jaw_rotation(pose.float()))
@@ -234,6 +248,7 @@ class Deca(SemanticCodeMethod):
         params = super().decode(code)
         if self.cfg.detail and code.detail is not None:
             params = params.replace(displacement=self.decode_detail(code.detail, params.expression, params.pose),
+                                    displacement_window=self.window_batch(code.detail.shape[0]),
                                     detail_code=code.detail.float())
         return params
 
@@ -253,4 +268,5 @@ class Deca(SemanticCodeMethod):
                                                      top=top,
                                                      min_mean_m=1e-7, region=self.detail_texels)
         return DetailMaps(neutral.cpu(), {k: v.cpu() for k, v in units.items()}, None if jaw is None else jaw.cpu(),
-                          jaw_rad if jaw is not None else 0.0, code[0].cpu(), self.cfg.detail_max_m)
+                          jaw_rad if jaw is not None else 0.0, code[0].cpu(), self.cfg.detail_max_m,
+                          tuple(float(x) for x in self.detail_window) if self.cfg.detail_window else None)

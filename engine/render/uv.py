@@ -23,6 +23,10 @@ __all__ = [
     "displaced_uv_positions",
     "normal_map_from_displacement",
     "dilate_uv",
+    "to_window",
+    "uv_window",
+    "window_to_full",
+    "full_to_window",
     "uv_tangents",
     "sample_uv_gradient",
     "sample_uv_cavity",
@@ -35,13 +39,41 @@ def uv_to_texel(uv: Tensor, uv_size: int) -> Tensor:
     return torch.stack([uv[..., 0] * uv_size, (1.0 - uv[..., 1]) * uv_size], -1)
 
 
-def rasterize_uv(uv: Tensor, face_uv: Tensor, uv_size: int) -> Fragments:
+def to_window(uv: Tensor, window: Tensor | tuple[float, float, float, float] | None) -> Tensor:
+    """UV ``(..., 2)`` -> coordinates in a UV sub-rectangle ``window = (u0, v0, u1, v1)``
+    (a detail map covering only that part of the layout: ``(0, 0)``-``(1, 1)`` inside it).
+    ``window (B, 4)`` applies per batch item to ``uv (B, ..., 2)``; None = the whole layout."""
+    if window is None:
+        return uv
+    w = torch.as_tensor(window, dtype=uv.dtype, device=uv.device)
+    if w.dim() == 2:  # (B, 4) -> broadcast over uv's middle dimensions
+        w = w.view(w.shape[0], *([1] * (uv.dim() - 2)), 4)
+    lo, hi = w[..., :2], w[..., 2:]
+    return (uv - lo) / (hi - lo)
+
+
+def uv_window(uv: Tensor, face_uv: Tensor, faces: Tensor, region: Tensor, margin: float = 0.02) -> tuple[float, ...]:
+    """The square UV sub-rectangle ``(u0, v0, u1, v1)`` around the triangles whose corners are
+    all in ``region (V,)`` (bool), plus ``margin`` UV units each side: where a detail map
+    of the face needs its texels (a whole-head layout spends most of its area elsewhere)."""
+    keep = region.to(faces.device)[faces].all(1)
+    if not keep.any():
+        return (0.0, 0.0, 1.0, 1.0)
+    t = uv[face_uv[keep]].reshape(-1, 2)
+    lo, hi = t.min(0).values, t.max(0).values
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 + margin
+    return (float(centre[0]) - half, float(centre[1]) - half, float(centre[0]) + half, float(centre[1]) + half)
+
+
+def rasterize_uv(uv: Tensor, face_uv: Tensor, uv_size: int,
+                 window: tuple[float, float, float, float] | None = None) -> Fragments:
     """Rasterise the UV layout itself: per texel the face id and barycentrics ``(1, S, S)``.
 
     Uses ``face_uv`` as the triangle list; interpolate per-vertex attributes with the mesh
-    ``faces`` and these fragments (face ids are shared by both index lists).
+    ``faces`` and these fragments (face ids are shared by both index lists). ``window``:
+    rasterise only that UV sub-rectangle (:func:`to_window`) at ``S × S`` texels.
     """
-    xy = uv_to_texel(uv, uv_size)
+    xy = uv_to_texel(to_window(uv, window), uv_size)
     screen = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)[None]
     return rasterize(screen, face_uv, (uv_size, uv_size), perspective=False)
 
@@ -251,13 +283,17 @@ def uv_tangents(vertices: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor) ->
 def sample_uv_gradient(uv_map: Tensor, uv: Tensor, step_texels: float = 0.5) -> Tensor:
     """Derivatives ``(N, 2)`` (per UV unit, ``v`` up) of a one-channel map ``uv_map (1, 1, S, S)``
     at UV points ``(N, 2)``: central differences of bilinear samples ``step_texels`` either side
-    (the default, half a texel, follows the bilinear surface's slope continuously)."""
+    (the default, half a texel, follows the bilinear surface's slope continuously). Batched:
+    ``uv_map (B, 1, S, S)`` at ``uv (B, ..., 2)`` -> ``(B, ..., 2)``."""
+    if uv.dim() == 2:
+        return sample_uv_gradient(uv_map, uv[None], step_texels)[0]
     S = uv_map.shape[-1]
     h = step_texels / S
+    B, shape = uv.shape[0], uv.shape[1:-1]
     off = torch.tensor([[h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]], dtype=uv.dtype, device=uv.device)
-    pts = (uv[None] + off[:, None]).reshape(1, -1, 2)
-    d = sample_uv_map(uv_map, pts)[0, :, 0].view(4, -1)
-    return torch.stack([d[0] - d[1], d[2] - d[3]], 1) / (2 * h)
+    pts = (uv.reshape(B, 1, -1, 2) + off[None, :, None]).reshape(B, -1, 2)
+    d = sample_uv_map(uv_map.to(uv.dtype), pts)[..., 0].view(B, 4, -1)
+    return torch.stack([d[:, 0] - d[:, 1], d[:, 2] - d[:, 3]], -1).view(B, *shape, 2) / (2 * h)
 
 
 def sample_uv_cavity(uv_map: Tensor, uv: Tensor, radius_texels: float = 1.5) -> Tensor:
@@ -289,3 +325,29 @@ def perturb_normals(normals: Tensor, tangent_u: Tensor, tangent_v: Tensor, grad:
     bump = (grad[:, :1] * torch.cross(n, tangent_v, dim=1) + grad[:, 1:] * torch.cross(tangent_u, n, dim=1)) / safe
     out = n + torch.where(area.abs() > 1e-12, bump, torch.zeros_like(bump))
     return out / out.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def full_to_window(uv_map: Tensor, window: Tensor | tuple[float, float, float, float], size: int) -> Tensor:
+    """Resample a whole-layout UV map ``(B, C, S, S)`` onto a window ``(u0, v0, u1, v1)`` (or
+    ``(B, 4)``) at ``size × size`` texels (bilinear, borders clamped)."""
+    B = uv_map.shape[0]
+    w = torch.as_tensor(window, dtype=uv_map.dtype, device=uv_map.device).reshape(-1, 4).expand(B, 4)
+    c = (torch.arange(size, dtype=uv_map.dtype, device=uv_map.device) + 0.5) / size
+    u = w[:, None, None, 0] + c[None, None, :] * (w[:, None, None, 2] - w[:, None, None, 0])
+    v = w[:, None, None, 3] - c[None, :, None] * (w[:, None, None, 3] - w[:, None, None, 1])  # row 0 = top
+    uv = torch.stack([u.expand(B, size, size), v.expand(B, size, size)], -1)
+    return texture(uv_map, uv).permute(0, 3, 1, 2)
+
+
+def window_to_full(window_map: Tensor, window: Tensor | tuple[float, float, float, float], size: int) -> Tensor:
+    """A window's UV map ``(B, C, M, M)`` placed into a whole-layout map ``(B, C, size, size)``
+    (bilinear; 0 outside the window)."""
+    B = window_map.shape[0]
+    c = (torch.arange(size, dtype=window_map.dtype, device=window_map.device) + 0.5) / size
+    u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # (size, size): column -> u, row -> v (row 0 = top)
+    uv = torch.stack([u, v], -1)[None].expand(B, size, size, 2)
+    w = torch.as_tensor(window, dtype=window_map.dtype, device=window_map.device).reshape(-1, 4).expand(B, 4)
+    inner = to_window(uv, w)
+    out = texture(window_map, inner).permute(0, 3, 1, 2)
+    inside = ((inner >= 0) & (inner <= 1)).all(-1)[:, None].to(out.dtype)
+    return out * inside
