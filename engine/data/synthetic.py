@@ -299,17 +299,25 @@ class SyntheticIdentities(Dataset):
     skin, hair and static detail and often makes one wrinkle expression strong). Same layout as
     :class:`SyntheticClips`: image (K,3,S,S), landmarks (K,68,2), ``gt_*`` per view (realistic:
     also ``landmarks_visible``, ``occlusion_mask``, ``gt_albedo``, ``gt_sh`` and
-    ``gt_displacement (K, 1, D, D)``), and ``identity`` (the seed)."""
+    ``gt_displacement (K, 1, D, D)``), and ``identity`` (the seed). ``crop``
+    (:mod:`engine.data.crops`): every view is cut from a ``crop.frame_size`` frame like a
+    single face's crop (``crop_matrix (K, 2, 3)`` added)."""
 
     def __init__(self, head, n: int, views: int = 2, image_size: int = 224, corpus_seed: int = 1234,
-                 split: str = "train", generator: str = "basic", **synthetic_options) -> None:
+                 split: str = "train", generator: str = "basic", crop=None, **synthetic_options) -> None:
+        from engine.data.crops import parse_crop
+
         if "cache" in synthetic_options:
             raise UserError("identity groups (data.views_per_identity > 1) are rendered on the fly; "
                             "data.options.cache is for faces and clips")
         self.head = head
         self.generator = generator
         self.n, self.split, self.corpus_seed, self.views = int(n), split, int(corpus_seed), int(views)
-        self.syn_cfg = _generator_config(generator, image_size, synthetic_options)
+        # with ``crop`` each view is a detector-like crop of a ``crop.frame_size`` frame, as for single faces
+        self.crop = parse_crop(crop)
+        self.image_size = int(image_size)
+        frame_size = self.crop.frame_size if self.crop is not None else self.image_size
+        self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
 
     def __len__(self) -> int:
         return self.n
@@ -326,11 +334,19 @@ class SyntheticIdentities(Dataset):
             from engine.generator import render_identity_views
 
             views = render_identity_views(self.head, seed, self.views, self.syn_cfg)
-        item = {"landmarks": torch.stack([v.landmarks2d.float() for v in views])}
-        truths = [_ground_truth(v) | (_realistic_extras(v) if self.generator == "realistic" else {}) for v in views]
-        for k in truths[0]:
-            item[k] = torch.stack([t[k] for t in truths])
-        item["image"] = torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).float() / 255.0
+        per_view = [{"landmarks": v.landmarks2d.float(), "image": torch.from_numpy(v.image).permute(2, 0, 1),
+                     **_ground_truth(v), **(_realistic_extras(v) if self.generator == "realistic" else {})}
+                    for v in views]
+        if self.crop is not None:
+            from engine.data.crops import crop_item
+
+            per_view = [crop_item(d, self.image_size, self.crop,
+                                  np.random.default_rng([self.crop.seed, _SPLIT_CODE.get(self.split, 2), i, k]))
+                        for k, d in enumerate(per_view)]
+        else:
+            for d in per_view:
+                d["image"] = d["image"].float() / 255.0
+        item = {k: torch.stack([d[k] for d in per_view]) for k in per_view[0]}
         item["landmarks_valid"] = torch.ones(self.views, 68, dtype=torch.bool)
         item["identity"] = torch.tensor(seed)
         return item
