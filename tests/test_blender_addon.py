@@ -105,6 +105,37 @@ def test_runner_explains_a_missing_engine(tmp_path):
     assert ["--face", "0"] == default[-2:] and "--detail" not in default
 
 
+def test_bake_detail_request_writes_the_pose_and_checks_the_map(tmp_path):
+    """The job of *Bake Detail for This Pose* (no bpy): its command line, the pose file it
+    writes before the child starts, a missing result folder refused before any child, and
+    success only when the map was written."""
+    import json
+
+    from blender_addon import runner
+
+    pose = {"expression": {"browInnerUp": 1.0, "jawOpen": 0.25}, "jaw": [0.1, 0.0, 0.0]}
+    gone = runner.BakeDetailRequest(result_dir=str(tmp_path / "gone"), pose=pose)
+    assert "is gone" in gone.input_problem()
+    job = runner.EngineJob(gone, runner.choose_python("EXTERNAL", sys.executable))
+    job.start()
+    assert job.state == runner.FAILED and "is gone" in job.error and job._proc is None
+    folder = tmp_path / "result"
+    folder.mkdir()
+    (folder / "params.json").write_text("{}")
+    request = runner.BakeDetailRequest(result_dir=str(folder), pose=pose)
+    assert request.input_problem() is None
+    out = tmp_path / "work" / "result"
+    assert request.arguments(str(out)) == ["-m", "engine", "bake-detail", str(folder), "--pose",
+                                           str(out / "pose.json"), "--out", str(out / "detail_pose.png")]
+    request.prepare(out)
+    assert json.loads((out / "pose.json").read_text()) == pose
+    assert "no detail map" in request.output_problem(out)
+    (out / "detail_pose.png").write_bytes(b"written by the engine")
+    assert request.output_problem(out) is None
+    # reconstruct and animate still need head.glb in their folder
+    assert "head.glb" in runner.ReconstructRequest(photo="p.jpg").output_problem(out)
+
+
 @pytest.fixture(scope="module")
 def engine_choice():
     from blender_addon import runner
@@ -176,7 +207,9 @@ def test_inside_blender(extension_zip, result_folder, tmp_path):
                FACERECON_RESULT_FOLDER=str(result_folder), PYTHONPATH=str(REPO))
     code = ("import os, sys, pytest; rc = pytest.main(sys.argv[1:]); "
             "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(rc))")
-    proc = subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+    # FACERECON_INSIDE_K=EXPR runs only the inner tests that match (pytest -k), e.g. "detail"
+    select = ["-k", os.environ["FACERECON_INSIDE_K"]] if os.environ.get("FACERECON_INSIDE_K") else []
+    proc = subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "-o", "addopts=", *select,
                            str(REPO / "tests" / "test_blender_inside.py")],
                           capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
     report = proc.stdout[-6000:] + "\n" + "\n".join(
