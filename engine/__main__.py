@@ -13,6 +13,7 @@ import sys
 
 # MediaPipe's C++ side logs an info line to stderr at teardown; a CLI error must stay one line.
 os.environ.setdefault("GLOG_minloglevel", "2")
+from pathlib import Path
 from typing import Callable
 
 from engine.errors import cli_errors
@@ -133,6 +134,21 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bake_detail(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
+    from engine.export.detail import bake_detail_pose
+
+    try:
+        pose = json.loads(Path(args.pose).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read the pose file {args.pose}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UserError(f"the pose file {args.pose} is not JSON: {exc}") from None
+    out = bake_detail_pose(args.result, pose, args.out, checkpoint=args.checkpoint)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.methods import registry
 
@@ -169,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "examples/NAME.png beside --out, kept with a result (params.json names it) and "
                         "removed again when the run fails")
     r.set_defaults(func=cmd_reconstruct)
+    b = sub.add_parser("bake-detail", help="the exact detail displacement map of a pose (DECA detail)",
+                       description="Decode a reconstruction's detail code (params.json 'detail') with the "
+                                   "expression weights and jaw rotation of POSE into a 16-bit displacement "
+                                   "PNG with the folder's displacement_scale_m.")
+    b.add_argument("result", help="a reconstruction folder with a detail stage (params.json 'detail')")
+    b.add_argument("--pose", required=True, help='JSON file: {"expression": {unit: weight}, "jaw": [rx, ry, rz]}')
+    b.add_argument("--out", required=True, help="the PNG to write")
+    b.add_argument("--checkpoint", default=None, help="the detail network (default: the one params.json names)")
+    b.set_defaults(func=cmd_bake_detail)
     from engine.video.cli import DESCRIPTION, add_arguments
 
     a = sub.add_parser("animate", help="animate a head from a video (ARKit curves, head pose)", description=DESCRIPTION)

@@ -142,8 +142,12 @@ def reconstruct(
 
         cfg = config or FitConfig()
         extra["focal_guess"] = {"fov_deg": cfg.fov_deg, "min_distance_m": cfg.min_distance_m}
+    detail_fn = getattr(predictor, "detail_maps", None)
+    detail = detail_fn(estimate) if detail_fn is not None else None
+    network = getattr(predictor, "network", None)
     with atomic_output_folder(out_dir) as tmp:
-        params = write_outputs(tmp, head, estimate, photo, method=spec.name, extra=extra)
+        params = write_outputs(tmp, head, estimate, photo, method=spec.name, extra=extra, detail=detail,
+                               detail_checkpoint=getattr(network, "source_path", None))
         params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all

@@ -111,3 +111,25 @@ def test_identity_groups_train_through_the_trainer(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     seen = [r["images_seen"] for r in records if "images_seen" in r]
     assert seen[-1] == 2 * 2 * 2  # steps x batch x views
+
+
+def test_identity_views_are_cut_like_single_faces(head):
+    """``crop``: every view of an identity group is a detector-like crop of its frame, with the
+    true camera and landmarks mapped into the crop."""
+    from engine.data.synthetic import SyntheticIdentities
+
+    crop = {"frame_size": 64, "scale": 1.25, "centre_jitter": 0.02, "scale_jitter": 0.05}
+    ds = SyntheticIdentities(head, 2, views=2, image_size=40, crop=crop)
+    item = ds[1]
+    assert item["image"].shape == (2, 3, 40, 40) and item["image"].dtype == torch.float32
+    assert item["crop_matrix"].shape == (2, 2, 3)
+    assert not torch.equal(item["crop_matrix"][0], item["crop_matrix"][1])  # each view its own crop
+    for k in range(2):  # the true camera projects the true landmarks onto the crop's landmarks
+        from engine.render import PerspectiveCamera
+
+        cam = PerspectiveCamera(item["gt_K"][k][None], item["gt_R"][k][None], item["gt_t"][k][None], (40, 40))
+        uv = cam.project(head.landmarks(item["gt_vertices"][k][None]))[0][0]
+        assert torch.allclose(uv, item["landmarks"][k], atol=1e-2)
+        lm = item["landmarks"][k]
+        assert lm.min() > -5 and lm.max() < 45  # the face fills the crop
+    assert torch.equal(ds[1]["image"], item["image"])  # deterministic

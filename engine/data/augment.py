@@ -162,6 +162,16 @@ def _camera(item: dict[str, Any], A: np.ndarray) -> None:
     item["gt_t"] = t @ Rz.T
 
 
+#: item keys in UV space (not image-aligned, whatever their size): never warped or flipped
+UV_SPACE_KEYS = frozenset({"gt_displacement"})
+
+
+def _image_aligned(key: str, value: Any, H: int, W: int) -> bool:
+    """Whether an item entry is a per-pixel map of the ``H × W`` image (warped with it)."""
+    return (key != "image" and key not in UV_SPACE_KEYS and torch.is_tensor(value) and value.dim() >= 2
+            and tuple(value.shape[-2:]) == (H, W))
+
+
 def augment_item(item: Mapping[str, Any], cfg: AugmentConfig, rng: np.random.Generator) -> dict[str, Any]:
     """One random augmentation of an item (see the module docstring); returns a new dict."""
     out = dict(item)
@@ -189,7 +199,7 @@ def augment_item(item: Mapping[str, Any], cfg: AugmentConfig, rng: np.random.Gen
         x = np.stack([_warp(f, A) for f in x])
         out["landmarks"] = _apply_points(A, out["landmarks"])
         for k, v in item.items():
-            if k != "image" and torch.is_tensor(v) and v.dim() >= 2 and tuple(v.shape[-2:]) == (H, W):
+            if _image_aligned(k, v, H, W):
                 flat = v.reshape(-1, H, W).permute(1, 2, 0).contiguous().numpy()
                 warped = _warp(flat.astype(np.float32), A, nearest=True)
                 out[k] = torch.from_numpy(warped.reshape(H, W, -1)).permute(2, 0, 1).reshape(v.shape).to(v.dtype)
@@ -204,7 +214,7 @@ def augment_item(item: Mapping[str, Any], cfg: AugmentConfig, rng: np.random.Gen
         if "landmarks_valid" in out:
             out["landmarks_valid"] = out["landmarks_valid"][..., perm]
         for k, v in item.items():
-            if k != "image" and torch.is_tensor(v) and v.dim() >= 2 and tuple(v.shape[-2:]) == (H, W):
+            if _image_aligned(k, v, H, W):
                 out[k] = out[k].flip(-1)
     # colour, in display space as the images are stored
     if cfg.saturation:

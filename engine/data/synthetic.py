@@ -18,7 +18,13 @@ with ``data.options.generator: realistic`` or ``--generator realistic``; the oth
 ``occlusion_mask (S, S)`` (face skin hidden by hair, hats, glasses or hands), cached too, and
 ``gt_albedo (V, 3)`` (the true per-vertex sRGB albedo) and ``gt_sh (9, 3)`` (the light's SH
 approximation), cached by corpora written since they exist (older realistic caches load
-without them). Clips and identity groups are rendered by the basic generator only.
+without them), and ``gt_displacement (1, D, D)`` (the fine detail: pores, age lines and
+expression wrinkles, metres along the normal in the head's UV layout, ``detail_map_size``
+texels; :mod:`engine.generator.wrinkles`) — cached only on request (``--displacement-size D``:
+a float16 copy area-resampled to ``D`` texels, e.g. 128; cached items then carry that size).
+Clips are rendered by the basic generator only; identity groups by either
+(:func:`engine.generator.realistic.render_realistic_views` for the realistic one: the same
+person, skin, hair and static detail in every view, often a strong wrinkle expression).
 
 ``data.options.crop`` (:mod:`engine.data.crops`) makes items ``align_crop`` crops of
 ``image_size`` px around the (jittered) true landmarks of whole frames of
@@ -84,10 +90,21 @@ def _basic_only(generator: str, what: str) -> None:
 
 
 def _ground_truth(sample) -> dict[str, torch.Tensor]:
-    """The ``gt_*`` tensors of an item from a :class:`engine.generator.SyntheticSample`."""
+    """The ``gt_*`` tensors of an item from a :class:`engine.generator.SyntheticSample`
+    (``gt_displacement (1, S, S)`` when the sample has a detail map)."""
     p = sample.params
-    return {"gt_identity": p.identity[0], "gt_expression": p.expression[0], "gt_pose": p.pose[0],
-            "gt_R": p.camera.R[0], "gt_t": p.camera.t[0], "gt_K": p.camera.K[0], "gt_vertices": sample.vertices}
+    out = {"gt_identity": p.identity[0], "gt_expression": p.expression[0], "gt_pose": p.pose[0],
+           "gt_R": p.camera.R[0], "gt_t": p.camera.t[0], "gt_K": p.camera.K[0], "gt_vertices": sample.vertices}
+    if p.displacement is not None:
+        out["gt_displacement"] = p.displacement[0].float()
+    return out
+
+
+def _realistic_extras(sample) -> dict[str, torch.Tensor]:
+    """The realistic generator's extra per-item tensors (visibility, occlusion, albedo, SH)."""
+    return {"landmarks_visible": sample.landmarks_visible.clone(),
+            "occlusion_mask": torch.from_numpy(sample.occlusion_mask.copy()),
+            "gt_albedo": sample.params.albedo[0].float(), "gt_sh": sample.params.sh[0].float()}
 
 
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -97,7 +114,7 @@ class SyntheticFaces(Dataset):
     """Rendered faces with ground truth: image (3,S,S) in [0,1], landmarks (68,2) px, and
     ``gt_identity``/``gt_expression``/``gt_pose``/``gt_R``/``gt_t``/``gt_K``/``gt_vertices``
     (realistic: also ``landmarks_visible``, ``occlusion_mask`` and, when rendered or cached,
-    ``gt_albedo``/``gt_sh``). With ``crop`` (:class:`engine.data.crops.CropConfig` or its
+    ``gt_albedo``/``gt_sh``/``gt_displacement (1, D, D)``). With ``crop`` (:class:`engine.data.crops.CropConfig` or its
     mapping) the frames are ``crop.frame_size`` px and items their ``image_size`` crops.
     ``vertices=False`` (``data.options.vertices: false``) leaves ``gt_vertices`` out of cached
     items (MoFA's supervised terms then compute them batched from the gt codes)."""
@@ -141,6 +158,8 @@ class SyntheticFaces(Dataset):
                     ("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")
                     + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())
                     + tuple(k for k in _OPTIONAL_ARRAYS if k in c)}
+            if "gt_displacement" in c:
+                item["gt_displacement"] = torch.from_numpy(np.array(c["gt_displacement"][i], np.float32))
             _orient_identity(item, c)
             if self.vertices:
                 item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
@@ -158,10 +177,7 @@ class SyntheticFaces(Dataset):
             img = torch.from_numpy(s.image)
             item = {"landmarks": s.landmarks2d.float(), **_ground_truth(s)}
             if self.generator == "realistic":
-                item["landmarks_visible"] = s.landmarks_visible.clone()
-                item["occlusion_mask"] = torch.from_numpy(s.occlusion_mask.copy())
-                item["gt_albedo"] = s.params.albedo[0].float()
-                item["gt_sh"] = s.params.sh[0].float()
+                item.update(_realistic_extras(s))
         item["image"] = img.permute(2, 0, 1)  # uint8 here: crop_item cuts the uint8 frame
         if self.crop is None:
             item["image"] = item["image"].float() / 255.0
@@ -211,7 +227,7 @@ def _open_cache(root: Path, split: str, size: int, folder: str | None = None, ge
             out["identity_flip"] = torch.where(same, 1.0, -1.0)
     for k in _CACHE_ARRAYS + (_REALISTIC_ARRAYS if generator == "realistic" else ()):
         out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
-    for k in _OPTIONAL_ARRAYS:
+    for k in _OPTIONAL_ARRAYS + ("gt_displacement",):
         if (d / f"{k}.npy").is_file():
             out[k] = np.load(d / f"{k}.npy", mmap_mode="r")
     return out
@@ -276,22 +292,32 @@ class SyntheticClips(Dataset):
 
 
 class SyntheticIdentities(Dataset):
-    """K independent photos of one synthetic person per item
-    (:func:`engine.generator.render_identity_views`: same identity and albedo; expression,
-    pose, camera, light and background differ). Same layout as :class:`SyntheticClips`:
-    image (K,3,S,S), landmarks (K,68,2), ``gt_*`` per view, and ``identity`` (the seed)."""
+    """K independent photos of one synthetic person per item: same identity and albedo;
+    expression, pose, camera, light and background differ (basic generator:
+    :func:`engine.generator.render_identity_views`; realistic:
+    :func:`engine.generator.realistic.render_realistic_views`, which also keeps the painted
+    skin, hair and static detail and often makes one wrinkle expression strong). Same layout as
+    :class:`SyntheticClips`: image (K,3,S,S), landmarks (K,68,2), ``gt_*`` per view (realistic:
+    also ``landmarks_visible``, ``occlusion_mask``, ``gt_albedo``, ``gt_sh`` and
+    ``gt_displacement (K, 1, D, D)``), and ``identity`` (the seed). ``crop``
+    (:mod:`engine.data.crops`): every view is cut from a ``crop.frame_size`` frame like a
+    single face's crop (``crop_matrix (K, 2, 3)`` added)."""
 
     def __init__(self, head, n: int, views: int = 2, image_size: int = 224, corpus_seed: int = 1234,
-                 split: str = "train", generator: str = "basic", **synthetic_options) -> None:
-        from engine.generator import SyntheticConfig
+                 split: str = "train", generator: str = "basic", crop=None, **synthetic_options) -> None:
+        from engine.data.crops import parse_crop
 
-        _basic_only(generator, "identity groups (data.views_per_identity > 1)")
         if "cache" in synthetic_options:
             raise UserError("identity groups (data.views_per_identity > 1) are rendered on the fly; "
                             "data.options.cache is for faces and clips")
         self.head = head
+        self.generator = generator
         self.n, self.split, self.corpus_seed, self.views = int(n), split, int(corpus_seed), int(views)
-        self.syn_cfg = SyntheticConfig(image_size=image_size, **synthetic_options)
+        # with ``crop`` each view is a detector-like crop of a ``crop.frame_size`` frame, as for single faces
+        self.crop = parse_crop(crop)
+        self.image_size = int(image_size)
+        frame_size = self.crop.frame_size if self.crop is not None else self.image_size
+        self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
 
     def __len__(self) -> int:
         return self.n
@@ -299,23 +325,46 @@ class SyntheticIdentities(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self.n:
             raise IndexError(i)
-        from engine.generator import render_identity_views
-
         seed = identity_seed(self.corpus_seed, self.split, i)
-        views = render_identity_views(self.head, seed, self.views, self.syn_cfg)
-        item = {"landmarks": torch.stack([v.landmarks2d.float() for v in views])}
-        truths = [_ground_truth(v) for v in views]
-        for k in truths[0]:
-            item[k] = torch.stack([t[k] for t in truths])
-        item["image"] = torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).float() / 255.0
+        if self.generator == "realistic":
+            from engine.generator.realistic import render_realistic_views
+
+            views = render_realistic_views(self.head, seed, self.views, self.syn_cfg)
+        else:
+            from engine.generator import render_identity_views
+
+            views = render_identity_views(self.head, seed, self.views, self.syn_cfg)
+        per_view = [{"landmarks": v.landmarks2d.float(), "image": torch.from_numpy(v.image).permute(2, 0, 1),
+                     **_ground_truth(v), **(_realistic_extras(v) if self.generator == "realistic" else {})}
+                    for v in views]
+        if self.crop is not None:
+            from engine.data.crops import crop_item
+
+            per_view = [crop_item(d, self.image_size, self.crop,
+                                  np.random.default_rng([self.crop.seed, _SPLIT_CODE.get(self.split, 2), i, k]))
+                        for k, d in enumerate(per_view)]
+        else:
+            for d in per_view:
+                d["image"] = d["image"].float() / 255.0
+        item = {k: torch.stack([d[k] for d in per_view]) for k in per_view[0]}
         item["landmarks_valid"] = torch.ones(self.views, 68, dtype=torch.bool)
         item["identity"] = torch.tensor(seed)
         return item
 
 
-def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, ...], meta: dict) -> Path:
+def _resample_map(m: torch.Tensor, size: int) -> np.ndarray:
+    """A ``(1, S, S)`` UV map as a float16 ``(1, size, size)`` array (area-resampled)."""
+    if m.shape[-1] != size:
+        m = torch.nn.functional.interpolate(m[None].float(), size=(size, size), mode="area")[0]
+    return m.numpy().astype(np.float16)
+
+
+def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, ...], meta: dict,
+           displacement_size: int = 0) -> Path:
     """Render items ``[start, stop)`` of ``ds`` into preallocated memmaps under ``d``;
-    ``lead`` is the per-item leading shape (() for faces, (T,) for clips)."""
+    ``lead`` is the per-item leading shape (() for faces, (T,) for clips). With
+    ``displacement_size`` > 0 the items' ``gt_displacement`` maps are kept too (float16,
+    resampled to that many texels)."""
     d.mkdir(parents=True, exist_ok=True)
     first = ds[0]
     # the orientation of the identity modes the gt_identity coefficients refer to
@@ -325,6 +374,10 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
     keys = _CACHE_ARRAYS[:-1] + tuple(k for k in _REALISTIC_ARRAYS + _OPTIONAL_ARRAYS if k in first)
     for k in keys:
         shapes[k] = ((n,) + tuple(first[k].shape), np.float32 if first[k].is_floating_point() else np.bool_)
+    if displacement_size > 0:
+        if "gt_displacement" not in first:
+            raise UserError("--displacement-size needs items with a detail map (the realistic generator with detail on)")
+        shapes["gt_displacement"] = ((n,) + lead + (1, displacement_size, displacement_size), np.float16)
     arrays = {}
     for k, (shape, dtype) in shapes.items():
         p = d / f"{k}.npy"
@@ -340,6 +393,8 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
         arrays["seeds"][i] = int(it["clip" if lead else "seed"])
         for k in keys:
             arrays[k][i] = it[k].numpy()
+        if displacement_size > 0:
+            arrays["gt_displacement"][i] = _resample_map(it["gt_displacement"], displacement_size)
     for a in arrays.values():
         a.flush()
     (d / "meta.json").write_text(json.dumps(meta))
@@ -348,11 +403,13 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
 
 def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_seed: int,
                 start: int = 0, stop: int | None = None, generator: str = "basic",
-                options: dict | None = None) -> Path:
+                options: dict | None = None, displacement_size: int = 0) -> Path:
     """Render faces ``[start, stop)`` of a split into ``out/split`` (resumable by range:
     run several processes on disjoint ranges; arrays are preallocated memmaps). ``options``
     are the generator's config fields (e.g. ``{"face_fraction": [0.35, 0.9]}``), recorded in
-    ``meta.json``; a data set reading the cache should be given the same ones."""
+    ``meta.json``; a data set reading the cache should be given the same ones.
+    ``displacement_size`` > 0 (realistic generator) also keeps each face's detail map as
+    ``gt_displacement``, float16 at that many texels (128: 32 KiB per face)."""
     options = dict(options or {})
     ds = SyntheticFaces(head, n, image_size, corpus_seed, split, generator=generator, **options)
     meta = {"n": n, "image_size": image_size, "corpus_seed": corpus_seed, "head_model": head.name}
@@ -360,7 +417,9 @@ def write_cache(head, out: Path, n: int, split: str, image_size: int, corpus_see
         meta["generator"] = generator
     if options:
         meta["options"] = options
-    return _write(ds, out / split, n, start, stop, (), meta)
+    if displacement_size > 0:
+        meta["displacement_size"] = int(displacement_size)
+    return _write(ds, out / split, n, start, stop, (), meta, displacement_size)
 
 
 def write_clip_cache(head, out: Path, n: int, frames: int, split: str, image_size: int, corpus_seed: int,
@@ -403,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop", type=int, default=None)
     ap.add_argument("--generator", choices=GENERATORS, default="basic",
                     help="basic (default, MoFA-like faces) or realistic (photo-like faces; faces only, no clips)")
+    ap.add_argument("--displacement-size", type=int, default=0, metavar="D",
+                    help="realistic: also cache each face's detail map (gt_displacement), float16 at D texels (e.g. 128)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="a generator config field for the faces (YAML value), e.g. face_fraction=[0.35,0.9]; repeatable")
     a = ap.parse_args(argv)
@@ -413,14 +474,18 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--n, --n-val, --clips and --n-val-clips must be >= 0, --frames >= 1, --size >= 8")
         if a.clips > 0:
             _basic_only(a.generator, "synthetic clips")
+        if a.displacement_size < 0 or (a.displacement_size > 0 and a.generator != "realistic"):
+            raise UserError("--displacement-size must be >= 0 and needs --generator realistic")
         options = _parse_options(a.option)
         _generator_config(a.generator, a.size, options)  # unknown fields fail before any rendering
         head = load_head_model(a.model)
         out = Path(a.out)
         if a.n > 0:
-            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop, a.generator, options)
+            write_cache(head, out, a.n, "train", a.size, a.seed, a.start, a.stop, a.generator, options,
+                        a.displacement_size)
             if a.start == 0 and a.n_val > 0:
-                write_cache(head, out, a.n_val, "val", a.size, a.seed, generator=a.generator, options=options)
+                write_cache(head, out, a.n_val, "val", a.size, a.seed, generator=a.generator, options=options,
+                            displacement_size=a.displacement_size)
         if a.clips > 0:
             first, last = (a.start, a.stop) if a.n == 0 else (0, None)
             write_clip_cache(head, out, a.clips, a.frames, "train", a.size, a.seed, first, last)

@@ -25,6 +25,7 @@ class SemanticCode:
     translation: torch.Tensor  # (B, 3)
     sh: torch.Tensor  # (B, 9, 3)
     pose: torch.Tensor | None = None  # (B, n_pose // 3, 3) axis-angle of the predicted joints, if any
+    detail: torch.Tensor | None = None  # (B, D) DECA's detail code, from a separate detail encoder
 
     @property
     def batch_size(self) -> int:

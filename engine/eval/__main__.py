@@ -2,7 +2,8 @@
 ``python -m engine.eval cycles-set build --out DIR [--n 100] [--seed 0]``;
 ``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``;
 ``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``;
-``python -m engine.eval skin [--n 40] [--seed 0] [--landmarks gt|detected] [--json]``."""
+``python -m engine.eval skin [--n 40] [--seed 0] [--landmarks gt|detected] [--json]``;
+``python -m engine.eval detail --checkpoint CKPT [--n 40] [--seed 900000] [--json]``."""
 
 from __future__ import annotations
 
@@ -83,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--landmarks", default="gt", choices=["detected", "gt"])
     k.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
     _method_args(k)
+    d = sub.add_parser("detail", help="DECA detail against the true wrinkles/pores of realistic generator faces "
+                                       "(detail error, high-pass correlation, photometric gain, time)")
+    d.add_argument("--checkpoint", required=True, metavar="CKPT", help="a deca network with a detail stage")
+    d.add_argument("--n", type=int, default=40)
+    d.add_argument("--seed", type=int, default=900000)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
     t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
     t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
@@ -101,6 +110,24 @@ def main(argv: list[str] | None = None) -> int:
             except json.JSONDecodeError as exc:
                 raise UserError(f"a report is not JSON from python -m engine.eval cycles --json ({exc})") from None
             print(format_table(reports))
+        return 0
+    if args.command == "detail":
+        with cli_errors():
+            import torch
+
+            from engine.eval.detail import evaluate_detail, format_report as format_detail
+            from engine.methods.deca import Deca
+
+            torch.manual_seed(args.seed)
+            torch.set_num_threads(1)  # the speed figure is per face on one thread
+            network = Deca.load(args.checkpoint)
+            log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+            rep = evaluate_detail(network.head, network, n=args.n, seed=args.seed, log=log)
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
+            print(json.dumps(rep.to_dict(), indent=1) if args.json else format_detail(rep))
         return 0
     with cli_errors():
         import torch

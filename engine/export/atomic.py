@@ -149,7 +149,7 @@ def _owned_entries(folder: Path, entries: list[str]) -> tuple[set[str] | None, s
         files = marker.get("files")
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             return None, f"has a damaged {MARKER_NAME}"
-        return set(files) | {MARKER_NAME}, None
+        return set(files) | {f.split("/", 1)[0] for f in files} | {MARKER_NAME}, None
     if "params.json" in entries:
         return set(LEGACY_OUTPUT_FILES), None
     return None, "is not a previous reconstruction"
@@ -321,7 +321,14 @@ def _remove_owned(folder: Path) -> None:
             p = folder / entry
             try:
                 if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
+                    listed = [f for f in owned if f.startswith(entry + "/")]
+                    if not listed:  # a folder of a marker without its files (older engines)
+                        shutil.rmtree(p)
+                        continue
+                    for f in listed:  # only the files we wrote; the folder if that empties it
+                        (folder / f).unlink(missing_ok=True)
+                    if not os.listdir(p):
+                        os.rmdir(p)
                 else:
                     p.unlink()
             except OSError:
@@ -332,6 +339,19 @@ def _remove_owned(folder: Path) -> None:
             os.rmdir(folder)
     except OSError:
         pass
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (one level of subfolders, e.g. ``detail/``), and the
+    subfolders themselves when empty."""
+    out: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            inner = sorted(entry.iterdir())
+            out.extend(inner if inner else [entry])
+        else:
+            out.append(entry)
+    return out
 
 
 @contextmanager
@@ -363,7 +383,8 @@ def atomic_output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputFolderError(f"cannot create output folder {shown}: {exc.strerror or exc}") from None
     try:
         yield tmp
-        files = sorted(e for e in os.listdir(tmp) if e != MARKER_NAME)
+        files = sorted(str(f.relative_to(tmp)) if f.parent != tmp else f.name
+                       for f in _walk_files(tmp) if f.name != MARKER_NAME)
         (tmp / MARKER_NAME).write_text(_marker_text("complete", files), encoding="utf-8")
         problem = _folder_problem(folder, shown)  # a file may have been saved there during the fit
         if problem:

@@ -14,7 +14,10 @@ a render never pays for landmarks), so one object serves every consumer:
 * landmarks: ``landmarks3d``/``landmarks2d`` (iBUG-68) and ``points(tri, bary)`` for any
   embedded point set (dense detector embeddings), ``silhouette(band)`` for contour terms;
 * images: ``render(...)`` through :func:`engine.render.render_mesh` (per-vertex albedo or
-  the UV ``albedo_map``, SH shading, antialiasing, region masks).
+  the UV ``albedo_map``, SH shading, antialiasing, region masks);
+* detail (DECA): ``params.displacement`` (a UV map, metres along the normal; over the UV
+  window ``params.displacement_window`` when given) moves the vertices and bends the normals
+  ``render`` shades with per pixel (``render_mesh(displacement=...)``).
 
 All tensors are batch-first and differentiable w.r.t. ``params`` except ``visibility``.
 """
@@ -29,8 +32,10 @@ from torch import Tensor, nn
 
 from engine.face.params import FaceParams
 from engine.head.model import HeadModel
-from engine.render import (RenderOutput, render_mesh, sample_image, sample_uv_map, sh_basis, vertex_normals,
-                           vertex_uv, vertex_visibility)
+from engine.render import (RenderOutput, rasterize_uv, render_mesh, sample_image, sample_uv_map, sh_basis,
+                           vertex_normals, vertex_uv, vertex_visibility)
+from engine.render.rasterize import Fragments
+from engine.render.uv import to_window
 from engine.render.shading import camera_to_view
 
 __all__ = ["Decoded", "FaceDecoder", "ReflectanceModel"]
@@ -66,6 +71,18 @@ class FaceDecoder(nn.Module):
             cached = vertex_uv(h.uv, h.face_uv, h.faces, h.n_vertices)
             h.__dict__["_vertex_uv_cache"] = cached
         return cached
+
+    def uv_fragments(self, size: int, window: Tensor | tuple[float, ...] | None = None) -> Fragments:
+        """The head's UV layout rasterised at ``size × size`` texels, over the UV sub-rectangle
+        ``window = (u0, v0, u1, v1)`` when given (batch 1; cached on the head model per size,
+        window and device, like :attr:`vertex_uv`)."""
+        h = self.head
+        cache = h.__dict__.setdefault("_uv_fragments_cache", {})
+        win = None if window is None else tuple(round(float(x), 6) for x in torch.as_tensor(window).reshape(-1)[:4])
+        key = (int(size), win, str(h.template.device))
+        if key not in cache:
+            cache[key] = rasterize_uv(h.uv.to(h.template.dtype), h.face_uv, int(size), win)
+        return cache[key]
 
     def forward(self, params: FaceParams) -> "Decoded":
         return Decoded(self, params)
@@ -109,7 +126,14 @@ class Decoded:
         if disp is None:
             return self.vertices_coarse
         base_n = vertex_normals(self.vertices_coarse, self.head.faces)
-        d = sample_uv_map(disp.to(base_n.dtype), self.decoder.vertex_uv)  # (B, V, 1)
+        win = self.params.displacement_window
+        vuv = self.decoder.vertex_uv
+        if win is None:
+            d = sample_uv_map(disp.to(base_n.dtype), vuv)  # (B, V, 1)
+        else:  # a window's map: vertices outside it are not displaced
+            inner = to_window(vuv[None].expand(disp.shape[0], -1, -1), win.to(vuv.dtype))
+            inside = ((inner >= 0) & (inner <= 1)).all(-1, keepdim=True)
+            d = sample_uv_map(disp.to(base_n.dtype), inner) * inside.to(base_n.dtype)
         return self.vertices_coarse + base_n * d
 
     @cached_property
@@ -231,11 +255,15 @@ class Decoded:
         p, h = self.params, self.head
         kw: dict = {}
         sh = p.sh if lit else None
+        detail = sh is not None and colours is None and shade_per == "pixel" and p.displacement is not None
         if colours is not None:
             kw, sh = dict(vertex_colors=colours), None
         elif p.albedo_map is not None:
             kw = dict(texture=p.albedo_map, uv=h.uv, face_uv=h.face_uv)
         elif self.albedo is not None:
             kw = dict(vertex_colors=self.albedo)
+        if detail:  # the detail bends the per-pixel normals (DECA's detail shading)
+            kw.update(displacement=p.displacement, displacement_window=p.displacement_window, uv=h.uv,
+                      face_uv=h.face_uv)
         return render_mesh(self.vertices, h.faces, self.camera, sh=sh, ambient=0.0, region_mask=region,
                            background=background, antialias=antialias, shade_per=shade_per, **kw)

@@ -23,7 +23,7 @@ from engine.render.camera import Camera, PerspectiveCamera, WeakPerspectiveCamer
 __all__ = ["FaceParams", "stack_params"]
 
 _TENSOR_FIELDS = ("identity", "expression", "pose", "sh", "albedo", "reflectance", "albedo_map", "displacement",
-                  "visibility", "landmarks")
+                  "displacement_window", "detail_code", "visibility", "landmarks")
 
 
 def _camera_map(camera: Camera, fn) -> Camera:
@@ -54,7 +54,11 @@ class FaceParams:
     * reflectance: ``albedo (B, V, 3)`` per vertex, ``reflectance (B, K, 3)`` coefficients of
       the decoder's reflectance model (e.g. MoFA's basis), and/or ``albedo_map (B, 3, S, S)``
       a UV texture (v up); colours are linear RGB in [0, 1];
-    * ``displacement (B, 1, S, S)``: optional UV detail along the normals, metres.
+    * ``displacement (B, 1, S, S)``: optional UV detail along the normals, metres, over the
+      whole UV layout or, with ``displacement_window (B, 4)`` = ``(u0, v0, u1, v1)``, over
+      that UV sub-rectangle only (0 outside; :func:`engine.render.uv.to_window`);
+      ``detail_code (B, D)``: the DECA detail code it was decoded from (with the method's
+      detail decoder it gives the detail at any other expression: animated detail maps).
 
     Measurements that came with the estimate (carried to the outputs, not decoded):
     ``visibility (B, V)`` in [0, 1] (how well each vertex was seen in the image),
@@ -71,6 +75,8 @@ class FaceParams:
     reflectance: Tensor | None = None
     albedo_map: Tensor | None = None
     displacement: Tensor | None = None
+    displacement_window: Tensor | None = None
+    detail_code: Tensor | None = None
     visibility: Tensor | None = None
     landmarks: Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)

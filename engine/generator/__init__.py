@@ -6,7 +6,9 @@
   frozen (bit-identical images per seed).
 * :mod:`engine.generator.realistic` — photo-like faces (procedural UV skin of every tone,
   eyes, hair, occluders, directional lights with shadows, wide cameras, degradations):
-  :func:`render_realistic`, :class:`RealisticConfig`. Imported lazily (``from
+  :func:`render_realistic`, :func:`render_realistic_views` (K photos of one person),
+  :class:`RealisticConfig`; its fine detail (wrinkles, pores: a UV displacement map with
+  per-unit ground truth) is :mod:`engine.generator.wrinkles`. Imported lazily (``from
   engine.generator import render_realistic`` works too).
 """
 
@@ -45,11 +47,12 @@ __all__ = [
     "RealisticConfig",
     "RealisticSample",
     "render_realistic",
+    "render_realistic_views",
 ]
 
 
 def __getattr__(name: str):
-    if name in ("RealisticConfig", "RealisticSample", "render_realistic"):
+    if name in ("RealisticConfig", "RealisticSample", "render_realistic", "render_realistic_views"):
         from engine.generator import realistic
 
         return getattr(realistic, name)

@@ -11,9 +11,23 @@ Ground truth (:class:`RealisticSample`): ``params`` is an :class:`engine.face.Fa
 (batch of one) in the image's frame — identity, expression, pose, the camera ``K, R, t``,
 the painted albedo as a UV map (``albedo_map``, ``albedo_map_size`` texels) and per vertex
 (``albedo``: that map sampled at the vertices' UVs), an SH approximation of the lighting
-(``sh``; the true lights are ``sample.lights``) and per-vertex ``visibility``; plus posed
-vertices, 2-D / 3-D landmarks and their visibility, the face-skin mask, the occlusion mask
-(face skin hidden by hair, hats, glasses, hands or the torso) and a segmentation.
+(``sh``; the true lights are ``sample.lights``), per-vertex ``visibility`` and the fine
+detail (``displacement (1, 1, S, S)``, metres along the normal, ``detail_map_size`` texels:
+pores, age lines and expression wrinkles of :mod:`engine.generator.wrinkles`, whose per-unit
+maps are ``sample.wrinkles``); plus posed vertices, 2-D / 3-D landmarks and their
+visibility, the face-skin mask, the occlusion mask (face skin hidden by hair, hats, glasses,
+hands or the torso) and a segmentation.
+
+The detail is shaded, not meshed (as in DECA): the image shows the coarse mesh with the
+detail map's normals per pixel (:func:`engine.render.perturb_normals`), and the vertices
+and landmarks are those of the coarse mesh (``FaceDecoder`` with ``params.displacement``
+moves each vertex by the map at its UV, a fraction of a millimetre;
+``params.replace(displacement=None)`` decodes the coarse mesh exactly).
+
+Identity groups (:func:`render_realistic_views`): K photos of one person — same identity,
+painted skin, hair and static detail; their own expression (often a strong wrinkle one:
+``wrinkle_expression_probability``), head pose, camera, props, lights, background and
+degradations.
 
 Ranges are the fields of :class:`RealisticConfig` (each documented there); the defaults
 follow issue #12: Fitzpatrick I–VI evenly, yaw ±90°, pitch ±40°, roll ±30°, focal length
@@ -37,19 +51,23 @@ from engine.generator.camera import place_camera, sample_shot
 from engine.generator.degrade import Degradation, apply_degradation, sample_degradation
 from engine.generator.eyes import eye_frames
 from engine.generator.hair import hair_props
-from engine.generator.hairstyle import sample_hair_style
+from engine.generator.hairstyle import HairStyle, sample_hair_style
 from engine.generator.layout import drawn_faces, head_layout
 from engine.generator.lights import LightRig, ambient_occlusion, sample_lights, sh_approximation
 from engine.generator.occluders import glasses_props, hand_prop, hat_props
 from engine.generator.props import combine_props
 from engine.generator.scene import HEAD_CHANNELS, HeadSurface, head_labels, points_visible, render_scene
 from engine.generator.texels import model_cache, paint_size
-from engine.generator.tones import sample_skin_tone, srgb_to_linear
+from engine.generator.tones import SkinTone, sample_skin_tone, srgb_to_linear
+from engine.generator.wrinkles import WrinkleBasis, person_detail, wrinkle_expression
 from engine.head.model import HeadModel
 from engine.render import PerspectiveCamera, sample_uv_map, vertex_normals
 
 #: purposes of the per-seed random generators (``np.random.default_rng([seed, 12, index])``)
-STREAMS = ("shape", "skin", "features", "makeup", "hair", "shot", "props", "lights", "background", "degrade")
+STREAMS = ("shape", "skin", "features", "makeup", "hair", "shot", "props", "lights", "background", "degrade",
+           "detail")
+#: streams drawn per view in identity groups (the others are the person's)
+VIEW_STREAMS = ("shape", "shot", "props", "lights", "background", "degrade")
 
 
 @dataclass
@@ -60,6 +78,10 @@ class RealisticConfig:
 
     image_size: int = 224  # output image side (square), pixels
     albedo_map_size: int = 256  # side of the stored ground-truth albedo map (the painted map, resampled)
+    detail: bool = True  # fine geometric detail (pores, age lines, wrinkles) in the shading and params.displacement
+    # side of the detail (displacement) map; None: the model's paint size (texels.paint_size: face texels of at
+    # most 2 mm, which the wrinkles need; 512 for open, 256 for ICT)
+    detail_map_size: int | None = None
     # ---- the person
     identity_clip: float = 3.0  # identity coefficients ~ N(0, std²), clipped at this many std
     expressions: tuple[int, int] = (0, 4)  # how many ARKit units are active (uniform count)
@@ -67,6 +89,9 @@ class RealisticConfig:
     jaw_probability: float = 0.3  # the jaw joint opens the mouth ...
     jaw_max_rad: float = 0.35  # ... by U(0, this)
     blink_probability: float = 0.08  # both eyes (nearly) closed
+    # one wrinkle-carrying expression (wrinkles.WRINKLE_EXPRESSIONS) made strong; None: 0 for single
+    # faces (render_realistic: the expressions as before), 0.5 for identity views (render_realistic_views)
+    wrinkle_expression_probability: float | None = None
     gaze_deg: float = 15.0  # eye rotation (both eyes): yaw ~ U(±gaze), pitch ~ U(±gaze/1.5)
     skin_variation: float = 1.0  # scale of blotches / redness / melanin variation
     pore_strength: float = 1.0  # scale of the per-texel skin grain
@@ -129,7 +154,9 @@ class RealisticSample(SyntheticSample):
     ``landmarks_visible (68,)``; ``occlusion_mask (S, S)`` face-skin pixels hidden by a prop;
     ``segmentation (S, S)`` uint8 (:data:`engine.generator.props.SEGMENT_LABELS`); ``lights``
     (the true light rig, camera frame); ``degradation``; ``attributes`` (skin tone,
-    Fitzpatrick type, hair, eyes, facial hair, make-up, props, background, focal length...).
+    Fitzpatrick type, hair, eyes, facial hair, make-up, props, background, focal length, age
+    and wrinkle depth...); ``wrinkles``: the person's detail model (per-unit maps; None with
+    ``detail`` off), of which ``params.displacement`` is the composition.
     """
 
     landmarks3d: torch.Tensor | None = None
@@ -139,6 +166,7 @@ class RealisticSample(SyntheticSample):
     lights: LightRig | None = None
     degradation: Degradation | None = None
     attributes: dict = field(default_factory=dict)
+    wrinkles: WrinkleBasis | None = None
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -146,9 +174,21 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng([int(seed), 12, i]) for i, name in enumerate(STREAMS)}
 
 
-def _draw_face(head: HeadModel, rng: np.random.Generator, cfg: RealisticConfig) -> tuple[np.ndarray, ...]:
-    """Identity (K_id,), expression (K_exp,), joint pose (J, 3)."""
-    ident = np.clip(rng.normal(0, 1, head.n_identity), -cfg.identity_clip, cfg.identity_clip) * head.identity_std.cpu().numpy()
+def view_streams(seed: int, view: int) -> dict[str, np.random.Generator]:
+    """The per-view generators (:data:`VIEW_STREAMS`) of view ``view >= 1`` of identity group
+    ``seed`` (view 0 uses :func:`streams`)."""
+    return {name: np.random.default_rng([int(seed), 12, STREAMS.index(name), int(view)]) for name in VIEW_STREAMS}
+
+
+def _draw_identity(head: HeadModel, rng: np.random.Generator, cfg: RealisticConfig) -> np.ndarray:
+    """Identity coefficients (K_id,) (the first draws of the shape stream)."""
+    return np.clip(rng.normal(0, 1, head.n_identity), -cfg.identity_clip, cfg.identity_clip) * head.identity_std.cpu().numpy()
+
+
+def _draw_expression(head: HeadModel, rng: np.random.Generator, cfg: RealisticConfig,
+                     wrinkle_probability: float = 0.0) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Expression (K_exp,), joint pose (J, 3) and the strong wrinkle expression (or None; drawn
+    last, only when ``wrinkle_probability > 0``, so the other draws do not depend on it)."""
     names = head.expression_names
     expr = np.zeros(head.n_expression)
     has_jaw = "jaw" in head.joint_names
@@ -169,7 +209,10 @@ def _draw_face(head: HeadModel, rng: np.random.Generator, cfg: RealisticConfig) 
     for j in ("eye_left", "eye_right"):
         if j in head.joint_names:
             pose[head.joint_names.index(j)] = gaze
-    return ident, expr, pose
+    group = None
+    if wrinkle_probability > 0 and rng.uniform() < wrinkle_probability:
+        group = wrinkle_expression(head, rng, expr, pose, cfg.jaw_max_rad)
+    return expr, pose, group
 
 
 def head_ambient_occlusion(head: HeadModel) -> np.ndarray:
@@ -190,7 +233,7 @@ def head_ambient_occlusion(head: HeadModel) -> np.ndarray:
     return cache["ao"]
 
 
-def _head_surface(head: HeadModel, paint: HeadPaint) -> HeadSurface:
+def _head_surface(head: HeadModel, paint: HeadPaint, displacement: torch.Tensor | None = None) -> HeadSurface:
     cache = model_cache(head)
     if "drawn" not in cache:
         keep = drawn_faces(head)
@@ -203,11 +246,16 @@ def _head_surface(head: HeadModel, paint: HeadPaint) -> HeadSurface:
                             vr["face_skin"][:, None], vr["skin"][:, None], vr["eyes"][:, None]], 1)
     assert attrs.shape[1] == len(HEAD_CHANNELS)
     tex = torch.from_numpy(paint.albedo)[None]
-    return HeadSurface(faces, face_uv, tex, torch.from_numpy(attrs.astype(np.float32)), labels, paint.eye_look)
+    return HeadSurface(faces, face_uv, tex, torch.from_numpy(attrs.astype(np.float32)), labels, paint.eye_look,
+                       displacement)
 
 
 def _props(head: HeadModel, verts: np.ndarray, normals: np.ndarray, lm3d: np.ndarray, towards_cam: np.ndarray,
-           paint: HeadPaint, angles: np.ndarray, rng: np.random.Generator, cfg: RealisticConfig) -> list:
+           paint: HeadPaint, angles: np.ndarray, rng: np.random.Generator, cfg: RealisticConfig,
+           occluder_rng: np.random.Generator | None = None) -> list:
+    """Torso, hair and hat (drawn from ``rng``: the person's), glasses and hand (drawn from
+    ``occluder_rng``, default ``rng`` in the same order)."""
+    occluder_rng = rng if occluder_rng is None else occluder_rng
     L = head_layout(head)
     skin_v = L.vertex_regions["skin"] > 0.5
     faces = head.faces.cpu().numpy()
@@ -225,34 +273,59 @@ def _props(head: HeadModel, verts: np.ndarray, normals: np.ndarray, lm3d: np.nda
     out += hair_props(paint.hair, verts, normals, faces, L, lumps, rng)
     if hat:
         out += hat_props(verts, normals, faces, L, rng, over=paint.hair.thickness if paint.hair.has_shell else 0.0)
-    if rng.uniform() < cfg.glasses_probability:
-        out += glasses_props(verts, L.vertex_regions["eyes"] > 0.5, lm3d, rng, rng.uniform() < cfg.sunglasses_fraction)
-    if rng.uniform() < cfg.hand_probability:
-        out.append(hand_prop(verts, lm3d, towards_cam, paint.skin, rng))
+    r = occluder_rng
+    if r.uniform() < cfg.glasses_probability:
+        out += glasses_props(verts, L.vertex_regions["eyes"] > 0.5, lm3d, r, r.uniform() < cfg.sunglasses_fraction)
+    if r.uniform() < cfg.hand_probability:
+        out.append(hand_prop(verts, lm3d, towards_cam, paint.skin, r))
     return out
 
 
-@torch.no_grad()
-def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None = None) -> RealisticSample:
-    """Render realistic face ``seed`` of ``head`` with its ground truth (deterministic)."""
-    cfg = config or RealisticConfig()
-    S = cfg.image_size
-    px = S / 224.0
-    rngs = streams(seed)
-    clock = [time.process_time()]
-    timings: dict[str, float] = {}
+class _Clock:
+    """CPU-time laps (seconds), summed per name."""
 
-    def lap(name: str) -> None:
-        clock.append(time.process_time())
-        timings[name] = clock[-1] - clock[-2]
+    def __init__(self) -> None:
+        self.t = time.process_time()
+        self.timings: dict[str, float] = {}
 
-    # ---- the person
-    ident, expr, pose = _draw_face(head, rngs["shape"], cfg)
+    def lap(self, name: str) -> None:
+        now = time.process_time()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+@dataclass
+class _Person:
+    """What stays the same in every photo of one person."""
+
+    identity: np.ndarray
+    skin: SkinTone
+    hair: HairStyle
+    paint: HeadPaint
+    detail: WrinkleBasis | None
+
+
+def _draw_person(head: HeadModel, rngs: dict[str, np.random.Generator], cfg: RealisticConfig, clock: _Clock) -> _Person:
+    ident = _draw_identity(head, rngs["shape"], cfg)
     skin = sample_skin_tone(rngs["skin"])
     hair = sample_hair_style(rngs["hair"], skin, cfg.hair_weights)
     paint = paint_head(head, rngs, cfg, skin, hair)
-    lap("paint")
-    t_ident = torch.tensor(ident, dtype=torch.float32)[None]
+    clock.lap("paint")
+    detail = person_detail(head, rngs["detail"], cfg.detail_map_size or paint_size(head)) if cfg.detail else None
+    clock.lap("detail")
+    return _Person(ident, skin, hair, paint, detail)
+
+
+def _render_view(head: HeadModel, seed: int, cfg: RealisticConfig, person: _Person, rngs: dict[str, np.random.Generator],
+                 expr: np.ndarray, pose: np.ndarray, props_rng: np.random.Generator,
+                 occluder_rng: np.random.Generator | None, lights: LightRig | None, clock: _Clock) -> RealisticSample:
+    """One image of ``person`` with expression ``expr`` and joint pose ``pose``: the shot, props
+    (person's part from ``props_rng``, glasses and hand from ``occluder_rng``), lights (or
+    ``lights``), background and degradation from ``rngs``."""
+    S = cfg.image_size
+    px = S / 224.0
+    paint, skin, hair = person.paint, person.skin, person.hair
+    t_ident = torch.tensor(person.identity, dtype=torch.float32)[None]
     t_expr = torch.tensor(expr, dtype=torch.float32)[None]
     t_pose = torch.tensor(pose, dtype=torch.float32)[None]
     # ---- camera
@@ -269,12 +342,15 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
     # ---- props, lights, image
     towards_cam = (-(R.T @ t) - lm.mean(0)).numpy()
     props = combine_props(_props(head, verts.numpy(), dec.normals[0].numpy(), dec.landmarks3d[0].numpy(), towards_cam,
-                                 paint, shot.angles, rngs["props"], cfg))
+                                 paint, shot.angles, props_rng, cfg, occluder_rng))
     rig = sample_lights(rngs["lights"], cfg.coloured_light_probability, cfg.fill_probability, cfg.rim_probability,
                         cfg.shadow_probability, cfg.ambient_fraction)
-    lap("pose_props")
-    scene = render_scene(dec, _head_surface(head, paint), props, rig, cfg.shadow_map_size)
-    lap("scene")
+    rig = lights if lights is not None else rig
+    clock.lap("pose_props")
+    displacement = person.detail.compose(t_expr, t_pose) if person.detail is not None else None  # as the params say
+    clock.lap("detail")
+    scene = render_scene(dec, _head_surface(head, paint, displacement), props, rig, cfg.shadow_map_size)
+    clock.lap("scene")
     rb = rngs["background"]
     bg_kind, bg = sample_background(rb, S, cfg.background_weights)
     sigma = background_blur_px(rb, shot.focal_mm, distance, S)
@@ -292,7 +368,7 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
     deg.motion_px *= px
     deg.optical_sigma_px *= px
     image = apply_degradation(linear, deg)
-    lap("background_degrade")
+    clock.lap("background_degrade")
     # ---- ground truth
     A = cfg.albedo_map_size
     tex = torch.from_numpy(paint.albedo)[None]
@@ -301,9 +377,10 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
     albedo_v = sample_uv_map(stored, dec_gt.vertex_uv)
     gain = 2.0 ** deg.exposure_ev * np.asarray(deg.wb_gains)
     lm_vis = points_visible(dec.landmarks3d[0], camera, scene.depth, scene.prop_depth)
-    lap("ground_truth")
+    clock.lap("ground_truth")
     params = params.replace(sh=sh_approximation(rig, gain)[None], albedo=albedo_v, albedo_map=stored,
-                            visibility=scene.visibility[None].float(), timings=timings)
+                            visibility=scene.visibility[None].float(), displacement=displacement,
+                            timings=dict(clock.timings))
     attributes = {
         "skin_tone": skin.tone, "fitzpatrick": skin.fitzpatrick, "skin_rgb": skin.rgb.round(4).tolist(),
         "ita_deg": round(skin.ita_deg, 2), "hair": hair.kind, "hair_colour": hair.colour_name,
@@ -312,8 +389,72 @@ def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None 
         "focal_mm": round(shot.focal_mm, 2), "face_fraction": round(shot.face_fraction, 4),
         "distance_m": round(distance, 4), "head_angles_deg": np.degrees(shot.angles).round(3).tolist(),
         "paint_size": paint_size(head)}
+    if person.detail is not None:
+        attributes.update(age=round(person.detail.age, 1), wrinkle_depth_mm=round(person.detail.depth_m * 1e3, 3))
     return RealisticSample(
         image=image, params=params.cpu(), vertices=verts.cpu(), landmarks2d=dec.landmarks2d[0].cpu(),
         face_mask=scene.face_mask.numpy(), seed=int(seed), landmarks3d=dec.landmarks3d[0].cpu(),
         landmarks_visible=lm_vis, occlusion_mask=scene.occlusion_mask.numpy(), segmentation=scene.segmentation.numpy(),
-        lights=rig, degradation=deg, attributes=attributes)
+        lights=rig, degradation=deg, attributes=attributes, wrinkles=person.detail)
+
+
+def _override(drawn: np.ndarray, given, what: str) -> np.ndarray:
+    """``given`` (array-like of ``drawn``'s size) in ``drawn``'s shape, or ``drawn`` if None."""
+    if given is None:
+        return drawn
+    arr = np.asarray(torch.as_tensor(given).detach().cpu().double())
+    if arr.size != drawn.size:
+        raise ValueError(f"{what} must have {drawn.size} values (shape {drawn.shape}), got shape {arr.shape}")
+    return arr.reshape(drawn.shape)
+
+
+@torch.no_grad()
+def render_realistic(head: HeadModel, seed: int, config: RealisticConfig | None = None, *,
+                     expression=None, pose=None, lights: LightRig | None = None) -> RealisticSample:
+    """Render realistic face ``seed`` of ``head`` with its ground truth (deterministic).
+
+    ``expression (K_exp,)``, ``pose (J, 3)`` and ``lights`` replace the drawn expression
+    weights, joint pose (jaw, eyes) and light rig (figures, tests); everything else is drawn as
+    without them."""
+    cfg = config or RealisticConfig()
+    rngs = streams(seed)
+    clock = _Clock()
+    person = _draw_person(head, rngs, cfg, clock)
+    expr, q, group = _draw_expression(head, rngs["shape"], cfg, cfg.wrinkle_expression_probability or 0.0)
+    expr, q = _override(expr, expression, "expression"), _override(q, pose, "pose")
+    sample = _render_view(head, seed, cfg, person, rngs, expr, q, rngs["props"], None, lights, clock)
+    if group is not None:
+        sample.attributes["wrinkle_expression"] = group
+    return sample
+
+
+@torch.no_grad()
+def render_realistic_views(head: HeadModel, seed: int, k: int, config: RealisticConfig | None = None
+                           ) -> list[RealisticSample]:
+    """``k`` photos of one person (identity group ``seed``): the same identity, painted skin,
+    hair (style and shell), hat and static detail (pores, age lines); per view its own
+    expression — with probability ``wrinkle_expression_probability`` (None: 0.5) one wrinkle
+    expression made strong (:func:`engine.generator.wrinkles.wrinkle_expression`) — jaw and
+    gaze, head pose, camera, glasses and hand, lights, background and degradations (drawn from
+    :func:`view_streams`). View 0 is ``render_realistic(seed)`` when the config's
+    ``wrinkle_expression_probability`` is the same for both."""
+    if k < 1:
+        raise ValueError(f"an identity group needs at least one view, got k={k}")
+    cfg = config or RealisticConfig()
+    p = 0.5 if cfg.wrinkle_expression_probability is None else cfg.wrinkle_expression_probability
+    rngs = streams(seed)
+    clock = _Clock()
+    person = _draw_person(head, rngs, cfg, clock)
+    views = []
+    for v in range(k):
+        if v == 0:
+            vr, props_rng, occluders = rngs, rngs["props"], None
+        else:
+            vr, clock = view_streams(seed, v), _Clock()
+            props_rng = np.random.default_rng([int(seed), 12, STREAMS.index("props")])  # the person's hair and hat again
+            occluders = vr["props"]
+        expr, q, group = _draw_expression(head, vr["shape"], cfg, p)
+        sample = _render_view(head, seed, cfg, person, vr, expr, q, props_rng, occluders, None, clock)
+        sample.attributes.update(view=v, wrinkle_expression=group)
+        views.append(sample)
+    return views

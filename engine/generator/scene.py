@@ -9,7 +9,13 @@ normals, the camera centre ``−Rᵀt`` and the lights turned by ``Rᵀ``. Per-v
 (normals, eyeball directions, specular material, ambient occlusion, region weights) and the
 UV albedo are interpolated with :func:`engine.render.interpolate_foreground` and
 :func:`engine.render.sample_uv_map`; the eyes' irises are evaluated per pixel
-(:func:`engine.generator.eyes.eye_albedo`).
+(:func:`engine.generator.eyes.eye_albedo`). With a detail map (``HeadSurface.displacement``,
+metres along the normal in UV) the head's normals are bent per pixel by its slope
+(:func:`engine.render.perturb_normals`, the first-order normal of the displaced surface) before
+shading, except on the eyes, and grooves lose light to their walls (cavity occlusion: a point
+``c`` below the mean of its surroundings, :func:`engine.render.sample_uv_cavity`, keeps
+``1 + c / CAVITY_DEPTH_M`` of the ambient and direct light, at least ``CAVITY_FLOOR``); positions,
+depth and masks stay those of the coarse mesh.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ from engine.generator.eyes import EyeLook, eye_albedo
 from engine.generator.lights import UP_CAMERA, LightRig, ShadowMap, shade, shadow_map
 from engine.generator.props import SEGMENT_LABELS, PropsMesh
 from engine.generator.tones import srgb_to_linear
-from engine.render import interpolate_foreground, rasterize, sample_uv_map, signed_area2, vertex_normals
+from engine.render import (interpolate_foreground, perturb_normals, rasterize, sample_uv_cavity, sample_uv_gradient,
+                           sample_uv_map, signed_area2, uv_tangents, vertex_normals)
 
 
 @dataclass
 class HeadSurface:
     """What the renderer needs of the painted, posed head: ``faces (F', 3)`` drawn and their
     ``face_uv``, the sRGB ``texture (1, 3, S, S)``, per-vertex ``attributes (V, C)`` (see
-    :data:`HEAD_CHANNELS`) and per-face segmentation ``labels (F',)``."""
+    :data:`HEAD_CHANNELS`), per-face segmentation ``labels (F',)``, the eyes' look and an
+    optional detail map ``displacement (1, 1, S', S')`` (metres along the normal, UV)."""
 
     faces: torch.Tensor
     face_uv: torch.Tensor
@@ -39,7 +47,14 @@ class HeadSurface:
     attributes: torch.Tensor
     labels: torch.Tensor
     eye_look: EyeLook
+    displacement: torch.Tensor | None = None
 
+
+#: cavity occlusion of the detail map: a groove this far (metres) below its surroundings (ring of
+#: CAVITY_RADIUS_TEXELS) would get no light; every point keeps at least CAVITY_FLOOR of it
+CAVITY_DEPTH_M = 0.8e-3
+CAVITY_RADIUS_TEXELS = 1.5
+CAVITY_FLOOR = 0.4
 
 #: channels of :attr:`HeadSurface.attributes`: eyeball rest direction (3), specular strength,
 #: shininess, ambient occlusion, face-skin weight, skin weight (wrap lighting), eye weight
@@ -111,6 +126,17 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
         d = a_h[eye_px, ch["eye_dx"]:ch["eye_dz"] + 1].double().numpy()
         d /= np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
         alb_h[eye_px] = torch.from_numpy(eye_albedo(d, surface.eye_look).astype(np.float32))
+    occ_h = None  # cavity occlusion per head pixel (detail only)
+    if surface.displacement is not None:
+        bent = torch.nonzero(a_h[:, ch["eyes"]] <= 0.5)[:, 0]
+        tri = fr_h.fg_tri[bent]
+        disp = surface.displacement.to(uv_h.dtype)
+        tu, tv = uv_tangents(verts[None], surface.faces[front], dec.decoder.head.uv, surface.face_uv[front])
+        grad = sample_uv_gradient(disp, uv_h[bent])
+        a_h[bent, 3:6] = perturb_normals(a_h[bent, 3:6], tu[0, tri], tv[0, tri], grad)
+        occ_h = torch.ones(len(a_h))
+        cavity = sample_uv_cavity(disp, uv_h[bent], CAVITY_RADIUS_TEXELS)
+        occ_h[bent] = (1 + cavity / CAVITY_DEPTH_M).clamp(CAVITY_FLOOR, 1.0)
     lab_h = surface.labels[front][fr_h.fg_tri]
     is_face = a_h[:, ch["face_skin"]] > 0.5  # face skin per pixel, as in the face mask
     skin_lab = (lab_h == SEGMENT_LABELS["face_skin"]) | (lab_h == SEGMENT_LABELS["head_skin"])
@@ -179,6 +205,11 @@ def render_scene(dec: Decoded, surface: HeadSurface, props: PropsMesh, rig: Ligh
         else:
             maps.append(None)
             shadows.append(None)
+    if occ_h is not None:  # grooves of the detail map: less ambient and direct light
+        occ = torch.ones(len(pix))
+        occ[from_head] = occ_h[ih]
+        M[:, 2] *= occ
+        shadows = [occ if sh is None else sh * occ for sh in shadows]
     rad = shade(srgb_to_linear(A.clamp(0, 1)), N, view, M[:, 0], M[:, 1], M[:, 2], M[:, 3], rig, dirs, shadows, up)
     image = torch.zeros(HW, 3).index_put((pix,), rad).view(H, W, 3)
     seg = torch.zeros(HW, dtype=torch.uint8).index_put((pix,), L.to(torch.uint8)).view(H, W)

@@ -37,6 +37,14 @@ clip_consistency   photometric_l1 of each frame rendered with the identity and
                    reflectance of one other frame of its clip, drawn at random
                    (``group_size`` consecutive items form a clip; one extra render per
                    frame: O(T) per clip, not O(T²); CEST)
+detail_photometric DECA's: ℓ1 between ``image`` and the render shaded with the detail
+                   normals (``params.displacement``) over the ``detail_region`` pixels,
+                   minus ``occlusion``; per pixel (the detail is finer than the mesh)
+detail_consistency DECA's: the detail codes swapped within each group of
+                   ``group_size`` views of one person, re-decoded with each view's own
+                   expression and jaw (``detail_decoder``), then detail_photometric
+detail_regularisation  mean |displacement| over ``detail_texels`` (UV mask), mm
+detail_symmetry    mean |D − mirrored D| over ``detail_texels`` (soft symmetry), mm
 =================  ==============================================================
 
 Supervised terms, for synthetic data that knows the answer (``LossInputs.gt_*``, e.g. from
@@ -59,6 +67,8 @@ expression_gt      Σ (expression − gt_expression)²
 pose_gt            Σ over joints of the squared axis-angle difference (radians²)
 albedo             mean |albedo − gt_albedo| over ``albedo_weights`` (default the
                    head's ``face_skin`` region), sRGB units
+detail_gt          mean |displacement − gt_displacement| over ``detail_texels``, mm
+                   (the truth resampled to the prediction's size)
 =================  ==============================================================
 """
 
@@ -127,6 +137,12 @@ class LossInputs:
     gt_expression: Tensor | None = None  # (B, K_exp)
     gt_pose: Tensor | None = None  # (B, J, 3)
     gt_albedo: Tensor | None = None  # (B, V, 3) sRGB
+    gt_displacement: Tensor | None = None  # (B, 1, S, S) UV detail, metres
+    # DECA's detail stage: (codes (B, D), expression (B, E), pose (B, J, 3)) -> (B, 1, M, M)
+    detail_decoder: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    detail_texels: Tensor | None = None  # (1, 1, M, M) UV mask of the texels the detail terms count
+    detail_region: Tensor | None = None  # (V,) vertices whose pixels detail_photometric counts
+    occlusion: Tensor | None = None  # (B, H, W) pixels hidden by props (left out of detail_photometric)
     vertex_weights: Tensor | None = None  # (V,) | (B, V) weights of the vertex terms (default uniform)
     albedo_weights: Tensor | None = None  # (V,) | (B, V) weights of the albedo term (default face_skin)
 
@@ -284,6 +300,86 @@ def _shape_consistency(x: LossInputs) -> Tensor:
     return total
 
 
+def _detail_map(x: LossInputs, term: str) -> Tensor:
+    return _need(x.params.displacement, "decoded.params.displacement", term)
+
+
+def _masked_mean_mm(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-item mean of ``values (B, 1, M, M)`` (metres) over ``mask (1, 1, M, M)``, in mm."""
+    m = torch.ones_like(values[:1]) if mask is None else mask.to(values.dtype)
+    return (values * m).sum((1, 2, 3)) / m.sum().clamp_min(1.0) * 1000.0
+
+
+def detail_photometric(decoded: Decoded, image: Tensor, region: Tensor | None,
+                       occlusion: Tensor | None = None) -> Tensor:
+    """``(B,)`` mean ℓ1 colour error between ``image (B, 3, H, W)`` and ``decoded``'s render
+    (shaded with its detail normals when it has a displacement) over the pixels of ``region
+    (V,)`` (all covered pixels when None) that ``occlusion (B, H, W)`` does not hide."""
+    out = decoded.render(region=region, antialias=False)
+    w = (out.region if out.region is not None else out.mask).clamp(0, 1) * out.mask
+    if occlusion is not None:
+        w = w * (1.0 - occlusion.to(w.dtype)[:, None])
+    err = (out.image - image.to(out.image.dtype)).abs().mean(1, keepdim=True)
+    return (err * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1.0)
+
+
+def _detail_photometric(x: LossInputs) -> Tensor:
+    _detail_map(x, "detail_photometric")
+    image = _need(x.image, "image", "detail_photometric")
+    return detail_photometric(x.decoded, image, x.detail_region, x.occlusion)
+
+
+def _detail_consistency(x: LossInputs) -> Tensor:
+    image = _need(x.image, "image", "detail_consistency")
+    decode = _need(x.detail_decoder, "detail_decoder", "detail_consistency")
+    codes = _need(x.params.detail_code, "decoded.params.detail_code", "detail_consistency")
+    B = codes.shape[0]
+    if int(x.group_size) < 2 or B % int(x.group_size):
+        raise ValueError(f"loss term 'detail_consistency' needs groups of >= 2 views of one person "
+                         f"(data.views_per_identity > 1); got group_size={x.group_size} for a batch of {B}")
+    swapped = codes.reshape(B // x.group_size, x.group_size, -1).roll(1, dims=1).reshape(B, -1)
+    p = x.params
+    decoded = x.decoded.decoder(p.replace(displacement=decode(swapped, p.expression, p.pose), detail_code=swapped))  # same window
+    return detail_photometric(decoded, image, x.detail_region, x.occlusion)
+
+
+def _full_size(d: Tensor, window: Tensor | None) -> int:
+    """Side of a whole-layout map with (at least) the texel density of ``d`` over ``window``."""
+    if window is None:
+        return d.shape[-1]
+    side = float((window[0, 2:] - window[0, :2]).min())
+    return int(-(-d.shape[-1] / side // 64) * 64)
+
+
+def _detail_symmetry(x: LossInputs) -> Tensor:
+    from engine.render.uv import full_to_window, window_to_full
+    from engine.texture import flip_uv_map, uv_layout
+
+    d = _detail_map(x, "detail_symmetry")
+    win = x.params.displacement_window
+    if win is None:
+        flipped = flip_uv_map(d, uv_layout(x.head, d.shape[-1]))
+    else:  # mirrored in the whole layout (the mirror partner may lie anywhere), read back in the window
+        S = _full_size(d, win)
+        flipped = full_to_window(flip_uv_map(window_to_full(d, win, S), uv_layout(x.head, S)), win, d.shape[-1])
+    return _masked_mean_mm((d - flipped).abs(), x.detail_texels)
+
+
+def _detail_gt(x: LossInputs) -> Tensor:
+    """The truth is a whole-layout map (the generator's): resampled onto the prediction's
+    window, or area-averaged to its size without one."""
+    from engine.render.uv import full_to_window
+
+    d = _detail_map(x, "detail_gt")
+    gt = _need(x.gt_displacement, "gt_displacement", "detail_gt").to(d.dtype)
+    win = x.params.displacement_window
+    if win is not None:
+        gt = full_to_window(gt, win, d.shape[-1])
+    elif gt.shape[-1] != d.shape[-1]:
+        gt = Fn.interpolate(gt, size=d.shape[-2:], mode="area")
+    return _masked_mean_mm((d - gt).abs(), x.detail_texels)
+
+
 def _contour(x: LossInputs) -> Tensor:
     return contour_loss(x.decoded, _need(x.contour, "contour", "contour"), x.contour_band, x.contour_region)
 
@@ -412,6 +508,12 @@ TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "eye_closure": _eye_closure,
     "identity": _identity,
     "shape_consistency": _shape_consistency,
+    "detail_photometric": _detail_photometric,
+    "detail_consistency": _detail_consistency,
+    "detail_regularisation": lambda x: _masked_mean_mm(_detail_map(x, "detail_regularisation").abs(),
+                                                       x.detail_texels),
+    "detail_symmetry": _detail_symmetry,
+    "detail_gt": _detail_gt,
     "vertices": _vertices,
     "shape": _shape,
     "rotation": _rotation,

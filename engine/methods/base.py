@@ -186,6 +186,8 @@ class LearnedMethod(nn.Module):
             pose=params.pose.float().cpu(), camera=camera, sh=sh,
             albedo=None if albedo is None else albedo.clamp(0, 1).float().cpu(),
             albedo_map=None if params.albedo_map is None else params.albedo_map.clamp(0, 1).float().cpu(),
+            displacement=None if params.displacement is None else params.displacement.float().cpu(),
+            detail_code=None if params.detail_code is None else params.detail_code.float().cpu(),
             visibility=vis[None].cpu(), landmarks=torch.as_tensor(np.asarray(landmarks68)[:, :2]).float()[None])
 
     # The head model is rebuilt from its own file, not stored in checkpoints (saves MBs).
@@ -262,6 +264,7 @@ class LearnedMethod(nn.Module):
             raise ModelFileError(f"checkpoint {path} does not fit this {cls.name} network: "
                                  + describe_state_mismatch(expected, got, f"head model {trained!r}"))
         model.load_state_dict(state)
+        model.source_path = str(Path(path).expanduser().absolute())  # where it came from (outputs record it)
         return model.to(device).eval()
 
     @torch.no_grad()
@@ -295,3 +298,9 @@ class LearnedPredictor:
         out = self.network.predict_photo(face.image, face.landmarks68, self.crop_scale)
         out.timings = {"network": time.perf_counter() - t0}
         return out
+
+    def detail_maps(self, params: FaceParams) -> Any:
+        """The network's animated detail maps for an estimate (:meth:`engine.methods.deca.Deca.detail_maps`),
+        or None when the network has no detail stage."""
+        fn = getattr(self.network, "detail_maps", None)
+        return fn(params) if fn is not None else None

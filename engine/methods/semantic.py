@@ -39,7 +39,8 @@ __all__ = ["SKIN_MEAN", "TRUTH_FIELDS", "SemanticConfig", "SemanticCodeMethod", 
 SKIN_MEAN = (0.62, 0.45, 0.38)  # engine.losses.SkinColourPrior's mean
 
 #: a batch's ground-truth tensors that feed the supervised loss terms (LossInputs fields)
-TRUTH_FIELDS = ("gt_vertices", "gt_K", "gt_R", "gt_t", "gt_identity", "gt_expression", "gt_pose", "gt_albedo")
+TRUTH_FIELDS = ("gt_vertices", "gt_K", "gt_R", "gt_t", "gt_identity", "gt_expression", "gt_pose", "gt_albedo",
+                "gt_displacement")
 
 
 @dataclass
@@ -224,6 +225,7 @@ class SemanticCodeMethod(LearnedMethod):
                             landmarks=None if landmarks is None else landmarks.float(), landmark_weights=w,
                             landmark_scale=float(self.cfg.image_size),
                             vertex_weights=self.gt_weights, albedo_weights=self.region_mask,
+                            occlusion=occlusion if self.cfg.mask_occlusions else None,
                             **{k: truth.get(k) for k in TRUTH_FIELDS}, **self.loss_extras(images, group_size))
         weights = self.active_losses(landmarks)
         total, terms = weighted_sum(weights, inputs, log=("landmark",) if landmarks is not None else ())

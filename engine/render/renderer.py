@@ -19,6 +19,7 @@ from .rasterize import (
     texture as _texture,
 )
 from .shading import camera_to_view, shade_sh, vertex_normals
+from .uv import perturb_normals, sample_uv_gradient, to_window, uv_tangents
 
 __all__ = ["RenderOutput", "render_mesh"]
 
@@ -54,6 +55,8 @@ def render_mesh(
     cull_backfaces: bool = True,
     shade_per: str = "pixel",
     neighbours: Tensor | None = None,
+    displacement: Tensor | None = None,
+    displacement_window: Tensor | None = None,
 ) -> RenderOutput:
     """Render model-frame ``vertices (B, V, 3)`` with ``faces (F, 3)`` through ``camera``.
 
@@ -66,6 +69,12 @@ def render_mesh(
     extra channel (e.g. ``face_skin``). ``background`` is a constant or ``(B, 3, H, W)``.
     ``cull_backfaces`` (default on) is right for closed or outward-facing surfaces and
     halves the rasterisation work; turn it off to see inner sides through holes.
+    ``displacement (B, 1, S, S)``: a UV height map (metres along the normals; DECA's detail)
+    that bends the per-pixel normals (:func:`engine.render.uv.perturb_normals`: the normal of
+    the displaced surface to first order, from the map's gradient at each pixel's ``uv`` /
+    ``face_uv`` and the triangle's UV tangents; a zero map leaves the shading as it is); with
+    ``displacement_window (B, 4)`` the map covers only that UV sub-rectangle ``(u0, v0, u1,
+    v1)`` and pixels outside it are not bent. Per-pixel shading only.
     """
     H, W = camera.image_size
     B = vertices.shape[0]
@@ -89,6 +98,24 @@ def render_mesh(
         albedo_fg = interpolate_foreground(vert_albedo, faces, fr)
 
     n_fg = interpolate_foreground(n_view, faces, fr)
+    if displacement is not None:
+        if uv is None or face_uv is None:
+            raise ValueError("a displacement map needs uv and face_uv")
+        if shade_per != "pixel":
+            raise ValueError("a displacement map is shaded per pixel (shade_per='pixel')")
+        pix_uv = interpolate(uv.to(vertices.dtype), face_uv, fr) if texture is None else pix_uv
+        grad = sample_uv_gradient(displacement.to(vertices.dtype), pix_uv.reshape(B, H * W, 2))
+        if displacement_window is not None:  # the map's texels cover the window only
+            win = displacement_window.to(vertices.dtype)
+            inner = to_window(pix_uv.reshape(B, H * W, 2), win)
+            grad = sample_uv_gradient(displacement.to(vertices.dtype), inner) / (win[:, None, 2:] - win[:, None, :2])
+            grad = grad * ((inner >= 0) & (inner <= 1)).all(-1, keepdim=True).to(grad.dtype)
+        grad_fg = grad.reshape(B * H * W, 2).index_select(0, fr.fg_index)
+        tu, tv = uv_tangents(vertices, faces, uv, face_uv)  # (B, F, 3) model frame
+        tu, tv = camera_to_view(camera.rotate_normals(tu)), camera_to_view(camera.rotate_normals(tv))
+        tri = fr.fg_tri.to(torch.int64) + fg_b * tu.shape[1]
+        n_fg = perturb_normals(n_fg, tu.reshape(-1, 3).index_select(0, tri), tv.reshape(-1, 3).index_select(0, tri),
+                               grad_fg)
     n_fg = n_fg / n_fg.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     if sh is None:
         shade_fg = torch.ones_like(albedo_fg)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as Fn
 
-from .rasterize import Fragments, interpolate, rasterize, texture
+from .rasterize import Fragments, rasterize, texture
 from .vertex_sampling import sample_image
 
 __all__ = [
@@ -22,6 +22,15 @@ __all__ = [
     "apply_displacement",
     "displaced_uv_positions",
     "normal_map_from_displacement",
+    "dilate_uv",
+    "to_window",
+    "uv_window",
+    "window_to_full",
+    "full_to_window",
+    "uv_tangents",
+    "sample_uv_gradient",
+    "sample_uv_cavity",
+    "perturb_normals",
 ]
 
 
@@ -30,13 +39,41 @@ def uv_to_texel(uv: Tensor, uv_size: int) -> Tensor:
     return torch.stack([uv[..., 0] * uv_size, (1.0 - uv[..., 1]) * uv_size], -1)
 
 
-def rasterize_uv(uv: Tensor, face_uv: Tensor, uv_size: int) -> Fragments:
+def to_window(uv: Tensor, window: Tensor | tuple[float, float, float, float] | None) -> Tensor:
+    """UV ``(..., 2)`` -> coordinates in a UV sub-rectangle ``window = (u0, v0, u1, v1)``
+    (a detail map covering only that part of the layout: ``(0, 0)``-``(1, 1)`` inside it).
+    ``window (B, 4)`` applies per batch item to ``uv (B, ..., 2)``; None = the whole layout."""
+    if window is None:
+        return uv
+    w = torch.as_tensor(window, dtype=uv.dtype, device=uv.device)
+    if w.dim() == 2:  # (B, 4) -> broadcast over uv's middle dimensions
+        w = w.view(w.shape[0], *([1] * (uv.dim() - 2)), 4)
+    lo, hi = w[..., :2], w[..., 2:]
+    return (uv - lo) / (hi - lo)
+
+
+def uv_window(uv: Tensor, face_uv: Tensor, faces: Tensor, region: Tensor, margin: float = 0.02) -> tuple[float, ...]:
+    """The square UV sub-rectangle ``(u0, v0, u1, v1)`` around the triangles whose corners are
+    all in ``region (V,)`` (bool), plus ``margin`` UV units each side: where a detail map
+    of the face needs its texels (a whole-head layout spends most of its area elsewhere)."""
+    keep = region.to(faces.device)[faces].all(1)
+    if not keep.any():
+        return (0.0, 0.0, 1.0, 1.0)
+    t = uv[face_uv[keep]].reshape(-1, 2)
+    lo, hi = t.min(0).values, t.max(0).values
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 + margin
+    return (float(centre[0]) - half, float(centre[1]) - half, float(centre[0]) + half, float(centre[1]) + half)
+
+
+def rasterize_uv(uv: Tensor, face_uv: Tensor, uv_size: int,
+                 window: tuple[float, float, float, float] | None = None) -> Fragments:
     """Rasterise the UV layout itself: per texel the face id and barycentrics ``(1, S, S)``.
 
     Uses ``face_uv`` as the triangle list; interpolate per-vertex attributes with the mesh
-    ``faces`` and these fragments (face ids are shared by both index lists).
+    ``faces`` and these fragments (face ids are shared by both index lists). ``window``:
+    rasterise only that UV sub-rectangle (:func:`to_window`) at ``S × S`` texels.
     """
-    xy = uv_to_texel(uv, uv_size)
+    xy = uv_to_texel(to_window(uv, window), uv_size)
     screen = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)[None]
     return rasterize(screen, face_uv, (uv_size, uv_size), perspective=False)
 
@@ -142,8 +179,8 @@ def displaced_uv_positions(
     size) -> per-texel base positions ``P`` and unit normals ``N`` ``(B, 3, S, S)``;
     returns ``(P + scale·d·N, N, mask (1, 1, S, S))``.
     """
-    P = interpolate(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
-    N = interpolate(normals, faces, uv_fragments).permute(0, 3, 1, 2)
+    P = _interpolate_layout(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
+    N = _interpolate_layout(normals, faces, uv_fragments).permute(0, 3, 1, 2)
     N = N / N.norm(dim=1, keepdim=True).clamp_min(1e-12)
     mask = uv_fragments.mask[:, None].to(P.dtype)
     return P + scale * displacement * N * mask, N * mask, mask
@@ -203,3 +240,114 @@ def normal_map_from_displacement(
         if mask is not None:
             n = torch.where(mask > 0, n, base_normals)
     return n
+
+
+def dilate_uv(x: Tensor, mask: Tensor, iterations: int = 2) -> Tensor:
+    """``x (B, C, S, S)`` with texels outside ``mask (1|B, 1, S, S)`` filled, ``iterations``
+    rings deep, by the mean of their valid 3×3 neighbours (inside the mask ``x`` is kept):
+    bilinear look-ups at the UV islands' borders then see no empty texels."""
+    m = mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
+    out = x * m
+    k = x.new_ones(1, 1, 3, 3)
+    C = x.shape[1]
+    for _ in range(iterations):
+        count = Fn.conv2d(m, k, padding=1)
+        total = Fn.conv2d(out.reshape(-1, 1, *x.shape[-2:]), k, padding=1).reshape(x.shape)
+        grow = (m == 0) & (count > 0)
+        out = torch.where(grow.expand(-1, C, -1, -1), total / count.clamp_min(1.0), out)
+        m = torch.where(grow, torch.ones_like(m), m)
+    return out
+
+
+def uv_tangents(vertices: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-face surface derivatives ``∂P/∂u`` and ``∂P/∂v`` ``(B, F, 3)`` (metres per UV unit)
+    of the mesh ``vertices (B, V, 3)`` through its UV layout (``uv (T, 2)``, ``face_uv (F, 3)``).
+
+    Each triangle maps linearly from UV to space: ``[P_u P_v] = [e1 e2] · [t1 t2]⁻¹`` with
+    the corner differences ``e`` in space and ``t`` in UV. Triangles with a degenerate UV
+    image (area below 1e-12) get zero derivatives.
+    """
+    p = vertices[:, faces]  # (B, F, 3, 3)
+    t = uv.to(vertices.dtype)[face_uv]  # (F, 3, 2)
+    e1, e2 = p[:, :, 1] - p[:, :, 0], p[:, :, 2] - p[:, :, 0]
+    t1, t2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    det = t1[:, 0] * t2[:, 1] - t2[:, 0] * t1[:, 1]
+    ok = det.abs() > 1e-12
+    inv = torch.where(ok, 1.0 / torch.where(ok, det, torch.ones_like(det)), torch.zeros_like(det))[None, :, None]
+    # [t1 t2]^-1 = [[t2v, -t2u], [-t1v, t1u]] / det (columns t1, t2)
+    pu = (e1 * t2[None, :, 1:2] - e2 * t1[None, :, 1:2]) * inv
+    pv = (e2 * t1[None, :, 0:1] - e1 * t2[None, :, 0:1]) * inv
+    return pu, pv
+
+
+def sample_uv_gradient(uv_map: Tensor, uv: Tensor, step_texels: float = 0.5) -> Tensor:
+    """Derivatives ``(N, 2)`` (per UV unit, ``v`` up) of a one-channel map ``uv_map (1, 1, S, S)``
+    at UV points ``(N, 2)``: central differences of bilinear samples ``step_texels`` either side
+    (the default, half a texel, follows the bilinear surface's slope continuously). Batched:
+    ``uv_map (B, 1, S, S)`` at ``uv (B, ..., 2)`` -> ``(B, ..., 2)``."""
+    if uv.dim() == 2:
+        return sample_uv_gradient(uv_map, uv[None], step_texels)[0]
+    S = uv_map.shape[-1]
+    h = step_texels / S
+    B, shape = uv.shape[0], uv.shape[1:-1]
+    off = torch.tensor([[h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]], dtype=uv.dtype, device=uv.device)
+    pts = (uv.reshape(B, 1, -1, 2) + off[None, :, None]).reshape(B, -1, 2)
+    d = sample_uv_map(uv_map.to(uv.dtype), pts)[..., 0].view(B, 4, -1)
+    return torch.stack([d[:, 0] - d[:, 1], d[:, 2] - d[:, 3]], -1).view(B, *shape, 2) / (2 * h)
+
+
+def sample_uv_cavity(uv_map: Tensor, uv: Tensor, radius_texels: float = 1.5) -> Tensor:
+    """How far a one-channel map ``uv_map (1, 1, S, S)`` lies below its surroundings at UV points
+    ``(N, 2)``: the bilinear sample minus the mean of eight samples on a ring of
+    ``radius_texels`` ``(N,)`` (negative in grooves, positive on ridges)."""
+    S = uv_map.shape[-1]
+    ang = torch.arange(8, dtype=uv.dtype, device=uv.device) * (torch.pi / 4)
+    off = torch.cat([torch.zeros(1, 2, dtype=uv.dtype, device=uv.device),
+                     torch.stack([ang.cos(), ang.sin()], 1) * (radius_texels / S)])
+    d = sample_uv_map(uv_map, (uv[None] + off[:, None]).reshape(1, -1, 2))[0, :, 0].view(9, -1)
+    return d[0] - d[1:].mean(0)
+
+
+def perturb_normals(normals: Tensor, tangent_u: Tensor, tangent_v: Tensor, grad: Tensor) -> Tensor:
+    """Unit normals ``(N, 3)`` of a surface displaced along its normals by a UV height map
+    (bump mapping), to first order in the displacement ``d``.
+
+    ``normals (N, 3)`` of the base surface (need not be unit), its derivatives ``tangent_u``,
+    ``tangent_v`` ``(N, 3)`` (``∂P/∂u``, ``∂P/∂v``, e.g. :func:`uv_tangents`) and the height
+    map's derivatives ``grad (N, 2)`` = ``(∂d/∂u, ∂d/∂v)`` (e.g. :func:`sample_uv_gradient`).
+    With ``P' = P + d·n``: ``P'_u × P'_v ≈ P_u × P_v + d_u (n × P_v) + d_v (P_u × n)``, divided
+    by ``(P_u × P_v)·n`` so that mirrored UV islands keep the outward side. The same surface
+    normal as :func:`normal_map_from_displacement` in object space, without the dense UV pass.
+    """
+    n = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    area = (torch.cross(tangent_u, tangent_v, dim=1) * n).sum(1, keepdim=True)
+    safe = torch.where(area.abs() > 1e-12, area, torch.ones_like(area))
+    bump = (grad[:, :1] * torch.cross(n, tangent_v, dim=1) + grad[:, 1:] * torch.cross(tangent_u, n, dim=1)) / safe
+    out = n + torch.where(area.abs() > 1e-12, bump, torch.zeros_like(bump))
+    return out / out.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def full_to_window(uv_map: Tensor, window: Tensor | tuple[float, float, float, float], size: int) -> Tensor:
+    """Resample a whole-layout UV map ``(B, C, S, S)`` onto a window ``(u0, v0, u1, v1)`` (or
+    ``(B, 4)``) at ``size × size`` texels (bilinear, borders clamped)."""
+    B = uv_map.shape[0]
+    w = torch.as_tensor(window, dtype=uv_map.dtype, device=uv_map.device).reshape(-1, 4).expand(B, 4)
+    c = (torch.arange(size, dtype=uv_map.dtype, device=uv_map.device) + 0.5) / size
+    u = w[:, None, None, 0] + c[None, None, :] * (w[:, None, None, 2] - w[:, None, None, 0])
+    v = w[:, None, None, 3] - c[None, :, None] * (w[:, None, None, 3] - w[:, None, None, 1])  # row 0 = top
+    uv = torch.stack([u.expand(B, size, size), v.expand(B, size, size)], -1)
+    return texture(uv_map, uv).permute(0, 3, 1, 2)
+
+
+def window_to_full(window_map: Tensor, window: Tensor | tuple[float, float, float, float], size: int) -> Tensor:
+    """A window's UV map ``(B, C, M, M)`` placed into a whole-layout map ``(B, C, size, size)``
+    (bilinear; 0 outside the window)."""
+    B = window_map.shape[0]
+    c = (torch.arange(size, dtype=window_map.dtype, device=window_map.device) + 0.5) / size
+    u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # (size, size): column -> u, row -> v (row 0 = top)
+    uv = torch.stack([u, v], -1)[None].expand(B, size, size, 2)
+    w = torch.as_tensor(window, dtype=window_map.dtype, device=window_map.device).reshape(-1, 4).expand(B, 4)
+    inner = to_window(uv, w)
+    out = texture(window_map, inner).permute(0, 3, 1, 2)
+    inside = ((inner >= 0) & (inner <= 1)).all(-1)[:, None].to(out.dtype)
+    return out * inside
