@@ -175,6 +175,42 @@ def result_folder(engine_choice, photos, tmp_path_factory) -> Path:
     return keep
 
 
+@pytest.fixture(scope="module")
+def detail_folder(engine_choice, photos, tmp_path_factory) -> Path:
+    """A real output folder with animated detail (docs/deca.md, "Output folder and Blender"):
+    a 2-step run of the DECA detail stage at test size (as tests/test_deca_detail.py; the
+    plain generator has no true displacement, so ``detail_gt`` is off), its detail decoder
+    randomised so that it displaces something (an untrained one gives flat maps), then
+    ``engine reconstruct --method deca`` of the astronaut. ~15 s on two cores."""
+    import torch
+
+    from engine.methods.deca import Deca
+    from engine.reconstruct import reconstruct
+    from engine.train import Trainer, load_config
+
+    root = tmp_path_factory.mktemp("deca_detail")
+    cfg = load_config(REPO / "train/configs/deca_detail.yaml",
+                      [f"run_dir={root / 'run'}", "max_steps=2", "batch_size=2", "data.image_size=64",
+                       "data.n_samples=4", "data.val_samples=2", "data.num_workers=0", "data.options={}",
+                       "progress=off", "tensorboard=false", "image_every=0", "log_every=1", "ckpt_every=2",
+                       "eval_every=0", "model.visibility_size=32", "model.width=0.25", "model.detail_uv_size=32",
+                       "init_from=", "freeze=[]", "data.views_per_identity=2", "model.losses.detail_gt=0"])
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    final = root / "run" / "final.pt"
+    net = Deca.load(final)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for param in net.detail_decoder.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+    torch.save({**torch.load(final, weights_only=True), "model": net.state_dict()}, final)
+    return reconstruct(str(photos["astronaut"]), root / "astronaut_deca", method="deca",
+                       checkpoint=str(final)).out_dir
+
+
 def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
     from blender_addon import runner
 
@@ -198,13 +234,14 @@ def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
 
 
 # ---------------------------------------------------------------------------- inside Blender
-def test_inside_blender(extension_zip, result_folder, tmp_path):
+def test_inside_blender(extension_zip, result_folder, detail_folder, tmp_path):
     """Run tests/test_blender_inside.py under bpy in a child process (see module docstring)."""
     home = tmp_path / "home"
     env = dict(os.environ, HOME=str(home), BLENDER_USER_RESOURCES=str(home / "blender"),
                XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
                FACERECON_BLENDER_CHILD="1", FACERECON_EXTENSION_ZIP=str(extension_zip),
-               FACERECON_RESULT_FOLDER=str(result_folder), PYTHONPATH=str(REPO))
+               FACERECON_RESULT_FOLDER=str(result_folder), FACERECON_DETAIL_FOLDER=str(detail_folder),
+               PYTHONPATH=str(REPO))
     code = ("import os, sys, pytest; rc = pytest.main(sys.argv[1:]); "
             "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(rc))")
     # FACERECON_INSIDE_K=EXPR runs only the inner tests that match (pytest -k), e.g. "detail"

@@ -28,6 +28,12 @@ def result_folder() -> Path:
 
 
 @pytest.fixture(scope="module")
+def deca_folder() -> Path:
+    """A real output folder with animated detail (a tiny DECA detail network; the parent's fixture)."""
+    return Path(os.environ["FACERECON_DETAIL_FOLDER"])
+
+
+@pytest.fixture(scope="module")
 def engine_choice():
     return None  # the parent only starts this file when the engine is available
 
@@ -771,7 +777,7 @@ def _uv_mask(model, vertices: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def detail_folder(result_folder, tmp_path_factory):
+def handmade_detail(result_folder, tmp_path_factory):
     """The real output folder plus hand-made animated detail (16-bit PNGs, docs/conventions.md):
     a flat neutral map (+500 units = 10 µm), bumps on the forehead for browInnerUp, bumps on
     the chin for mouthSmileLeft, flat +2000 for jawOpen and flat +3000 for the jaw at 0.35 rad.
@@ -819,14 +825,14 @@ def _weight(bpy, importer, obj, unit) -> float:
     return obj.active_material.node_tree.nodes[importer.detail_weight_node_name(unit)].outputs[0].default_value
 
 
-def test_animated_detail_weights_are_driven_by_the_shape_keys_and_the_jaw(blender, detail_folder):
+def test_animated_detail_weights_are_driven_by_the_shape_keys_and_the_jaw(blender, handmade_detail):
     """params.json's detail entry: one packed 16-bit map per unit and the jaw in the frame
     *Animated detail*, summed into the Displacement node (midlevel 0); each unit's weight is
     driven by its shape key's value (also through a face control), the jaw's by the jaw bone's
     angle about X / 0.35 rad."""
     bpy, installed = blender
     importer = installed.importer
-    folder, _, _ = detail_folder
+    folder, _, _ = handmade_detail
     obj = _import_detail(bpy, folder)
     rig = importer.pose_rig_of(obj)
     mat = obj.active_material
@@ -904,11 +910,11 @@ def test_a_folder_without_detail_entry_keeps_the_neutral_map_alone(blender, resu
     installed.importer.remove_objects([obj, obj.parent])
 
 
-def test_a_bad_detail_entry_is_one_error_and_adds_nothing(blender, detail_folder, tmp_path):
+def test_a_bad_detail_entry_is_one_error_and_adds_nothing(blender, handmade_detail, tmp_path):
     """A unit the head has no shape key for, a map outside the folder or missing, a jaw without
     a positive angle: the import fails with one sentence and rolls back."""
     bpy, _ = blender
-    folder, _, _ = detail_folder
+    folder, _, _ = handmade_detail
     good = json.loads((folder / "params.json").read_text())
     counts = lambda: [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images")]  # noqa: E731
     before = counts()
@@ -977,7 +983,7 @@ def _render_front(bpy, importer, obj, path, size=128, ortho=0.26):
     return px.reshape(size, size, 4)[..., :3], view_centre
 
 
-def test_animated_detail_renders_where_its_map_is(blender, detail_folder, tmp_path):
+def test_animated_detail_renders_where_its_map_is(blender, handmade_detail, tmp_path):
     """Cycles renders of the head under raking light at browInnerUp = 1 (the key also moves the
     brows, so the same pose with that weight's driver muted at 0 is the reference): the driven
     detail changes the forehead, where its map has bumps, and nothing else; a map baked for one
@@ -988,7 +994,7 @@ def test_animated_detail_renders_where_its_map_is(blender, detail_folder, tmp_pa
     from mathutils import Vector
     from PIL import Image
 
-    folder, regions, maps = detail_folder
+    folder, regions, maps = handmade_detail
     obj = _import_detail(bpy, folder)
     rig = importer.pose_rig_of(obj)
     importer.reset_pose(rig, to_photo=False)
@@ -1053,14 +1059,14 @@ def test_animated_detail_renders_where_its_map_is(blender, detail_folder, tmp_pa
     importer.remove_objects([obj, rig])
 
 
-def test_bake_detail_into_mesh_puts_each_units_map_into_its_shape_key(blender, detail_folder):
+def test_bake_detail_into_mesh_puts_each_units_map_into_its_shape_key(blender, handmade_detail):
     """*Bake Detail into Mesh* on a head with animated detail: the neutral map moves the base
     and every key alike; each unit's map is added to its own shape key along the normals
     (browInnerUp: the forehead only; jawOpen: its flat 40 µm everywhere); other keys keep
     their deltas."""
     bpy, installed = blender
     importer = installed.importer
-    folder, regions, _ = detail_folder
+    folder, regions, _ = handmade_detail
     obj = _import_detail(bpy, folder)
     keys = obj.data.shape_keys.key_blocks
     order = importer._model_vertex_order(obj, json.loads((folder / "rig.json").read_text()))
@@ -1095,16 +1101,17 @@ def test_bake_detail_into_mesh_puts_each_units_map_into_its_shape_key(blender, d
     importer.remove_objects([obj, obj.parent])
 
 
-def test_bake_detail_for_this_pose_sends_the_pose_to_the_engine(blender, detail_folder, tmp_path):
+def test_bake_detail_for_this_pose_sends_the_pose_to_the_engine(blender, handmade_detail, tmp_path):
     """*Bake Detail for This Pose*: the panel offers it next to the detail source; the pose it
     sends is every shape key's value (with the face controls' part) and the jaw joint's
     model-axes rotation; it runs ``python -m engine bake-detail FOLDER --pose POSE --out MAP``
-    through the job machinery, and the material is untouched when the engine fails."""
+    through the job machinery, and the material is untouched when the engine fails (the
+    successful bake: the next test)."""
     bpy, installed = blender
     importer, runner = installed.importer, installed.runner
     from types import SimpleNamespace
 
-    folder, _, _ = detail_folder
+    folder, _, _ = handmade_detail
     obj = _import_detail(bpy, folder)
     assert obj["facerecon_folder"] == str(folder)  # the folder the bake runs the engine on
     rig = importer.pose_rig_of(obj)
@@ -1136,11 +1143,11 @@ def test_bake_detail_for_this_pose_sends_the_pose_to_the_engine(blender, detail_
     request.prepare(work)
     assert json.loads((work / "pose.json").read_text()) == pose
 
-    # the operator through the engine child (synchronous path): this engine has no
-    # bake-detail command yet, so the job fails with the engine's one line and nothing changes
+    # the operator through the engine child (synchronous path): this hand-made folder has no
+    # detail code, so the engine refuses it in one line and nothing changes
     nodes = obj.active_material.node_tree.nodes
     n_nodes = len(nodes)
-    with pytest.raises(RuntimeError, match="bake-detail"):
+    with pytest.raises(RuntimeError, match="no detail code"):
         bpy.ops.facerecon.bake_detail_pose(timeout=120)
     assert len(nodes) == n_nodes and importer.DETAIL_BAKED not in nodes
     assert importer.detail_source(obj) == "ANIMATED" and not bpy.context.window_manager.facerecon_job.running
@@ -1155,3 +1162,74 @@ def test_bake_detail_for_this_pose_sends_the_pose_to_the_engine(blender, detail_
     with pytest.raises(RuntimeError, match="is gone"):
         bpy.ops.facerecon.bake_detail_pose(timeout=120)
     importer.remove_objects([obj, rig])
+
+
+def test_bake_detail_for_this_pose_end_to_end(blender, deca_folder, tmp_path):
+    """A folder written by the engine's DECA detail stage (a tiny network): the import drives
+    every unit the engine chose; *Bake Detail for This Pose* runs ``engine bake-detail`` in the
+    engine child and shows exactly the map the engine writes for the head's current pose (a
+    different map from the neutral one), a second press at another pose re-bakes, *Animated*
+    switches back; a moved network is one error line and changes nothing."""
+    bpy, installed = blender
+    importer = installed.importer
+    import subprocess
+
+    from PIL import Image
+
+    params = json.loads((deca_folder / "params.json").read_text())
+    units = list(params["detail"]["units"])
+    assert 1 <= len(units) <= 8 and params["detail"]["jaw"] is None  # this network predicts no jaw
+    obj = _import_detail(bpy, deca_folder)
+    assert list(obj["facerecon_detail_units"]) == units
+    nodes = obj.active_material.node_tree.nodes
+    drivers = {d.data_path for d in obj.active_material.node_tree.animation_data.drivers}
+    assert drivers == {f'nodes["{importer.detail_weight_node_name(u)}"].outputs[0].default_value' for u in units}
+    importer.reset_expression(obj)
+    importer.set_key_value(obj, units[0], 0.8)
+    assert _weight(bpy, importer, obj, units[0]) == pytest.approx(0.8)
+
+    def engine_map(pose) -> np.ndarray:  # what the engine writes for a pose, as Blender reads it
+        (tmp_path / "pose.json").write_text(json.dumps(pose))
+        env = installed.runner.child_env(installed.operators.engine_choice(bpy.context))
+        proc = subprocess.run([installed.operators.engine_choice(bpy.context).python, "-m", "engine", "bake-detail",
+                               str(deca_folder), "--pose", str(tmp_path / "pose.json"), "--out",
+                               str(tmp_path / "want.png")], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return np.asarray(Image.open(tmp_path / "want.png"), dtype=np.float64)[::-1] / 65535.0
+
+    def shown() -> np.ndarray:
+        return installed.importer._image_grey(nodes[importer.DETAIL_BAKED].image).astype(np.float64)
+
+    assert bpy.ops.facerecon.bake_detail_pose(timeout=300) == {"FINISHED"}
+    assert importer.detail_source(obj) == "BAKED" and nodes[importer.DETAIL_BAKED].image.packed_file is not None
+    pose = importer.detail_pose(bpy.context, obj)
+    assert pose["expression"][units[0]] == pytest.approx(0.8)
+    want = engine_map(pose)
+    assert shown().shape == want.shape and np.abs(shown() - want).max() < 0.5 / 65535
+    neutral = np.asarray(Image.open(deca_folder / "displacement.png"), dtype=np.float64)[::-1] / 65535.0
+    assert np.abs(want - neutral).max() > 20 / 65535  # the pose's own map, not the neutral one
+    # another pose: a second press re-bakes into the same node and image name
+    importer.set_key_value(obj, units[0], 0.0)
+    importer.set_key_value(obj, units[-1], 1.0)
+    obj.update_tag()
+    bpy.context.view_layer.update()
+    n_images = len(bpy.data.images)
+    assert bpy.ops.facerecon.bake_detail_pose(timeout=300) == {"FINISHED"}
+    assert len(bpy.data.images) == n_images
+    assert np.abs(shown() - engine_map(importer.detail_pose(bpy.context, obj))).max() < 0.5 / 65535
+    assert np.abs(shown() - want).max() > 20 / 65535
+    assert bpy.ops.facerecon.detail_source(baked=False) == {"FINISHED"}
+    assert importer.detail_source(obj) == "ANIMATED"
+    importer.remove_objects([obj, obj.parent])
+
+    # the network moved away: the engine's one line, and the head keeps its animated detail
+    moved = tmp_path / "moved"
+    shutil.copytree(deca_folder, moved)
+    (moved / "params.json").write_text(json.dumps(dict(params, detail=dict(
+        params["detail"], checkpoint=str(tmp_path / "gone.pt")))))
+    obj = _import_detail(bpy, moved)
+    with pytest.raises(RuntimeError, match="is not there") as failed:
+        bpy.ops.facerecon.bake_detail_pose(timeout=300)
+    assert "\n" not in str(failed.value).strip()
+    assert importer.DETAIL_BAKED not in obj.active_material.node_tree.nodes
+    importer.remove_objects([obj, obj.parent])
