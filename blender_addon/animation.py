@@ -31,7 +31,7 @@ import numpy as np
 from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProperty
 
 from . import importer, runner
-from .operators import EngineJobOperator, active_head, engine_choice
+from .operators import EngineJobOperator, active_head, engine_choice, keep_result_folder
 from .preferences import user_data_dir
 
 _FORMATS = "_facerecon_animation_formats"
@@ -248,6 +248,7 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         if new:
             obj = importer.import_result(context, job.out_dir, replace=settings.result_mode == "REPLACE",
                                          apply_expression=False, photo_lighting=settings.photo_lighting)
+            keep_result_folder(obj, job.out_dir)
         try:
             done = apply_animation(context, obj, anim)
         except Exception:

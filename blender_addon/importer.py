@@ -3,7 +3,10 @@
 ``head.glb`` gives the mesh, UVs and one named shape key per expression basis;
 ``albedo.png`` becomes the material's base colour; ``displacement.png`` (DECA detail)
 becomes a displacement/bump input of the material and can be baked into the mesh and
-every shape key alike (a Displace modifier would block shape-key export); ``params.json``
+every shape key alike (a Displace modifier would block shape-key export); with a ``detail``
+entry in ``params.json`` the expression units' detail maps (``detail/<unit>.png``) are added
+to it, each weighted by a driver that reads its shape key (and the jaw's by the jaw bone), so
+wrinkles follow the sliders (:func:`build_detail_mix`); ``params.json``
 names the object after the photo (and the face, for a group photo), keeps the fit as custom
 properties, sets the fitted expression and approximates the photo's SH lighting by a world
 shader (one world per head, reused on re-import; set as the scene's world only when the
@@ -55,6 +58,19 @@ DRIVEN_KEYS: dict[str, str] = {
 }
 
 DISPLACEMENT_MIDLEVEL = 32768.0 / 65535.0  # grey value of zero displacement in a 16-bit map
+
+#: Node names of the animated detail in the skin material (docs/blender_addon.md, "Animated detail").
+DETAIL_FRAME = "Animated detail"          # the frame around the whole mix
+DETAIL_NEUTRAL = "Detail displacement"    # image texture of displacement.png
+DETAIL_SUM = "Detail animated"            # the last node of the mix: neutral + Σ weight·Δ
+DETAIL_BAKED = "Detail (baked pose)"      # image texture of a map baked for one pose by the engine
+DETAIL_SOURCE = "Detail source"           # Mix: 0 = the animated mix, 1 = the baked pose map
+DETAIL_JAW = "jaw"                        # the jaw's term, besides the shape-key units
+
+
+def detail_weight_node_name(unit: str) -> str:
+    """The Value node that holds the weight of a unit's (or the jaw's) detail map."""
+    return f"Detail weight {unit}"
 
 # SH constants of engine.render.shading (Ramamoorthi & Hanrahan): environment radiance of
 # bands 0 and 1 is L0·C0 + C1·(L1·y + L2·z + L3·x) in the view frame.
@@ -230,6 +246,8 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
         add_pose_controls(rig, rig_data)
     elif rig is not None:
         _pose_rig(rig, params)
+    if obj.get("facerecon_detail_units") is not None:
+        add_detail_drivers(obj)
     if bake and obj.get("facerecon_displacement_image"):
         bake_detail(obj)
     # last, so that a failed import leaves the scene's world as it was
@@ -293,23 +311,29 @@ def _build_material(obj, out_dir: Path, params: dict, name: str) -> None:
         links.new(uv.outputs["UV"], tex.inputs["Vector"])
         links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
         obj["facerecon_albedo_image"] = albedo.name
+    detail = read_detail(out_dir, params)
+    if detail is not None and not disp_path.is_file():
+        raise ImportFailed(f"params.json has a 'detail' entry but {disp_path} (the neutral detail map) is missing.")
     if disp_path.is_file():
         scale_m = float(params.get("displacement_scale_m", 0.0))
         if scale_m <= 0.0:
             raise ImportFailed(f"{disp_path} exists but params.json has no positive displacement_scale_m.")
         disp_img = _load_image(disp_path, non_color=True)
         dtex = nodes.new("ShaderNodeTexImage")
-        dtex.name = dtex.label = "Detail displacement"
+        dtex.name = dtex.label = DETAIL_NEUTRAL
         dtex.image = disp_img
         dtex.interpolation = "Cubic"
         dtex.location = (-600, -250)
         disp = nodes.new("ShaderNodeDisplacement")
         disp.name = "Detail"
         disp.location = (-250, -250)
-        disp.inputs["Midlevel"].default_value = DISPLACEMENT_MIDLEVEL
         disp.inputs["Scale"].default_value = 65535.0 * scale_m
         links.new(uv.outputs["UV"], dtex.inputs["Vector"])
-        links.new(dtex.outputs["Color"], disp.inputs["Height"])
+        if detail is None:  # the neutral map alone, straight into the height
+            disp.inputs["Midlevel"].default_value = DISPLACEMENT_MIDLEVEL
+            links.new(dtex.outputs["Color"], disp.inputs["Height"])
+        else:
+            build_detail_mix(obj, mat, uv, dtex, disp, detail)
         links.new(disp.outputs["Displacement"], out.inputs["Displacement"])
         mat.displacement_method = "BUMP"  # works without subdivision, in EEVEE and Cycles
         obj["facerecon_displacement_image"] = disp_img.name
@@ -318,6 +342,275 @@ def _build_material(obj, out_dir: Path, params: dict, name: str) -> None:
     obj.data.materials.append(mat)
     if old_mat is not None and old_mat.users == 0:
         bpy.data.materials.remove(old_mat)
+
+
+# ---------------------------------------------------------------------------- animated detail
+def _folder_file(out_dir: Path, rel, what: str) -> Path:
+    """A file named by params.json, inside the output folder (no absolute paths, no ``..``)."""
+    if not isinstance(rel, str) or not rel:
+        raise ImportFailed(f"params.json's detail entry names no file for {what}.")
+    root = out_dir.resolve()
+    path = (out_dir / rel).resolve()
+    if Path(rel).is_absolute() or root not in path.parents:
+        raise ImportFailed(f"params.json's detail map for {what} ('{rel}') is not inside {out_dir}.")
+    if not path.is_file():
+        raise ImportFailed(f"The detail map for {what} ({out_dir / rel}) is missing.")
+    return path
+
+
+def read_detail(out_dir: Path, params: dict) -> dict | None:
+    """The ``detail`` entry of params.json, checked: ``{"units": {unit: Path}, "jaw": (Path,
+    radians) or None}``; None when the folder has no animated detail."""
+    entry = params.get("detail")
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise ImportFailed("params.json's 'detail' entry is not an object.")
+    units = entry.get("units") or {}
+    if not isinstance(units, dict) or not all(isinstance(k, str) and k for k in units):
+        raise ImportFailed("params.json's detail 'units' is not an object of {shape key: file}.")
+    if DETAIL_JAW in units:
+        raise ImportFailed(f"params.json's detail units name '{DETAIL_JAW}', which is the jaw's map.")
+    jaw = entry.get("jaw")
+    jaw_map = None
+    if jaw is not None:
+        try:
+            rad = float(jaw["rad"])
+        except (TypeError, KeyError, ValueError):
+            raise ImportFailed("params.json's detail 'jaw' needs a 'file' and an angle 'rad'.") from None
+        if not (math.isfinite(rad) and rad > 0.0):
+            raise ImportFailed(f"params.json's detail jaw angle 'rad' must be positive, not {jaw['rad']!r}.")
+        jaw_map = (_folder_file(out_dir, jaw.get("file"), "the jaw"), rad)
+    return {"units": {unit: _folder_file(out_dir, rel, unit) for unit, rel in units.items()}, "jaw": jaw_map}
+
+
+def _math(nodes, operation: str, label: str, location, parent, value: float | None = None):
+    node = nodes.new("ShaderNodeMath")
+    node.operation = operation
+    node.name = node.label = label
+    node.parent = parent
+    node.location = location
+    if value is not None:
+        node.inputs[1].default_value = value
+    return node
+
+
+def build_detail_mix(obj, mat, uv, neutral_tex, disp, detail: dict) -> None:
+    """The animated detail height in the skin material, inside the frame *Animated detail*:
+
+    ``(neutral − mid) + Σ_k w_k·(Δ_k − mid) + w_jaw·(Δ_jaw − mid)`` into the Displacement
+    node's Height (midlevel 0, scale = metres per unit × 65535), with ``mid`` = 32768/65535.
+    Each map is a packed 16-bit Non-Color image texture; each weight ``w`` is a Value node
+    (:func:`detail_weight_node_name`) that :func:`add_detail_drivers` drives by its shape
+    key (the jaw's: jaw bone angle about X / the map's angle). Missing shape keys are an
+    :class:`ImportFailed`."""
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    keys = obj.data.shape_keys
+    names = {kb.name for kb in keys.key_blocks[1:]} if keys is not None else set()
+    missing = [u for u in detail["units"] if u not in names]
+    if missing:
+        raise ImportFailed(f"params.json has detail maps for {', '.join(missing)}, which the head has no "
+                           "shape key for.")
+    frame = nodes.new("NodeFrame")
+    frame.name = frame.label = DETAIL_FRAME
+    neutral_tex.parent = frame
+    neutral_tex.location = (-1300, -250)
+    total = _math(nodes, "SUBTRACT", "Detail neutral - mid", (-1000, -250), frame, DISPLACEMENT_MIDLEVEL)
+    links.new(neutral_tex.outputs["Color"], total.inputs[0])
+    terms = list(detail["units"].items())
+    if detail["jaw"] is not None:
+        terms.append((DETAIL_JAW, detail["jaw"][0]))
+    images = {}
+    for i, (unit, path) in enumerate(terms):
+        y = -550 - 320 * i
+        image = _load_image(path, non_color=True)
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = f"Detail {unit}"
+        tex.image = image
+        tex.interpolation = "Cubic"
+        tex.parent = frame
+        tex.location = (-1300, y)
+        links.new(uv.outputs["UV"], tex.inputs["Vector"])
+        centred = _math(nodes, "SUBTRACT", f"Detail {unit} - mid", (-1000, y), frame, DISPLACEMENT_MIDLEVEL)
+        links.new(tex.outputs["Color"], centred.inputs[0])
+        weight = nodes.new("ShaderNodeValue")
+        weight.name = detail_weight_node_name(unit)
+        weight.label = f"{unit} (driven)"
+        weight.parent = frame
+        weight.location = (-1000, y - 170)
+        weight.outputs[0].default_value = 0.0
+        scaled = _math(nodes, "MULTIPLY", f"Detail {unit} weighted", (-800, y), frame)
+        links.new(centred.outputs["Value"], scaled.inputs[0])
+        links.new(weight.outputs["Value"], scaled.inputs[1])
+        added = _math(nodes, "ADD", f"Detail + {unit}", (-600, y + 150), frame)
+        links.new(total.outputs["Value"], added.inputs[0])
+        links.new(scaled.outputs["Value"], added.inputs[1])
+        total = added
+        images[unit] = image.name
+    total.name = DETAIL_SUM
+    disp.inputs["Midlevel"].default_value = 0.0
+    links.new(total.outputs["Value"], disp.inputs["Height"])
+    obj["facerecon_detail_units"] = {u: images[u] for u in detail["units"]}
+    if detail["jaw"] is not None:
+        obj["facerecon_detail_jaw"] = {"image": images[DETAIL_JAW], "rad": float(detail["jaw"][1])}
+
+
+def skin_material(obj):
+    """The head's skin material (slot 0), or None."""
+    mats = obj.data.materials
+    mat = mats[0] if len(mats) else None
+    return mat if mat is not None and mat.node_tree is not None else None
+
+
+def add_detail_drivers(obj) -> list[str]:
+    """Drive each detail weight of the skin material: a unit's by its shape key's value
+    (``key_blocks["<unit>"].value``, so also what the face controls add to it), the jaw's by
+    the rig's ``jaw`` bone: its local rotation about X (swing-twist, radians) divided by the
+    map's angle. The rig.json armature's jaw bone has its local X along the model's X, so that
+    angle is the engine's jaw rotation about X (a positive angle opens the mouth). The jaw's
+    weight stays 0 without such a rig. Returns the driven data paths."""
+    mat = skin_material(obj)
+    keys = obj.data.shape_keys
+    if mat is None:
+        return []
+    nodes = mat.node_tree.nodes
+    paths = []
+    for unit in obj.get("facerecon_detail_units", {}):
+        node = nodes.get(detail_weight_node_name(unit))
+        if node is None or keys is None:
+            continue
+        node.outputs[0].driver_remove("default_value")
+        driver = node.outputs[0].driver_add("default_value").driver
+        driver.type = "AVERAGE"
+        var = driver.variables.new()
+        var.name = "weight"
+        var.type = "SINGLE_PROP"
+        var.targets[0].id_type = "KEY"
+        var.targets[0].id = keys
+        var.targets[0].data_path = f'key_blocks["{unit}"].value'
+        paths.append(node.outputs[0].path_from_id("default_value"))
+    jaw = obj.get("facerecon_detail_jaw")
+    rig = pose_rig_of(obj)
+    node = nodes.get(detail_weight_node_name(DETAIL_JAW))
+    if jaw is not None and node is not None and rig is not None and "jaw" in rig.pose.bones:
+        node.outputs[0].driver_remove("default_value")
+        driver = node.outputs[0].driver_add("default_value").driver
+        driver.type = "SCRIPTED"
+        var = driver.variables.new()
+        var.name = "jaw"
+        var.type = "TRANSFORMS"
+        target = var.targets[0]
+        target.id = rig
+        target.bone_target = "jaw"
+        target.transform_type = "ROT_X"
+        target.transform_space = "LOCAL_SPACE"
+        target.rotation_mode = "SWING_TWIST_X"
+        driver.expression = f"jaw / {float(jaw['rad'])!r}"  # a simple expression: no Python needed
+        paths.append(node.outputs[0].path_from_id("default_value"))
+    return paths
+
+
+def jaw_model_rotation(rig) -> list[float]:
+    """The ``jaw`` bone's current local rotation as the engine's joint pose: axis-angle in model
+    axes (radians), the inverse of :func:`_bone_local_rotation`; zeros without a jaw bone."""
+    from mathutils import Matrix
+
+    if rig is None or "jaw" not in rig.pose.bones:
+        return [0.0, 0.0, 0.0]
+    local = np.array(rig.pose.bones["jaw"].matrix_basis.to_3x3())
+    M = np.array(rig.data.bones["jaw"].matrix_local.to_3x3())
+    R = MODEL_TO_BLENDER.T @ (M @ local @ M.T) @ MODEL_TO_BLENDER
+    axis, angle = Matrix(R.tolist()).to_quaternion().to_axis_angle()
+    return [float(c) * float(angle) for c in axis]
+
+
+def detail_pose(context, obj) -> dict:
+    """The pose ``engine bake-detail`` bakes a map for: every shape key's current value (with
+    what drivers and animation put there) and the jaw joint's rotation (model axes, radians)."""
+    depsgraph = context.evaluated_depsgraph_get()
+    keys = obj.data.shape_keys
+    expression = {}
+    if keys is not None:
+        evaluated = keys.evaluated_get(depsgraph)
+        expression = {kb.name: float(kb.value) for kb in evaluated.key_blocks[1:]}
+    rig = pose_rig_of(obj)
+    return {"expression": expression,
+            "jaw": jaw_model_rotation(rig.evaluated_get(depsgraph) if rig is not None else None)}
+
+
+def _detail_nodes(obj):
+    """(material, Displacement node, the animated mix's last node) of a head with animated detail."""
+    mat = skin_material(obj)
+    if mat is None or obj.get("facerecon_detail_units") is None:
+        raise ImportFailed(f"'{obj.name}' has no animated detail (its folder had no detail maps).")
+    nodes = mat.node_tree.nodes
+    disp, total = nodes.get("Detail"), nodes.get(DETAIL_SUM)
+    if disp is None or total is None:
+        raise ImportFailed(f"The skin material of '{obj.name}' has lost its detail nodes ('Detail', "
+                           f"'{DETAIL_SUM}').")
+    return mat, disp, total
+
+
+def use_baked_detail(obj, path: str | Path) -> bpy.types.Image:
+    """Load a map written by ``engine bake-detail`` (same encoding and scale as
+    displacement.png) as *Detail (baked pose)* and switch the height to it (the *Detail
+    source* Mix, factor 1). A second bake replaces the image; :func:`set_detail_source` goes
+    back to the animated mix."""
+    mat, disp, total = _detail_nodes(obj)
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    image = _load_image(Path(path), non_color=True)
+    image.name = f"{obj.name} {DETAIL_BAKED}"
+    tex = nodes.get(DETAIL_BAKED)
+    frame = nodes.get(DETAIL_FRAME)
+    if tex is None:
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = DETAIL_BAKED
+        tex.interpolation = "Cubic"
+        tex.parent = frame
+        tex.location = (-1300, 200)
+        uv = next((n for n in nodes if n.type == "UVMAP"), None)
+        if uv is not None:
+            links.new(uv.outputs["UV"], tex.inputs["Vector"])
+        centred = _math(nodes, "SUBTRACT", f"{DETAIL_BAKED} - mid", (-1000, 200), frame, DISPLACEMENT_MIDLEVEL)
+        links.new(tex.outputs["Color"], centred.inputs[0])
+        mix = nodes.new("ShaderNodeMix")
+        mix.name = mix.label = DETAIL_SOURCE
+        mix.data_type = "FLOAT"
+        mix.parent = frame
+        mix.location = (-450, 0)
+        links.new(total.outputs["Value"], _socket(mix.inputs, "A_Float"))
+        links.new(centred.outputs["Value"], _socket(mix.inputs, "B_Float"))
+        links.new(_socket(mix.outputs, "Result_Float"), disp.inputs["Height"])
+    old = tex.image
+    tex.image = image
+    if old is not None and old != image and old.users == 0:
+        bpy.data.images.remove(old)
+    image.name = f"{obj.name} {DETAIL_BAKED}"  # (after the old one is gone: no ".001")
+    set_detail_source(obj, baked=True)
+    return image
+
+
+def set_detail_source(obj, baked: bool) -> None:
+    """Height from the map baked for one pose (``baked``) or from the animated mix."""
+    mat, disp, total = _detail_nodes(obj)
+    mix = mat.node_tree.nodes.get(DETAIL_SOURCE)
+    if mix is None:
+        if baked:
+            raise ImportFailed(f"'{obj.name}' has no detail map baked for a pose yet.")
+        return
+    _socket(mix.inputs, "Factor_Float").default_value = 1.0 if baked else 0.0
+
+
+def detail_source(obj) -> str | None:
+    """What the head's detail height comes from now: ``ANIMATED``, ``BAKED`` (the *Detail
+    source* Mix's factor), or None for a head without animated detail."""
+    mat = skin_material(obj)
+    if mat is None or obj.get("facerecon_detail_units") is None:
+        return None
+    mix = mat.node_tree.nodes.get(DETAIL_SOURCE)
+    if mix is None:
+        return "ANIMATED"
+    return "BAKED" if _socket(mix.inputs, "Factor_Float").default_value > 0.5 else "ANIMATED"
 
 
 # ---------------------------------------------------------------------------- eyes, mouth, teeth
@@ -1042,12 +1335,10 @@ def _sample_bilinear(grid: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def detail_offsets(obj) -> np.ndarray:
-    """Per-vertex displacement (V, 3) in metres from the detail map, along basis normals."""
+def _map_heights(obj, image: bpy.types.Image) -> np.ndarray:
+    """Per-vertex height (V,) in metres of a detail map (zero at grey 32768; the head's metres
+    per unit), averaged over each vertex's UV corners."""
     mesh = obj.data
-    image = bpy.data.images.get(obj.get("facerecon_displacement_image", ""))
-    if image is None:
-        raise ImportFailed(f"{obj.name} has no detail displacement map.")
     scale_m = float(obj["facerecon_displacement_scale_m"])
     grid = _image_grey(image).astype(np.float64)
     n_loops, n_verts = len(mesh.loops), len(mesh.vertices)
@@ -1057,29 +1348,65 @@ def detail_offsets(obj) -> np.ndarray:
     mesh.loops.foreach_get("vertex_index", loop_vert)
     height = (_sample_bilinear(grid, uv.reshape(-1, 2).astype(np.float64)) * 65535.0 - 32768.0) * scale_m
     counts = np.bincount(loop_vert, minlength=n_verts)
-    per_vertex = np.bincount(loop_vert, weights=height, minlength=n_verts) / np.maximum(counts, 1)
-    normals = np.empty(n_verts * 3, dtype=np.float32)
-    mesh.vertex_normals.foreach_get("vector", normals)
-    return per_vertex[:, None] * normals.reshape(-1, 3)
+    return np.bincount(loop_vert, weights=height, minlength=n_verts) / np.maximum(counts, 1)
+
+
+def _basis_normals(obj) -> np.ndarray:
+    normals = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
+    obj.data.vertex_normals.foreach_get("vector", normals)
+    return normals.reshape(-1, 3).astype(np.float64)
+
+
+def detail_offsets(obj) -> np.ndarray:
+    """Per-vertex displacement (V, 3) in metres from the (neutral) detail map, along basis normals."""
+    image = bpy.data.images.get(obj.get("facerecon_displacement_image", ""))
+    if image is None:
+        raise ImportFailed(f"{obj.name} has no detail displacement map.")
+    return _map_heights(obj, image)[:, None] * _basis_normals(obj)
+
+
+def unit_detail_offsets(obj) -> dict[str, np.ndarray]:
+    """Per-vertex displacement (V, 3) of each expression unit's detail map (``detail/<unit>.png``),
+    along the basis normals: what its shape key at 1 adds to the neutral detail."""
+    units = obj.get("facerecon_detail_units", {})
+    keys = obj.data.shape_keys
+    if not units or keys is None:
+        return {}
+    normals = _basis_normals(obj)
+    offsets = {}
+    for unit, image_name in units.items():
+        image = bpy.data.images.get(image_name)
+        if image is None:
+            raise ImportFailed(f"The detail map of {unit} ('{image_name}') is no longer in the file.")
+        if unit in keys.key_blocks:
+            offsets[unit] = _map_heights(obj, image)[:, None] * normals
+    return offsets
 
 
 def bake_detail(obj) -> float:
     """Move the base mesh and every shape key by the detail map, without a modifier.
 
-    The same offset is added to all shape keys, so expression deltas are unchanged and
-    shape keys still export. The material's displacement link is removed to avoid
-    applying the detail twice. Returns the largest offset in metres.
+    The same neutral offset is added to all shape keys, so expression deltas are unchanged and
+    shape keys still export; with animated detail each unit's map is added to its own shape
+    key as well, so its wrinkles still come with the slider (also in an export). The jaw's map
+    (a bone, no shape key) and a map baked for one pose are not baked. The material's
+    displacement link is removed to avoid applying the detail twice. Returns the largest
+    offset in metres.
     """
     mesh = obj.data
     offsets = detail_offsets(obj)
+    units = unit_detail_offsets(obj)
     n = len(mesh.vertices)
     co = np.empty(n * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", co)
     mesh.vertices.foreach_set("co", (co.reshape(-1, 3) + offsets).ravel().astype(np.float32))
+    largest = float(np.abs(offsets).max()) if len(offsets) else 0.0
     if mesh.shape_keys is not None:
         for kb in mesh.shape_keys.key_blocks:
+            total = offsets + units[kb.name] if kb.name in units else offsets
             kb.data.foreach_get("co", co)
-            kb.data.foreach_set("co", (co.reshape(-1, 3) + offsets).ravel().astype(np.float32))
+            kb.data.foreach_set("co", (co.reshape(-1, 3) + total).ravel().astype(np.float32))
+            largest = max(largest, float(np.abs(total).max()) if len(total) else 0.0)
     mesh.update()
     for mat in mesh.materials:
         if mat is None or mat.node_tree is None:
@@ -1089,4 +1416,4 @@ def bake_detail(obj) -> float:
             for link in list(out.inputs["Displacement"].links):
                 mat.node_tree.links.remove(link)
     obj["facerecon_detail_baked"] = True
-    return float(np.abs(offsets).max()) if len(offsets) else 0.0
+    return largest

@@ -1,8 +1,10 @@
-"""Operators: reconstruct (background job), import a folder, export, engine check, detail bake."""
+"""Operators: reconstruct (background job), import a folder, export, engine check, detail bakes."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import bpy
@@ -180,8 +182,30 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
             context, job.out_dir, replace=settings.result_mode == "REPLACE",
             apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
             bake_detail=settings.bake_detail)
+        keep_result_folder(obj, job.out_dir)
         return (f"{obj.name}: {len(obj.data.vertices)} vertices in {job.elapsed:.1f} s",
                 f"Reconstructed '{obj.name}' in {job.elapsed:.1f} s")
+
+
+#: Where result folders of heads with animated detail are kept (inside the add-on's user folder).
+KEPT_RESULTS = "results"
+
+
+def keep_result_folder(obj, folder: Path) -> Path | None:
+    """Copy a job's temporary output folder into the user folder's ``results/`` when the head
+    has animated detail: *Bake Detail for This Pose* runs the engine on that folder later (the
+    job's own folder is removed after the import). Returns the kept folder (None: nothing kept)."""
+    if obj.get("facerecon_detail_units") is None:
+        return None
+    name = f"{bpy.path.clean_name(obj.name)}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    keep = Path(user_data_dir()) / KEPT_RESULTS / name
+    n = 1
+    while keep.exists():
+        n += 1
+        keep = keep.with_name(f"{name}-{n}")
+    shutil.copytree(folder, keep)
+    obj["facerecon_folder"] = str(keep)
+    return keep
 
 
 class FACERECON_OT_import_result(bpy.types.Operator):
@@ -277,7 +301,8 @@ class FACERECON_OT_check_engine(bpy.types.Operator):
 
 
 class FACERECON_OT_bake_detail(bpy.types.Operator):
-    """Move the mesh and all shape keys by the detail map (keeps shape keys exportable)"""
+    """Move the mesh and all shape keys by the detail map, and each expression unit's detail into its
+    shape key (keeps shape keys exportable)"""
 
     bl_idname = "facerecon.bake_detail"
     bl_label = "Bake Detail into Mesh"
@@ -295,7 +320,82 @@ class FACERECON_OT_bake_detail(bpy.types.Operator):
         except importer.ImportFailed as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Baked detail into '{obj.name}' (largest offset {largest * 1000:.2f} mm)")
+        units = len(obj.get("facerecon_detail_units", {}))
+        what = "the neutral detail map into the mesh and every shape key"
+        if units:
+            what += f", {units} expression unit map(s) into their shape keys"
+            if obj.get("facerecon_detail_jaw") is not None:
+                what += "; the jaw's detail map is not baked (no shape key)"
+        if importer.detail_source(obj) == "BAKED":
+            what += "; the map baked for one pose is not baked into the mesh"
+        self.report({"INFO"}, f"Baked {what} of '{obj.name}' (largest offset {largest * 1000:.2f} mm)")
+        return {"FINISHED"}
+
+
+class FACERECON_OT_bake_detail_pose(EngineJobOperator, bpy.types.Operator):
+    """Compute the detail map of the current expression and jaw with the detail network and show it
+    (runs the engine in the background; Esc cancels)"""
+
+    bl_idname = "facerecon.bake_detail_pose"
+    bl_label = "Bake Detail for This Pose"
+    bl_options = {"REGISTER", "UNDO"}
+    job_label = "Detail bake"
+
+    timeout: bpy.props.FloatProperty(name="Timeout", default=0.0, min=0.0, options={"SKIP_SAVE"},
+                                     description="Seconds before a synchronous run gives up (0: no limit)")
+
+    @classmethod
+    def poll(cls, context):
+        obj = active_head(context)
+        return (super().poll(context) and obj is not None and obj.get("facerecon_detail_units") is not None
+                and not obj.get("facerecon_detail_baked"))
+
+    def _make_job(self, context) -> runner.EngineJob | None:
+        obj = active_head(context)
+        folder = obj.get("facerecon_folder")
+        if not folder:
+            self.report({"ERROR"}, f"'{obj.name}' does not know its result folder; import the folder again.")
+            return None
+        choice = engine_choice(context)
+        if not choice.ok:
+            self.report({"ERROR"}, choice.reason)
+            return None
+        self._target = obj.name
+        request = runner.BakeDetailRequest(result_dir=str(folder), pose=importer.detail_pose(context, obj))
+        return runner.EngineJob(request, choice, data_dir=user_data_dir())
+
+    def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
+        obj = bpy.data.objects.get(getattr(self, "_target", ""))
+        if obj is None:
+            raise importer.ImportFailed("the head was removed while its detail was baked")
+        importer.use_baked_detail(obj, job.out_dir / runner.BakeDetailRequest.MAP_FILE)
+        return (f"{obj.name}: detail baked for this pose in {job.elapsed:.1f} s",
+                f"Baked the detail of '{obj.name}' for this pose ({job.elapsed:.1f} s); "
+                "'Animated' goes back to the slider-driven detail")
+
+
+class FACERECON_OT_detail_source(bpy.types.Operator):
+    """Take the head's detail from the slider-driven mix, or from the map baked for one pose"""
+
+    bl_idname = "facerecon.detail_source"
+    bl_label = "Detail Source"
+    bl_options = {"REGISTER", "UNDO"}
+
+    baked: BoolProperty(name="Baked pose", default=False,
+                        description="The map baked for one pose (else the animated mix of the sliders)")
+
+    @classmethod
+    def poll(cls, context):
+        obj = active_head(context)
+        return obj is not None and importer.detail_source(obj) is not None
+
+    def execute(self, context):
+        obj = active_head(context)
+        try:
+            importer.set_detail_source(obj, self.baked)
+        except importer.ImportFailed as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -425,6 +525,8 @@ classes = (
     FACERECON_OT_check_engine,
     FACERECON_OT_find_faces,
     FACERECON_OT_bake_detail,
+    FACERECON_OT_bake_detail_pose,
+    FACERECON_OT_detail_source,
     FACERECON_OT_reset_expression,
     FACERECON_OT_reset_pose,
     FACERECON_OT_remove_controls,

@@ -1,4 +1,4 @@
-"""Run ``python -m engine reconstruct`` (or ``animate``) without blocking Blender.
+"""Run ``python -m engine reconstruct`` (or ``animate``, ``bake-detail``) without blocking Blender.
 
 PyTorch is far too large to bundle in the extension, so the engine always runs in a
 child process: Blender's own interpreter when it can import torch, otherwise the external
@@ -152,8 +152,23 @@ def child_env(choice: EngineChoice, data_dir: str | os.PathLike[str] = "") -> di
     return env
 
 
+class _FolderRequest:
+    """A request whose job writes an output folder with ``head.glb`` (reconstruct, animate)."""
+
+    start_message = "starting the engine"
+
+    def prepare(self, out_dir: Path) -> None:
+        """Write what the child reads before it starts (nothing: the engine makes ``out_dir``)."""
+
+    def output_problem(self, out_dir: Path) -> str | None:
+        """Why a child that exited with status 0 did not produce the result (or None)."""
+        if (out_dir / "head.glb").is_file():
+            return None
+        return f"The engine finished but wrote no head.glb into {out_dir}."
+
+
 @dataclass
-class ReconstructRequest:
+class ReconstructRequest(_FolderRequest):
     """Arguments of ``python -m engine reconstruct`` (see docs/conventions.md)."""
 
     photo: str
@@ -178,7 +193,7 @@ class ReconstructRequest:
 
 
 @dataclass
-class AnimateRequest:
+class AnimateRequest(_FolderRequest):
     """Arguments of ``python -m engine animate`` (docs/video.md)."""
 
     video: str  # a video file or a folder of images
@@ -208,6 +223,42 @@ class AnimateRequest:
         return None if Path(self.video).exists() else f"The video '{self.video}' does not exist."
 
 
+@dataclass
+class BakeDetailRequest:
+    """Arguments of ``python -m engine bake-detail RESULT_DIR --pose POSE.json --out FILE.png``:
+    the detail network's displacement map for one pose of an imported head (docs/blender_addon.md,
+    "Animated detail"). ``pose`` is ``{"expression": {shape key: value, ...}, "jaw": [rx, ry, rz]}``
+    (the jaw joint's axis-angle rotation in model axes, radians); the job writes it to
+    ``out_dir/pose.json`` and the engine writes the 16-bit map to ``out_dir/detail_pose.png``."""
+
+    result_dir: str
+    pose: dict
+
+    POSE_FILE = "pose.json"
+    MAP_FILE = "detail_pose.png"
+    start_message = "baking the detail map for this pose"
+
+    def arguments(self, out_dir: str) -> list[str]:
+        out = Path(out_dir)
+        return ["-m", "engine", "bake-detail", self.result_dir, "--pose", str(out / self.POSE_FILE),
+                "--out", str(out / self.MAP_FILE)]
+
+    def input_problem(self) -> str | None:
+        if not (Path(self.result_dir) / "params.json").is_file():
+            return (f"The head's result folder '{self.result_dir}' is gone (or has no params.json); "
+                    "import the folder again to bake its detail.")
+        return None
+
+    def prepare(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / self.POSE_FILE).write_text(json.dumps(self.pose), encoding="utf-8")
+
+    def output_problem(self, out_dir: Path) -> str | None:
+        if (out_dir / self.MAP_FILE).is_file():
+            return None
+        return f"The engine finished but wrote no detail map {out_dir / self.MAP_FILE}."
+
+
 def _pump(stream, tag: str, q: "queue.Queue[tuple[str, str | None]]") -> None:
     """Reader thread: forward lines of a child's pipe to the queue (None = closed)."""
     try:
@@ -218,14 +269,15 @@ def _pump(stream, tag: str, q: "queue.Queue[tuple[str, str | None]]") -> None:
 
 
 class EngineJob:
-    """One reconstruction in a child process: ``start`` → ``poll`` … → ``state``.
+    """One engine command in a child process: ``start`` → ``poll`` … → ``state``.
 
     ``poll`` never blocks; reader threads turn the child's stdout (JSON progress lines)
-    and stderr into a queue. On success ``out_dir`` holds the output folder; on failure
+    and stderr into a queue. On success ``out_dir`` holds the output (the folder of
+    reconstruct/animate; for bake-detail the pose and the map written into it); on failure
     ``error`` holds one sentence for the user. ``cleanup`` removes the temporary folder.
     """
 
-    def __init__(self, request: ReconstructRequest | AnimateRequest, choice: EngineChoice,
+    def __init__(self, request: ReconstructRequest | AnimateRequest | BakeDetailRequest, choice: EngineChoice,
                  work_dir: str | None = None, data_dir: str | os.PathLike[str] = ""):
         self.request = request
         self.choice = choice
@@ -264,6 +316,11 @@ class EngineJob:
             self._fail("The engine is not bundled with this add-on (no 'engine' folder next to it).")
             return
         try:
+            self.request.prepare(self.out_dir)
+        except OSError as exc:
+            self._fail(f"Could not write the engine's input into {self.out_dir}: {exc.strerror or exc}")
+            return
+        try:
             self._proc = subprocess.Popen(
                 self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                 text=True, encoding="utf-8", errors="replace", bufsize=1,
@@ -274,7 +331,7 @@ class EngineJob:
             self._fail(f"Could not start the engine Python '{self.choice.python}': {exc}")
             return
         self.state = RUNNING
-        self.stage, self.message = "start", "starting the engine"
+        self.stage, self.message = "start", self.request.start_message
         for stream, tag in ((self._proc.stdout, "out"), (self._proc.stderr, "err")):
             threading.Thread(target=_pump, args=(stream, tag, self._queue), daemon=True).start()
             self._open_streams += 1
@@ -359,14 +416,15 @@ class EngineJob:
                 self.out_dir = Path(event["out"])
 
     def _finish(self, code: int) -> None:
-        if code == 0 and self.out_dir.is_dir() and (self.out_dir / "head.glb").is_file():
+        problem = self.request.output_problem(self.out_dir) if code == 0 else None
+        if code == 0 and problem is None:
             self.state, self.fraction, self.message = DONE, 1.0, "done"
             return
         errors = [ln[len("error:"):].strip() for ln in self._stderr if ln.startswith("error:")]
         if errors:
             self._fail(errors[-1])
         elif code == 0:
-            self._fail(f"The engine finished but wrote no head.glb into {self.out_dir}.")
+            self._fail(problem)
         else:
             tail = self._stderr[-1].strip() if self._stderr else "no message"
             self._fail(f"The engine failed (exit status {code}): {tail}")

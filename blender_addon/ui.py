@@ -179,10 +179,38 @@ class FACERECON_PT_sliders(bpy.types.Panel):
         row.operator("facerecon.reset_expression", icon="LOOP_BACK")
         row.operator("facerecon.remove_controls", icon="UNLINKED")
         if obj.get("facerecon_displacement_image"):
-            if obj.get("facerecon_detail_baked"):
-                layout.label(text="Detail baked into the mesh", icon="CHECKMARK")
-            else:
-                layout.operator("facerecon.bake_detail", icon="MOD_DISPLACE")
+            _draw_detail(layout, context, obj)
+
+
+def _draw_detail(layout, context, obj) -> None:
+    """The head's detail: the animated maps (units, jaw), the bake for this pose with its
+    progress, the source (animated mix or baked pose) and the bake into the mesh."""
+    box = layout.box()
+    units = obj.get("facerecon_detail_units")
+    if obj.get("facerecon_detail_baked"):
+        box.label(text="Detail baked into the mesh", icon="CHECKMARK")
+        return
+    if units is not None:
+        jaw = " + jaw" if obj.get("facerecon_detail_jaw") is not None else ""
+        box.label(text=f"Animated detail: {len(units)} unit(s){jaw}", icon="DRIVER")
+        job = context.window_manager.facerecon_job
+        if job.running:
+            box.progress(factor=job.progress / 100.0, type="BAR", text=job.status or "running")
+            box.label(text="Press Esc to cancel")
+        else:
+            row = box.row()
+            row.enabled = engine_choice(context).ok
+            row.operator("facerecon.bake_detail_pose", icon="RENDER_STILL")
+        source = importer.detail_source(obj)
+        row = box.row(align=True)
+        row.operator("facerecon.detail_source", text="Animated", icon="DRIVER",
+                     depress=source == "ANIMATED").baked = False
+        sub = row.row(align=True)
+        mat = importer.skin_material(obj)
+        sub.enabled = mat is not None and mat.node_tree.nodes.get(importer.DETAIL_BAKED) is not None
+        sub.operator("facerecon.detail_source", text="Baked Pose", icon="IMAGE_DATA",
+                     depress=source == "BAKED").baked = True
+    box.operator("facerecon.bake_detail", icon="MOD_DISPLACE")
 
 
 class FACERECON_PT_export(bpy.types.Panel):

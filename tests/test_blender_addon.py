@@ -105,6 +105,37 @@ def test_runner_explains_a_missing_engine(tmp_path):
     assert ["--face", "0"] == default[-2:] and "--detail" not in default
 
 
+def test_bake_detail_request_writes_the_pose_and_checks_the_map(tmp_path):
+    """The job of *Bake Detail for This Pose* (no bpy): its command line, the pose file it
+    writes before the child starts, a missing result folder refused before any child, and
+    success only when the map was written."""
+    import json
+
+    from blender_addon import runner
+
+    pose = {"expression": {"browInnerUp": 1.0, "jawOpen": 0.25}, "jaw": [0.1, 0.0, 0.0]}
+    gone = runner.BakeDetailRequest(result_dir=str(tmp_path / "gone"), pose=pose)
+    assert "is gone" in gone.input_problem()
+    job = runner.EngineJob(gone, runner.choose_python("EXTERNAL", sys.executable))
+    job.start()
+    assert job.state == runner.FAILED and "is gone" in job.error and job._proc is None
+    folder = tmp_path / "result"
+    folder.mkdir()
+    (folder / "params.json").write_text("{}")
+    request = runner.BakeDetailRequest(result_dir=str(folder), pose=pose)
+    assert request.input_problem() is None
+    out = tmp_path / "work" / "result"
+    assert request.arguments(str(out)) == ["-m", "engine", "bake-detail", str(folder), "--pose",
+                                           str(out / "pose.json"), "--out", str(out / "detail_pose.png")]
+    request.prepare(out)
+    assert json.loads((out / "pose.json").read_text()) == pose
+    assert "no detail map" in request.output_problem(out)
+    (out / "detail_pose.png").write_bytes(b"written by the engine")
+    assert request.output_problem(out) is None
+    # reconstruct and animate still need head.glb in their folder
+    assert "head.glb" in runner.ReconstructRequest(photo="p.jpg").output_problem(out)
+
+
 @pytest.fixture(scope="module")
 def engine_choice():
     from blender_addon import runner
@@ -144,6 +175,42 @@ def result_folder(engine_choice, photos, tmp_path_factory) -> Path:
     return keep
 
 
+@pytest.fixture(scope="module")
+def detail_folder(engine_choice, photos, tmp_path_factory) -> Path:
+    """A real output folder with animated detail (docs/deca.md, "Output folder and Blender"):
+    a 2-step run of the DECA detail stage at test size (as tests/test_deca_detail.py; the
+    plain generator has no true displacement, so ``detail_gt`` is off), its detail decoder
+    randomised so that it displaces something (an untrained one gives flat maps), then
+    ``engine reconstruct --method deca`` of the astronaut. ~15 s on two cores."""
+    import torch
+
+    from engine.methods.deca import Deca
+    from engine.reconstruct import reconstruct
+    from engine.train import Trainer, load_config
+
+    root = tmp_path_factory.mktemp("deca_detail")
+    cfg = load_config(REPO / "train/configs/deca_detail.yaml",
+                      [f"run_dir={root / 'run'}", "max_steps=2", "batch_size=2", "data.image_size=64",
+                       "data.n_samples=4", "data.val_samples=2", "data.num_workers=0", "data.options={}",
+                       "progress=off", "tensorboard=false", "image_every=0", "log_every=1", "ckpt_every=2",
+                       "eval_every=0", "model.visibility_size=32", "model.width=0.25", "model.detail_uv_size=32",
+                       "init_from=", "freeze=[]", "data.views_per_identity=2", "model.losses.detail_gt=0"])
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    final = root / "run" / "final.pt"
+    net = Deca.load(final)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for param in net.detail_decoder.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+    torch.save({**torch.load(final, weights_only=True), "model": net.state_dict()}, final)
+    return reconstruct(str(photos["astronaut"]), root / "astronaut_deca", method="deca",
+                       checkpoint=str(final)).out_dir
+
+
 def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
     from blender_addon import runner
 
@@ -167,16 +234,19 @@ def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
 
 
 # ---------------------------------------------------------------------------- inside Blender
-def test_inside_blender(extension_zip, result_folder, tmp_path):
+def test_inside_blender(extension_zip, result_folder, detail_folder, tmp_path):
     """Run tests/test_blender_inside.py under bpy in a child process (see module docstring)."""
     home = tmp_path / "home"
     env = dict(os.environ, HOME=str(home), BLENDER_USER_RESOURCES=str(home / "blender"),
                XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
                FACERECON_BLENDER_CHILD="1", FACERECON_EXTENSION_ZIP=str(extension_zip),
-               FACERECON_RESULT_FOLDER=str(result_folder), PYTHONPATH=str(REPO))
+               FACERECON_RESULT_FOLDER=str(result_folder), FACERECON_DETAIL_FOLDER=str(detail_folder),
+               PYTHONPATH=str(REPO))
     code = ("import os, sys, pytest; rc = pytest.main(sys.argv[1:]); "
             "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(rc))")
-    proc = subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+    # FACERECON_INSIDE_K=EXPR runs only the inner tests that match (pytest -k), e.g. "detail"
+    select = ["-k", os.environ["FACERECON_INSIDE_K"]] if os.environ.get("FACERECON_INSIDE_K") else []
+    proc = subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "-o", "addopts=", *select,
                            str(REPO / "tests" / "test_blender_inside.py")],
                           capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
     report = proc.stdout[-6000:] + "\n" + "\n".join(

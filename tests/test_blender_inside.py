@@ -28,6 +28,12 @@ def result_folder() -> Path:
 
 
 @pytest.fixture(scope="module")
+def deca_folder() -> Path:
+    """A real output folder with animated detail (a tiny DECA detail network; the parent's fixture)."""
+    return Path(os.environ["FACERECON_DETAIL_FOLDER"])
+
+
+@pytest.fixture(scope="module")
 def engine_choice():
     return None  # the parent only starts this file when the engine is available
 
@@ -748,3 +754,482 @@ def test_eyes_and_mouth_have_their_own_materials(blender, result_folder, tmp_pat
     again = bpy.context.active_object
     assert [m.name for m in again.data.materials][1:3] == names[1:3] and region_materials() == before
     importer.remove_objects([again] + ([again.parent] if again.parent else []))
+
+
+# ---------------------------------------------------------------------------- issue 14: animated detail
+DETAIL_SIZE = 1024  # texels; the open model's UV map puts ~1 mm on a texel at this size
+DETAIL_SCALE_M = 2e-8  # metres per 16-bit unit
+DETAIL_UNITS = ("browInnerUp", "mouthSmileLeft", "jawOpen")
+DETAIL_JAW_RAD = 0.35
+
+
+def _uv_mask(model, vertices: np.ndarray) -> np.ndarray:
+    """Texels (PNG rows, top = v 1) covered by the model's triangles whose vertices are all in ``vertices``."""
+    from PIL import Image, ImageDraw
+
+    faces, face_uv, uv = model.faces.numpy(), model.face_uv.numpy(), model.uv.numpy()
+    image = Image.new("L", (DETAIL_SIZE, DETAIL_SIZE), 0)
+    draw = ImageDraw.Draw(image)
+    for tri in np.flatnonzero(vertices[faces].all(1)):
+        draw.polygon([(float(u * DETAIL_SIZE), float((1.0 - v) * DETAIL_SIZE)) for u, v in uv[face_uv[tri]]],
+                     fill=255)
+    return np.asarray(image) > 0
+
+
+@pytest.fixture(scope="module")
+def handmade_detail(result_folder, tmp_path_factory):
+    """The real output folder plus hand-made animated detail (16-bit PNGs, docs/conventions.md):
+    a flat neutral map (+500 units = 10 µm), bumps on the forehead for browInnerUp, bumps on
+    the chin for mouthSmileLeft, flat +2000 for jawOpen and flat +3000 for the jaw at 0.35 rad.
+    Returns (folder, {"forehead", "chin"}: model-order vertex masks, {file: uint16 array})."""
+    from engine.head import load_head_model
+    from PIL import Image
+
+    model = load_head_model("open")
+    rest = model.template.numpy()
+    skin = model.regions["face_skin"].numpy()
+    regions = {"forehead": skin & (rest[:, 1] > 0.025) & (rest[:, 1] < 0.06) & (np.abs(rest[:, 0]) < 0.035),
+               "chin": skin & (rest[:, 1] < -0.075) & (np.abs(rest[:, 0]) < 0.03)}
+    rows, cols = np.mgrid[0:DETAIL_SIZE, 0:DETAIL_SIZE]
+    bumps = 20000.0 * np.sin(2 * np.pi * cols / 8) * np.sin(2 * np.pi * rows / 8)  # ±0.4 mm, 8 mm period
+    maps = {"displacement.png": np.full((DETAIL_SIZE, DETAIL_SIZE), 32768 + 500.0),
+            "detail/browInnerUp.png": 32768 + bumps * _uv_mask(model, regions["forehead"]),
+            "detail/mouthSmileLeft.png": 32768 + bumps * _uv_mask(model, regions["chin"]),
+            "detail/jawOpen.png": np.full((DETAIL_SIZE, DETAIL_SIZE), 32768 + 2000.0),
+            "detail/jaw.png": np.full((DETAIL_SIZE, DETAIL_SIZE), 32768 + 3000.0)}
+    folder = tmp_path_factory.mktemp("animated_detail") / "astronaut_detail"
+    shutil.copytree(result_folder, folder)
+    (folder / "detail").mkdir()
+    maps = {name: np.round(m).astype(np.uint16) for name, m in maps.items()}
+    for name, m in maps.items():
+        Image.fromarray(m).save(folder / name)
+    params = json.loads((folder / "params.json").read_text())
+    params["displacement_scale_m"] = DETAIL_SCALE_M
+    params["detail"] = {"units": {u: f"detail/{u}.png" for u in DETAIL_UNITS},
+                        "jaw": {"file": "detail/jaw.png", "rad": DETAIL_JAW_RAD},
+                        "method": "deca", "checkpoint": str(folder / "no_such_checkpoint.pt")}
+    (folder / "params.json").write_text(json.dumps(params))
+    return folder, regions, maps
+
+
+def _import_detail(bpy, folder):
+    settings = bpy.context.scene.facerecon
+    settings.result_mode, settings.bake_detail = "ADD", False
+    assert bpy.ops.facerecon.import_result(directory=str(folder)) == {"FINISHED"}
+    return bpy.context.active_object
+
+
+def _weight(bpy, importer, obj, unit) -> float:
+    obj.update_tag()
+    bpy.context.view_layer.update()
+    return obj.active_material.node_tree.nodes[importer.detail_weight_node_name(unit)].outputs[0].default_value
+
+
+def test_animated_detail_weights_are_driven_by_the_shape_keys_and_the_jaw(blender, handmade_detail):
+    """params.json's detail entry: one packed 16-bit map per unit and the jaw in the frame
+    *Animated detail*, summed into the Displacement node (midlevel 0); each unit's weight is
+    driven by its shape key's value (also through a face control), the jaw's by the jaw bone's
+    angle about X / 0.35 rad."""
+    bpy, installed = blender
+    importer = installed.importer
+    folder, _, _ = handmade_detail
+    obj = _import_detail(bpy, folder)
+    rig = importer.pose_rig_of(obj)
+    mat = obj.active_material
+    nodes = mat.node_tree.nodes
+    frame = nodes[importer.DETAIL_FRAME]
+    assert frame.type == "FRAME"
+    disp = nodes["Detail"]
+    assert disp.inputs["Midlevel"].default_value == 0.0
+    assert disp.inputs["Scale"].default_value == pytest.approx(65535 * DETAIL_SCALE_M)
+    assert disp.inputs["Height"].links[0].from_node.name == importer.DETAIL_SUM
+    output = next(n for n in nodes if n.type == "OUTPUT_MATERIAL")
+    assert output.inputs["Displacement"].links[0].from_node == disp and mat.displacement_method == "BUMP"
+    for unit in (*DETAIL_UNITS, "jaw"):
+        tex = nodes[f"Detail {unit}"]
+        assert tex.parent == frame and tex.image.packed_file is not None
+        assert tex.image.colorspace_settings.name == "Non-Color" and tex.image.is_float  # 16 bits kept
+        assert nodes[importer.detail_weight_node_name(unit)].parent == frame
+    assert nodes[importer.DETAIL_NEUTRAL].parent == frame
+    assert dict(obj["facerecon_detail_units"]).keys() == set(DETAIL_UNITS)
+    assert obj["facerecon_detail_jaw"]["rad"] == pytest.approx(DETAIL_JAW_RAD)
+
+    drivers = {d.data_path: d.driver for d in mat.node_tree.animation_data.drivers}
+    for unit in DETAIL_UNITS:
+        driver = drivers[f'nodes["{importer.detail_weight_node_name(unit)}"].outputs[0].default_value']
+        target = driver.variables[0].targets[0]
+        assert driver.is_valid and target.id == obj.data.shape_keys
+        assert target.data_path == f'key_blocks["{unit}"].value'
+    jaw = drivers[f'nodes["{importer.detail_weight_node_name("jaw")}"].outputs[0].default_value']
+    assert jaw.is_valid and jaw.variables[0].type == "TRANSFORMS"
+    assert jaw.variables[0].targets[0].id == rig and jaw.variables[0].targets[0].bone_target == "jaw"
+
+    # the weights follow the sliders and the jaw bone
+    importer.reset_pose(rig, to_photo=False)
+    importer.reset_expression(obj)
+    assert [_weight(bpy, importer, obj, u) for u in (*DETAIL_UNITS, "jaw")] == [0.0] * 4
+    importer.set_key_value(obj, "browInnerUp", 1.0)
+    assert _weight(bpy, importer, obj, "browInnerUp") == pytest.approx(1.0)
+    assert _weight(bpy, importer, obj, "mouthSmileLeft") == 0.0
+    importer.set_key_value(obj, "mouthSmileLeft", 0.25)
+    assert _weight(bpy, importer, obj, "mouthSmileLeft") == pytest.approx(0.25)
+    obj["jaw_open"] = 0.6  # the face control adds to jawOpen, whose value drives the weight
+    assert _weight(bpy, importer, obj, "jawOpen") == pytest.approx(0.6)
+    rig.pose.bones["jaw"].rotation_quaternion = importer._bone_local_rotation(rig, "jaw", (0.175, 0.0, 0.0))
+    rig.update_tag()
+    assert _weight(bpy, importer, obj, "jaw") == pytest.approx(0.5, abs=1e-5)  # 0.175 / 0.35
+    # the photo pose (the fitted jaw) gives the fitted jaw's weight
+    importer.reset_pose(rig, to_photo=True)
+    fitted = json.loads((folder / "rig.json").read_text())["pose"]["jaw"]
+    assert _weight(bpy, importer, obj, "jaw") == pytest.approx(fitted[0] / DETAIL_JAW_RAD, abs=1e-4)
+    importer.remove_objects([obj, rig])
+
+
+def test_a_folder_without_detail_entry_keeps_the_neutral_map_alone(blender, result_folder, tmp_path):
+    """displacement.png without params.json's detail: the Displacement node reads the map at
+    midlevel 32768/65535, no frame, no driven weights (as before animated detail)."""
+    bpy, installed = blender
+    from PIL import Image
+
+    folder = tmp_path / "neutral_only"
+    shutil.copytree(result_folder, folder)
+    Image.fromarray(np.full((64, 64), 32768 + 100, np.uint16)).save(folder / "displacement.png")
+    params = json.loads((folder / "params.json").read_text())
+    params["displacement_scale_m"] = 1e-6
+    (folder / "params.json").write_text(json.dumps(params))
+    obj = _import_detail(bpy, folder)
+    nodes = obj.active_material.node_tree.nodes
+    disp = nodes["Detail"]
+    assert disp.inputs["Midlevel"].default_value == pytest.approx(32768 / 65535)
+    assert disp.inputs["Height"].links[0].from_node == nodes[installed.importer.DETAIL_NEUTRAL]
+    assert installed.importer.DETAIL_FRAME not in nodes and not any(n.type == "VALUE" for n in nodes)
+    ad = obj.active_material.node_tree.animation_data
+    assert ad is None or len(ad.drivers) == 0
+    assert obj.get("facerecon_detail_units") is None and installed.importer.detail_source(obj) is None
+    assert installed.operators.keep_result_folder(obj, folder) is None  # nothing to bake later: not kept
+    installed.importer.remove_objects([obj, obj.parent])
+
+
+def test_a_bad_detail_entry_is_one_error_and_adds_nothing(blender, handmade_detail, tmp_path):
+    """A unit the head has no shape key for, a map outside the folder or missing, a jaw without
+    a positive angle: the import fails with one sentence and rolls back."""
+    bpy, _ = blender
+    folder, _, _ = handmade_detail
+    good = json.loads((folder / "params.json").read_text())
+    counts = lambda: [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images")]  # noqa: E731
+    before = counts()
+    for n, (detail, message) in enumerate([
+            ({"units": {"frownDeep": "detail/browInnerUp.png"}}, "frownDeep, which the head has no shape key"),
+            ({"units": {"browInnerUp": "../outside.png"}}, "not inside"),
+            ({"units": {"browInnerUp": "detail/none.png"}}, "missing"),
+            ({"units": {}, "jaw": {"file": "detail/jaw.png", "rad": 0}}, "must be positive")]):
+        bad = tmp_path / f"bad{n}"
+        shutil.copytree(folder, bad)
+        (bad.parent / "outside.png").write_bytes((folder / "detail" / "browInnerUp.png").read_bytes())
+        (bad / "params.json").write_text(json.dumps(dict(good, detail=dict(good["detail"], **detail))))
+        with pytest.raises(RuntimeError, match=message):
+            bpy.ops.facerecon.import_result(directory=str(bad))
+        assert counts() == before
+
+
+def _render_front(bpy, importer, obj, path, size=128, ortho=0.26):
+    """A small Cycles render of the head from the front under a raking sun from above (black
+    world, 4 samples, fixed seed: a pixel whose shading did not change renders the same).
+    Returns ((H, W, 3) linear RGB with row 0 at the bottom, the image centre's Blender (x, z))."""
+    scene = bpy.context.scene
+    centre = obj.matrix_world.translation
+    saved = scene.world, scene.camera
+    world = bpy.data.worlds.new("detail test black")
+    importer._use_nodes(world)
+    world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+    cam_data = bpy.data.cameras.new("detail test")
+    cam_data.type, cam_data.ortho_scale = "ORTHO", ortho
+    cam = bpy.data.objects.new("detail test", cam_data)
+    view_centre = (centre.x, centre.z - 0.02)  # what the image's centre shows (Blender x, z)
+    cam.location = (view_centre[0], centre.y - 0.5, view_centre[1])
+    cam.rotation_euler = (np.pi / 2, 0.0, 0.0)  # looking along +Y: at the face
+    sun_data = bpy.data.lights.new("detail test sun", "SUN")
+    sun_data.energy = 4.0
+    sun = bpy.data.objects.new("detail test sun", sun_data)
+    sun.rotation_euler = (np.radians(25), 0.0, np.radians(15))  # from above the face, grazing the forehead
+    for o in (cam, sun):
+        scene.collection.objects.link(o)
+    hidden = [o for o in scene.objects if o.type == "MESH" and o != obj and not o.hide_render]
+    for o in hidden:
+        o.hide_render = True
+    scene.world, scene.camera = world, cam
+    render = scene.render
+    render.engine, render.resolution_x, render.resolution_y, render.resolution_percentage = "CYCLES", size, size, 100
+    scene.cycles.samples, scene.cycles.device, scene.cycles.seed = 4, "CPU", 0
+    scene.cycles.use_denoising = False
+    scene.view_settings.view_transform = "Standard"
+    render.image_settings.file_format = "OPEN_EXR"
+    render.filepath = str(path)
+    try:
+        bpy.ops.render.render(write_still=True)
+        image = bpy.data.images.load(str(path))
+        px = np.empty(size * size * 4, dtype=np.float32)
+        image.pixels.foreach_get(px)
+        bpy.data.images.remove(image)
+    finally:
+        for o in hidden:
+            o.hide_render = False
+        scene.world, scene.camera = saved
+        bpy.data.objects.remove(cam)
+        bpy.data.objects.remove(sun)
+        bpy.data.cameras.remove(cam_data)
+        bpy.data.lights.remove(sun_data)
+        bpy.data.worlds.remove(world)
+    return px.reshape(size, size, 4)[..., :3], view_centre
+
+
+def test_animated_detail_renders_where_its_map_is(blender, handmade_detail, tmp_path):
+    """Cycles renders of the head under raking light at browInnerUp = 1 (the key also moves the
+    brows, so the same pose with that weight's driver muted at 0 is the reference): the driven
+    detail changes the forehead, where its map has bumps, and nothing else; a map baked for one
+    pose (neutral + browInnerUp's + mouthSmileLeft's maps) renders like the mix on the forehead
+    and adds the chin's bumps, and *Animated* switches back to the mix."""
+    bpy, installed = blender
+    importer = installed.importer
+    from mathutils import Vector
+    from PIL import Image
+
+    folder, regions, maps = handmade_detail
+    obj = _import_detail(bpy, folder)
+    rig = importer.pose_rig_of(obj)
+    importer.reset_pose(rig, to_photo=False)
+    importer.reset_expression(obj)
+    importer.set_key_value(obj, "browInnerUp", 1.0)
+    assert _weight(bpy, importer, obj, "browInnerUp") == pytest.approx(1.0)
+    order = importer._model_vertex_order(obj, json.loads((folder / "rig.json").read_text()))
+    co = np.array([obj.matrix_world @ Vector(c) for c in _evaluated_coords(bpy, obj)])
+    size, ortho = 128, 0.26
+    driven, (cx, cz) = _render_front(bpy, importer, obj, tmp_path / "driven.exr", size, ortho)
+
+    def pixels(mask):  # the pixels the region's vertices fall on
+        p = co[order[mask]]
+        col = np.floor(((p[:, 0] - cx) / ortho + 0.5) * size).astype(int)
+        row = np.floor(((p[:, 2] - cz) / ortho + 0.5) * size).astype(int)
+        out = np.zeros((size, size), bool)
+        out[np.clip(row, 0, size - 1), np.clip(col, 0, size - 1)] = True
+        return out
+
+    forehead, chin = pixels(regions["forehead"]), pixels(regions["chin"])
+    assert forehead.sum() > 20 and chin.sum() > 20 and driven[forehead].mean() > 0.05  # lit
+    mat = obj.active_material
+    weight = mat.node_tree.nodes[importer.detail_weight_node_name("browInnerUp")]
+    fcurve = mat.node_tree.animation_data.drivers.find(weight.outputs[0].path_from_id("default_value"))
+    fcurve.mute = True
+    weight.outputs[0].default_value = 0.0
+    flat, _ = _render_front(bpy, importer, obj, tmp_path / "flat.exr", size, ortho)
+    fcurve.mute = False
+    assert _weight(bpy, importer, obj, "browInnerUp") == pytest.approx(1.0)
+    diff = np.abs(driven - flat).sum(-1)
+    assert diff[forehead].mean() > 0.05, diff[forehead].mean()
+    assert diff[chin].mean() < 1e-3 * diff[forehead].mean(), (diff[chin].mean(), diff[forehead].mean())
+    rows, cols = np.nonzero(forehead)
+    around = np.zeros_like(forehead)
+    around[max(rows.min() - 4, 0):rows.max() + 5, max(cols.min() - 4, 0):cols.max() + 5] = True
+    assert diff[~around].mean() < 0.01 * diff[forehead].mean()  # nothing else changed
+
+    # a map baked for one pose (what the engine's bake-detail writes: same encoding and scale)
+    baked = maps["displacement.png"].astype(np.int64) + maps["detail/browInnerUp.png"] \
+        + maps["detail/mouthSmileLeft.png"] - 2 * 32768
+    Image.fromarray(baked.astype(np.uint16)).save(tmp_path / "pose.png")
+    image = importer.use_baked_detail(obj, tmp_path / "pose.png")
+    nodes = mat.node_tree.nodes
+    assert nodes[importer.DETAIL_BAKED].image == image and image.packed_file is not None
+    assert nodes["Detail"].inputs["Height"].links[0].from_node == nodes[importer.DETAIL_SOURCE]
+    assert importer.detail_source(obj) == "BAKED"
+    pose, _ = _render_front(bpy, importer, obj, tmp_path / "pose.exr", size, ortho)
+    assert np.abs(pose - driven).sum(-1)[forehead].mean() < 0.02 * diff[forehead].mean()
+    assert np.abs(pose - driven).sum(-1)[chin].mean() > 0.2 * diff[forehead].mean()  # the chin's bumps
+    # a second bake replaces the image (no ".001" piling up)
+    n_images = len(bpy.data.images)
+    again = importer.use_baked_detail(obj, tmp_path / "pose.png")
+    assert len(bpy.data.images) == n_images and nodes[importer.DETAIL_BAKED].image == again
+    assert again.name == f"{obj.name} {importer.DETAIL_BAKED}"
+    # back to the animated mix
+    assert bpy.ops.facerecon.detail_source(baked=False) == {"FINISHED"}
+    assert importer.detail_source(obj) == "ANIMATED"
+    back, _ = _render_front(bpy, importer, obj, tmp_path / "back.exr", size, ortho)
+    assert np.abs(back - driven).sum(-1).max() < 1e-4
+    assert bpy.ops.facerecon.detail_source(baked=True) == {"FINISHED"}
+    assert importer.detail_source(obj) == "BAKED"
+    importer.remove_objects([obj, rig])
+
+
+def test_bake_detail_into_mesh_puts_each_units_map_into_its_shape_key(blender, handmade_detail):
+    """*Bake Detail into Mesh* on a head with animated detail: the neutral map moves the base
+    and every key alike; each unit's map is added to its own shape key along the normals
+    (browInnerUp: the forehead only; jawOpen: its flat 40 µm everywhere); other keys keep
+    their deltas."""
+    bpy, installed = blender
+    importer = installed.importer
+    folder, regions, _ = handmade_detail
+    obj = _import_detail(bpy, folder)
+    keys = obj.data.shape_keys.key_blocks
+    order = importer._model_vertex_order(obj, json.loads((folder / "rig.json").read_text()))
+
+    def key_co(name):
+        co = np.empty(len(keys[name].data) * 3)
+        keys[name].data.foreach_get("co", co)
+        return co.reshape(-1, 3)
+
+    names = ["Basis", *DETAIL_UNITS, "eyeBlinkLeft"]
+    before = {n: key_co(n) for n in names}
+    normals = np.empty(len(obj.data.vertices) * 3)
+    obj.data.vertex_normals.foreach_get("vector", normals)
+    normals = normals.reshape(-1, 3)
+    assert bpy.ops.facerecon.bake_detail() == {"FINISHED"}
+    after = {n: key_co(n) for n in names}
+    basis_move = after["Basis"] - before["Basis"]
+    assert np.allclose(basis_move, 500 * DETAIL_SCALE_M * normals, atol=1e-7)  # the neutral map: 10 µm
+    change = {n: (after[n] - after["Basis"]) - (before[n] - before["Basis"]) for n in names[1:]}
+    assert np.abs(change["eyeBlinkLeft"]).max() < 1e-7  # not a detail unit: its delta is unchanged
+    assert np.allclose(change["jawOpen"], 2000 * DETAIL_SCALE_M * normals, atol=1e-7)
+    brow = np.linalg.norm(change["browInnerUp"], axis=1)
+    forehead = np.zeros(len(brow), bool)
+    forehead[order[regions["forehead"]]] = True
+    assert brow[forehead].max() > 2e-4  # bumps of ±0.4 mm
+    assert np.allclose(np.abs((change["browInnerUp"] * normals).sum(1)), brow, atol=1e-8)  # along the normals
+    chin = np.zeros(len(brow), bool)
+    chin[order[regions["chin"]]] = True
+    assert brow[chin].max() < 1e-8
+    output = next(n for n in obj.active_material.node_tree.nodes if n.type == "OUTPUT_MATERIAL")
+    assert not output.inputs["Displacement"].links
+    importer.remove_objects([obj, obj.parent])
+
+
+def test_bake_detail_for_this_pose_sends_the_pose_to_the_engine(blender, handmade_detail, tmp_path):
+    """*Bake Detail for This Pose*: the panel offers it next to the detail source; the pose it
+    sends is every shape key's value (with the face controls' part) and the jaw joint's
+    model-axes rotation; it runs ``python -m engine bake-detail FOLDER --pose POSE --out MAP``
+    through the job machinery, and the material is untouched when the engine fails (the
+    successful bake: the next test)."""
+    bpy, installed = blender
+    importer, runner = installed.importer, installed.runner
+    from types import SimpleNamespace
+
+    folder, _, _ = handmade_detail
+    obj = _import_detail(bpy, folder)
+    assert obj["facerecon_folder"] == str(folder)  # the folder the bake runs the engine on
+    rig = importer.pose_rig_of(obj)
+    log = []
+    installed.ui.FACERECON_PT_sliders.draw(SimpleNamespace(layout=_Layout(bpy, log)), bpy.context)
+    assert ("operator", "facerecon.bake_detail_pose") in log and ("operator", "facerecon.detail_source") in log
+    assert ("operator", "facerecon.bake_detail") in log
+
+    importer.reset_expression(obj)
+    importer.set_key_value(obj, "browInnerUp", 0.7)
+    importer.set_key_value(obj, "eyeBlinkLeft", 0.2)
+    obj["jaw_open"] = 0.3  # through the face control
+    rig.pose.bones["jaw"].rotation_quaternion = importer._bone_local_rotation(rig, "jaw", (0.1, 0.05, 0.02))
+    rig.update_tag()
+    obj.update_tag()
+    bpy.context.view_layer.update()
+    pose = importer.detail_pose(bpy.context, obj)
+    assert list(pose["expression"]) == _shape_key_names(obj) and len(pose["expression"]) == 52
+    assert pose["expression"]["browInnerUp"] == pytest.approx(0.7)
+    assert pose["expression"]["eyeBlinkLeft"] == pytest.approx(0.2)
+    assert pose["expression"]["jawOpen"] == pytest.approx(0.3)
+    assert pose["expression"]["mouthSmileLeft"] == 0.0
+    assert np.allclose(pose["jaw"], (0.1, 0.05, 0.02), atol=1e-5)
+
+    request = runner.BakeDetailRequest(result_dir=str(folder), pose=pose)
+    work = tmp_path / "bake"
+    assert request.arguments(str(work)) == ["-m", "engine", "bake-detail", str(folder), "--pose",
+                                            str(work / "pose.json"), "--out", str(work / "detail_pose.png")]
+    request.prepare(work)
+    assert json.loads((work / "pose.json").read_text()) == pose
+
+    # the operator through the engine child (synchronous path): this hand-made folder has no
+    # detail code, so the engine refuses it in one line and nothing changes
+    nodes = obj.active_material.node_tree.nodes
+    n_nodes = len(nodes)
+    with pytest.raises(RuntimeError, match="no detail code"):
+        bpy.ops.facerecon.bake_detail_pose(timeout=120)
+    assert len(nodes) == n_nodes and importer.DETAIL_BAKED not in nodes
+    assert importer.detail_source(obj) == "ANIMATED" and not bpy.context.window_manager.facerecon_job.running
+    # a head reconstructed by the add-on keeps its (temporary) folder in the user folder
+    kept = installed.operators.keep_result_folder(obj, folder)
+    user_dir = Path(installed.preferences.user_data_dir())
+    assert kept.parent == user_dir / "results" and (kept / "detail" / "browInnerUp.png").is_file()
+    assert obj["facerecon_folder"] == str(kept)
+    shutil.rmtree(kept)
+    # a head whose folder is gone says so instead of starting the engine
+    obj["facerecon_folder"] = str(tmp_path / "gone")
+    with pytest.raises(RuntimeError, match="is gone"):
+        bpy.ops.facerecon.bake_detail_pose(timeout=120)
+    importer.remove_objects([obj, rig])
+
+
+def test_bake_detail_for_this_pose_end_to_end(blender, deca_folder, tmp_path):
+    """A folder written by the engine's DECA detail stage (a tiny network): the import drives
+    every unit the engine chose; *Bake Detail for This Pose* runs ``engine bake-detail`` in the
+    engine child and shows exactly the map the engine writes for the head's current pose (a
+    different map from the neutral one), a second press at another pose re-bakes, *Animated*
+    switches back; a moved network is one error line and changes nothing."""
+    bpy, installed = blender
+    importer = installed.importer
+    import subprocess
+
+    from PIL import Image
+
+    params = json.loads((deca_folder / "params.json").read_text())
+    units = list(params["detail"]["units"])
+    assert 1 <= len(units) <= 8 and params["detail"]["jaw"] is None  # this network predicts no jaw
+    obj = _import_detail(bpy, deca_folder)
+    assert list(obj["facerecon_detail_units"]) == units
+    nodes = obj.active_material.node_tree.nodes
+    drivers = {d.data_path for d in obj.active_material.node_tree.animation_data.drivers}
+    assert drivers == {f'nodes["{importer.detail_weight_node_name(u)}"].outputs[0].default_value' for u in units}
+    importer.reset_expression(obj)
+    importer.set_key_value(obj, units[0], 0.8)
+    assert _weight(bpy, importer, obj, units[0]) == pytest.approx(0.8)
+
+    def engine_map(pose) -> np.ndarray:  # what the engine writes for a pose, as Blender reads it
+        (tmp_path / "pose.json").write_text(json.dumps(pose))
+        env = installed.runner.child_env(installed.operators.engine_choice(bpy.context))
+        proc = subprocess.run([installed.operators.engine_choice(bpy.context).python, "-m", "engine", "bake-detail",
+                               str(deca_folder), "--pose", str(tmp_path / "pose.json"), "--out",
+                               str(tmp_path / "want.png")], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return np.asarray(Image.open(tmp_path / "want.png"), dtype=np.float64)[::-1] / 65535.0
+
+    def shown() -> np.ndarray:
+        return installed.importer._image_grey(nodes[importer.DETAIL_BAKED].image).astype(np.float64)
+
+    assert bpy.ops.facerecon.bake_detail_pose(timeout=300) == {"FINISHED"}
+    assert importer.detail_source(obj) == "BAKED" and nodes[importer.DETAIL_BAKED].image.packed_file is not None
+    pose = importer.detail_pose(bpy.context, obj)
+    assert pose["expression"][units[0]] == pytest.approx(0.8)
+    want = engine_map(pose)
+    assert shown().shape == want.shape and np.abs(shown() - want).max() < 0.5 / 65535
+    neutral = np.asarray(Image.open(deca_folder / "displacement.png"), dtype=np.float64)[::-1] / 65535.0
+    assert np.abs(want - neutral).max() > 20 / 65535  # the pose's own map, not the neutral one
+    # another pose: a second press re-bakes into the same node and image name
+    importer.set_key_value(obj, units[0], 0.0)
+    importer.set_key_value(obj, units[-1], 1.0)
+    obj.update_tag()
+    bpy.context.view_layer.update()
+    n_images = len(bpy.data.images)
+    assert bpy.ops.facerecon.bake_detail_pose(timeout=300) == {"FINISHED"}
+    assert len(bpy.data.images) == n_images
+    assert np.abs(shown() - engine_map(importer.detail_pose(bpy.context, obj))).max() < 0.5 / 65535
+    assert np.abs(shown() - want).max() > 20 / 65535
+    assert bpy.ops.facerecon.detail_source(baked=False) == {"FINISHED"}
+    assert importer.detail_source(obj) == "ANIMATED"
+    importer.remove_objects([obj, obj.parent])
+
+    # the network moved away: the engine's one line, and the head keeps its animated detail
+    moved = tmp_path / "moved"
+    shutil.copytree(deca_folder, moved)
+    (moved / "params.json").write_text(json.dumps(dict(params, detail=dict(
+        params["detail"], checkpoint=str(tmp_path / "gone.pt")))))
+    obj = _import_detail(bpy, moved)
+    with pytest.raises(RuntimeError, match="is not there") as failed:
+        bpy.ops.facerecon.bake_detail_pose(timeout=300)
+    assert "\n" not in str(failed.value).strip()
+    assert importer.DETAIL_BAKED not in obj.active_material.node_tree.nodes
+    importer.remove_objects([obj, obj.parent])
