@@ -4,11 +4,16 @@
 
     .venv/bin/python -m blender_addon.figure compare OUT.png before=ROOT_A after=ROOT_B
 
+    .venv/bin/python -m blender_addon.figure detail RESULT_DIR OUT.png
+
 RESULT_DIR is an ``engine reconstruct`` output folder (``compare``: ROOTs of such folders, one
 per face, same names; a sheet of faces × versions). The head is imported with the
 add-on's importer (as the sidebar button does), rendered with Cycles on the CPU under the
 photo-lighting world plus a soft key light, once per slider setting, and the tiles are
-placed next to the photo with labels. Needs Pillow (the project's venv), not Blender's UI.
+placed next to the photo with labels. ``detail``: a head with animated detail (DECA) at five
+expressions under a raking light, once with the detail and once with it muted, so the
+wrinkles that the shape-key drivers bring in can be seen. Needs Pillow (the project's venv),
+not Blender's UI.
 """
 
 from __future__ import annotations
@@ -173,14 +178,101 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions")
 
 
+#: the detail figure's expressions: (label, shape keys / face controls)
+DETAIL_SETTINGS: list[tuple[str, dict[str, float]]] = [
+    ("neutral", {}),
+    ("smile", {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6}),
+    ("brow raise", {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0}),
+    ("frown", {"browDownLeft": 1.0, "browDownRight": 1.0, "noseSneerLeft": 0.5, "noseSneerRight": 0.5}),
+    ("jaw open", {"jaw_open": 0.7}),
+]
+
+
+def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 340), samples: int = 32) -> None:
+    """Rows: with the animated detail, with the detail muted; columns: :data:`DETAIL_SETTINGS`."""
+    import bpy
+    from PIL import Image, ImageDraw
+
+    from blender_addon import importer, register
+
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    register()
+    obj = importer.import_result(bpy.context, result_dir, apply_expression=False, photo_lighting=False)
+    mat = obj.active_material
+    disp = mat.node_tree.nodes.get("Detail") if mat is not None and mat.node_tree is not None else None
+    if disp is None:
+        raise SystemExit(f"{result_dir} has no detail (no displacement.png / params.json 'detail')")
+    _setup_scene(bpy, obj, tile, samples)
+    scene = bpy.context.scene
+    # closer on the face, and a low key light grazing it from the upper left
+    cam = scene.camera
+    cam.data.lens = 130.0
+    light = bpy.data.objects["figure key"]
+    light.data.energy = 30.0
+    light.data.size = 0.05
+    lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+    hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+    centre = [(a + b) / 2 for a, b in zip(lo, hi)]
+    light.location = (centre[0] - 0.35, centre[1] - 0.25, centre[2] + 0.45)
+    d = [centre[i] - light.location[i] for i in range(3)]
+    light.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0.0, math.atan2(d[1], d[0]) + math.pi / 2)
+    world = bpy.data.worlds.new("figure dim world")
+    scene.world = world
+    if bpy.app.version < (5, 0, 0):
+        world.use_nodes = True
+    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.15
+    scale = disp.inputs["Scale"].default_value
+    rig = importer.pose_rig_of(obj)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for muted in (False, True):
+            disp.inputs["Scale"].default_value = 0.0 if muted else scale
+            row = []
+            for label, values in DETAIL_SETTINGS:
+                importer.reset_expression(obj)
+                if rig is not None:
+                    importer.reset_pose(rig, to_photo=False)
+                for name, value in values.items():
+                    if name in importer.CONTROLS:
+                        obj[name] = value
+                    elif name in importer.POSE_CONTROLS and rig is not None:
+                        rig[name] = value
+                        rig.update_tag()
+                    else:
+                        importer.set_key_value(obj, name, value)
+                obj.update_tag()
+                bpy.context.view_layer.update()
+                path = os.path.join(tmp, f"{int(muted)}_{len(row)}.png")
+                scene.render.filepath = path
+                bpy.ops.render.render(write_still=True)
+                row.append((label, Image.open(path).convert("RGB")))
+                print(f"{label} ({'detail muted' if muted else 'animated detail'}) rendered", flush=True)
+            rows.append(row)
+    head = 28
+    sheet = Image.new("RGB", (tile[0] * len(DETAIL_SETTINGS), head + 2 * (tile[1] + head)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (title, row) in enumerate(zip(("animated detail (shape-key drivers)", "detail muted"), rows)):
+        y = r * (tile[1] + head)
+        draw.text((8, y + 8), title, fill=(0, 0, 0))
+        for c, (label, image) in enumerate(row):
+            sheet.paste(image, (c * tile[0], y + head))
+            draw.text((c * tile[0] + 8, y + head + 6), label, fill=(255, 255, 255))
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "compare":
+    if len(sys.argv) == 4 and sys.argv[1] == "detail":
+        render_detail(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "compare":
         # python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]
         render_compare([tuple(a.split("=", 1)) for a in sys.argv[3:]], sys.argv[2])
     elif len(sys.argv) == 3:
         render_sheet(sys.argv[1], sys.argv[2])
     else:
         raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png\n"
-                         "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]")
+                         "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]\n"
+                         "       python -m blender_addon.figure detail RESULT_DIR OUT.png")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers

@@ -69,6 +69,7 @@ albedo             mean |albedo − gt_albedo| over ``albedo_weights`` (default 
                    head's ``face_skin`` region), sRGB units
 detail_gt          mean |displacement − gt_displacement| over ``detail_texels``, mm
                    (the truth resampled to the prediction's size)
+detail_gt_l2       the same, squared, in (0.1 mm)² (optimum: the expected detail)
 =================  ==============================================================
 """
 
@@ -365,19 +366,32 @@ def _detail_symmetry(x: LossInputs) -> Tensor:
     return _masked_mean_mm((d - flipped).abs(), x.detail_texels)
 
 
-def _detail_gt(x: LossInputs) -> Tensor:
-    """The truth is a whole-layout map (the generator's): resampled onto the prediction's
-    window, or area-averaged to its size without one."""
+def _detail_truth(x: LossInputs, term: str) -> tuple[Tensor, Tensor]:
+    """(prediction, truth) maps: the truth is a whole-layout map (the generator's), resampled
+    onto the prediction's window, or area-averaged to its size without one."""
     from engine.render.uv import full_to_window
 
-    d = _detail_map(x, "detail_gt")
-    gt = _need(x.gt_displacement, "gt_displacement", "detail_gt").to(d.dtype)
+    d = _detail_map(x, term)
+    gt = _need(x.gt_displacement, "gt_displacement", term).to(d.dtype)
     win = x.params.displacement_window
     if win is not None:
         gt = full_to_window(gt, win, d.shape[-1])
     elif gt.shape[-1] != d.shape[-1]:
         gt = Fn.interpolate(gt, size=d.shape[-2:], mode="area")
+    return d, gt
+
+
+def _detail_gt(x: LossInputs) -> Tensor:
+    d, gt = _detail_truth(x, "detail_gt")
     return _masked_mean_mm((d - gt).abs(), x.detail_texels)
+
+
+def _detail_gt_l2(x: LossInputs) -> Tensor:
+    """Mean squared error in (0.1 mm)²: its optimum is the expected detail (a groove whose
+    place varies from person to person comes out as a shallower, wider groove), where ℓ1's is
+    the median (for fine grooves in uncertain places: nothing)."""
+    d, gt = _detail_truth(x, "detail_gt_l2")
+    return _masked_mean_mm(((d - gt) * 1e4) ** 2, x.detail_texels) / 1000.0
 
 
 def _contour(x: LossInputs) -> Tensor:
@@ -514,6 +528,7 @@ TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
                                                        x.detail_texels),
     "detail_symmetry": _detail_symmetry,
     "detail_gt": _detail_gt,
+    "detail_gt_l2": _detail_gt_l2,
     "vertices": _vertices,
     "shape": _shape,
     "rotation": _rotation,

@@ -34,7 +34,8 @@ displacement map (metres along the coarse normals, ``|d| < detail_max_m``), carr
                            each view's own expression and jaw), detail_photometric again
     detail_regularisation  mean |displacement| over the face's UV texels, millimetres
     detail_symmetry        mean |D − mirrored D| over the face's UV texels, millimetres (soft)
-    detail_gt              mean |D − true displacement| (synthetic faces that have it), mm
+    detail_gt(_l2)         mean |D − true displacement| (synthetic faces that have it), mm
+                           (or its square in (0.1 mm)²)
 
 Stages: ``train/configs/deca_coarse.yaml`` (no identity / shape consistency) then
 ``train/configs/deca_coarse_stage2.yaml`` (``init_from`` the first, both terms on, pairs
@@ -73,7 +74,8 @@ METHOD = {
 }
 
 #: the detail stage's terms (they need ``detail: true``)
-DETAIL_TERMS = ("detail_photometric", "detail_consistency", "detail_regularisation", "detail_symmetry", "detail_gt")
+DETAIL_TERMS = ("detail_photometric", "detail_consistency", "detail_regularisation", "detail_symmetry", "detail_gt",
+                "detail_gt_l2")
 
 #: DECA's coarse loss list as loss-library terms (weights in our units; see docs/deca.md).
 DEFAULT_LOSSES = {"photometric": 1.92, "landmark": 300.0, "eye_closure": 10.0, "identity": 0.0,
