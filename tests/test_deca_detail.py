@@ -168,6 +168,9 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
     Image.fromarray(data.astronaut()).save(photo)
     result = reconstruct(str(photo), tmp_path / "out", method="deca", checkpoint=str(final))
     out = result.out_dir
+    est = result.estimate  # the photo-frame estimate keeps the map, its UV window and its code
+    assert est.displacement.shape == (1, 1, M, M) and est.detail_code.shape == (1, 128)
+    assert est.displacement_window is not None and est.displacement_window.shape == (1, 4)
     params = json.loads((out / "params.json").read_text())
     detail, scale = params["detail"], params["displacement_scale_m"]
     assert scale > 0 and detail["checkpoint"] == str(final.absolute()) and len(detail["code"]) == 128

@@ -187,6 +187,7 @@ class LearnedMethod(nn.Module):
             albedo=None if albedo is None else albedo.clamp(0, 1).float().cpu(),
             albedo_map=None if params.albedo_map is None else params.albedo_map.clamp(0, 1).float().cpu(),
             displacement=None if params.displacement is None else params.displacement.float().cpu(),
+            displacement_window=None if params.displacement_window is None else params.displacement_window.float().cpu(),
             detail_code=None if params.detail_code is None else params.detail_code.float().cpu(),
             visibility=vis[None].cpu(), landmarks=torch.as_tensor(np.asarray(landmarks68)[:, :2]).float()[None])
 

@@ -108,6 +108,11 @@ class DecaConfig(SemanticConfig):
     # the map covers only the detail region's square of the UV layout (2.3 mm texels on the
     # open head at 128, whose whole-head layout gives the face a quarter of its width)
     detail_window: bool = True
+    # what the detail decoder is conditioned on in training: "predicted" (DECA: the coarse
+    # network's expression and jaw) or "truth" (a synthetic batch's gt_expression / gt_pose,
+    # when it has them: the decoder learns each unit's wrinkles even where a weak coarse
+    # network under-reads strong expressions; inference always uses the prediction)
+    detail_condition: str = "predicted"
 
 
 @dataclass
@@ -145,6 +150,9 @@ class Deca(SemanticCodeMethod):
         # the frozen identity network is loaded on first use, outside the module tree (not
         # saved in checkpoints, not needed at inference)
         object.__setattr__(self, "_identity_net", None)
+        if cfg.detail_condition not in ("predicted", "truth"):
+            raise ConfigError(f"model.detail_condition must be 'predicted' or 'truth', got {cfg.detail_condition!r}")
+        object.__setattr__(self, "_detail_truth", None)
         used = [t for t in DETAIL_TERMS if self.losses.get(t)]
         if used and not cfg.detail:
             raise ConfigError(f"model.losses {used} are detail terms: set model.detail: true (or their weights to 0)")
@@ -246,10 +254,30 @@ class Deca(SemanticCodeMethod):
         """UV displacement ``(B, 1, M, M)`` (metres) for detail codes, expressions, poses."""
         return self.detail_decoder(detail_code.float(), expression.float(), self.jaw_rotation(pose.float()))
 
+    def training_step(self, batch: dict[str, Tensor]):
+        """:meth:`SemanticCodeMethod.training_step`; with ``detail_condition: truth`` the detail
+        decoder is conditioned on the batch's true expression and jaw while it runs."""
+        truth = None
+        if self.cfg.detail and self.cfg.detail_condition == "truth" and "gt_expression" in batch:
+            from engine.methods.base import flatten_groups
+
+            flat = flatten_groups(batch)
+            truth = (flat["gt_expression"].float(), flat.get("gt_pose"))
+        object.__setattr__(self, "_detail_truth", truth)
+        try:
+            return super().training_step(batch)
+        finally:
+            object.__setattr__(self, "_detail_truth", None)
+
     def decode(self, code: SemanticCode) -> FaceParams:
         params = super().decode(code)
         if self.cfg.detail and code.detail is not None:
-            params = params.replace(displacement=self.decode_detail(code.detail, params.expression, params.pose),
+            expression, pose = params.expression, params.pose
+            if self._detail_truth is not None:  # training with detail_condition: truth
+                expression = self._detail_truth[0].to(expression)
+                if self._detail_truth[1] is not None:
+                    pose = self._detail_truth[1].float().to(pose)
+            params = params.replace(displacement=self.decode_detail(code.detail, expression, pose),
                                     displacement_window=self.window_batch(code.detail.shape[0]),
                                     detail_code=code.detail.float())
         return params
