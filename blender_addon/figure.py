@@ -189,7 +189,8 @@ DETAIL_SETTINGS: list[tuple[str, dict[str, float]]] = [
 
 
 def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 340), samples: int = 32) -> None:
-    """Rows: with the animated detail, with the detail muted; columns: :data:`DETAIL_SETTINGS`."""
+    """Rows: with the animated detail, with the detail muted, their difference amplified;
+    columns: :data:`DETAIL_SETTINGS`."""
     import bpy
     from PIL import Image, ImageDraw
 
@@ -207,15 +208,14 @@ def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 3
     # closer on the face, and a low key light grazing it from the upper left
     cam = scene.camera
     cam.data.lens = 130.0
-    light = bpy.data.objects["figure key"]
-    light.data.energy = 30.0
-    light.data.size = 0.05
-    lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
-    hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
-    centre = [(a + b) / 2 for a, b in zip(lo, hi)]
-    light.location = (centre[0] - 0.35, centre[1] - 0.25, centre[2] + 0.45)
-    d = [centre[i] - light.location[i] for i in range(3)]
-    light.rotation_euler = (math.atan2(math.hypot(d[0], d[1]), -d[2]), 0.0, math.atan2(d[1], d[0]) + math.pi / 2)
+    bpy.data.objects["figure key"].data.energy = 0.0
+    sun_data = bpy.data.lights.new("figure raking sun", "SUN")
+    sun_data.energy = 4.0
+    sun_data.angle = math.radians(2.0)
+    sun = bpy.data.objects.new("figure raking sun", sun_data)
+    # from the front (the face looks along -Y), high and from the subject's right: grazing the forehead
+    sun.rotation_euler = (math.radians(62.0), 0.0, math.radians(-35.0))
+    scene.collection.objects.link(sun)
     world = bpy.data.worlds.new("figure dim world")
     scene.world = world
     if bpy.app.version < (5, 0, 0):
@@ -248,10 +248,18 @@ def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 3
                 row.append((label, Image.open(path).convert("RGB")))
                 print(f"{label} ({'detail muted' if muted else 'animated detail'}) rendered", flush=True)
             rows.append(row)
+    import numpy as np
+
+    gain = 8.0
+    diff = [(label, Image.fromarray(np.clip(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)) * gain,
+                                            0, 255).astype(np.uint8)))
+            for (label, a), (_, b) in zip(rows[0], rows[1])]
+    rows.append(diff)
+    titles = ("animated detail (shape-key drivers)", "detail muted", f"|difference| x {gain:g}: where the detail acts")
     head = 28
-    sheet = Image.new("RGB", (tile[0] * len(DETAIL_SETTINGS), head + 2 * (tile[1] + head)), "white")
+    sheet = Image.new("RGB", (tile[0] * len(DETAIL_SETTINGS), head + len(rows) * (tile[1] + head)), "white")
     draw = ImageDraw.Draw(sheet)
-    for r, (title, row) in enumerate(zip(("animated detail (shape-key drivers)", "detail muted"), rows)):
+    for r, (title, row) in enumerate(zip(titles, rows)):
         y = r * (tile[1] + head)
         draw.text((8, y + 8), title, fill=(0, 0, 0))
         for c, (label, image) in enumerate(row):

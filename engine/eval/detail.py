@@ -14,7 +14,11 @@ layout (:attr:`engine.methods.deca.Deca.detail_texels`):
   (the map minus its 5×5 local mean: wrinkles and pores, not the slow offsets);
 * **photometric gain**: mean ℓ1 colour error over the face-skin pixels of the photo of the
   render with the detail normals and without them (same coarse face, same light): the
-  fraction of the error the detail removes.
+  fraction of the error the detail removes;
+* **animated detail** (what Blender's sliders mix): for each wrinkle unit of the person's
+  true detail model, the correlation between the network's delta ``D(code, unit = 1) −
+  D(code, 0)`` (the face's own detail code) and the generator's true map of that unit, over
+  the face texels; the median per unit over the faces, and over all units.
 
 The seeds default to 900000 and up, far from the training corpus' item seeds (derived from
 ``data.seed`` per split). These are our own renders: the Cycles set judges geometry.
@@ -43,6 +47,7 @@ class DetailScore:
     photo_l1_without: float
     wrinkle_mass: float  # summed weights of the true expression units that carry wrinkles
     seconds: float
+    unit_corr: dict[str, float] = field(default_factory=dict)  # per wrinkle unit: network delta vs true map
 
 
 @dataclass
@@ -69,6 +74,11 @@ class DetailReport:
         if strong.any():
             out["highpass_corr_wrinkled"] = float(np.median(col("highpass_corr")[strong]))
             out["faces_wrinkled"] = float(strong.sum())
+        units = sorted({u for s in self.scores for u in s.unit_corr})
+        if units:
+            per = {u: float(np.median([s.unit_corr[u] for s in self.scores if u in s.unit_corr])) for u in units}
+            out["unit_corr_median"] = float(np.median(list(per.values())))
+            out.update({f"unit_corr/{u}": v for u, v in per.items()})
         return out
 
     def to_dict(self) -> dict:
@@ -138,7 +148,24 @@ def evaluate_detail(model: HeadModel, network, n: int = 40, seed: int = 900000,
             wo = float(detail_photometric(dec(pred.replace(displacement=None)), image, region)[0])
         expr = sample.params.expression[0]
         mass = float(sum(float(expr[names.index(u)]) for u in WRINKLE_UNITS if u in names))
-        rep.scores.append(DetailScore(seed + k, err, base, corr, w, wo, mass, secs))
+        unit_corr: dict[str, float] = {}
+        basis = getattr(sample, "wrinkles", None)
+        if basis is not None:
+            with torch.no_grad():
+                units = [u for u in basis.units if u in names]
+                E = len(names)
+                eye = torch.zeros(len(units) + 1, E)
+                for j, u in enumerate(units):
+                    eye[j + 1, names.index(u)] = 1.0
+                code = pred.detail_code.expand(len(units) + 1, -1)
+                maps = network.detail_decoder(code, eye)
+                deltas = (maps[1:] - maps[:1])[:, 0]
+                for j, u in enumerate(units):
+                    true_u = basis.units[u].float()
+                    true_u = (full_to_window(true_u, window, M) if window is not None
+                              else Fn.interpolate(true_u, size=(M, M), mode="area"))[0, 0]
+                    unit_corr[u] = _corr(deltas[j], true_u, texels)
+        rep.scores.append(DetailScore(seed + k, err, base, corr, w, wo, mass, secs, unit_corr))
         if log:
             log(f"face {seed + k}: detail error {err:.4f} mm (none: {base:.4f}), high-pass corr {corr:.3f}, "
                 f"photo l1 {w:.4f} vs {wo:.4f} without, wrinkle units {mass:.2f}")
@@ -158,6 +185,11 @@ def format_report(rep: DetailReport) -> str:
              f"  photometric l1 over face skin: {d['photo_l1_with']:.4f} with detail, {d['photo_l1_without']:.4f} "
              f"without (gain {100 * d['photo_gain']:.1f} %)",
              f"  network (coarse + detail, predict_photo) median {d['ms_network_median']:.1f} ms"]
+    if "unit_corr_median" in d:
+        per = {k.split("/", 1)[1]: v for k, v in d.items() if k.startswith("unit_corr/")}
+        lines.append(f"  animated detail: network delta per unit vs the true unit map, correlation median "
+                     f"{d['unit_corr_median']:.3f} over {len(per)} units: "
+                     + ", ".join(f"{u} {v:.2f}" for u, v in sorted(per.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
 
 

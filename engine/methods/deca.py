@@ -64,12 +64,15 @@ __all__ = ["DEFAULT_LOSSES", "DETAIL_TERMS", "Deca", "DecaConfig", "DetailMaps"]
 METHOD = {
     "name": "deca",
     "kind": "learned",
-    "label": "DECA coarse (learned encoder)",
-    "description": "DECA's coarse stage: a CNN encoder trained with landmark, eye-closure, skin photometric, "
-                   "identity and shape-consistency losses (milliseconds per face).",
-    "needs": "a checkpoint (--checkpoint; no committed network yet)",
+    "label": "DECA (learned encoder + animated detail)",
+    "description": "DECA: a coarse CNN encoder (landmark, eye-closure, skin photometric, identity and "
+                   "shape-consistency losses) and a detail stage whose UV displacement follows the expression "
+                   "(milliseconds per face).",
+    "needs": "a checkpoint (--checkpoint; the open model has a committed network: the MoFA coarse network "
+             "with a detail stage)",
     "entry": "Deca",
     "train_config": "train/configs/deca_coarse.yaml",
+    "checkpoints": {"open": "assets/deca_open_default.pt"},
     "order": 30,
 }
 
