@@ -194,7 +194,8 @@ def detail_folder(engine_choice, photos, tmp_path_factory) -> Path:
                        "data.n_samples=4", "data.val_samples=2", "data.num_workers=0", "data.options={}",
                        "progress=off", "tensorboard=false", "image_every=0", "log_every=1", "ckpt_every=2",
                        "eval_every=0", "model.visibility_size=32", "model.width=0.25", "model.detail_uv_size=32",
-                       "init_from=", "freeze=[]", "data.views_per_identity=2", "model.losses.detail_gt=0"])
+                       "init_from=", "freeze=[]", "data.views_per_identity=2", "model.losses.detail_gt=0",
+                       "model.losses.detail_gt_l2=0"])
     trainer = Trainer(cfg)
     try:
         trainer.train()

@@ -138,7 +138,7 @@ def _train(tmp_path: Path) -> Path:
                        "progress=off", "tensorboard=false", "image_every=0", "log_every=1", "ckpt_every=2",
                        "eval_every=0", "model.visibility_size=32", "model.width=0.25", f"model.detail_uv_size={M}",
                        "init_from=", "freeze=[]", "data.views_per_identity=2",
-                       "model.losses.detail_gt=0"])  # the basic generator's faces carry no true detail
+                       "model.losses.detail_gt=0", "model.losses.detail_gt_l2=0"])  # basic faces: no true detail
     trainer = Trainer(cfg)
     try:
         trainer.train()
@@ -250,3 +250,26 @@ def test_uv_window_maps_round_trip_and_shade_the_face_only(deca):
     assert diff[plain.mask[0, 0] > 0].mean() > 0.02
     background = (plain.mask[0, 0] == 0) & (lined.mask[0, 0] == 0)  # (the vertices move a little too)
     assert diff[background].max() < 1e-6
+
+
+def test_committed_network_gives_animated_detail_without_a_checkpoint():
+    """``--method deca`` on the open model runs the committed network (MoFA's coarse network
+    and a trained detail stage): the estimate has a detail map over the face window, and the
+    per-unit deltas of the smile (the units it learnt best) are not zero."""
+    from engine.generator.realistic import RealisticConfig, render_realistic
+    from engine.head import load_head_model
+    from engine.methods import build_predictor, registry
+    from engine.methods.base import FaceObservation
+
+    head = load_head_model("open")
+    assert registry.default_checkpoint(registry.get("deca"), "open") is not None
+    predictor = build_predictor("deca", head)
+    sample = render_realistic(head, 900001, RealisticConfig(image_size=224, face_fraction=(0.5, 0.7),
+                                                            wide_pose_probability=0.0))
+    est = predictor(FaceObservation(sample.image, sample.landmarks2d.numpy()))
+    assert est.displacement is not None and est.displacement_window is not None
+    assert est.displacement.abs().max() < predictor.network.cfg.detail_max_m
+    maps = predictor.detail_maps(est)
+    assert maps is not None and 1 <= len(maps.units) <= 8 and maps.window is not None
+    smile = [maps.units[u] for u in ("mouthSmileLeft", "mouthSmileRight") if u in maps.units]
+    assert smile and all(float(m.abs().max()) > 1e-5 for m in smile)  # > 0.01 mm somewhere
