@@ -73,9 +73,10 @@ def test_extension_zip_builds_and_validates(extension_zip):
     assert "blender_manifest.toml" in names and "__init__.py" in names and "runner.py" in names
     assert "engine/__init__.py" in names and "engine/reconstruct.py" in names  # the bundled engine
     assert any(n.startswith("engine/assets/") and n.endswith(".json") for n in names)
-    assert "engine/assets/mofa_open_default.pt" in names  # our own default network ships
+    shipped = {"engine/assets/mofa_open_default.pt", "engine/assets/deca_open_default.pt"}
+    assert shipped <= set(names)  # our own default networks ship (the registry's, for the Blender menu)
     assert not any("__pycache__" in n or n.endswith((".npz", ".pyc")) or n.startswith("tests/")
-                   or (n.endswith(".pt") and n != "engine/assets/mofa_open_default.pt") for n in names)
+                   or (n.endswith(".pt") and n not in shipped) for n in names)
 
 
 # ---------------------------------------------------------------------------- engine runner
