@@ -428,115 +428,83 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     overlay_job = pool.submit(write_overlay)
     pool.shutdown(wait=False)  # the job runs on; its result (or error) is collected below
 
-    # --- meshes, rig and eye colours need no texture: a second worker writes them while the
-    # texture is baked (its stages time themselves; the GLB, which embeds the texture, waits)
-    background: dict[str, float] = {}
+    # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
+    crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
+    A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
+    src = through(A @ K, crop.image.shape[:2])
+    visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
+    albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
+    source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
+    albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
+                             source, opt.texture_size, landmarks_px=lm_crop,
+                             fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
+    albedo_png = png_bytes(albedo_img)
+    (folder / "albedo.png").write_bytes(albedo_png)
+    albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    lap("texture")
 
-    def write_meshes() -> dict[str, Any]:
-        c0 = time.perf_counter()
+    # --- meshes
+    write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+              texture_path=folder / "albedo.png")
+    write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+              texture_path=folder / "albedo.png", material_name="head_camera")
+    lap("obj")
+    pose = p.pose[0]
+    # head.glb is the mesh at pose 0 (sliders at zero = neutral); rig.json carries the joints,
+    # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck.
+    with torch.no_grad():
+        base = cpu_model(p.identity, None, None).vertices[0]
+    identity, expression = p.identity[0], p.expression[0]
+    targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
+    weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
+    write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(), morph_targets=targets,
+              texture_png=albedo_png, morph_weights=weights)
+    lap("glb")
+    write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
+    lap("rig")
 
-        def stage(name: str) -> None:
-            nonlocal c0
-            now = time.perf_counter()
-            background[name] = now - c0
-            c0 = now
+    # --- summary on a face crop (overlay.png: above)
+    overlay_job.result()  # written in the background while the texture and meshes were made
+    lm_px = dec.landmarks2d[0]
+    small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
+    Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
+    summary = through(Ac @ K, (256, 256))
+    colour, shading, alb, mask = render_textured(decoder(summary.params.replace(albedo_map=albedo_map)))
+    # raw SH shading is mostly ambient and exceeds 1 (the albedo absorbs the light's scale):
+    # stretch its 1st..99th percentile over the face to black..white so it is not blown out
+    lum = shading.mean(-1)
+    lo, hi = (np.percentile(lum[mask], [1, 99]) if mask.any() else (0.0, 1.0))
+    grey = np.repeat((np.clip((lum - lo) / max(hi - lo, 1e-6), 0, 1) * mask)[..., None], 3, -1)
+    ccrop = small.image.astype(np.float32) / 255.0
+    render_on = np.where(mask[..., None], colour, ccrop * 0.3)
+    write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
+                                                   ["photo", "render", "shading p1-p99", "albedo"]))
+    lap("previews")
 
-        write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
-                  texture_path=folder / "albedo.png")
-        write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(),
-                  face_uv.numpy(), texture_path=folder / "albedo.png", material_name="head_camera")
-        stage("obj")
-        pose = p.pose[0]
-        # head.glb is the mesh at pose 0 (sliders at zero = neutral); rig.json carries the joints,
-        # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck.
-        with torch.no_grad():
-            base = cpu_model(p.identity, None, None).vertices[0]
-        identity, expression = p.identity[0], p.expression[0]
-        targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
-        weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
-        stage("morph_targets")
-        write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
-        stage("rig")
-        eyes = estimate_eye_colours(img, lm).to_json()  # iris, sclera inside the eye contours
-        stage("eyes")
-        return {"base": base.numpy(), "targets": targets, "weights": weights, "eyes": eyes}
+    # --- eye colours (iris, sclera) from the photo inside the eye contours, for the eye material
+    eyes = estimate_eye_colours(img, lm).to_json()
+    lap("eyes")
 
-    mesh_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshes")
-    meshes_job = mesh_pool.submit(write_meshes)
-    mesh_pool.shutdown(wait=False)
-    try:
+    # --- animated detail (DECA): neutral displacement + per-unit deltas
+    detail_entries: dict[str, Any] = {}
+    if detail is not None:
+        from engine.export.detail import write_detail_maps
 
-        # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
-        crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
-        A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
-        src = through(A @ K, crop.image.shape[:2])
-        visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
-        albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
-        source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-        lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
-        albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
-                                 source, opt.texture_size, landmarks_px=lm_crop,
-                                 fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
-        albedo_png = png_bytes(albedo_img)
-        (folder / "albedo.png").write_bytes(albedo_png)
-        albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-        lap("texture")
+        detail_entries = write_detail_maps(folder, detail, cpu_model, method, detail_checkpoint)
+        lap("detail")
 
-        # --- meshes (the GLB waits for the texture it embeds)
-        glb_inputs = meshes_job.result()
-        lap("meshes_wait")
-        write_glb(folder / "head.glb", glb_inputs["base"], faces.numpy(), uv.numpy(), face_uv.numpy(),
-                  morph_targets=glb_inputs["targets"], texture_png=albedo_png, morph_weights=glb_inputs["weights"])
-        lap("glb")
-        pose, identity, expression, weights = p.pose[0], p.identity[0], p.expression[0], glb_inputs["weights"]
-
-        # --- summary on a face crop (overlay.png: above)
-        overlay_job.result()  # written in the background while the texture and meshes were made
-        lm_px = dec.landmarks2d[0]
-        small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
-        Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
-        summary = through(Ac @ K, (256, 256))
-        colour, shading, alb, mask = render_textured(decoder(summary.params.replace(albedo_map=albedo_map)))
-        # raw SH shading is mostly ambient and exceeds 1 (the albedo absorbs the light's scale):
-        # stretch its 1st..99th percentile over the face to black..white so it is not blown out
-        lum = shading.mean(-1)
-        lo, hi = (np.percentile(lum[mask], [1, 99]) if mask.any() else (0.0, 1.0))
-        grey = np.repeat((np.clip((lum - lo) / max(hi - lo, 1e-6), 0, 1) * mask)[..., None], 3, -1)
-        ccrop = small.image.astype(np.float32) / 255.0
-        render_on = np.where(mask[..., None], colour, ccrop * 0.3)
-        write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
-                                                       ["photo", "render", "shading p1-p99", "albedo"]))
-        lap("previews")
-
-        eyes = glb_inputs["eyes"]
-        if timings is not None:  # the background worker's stages (they overlapped the texture bake)
-            for k, v in background.items():
-                timings[k] = timings.get(k, 0.0) + v
-
-        # --- animated detail (DECA): neutral displacement + per-unit deltas
-        detail_entries: dict[str, Any] = {}
-        if detail is not None:
-            from engine.export.detail import write_detail_maps
-
-            detail_entries = write_detail_maps(folder, detail, cpu_model, method, detail_checkpoint)
-            lap("detail")
-
-        # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels
-        inv = 1.0 / photo.scale
-        K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K
-        pose_dict = {name: pose[j].tolist() for j, name in enumerate(model.joint_names)} if pose.numel() else {}
-        out = build_params(
-            model=model.name, image_size=photo.original_size, K=K_orig.numpy(), R=R.numpy(), t=t.numpy(),
-            identity=identity.tolist(), expression=weights, pose=pose_dict, sh=p.sh[0].numpy(),
-            landmarks68_image_px=(lm_px * inv).numpy(), landmarks68_camera=(dec.landmarks3d[0] @ R.T + t).numpy(),
-            timings=p.timings, photo=str(photo.path), method=method,
-            extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, "eyes": eyes, **detail_entries,
-                   **(extra or {})},
-        )
-        lap("params")
-        return out
-    except BaseException:
-        # the workers write into the folder: let them finish before it is removed
-        for job in (overlay_job, meshes_job):
-            job.exception()
-        raise
+    # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels
+    inv = 1.0 / photo.scale
+    K_orig = torch.diag(torch.tensor([inv, inv, 1.0])) @ K
+    pose_dict = {name: pose[j].tolist() for j, name in enumerate(model.joint_names)} if pose.numel() else {}
+    out = build_params(
+        model=model.name, image_size=photo.original_size, K=K_orig.numpy(), R=R.numpy(), t=t.numpy(),
+        identity=identity.tolist(), expression=weights, pose=pose_dict, sh=p.sh[0].numpy(),
+        landmarks68_image_px=(lm_px * inv).numpy(), landmarks68_camera=(dec.landmarks3d[0] @ R.T + t).numpy(),
+        timings=p.timings, photo=str(photo.path), method=method,
+        extra={"landmarks68_detected_px": lm * inv, "fit_losses": p.losses, "eyes": eyes, **detail_entries,
+               **(extra or {})},
+    )
+    lap("params")
+    return out
