@@ -88,7 +88,7 @@ def _texel_coordinates(S: int) -> torch.Tensor:
 
 
 def test_flip_uv_map_is_an_involution_and_mirrors_left_right(head):
-    from engine.render.uv import _interpolate_layout, rasterize_uv
+    from engine.render.uv import interpolate_layout, rasterize_uv
 
     S = 64
     layout = uv_layout(head, S)
@@ -111,7 +111,7 @@ def test_flip_uv_map_is_an_involution_and_mirrors_left_right(head):
     assert torch.equal(flip_uv_map(tex, layout).flatten(2)[:, :, outside], tex.flatten(2)[:, :, outside])
     # a left/right asymmetric texture: the model-frame x of each texel's surface point
     fr = rasterize_uv(head.uv, head.face_uv, S)
-    x = _interpolate_layout(head.template[None, :, :1], head.faces, fr).permute(0, 3, 1, 2)
+    x = interpolate_layout(head.template[None, :, :1], head.faces, fr).permute(0, 3, 1, 2)
     x = x / head.template[:, 0].abs().max()
     fx = flip_uv_map(x, layout).flatten()[t][consistent]
     x0 = x.flatten()[t][consistent]

@@ -173,7 +173,7 @@ class Deca(SemanticCodeMethod):
             self.detail_encoder = DetailEncoder(cfg.detail_code, cfg.detail_width)
             self.detail_decoder = DetailDecoder(cfg.detail_code, self.head.n_expression, cfg.detail_uv_size,
                                                 cfg.detail_max_m)
-            from engine.render.uv import _interpolate_layout, uv_window
+            from engine.render.uv import interpolate_layout, uv_window
 
             h = self.head
             # the map covers the detail region's square of the UV layout, not the whole head
@@ -183,7 +183,7 @@ class Deca(SemanticCodeMethod):
             with torch.no_grad():  # the detail region's texels (a UV mask), for the detail terms
                 fr = FaceDecoder(h).uv_fragments(cfg.detail_uv_size, window)
                 region = h.regions[cfg.detail_region].to(torch.float32)[None, :, None]
-                texels = _interpolate_layout(region, h.faces, fr)[..., 0] > 0.5
+                texels = interpolate_layout(region, h.faces, fr)[..., 0] > 0.5
             self.register_buffer("detail_texels", (texels & fr.mask[:1])[:, None].float(), persistent=False)
 
     @classmethod

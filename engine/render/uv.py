@@ -23,6 +23,7 @@ __all__ = [
     "displaced_uv_positions",
     "normal_map_from_displacement",
     "dilate_uv",
+    "interpolate_layout",
     "to_window",
     "uv_window",
     "window_to_full",
@@ -87,7 +88,7 @@ def vertex_uv(uv: Tensor, face_uv: Tensor, faces: Tensor, num_vertices: int) -> 
     return out
 
 
-def _interpolate_layout(attr: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
+def interpolate_layout(attr: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
     """Per-vertex ``attr (B, V, C)`` interpolated over the UV layout's fragments (rasterised
     once, batch 1) for every item: ``(B, S, S, C)``, 0 outside the islands."""
     B, _, C = attr.shape
@@ -127,8 +128,8 @@ def unwrap_photo(
     H, W = image.shape[-2:]
     S = uv_size
     fr = uv_fragments if uv_fragments is not None else rasterize_uv(uv.to(screen.dtype), face_uv, S)
-    pos = _interpolate_layout(screen, faces, fr)  # (B, S, S, 3)
-    vis = _interpolate_layout(visibility.to(screen.dtype)[..., None], faces, fr)[..., 0]
+    pos = interpolate_layout(screen, faces, fr)  # (B, S, S, 3)
+    vis = interpolate_layout(visibility.to(screen.dtype)[..., None], faces, fr)[..., 0]
     tex = sample_image(image, pos[..., :2].reshape(B, S * S, 2)).transpose(1, 2).reshape(B, -1, S, S)
     u, v, z = pos.unbind(-1)
     mask = fr.mask[:1].expand(B, S, S) & (vis >= 0.5) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
@@ -179,8 +180,8 @@ def displaced_uv_positions(
     size) -> per-texel base positions ``P`` and unit normals ``N`` ``(B, 3, S, S)``;
     returns ``(P + scale·d·N, N, mask (1, 1, S, S))``.
     """
-    P = _interpolate_layout(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
-    N = _interpolate_layout(normals, faces, uv_fragments).permute(0, 3, 1, 2)
+    P = interpolate_layout(vertices, faces, uv_fragments).permute(0, 3, 1, 2)
+    N = interpolate_layout(normals, faces, uv_fragments).permute(0, 3, 1, 2)
     N = N / N.norm(dim=1, keepdim=True).clamp_min(1e-12)
     mask = uv_fragments.mask[:, None].to(P.dtype)
     return P + scale * displacement * N * mask, N * mask, mask
