@@ -72,6 +72,23 @@ def _setup_scene(bpy, obj, size: tuple[int, int], samples: int) -> None:
     scene.collection.objects.link(light)
 
 
+def _set_sliders(importer, obj, rig, values: dict[str, float], to_photo: bool) -> None:
+    """Reset the head's expression and pose (to the photo's or the neutral pose), then set
+    ``values`` by name: face controls, the armature's pose controls, or shape keys."""
+    importer.reset_expression(obj)
+    if rig is not None:
+        importer.reset_pose(rig, to_photo=to_photo)
+    for name, value in values.items():
+        if name in importer.CONTROLS:
+            obj[name] = value
+        elif name in importer.POSE_CONTROLS and rig is not None:
+            rig[name] = value
+            rig.update_tag()
+        else:
+            importer.set_key_value(obj, name, value)
+    obj.update_tag()
+
+
 def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 440), samples: int = 24) -> None:
     import bpy
     from PIL import Image, ImageDraw
@@ -86,18 +103,7 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
     with tempfile.TemporaryDirectory() as tmp:
         rig = importer.pose_rig_of(obj)
         for label, pose, values in SETTINGS:
-            importer.reset_expression(obj)
-            if rig is not None:
-                importer.reset_pose(rig, to_photo=pose == "photo")
-            for name, value in values.items():
-                if name in importer.CONTROLS:
-                    obj[name] = value
-                elif name in importer.POSE_CONTROLS and rig is not None:
-                    rig[name] = value
-                    rig.update_tag()
-                else:
-                    importer.set_key_value(obj, name, value)
-            obj.update_tag()
+            _set_sliders(importer, obj, rig, values, to_photo=pose == "photo")
             path = os.path.join(tmp, f"{len(tiles)}.png")
             bpy.context.scene.render.filepath = path
             bpy.ops.render.render(write_still=True)
@@ -229,18 +235,7 @@ def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 3
             disp.inputs["Scale"].default_value = 0.0 if muted else scale
             row = []
             for label, values in DETAIL_SETTINGS:
-                importer.reset_expression(obj)
-                if rig is not None:
-                    importer.reset_pose(rig, to_photo=False)
-                for name, value in values.items():
-                    if name in importer.CONTROLS:
-                        obj[name] = value
-                    elif name in importer.POSE_CONTROLS and rig is not None:
-                        rig[name] = value
-                        rig.update_tag()
-                    else:
-                        importer.set_key_value(obj, name, value)
-                obj.update_tag()
+                _set_sliders(importer, obj, rig, values, to_photo=False)
                 bpy.context.view_layer.update()
                 path = os.path.join(tmp, f"{int(muted)}_{len(row)}.png")
                 scene.render.filepath = path

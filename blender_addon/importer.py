@@ -280,6 +280,17 @@ def _store_params(obj, params: dict, out_dir: Path) -> None:
         obj["facerecon_expression"] = {k: float(v) for k, v in params["expression"].items()}
 
 
+def _prop_variable(driver, name: str, id_type: str, target, data_path: str) -> None:
+    """Add a *Single Property* variable ``name`` reading ``data_path`` of ``target`` (an ID of
+    ``id_type``: "OBJECT", "KEY", ...) to ``driver``."""
+    var = driver.variables.new()
+    var.name = name
+    var.type = "SINGLE_PROP"
+    var.targets[0].id_type = id_type
+    var.targets[0].id = target
+    var.targets[0].data_path = data_path
+
+
 def _load_image(path: Path, non_color: bool = False) -> bpy.types.Image:
     image = bpy.data.images.load(str(path), check_existing=False)
     if non_color:
@@ -482,12 +493,7 @@ def add_detail_drivers(obj) -> list[str]:
         node.outputs[0].driver_remove("default_value")
         driver = node.outputs[0].driver_add("default_value").driver
         driver.type = "AVERAGE"
-        var = driver.variables.new()
-        var.name = "weight"
-        var.type = "SINGLE_PROP"
-        var.targets[0].id_type = "KEY"
-        var.targets[0].id = keys
-        var.targets[0].data_path = f'key_blocks["{unit}"].value'
+        _prop_variable(driver, "weight", "KEY", keys, f'key_blocks["{unit}"].value')
         paths.append(node.outputs[0].path_from_id("default_value"))
     jaw = obj.get("facerecon_detail_jaw")
     rig = pose_rig_of(obj)
@@ -914,20 +920,10 @@ def add_face_controls(obj) -> list[str]:
             description=f"Manual value of the {key_name} shape key (the face controls add to it)")
         driver = block.driver_add("value").driver
         driver.type = "SCRIPTED"
-        manual = driver.variables.new()
-        manual.name = "manual"
-        manual.type = "SINGLE_PROP"
-        manual.targets[0].id_type = "KEY"
-        manual.targets[0].id = keys
-        manual.targets[0].data_path = f'["{key_name}"]'
+        _prop_variable(driver, "manual", "KEY", keys, f'["{key_name}"]')
         for var_name in CONTROLS:
             if var_name in expression:
-                var = driver.variables.new()
-                var.name = var_name
-                var.type = "SINGLE_PROP"
-                var.targets[0].id_type = "OBJECT"
-                var.targets[0].id = obj
-                var.targets[0].data_path = f'["{var_name}"]'
+                _prop_variable(driver, var_name, "OBJECT", obj, f'["{var_name}"]')
         driver.expression = f"manual + {expression}"
         driven.append(key_name)
     obj["facerecon_driven_keys"] = driven
@@ -1184,12 +1180,7 @@ def add_pose_controls(rig, rig_data: dict) -> dict[str, float]:
             pbone.rotation_mode = "XYZ"
             driver = pbone.driver_add("rotation_euler", index).driver
             driver.type = "SCRIPTED"
-            var = driver.variables.new()
-            var.name = prop
-            var.type = "SINGLE_PROP"
-            var.targets[0].id_type = "OBJECT"
-            var.targets[0].id = rig
-            var.targets[0].data_path = f'["{prop}"]'
+            _prop_variable(driver, prop, "OBJECT", rig, f'["{prop}"]')
             driver.expression = prop if sign > 0 else f"-{prop}"
     direct = {}
     for pbone in rig.pose.bones:

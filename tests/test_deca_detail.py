@@ -51,14 +51,20 @@ def test_displacement_is_bounded_and_starts_at_zero():
         DetailDecoder(16, 52, uv_size=48)
 
 
-def test_detail_normals_shade_the_render_and_zero_detail_leaves_it(deca):
-    from engine.face import FaceDecoder
-
+def _lit_face(deca):
+    """The network's face of a random crop at 128 px, without detail, under a directional
+    light (so that the shading depends on the normals)."""
     torch.manual_seed(1)
     params = deca.decode(deca.encode(torch.rand(1, 3, S, S))).replace(displacement=None, detail_code=None)
     sh = params.sh.clone()
-    sh[:, 1:4] += torch.tensor([1.5, 1.0, 1.2])[:, None]  # directional light: shading depends on the normals
-    params = params.replace(camera=params.camera.resized((128, 128)), sh=sh)
+    sh[:, 1:4] += torch.tensor([1.5, 1.0, 1.2])[:, None]
+    return params.replace(camera=params.camera.resized((128, 128)), sh=sh)
+
+
+def test_detail_normals_shade_the_render_and_zero_detail_leaves_it(deca):
+    from engine.face import FaceDecoder
+
+    params = _lit_face(deca)
     dec = FaceDecoder(deca.head, deca.reflectance)
     plain = dec(params).render(antialias=False).image
     flat = dec(params.replace(displacement=torch.zeros(1, 1, M, M))).render(antialias=False).image
@@ -236,11 +242,7 @@ def test_uv_window_maps_round_trip_and_shade_the_face_only(deca):
     assert (back - smooth)[..., r0:r1, c0:c1].abs().max() < 0.01  # there and back inside the window
     assert back[..., :, : int(window[0] * 512) - 1].abs().max() == 0  # nothing outside it
     # a windowed stripe map shades the head and leaves the background alone
-    torch.manual_seed(1)
-    params = deca.decode(deca.encode(torch.rand(1, 3, S, S))).replace(displacement=None, detail_code=None)
-    sh = params.sh.clone()
-    sh[:, 1:4] += torch.tensor([1.5, 1.0, 1.2])[:, None]  # directional light: shading depends on the normals
-    params = params.replace(camera=params.camera.resized((128, 128)), sh=sh)
+    params = _lit_face(deca)
     dec = FaceDecoder(deca.head, deca.reflectance)
     plain = dec(params).render(antialias=False)
     rows = torch.arange(M, dtype=torch.float32)

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.export.detail import whole_layout
     from engine.generator.realistic import render_realistic
-    from engine.generator.wrinkles import FIGURE_EXPRESSIONS, JAW_FULL_RAD, figure_config, front_view, raking_light
+    from engine.generator.wrinkles import FIGURE_EXPRESSIONS, figure_config, figure_pose, front_view, raking_light
     from engine.methods.deca import Deca
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,20 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     net = Deca.load(a.checkpoint)
     head = net.head
-    names = list(head.expression_names)
-    jaw = head.joint_names.index("jaw") if "jaw" in head.joint_names else None
     cfg = figure_config(a.size)
     shots = []
     for title, units, jaw_rad in FIGURE_EXPRESSIONS:
-        e = np.zeros(head.n_expression)
-        for u, v in units.items():
-            if u in names:
-                e[names.index(u)] = v
-        q = np.zeros((head.n_joints, 3))
-        if jaw_rad and jaw is not None:
-            q[jaw, 0] = jaw_rad
-        elif jaw_rad and "jawOpen" in names:
-            e[names.index("jawOpen")] = jaw_rad / JAW_FULL_RAD
+        e, q = figure_pose(head, units, jaw_rad)
         shots.append((title, e, q, render_realistic(head, a.seed, cfg, expression=e, pose=q, lights=raking_light())))
 
     neutral_photo = shots[0][3]

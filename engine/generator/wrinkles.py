@@ -622,6 +622,23 @@ FIGURE_EXPRESSIONS = (("neutral", {}, 0.0),
                       ("jaw open", {}, 0.3))
 
 
+def figure_pose(head: HeadModel, units: dict[str, float], jaw_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expression weights ``(K_exp,)`` and joint pose ``(J, 3)`` of one :data:`FIGURE_EXPRESSIONS`
+    entry for ``head`` (units it lacks are left out; without a jaw joint the jaw opening goes
+    to ``jawOpen``)."""
+    names = list(head.expression_names)
+    e = np.zeros(head.n_expression)
+    for u, v in units.items():
+        if u in names:
+            e[names.index(u)] = v
+    q = np.zeros((head.n_joints, 3))
+    if jaw_rad and "jaw" in head.joint_names:
+        q[head.joint_names.index("jaw"), 0] = jaw_rad
+    elif jaw_rad and "jawOpen" in names:
+        e[names.index("jawOpen")] = jaw_rad / JAW_FULL_RAD
+    return e, q
+
+
 def figure_config(image_size: int = 256):
     """A clean, frontal, close :class:`~engine.generator.realistic.RealisticConfig` for figures
     (short hair, no props, no degradations)."""
@@ -679,19 +696,9 @@ def make_figure(head: HeadModel, seed: int, path: str, image_size: int = 256, ma
 
     cfg = figure_config(image_size)
     cfg.detail_map_size = map_size
-    names = list(head.expression_names)
-    jaw = head.joint_names.index("jaw") if "jaw" in head.joint_names else None
     shots = []
     for title, units, jaw_rad in FIGURE_EXPRESSIONS:
-        e = np.zeros(head.n_expression)
-        for u, v in units.items():
-            if u in names:
-                e[names.index(u)] = v
-        q = np.zeros((head.n_joints, 3))
-        if jaw_rad and jaw is not None:
-            q[jaw, 0] = jaw_rad
-        elif jaw_rad and "jawOpen" in names:
-            e[names.index("jawOpen")] = jaw_rad / JAW_FULL_RAD
+        e, q = figure_pose(head, units, jaw_rad)
         shots.append((title, render_realistic(head, seed, cfg, expression=e, pose=q, lights=raking_light())))
     maps = [front_view(head, s.params.displacement) * 1e3 for _, s in shots]
     maps_size = shots[0][1].params.displacement.shape[-1]
