@@ -193,17 +193,23 @@ def test_import_replaces_or_adds_and_rolls_back(blender, result_folder, tmp_path
     assert [len(getattr(bpy.data, c)) for c in ("objects", "meshes", "materials", "images", "worlds", "armatures")] == counts
 
 
-def test_detail_map_in_material_and_baked_into_all_shape_keys(blender, result_folder, tmp_path):
-    bpy, installed = blender
+def _flat_displacement_folder(result_folder, folder, steps: int):
+    """A copy of ``result_folder`` with a flat 16-bit ``displacement.png`` ``steps`` grey levels
+    above the mid grey at 1 µm per level (``params.json``'s ``displacement_scale_m``)."""
     from PIL import Image
 
-    folder = tmp_path / "detail"
     shutil.copytree(result_folder, folder)
-    # a flat 16-bit map 1000 units above the mid grey at 1 µm per unit: 1 mm outwards
-    Image.fromarray(np.full((64, 64), 32768 + 1000, np.uint16)).save(folder / "displacement.png")
+    Image.fromarray(np.full((64, 64), 32768 + steps, np.uint16)).save(folder / "displacement.png")
     params = json.loads((folder / "params.json").read_text())
     params["displacement_scale_m"] = 1e-6
     (folder / "params.json").write_text(json.dumps(params))
+    return folder
+
+
+def test_detail_map_in_material_and_baked_into_all_shape_keys(blender, result_folder, tmp_path):
+    bpy, installed = blender
+    # a flat 16-bit map 1000 units above the mid grey at 1 µm per unit: 1 mm outwards
+    folder = _flat_displacement_folder(result_folder, tmp_path / "detail", 1000)
     settings = bpy.context.scene.facerecon
     settings.result_mode, settings.bake_detail = "ADD", False
     assert bpy.ops.facerecon.import_result(directory=str(folder)) == {"FINISHED"}
@@ -889,14 +895,7 @@ def test_a_folder_without_detail_entry_keeps_the_neutral_map_alone(blender, resu
     """displacement.png without params.json's detail: the Displacement node reads the map at
     midlevel 32768/65535, no frame, no driven weights (as before animated detail)."""
     bpy, installed = blender
-    from PIL import Image
-
-    folder = tmp_path / "neutral_only"
-    shutil.copytree(result_folder, folder)
-    Image.fromarray(np.full((64, 64), 32768 + 100, np.uint16)).save(folder / "displacement.png")
-    params = json.loads((folder / "params.json").read_text())
-    params["displacement_scale_m"] = 1e-6
-    (folder / "params.json").write_text(json.dumps(params))
+    folder = _flat_displacement_folder(result_folder, tmp_path / "neutral_only", 100)
     obj = _import_detail(bpy, folder)
     nodes = obj.active_material.node_tree.nodes
     disp = nodes["Detail"]
