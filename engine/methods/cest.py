@@ -47,7 +47,6 @@ from engine.losses.terms import LossInputs, check_weights, weighted_sum
 from engine.methods.base import LearnedMethod, flatten_groups
 from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation, unwrap_photo
 from engine.render.shading import SH_CONSTANTS
-from engine.render.uv import rasterize_uv
 from engine.train.method import StepResult
 
 METHOD = {
@@ -159,7 +158,6 @@ class Cest(LearnedMethod):
             centre = head.landmarks(head.template[None])[0].mean(0).cpu()
         self.register_buffer("centre", centre)
         self.register_buffer("t0", torch.tensor([0.0, 0.0, cfg.depth_m]) - frontal_rotation() @ centre)
-        self._uv_fragments = None
 
     # ------------------------------------------------------------------ pieces
     def camera(self, rotation: Tensor, translation: Tensor) -> PerspectiveCamera:
@@ -189,13 +187,9 @@ class Cest(LearnedMethod):
         return Fn.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def uv_fragments(self):
-        """The rasterised UV layout at ``uv_size`` (computed once, not saved)."""
-        fr = self._uv_fragments
-        if fr is None or fr.mask.device != self.head.template.device:
-            h = self.head
-            fr = rasterize_uv(h.uv.float(), h.face_uv, self.cfg.uv_size)
-            self._uv_fragments = fr
-        return fr
+        """The rasterised UV layout at ``uv_size`` (the shared decoder's cache: once per head,
+        size and device, not saved)."""
+        return self.decoder.uv_fragments(self.cfg.uv_size)
 
     def unwrap(self, images: Tensor, decoded: Decoded) -> tuple[Tensor, Tensor]:
         """The illuminated texture ``(B, 3, U, U)`` and its visibility mask ``(B, 1, U, U)``."""
