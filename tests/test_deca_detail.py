@@ -275,3 +275,25 @@ def test_committed_network_gives_animated_detail_without_a_checkpoint():
     assert maps is not None and 1 <= len(maps.units) <= 8 and maps.window is not None
     smile = [maps.units[u] for u in ("mouthSmileLeft", "mouthSmileRight") if u in maps.units]
     assert smile and all(float(m.abs().max()) > 1e-5 for m in smile)  # > 0.01 mm somewhere
+
+
+def test_detail_condition_truth_decodes_the_detail_with_the_true_expression(deca):
+    """``detail_condition: truth``: in a training step the detail decoder takes the batch's
+    true expression and jaw; ``predicted`` (and inference) the network's own."""
+    import dataclasses
+
+    _randomise(deca.detail_decoder, scale=0.05, seed=7)
+    try:
+        code = deca.encode(torch.rand(2, 3, S, S))
+        batch = {"gt_expression": torch.rand(2, deca.head.n_expression),
+                 "gt_pose": torch.zeros(2, deca.head.n_joints, 3)}
+        predicted = deca.decode_for_training(code, batch)
+        assert torch.equal(predicted.displacement, deca.decode(code).displacement)  # the default: predicted
+        deca.cfg = dataclasses.replace(deca.cfg, detail_condition="truth")
+        truth = deca.decode_for_training(code, batch)
+        want = deca.decode_detail(code.detail, batch["gt_expression"], batch["gt_pose"])
+        assert torch.allclose(truth.displacement, want) and not torch.allclose(truth.displacement, predicted.displacement)
+        assert torch.equal(deca.decode_for_training(code, {}).displacement, predicted.displacement)  # no truth: predicted
+    finally:
+        deca.cfg = dataclasses.replace(deca.cfg, detail_condition="predicted")
+        torch.nn.init.zeros_(deca.detail_decoder.out.weight)

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -155,7 +155,6 @@ class Deca(SemanticCodeMethod):
         object.__setattr__(self, "_identity_net", None)
         if cfg.detail_condition not in ("predicted", "truth"):
             raise ConfigError(f"model.detail_condition must be 'predicted' or 'truth', got {cfg.detail_condition!r}")
-        object.__setattr__(self, "_detail_truth", None)
         used = [t for t in DETAIL_TERMS if self.losses.get(t)]
         if used and not cfg.detail:
             raise ConfigError(f"model.losses {used} are detail terms: set model.detail: true (or their weights to 0)")
@@ -257,33 +256,25 @@ class Deca(SemanticCodeMethod):
         """UV displacement ``(B, 1, M, M)`` (metres) for detail codes, expressions, poses."""
         return self.detail_decoder(detail_code.float(), expression.float(), self.jaw_rotation(pose.float()))
 
-    def training_step(self, batch: dict[str, Tensor]):
-        """:meth:`SemanticCodeMethod.training_step`; with ``detail_condition: truth`` the detail
-        decoder is conditioned on the batch's true expression and jaw while it runs."""
-        truth = None
-        if self.cfg.detail and self.cfg.detail_condition == "truth" and "gt_expression" in batch:
-            from engine.methods.base import flatten_groups
-
-            flat = flatten_groups(batch)
-            truth = (flat["gt_expression"].float(), flat.get("gt_pose"))
-        object.__setattr__(self, "_detail_truth", truth)
-        try:
-            return super().training_step(batch)
-        finally:
-            object.__setattr__(self, "_detail_truth", None)
-
-    def decode(self, code: SemanticCode) -> FaceParams:
+    def decode(self, code: SemanticCode, detail_expression: Tensor | None = None,
+               detail_pose: Tensor | None = None) -> FaceParams:
+        """The coarse FaceParams and, with a detail stage, the detail decoded with the predicted
+        expression and jaw (or ``detail_expression`` / ``detail_pose`` when given)."""
         params = super().decode(code)
         if self.cfg.detail and code.detail is not None:
-            expression, pose = params.expression, params.pose
-            if self._detail_truth is not None:  # training with detail_condition: truth
-                expression = self._detail_truth[0].to(expression)
-                if self._detail_truth[1] is not None:
-                    pose = self._detail_truth[1].float().to(pose)
+            expression = params.expression if detail_expression is None else detail_expression.to(params.expression)
+            pose = params.pose if detail_pose is None else detail_pose.float().to(params.pose)
             params = params.replace(displacement=self.decode_detail(code.detail, expression, pose),
                                     displacement_window=self.window_batch(code.detail.shape[0]),
                                     detail_code=code.detail.float())
         return params
+
+    def decode_for_training(self, code: SemanticCode, batch: Mapping[str, Tensor]) -> FaceParams:
+        """With ``detail_condition: truth`` the detail decoder takes a synthetic batch's true
+        expression and jaw (``gt_expression``, ``gt_pose``) when it has them."""
+        if self.cfg.detail and self.cfg.detail_condition == "truth" and "gt_expression" in batch:
+            return self.decode(code, batch["gt_expression"].float(), batch.get("gt_pose"))
+        return self.decode(code)
 
     @torch.no_grad()
     def detail_maps(self, params: FaceParams, top: int = 8, jaw_rad: float = 0.35) -> DetailMaps | None:

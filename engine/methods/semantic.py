@@ -247,6 +247,11 @@ class SemanticCodeMethod(LearnedMethod):
                         None if pose is None else pose.float())
         return {**truth, "gt_vertices": out.vertices}
 
+    def decode_for_training(self, code: SemanticCode, batch: Mapping[str, Tensor]) -> FaceParams:
+        """The code's FaceParams in a training step (the flattened ``batch`` at hand; default:
+        :meth:`decode`, as at inference)."""
+        return self.decode(code)
+
     def training_step(self, batch: dict[str, Tensor]) -> StepResult:
         """One step on crops ``(B, 3, S, S)`` or clips/identity groups ``(B, T, 3, S, S)``
         (folded into B·T images; terms that use the groups see ``group_size = T``)."""
@@ -256,7 +261,7 @@ class SemanticCodeMethod(LearnedMethod):
         code = self.encode(images)
         truth = self.complete_truth({k: batch[k] for k in TRUTH_FIELDS if k in batch})
         with torch.autocast(images.device.type, enabled=False):
-            params = self.decode(code)
+            params = self.decode_for_training(code, batch)
             loss, terms, _ = self.loss(images, params, batch.get("landmarks"), batch.get("landmarks_valid"),
                                        truth, batch.get("occlusion_mask"), group_size=group)
         return StepResult(loss, terms, {"code": code.detach(), "params": params.detach(), "images": images})
