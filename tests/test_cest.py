@@ -214,3 +214,66 @@ def test_canonical_view_of_the_zero_pose_is_the_crop(head):
     out = net.canonical_view(img, shifted)
     ys, xs = torch.nonzero(out[0, 0] > 0.5, as_tuple=True)
     assert abs(xs.float().mean().item() - 31.5) < 2.0 and abs(ys.float().mean().item() - 31.5) < 2.5
+
+
+def test_cest_starts_from_a_mofa_network_with_its_pose_and_shape(tmp_path, head):
+    """init_from a MoFA checkpoint: f_v and f_s get MoFA's backbone and its pose / identity /
+    expression rows, so (IEST: f_s on the same crop) the first CEST estimate is MoFA's."""
+    import numpy as np
+
+    from engine.generator import SyntheticConfig, render_sample
+    from engine.methods.cest import Cest, CestConfig
+    from engine.methods.mofa import Mofa
+    from engine.photo import align_crop
+    from engine.train.state import load_checkpoint_file
+    from engine.train.trainer import load_matching_weights
+
+    src = ROOT / "engine" / "assets" / "mofa_open_default.pt"
+    mofa = Mofa.load(src)
+    net = Cest(CestConfig(image_size=128, backbone="resnet10", width=0.5, uv_size=32, unet_width=8,
+                          light_width=8, independent=True), head)
+    adopted = net.adopt_weights(load_checkpoint_file(src))
+    report = load_matching_weights(net, adopted, source=str(src))
+    assert report["mismatched"] == 0 and report["loaded"] > 100
+    net.eval()
+    sample = render_sample(head, 5, SyntheticConfig(image_size=200))
+    crop = align_crop(sample.image, sample.landmarks2d.numpy(), size=128, scale=1.25)
+    img = torch.from_numpy(crop.image).permute(2, 0, 1).float().div(255.0)[None]
+    with torch.no_grad():
+        a, b = mofa.decode(mofa.encode(img)), net.decode(net.encode(img))
+    assert float(a.expression.abs().max()) > 0.01  # the network says something, and CEST says the same
+    for field in ("identity", "expression"):
+        assert torch.allclose(getattr(a, field), getattr(b, field), atol=1e-4), field
+    assert torch.allclose(a.camera.R, b.camera.R, atol=1e-5) and torch.allclose(a.camera.t, b.camera.t, atol=1e-5)
+    # a backbone of another size is a clear configuration error
+    from engine.errors import ConfigError
+
+    other = Cest(CestConfig(image_size=128, backbone="resnet10", width=0.25, uv_size=32, unet_width=8,
+                            light_width=8), head)
+    with pytest.raises(ConfigError, match="backbone"):
+        other.adopt_weights(load_checkpoint_file(src))
+    assert np.isfinite(float(b.sh.sum()))
+
+
+def test_identity_groups_round_trip_through_a_cache(tmp_path, head):
+    """python -m engine.data.synthetic --identities N --views K writes identity groups that
+    SyntheticIdentities reads back equal to the rendered ones (realistic generator, crops)."""
+    from engine.data import SyntheticIdentities
+    from engine.data.synthetic import main
+
+    opts = ["--option", "face_fraction=[0.4,0.8]", "--option", "detail=false"]
+    assert main(["--out", str(tmp_path), "--n", "0", "--identities", "2", "--views", "2", "--n-val-identities", "1",
+                 "--size", "96", "--generator", "realistic", *opts]) == 0
+    crop = {"frame_size": 96, "scale": 1.25}
+    kw = dict(generator="realistic", crop=crop, face_fraction=[0.4, 0.8], detail=False)
+    live = SyntheticIdentities(head, 2, 2, 64, 1234, "train", **kw)
+    cached = SyntheticIdentities(head, 2, 2, 64, 1234, "train", cache=str(tmp_path), **kw)
+    a, b = live[1], cached[1]
+    assert a.keys() == b.keys() and a["image"].shape == (2, 3, 64, 64)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    assert SyntheticIdentities(head, 1, 2, 64, 1234, "val", cache=str(tmp_path), **kw)[0]["image"].shape[0] == 2
+    from engine.errors import UserError
+
+    with pytest.raises(UserError, match="fewer than views_per_identity"):
+        SyntheticIdentities(head, 2, 3, 64, 1234, "train", cache=str(tmp_path), **kw)

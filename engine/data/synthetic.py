@@ -304,13 +304,12 @@ class SyntheticIdentities(Dataset):
     single face's crop (``crop_matrix (K, 2, 3)`` added)."""
 
     def __init__(self, head, n: int, views: int = 2, image_size: int = 224, corpus_seed: int = 1234,
-                 split: str = "train", generator: str = "basic", crop=None, **synthetic_options) -> None:
+                 split: str = "train", generator: str = "basic", crop=None, cache: str | Path | None = None,
+                 vertices: bool = True, **synthetic_options) -> None:
         from engine.data.crops import parse_crop
 
-        if "cache" in synthetic_options:
-            raise UserError("identity groups (data.views_per_identity > 1) are rendered on the fly; "
-                            "data.options.cache is for faces and clips")
         self.head = head
+        self.vertices = bool(vertices)
         self.generator = generator
         self.n, self.split, self.corpus_seed, self.views = int(n), split, int(corpus_seed), int(views)
         # with ``crop`` each view is a detector-like crop of a ``crop.frame_size`` frame, as for single faces
@@ -318,13 +317,43 @@ class SyntheticIdentities(Dataset):
         self.image_size = int(image_size)
         frame_size = self.crop.frame_size if self.crop is not None else self.image_size
         self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
+        self.cache = None
+        if cache:
+            self.cache = _open_cache(Path(cache), split, frame_size, f"identities_{split}", generator, head)
+            if self.cache["n"] < self.n:
+                raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} identity groups, "
+                                f"fewer than the {self.n} requested")
+            if self.cache["meta"].get("views", 0) < self.views:
+                raise UserError(f"synthetic cache {cache} has {self.cache['meta'].get('views')} views per "
+                                f"person, fewer than views_per_identity={self.views}")
 
     def __len__(self) -> int:
         return self.n
 
+    def _cached_views(self, i: int) -> tuple[int, list[dict[str, torch.Tensor]]]:
+        """Group ``i``'s first ``views`` views from the cache (uint8 frames, like rendered ones)."""
+        c = self.cache
+        keys = (("landmarks", "gt_identity", "gt_expression", "gt_pose", "gt_R", "gt_t", "gt_K")
+                + (_REALISTIC_ARRAYS if self.generator == "realistic" else ())
+                + tuple(k for k in _OPTIONAL_ARRAYS if k in c))
+        views = []
+        for k in range(self.views):
+            d = {key: torch.from_numpy(np.array(c[key][i][k])) for key in keys}
+            _orient_identity(d, c)
+            if self.vertices:
+                with torch.no_grad():
+                    d["gt_vertices"] = self.head(d["gt_identity"][None], d["gt_expression"][None],
+                                                 d["gt_pose"][None] if self.head.n_joints else None).vertices[0]
+            d["image"] = torch.from_numpy(np.array(c["images"][i][k])).permute(2, 0, 1)
+            views.append(d)
+        return int(c["seeds"][i]), views
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self.n:
             raise IndexError(i)
+        if self.cache is not None:
+            seed, per_view = self._cached_views(i)
+            return self._finish(i, seed, per_view)
         seed = identity_seed(self.corpus_seed, self.split, i)
         if self.generator == "realistic":
             from engine.generator.realistic import render_realistic_views
@@ -337,6 +366,10 @@ class SyntheticIdentities(Dataset):
         per_view = [{"landmarks": v.landmarks2d.float(), "image": torch.from_numpy(v.image).permute(2, 0, 1),
                      **_ground_truth(v), **(_realistic_extras(v) if self.generator == "realistic" else {})}
                     for v in views]
+        return self._finish(i, seed, per_view)
+
+    def _finish(self, i: int, seed: int, per_view: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Crop (or scale to [0, 1]) each view and stack them into one item."""
         if self.crop is not None:
             from engine.data.crops import crop_item
 
@@ -345,7 +378,7 @@ class SyntheticIdentities(Dataset):
                         for k, d in enumerate(per_view)]
         else:
             for d in per_view:
-                d["image"] = d["image"].float() / 255.0
+                d["image"] = d["image"].float() / 255.0 if d["image"].dtype == torch.uint8 else d["image"].float()
         item = {k: torch.stack([d[k] for d in per_view]) for k in per_view[0]}
         item["landmarks_valid"] = torch.ones(self.views, 68, dtype=torch.bool)
         item["identity"] = torch.tensor(seed)
@@ -360,9 +393,10 @@ def _resample_map(m: torch.Tensor, size: int) -> np.ndarray:
 
 
 def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, ...], meta: dict,
-           displacement_size: int = 0) -> Path:
+           displacement_size: int = 0, seed_key: str = "") -> Path:
     """Render items ``[start, stop)`` of ``ds`` into preallocated memmaps under ``d``;
-    ``lead`` is the per-item leading shape (() for faces, (T,) for clips). With
+    ``lead`` is the per-item leading shape (() for faces, (T,) for clips and identity groups);
+    ``seed_key`` the item's seed field (default: ``seed`` for faces, ``clip`` otherwise). With
     ``displacement_size`` > 0 the items' ``gt_displacement`` maps are kept too (float16,
     resampled to that many texels)."""
     d.mkdir(parents=True, exist_ok=True)
@@ -390,7 +424,7 @@ def _write(ds, d: Path, n: int, start: int, stop: int | None, lead: tuple[int, .
         it = ds[i]
         img = it["image"].permute(*dims, len(lead) + 1, len(lead) + 2, len(lead))
         arrays["images"][i] = (img * 255 + 0.5).to(torch.uint8).numpy()
-        arrays["seeds"][i] = int(it["clip" if lead else "seed"])
+        arrays["seeds"][i] = int(it[seed_key or ("clip" if lead else "seed")])
         for k in keys:
             arrays[k][i] = it[k].numpy()
         if displacement_size > 0:
@@ -431,6 +465,22 @@ def write_clip_cache(head, out: Path, n: int, frames: int, split: str, image_siz
     return _write(ds, out / f"clips_{split}", n, start, stop, (frames,), meta)
 
 
+def write_identity_cache(head, out: Path, n: int, views: int, split: str, image_size: int, corpus_seed: int,
+                         start: int = 0, stop: int | None = None, generator: str = "basic",
+                         options: dict | None = None) -> Path:
+    """Render identity groups ``[start, stop)`` (``views`` photos of one person each: same
+    identity and albedo, other expression, pose, camera, light and background) into
+    ``out/identities_<split>``, read back by :class:`SyntheticIdentities` (``cache``)."""
+    options = dict(options or {})
+    ds = SyntheticIdentities(head, n, views, image_size, corpus_seed, split, generator=generator, **options)
+    meta = {"n": n, "views": views, "image_size": image_size, "corpus_seed": corpus_seed, "head_model": head.name}
+    if generator != "basic":
+        meta["generator"] = generator
+    if options:
+        meta["options"] = options
+    return _write(ds, out / f"identities_{split}", n, start, stop, (views,), meta, seed_key="identity")
+
+
 def _parse_options(pairs: list[str]) -> dict:
     """``["key=value", ...]`` (YAML values) -> a mapping of generator config fields."""
     import yaml
@@ -458,10 +508,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=0, help="also write this many training clips")
     ap.add_argument("--n-val-clips", type=int, default=16)
     ap.add_argument("--frames", type=int, default=8, help="frames per clip")
-    ap.add_argument("--start", type=int, default=0, help="first item of the range to render (faces, or clips with --n 0)")
+    ap.add_argument("--identities", type=int, default=0,
+                    help="also write this many training identity groups (--views photos of one person each)")
+    ap.add_argument("--n-val-identities", type=int, default=32)
+    ap.add_argument("--views", type=int, default=2, help="photos per identity group")
+    ap.add_argument("--start", type=int, default=0,
+                    help="first item of the range to render (faces, or clips / identity groups with --n 0)")
     ap.add_argument("--stop", type=int, default=None)
     ap.add_argument("--generator", choices=GENERATORS, default="basic",
-                    help="basic (default, MoFA-like faces) or realistic (photo-like faces; faces only, no clips)")
+                    help="basic (default, MoFA-like faces) or realistic (photo-like faces; faces and identity groups, no clips)")
     ap.add_argument("--displacement-size", type=int, default=0, metavar="D",
                     help="realistic: also cache each face's detail map (gt_displacement), float16 at D texels (e.g. 128)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -470,8 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     with cli_errors():
         from engine.head import load_head_model
 
-        if min(a.n, a.n_val, a.clips, a.n_val_clips) < 0 or a.frames < 1 or a.size < 8:
-            raise UserError("--n, --n-val, --clips and --n-val-clips must be >= 0, --frames >= 1, --size >= 8")
+        if min(a.n, a.n_val, a.clips, a.n_val_clips, a.identities, a.n_val_identities) < 0 or a.frames < 1 \
+                or a.views < 1 or a.size < 8:
+            raise UserError("--n, --n-val, --clips, --n-val-clips, --identities and --n-val-identities must be "
+                            ">= 0, --frames and --views >= 1, --size >= 8")
+        if a.clips > 0 and a.identities > 0:
+            raise UserError("write clips and identity groups in separate runs (--start/--stop are per kind)")
         if a.clips > 0:
             _basic_only(a.generator, "synthetic clips")
         if a.displacement_size < 0 or (a.displacement_size > 0 and a.generator != "realistic"):
@@ -491,6 +550,13 @@ def main(argv: list[str] | None = None) -> int:
             write_clip_cache(head, out, a.clips, a.frames, "train", a.size, a.seed, first, last)
             if first == 0 and a.n_val_clips > 0:
                 write_clip_cache(head, out, a.n_val_clips, a.frames, "val", a.size, a.seed)
+        if a.identities > 0:
+            first, last = (a.start, a.stop) if a.n == 0 else (0, None)
+            write_identity_cache(head, out, a.identities, a.views, "train", a.size, a.seed, first, last,
+                                 a.generator, options)
+            if first == 0 and a.n_val_identities > 0:
+                write_identity_cache(head, out, a.n_val_identities, a.views, "val", a.size, a.seed,
+                                     generator=a.generator, options=options)
     return 0
 
 

@@ -3,7 +3,8 @@
 ``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``;
 ``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``;
 ``python -m engine.eval skin [--n 40] [--seed 0] [--landmarks gt|detected] [--json]``;
-``python -m engine.eval detail --checkpoint CKPT [--n 40] [--seed 900000] [--json]``."""
+``python -m engine.eval detail --checkpoint CKPT [--n 40] [--seed 900000] [--json]``;
+``python -m engine.eval reflectance --checkpoint CKPT [--checkpoint CKPT ...] [--n 48] [--cache DIR] [--json]``."""
 
 from __future__ import annotations
 
@@ -92,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--json", action="store_true")
     d.add_argument("--quiet", action="store_true")
     d.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
+    r = sub.add_parser("reflectance", help="reflectance, skin tone, cross-view consistency, photometric, geometry "
+                                           "and landmarks of networks on held-out realistic identity groups")
+    r.add_argument("--checkpoint", required=True, action="append", metavar="CKPT",
+                   help="a learned network (any method); repeat for a table of several")
+    r.add_argument("--n", type=int, default=48, help="held-out identity groups (3 photos each)")
+    r.add_argument("--cache", default=None, metavar="DIR",
+                   help="a corpus from python -m engine.data.synthetic --identities (its identities_val); "
+                        "default: render the groups")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--report", default=None, metavar="JSON", help="also write the full reports (as --json) to this file")
     t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
     t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
@@ -110,6 +122,36 @@ def main(argv: list[str] | None = None) -> int:
             except json.JSONDecodeError as exc:
                 raise UserError(f"a report is not JSON from python -m engine.eval cycles --json ({exc})") from None
             print(format_table(reports))
+        return 0
+    if args.command == "reflectance":
+        with cli_errors():
+            import torch
+
+            from engine.errors import UserError
+            from engine.eval.reflectance import evaluate_reflectance, format_table as format_reflectance, load_network
+
+            if args.n < 1:
+                raise UserError("--n must be at least 1")
+            torch.manual_seed(0)
+            log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+            reports = []
+            groups = {}
+            for ckpt in args.checkpoint:
+                network = load_network(ckpt)
+                key = (network.head.name, network.image_size)
+                if key not in groups:  # one data set per head model and crop size, shared by the networks
+                    from engine.eval.reflectance import held_out_groups
+
+                    groups[key] = held_out_groups(network.head, args.n, network.image_size, args.cache)
+                if log:
+                    log(f"{ckpt}: {network.name}")
+                reports.append(evaluate_reflectance(network, args.n, checkpoint=ckpt, log=log, groups=groups[key]))
+            out = [r.to_dict() for r in reports]
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(out, indent=1))
+            print(json.dumps(out, indent=1) if args.json else format_reflectance(reports))
         return 0
     if args.command == "detail":
         with cli_errors():

@@ -181,6 +181,13 @@ class LearnedMethod(nn.Module):
         H, W = rgb.shape[:2]
         camera = PerspectiveCamera(K[None], R_roll @ cam.R.float().cpu(), (R_roll @ cam.t.float().cpu()[0])[None],
                                    (H, W))
+        if getattr(self.cfg, "recentre", False):
+            # the principal point at the photo's centre (the network's camera turned about its
+            # centre to keep the face where it was): the rotation becomes the head's rotation
+            # relative to the photo's optical axis
+            from engine.methods.semantic import recentre_camera
+
+            camera = recentre_camera(camera, (W / 2.0, H / 2.0))
         return FaceParams(
             identity=params.identity.float().cpu(), expression=params.expression.float().cpu(),
             pose=params.pose.float().cpu(), camera=camera, sh=sh,
@@ -210,6 +217,26 @@ class LearnedMethod(nn.Module):
     def upgrade_state(cls, state: dict[str, Any]) -> dict[str, Any]:
         """Rename tensors of checkpoints written by older versions of the method (default: none)."""
         return state
+
+    def adopt_weights(self, checkpoint: Mapping[str, Any]) -> dict[str, Tensor] | None:
+        """Another method's checkpoint (``init_from``) as tensors named for this network, for
+        the parts that mean the same (e.g. a MoFA encoder's backbone and pose rows as CEST's
+        viewpoint estimator); None when this method cannot use that method's weights
+        (default: tensors are then matched by name only)."""
+        return None
+
+    @torch.no_grad()
+    def complete_truth(self, truth: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``truth`` with ``gt_vertices`` computed from the gt codes, batched, when a vertex
+        term needs them and the items left them out (``data.options.vertices: false``)."""
+        losses = getattr(self, "losses", {})
+        needed = any(losses.get(k) for k in ("vertices", "shape"))
+        if not needed or "gt_vertices" in truth or "gt_identity" not in truth or "gt_expression" not in truth:
+            return truth
+        pose = truth.get("gt_pose") if self.head.n_joints else None
+        out = self.head(truth["gt_identity"].float(), truth["gt_expression"].float(),
+                        None if pose is None else pose.float())
+        return {**truth, "gt_vertices": out.vertices}
 
     def export_config(self) -> dict[str, Any]:
         """What inference needs to rebuild the network (stored in checkpoints)."""

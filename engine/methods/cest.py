@@ -45,6 +45,7 @@ from engine.face import Decoded, FaceParams
 from engine.losses import landmark_weights_68
 from engine.losses.terms import LossInputs, check_weights, weighted_sum
 from engine.methods.base import LearnedMethod, flatten_groups
+from engine.methods.semantic import TRUTH_FIELDS
 from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation, unwrap_photo
 from engine.render.shading import SH_CONSTANTS
 from engine.train.method import StepResult
@@ -93,6 +94,10 @@ class CestConfig:
     region: str = "face_skin"  # the photometric terms' region
     visibility_size: int = 64  # z-buffer size of the visibility test (photometric weights, unwrap)
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSSES))
+    # leave face skin hidden by props (realistic items' occlusion_mask) out of the photometric terms
+    mask_occlusions: bool = True
+    # predict_photo: the camera's principal point at the photo's centre (as MoFA's networks)
+    recentre: bool = False
 
 
 @dataclass
@@ -250,6 +255,49 @@ class Cest(LearnedMethod):
         """(B, V) bool: visible face-region vertices (z-buffer at ``visibility_size``)."""
         return decoded.visibility(size=(self.cfg.visibility_size,) * 2) & self.region_mask
 
+    def adopt_weights(self, checkpoint) -> dict[str, Tensor] | None:
+        """A semantic-code network's checkpoint (MoFA, DECA's coarse stage: ``encoder.backbone``,
+        ``encoder.head``, ``encoder.head_depth``) as this network's starting weights: its
+        backbone for both ``f_v`` and ``f_s`` (same architecture), its rotation and
+        translation rows for ``f_v``'s head and its identity and expression rows for
+        ``f_s``'s (the jaw starts at zero); every camera and code convention is the same
+        (``focal``, ``depth_m``, the translation scales, prior-std identity units). The
+        reflectance U-Net and the light estimator have no counterpart and start fresh.
+        None for any other checkpoint."""
+        state = checkpoint.get("model", {})
+        export = checkpoint.get("export", {}).get(checkpoint.get("method"), {})
+        if "encoder.head.weight" not in state or "encoder.head_depth.weight" not in state or not export:
+            return None
+        if (export.get("backbone"), float(export.get("width", 0))) != (self.cfg.backbone, float(self.cfg.width)):
+            raise ConfigError(f"init_from: the {checkpoint.get('method')} network has a {export.get('backbone')} "
+                              f"x{export.get('width')} backbone; model.backbone/width here are "
+                              f"{self.cfg.backbone} x{self.cfg.width}")
+        for key in ("focal", "depth_m", "xy_scale_m", "depth_scale_m"):
+            if key in export and abs(float(export[key]) - float(getattr(self.cfg, key))) > 1e-9:
+                raise ConfigError(f"init_from: the {checkpoint.get('method')} network's model.{key} is "
+                                  f"{export[key]}, here {getattr(self.cfg, key)}: the cameras would differ")
+        W, b = state["encoder.head.weight"].float(), state["encoder.head.bias"].float()
+        Wz, bz = state["encoder.head_depth.weight"].float(), state["encoder.head_depth.bias"].float()
+        rows = W.shape[0]  # identity, expression, 3 x reflectance, pose, rotation 3, translation xy 2, SH 27
+        n_refl = int(export.get("n_reflectance", 10))
+        n_pose = rows - 32 - self.n_id - self.n_exp - 3 * n_refl
+        if n_pose < 0:
+            raise ConfigError(f"init_from: the {checkpoint.get('method')} network's code does not have "
+                              f"{self.n_id} identity and {self.n_exp} expression values")
+        rot = rows - 32
+        out = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        for name in ("f_v", "f_s"):
+            out.update({f"{name}.{k[len('encoder.backbone.'):]}": v for k, v in state.items()
+                        if k.startswith("encoder.backbone.")})
+        out["f_v_head.weight"] = torch.cat([W[rot:rot + 5], Wz])
+        out["f_v_head.bias"] = torch.cat([b[rot:rot + 5], bz])
+        k = self.n_id + self.n_exp
+        jaw_w = W[k + 3 * n_refl:k + 3 * n_refl + 3] if n_pose >= 3 else W.new_zeros(3, W.shape[1])
+        jaw_b = b[k + 3 * n_refl:k + 3 * n_refl + 3] if n_pose >= 3 else b.new_zeros(3)
+        out["f_s_head.weight"] = torch.cat([W[:k], jaw_w])
+        out["f_s_head.bias"] = torch.cat([b[:k], jaw_b])
+        return out
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Tensor]) -> StepResult:
         """One step on clips ``(B, T, 3, S, S)`` (or single crops, T = 1: no clip term)."""
@@ -261,13 +309,21 @@ class Cest(LearnedMethod):
             params = self.decode(code)
             dec = self.decoder(params)
             vis = self.visibility(dec)
+            photo_w = vis.float()
+            occlusion = batch.get("occlusion_mask") if self.cfg.mask_occlusions else None
+            if occlusion is not None:
+                hidden = dec.sample(occlusion.float()[:, None])[..., 0]  # (B, V) fraction hidden by props
+                photo_w = photo_w * (hidden < 0.5).float()
             landmarks = batch.get("landmarks")
             w = self.lmk_weights
             if batch.get("landmarks_valid") is not None:
                 w = w * batch["landmarks_valid"].to(w.dtype)
-            inputs = LossInputs(dec, observed=dec.sample(images), photo_weights=vis.float(),
+            truth = self.complete_truth({k: batch[k].float() for k in TRUTH_FIELDS if k in batch})
+            inputs = LossInputs(dec, observed=dec.sample(images), photo_weights=photo_w,
                                 landmarks=None if landmarks is None else landmarks.float(), landmark_weights=w,
-                                landmark_scale=float(self.cfg.image_size), group_size=T)
+                                landmark_scale=float(self.cfg.image_size), group_size=T,
+                                vertex_weights=self.region_mask.float(), albedo_weights=self.region_mask,
+                                **{k: truth.get(k) for k in TRUTH_FIELDS})
             weights = {k: v for k, v in self.losses.items()
                        if (k != "landmark" or landmarks is not None) and (k != "clip_consistency" or T > 1)}
             total, terms = weighted_sum(weights, inputs)

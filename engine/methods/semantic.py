@@ -172,16 +172,6 @@ class SemanticCodeMethod(LearnedMethod):
         return FaceParams(identity=ident, expression=expr, pose=pose, camera=camera,
                           sh=code.sh + ambient, reflectance=code.reflectance)
 
-    @torch.no_grad()
-    def predict_photo(self, rgb, landmarks68, crop_scale: float = 1.25) -> FaceParams:
-        """:meth:`LearnedMethod.predict_photo`, and with ``recentre`` the camera re-expressed
-        with its principal point at the photo's centre (:func:`recentre_camera`)."""
-        params = super().predict_photo(rgb, landmarks68, crop_scale)
-        if self.cfg.recentre:
-            H, W = rgb.shape[:2]
-            params = params.replace(camera=recentre_camera(params.camera, (W / 2.0, H / 2.0)))
-        return params
-
     def visibility(self, decoded: Decoded) -> Tensor:
         """(B, V) bool: vertices the photometric term may use (region ∧ visibility)."""
         if self.cfg.visibility == "normals":
@@ -234,18 +224,6 @@ class SemanticCodeMethod(LearnedMethod):
         if landmarks is not None:
             scalars["landmark_px"] = (dec.landmarks2d - landmarks).norm(dim=-1).mean().detach()
         return total.mean(), scalars, dec
-
-    @torch.no_grad()
-    def complete_truth(self, truth: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``truth`` with ``gt_vertices`` computed from the gt codes, batched, when a vertex
-        term needs them and the items left them out (``data.options.vertices: false``)."""
-        needed = any(self.losses.get(k) for k in ("vertices", "shape"))
-        if not needed or "gt_vertices" in truth or "gt_identity" not in truth or "gt_expression" not in truth:
-            return truth
-        pose = truth.get("gt_pose") if self.head.n_joints else None
-        out = self.head(truth["gt_identity"].float(), truth["gt_expression"].float(),
-                        None if pose is None else pose.float())
-        return {**truth, "gt_vertices": out.vertices}
 
     def decode_for_training(self, code: SemanticCode, batch: Mapping[str, Tensor]) -> FaceParams:
         """The code's FaceParams in a training step (the flattened ``batch`` at hand; default:

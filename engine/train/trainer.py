@@ -515,6 +515,11 @@ class Trainer:
         upgrade = getattr(type(self.method), "upgrade_state", None)
         if upgrade is not None and data.get("method") == getattr(self.method, "name", None):
             weights = upgrade(dict(weights))  # tensors renamed since that checkpoint was written
+        adopt = getattr(self.method, "adopt_weights", None)
+        if adopt is not None and data.get("method") != getattr(self.method, "name", None):
+            adopted = adopt(data)  # another method's weights, renamed for this one's matching parts
+            if adopted is not None:
+                weights = adopted
         report = load_matching_weights(self.method, weights, strict, source=str(src))
         report["format"] = data["format"]
         report["method"] = data.get("method", "")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# CEST's ablation (issue #13, docs/cest.md "Training and results"): CEST and IEST, each with and
+# without the reflectance symmetry and the cross-frame consistency terms, trained the same way
+# (train/configs/cest_open.yaml: 400 steps x 4 identity groups of 3 photos from MoFA's weights),
+# two runs at a time (2 CPU cores, one torch thread each), then scored on the held-out groups.
+#   bash tools/cest_ablation.sh            # runs/ablation/<name>/final.pt, runs/ablation/table.md
+# Needs the identity-group corpus named in the config (its first comment says how to write it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/ablation}
+mkdir -p "$OUT"
+run() {  # name, overrides...
+  local name=$1; shift
+  if [ -f "$OUT/$name/final.pt" ]; then echo "$name: done"; return; fi
+  OMP_NUM_THREADS=1 $PY -m engine.train --config train/configs/cest_open.yaml run_dir="$OUT/$name" "$@" \
+    > "$OUT/$name.log" 2>&1
+  echo "$name: $(tail -n 1 "$OUT/$name.log" | cut -c1-120)"
+}
+S0=model.losses.reflectance_symmetry=0
+C0=model.losses.clip_consistency=0
+IE=model.independent=true
+run cest_full & run iest_full "$IE" & wait
+run cest_free "$S0" "$C0" & run iest_free "$IE" "$S0" "$C0" & wait
+run cest_nosym "$S0" & run iest_nosym "$IE" "$S0" & wait
+run cest_noclip "$C0" & run iest_noclip "$IE" "$C0" & wait
+ckpts=()
+for n in cest_full cest_nosym cest_noclip cest_free iest_full iest_nosym iest_noclip iest_free; do
+  ckpts+=(--checkpoint "$OUT/$n/final.pt")
+done
+OMP_NUM_THREADS=1 $PY -m engine.eval reflectance "${ckpts[@]}" --checkpoint engine/assets/mofa_open_default.pt \
+  --n 48 --cache runs/realistic_ids --quiet --report "$OUT/table.json" | tee "$OUT/table.md"
