@@ -113,3 +113,31 @@ def test_skin_prior_prefers_skin_tones_over_saturated_colours():
     assert skin_colour_prior(light, prior).item() < 4.0
     assert skin_colour_prior(dark, prior).item() < 4.0
     assert skin_colour_prior(green, prior).item() > 20.0
+
+
+def test_light_level_term_pulls_the_mean_shading_to_the_level():
+    """light_level: zero when the visible skin's mean shading is the level, the squared gap
+    otherwise; its gradient moves the ambient SH term towards the level (so the albedo keeps
+    the photo's brightness instead of the light taking it)."""
+    from engine.face import FaceDecoder, FaceParams
+    from engine.head import load_head_model
+    from engine.losses.terms import TERMS, LossInputs
+    from engine.render import PerspectiveCamera, frontal_rotation
+    from engine.render.shading import SH_CONSTANTS
+
+    head = load_head_model("open")
+    K = torch.tensor([[[400.0, 0, 64], [0, 400.0, 64], [0, 0, 1]]])
+    cam = PerspectiveCamera(K, frontal_rotation()[None], torch.tensor([[0.0, 0.0, 0.9]]), (128, 128))
+    dc = torch.tensor(0.6 / SH_CONSTANTS[0], requires_grad=True)
+    sh = torch.zeros(1, 9, 3)
+    sh = sh + torch.nn.functional.pad(dc.expand(1, 1, 3), (0, 0, 0, 8))
+    dec = FaceDecoder(head)(FaceParams(identity=torch.zeros(1, head.n_identity),
+                                       expression=torch.zeros(1, head.n_expression),
+                                       pose=torch.zeros(1, head.n_joints, 3), camera=cam, sh=sh))
+    w = head.regions["face_skin"].float()[None]
+    term = TERMS["light_level"]
+    assert abs(float(term(LossInputs(dec, photo_weights=w, light_level=0.6)))) < 1e-8  # ambient 0.6 everywhere
+    value = term(LossInputs(dec, photo_weights=w, light_level=0.85))
+    assert math.isclose(float(value), 0.25**2, rel_tol=1e-4)
+    value.sum().backward()
+    assert float(dc.grad) < 0  # raise the light towards the level

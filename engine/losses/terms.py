@@ -37,6 +37,9 @@ clip_consistency   photometric_l1 of each frame rendered with the identity and
                    reflectance of one other frame of its clip, drawn at random
                    (``group_size`` consecutive items form a clip; one extra render per
                    frame: O(T) per clip, not O(T²); CEST)
+light_level        (mean shading over ``photo_weights`` − ``light_level``)², per colour
+                   channel: the fitter's light-level prior (issue #17) as a term, fixing
+                   the scale that albedo × light leaves free (CEST's default network)
 detail_photometric DECA's: ℓ1 between ``image`` and the render shaded with the detail
                    normals (``params.displacement``) over the ``detail_region`` pixels,
                    minus ``occlusion``; per pixel (the detail is finer than the mesh)
@@ -128,6 +131,9 @@ class LossInputs:
     # items b·K .. b·K+K-1 show one person (shape_consistency: views; clip_consistency: the
     # frames of one clip, B = clips · group_size)
     group_size: int = 1
+    # light_level: the mean shading the term pulls towards (sRGB-space units, 1 = a white
+    # surface renders white; engine.fitting.FitConfig.light_level's default, tuned there)
+    light_level: float = 0.85
     consistency_weights: Mapping[str, float] | None = None
     # ground truth (synthetic data), for the supervised terms
     gt_vertices: Tensor | None = None  # (B, V, 3) posed, model frame, metres
@@ -499,6 +505,13 @@ def _pose_gt(x: LossInputs) -> Tensor:
     return ((x.params.pose - gt.to(x.params.pose.dtype)) ** 2).sum((-1, -2))
 
 
+def _light_level(x: LossInputs) -> Tensor:
+    w = _need(x.photo_weights, "photo_weights", "light_level")
+    w = w.to(x.decoded.shading.dtype)
+    mean = (x.decoded.shading * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1.0)  # (B, 3)
+    return ((mean - float(x.light_level)) ** 2).mean(-1)
+
+
 def _albedo(x: LossInputs) -> Tensor:
     gt = _need(x.gt_albedo, "gt_albedo", "albedo")
     pred = _need(x.decoded.albedo, "decoded.albedo", "albedo")
@@ -536,6 +549,7 @@ TERMS: dict[str, Callable[[LossInputs], Tensor]] = {
     "expression_gt": _expression_gt,
     "pose_gt": _pose_gt,
     "albedo": _albedo,
+    "light_level": _light_level,
 }
 
 
