@@ -73,7 +73,8 @@ def test_extension_zip_builds_and_validates(extension_zip):
     assert "blender_manifest.toml" in names and "__init__.py" in names and "runner.py" in names
     assert "engine/__init__.py" in names and "engine/reconstruct.py" in names  # the bundled engine
     assert any(n.startswith("engine/assets/") and n.endswith(".json") for n in names)
-    shipped = {"engine/assets/mofa_open_default.pt", "engine/assets/deca_open_default.pt"}
+    shipped = {"engine/assets/mofa_open_default.pt", "engine/assets/deca_open_default.pt",
+               "engine/assets/cest_open_default.pt"}
     assert shipped <= set(names)  # our own default networks ship (the registry's, for the Blender menu)
     assert not any("__pycache__" in n or n.endswith((".npz", ".pyc")) or n.startswith("tests/")
                    or (n.endswith(".pt") and n not in shipped) for n in names)

@@ -277,3 +277,28 @@ def test_identity_groups_round_trip_through_a_cache(tmp_path, head):
 
     with pytest.raises(UserError, match="fewer than views_per_identity"):
         SyntheticIdentities(head, 2, 3, 64, 1234, "train", cache=str(tmp_path), **kw)
+
+
+def test_the_committed_cest_network_is_the_default_and_writes_a_uv_albedo(tmp_path):
+    """engine/assets/cest_open_default.pt: small, the registry default of --method cest on the
+    open model; reconstruct writes the output folder with the baked albedo from it."""
+    import json
+
+    from PIL import Image
+
+    from engine.generator.realistic import RealisticConfig, render_realistic
+    from engine.methods import learned_network, registry
+    from engine.reconstruct import reconstruct
+
+    path = ROOT / "engine" / "assets" / "cest_open_default.pt"
+    assert path.is_file() and path.stat().st_size < 20 * 2**20
+    assert registry.default_checkpoint(registry.get("cest"), "open") == path
+    net = learned_network("cest", "open")
+    assert net.cfg.recentre and net.cfg.uv_size == 128
+    sample = render_realistic(net.head, 31, RealisticConfig(image_size=256, face_fraction=(0.45, 0.6), yaw_deg=20.0))
+    photo = tmp_path / "face.png"
+    Image.fromarray(sample.image).save(photo)
+    res = reconstruct(photo, tmp_path / "out", method="cest")
+    params = json.loads((tmp_path / "out" / "params.json").read_text())
+    assert (tmp_path / "out" / "albedo.png").is_file() and params["method"] == "cest"
+    assert res is not None

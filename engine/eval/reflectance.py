@@ -156,6 +156,17 @@ def load_network(path: str | Path):
     return learned_network(name, head_model, path)
 
 
+def _short_name(checkpoint: str) -> str:
+    """A run's folder name for its ``final.pt`` / ``checkpoints/ckpt_*.pt``, else the file name."""
+    if not checkpoint:
+        return "-"
+    p = Path(checkpoint)
+    if p.name == "final.pt" or p.parent.name == "checkpoints":
+        run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        return f"{run.name}/{p.name}"
+    return p.name
+
+
 def format_table(reports: list[ReflectanceReport]) -> str:
     head = ("| network | method | views | reflectance error (scale-inv.) | raw | cross-view |ρi−ρj| | "
             "skin Spearman / slope | photometric ℓ1 | geometry median mm | landmarks median px |")
@@ -163,7 +174,7 @@ def format_table(reports: list[ReflectanceReport]) -> str:
     for r in reports:
         d = r.summary()
         label = f"{r.method}{' (IEST)' if r.independent else ''}"
-        rows.append(f"| {Path(r.checkpoint).name if r.checkpoint else '-'} | {label} | {int(d['views'])} | "
+        rows.append(f"| {_short_name(r.checkpoint)} | {label} | {int(d['views'])} | "
                     f"{d['reflectance_si']:.4f} | {d['reflectance_raw']:.4f} | {d['consistency']:.4f} | "
                     f"{d['skin_spearman']:.3f} / {d['skin_slope']:.3f} | {d['photometric']:.4f} | "
                     f"{d['geometric_mm_median']:.2f} | {d['landmark_px_median']:.2f} |")

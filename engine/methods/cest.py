@@ -55,9 +55,10 @@ METHOD = {
     "kind": "learned",
     "label": "CEST (sequential estimators, UV reflectance)",
     "description": "Viewpoint, shape, UV reflectance and light estimated in sequence, trained on clips.",
-    "needs": "a checkpoint (--checkpoint)",
+    "needs": "a checkpoint (--checkpoint; the open model has a committed network)",
     "entry": "Cest",
     "train_config": "train/configs/cest.yaml",
+    "checkpoints": {"open": "assets/cest_open_default.pt"},
     "order": 40,
 }
 
