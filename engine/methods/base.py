@@ -31,7 +31,7 @@ from engine.render.camera import PerspectiveCamera
 
 ProgressFn = Callable[[str, float, str], None]
 
-__all__ = ["FaceObservation", "Predictor", "LearnedMethod", "LearnedPredictor", "flatten_groups"]
+__all__ = ["FaceObservation", "Predictor", "LearnedMethod", "LearnedPredictor", "flatten_groups", "recentre_camera"]
 
 
 @dataclass
@@ -81,6 +81,21 @@ def flatten_groups(batch: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def recentre_camera(camera: PerspectiveCamera, centre: tuple[float, float]) -> PerspectiveCamera:
+    """The camera with its principal point moved to ``centre`` (pixels) and turned about its
+    centre so that its old optical axis passes through its old principal point: the face the
+    network placed on the crop's axis stays where it was, and the rotation becomes the head's
+    rotation relative to the photo's optical axis (the inverse of the view alignment of the
+    supervised terms, :func:`engine.losses.terms.view_aligned_rotation`). Exact for the
+    principal ray, a small homography elsewhere (the off-axis angle is a few degrees)."""
+    from engine.losses.terms import view_aligned_rotation
+
+    K_new = camera.K.clone()
+    K_new[:, 0, 2], K_new[:, 1, 2] = float(centre[0]), float(centre[1])
+    Q = view_aligned_rotation(K_new, camera.K).transpose(-1, -2)  # old axis -> the ray through the old pp
+    return PerspectiveCamera(K_new, Q @ camera.R, (Q @ camera.t[..., None])[..., 0], camera.image_size)
 
 
 class LearnedMethod(nn.Module):
@@ -185,8 +200,6 @@ class LearnedMethod(nn.Module):
             # the principal point at the photo's centre (the network's camera turned about its
             # centre to keep the face where it was): the rotation becomes the head's rotation
             # relative to the photo's optical axis
-            from engine.methods.semantic import recentre_camera
-
             camera = recentre_camera(camera, (W / 2.0, H / 2.0))
         return FaceParams(
             identity=params.identity.float().cpu(), expression=params.expression.float().cpu(),

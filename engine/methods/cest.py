@@ -45,7 +45,7 @@ from engine.face import Decoded, FaceParams
 from engine.losses import landmark_weights_68
 from engine.losses.terms import LossInputs, check_weights, weighted_sum
 from engine.methods.base import LearnedMethod, flatten_groups
-from engine.methods.semantic import TRUTH_FIELDS
+from engine.methods.semantic import SKIN_MEAN, TRUTH_FIELDS  # SKIN_MEAN: the reflectance of a zero U-Net output
 from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation, unwrap_photo
 from engine.render.shading import SH_CONSTANTS
 from engine.train.method import StepResult
@@ -62,7 +62,6 @@ METHOD = {
     "order": 40,
 }
 
-SKIN_MEAN = (0.62, 0.45, 0.38)  # the reflectance map of a zero U-Net output (engine.losses.SkinColourPrior's mean)
 
 #: λ1 (clip consistency) = 1 and λ2 (reflectance symmetry) = 0.1 as in the paper; landmark
 #: and prior weights as for MoFA's small configs.

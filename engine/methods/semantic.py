@@ -29,7 +29,7 @@ from engine.encoders import CodeLayout, MofaEncoder, SemanticCode
 from engine.face import Decoded, FaceParams, LaplacianReflectance
 from engine.losses import landmark_weights_68
 from engine.losses.terms import LossInputs, check_weights, weighted_sum
-from engine.methods.base import LearnedMethod, flatten_groups
+from engine.methods.base import LearnedMethod, flatten_groups, recentre_camera
 from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation
 from engine.render.shading import SH_CONSTANTS
 from engine.train.method import StepResult
@@ -77,21 +77,6 @@ class SemanticConfig:
     # network's camera is turned about its centre to keep the face where it was); False keeps
     # the crop centre's preimage as the principal point (networks trained before this option)
     recentre: bool = False
-
-
-def recentre_camera(camera: PerspectiveCamera, centre: tuple[float, float]) -> PerspectiveCamera:
-    """The camera with its principal point moved to ``centre`` (pixels) and turned about its
-    centre so that its old optical axis passes through its old principal point: the face the
-    network placed on the crop's axis stays where it was, and the rotation becomes the head's
-    rotation relative to the photo's optical axis (the inverse of the view alignment of the
-    supervised terms, :func:`engine.losses.terms.view_aligned_rotation`). Exact for the
-    principal ray, a small homography elsewhere (the off-axis angle is a few degrees)."""
-    from engine.losses.terms import view_aligned_rotation
-
-    K_new = camera.K.clone()
-    K_new[:, 0, 2], K_new[:, 1, 2] = float(centre[0]), float(centre[1])
-    Q = view_aligned_rotation(K_new, camera.K).transpose(-1, -2)  # old axis -> the ray through the old pp
-    return PerspectiveCamera(K_new, Q @ camera.R, (Q @ camera.t[..., None])[..., 0], camera.image_size)
 
 
 class SemanticCodeMethod(LearnedMethod):
