@@ -119,3 +119,26 @@ def test_normal_maps_from_displacement() -> None:
     P2, _, _ = displaced_uv_positions(V[None], N, torch.full((1, 1, 64, 64), 0.003), F, fr)
     grow = ((P2 - P).norm(dim=1)[0])[mask[0, 0].bool()]
     assert torch.allclose(grow, torch.full_like(grow, 0.003), atol=1e-6)
+
+
+def test_vertex_uv_takes_the_first_corner_on_any_thread_count() -> None:
+    """At UV seams a vertex has several UVs: vertex_uv picks the first triangle corner's, the
+    same with one thread or two (an indexed write with repeated indices did not)."""
+    from engine.head import load_head_model
+
+    h = load_head_model("open")
+    faces, fuv = h.faces.cpu(), h.face_uv.cpu()
+    expected = torch.zeros(h.n_vertices, 2, dtype=h.uv.dtype)
+    seen = set()
+    for corner, vert in enumerate(faces.reshape(-1).tolist()):
+        if vert not in seen:
+            seen.add(vert)
+            expected[vert] = h.uv.cpu()[fuv.reshape(-1)[corner]]
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            for _ in range(3):
+                assert torch.equal(vertex_uv(h.uv.cpu(), fuv, faces, h.n_vertices), expected)
+    finally:
+        torch.set_num_threads(threads)

@@ -80,11 +80,21 @@ def rasterize_uv(uv: Tensor, face_uv: Tensor, uv_size: int,
 
 
 def vertex_uv(uv: Tensor, face_uv: Tensor, faces: Tensor, num_vertices: int) -> Tensor:
-    """One UV per vertex ``(V, 2)`` (the first corner that uses it; seams pick one side)."""
+    """One UV per vertex ``(V, 2)``: that of the first triangle corner (in ``faces`` order)
+    that uses it, so seams pick one side; vertices no triangle uses get (0, 0).
+
+    Deterministic on every device and thread count: the first corner is found with a
+    ``scatter_reduce`` minimum. (An indexed write ``out[v] = uv[t]`` with repeated ``v`` leaves
+    which write wins unspecified: with two CPU threads it picked other seam sides from run to
+    run, so the per-vertex albedo of the same synthetic face changed.)"""
+    v = faces.reshape(-1).to(torch.int64)
+    t = face_uv.reshape(-1).to(torch.int64)
+    n = v.numel()
+    first = torch.full((num_vertices,), n, dtype=torch.int64, device=v.device)
+    first = first.scatter_reduce(0, v, torch.arange(n, device=v.device), reduce="amin")
     out = torch.zeros(num_vertices, 2, dtype=uv.dtype, device=uv.device)
-    v = faces.reshape(-1).flip(0)
-    t = face_uv.reshape(-1).flip(0)
-    out[v] = uv[t]  # with duplicates, the last write wins -> the first corner after the flip
+    used = first < n
+    out[used] = uv[t[first[used]]]
     return out
 
 
