@@ -117,13 +117,13 @@ def evaluate_reflectance(network, n: int = 48, cache: str | Path | None = None, 
         dec = network.decoder(params)
         albedo = dec.albedo.float().clamp(0, 1)
         vis = dec.visibility(size=(64, 64)) & skin[None]
-        hidden = dec.sample(item["occlusion_mask"].float()[:, None])[..., 0] if "occlusion_mask" in item else None
+        hidden = dec.covered(item["occlusion_mask"]) if "occlusion_mask" in item else None
         observed = dec.sample(images)
         gt_vertices = head(item["gt_identity"].float(), item["gt_expression"].float(),
                            item["gt_pose"].float() if head.n_joints else None).vertices
         for k in range(images.shape[0]):
             p, t = albedo[k][skin], item["gt_albedo"][k].float()[skin]
-            w = vis[k] if hidden is None else vis[k] & (hidden[k] < 0.5)
+            w = vis[k] if hidden is None else vis[k] & ~hidden[k]
             photo = float((dec.colour[k] - observed[k]).abs().mean(-1)[w].mean()) if w.any() else float("nan")
             rep.scores.append(ViewScore(
                 group=g, view=k, reflectance_si=scale_invariant_error(p, t), reflectance_raw=float((p - t).abs().mean()),

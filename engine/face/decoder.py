@@ -235,6 +235,11 @@ class Decoded:
         """``image (B, C, H, W)`` sampled at the projected vertices: ``(B, V, C)``."""
         return sample_image(image, self.uv)
 
+    def covered(self, mask: Tensor) -> Tensor:
+        """``(B, V)`` bool: vertices that project onto a pixel of ``mask (B, H, W)`` (e.g. face
+        skin hidden by props): the mask sampled bilinearly at the vertex is at least 0.5."""
+        return self.sample(mask.float()[:, None])[..., 0] >= 0.5
+
     @torch.no_grad()
     def visibility(self, size: tuple[int, int] | None = None, tolerance: float = 5e-3) -> Tensor:
         """``(B, V)`` bool: front-facing, inside the image and not occluded, by a depth test

@@ -312,8 +312,7 @@ class Cest(LearnedMethod):
             photo_w = vis.float()
             occlusion = batch.get("occlusion_mask") if self.cfg.mask_occlusions else None
             if occlusion is not None:
-                hidden = dec.sample(occlusion.float()[:, None])[..., 0]  # (B, V) fraction hidden by props
-                photo_w = photo_w * (hidden < 0.5).float()
+                photo_w = photo_w * (~dec.covered(occlusion)).float()
             landmarks = batch.get("landmarks")
             w = self.lmk_weights
             if batch.get("landmarks_valid") is not None:

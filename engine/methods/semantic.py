@@ -190,8 +190,7 @@ class SemanticCodeMethod(LearnedMethod):
         vis = self.visibility(dec)
         photo_w = vis.float()
         if occlusion is not None and self.cfg.mask_occlusions:
-            hidden = dec.sample(occlusion.float()[:, None])[..., 0]  # (B, V) nearest-ish fraction hidden
-            photo_w = photo_w * (hidden < 0.5).float()
+            photo_w = photo_w * (~dec.covered(occlusion)).float()
         w = self.lmk_weights
         if landmark_valid is not None:
             w = w * landmark_valid.to(w.dtype)
