@@ -136,17 +136,12 @@ class SyntheticFaces(Dataset):
         self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, frame_size, generator=generator, head=head)
-            if self.cache["n"] < self.n:
-                raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} faces, "
-                                f"fewer than the {self.n} requested")
+            self.cache = _open_cache(Path(cache), split, frame_size, generator=generator, head=head,
+                                     need=(self.n, "faces"))
 
     def __len__(self) -> int:
         return self.n
 
-    def _gt_vertices(self, ident, expr, pose) -> torch.Tensor:
-        with torch.no_grad():
-            return self.head(ident[None], expr[None], pose[None] if self.head.n_joints else None).vertices[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self.n:
@@ -162,7 +157,7 @@ class SyntheticFaces(Dataset):
                 item["gt_displacement"] = torch.from_numpy(np.array(c["gt_displacement"][i], np.float32))
             _orient_identity(item, c)
             if self.vertices:
-                item["gt_vertices"] = self._gt_vertices(item["gt_identity"], item["gt_expression"], item["gt_pose"])
+                item["gt_vertices"] = _gt_vertices(self.head, item)
             seed = int(c["seeds"][i])
         else:
             seed = face_seed(self.corpus_seed, self.split, i)
@@ -196,6 +191,13 @@ _REALISTIC_ARRAYS = ("landmarks_visible", "occlusion_mask")  # cached too for re
 _OPTIONAL_ARRAYS = ("gt_albedo", "gt_sh")  # realistic corpora written since they exist; loaded when present
 
 
+@torch.no_grad()
+def _gt_vertices(head, item: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The posed vertices ``(V, 3)`` of one cached item's ``gt_identity/expression/pose``."""
+    pose = item["gt_pose"][None] if head.n_joints else None
+    return head(item["gt_identity"][None], item["gt_expression"][None], pose).vertices[0]
+
+
 def _orient_identity(item: dict, cache: dict) -> None:
     """Turn a cached ``gt_identity`` onto the local head model's basis (see ``_open_cache``)."""
     flip = cache.get("identity_flip")
@@ -204,7 +206,10 @@ def _orient_identity(item: dict, cache: dict) -> None:
 
 
 def _open_cache(root: Path, split: str, size: int, folder: str | None = None, generator: str = "basic",
-                head=None) -> dict:
+                head=None, need: tuple[int, str] | None = None) -> dict:
+    """The memmaps of ``root/(folder or split)``, checked against the data set reading them:
+    image size, generator and, with ``need = (n, what)``, at least ``n`` items (``what`` names
+    them in the error)."""
     d = root / (folder or split)
     meta_path = d / "meta.json"
     if not meta_path.is_file():
@@ -217,6 +222,8 @@ def _open_cache(root: Path, split: str, size: int, folder: str | None = None, ge
         raise UserError(f"synthetic cache {d} was written by the {meta.get('generator', 'basic')} generator, "
                         f"not the {generator} one (data.options.generator)")
     n = meta["n"]
+    if need is not None and n < need[0]:
+        raise UserError(f"synthetic cache {root} holds {n} {split} {need[1]}, fewer than the {need[0]} requested")
     out = {"n": n, "meta": meta, "images": np.load(d / "images.npy", mmap_mode="r"), "identity_flip": None}
     sig = meta.get("identity_signature")
     if head is not None and sig is not None and len(sig) == head.n_identity:
@@ -251,10 +258,8 @@ class SyntheticClips(Dataset):
         self.syn_cfg = SyntheticConfig(image_size=image_size, **synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, image_size, f"clips_{split}", head=self.head)
-            if self.cache["n"] < self.n:
-                raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} clips, "
-                                f"fewer than the {self.n} requested")
+            self.cache = _open_cache(Path(cache), split, image_size, f"clips_{split}", head=self.head,
+                                     need=(self.n, "clips"))
             if self.cache["meta"].get("frames", 0) < self.clip_length:
                 raise UserError(f"synthetic cache {cache} has clips of {self.cache['meta'].get('frames')} "
                                 f"frames, fewer than clip_length={self.clip_length}")
@@ -319,10 +324,8 @@ class SyntheticIdentities(Dataset):
         self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
         self.cache = None
         if cache:
-            self.cache = _open_cache(Path(cache), split, frame_size, f"identities_{split}", generator, head)
-            if self.cache["n"] < self.n:
-                raise UserError(f"synthetic cache {cache} holds {self.cache['n']} {split} identity groups, "
-                                f"fewer than the {self.n} requested")
+            self.cache = _open_cache(Path(cache), split, frame_size, f"identities_{split}", generator, head,
+                                     need=(self.n, "identity groups"))
             if self.cache["meta"].get("views", 0) < self.views:
                 raise UserError(f"synthetic cache {cache} has {self.cache['meta'].get('views')} views per "
                                 f"person, fewer than views_per_identity={self.views}")
@@ -341,9 +344,7 @@ class SyntheticIdentities(Dataset):
             d = {key: torch.from_numpy(np.array(c[key][i][k])) for key in keys}
             _orient_identity(d, c)
             if self.vertices:
-                with torch.no_grad():
-                    d["gt_vertices"] = self.head(d["gt_identity"][None], d["gt_expression"][None],
-                                                 d["gt_pose"][None] if self.head.n_joints else None).vertices[0]
+                d["gt_vertices"] = _gt_vertices(self.head, d)
             d["image"] = torch.from_numpy(np.array(c["images"][i][k])).permute(2, 0, 1)
             views.append(d)
         return int(c["seeds"][i]), views
