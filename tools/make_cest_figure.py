@@ -84,6 +84,19 @@ def _estimate(net, image: torch.Tensor, window, size: int) -> dict[str, np.ndarr
     return out
 
 
+def _draw_row(axes, panels: list[np.ndarray | None], titles: list[str] | None, label: str, title_size: int) -> None:
+    """One figure row: each panel without ticks (a missing one black), the column titles on
+    the first row, the row's label on its left."""
+    for c, (ax, p) in enumerate(zip(axes, panels)):
+        ax.imshow(p if p is not None else np.zeros((8, 8, 3)))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles:
+            ax.set_title(titles[c], fontsize=title_size)
+        if c == 0:
+            ax.set_ylabel(label, fontsize=8)
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
@@ -117,15 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             est = _estimate(net, img, window, a.texels)
             panels = [img[0].permute(1, 2, 0).numpy(), est.get("texture"), est["reflectance"], est["shading"],
                       est["relit"]]
-            for c, p in enumerate(panels):
-                ax = axes[r, c]
-                ax.imshow(p if p is not None else np.zeros((8, 8, 3)))
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(cols[c], fontsize=9)
-                if c == 0:
-                    ax.set_ylabel(label, fontsize=8)
+            _draw_row(axes[r], panels, cols if r == 0 else None, label, title_size=9)
         fig.suptitle(f"CEST on held-out realistic faces ({Path(a.checkpoint).name})", fontsize=11)
     else:
         other = load_network(a.compare)
@@ -139,15 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             e1, e2 = _estimate(net, img, window, a.texels), _estimate(other, img, window, a.texels)
             panels = [img[0].permute(1, 2, 0).numpy(), e1["reflectance"], e1["shading"], e2["reflectance"],
                       e2["shading"]]
-            for c, p in enumerate(panels):
-                ax = axes[r, c]
-                ax.imshow(p)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(cols[c], fontsize=8)
-                if c == 0:
-                    ax.set_ylabel(label, fontsize=8)
+            _draw_row(axes[r], panels, cols if r == 0 else None, label, title_size=8)
         fig.suptitle("Reflectance and light with and without CEST's constraints (held-out faces)", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

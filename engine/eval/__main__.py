@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             from engine.errors import UserError
-            from engine.eval.reflectance import evaluate_reflectance, format_table as format_reflectance, load_network
+            from engine.eval.reflectance import (evaluate_reflectance, format_table as format_reflectance,
+                                                 held_out_groups, load_network)
 
             if args.n < 1:
                 raise UserError("--n must be at least 1")
@@ -140,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
                 network = load_network(ckpt)
                 key = (network.head.name, network.image_size)
                 if key not in groups:  # one data set per head model and crop size, shared by the networks
-                    from engine.eval.reflectance import held_out_groups
-
                     groups[key] = held_out_groups(network.head, args.n, network.image_size, args.cache)
                 if log:
                     log(f"{ckpt}: {network.name}")
