@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as Fn
 
-from engine.encoders import ConvEncoder, UNet, build_backbone
+from engine.encoders import CodeLayout, ConvEncoder, UNet, build_backbone
 from engine.errors import ConfigError
 from engine.face import Decoded, FaceParams
 from engine.losses import landmark_weights_68
@@ -278,13 +278,14 @@ class Cest(LearnedMethod):
                                   f"{export[key]}, here {getattr(self.cfg, key)}: the cameras would differ")
         W, b = state["encoder.head.weight"].float(), state["encoder.head.bias"].float()
         Wz, bz = state["encoder.head_depth.weight"].float(), state["encoder.head_depth.bias"].float()
-        rows = W.shape[0]  # identity, expression, 3 x reflectance, pose, rotation 3, translation xy 2, SH 27
+        # the encoder's code (engine.encoders.CodeLayout) less its depth row (MofaEncoder.head_depth):
+        # identity, expression, 3 x reflectance, pose, rotation 3, translation 3 (z apart), SH 27
         n_refl = int(export.get("n_reflectance", 10))
-        n_pose = rows - 32 - self.n_id - self.n_exp - 3 * n_refl
+        n_pose = W.shape[0] + 1 - CodeLayout(self.n_id, self.n_exp, n_refl).dim
         if n_pose < 0:
             raise ConfigError(f"init_from: the {checkpoint.get('method')} network's code does not have "
                               f"{self.n_id} identity and {self.n_exp} expression values")
-        rot = rows - 32
+        rot = sum(CodeLayout(self.n_id, self.n_exp, n_refl, n_pose).sizes[:4])
         out = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         for name in ("f_v", "f_s"):
             out.update({f"{name}.{k[len('encoder.backbone.'):]}": v for k, v in state.items()
