@@ -205,3 +205,18 @@ def test_open_model_path_prefers_a_current_build_then_the_data_dir(monkeypatch, 
     monkeypatch.setattr(build_open, "ASSETS", tmp_path / "readonly")
     monkeypatch.setattr(build_open.os, "access", lambda path, mode: False)  # a read-only install
     assert build_open.default_path() == tmp_path / "cache" / "facerecon" / "open_head.npz"
+
+
+def test_a_vertex_subset_poses_exactly_those_vertices(model):
+    """``vertex_subset(ids)`` evaluates only the chosen vertices: the same values as the full
+    forward pass indexed by them, jaw and neck posed, in a batch."""
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randperm(model.n_vertices, generator=g)[:700]
+    identity = torch.randn(2, model.n_identity, generator=g) * model.identity_std
+    expression = torch.rand(2, model.n_expression, generator=g) * 0.5
+    pose = torch.randn(2, model.n_joints, 3, generator=g) * 0.1
+    full = model(identity, expression, pose)
+    part = model.vertex_subset(ids)(identity, expression, pose)
+    assert part.vertices.shape == (2, 700, 3)
+    assert torch.allclose(part.vertices, full.vertices[:, ids], atol=1e-6)
+    assert torch.equal(part.joints, full.joints)

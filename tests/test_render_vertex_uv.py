@@ -142,3 +142,49 @@ def test_vertex_uv_takes_the_first_corner_on_any_thread_count() -> None:
                 assert torch.equal(vertex_uv(h.uv.cpu(), fuv, faces, h.n_vertices), expected)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_splat_visibility_hides_what_lies_behind_and_keeps_the_front() -> None:
+    """Two parallel grids of points facing the camera, one 5 cm behind the other: where they
+    overlap the back one is hidden, beside the front one it is seen; back faces never are."""
+    from engine.render import splat_visibility
+
+    g = torch.stack(torch.meshgrid(torch.arange(20.0), torch.arange(20.0), indexing="xy"), -1).reshape(-1, 2)
+    front_grid = torch.cat([g * 2 + 10, torch.full((400, 1), 0.50)], -1)  # pixels 10..48
+    back_grid = torch.cat([g * 2 + 30, torch.full((400, 1), 0.55)], -1)  # pixels 30..68, 5 cm behind
+    screen = torch.cat([front_grid, back_grid])[None]
+    facing = torch.ones(1, 800, dtype=torch.bool)
+    vis = splat_visibility(screen, facing, (80, 80), cells=20, tolerance=0.02)[0]
+    assert vis[:400].all()  # the front grid is never occluded
+    back = back_grid[:, :2]
+    under = (back < 48).all(-1)  # behind the front grid
+    assert not vis[400:][under].any() and vis[400:][(back > 50).any(-1)].all()
+    # back faces are hidden, and do not occlude either
+    facing[0, :400] = False
+    vis = splat_visibility(screen, facing, (80, 80), cells=20, tolerance=0.02)[0]
+    assert not vis[:400].any() and vis[400:].all()
+
+
+def test_splat_visibility_agrees_with_the_zbuffer_on_a_turned_head() -> None:
+    """The vertex-splat test (CEST's unwrap) against the rasterised z-buffer on the open
+    head's face skin, frontal and turned 35° and 70°: they disagree on at most 4 % of it
+    (measured: 1.7, 1.4 and 3.1 %)."""
+    from engine.face import FaceDecoder, FaceParams
+    from engine.head import load_head_model
+    from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation
+
+    head = load_head_model("open")
+    skin = head.regions["face_skin"]
+    centre = head.landmarks(head.template[None])[0].mean(0)
+    S, f = 128, 3.375 * 128
+    K = torch.tensor([[f, 0.0, S / 2], [0.0, f, S / 2], [0.0, 0.0, 1.0]])
+    for yaw in (0.0, 35.0, 70.0):
+        R = frontal_rotation() @ axis_angle_to_matrix(torch.tensor([0.0, math.radians(yaw), 0.0]))
+        t = torch.tensor([0.0, 0.0, 0.9]) - R @ centre
+        dec = FaceDecoder(head)(FaceParams.neutral(head, PerspectiveCamera(K[None], R[None], t[None], (S, S))))
+        zbuf = dec.visibility() & skin
+        splat = dec.visibility(splat_cells=48, tolerance=0.02) & skin
+        disagree = (zbuf ^ splat)[0].sum().item() / skin.sum().item()
+        assert disagree <= 0.04, (yaw, disagree)
+        if yaw == 70.0:  # the far side of the face is hidden by both
+            assert zbuf.sum() < 0.75 * skin.sum() and splat.sum() < 0.75 * skin.sum()

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as Fn
 
+from engine.encoders.resnet import in_weight_format
+
 __all__ = ["UNet", "ConvEncoder"]
 
 
@@ -33,7 +35,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        skips = [self.stem(x)]
+        skips = [self.stem(in_weight_format(x, self.stem[0][0]))]
         for down in self.down:
             skips.append(down(skips[-1]))
         y = skips.pop()
@@ -60,4 +62,4 @@ class ConvEncoder(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(in_weight_format(x, self.features[0][0])))

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from engine.face.params import FaceParams
 from engine.head.model import HeadModel
 from engine.render import (RenderOutput, rasterize_uv, render_mesh, sample_image, sample_uv_map, sh_basis,
-                           vertex_normals, vertex_uv, vertex_visibility)
+                           splat_visibility, vertex_normals, vertex_uv, vertex_visibility)
+from engine.render.vertex_sampling import facing_camera
 from engine.render.rasterize import Fragments
 from engine.render.uv import to_window
 from engine.render.shading import camera_to_view
@@ -241,9 +242,16 @@ class Decoded:
         return self.sample(mask.float()[:, None])[..., 0] >= 0.5
 
     @torch.no_grad()
-    def visibility(self, size: tuple[int, int] | None = None, tolerance: float = 5e-3) -> Tensor:
+    def visibility(self, size: tuple[int, int] | None = None, tolerance: float = 5e-3,
+                   splat_cells: int = 0) -> Tensor:
         """``(B, V)`` bool: front-facing, inside the image and not occluded, by a depth test
-        rasterised at ``size (H, W)`` (default the camera's own image size)."""
+        rasterised at ``size (H, W)`` (default the camera's own image size); with
+        ``splat_cells > 0`` by the cheaper vertex-splat test over that many cells a side
+        (:func:`engine.render.splat_visibility`; ``size`` unused, ``tolerance`` in metres)."""
+        if splat_cells > 0:
+            front = facing_camera(self.camera, self.vertices_camera.detach(), self.normals.detach())
+            return splat_visibility(self.screen.detach(), front, self.camera.image_size, cells=splat_cells,
+                                    tolerance=tolerance)
         camera = self.camera if size is None else self.camera.resized(size)
         return vertex_visibility(self.vertices.detach(), self.head.faces, camera, tolerance=tolerance,
                                  normals=self.normals.detach())

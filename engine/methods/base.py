@@ -306,7 +306,9 @@ class LearnedMethod(nn.Module):
                                  + describe_state_mismatch(expected, got, f"head model {trained!r}"))
         model.load_state_dict(state)
         model.source_path = str(Path(path).expanduser().absolute())  # where it came from (outputs record it)
-        return model.to(device).eval()
+        # channels-last convolution weights (same values): ~25 % faster on one CPU thread;
+        # the encoders put their inputs in the same format (engine.encoders.resnet.in_weight_format)
+        return model.to(device).to(memory_format=torch.channels_last).eval()
 
     @torch.no_grad()
     def visuals(self, batch: Any, result: Any) -> dict[str, Tensor]:

@@ -35,7 +35,7 @@ from .uv import (
     uv_to_texel,
     vertex_uv,
 )
-from .vertex_sampling import sample_image, vertex_visibility
+from .vertex_sampling import sample_image, splat_visibility, vertex_visibility
 
 __all__ = [
     "Camera",
@@ -81,4 +81,5 @@ __all__ = [
     "perturb_normals",
     "sample_image",
     "vertex_visibility",
+    "splat_visibility",
 ]

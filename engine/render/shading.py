@@ -52,7 +52,9 @@ SH_CONSTANTS = (
 
 def face_normals(vertices: Tensor, faces: Tensor, normalize: bool = True) -> Tensor:
     """Per-face normals ``(B, F, 3)``; unnormalised ones have length 2·area."""
-    v0, v1, v2 = (vertices[:, faces[:, i]] for i in range(3))
+    # one gather of all corners (the per-column gathers ``vertices[:, faces[:, i]]`` took ~2x
+    # as long on the CPU; the same values)
+    v0, v1, v2 = vertices.index_select(1, faces.reshape(-1)).view(vertices.shape[0], -1, 3, 3).unbind(2)
     n = torch.cross(v1 - v0, v2 - v0, dim=-1)
     if normalize:
         n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)

