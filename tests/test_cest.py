@@ -302,3 +302,53 @@ def test_the_committed_cest_network_is_the_default_and_writes_a_uv_albedo(tmp_pa
     params = json.loads((tmp_path / "out" / "params.json").read_text())
     assert (tmp_path / "out" / "albedo.png").is_file() and params["method"] == "cest"
     assert res is not None
+
+
+def test_a_face_window_network_unwraps_and_predicts_on_the_window(head, monkeypatch):
+    """window_size: the unwrap, f_r and f_ℓ work on the face's UV window; the reflectance is
+    placed into the whole layout (the window's mean outside it) exactly as
+    ``window_to_full`` would place it; a larger crop is resized to the network's input, and
+    f_v sees ``viewpoint_size`` px."""
+    from engine.methods.cest import Cest
+    from engine.render.uv import window_to_full
+
+    net = _tiny(head, window_size=16, unwrap_splat_cells=24, viewpoint_size=48).eval()
+    assert net.texels == 16 and net.window is not None
+    u0, v0, u1, v1 = net.window
+    assert 0 <= u0 < u1 <= 1.05 and 0 <= v0 < v1 <= 1.05 and u1 - u0 < 0.5  # the face, not the head
+    seen = []
+    real_forward = type(net.f_v).forward
+    monkeypatch.setattr(type(net.f_v), "forward",
+                        lambda self, x: (seen.append(x.shape[-1]) if self is net.f_v else None) or real_forward(self, x))
+    g = torch.Generator().manual_seed(3)
+    big = torch.nn.functional.interpolate(torch.rand(2, 3, 6, 6, generator=g), size=(96, 96), mode="bilinear")
+    with torch.no_grad():
+        code = net.encode(big)
+        small = torch.nn.functional.interpolate(big, size=(64, 64), mode="bilinear", align_corners=False,
+                                                antialias=True)
+        again = net.encode(small)
+    assert seen == [48, 48]
+    assert code.texture.shape == (2, 3, 16, 16) and code.texture_mask.shape == (2, 1, 16, 16)
+    assert code.albedo_map.shape == (2, 3, 32, 32)
+    assert torch.allclose(code.albedo_map, again.albedo_map) and torch.allclose(code.rotation, again.rotation)
+    assert code.texture_mask.mean() > 0.2  # the front of the face is seen through the window
+    # the unwrap posed only the window's vertices: as the whole mesh's unwrap where both see
+    from engine.render import unwrap_photo
+
+    with torch.no_grad():
+        dec = net.decoder(net.decode(code))
+        vis = dec.visibility(splat_cells=24, tolerance=net.cfg.unwrap_splat_tolerance)
+        tex, mask = unwrap_photo(small, dec.screen, vis, head.faces, head.uv, head.face_uv, 16,
+                                 uv_fragments=net.uv_fragments())
+    assert (mask == code.texture_mask).float().mean() > 0.95  # 0.96 here, 0.995 at the committed 32 texels
+    both = mask * code.texture_mask
+    assert torch.allclose(tex * both, code.texture * both, atol=1e-5)
+    # placement: as window_to_full, with the window's mean reflectance outside the window
+    m = torch.rand(2, 3, 16, 16, generator=g)
+    covered = net.uv_fragments().mask[:, None].float()
+    fill = (m * covered).sum((2, 3)) / covered.sum()
+    placed = window_to_full(torch.cat([m, torch.ones_like(m[:, :1])], 1), net.window, 32)
+    expected = placed[:, :3] + (1 - placed[:, 3:]) * fill[:, :, None, None]
+    assert torch.allclose(net.to_layout(m), expected, atol=1e-6)
+    with pytest.raises(Exception, match="window_size"):
+        Cest(type(net.cfg)(**{**net.cfg.__dict__, "window_size": 18}), head)

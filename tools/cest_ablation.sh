@@ -5,17 +5,21 @@
 # photos from MoFA's weights; the config itself, with the prior, is runs/cest_open),
 # two runs at a time (2 CPU cores, one torch thread each), then scored on the held-out groups.
 #   bash tools/cest_ablation.sh            # runs/ablation/<name>/final.pt, runs/ablation/table.md
+# The committed network's architecture (train/configs/cest_open_fast.yaml: face window, splat, shared stem):
+#   OUT=runs/ablation_fast EXTRA="model.window_size=32 model.unwrap_splat_cells=48 model.shared_stem=true" \
+#     bash tools/cest_ablation.sh
 # Needs the identity-group corpus named in the config (its first comment says how to write it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/ablation}
+read -r -a EXTRA <<< "${EXTRA:-}"  # more overrides for every run
 mkdir -p "$OUT"
 run() {  # name, overrides...
   local name=$1; shift
   if [ -f "$OUT/$name/final.pt" ]; then echo "$name: done"; return; fi
   OMP_NUM_THREADS=1 $PY -m engine.train --config train/configs/cest_open.yaml run_dir="$OUT/$name" \
-    model.losses.light_level=0 "$@" \
+    model.losses.light_level=0 "${EXTRA[@]}" "$@" \
     > "$OUT/$name.log" 2>&1
   echo "$name: $(tail -n 1 "$OUT/$name.log" | cut -c1-120)"
 }
@@ -29,7 +33,7 @@ run cest_noclip "$C0" & run iest_noclip "$IE" "$C0" & wait
 if [ ! -f runs/cest_open/final.pt ]; then
   OMP_NUM_THREADS=1 $PY -m engine.train --config train/configs/cest_open.yaml > runs/cest_open.log 2>&1
 fi
-ckpts=(--checkpoint runs/cest_open/final.pt)
+ckpts=(--checkpoint runs/cest_open/final.pt --checkpoint engine/assets/cest_open_default.pt)
 for n in cest_full cest_nosym cest_noclip cest_free iest_full iest_nosym iest_noclip iest_free; do
   ckpts+=(--checkpoint "$OUT/$n/final.pt")
 done

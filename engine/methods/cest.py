@@ -9,11 +9,19 @@ Four estimators, each conditioned on the previous ones' outputs (issue #13):
   pose (a similarity warp: the head's projected centre to the crop centre, its roll undone,
   its size normalised to the canonical depth) -> identity, expression and jaw;
 * the photo unwrapped into UV space through that shape and viewpoint
-  (:func:`engine.render.unwrap_photo`: the *illuminated texture* and its visibility mask);
+  (:func:`engine.render.unwrap_photo`: the *illuminated texture* and its visibility mask),
+  over the whole UV layout at ``uv_size`` or, with ``window_size``, over the face's UV
+  window only (:func:`engine.render.uv.uv_window`; the whole-head layout spends ~15/16 of
+  its texels elsewhere); its visibility by a z-buffer or, with ``unwrap_splat_cells``, by
+  the cheaper vertex-splat test (:func:`engine.render.splat_visibility`);
 * ``f_r`` (reflectance): a small U-Net (:class:`engine.encoders.UNet`) on the illuminated
-  texture and its mask -> a UV reflectance map ``albedo_map (B, 3, U, U)``;
+  texture and its mask -> a UV reflectance map, placed into the whole layout's
+  ``albedo_map (B, 3, U, U)`` when it covers the face window (:meth:`Cest.to_layout`);
 * ``f_ℓ`` (light): a small CNN on the image, the illuminated texture, its mask and the
-  reflectance (all at ``U × U``) -> 9×3 SH coefficients.
+  reflectance (all at the unwrap's size) -> 9×3 SH coefficients.
+
+Crops of another size than ``image_size`` are resized to it first; ``viewpoint_size``
+lets f_v see a smaller copy. The committed network's settings and speed: docs/cest.md.
 
 The pose fed to the warp and the unwrapped texture are detached: each estimator learns from
 the losses through its own outputs, the conditioning inputs are inputs. With ``independent:
@@ -47,6 +55,11 @@ from engine.losses.terms import LossInputs, check_weights, weighted_sum
 from engine.methods.base import LearnedMethod, flatten_groups
 from engine.methods.semantic import SKIN_MEAN, TRUTH_FIELDS  # SKIN_MEAN: the reflectance of a zero U-Net output
 from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation, unwrap_photo
+from engine.head.model import VertexSubset
+from engine.render import splat_visibility, vertex_normals
+from engine.render.rasterize import texture
+from engine.render.vertex_sampling import facing_camera
+from engine.render.uv import to_window, uv_window
 from engine.render.shading import SH_CONSTANTS
 from engine.train.method import StepResult
 
@@ -78,11 +91,22 @@ class CestConfig:
     head_model_path: str = ""
     image_size: int = 224
     backbone: str = "resnet18"  # f_v and f_s (engine.encoders.build_backbone)
+    viewpoint_size: int = 0  # > 0: f_v sees the crop resized to this side (px); 0: image_size
+    shape_size: int = 0  # > 0: the canonical view f_s sees has this side (px); 0: image_size
+    # f_s reuses f_v's stem and first stage: the canonical-view warp moves their feature map
+    # (stride 4) instead of the crop, and f_s runs its remaining stages on it (its own stem
+    # and first stage are dropped): about 40 % of f_s's time
+    shared_stem: bool = False
     width: float = 1.0
     norm: str = "batch"
     n_identity: int = 0  # 0 = all of the head model's identity modes
     n_expression: int = 0  # 0 = all expression units
-    uv_size: int = 64  # the illuminated texture and the reflectance map (U × U texels)
+    uv_size: int = 64  # the reflectance map over the whole UV layout (U × U texels)
+    # > 0: the unwrap, f_r and f_ℓ work on the face's UV window (engine.render.uv_window of
+    # ``region``) at window_size × window_size texels; the reflectance is then placed into the
+    # whole-layout map (outside the window: the window's mean reflectance). 0: they work on
+    # the whole layout at uv_size (the face then gets ~1/4 of its side).
+    window_size: int = 0
     unet_width: int = 16  # f_r: channels of the U-Net's first level
     unet_depth: int = 3
     light_width: int = 16  # f_ℓ: channels of its first convolution
@@ -93,6 +117,10 @@ class CestConfig:
     depth_scale_m: float = 0.3  # metres per unit of the predicted z translation
     region: str = "face_skin"  # the photometric terms' region
     visibility_size: int = 64  # z-buffer size of the visibility test (photometric weights, unwrap)
+    # > 0: the unwrap's visibility by the vertex-splat depth test over that many cells a side
+    # (engine.render.splat_visibility, ~1/6 of the z-buffer's time), 0: the z-buffer
+    unwrap_splat_cells: int = 0
+    unwrap_splat_tolerance: float = 0.02  # metres
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSSES))
     # leave face skin hidden by props (realistic items' occlusion_mask) out of the photometric terms
     mask_occlusions: bool = True
@@ -104,8 +132,9 @@ class CestConfig:
 class CestCode:
     """The estimators' outputs: ``rotation``/``translation (B, 3)`` (f_v), ``identity (B,
     K_id)`` in prior-std units, ``expression (B, K_exp)``, ``jaw (B, 3)`` (f_s), ``albedo_map
-    (B, 3, U, U)`` (f_r), ``sh (B, 9, 3)`` (f_ℓ, before the ambient offset), and the
-    illuminated ``texture (B, 3, U, U)`` with its ``texture_mask (B, 1, U, U)``."""
+    (B, 3, U, U)`` over the whole layout (f_r), ``sh (B, 9, 3)`` (f_ℓ, before the ambient
+    offset), and the illuminated ``texture (B, 3, T, T)`` with its ``texture_mask (B, 1, T,
+    T)`` (``T`` = :attr:`Cest.texels`: the face window's or the whole layout's side)."""
 
     rotation: Tensor
     translation: Tensor
@@ -139,8 +168,9 @@ class Cest(LearnedMethod):
         n_exp = cfg.n_expression or head.n_expression
         if n_id > head.n_identity or n_exp > head.n_expression:
             raise ConfigError("model.n_identity/n_expression exceed the head model's")
-        if cfg.uv_size % 2**cfg.unet_depth:
-            raise ConfigError(f"model.uv_size ({cfg.uv_size}) must be divisible by 2^unet_depth "
+        side, name = (cfg.window_size, "window_size") if cfg.window_size > 0 else (cfg.uv_size, "uv_size")
+        if side % 2**cfg.unet_depth:
+            raise ConfigError(f"model.{name} ({side}) must be divisible by 2^unet_depth "
                               f"({2**cfg.unet_depth})")
         if cfg.region not in head.regions:
             raise ConfigError(f"model.region {cfg.region!r} is not a region of the head model "
@@ -151,6 +181,10 @@ class Cest(LearnedMethod):
         self.f_v = build_backbone(cfg.backbone, cfg.width, cfg.norm)
         self.f_v_head = torch.nn.Linear(self.f_v.out_features, 6)
         self.f_s = build_backbone(cfg.backbone, cfg.width, cfg.norm)
+        if cfg.shared_stem:
+            self.f_s.stem = torch.nn.Identity()
+            for k in range(self.f_s.stage_blocks[0]):
+                self.f_s.layers[k] = torch.nn.Identity()
         self.f_s_head = torch.nn.Linear(self.f_s.out_features, n_id + n_exp + 3)
         for lin in (self.f_v_head, self.f_s_head):
             torch.nn.init.zeros_(lin.weight)
@@ -158,6 +192,9 @@ class Cest(LearnedMethod):
         self.f_r = UNet(4, 3, cfg.unet_width, cfg.unet_depth)
         self.f_l = ConvEncoder(10, 27, cfg.light_width)
         self.register_buffer("region_mask", head.regions[cfg.region].clone())
+        # the face's UV window (u0, v0, u1, v1), from the head model (not saved)
+        self.window = (uv_window(head.uv, head.face_uv, head.faces, head.regions[cfg.region])
+                       if cfg.window_size > 0 else None)
         self.register_buffer("lmk_weights", landmark_weights_68())
         with torch.no_grad():
             centre = head.landmarks(head.template[None])[0].mean(0).cpu()
@@ -175,11 +212,14 @@ class Cest(LearnedMethod):
         scale = translation.new_tensor([self.cfg.xy_scale_m, self.cfg.xy_scale_m, self.cfg.depth_scale_m])
         return PerspectiveCamera(K, R, self.t0 + translation * scale, (S, S))
 
-    def canonical_view(self, images: Tensor, camera: PerspectiveCamera) -> Tensor:
+    def canonical_view(self, images: Tensor, camera: PerspectiveCamera, size: int = 0) -> Tensor:
         """The crops warped (similarity) so the head's projected centre is at the crop centre,
-        its roll undone and its size that of a head at the canonical depth."""
+        its roll undone and its size that of a head at the canonical depth; sampled at
+        ``size × size`` (0: the input's own size). ``images`` may also be a feature map of
+        the crop (any channels and resolution: the warp is in the crop's normalised frame)."""
         with torch.no_grad():
-            S = images.shape[-1]
+            S = self.cfg.image_size  # camera pixels -> the crop's normalised frame
+            side = images.shape[-1]
             c = (camera.R @ self.centre.to(camera.R.dtype)) + camera.t  # (B, 3) camera frame
             px = (camera.K @ c[..., None])[..., 0]
             xy = px[:, :2] / px[:, 2:3]  # pixels
@@ -188,53 +228,142 @@ class Cest(LearnedMethod):
             cos, sin = torch.cos(roll) / zoom, torch.sin(roll) / zoom
             theta = torch.stack([torch.stack([cos, -sin, 2 * xy[:, 0] / S - 1], -1),
                                  torch.stack([sin, cos, 2 * xy[:, 1] / S - 1], -1)], 1)
-            grid = Fn.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+            out = list(images.shape[:2]) + [size or side, size or side]
+            grid = Fn.affine_grid(theta.to(images.dtype), out, align_corners=False)
         return Fn.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
+    @property
+    def texels(self) -> int:
+        """The side of the maps the unwrap, f_r and f_ℓ work on: the face window's
+        ``window_size``, else the whole layout's ``uv_size``."""
+        return self.cfg.window_size if self.window is not None else self.cfg.uv_size
+
     def uv_fragments(self):
-        """The rasterised UV layout at ``uv_size`` (the shared decoder's cache: once per head,
-        size and device, not saved)."""
-        return self.decoder.uv_fragments(self.cfg.uv_size)
+        """The rasterised UV layout (over the face window when there is one) at
+        :attr:`texels` (the shared decoder's cache: once per head, size and device, not saved)."""
+        return self.decoder.uv_fragments(self.texels, self.window)
+
+    def _window_geometry(self) -> tuple[VertexSubset, Tensor, Tensor]:
+        """The head model at the face window's vertices only (those of the triangles its UV
+        fragments sample), the mesh's triangles with those vertices' subset indices (the
+        fragments look triangles up by their global id), and the triangles lying wholly in the
+        subset (its normals). Once per device (not saved)."""
+        cache = self.__dict__.setdefault("_window_geometry_cache", {})
+        h = self.head
+        key = str(h.template.device)
+        if key not in cache:
+            window_tris = torch.unique(self.uv_fragments().fg_tri.to(h.faces.device))
+            verts = torch.unique(h.faces[window_tris].reshape(-1))
+            local = torch.full((h.n_vertices,), -1, dtype=torch.int64, device=h.faces.device)
+            local[verts] = torch.arange(verts.numel(), device=h.faces.device)
+            faces = local[h.faces]
+            cache[key] = (h.vertex_subset(verts), faces.clamp_min(0), faces[(faces >= 0).all(1)])
+        return cache[key]
 
     def unwrap(self, images: Tensor, decoded: Decoded) -> tuple[Tensor, Tensor]:
-        """The illuminated texture ``(B, 3, U, U)`` and its visibility mask ``(B, 1, U, U)``."""
+        """The illuminated texture ``(B, 3, T, T)`` and its visibility mask ``(B, 1, T, T)``
+        (``T`` = :attr:`texels`, over the face window when there is one). A face window with
+        the vertex-splat test poses and projects only the window's vertices (their normals
+        from the triangles among them, the splat's occluders among them too)."""
         with torch.no_grad():
-            vis = decoded.visibility(size=(self.cfg.visibility_size,) * 2)
-            h = self.head
-            return unwrap_photo(images.float(), decoded.screen.detach().float(), vis, h.faces, h.uv.float(),
-                                h.face_uv, self.cfg.uv_size, uv_fragments=self.uv_fragments())
+            cfg, h = self.cfg, self.head
+            if self.window is not None and cfg.unwrap_splat_cells > 0:
+                subset, faces, subset_faces = self._window_geometry()
+                p, camera = decoded.params, decoded.camera
+                vertices = subset(p.identity, p.expression, p.pose if h.n_joints else None).vertices
+                points = camera.to_camera(vertices)
+                uv, depth = camera.project_camera(points)
+                screen = torch.cat([uv, depth[..., None]], -1)
+                front = facing_camera(camera, points, vertex_normals(vertices, subset_faces))
+                vis = splat_visibility(screen, front, camera.image_size, cells=cfg.unwrap_splat_cells,
+                                       tolerance=cfg.unwrap_splat_tolerance)
+            else:
+                faces, screen = h.faces, decoded.screen.detach()
+                if cfg.unwrap_splat_cells > 0:
+                    vis = decoded.visibility(splat_cells=cfg.unwrap_splat_cells, tolerance=cfg.unwrap_splat_tolerance)
+                else:
+                    vis = decoded.visibility(size=(cfg.visibility_size,) * 2)
+            return unwrap_photo(images.float(), screen.float(), vis, faces, h.uv.float(), h.face_uv, self.texels,
+                                uv_fragments=self.uv_fragments())
+
+    def _placement(self, device: torch.device) -> tuple[int, int, int, int, Tensor]:
+        """Where the face window lies in the whole ``uv_size`` layout: the box of texels
+        ``rows r0:r1, columns c0:c1`` whose centres fall inside it (as
+        :func:`engine.render.uv.window_to_full` decides) and their window coordinates
+        ``(r1 - r0, c1 - c0, 2)``. Computed once per device (not saved)."""
+        cache = self.__dict__.setdefault("_placement_cache", {})
+        if str(device) not in cache:
+            U = self.cfg.uv_size
+            c = (torch.arange(U, dtype=torch.float32, device=device) + 0.5) / U
+            u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # column -> u, row -> v (row 0 = top)
+            inner = to_window(torch.stack([u, v], -1), self.window)
+            inside = ((inner >= 0) & (inner <= 1)).all(-1)
+            rows, cols = inside.any(1).nonzero()[:, 0], inside.any(0).nonzero()[:, 0]
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            cache[str(device)] = (r0, r1, c0, c1, inner[r0:r1, c0:c1].contiguous())
+        return cache[str(device)]
+
+    def to_layout(self, window_map: Tensor) -> Tensor:
+        """A face-window reflectance ``(B, 3, T, T)`` as the whole layout's ``(B, 3, U, U)``:
+        resampled (bilinear) onto the layout's texels inside the window, the window's mean over
+        its covered texels elsewhere (the rest of the head; the outputs' texture bake paints
+        it from the photo). Only the window's box of texels is sampled."""
+        B, U = window_map.shape[0], self.cfg.uv_size
+        covered = self.uv_fragments().mask[:, None].to(window_map.dtype)  # (1, 1, T, T)
+        fill = ((window_map * covered).sum((2, 3)) / covered.sum().clamp_min(1.0))[:, :, None, None]  # (B, 3, 1, 1)
+        r0, r1, c0, c1, inner = self._placement(window_map.device)
+        box = texture(window_map, inner.to(window_map.dtype)[None].expand(B, -1, -1, -1)).permute(0, 3, 1, 2)
+        return Fn.pad(box - fill, (c0, U - c1, r0, U - r1)) + fill
 
     # ------------------------------------------------------------------ encoder heads -> FaceParams
     def encode(self, images: Tensor) -> CestCode:
         """The four estimators in sequence on crops (B, 3, S, S) RGB in [0, 1]."""
         images = images.float()
-        U = self.cfg.uv_size
-        v = self.f_v_head(self.f_v(images).float())
+        S, T = self.cfg.image_size, self.texels
+        if images.shape[-1] != S or images.shape[-2] != S:  # e.g. a 224-px crop: the networks work at S
+            images = Fn.interpolate(images, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        Sv = self.cfg.viewpoint_size or S
+        view_in = images if Sv == S else Fn.interpolate(images, size=(Sv, Sv), mode="bilinear",
+                                                        align_corners=False, antialias=True)
+        if self.cfg.shared_stem:
+            trunk = self.f_v.trunk(view_in)
+            v = self.f_v_head(self.f_v.rest(trunk).float())
+        else:
+            v = self.f_v_head(self.f_v(view_in).float())
         rotation, translation = v[:, :3], v[:, 3:]
-        shape_in = images if self.cfg.independent else self.canonical_view(
-            images, self.camera(rotation.detach(), translation.detach()))
-        s = self.f_s_head(self.f_s(shape_in).float())
+        camera = self.camera(rotation, translation)
+        if self.cfg.shared_stem:  # f_s on f_v's first-stage features, moved to the canonical view
+            s = self.f_s.rest(trunk if self.cfg.independent else self.canonical_view(trunk, camera))
+        elif self.cfg.independent:
+            Ss = self.cfg.shape_size or S
+            s = self.f_s(images if Ss == S else Fn.interpolate(images, size=(Ss, Ss), mode="bilinear",
+                                                                align_corners=False, antialias=True))
+        else:
+            s = self.f_s(self.canonical_view(images, camera, self.cfg.shape_size))
+        s = self.f_s_head(s.float())
         code = CestCode(rotation, translation, s[:, :self.n_id], s[:, self.n_id:self.n_id + self.n_exp],
                         s[:, self.n_id + self.n_exp:])
-        small = Fn.interpolate(images, size=(U, U), mode="bilinear", align_corners=False, antialias=True)
+        small = Fn.interpolate(images, size=(T, T), mode="bilinear", align_corners=False, antialias=True)
         if self.cfg.independent:
             texture, mask = small, torch.ones_like(small[:, :1])
         else:
-            texture, mask = self.unwrap(images, self.decoder(self.decode(code)))
+            texture, mask = self.unwrap(images, self.decoder(self.decode(code, camera)))
         logit = torch.logit(images.new_tensor(SKIN_MEAN))[None, :, None, None]
-        albedo_map = torch.sigmoid(logit + self.f_r(torch.cat([texture, mask], 1)))
+        reflectance = torch.sigmoid(logit + self.f_r(torch.cat([texture, mask], 1)))
         if self.cfg.independent:
             light_in = torch.cat([small, torch.zeros_like(small), torch.zeros_like(small[:, :1]),
                                   torch.zeros_like(small)], 1)
         else:
-            light_in = torch.cat([small, texture, mask, albedo_map.detach()], 1)
+            light_in = torch.cat([small, texture, mask, reflectance.detach()], 1)
         sh = self.f_l(light_in).view(-1, 9, 3)
+        albedo_map = reflectance if self.window is None else self.to_layout(reflectance)
         code.albedo_map, code.sh, code.texture, code.texture_mask = albedo_map, sh, texture, mask
         return code
 
-    def decode(self, code: CestCode) -> FaceParams:
+    def decode(self, code: CestCode, camera: PerspectiveCamera | None = None) -> FaceParams:
         """The code's FaceParams in the crop frame (float32): identity scaled by the prior
-        std, jaw rotation, SH with an ambient offset (a zero code is lit), the UV reflectance."""
+        std, jaw rotation, SH with an ambient offset (a zero code is lit), the UV reflectance.
+        ``camera``: the code's camera when the caller already built it (:meth:`camera`)."""
         B, head = code.batch_size, self.head
         ident = code.identity.new_zeros(B, head.n_identity)
         ident[:, :self.n_id] = code.identity * head.identity_std[:self.n_id] * self.identity_orientation()[:self.n_id]
@@ -247,9 +376,10 @@ class Cest(LearnedMethod):
         sh[:, 0] = 1.0 / SH_CONSTANTS[0]
         if code.sh is not None:
             sh = sh + code.sh
-        return FaceParams(identity=ident, expression=expr, pose=pose, camera=self.camera(code.rotation,
-                                                                                          code.translation),
-                          sh=sh, albedo_map=code.albedo_map)
+        if camera is None:
+            camera = self.camera(code.rotation, code.translation)
+        return FaceParams(identity=ident, expression=expr, pose=pose, camera=camera, sh=sh,
+                          albedo_map=code.albedo_map)
 
     def visibility(self, decoded: Decoded) -> Tensor:
         """(B, V) bool: visible face-region vertices (z-buffer at ``visibility_size``)."""
