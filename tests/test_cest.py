@@ -306,7 +306,7 @@ def test_the_committed_cest_network_is_the_default_and_writes_a_uv_albedo(tmp_pa
 
 def test_a_face_window_network_unwraps_and_predicts_on_the_window(head, monkeypatch):
     """window_size: the unwrap, f_r and f_ℓ work on the face's UV window; the reflectance is
-    placed into the whole layout (the window's mean outside it) exactly as
+    placed into the whole layout (the window's median skin outside it) exactly as
     ``window_to_full`` would place it; a larger crop is resized to the network's input, and
     f_v sees ``viewpoint_size`` px."""
     from engine.methods.cest import Cest
@@ -343,10 +343,10 @@ def test_a_face_window_network_unwraps_and_predicts_on_the_window(head, monkeypa
     assert (mask == code.texture_mask).float().mean() > 0.95  # 0.96 here, 0.995 at the committed 32 texels
     both = mask * code.texture_mask
     assert torch.allclose(tex * both, code.texture * both, atol=1e-5)
-    # placement: as window_to_full, with the window's mean reflectance outside the window
+    # placement: as window_to_full, with the median of the window's covered texels outside it
     m = torch.rand(2, 3, 16, 16, generator=g)
-    covered = net.uv_fragments().mask[:, None].float()
-    fill = (m * covered).sum((2, 3)) / covered.sum()
+    covered = net.uv_fragments().mask[0]
+    fill = torch.stack([m[b][:, covered].median(-1).values for b in range(2)])
     placed = window_to_full(torch.cat([m, torch.ones_like(m[:, :1])], 1), net.window, 32)
     expected = placed[:, :3] + (1 - placed[:, 3:]) * fill[:, :, None, None]
     assert torch.allclose(net.to_layout(m), expected, atol=1e-6)

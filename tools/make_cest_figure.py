@@ -66,11 +66,20 @@ def _estimate(net, image: torch.Tensor, window, size: int) -> dict[str, np.ndarr
     code = net.encode(image)
     params = net.decode(code)
     out = {}
+    # a face-window network's texture is already its window (the same face window); a
+    # whole-layout network's is cut to it
+    windowed = getattr(net, "window", None) is not None
+
+    def to_window(m: torch.Tensor, texture: bool) -> torch.Tensor:
+        if texture and windowed:
+            return torch.nn.functional.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False)
+        return full_to_window(m.float(), window, size)
+
     for key, m in (("texture", getattr(code, "texture", None)), ("reflectance", params.albedo_map)):
         if m is not None:
-            win = full_to_window(m.float(), window, size)
+            win = to_window(m, key == "texture")
             if key == "texture":
-                win = win * (full_to_window(code.texture_mask.float(), window, size) > 0.5)
+                win = win * (to_window(code.texture_mask, True) > 0.5)
             out[key] = win[0].permute(1, 2, 0).clamp(0, 1).numpy()
     dec = net.decoder(params)
     render = dec.render(antialias=True)

@@ -104,7 +104,7 @@ class CestConfig:
     uv_size: int = 64  # the reflectance map over the whole UV layout (U × U texels)
     # > 0: the unwrap, f_r and f_ℓ work on the face's UV window (engine.render.uv_window of
     # ``region``) at window_size × window_size texels; the reflectance is then placed into the
-    # whole-layout map (outside the window: the window's mean reflectance). 0: they work on
+    # whole-layout map (outside the window: the median of the window's texels). 0: they work on
     # the whole layout at uv_size (the face then gets ~1/4 of its side).
     window_size: int = 0
     unet_width: int = 16  # f_r: channels of the U-Net's first level
@@ -305,12 +305,13 @@ class Cest(LearnedMethod):
 
     def to_layout(self, window_map: Tensor) -> Tensor:
         """A face-window reflectance ``(B, 3, T, T)`` as the whole layout's ``(B, 3, U, U)``:
-        resampled (bilinear) onto the layout's texels inside the window, the window's mean over
-        its covered texels elsewhere (the rest of the head; the outputs' texture bake paints
-        it from the photo). Only the window's box of texels is sampled."""
+        resampled (bilinear) onto the layout's texels inside the window, elsewhere the median
+        of its covered texels per channel (the rest of the head gets the face's skin colour,
+        not pulled down by brows, eyes and lips; the outputs' texture bake paints what the photo
+        saw over it). Only the window's box of texels is sampled."""
         B, U = window_map.shape[0], self.cfg.uv_size
-        covered = self.uv_fragments().mask[:, None].to(window_map.dtype)  # (1, 1, T, T)
-        fill = ((window_map * covered).sum((2, 3)) / covered.sum().clamp_min(1.0))[:, :, None, None]  # (B, 3, 1, 1)
+        covered = self.uv_fragments().mask.reshape(-1).nonzero()[:, 0]  # the window's texels on the layout
+        fill = window_map.flatten(2).index_select(2, covered).median(-1).values[:, :, None, None]  # (B, 3, 1, 1)
         r0, r1, c0, c1, inner = self._placement(window_map.device)
         box = texture(window_map, inner.to(window_map.dtype)[None].expand(B, -1, -1, -1)).permute(0, 3, 1, 2)
         return Fn.pad(box - fill, (c0, U - c1, r0, U - r1)) + fill
