@@ -361,8 +361,11 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
 
     The albedo texture is baked from the photo where the face was seen (photo / shading),
     completed by symmetry and the estimate's per-vertex albedo elsewhere. ``timings``, when
-    given, receives the seconds of each part (``texture``, ``obj``, ``glb``, ``rig``,
-    ``previews``, ``eyes``, ``params``) for benchmarks. ``params.json``'s ``eyes`` holds the iris
+    given, receives the seconds of each part (``texture``, ``meshes``, ``previews``, ``glb``,
+    ``eyes``, ``params``) for benchmarks: wall time of this thread. Two background threads
+    overlap it: one writes ``overlay.png``, the OBJs and ``rig.json`` while the texture is baked
+    (``meshes``: what is left to wait for), the other encodes ``albedo.png`` and writes
+    ``head.glb`` while the summary is made (``glb``: what is left). ``params.json``'s ``eyes`` holds the iris
     and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`).
     ``detail`` (:class:`engine.methods.deca.DetailMaps`, from a method with a detail stage)
     adds ``displacement.png``, ``detail/*.png`` and their ``params.json`` entries
@@ -426,7 +429,21 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
     overlay_job = pool.submit(write_overlay)
-    pool.shutdown(wait=False)  # the job runs on; its result (or error) is collected below
+
+    # --- the OBJs (they name albedo.png, written below) and rig.json, after the overlay in the
+    # same background thread: neither needs the texture
+    pose = p.pose[0]
+    identity, expression = p.identity[0], p.expression[0]
+
+    def write_meshes_and_rig() -> None:
+        write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+                  texture_path=folder / "albedo.png")
+        write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(),
+                  face_uv.numpy(), texture_path=folder / "albedo.png", material_name="head_camera")
+        write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
+
+    meshes_job = pool.submit(write_meshes_and_rig)
+    pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
 
     # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
     crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
@@ -439,33 +456,31 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
                              source, opt.texture_size, landmarks_px=lm_crop,
                              fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
-    albedo_png = png_bytes(albedo_img)
-    (folder / "albedo.png").write_bytes(albedo_png)
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     lap("texture")
-
-    # --- meshes
-    write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
-              texture_path=folder / "albedo.png")
-    write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
-              texture_path=folder / "albedo.png", material_name="head_camera")
-    lap("obj")
-    pose = p.pose[0]
-    # head.glb is the mesh at pose 0 (sliders at zero = neutral); rig.json carries the joints,
-    # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck.
-    with torch.no_grad():
-        base = cpu_model(p.identity, None, None).vertices[0]
-    identity, expression = p.identity[0], p.expression[0]
-    targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
     weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
-    write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(), morph_targets=targets,
-              texture_png=albedo_png, morph_weights=weights)
-    lap("glb")
-    write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
-    lap("rig")
+
+    # --- albedo.png and head.glb (which embeds the PNG) in a second background thread: PNG
+    # encoding and the morph targets overlap the summary below. head.glb is the mesh at pose 0
+    # (sliders at zero = neutral); rig.json carries the joints, skin weights and the fitted
+    # pose so Blender poses bones instead of a baked jaw/neck.
+    def write_png_and_glb() -> None:
+        albedo_png = png_bytes(albedo_img)
+        (folder / "albedo.png").write_bytes(albedo_png)
+        with torch.no_grad():
+            base = cpu_model(p.identity, None, None).vertices[0]
+        targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
+        write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+                  morph_targets=targets, texture_png=albedo_png, morph_weights=weights)
+
+    glb_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glb")
+    glb_job = glb_pool.submit(write_png_and_glb)
+    glb_pool.shutdown(wait=False)
 
     # --- summary on a face crop (overlay.png: above)
-    overlay_job.result()  # written in the background while the texture and meshes were made
+    overlay_job.result()  # written in the background while the texture was baked
+    meshes_job.result()
+    lap("meshes")  # what is left to wait for of the overlay, the OBJs and rig.json
     lm_px = dec.landmarks2d[0]
     small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
     Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
@@ -481,6 +496,8 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
                                                    ["photo", "render", "shading p1-p99", "albedo"]))
     lap("previews")
+    glb_job.result()  # albedo.png and head.glb, written in the background meanwhile
+    lap("glb")  # what is left of the PNG encoding and head.glb when the rest is done
 
     # --- eye colours (iris, sclera) from the photo inside the eye contours, for the eye material
     eyes = estimate_eye_colours(img, lm).to_json()
