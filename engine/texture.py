@@ -227,6 +227,15 @@ def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
     return mask.astype(bool)
 
 
+def _corner_index(model, lay: UVLayout) -> Tensor:
+    """``(3N,)`` the vertices of each covered texel's triangle, flat (cached with the layout)."""
+    cache = model.__dict__.setdefault("_uv_corner_cache", {})
+    with _LOCK:
+        if lay.size not in cache:
+            cache[lay.size] = model.faces.cpu()[lay.tri].reshape(-1).contiguous()
+        return cache[lay.size]
+
+
 def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
                 source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None,
                 fill_map: Tensor | None = None) -> np.ndarray:
@@ -248,9 +257,11 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     lay = uv_layout(model, size)
     with torch.no_grad():
         H, W = source.shape[-2:]
-        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v], -1)
-        corners = model.faces.cpu()[lay.tri]  # (N, 3) vertices of each covered texel's triangle
-        t = (lay.bary[..., None] * attrs.float().cpu()[corners]).sum(1)  # (N, 9)
+        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v], -1).float().cpu()
+        # the corners of each covered texel's triangle in one flat gather (the same values as
+        # indexing with an (N, 3) array, in ~1/3 of the time)
+        corners = attrs.index_select(0, _corner_index(model, lay)).view(-1, 3, attrs.shape[-1])
+        t = (lay.bary[..., None] * corners).sum(1)  # (N, 9)
         u, v, vis, shade, prior = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9]
         grid = torch.stack([u * (2.0 / W) - 1.0, v * (2.0 / H) - 1.0], -1)
         photo = _sample(source[0].float().cpu(), grid)
