@@ -52,9 +52,14 @@ SH_CONSTANTS = (
 
 def face_normals(vertices: Tensor, faces: Tensor, normalize: bool = True) -> Tensor:
     """Per-face normals ``(B, F, 3)``; unnormalised ones have length 2·area."""
-    # one gather of all corners (the per-column gathers ``vertices[:, faces[:, i]]`` took ~2x
-    # as long on the CPU; the same values)
-    v0, v1, v2 = vertices.index_select(1, faces.reshape(-1)).view(vertices.shape[0], -1, 3, 3).unbind(2)
+    # one gather of all corners from a flat (B·V, 3) view (the same values as the per-column
+    # gathers ``vertices[:, faces[:, i]]``, ~2x faster on the CPU forward, a little faster
+    # backward; gathering along dim 1 instead makes the backward's index_add twice as slow)
+    B, V = vertices.shape[:2]
+    idx = faces.reshape(-1).to(torch.int64)
+    if B > 1:
+        idx = (idx[None] + V * torch.arange(B, device=faces.device)[:, None]).reshape(-1)
+    v0, v1, v2 = vertices.reshape(B * V, 3).index_select(0, idx).view(B, -1, 3, 3).unbind(2)
     n = torch.cross(v1 - v0, v2 - v0, dim=-1)
     if normalize:
         n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
