@@ -32,9 +32,8 @@ from torch import Tensor, nn
 
 from engine.face.params import FaceParams
 from engine.head.model import HeadModel
-from engine.render import (RenderOutput, rasterize_uv, render_mesh, sample_image, sample_uv_map, sh_basis,
-                           splat_visibility, vertex_normals, vertex_uv, vertex_visibility)
-from engine.render.vertex_sampling import facing_camera
+from engine.render import (RenderOutput, facing_camera, rasterize_uv, render_mesh, sample_image, sample_uv_map,
+                           sh_basis, splat_visibility, vertex_normals, vertex_uv, vertex_visibility)
 from engine.render.rasterize import Fragments
 from engine.render.uv import to_window
 from engine.render.shading import camera_to_view

@@ -50,17 +50,16 @@ import torch.nn.functional as Fn
 from engine.encoders import CodeLayout, ConvEncoder, UNet, build_backbone
 from engine.errors import ConfigError
 from engine.face import Decoded, FaceParams
+from engine.head.model import VertexSubset
 from engine.losses import landmark_weights_68
 from engine.losses.terms import LossInputs, check_weights, weighted_sum
 from engine.methods.base import LearnedMethod, flatten_groups
 from engine.methods.semantic import SKIN_MEAN, TRUTH_FIELDS  # SKIN_MEAN: the reflectance of a zero U-Net output
-from engine.render import PerspectiveCamera, axis_angle_to_matrix, frontal_rotation, unwrap_photo
-from engine.head.model import VertexSubset
-from engine.render import splat_visibility, vertex_normals
-from engine.render.rasterize import texture
-from engine.render.vertex_sampling import facing_camera
-from engine.render.uv import to_window, uv_window
+from engine.render import (PerspectiveCamera, axis_angle_to_matrix, facing_camera, frontal_rotation,
+                           splat_visibility, unwrap_photo, vertex_normals)
+from engine.render.rasterize import texture as sample_texture
 from engine.render.shading import SH_CONSTANTS
+from engine.render.uv import to_window, uv_window
 from engine.train.method import StepResult
 
 METHOD = {
@@ -313,7 +312,7 @@ class Cest(LearnedMethod):
         covered = self.uv_fragments().mask.reshape(-1).nonzero()[:, 0]  # the window's texels on the layout
         fill = window_map.flatten(2).index_select(2, covered).median(-1).values[:, :, None, None]  # (B, 3, 1, 1)
         r0, r1, c0, c1, inner = self._placement(window_map.device)
-        box = texture(window_map, inner.to(window_map.dtype)[None].expand(B, -1, -1, -1)).permute(0, 3, 1, 2)
+        box = sample_texture(window_map, inner.to(window_map.dtype)[None].expand(B, -1, -1, -1)).permute(0, 3, 1, 2)
         return Fn.pad(box - fill, (c0, U - c1, r0, U - r1)) + fill
 
     # ------------------------------------------------------------------ encoder heads -> FaceParams

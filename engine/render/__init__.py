@@ -35,7 +35,7 @@ from .uv import (
     uv_to_texel,
     vertex_uv,
 )
-from .vertex_sampling import sample_image, splat_visibility, vertex_visibility
+from .vertex_sampling import facing_camera, sample_image, splat_visibility, vertex_visibility
 
 __all__ = [
     "Camera",
@@ -82,4 +82,5 @@ __all__ = [
     "sample_image",
     "vertex_visibility",
     "splat_visibility",
+    "facing_camera",
 ]
