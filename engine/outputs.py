@@ -435,10 +435,12 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     pose = p.pose[0]
     identity, expression = p.identity[0], p.expression[0]
 
+    camera_verts = dec.vertices_camera[0].numpy()  # the decoder's lazy values are made here, not in the job
+
     def write_meshes_and_rig() -> None:
         write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
                   texture_path=folder / "albedo.png")
-        write_obj(folder / "head_camera.obj", dec.vertices_camera[0].numpy(), faces.numpy(), uv.numpy(),
+        write_obj(folder / "head_camera.obj", camera_verts, faces.numpy(), uv.numpy(),
                   face_uv.numpy(), texture_path=folder / "albedo.png", material_name="head_camera")
         write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
 
