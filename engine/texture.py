@@ -47,7 +47,8 @@ class UVLayout:
     how much of it has a mirror partner; ``pad_from (size·size,)`` for every texel the flat
     index of the nearest covered texel (itself when covered; -1 beyond the padding band);
     ``pad_dst``/``pad_src`` the texels outside the islands within that band and the covered
-    texels they copy, ``pad_far`` those beyond it (:func:`pad_texture`'s gathers, flat indices).
+    texels they copy, ``pad_far`` those beyond it (:func:`pad_texture`'s gathers, flat indices);
+    ``corners (3N,)`` the mesh vertices of each covered texel's triangle, flat (the bake's gather).
     """
 
     size: int
@@ -61,6 +62,7 @@ class UVLayout:
     pad_dst: np.ndarray
     pad_src: np.ndarray
     pad_far: np.ndarray
+    corners: Tensor  # (3N,) the vertices of each covered texel's triangle, flat
 
 
 _LOCK = threading.Lock()
@@ -112,7 +114,8 @@ def _build_layout(model, size: int) -> UVLayout:
     layout = UVLayout(size=size, texels=fr.fg_index.clone(), tri=fr.fg_tri.clone(), bary=fr.fg_bary.clone(),
                       mirror_grid=mirror_grid, has_mirror=m[:, 2].clamp(0, 1),
                       pad_from=torch.from_numpy(pad_from.astype(np.int64)), covered=covered,
-                      pad_dst=pad_dst, pad_src=pad_from[pad_dst], pad_far=np.flatnonzero(outside_flat & (pad_from < 0)))
+                      pad_dst=pad_dst, pad_src=pad_from[pad_dst], pad_far=np.flatnonzero(outside_flat & (pad_from < 0)),
+                      corners=faces[fr.fg_tri].reshape(-1).contiguous())
     return layout
 
 
@@ -227,15 +230,6 @@ def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _corner_index(model, lay: UVLayout) -> Tensor:
-    """``(3N,)`` the vertices of each covered texel's triangle, flat (cached with the layout)."""
-    cache = model.__dict__.setdefault("_uv_corner_cache", {})
-    with _LOCK:
-        if lay.size not in cache:
-            cache[lay.size] = model.faces.cpu()[lay.tri].reshape(-1).contiguous()
-        return cache[lay.size]
-
-
 def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
                 source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None,
                 fill_map: Tensor | None = None) -> np.ndarray:
@@ -260,7 +254,7 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v], -1).float().cpu()
         # the corners of each covered texel's triangle in one flat gather (the same values as
         # indexing with an (N, 3) array, in ~1/3 of the time)
-        corners = attrs.index_select(0, _corner_index(model, lay)).view(-1, 3, attrs.shape[-1])
+        corners = attrs.index_select(0, lay.corners).view(-1, 3, attrs.shape[-1])
         t = (lay.bary[..., None] * corners).sum(1)  # (N, 9)
         u, v, vis, shade, prior = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9]
         grid = torch.stack([u * (2.0 / W) - 1.0, v * (2.0 / H) - 1.0], -1)

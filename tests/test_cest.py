@@ -308,18 +308,18 @@ def test_a_face_window_network_unwraps_and_predicts_on_the_window(head, monkeypa
     """window_size: the unwrap, f_r and f_ℓ work on the face's UV window; the reflectance is
     placed into the whole layout (the window's median skin outside it) exactly as
     ``window_to_full`` would place it; a larger crop is resized to the network's input, and
-    f_v sees ``viewpoint_size`` px."""
+    f_v sees ``viewpoint_size`` px and f_s a ``shape_size``-px canonical view."""
     from engine.methods.cest import Cest
     from engine.render.uv import window_to_full
 
-    net = _tiny(head, window_size=16, unwrap_splat_cells=24, viewpoint_size=48).eval()
+    net = _tiny(head, window_size=16, unwrap_splat_cells=24, viewpoint_size=48, shape_size=40).eval()
     assert net.texels == 16 and net.window is not None
     u0, v0, u1, v1 = net.window
     assert 0 <= u0 < u1 <= 1.05 and 0 <= v0 < v1 <= 1.05 and u1 - u0 < 0.5  # the face, not the head
     seen = []
     real_forward = type(net.f_v).forward
     monkeypatch.setattr(type(net.f_v), "forward",
-                        lambda self, x: (seen.append(x.shape[-1]) if self is net.f_v else None) or real_forward(self, x))
+                        lambda self, x: seen.append((self is net.f_v, x.shape[-1])) or real_forward(self, x))
     g = torch.Generator().manual_seed(3)
     big = torch.nn.functional.interpolate(torch.rand(2, 3, 6, 6, generator=g), size=(96, 96), mode="bilinear")
     with torch.no_grad():
@@ -327,7 +327,7 @@ def test_a_face_window_network_unwraps_and_predicts_on_the_window(head, monkeypa
         small = torch.nn.functional.interpolate(big, size=(64, 64), mode="bilinear", align_corners=False,
                                                 antialias=True)
         again = net.encode(small)
-    assert seen == [48, 48]
+    assert seen == [(True, 48), (False, 40)] * 2
     assert code.texture.shape == (2, 3, 16, 16) and code.texture_mask.shape == (2, 1, 16, 16)
     assert code.albedo_map.shape == (2, 3, 32, 32)
     assert torch.allclose(code.albedo_map, again.albedo_map) and torch.allclose(code.rotation, again.rotation)

@@ -64,7 +64,7 @@ class ResNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 7, 2, 3, bias=False), _norm(norm, chans[0]),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         layers, cin = [], chans[0]
-        self.stage_blocks = list(DEPTHS[depth])  # blocks per stage (trunk / rest split)
+        self.first_stage_blocks = DEPTHS[depth][0]  # the trunk / rest split
         for i, (c, n) in enumerate(zip(chans, DEPTHS[depth])):
             for j in range(n):
                 layers.append(BasicBlock(cin, c, 2 if (j == 0 and i > 0) else 1, norm))
@@ -80,21 +80,16 @@ class ResNet(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.rest(self.trunk(x, 1), 1)
+        return self.rest(self.trunk(x))
 
-    def trunk(self, x: Tensor, stages: int = 1) -> Tensor:
-        """The feature map after the stem and the first ``stages`` stages (stride 4 after one)."""
-        x = in_weight_format((x - self.mean) / self.std, self.stem[0])
-        x = self.stem(x)
-        for block in self.layers[:sum(self.stage_blocks[:stages])]:
-            x = block(x)
-        return x
+    def trunk(self, x: Tensor) -> Tensor:
+        """The feature map after the stem and the first stage (stride 4)."""
+        x = self.stem(in_weight_format((x - self.mean) / self.std, self.stem[0]))
+        return self.layers[:self.first_stage_blocks](x)
 
-    def rest(self, x: Tensor, stages: int = 1) -> Tensor:
-        """The pooled features from :meth:`trunk`'s map (its ``stages``): the remaining stages."""
-        for block in self.layers[sum(self.stage_blocks[:stages]):]:
-            x = block(x)
-        return self.pool(x).flatten(1)
+    def rest(self, x: Tensor) -> Tensor:
+        """The pooled features from :meth:`trunk`'s map: the remaining stages."""
+        return self.pool(self.layers[self.first_stage_blocks:](x)).flatten(1)
 
 
 def build_backbone(name: str = "resnet18", width: float = 1.0, norm: str = "batch") -> ResNet:

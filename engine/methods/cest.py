@@ -59,7 +59,7 @@ from engine.render import (PerspectiveCamera, axis_angle_to_matrix, facing_camer
                            splat_visibility, unwrap_photo, vertex_normals)
 from engine.render.rasterize import texture as sample_texture
 from engine.render.shading import SH_CONSTANTS
-from engine.render.uv import to_window, uv_window
+from engine.render.uv import uv_window, window_coordinates
 from engine.train.method import StepResult
 
 METHOD = {
@@ -80,6 +80,14 @@ METHOD = {
 DEFAULT_LOSSES = {"photometric_l1": 1.0, "clip_consistency": 1.0, "reflectance_symmetry": 0.1,
                   "landmark": 1.0, "identity_prior": 2.9e-5, "expression_prior": 2.32e-5,
                   "expression_range": 1.0, "jaw_prior": 1e-2}
+
+
+def _resized(images: Tensor, side: int) -> Tensor:
+    """``images (B, C, H, W)`` at ``side × side`` (antialiased bilinear); as they are when
+    they already have that size."""
+    if tuple(images.shape[-2:]) == (side, side):
+        return images
+    return Fn.interpolate(images, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
 
 
 @dataclass
@@ -182,7 +190,7 @@ class Cest(LearnedMethod):
         self.f_s = build_backbone(cfg.backbone, cfg.width, cfg.norm)
         if cfg.shared_stem:
             self.f_s.stem = torch.nn.Identity()
-            for k in range(self.f_s.stage_blocks[0]):
+            for k in range(self.f_s.first_stage_blocks):
                 self.f_s.layers[k] = torch.nn.Identity()
         self.f_s_head = torch.nn.Linear(self.f_s.out_features, n_id + n_exp + 3)
         for lin in (self.f_v_head, self.f_s_head):
@@ -287,16 +295,13 @@ class Cest(LearnedMethod):
 
     def _placement(self, device: torch.device) -> tuple[int, int, int, int, Tensor]:
         """Where the face window lies in the whole ``uv_size`` layout: the box of texels
-        ``rows r0:r1, columns c0:c1`` whose centres fall inside it (as
-        :func:`engine.render.uv.window_to_full` decides) and their window coordinates
-        ``(r1 - r0, c1 - c0, 2)``. Computed once per device (not saved)."""
+        ``rows r0:r1, columns c0:c1`` it covers (:func:`engine.render.uv.window_coordinates`,
+        as :func:`engine.render.uv.window_to_full` places a window) and their window
+        coordinates ``(r1 - r0, c1 - c0, 2)``. Computed once per device (not saved)."""
         cache = self.__dict__.setdefault("_placement_cache", {})
         if str(device) not in cache:
-            U = self.cfg.uv_size
-            c = (torch.arange(U, dtype=torch.float32, device=device) + 0.5) / U
-            u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # column -> u, row -> v (row 0 = top)
-            inner = to_window(torch.stack([u, v], -1), self.window)
-            inside = ((inner >= 0) & (inner <= 1)).all(-1)
+            inner, inside = window_coordinates(self.window, self.cfg.uv_size, device=device)
+            inner, inside = inner[0], inside[0]
             rows, cols = inside.any(1).nonzero()[:, 0], inside.any(0).nonzero()[:, 0]
             r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
             cache[str(device)] = (r0, r1, c0, c1, inner[r0:r1, c0:c1].contiguous())
@@ -318,13 +323,9 @@ class Cest(LearnedMethod):
     # ------------------------------------------------------------------ encoder heads -> FaceParams
     def encode(self, images: Tensor) -> CestCode:
         """The four estimators in sequence on crops (B, 3, S, S) RGB in [0, 1]."""
-        images = images.float()
         S, T = self.cfg.image_size, self.texels
-        if images.shape[-1] != S or images.shape[-2] != S:  # e.g. a 224-px crop: the networks work at S
-            images = Fn.interpolate(images, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
-        Sv = self.cfg.viewpoint_size or S
-        view_in = images if Sv == S else Fn.interpolate(images, size=(Sv, Sv), mode="bilinear",
-                                                        align_corners=False, antialias=True)
+        images = _resized(images.float(), S)  # e.g. a 224-px crop: the networks work at S
+        view_in = _resized(images, self.cfg.viewpoint_size or S)
         if self.cfg.shared_stem:
             trunk = self.f_v.trunk(view_in)
             v = self.f_v_head(self.f_v.rest(trunk).float())
@@ -335,15 +336,13 @@ class Cest(LearnedMethod):
         if self.cfg.shared_stem:  # f_s on f_v's first-stage features, moved to the canonical view
             s = self.f_s.rest(trunk if self.cfg.independent else self.canonical_view(trunk, camera))
         elif self.cfg.independent:
-            Ss = self.cfg.shape_size or S
-            s = self.f_s(images if Ss == S else Fn.interpolate(images, size=(Ss, Ss), mode="bilinear",
-                                                                align_corners=False, antialias=True))
+            s = self.f_s(_resized(images, self.cfg.shape_size or S))
         else:
             s = self.f_s(self.canonical_view(images, camera, self.cfg.shape_size))
         s = self.f_s_head(s.float())
         code = CestCode(rotation, translation, s[:, :self.n_id], s[:, self.n_id:self.n_id + self.n_exp],
                         s[:, self.n_id + self.n_exp:])
-        small = Fn.interpolate(images, size=(T, T), mode="bilinear", align_corners=False, antialias=True)
+        small = _resized(images, T)
         if self.cfg.independent:
             texture, mask = small, torch.ones_like(small[:, :1])
         else:

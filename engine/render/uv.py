@@ -27,6 +27,7 @@ __all__ = [
     "to_window",
     "uv_window",
     "window_to_full",
+    "window_coordinates",
     "full_to_window",
     "uv_tangents",
     "sample_uv_gradient",
@@ -350,15 +351,23 @@ def full_to_window(uv_map: Tensor, window: Tensor | tuple[float, float, float, f
     return texture(uv_map, uv).permute(0, 3, 1, 2)
 
 
+def window_coordinates(window: Tensor | tuple[float, float, float, float], size: int, batch: int = 1,
+                       dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+                       ) -> tuple[Tensor, Tensor]:
+    """Every texel centre of a whole ``size × size`` layout in the coordinates of ``window``
+    (one ``(u0, v0, u1, v1)`` or ``(B, 4)``): ``inner (B, size, size, 2)`` (:func:`to_window`;
+    row 0 = the top of UV space) and ``inside (B, size, size)`` bool, the texels the window
+    covers (both coordinates in [0, 1])."""
+    c = (torch.arange(size, dtype=dtype, device=device) + 0.5) / size
+    u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # (size, size): column -> u, row -> v (row 0 = top)
+    w = torch.as_tensor(window, dtype=dtype, device=device).reshape(-1, 4).expand(batch, 4)
+    inner = to_window(torch.stack([u, v], -1)[None].expand(batch, size, size, 2), w)
+    return inner, ((inner >= 0) & (inner <= 1)).all(-1)
+
+
 def window_to_full(window_map: Tensor, window: Tensor | tuple[float, float, float, float], size: int) -> Tensor:
     """A window's UV map ``(B, C, M, M)`` placed into a whole-layout map ``(B, C, size, size)``
     (bilinear; 0 outside the window)."""
-    B = window_map.shape[0]
-    c = (torch.arange(size, dtype=window_map.dtype, device=window_map.device) + 0.5) / size
-    u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # (size, size): column -> u, row -> v (row 0 = top)
-    uv = torch.stack([u, v], -1)[None].expand(B, size, size, 2)
-    w = torch.as_tensor(window, dtype=window_map.dtype, device=window_map.device).reshape(-1, 4).expand(B, 4)
-    inner = to_window(uv, w)
+    inner, inside = window_coordinates(window, size, window_map.shape[0], window_map.dtype, window_map.device)
     out = texture(window_map, inner).permute(0, 3, 1, 2)
-    inside = ((inner >= 0) & (inner <= 1)).all(-1)[:, None].to(out.dtype)
-    return out * inside
+    return out * inside[:, None].to(out.dtype)
