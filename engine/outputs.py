@@ -114,21 +114,16 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:
-    """Save an RGB/grey image (uint8 or float [0, 1]) as PNG."""
-    from PIL import Image
-
-    Image.fromarray(to_uint8(img)).save(path, format="PNG", compress_level=1)
+    """Save an RGB/grey image (uint8 or float [0, 1]) as PNG (:func:`png_bytes`)."""
+    Path(path).write_bytes(png_bytes(img))
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    """PNG-encode an image in memory (for embedding in glTF)."""
-    import io
+    """PNG-encode an RGB/grey image (uint8 or float [0, 1]) in memory, fast
+    (:func:`engine.export.png.encode_png`: zlib level 1; also what ``head.glb`` embeds)."""
+    from engine.export.png import encode_png
 
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return encode_png(to_uint8(img))
 
 
 def blend_overlay(photo: np.ndarray, render: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -163,18 +158,44 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 256, labels: Sequen
 _HEADLIGHT = (-0.4, 0.5, 1.0)
 
 
-def render_textured(decoded) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Render decoded faces (first item) with their albedo map / albedo and SH lighting:
-    (colour, shading ≥ 0, albedo, mask) as numpy (H, W, ·) float, no antialiasing."""
+@dataclass
+class ShadedView:
+    """The part of a textured render that does not need the texture (first item, numpy):
+    ``shading (H, W, 3)`` SH shading ≥ 0 (0 off the face), ``mask (H, W)`` bool and
+    ``uv (1, H, W, 2)`` every pixel's texture coordinates (a tensor, for :func:`texture_view`)."""
+
+    shading: np.ndarray
+    mask: np.ndarray
+    uv: Any
+
+
+def shade_view(decoded) -> ShadedView:
+    """Rasterise and light decoded faces (first item) with their SH lighting, no antialiasing,
+    before their texture exists: the texture is applied afterwards by :func:`texture_view`
+    (nvdiffrast's rasterise / interpolate / texture verbs, split at the texture). Together the
+    two give what ``decoded.render(antialias=False)`` gives with an ``albedo_map``."""
     import torch
+
+    from engine.render import interpolate
 
     with torch.no_grad():
         out = decoded.render(antialias=False)
         mask = out.fragments.mask[0]
-        m = mask[..., None].float()
-        shading = out.shading[0].permute(1, 2, 0).clamp_min(0) * m
-        albedo = out.albedo[0].permute(1, 2, 0) * m
-        return (albedo * shading).numpy(), shading.numpy(), albedo.numpy(), mask.numpy()
+        shading = out.shading[0].permute(1, 2, 0).clamp_min(0) * mask[..., None].float()
+        uv = interpolate(decoded.head.uv.to(shading.dtype), decoded.head.face_uv, out.fragments)[:1]
+        return ShadedView(shading.numpy(), mask.numpy(), uv)
+
+
+def texture_view(view: ShadedView, albedo_map) -> tuple[np.ndarray, np.ndarray]:
+    """(colour, albedo) ``(H, W, 3)`` of a :func:`shade_view` with ``albedo_map (1, 3, S, S)``
+    (0 off the face)."""
+    import torch
+
+    from engine.render import texture
+
+    with torch.no_grad():
+        albedo = texture(albedo_map.to(view.uv.dtype), view.uv)[0].numpy() * view.mask[..., None]
+    return albedo * view.shading, albedo
 
 
 def render_geometry(decoded) -> tuple[np.ndarray, np.ndarray]:
@@ -371,6 +392,7 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     adds ``displacement.png``, ``detail/*.png`` and their ``params.json`` entries
     (:func:`engine.export.detail.write_detail_maps`; ``detail_checkpoint`` = the network file).
     """
+    import threading
     import time
 
     import cv2
@@ -386,6 +408,7 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
 
     opt = options or OutputOptions()
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # before the background jobs write into it
     clock = [time.perf_counter()]
 
     def lap(name: str) -> None:
@@ -422,22 +445,33 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
         photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
         with torch.no_grad():
             grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)))
-        model_px = dec.landmarks2d[0].numpy() * (ow / W)
+        model_px = lm_px.numpy() * (ow / W)
         write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), model_px))
 
     from concurrent.futures import ThreadPoolExecutor
 
+    lm_px = dec.landmarks2d[0]  # made here, in this thread, before the jobs below read it
+    # --- the summary's view of the estimate on a small face crop: rasterised and lit in the
+    # background first (only its texture must wait for the bake)
+    small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
+    Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
+    summary_job = pool.submit(lambda: shade_view(through(Ac @ K, (256, 256))))
     overlay_job = pool.submit(write_overlay)
 
     # --- the OBJs (they name albedo.png, written below) and rig.json, after the overlay in the
-    # same background thread: neither needs the texture
+    # same background thread: neither needs the texture, but formatting their text holds the
+    # GIL for milliseconds at a time, which would stall the bake's many short array operations
+    # (measured: a Python-bound thread slows the bake 20x), so they wait until it is done
     pose = p.pose[0]
     identity, expression = p.identity[0], p.expression[0]
 
     camera_verts = dec.vertices_camera[0].numpy()  # the decoder's lazy values are made here, not in the job
 
+    baked = threading.Event()
+
     def write_meshes_and_rig() -> None:
+        baked.wait()
         write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
                   texture_path=folder / "albedo.png")
         write_obj(folder / "head_camera.obj", camera_verts, faces.numpy(), uv.numpy(),
@@ -448,16 +482,19 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
 
     # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
-    crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
-    A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
-    src = through(A @ K, crop.image.shape[:2])
-    visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
-    albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
-    source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
-    albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
-                             source, opt.texture_size, landmarks_px=lm_crop,
-                             fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
+    try:
+        crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
+        A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
+        src = through(A @ K, crop.image.shape[:2])
+        visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
+        albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
+        source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
+        albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
+                                 source, opt.texture_size, landmarks_px=lm_crop,
+                                 fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
+    finally:
+        baked.set()  # also on an error, so that the mesh job ends and the error surfaces here
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     lap("texture")
     weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
@@ -479,15 +516,10 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     glb_job = glb_pool.submit(write_png_and_glb)
     glb_pool.shutdown(wait=False)
 
-    # --- summary on a face crop (overlay.png: above)
-    overlay_job.result()  # written in the background while the texture was baked
-    meshes_job.result()
-    lap("meshes")  # what is left to wait for of the overlay, the OBJs and rig.json
-    lm_px = dec.landmarks2d[0]
-    small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
-    Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
-    summary = through(Ac @ K, (256, 256))
-    colour, shading, alb, mask = render_textured(decoder(summary.params.replace(albedo_map=albedo_map)))
+    # --- summary on the face crop (overlay.png: above)
+    view = summary_job.result()  # rasterised and lit in the background while the texture was baked
+    colour, alb = texture_view(view, albedo_map)
+    shading, mask = view.shading, view.mask
     # raw SH shading is mostly ambient and exceeds 1 (the albedo absorbs the light's scale):
     # stretch its 1st..99th percentile over the face to black..white so it is not blown out
     lum = shading.mean(-1)
@@ -498,6 +530,9 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     write_png(folder / "summary.png", side_by_side([ccrop, render_on, grey, alb], 256,
                                                    ["photo", "render", "shading p1-p99", "albedo"]))
     lap("previews")
+    overlay_job.result()  # written in the background while the texture was baked
+    meshes_job.result()
+    lap("meshes")  # what is left to wait for of the overlay, the OBJs and rig.json
     glb_job.result()  # albedo.png and head.glb, written in the background meanwhile
     lap("glb")  # what is left of the PNG encoding and head.glb when the rest is done
 

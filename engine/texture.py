@@ -33,7 +33,7 @@ from torch import Tensor
 from engine.render.rasterize import interpolate_foreground
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "pad_texture", "prepare_layout", "skin_probability",
+__all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "prepare_layout", "skin_probability", "texture_image",
            "uv_layout"]
 
 
@@ -47,8 +47,12 @@ class UVLayout:
     how much of it has a mirror partner; ``pad_from (size·size,)`` for every texel the flat
     index of the nearest covered texel (itself when covered; -1 beyond the padding band);
     ``pad_dst``/``pad_src`` the texels outside the islands within that band and the covered
-    texels they copy, ``pad_far`` those beyond it (:func:`pad_texture`'s gathers, flat indices);
-    ``corners (3N,)`` the mesh vertices of each covered texel's triangle, flat (the bake's gather).
+    texels they copy (:func:`texture_image`'s gather, flat indices);
+    ``interpolation`` the sparse ``(N, V)`` matrix of the texels' barycentrics on their
+    triangle's vertices (per-vertex values to texels in one product) and ``mirror_sampling``
+    the sparse ``(N, N)`` bilinear weights of each texel's mirror sample on the covered texels
+    (``grid_sample`` at ``mirror_grid`` of an image that is zero outside the islands) — the
+    bake's two gathers as CSR products.
     """
 
     size: int
@@ -61,8 +65,8 @@ class UVLayout:
     covered: np.ndarray  # (size, size) bool
     pad_dst: np.ndarray
     pad_src: np.ndarray
-    pad_far: np.ndarray
-    corners: Tensor  # (3N,) the vertices of each covered texel's triangle, flat
+    interpolation: Tensor  # sparse CSR (N, V)
+    mirror_sampling: Tensor  # sparse CSR (N, N)
 
 
 _LOCK = threading.Lock()
@@ -114,9 +118,41 @@ def _build_layout(model, size: int) -> UVLayout:
     layout = UVLayout(size=size, texels=fr.fg_index.clone(), tri=fr.fg_tri.clone(), bary=fr.fg_bary.clone(),
                       mirror_grid=mirror_grid, has_mirror=m[:, 2].clamp(0, 1),
                       pad_from=torch.from_numpy(pad_from.astype(np.int64)), covered=covered,
-                      pad_dst=pad_dst, pad_src=pad_from[pad_dst], pad_far=np.flatnonzero(outside_flat & (pad_from < 0)),
-                      corners=faces[fr.fg_tri].reshape(-1).contiguous())
+                      pad_dst=pad_dst, pad_src=pad_from[pad_dst],
+                      interpolation=_csr(faces[fr.fg_tri].reshape(-1), fr.fg_bary.reshape(-1), 3,
+                                         (len(fr.fg_index), model.n_vertices)),
+                      mirror_sampling=_bilinear_matrix(mirror_grid, fr.fg_index, size))
     return layout
+
+
+def _csr(columns: Tensor, values: Tensor, per_row: int, shape: tuple[int, int]) -> Tensor:
+    """A sparse CSR float32 matrix with ``per_row`` entries in every row (``columns`` and
+    ``values`` flat, row-major)."""
+    import warnings
+
+    rows = torch.arange(shape[0] + 1, dtype=torch.int64) * per_row
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(rows, columns.to(torch.int64).contiguous(),
+                                       values.to(torch.float32).contiguous(), size=shape, check_invariants=False)
+
+
+def _bilinear_matrix(grid: Tensor, texels: Tensor, size: int) -> Tensor:
+    """The ``(N, N)`` weights of bilinear samples at ``grid (N, 2)`` ([-1, 1], ``grid_sample``'s
+    convention: ``align_corners=False``, border padding) of a ``size × size`` image that is
+    zero except at the flat ``texels (N,)``: ``M @ values(texels)`` = the samples."""
+    x = (((grid[:, 0].double() + 1.0) * size - 1.0) / 2.0).clamp(0, size - 1)
+    y = (((grid[:, 1].double() + 1.0) * size - 1.0) / 2.0).clamp(0, size - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=size - 1), (y0 + 1).clamp(max=size - 1)
+    slot = torch.full((size * size,), -1, dtype=torch.int64)
+    slot[texels] = torch.arange(len(texels))
+    cols = torch.stack([slot[y0 * size + x0], slot[y0 * size + x1], slot[y1 * size + x0], slot[y1 * size + x1]], 1)
+    w = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
+    off = cols < 0  # a corner outside the islands reads zero: weight 0 (on any column)
+    return _csr(torch.where(off, 0, cols).reshape(-1), torch.where(off, 0.0, w).reshape(-1), 4, (len(texels), len(texels)))
 
 
 def flip_uv_map(uv_map: Tensor, layout: UVLayout) -> Tensor:
@@ -150,17 +186,31 @@ def _sample(image: Tensor, grid: Tensor) -> Tensor:
     return out[0, :, :, 0].T
 
 
-def pad_texture(img: np.ndarray, layout: UVLayout, copy: bool = True) -> np.ndarray:
-    """Texels outside the UV islands take their nearest covered texel's colour within a band
-    of ``PAD_BAND`` texels (per 1024) around the islands, the islands' mean colour beyond
-    (``copy=False``: in place, for a contiguous ``img``)."""
-    flat = img.reshape(-1, img.shape[-1])
-    flat = flat.copy() if copy else flat
-    flat[layout.pad_dst] = flat[layout.pad_src]
-    if len(layout.pad_far):
-        covered = layout.texels.numpy()
-        flat[layout.pad_far] = flat[covered].mean(0) if len(covered) else flat.mean(0)
-    return flat.reshape(img.shape)
+def texture_image(values: np.ndarray, layout: UVLayout, beyond: np.ndarray | None = None) -> np.ndarray:
+    """The ``(size, size, C)`` texture image of per-texel ``values (N, C)`` (any dtype, texel
+    order of ``layout.texels``): texels outside the UV islands take their nearest covered
+    texel's value within a band of ``PAD_BAND`` texels (per 1024) around the islands, and
+    ``beyond (C,)`` farther out (default: the islands' mean value, truncated to ``values``'
+    dtype like ``astype``)."""
+    values = np.ascontiguousarray(values)
+    n, C = values.shape
+    size = layout.size
+    if beyond is None:
+        beyond = (np.ones(n, np.float64) @ values.astype(np.float64, copy=False)) / max(n, 1)
+    mean = np.asarray(beyond).astype(values.dtype)
+    flat = np.empty((size * size, C), values.dtype)
+    for c in range(C):  # one channel at a time: ~10x faster than broadcasting a (C,) row
+        flat[:, c] = mean[c]
+    rows = _items(flat)
+    rows[layout.texels.numpy()] = _items(values)
+    rows[layout.pad_dst] = rows[layout.pad_src]
+    return flat.reshape(size, size, C)
+
+
+def _items(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous ``(M, C)`` array as ``(M,)`` opaque items of C values (a view): numpy
+    gathers and scatters one element per row instead of C, several times faster."""
+    return a.view(f"V{a.itemsize * a.shape[-1]}")[:, 0]
 
 
 def skin_features(rgb: Tensor, eps: float = 0.02) -> Tensor:
@@ -185,17 +235,21 @@ def skin_probability(colours: Tensor, reference: Tensor, keep: float = 2.0, drop
 
 
 def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, band: int = 16,
-                    where: np.ndarray | None = None) -> np.ndarray:
+                    where: np.ndarray | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Blend ``known`` ``(H, W, 3)`` over ``fill`` (a colour ``(3,)`` or an image) with weight ``weight (H, W)``
     in [0, 1] in two frequency bands (Burt & Adelson's multi-band blending): detail finer than
     ``band`` texels switches with the weight itself, the overall colour with the weight
     low-passed over ``band`` texels — so a seen region meets its fill without a step, and unseen
     texels of ``known`` (weight 0) never count. The low pass is a normalised convolution at
     1/``band`` resolution (cheap at 1024²). ``where`` (flat texel indices) limits the result to
-    those texels: returns ``(len(where), 3)`` instead of the image."""
+    those texels: returns ``(len(where), 3)`` instead of the image. With ``shape = (H, W)`` as
+    well, ``known (N, 3)``, ``weight (N,)`` and an image ``fill (N, 3)`` are given at the texels
+    ``where`` only (every other texel is unseen: weight 0)."""
     import cv2
 
-    H, W = weight.shape
+    if shape is not None and where is None:
+        raise ValueError("multiband_blend: texel values (shape=...) need their flat indices (where=...)")
+    H, W = shape if shape is not None else weight.shape
     small = (max(1, W // band), max(1, H // band))
 
     def low(x: np.ndarray) -> np.ndarray:
@@ -203,20 +257,33 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
         y = cv2.GaussianBlur(y, (0, 0), 1.0)
         return cv2.resize(y, (W, H), interpolation=cv2.INTER_LINEAR)
 
-    w = weight.astype(np.float32, copy=False)
-    low_w = low(w)
-    low_kw = low(known.astype(np.float32, copy=False) * w[..., None])
+    known = np.ascontiguousarray(known, np.float32)
+    w = np.ascontiguousarray(weight, np.float32)
+    if shape is not None:  # per-texel values: the weight and weighted colour as images for the low pass
+        w_img = np.zeros(H * W, np.float32)
+        w_img[where] = w
+        kw_img = np.zeros((H * W, 3), np.float32)
+        _items(kw_img)[where] = _items((torch.from_numpy(known) * torch.from_numpy(w)[:, None]).numpy())
+        low_w, low_kw = low(w_img.reshape(H, W)), low(kw_img.reshape(H, W, 3))
+    else:
+        low_w, low_kw = low(w), low(known * w[..., None])
+        if where is not None:
+            w, known = w.reshape(-1)[where], _items(known.reshape(-1, 3))[where].view(np.float32).reshape(-1, 3)
     if where is not None:  # only the texels asked for
-        w, known = w.reshape(-1)[where], known.reshape(-1, 3)[where]
-        low_w, low_kw = low_w.reshape(-1)[where], low_kw.reshape(-1, 3)[where]
-    low_w = np.clip(low_w, 0.0, 1.0)[..., None]
-    low_known = low_kw / np.maximum(low_w, 1e-4)  # the seen colour's low band, where any was seen
+        low_w = low_w.reshape(-1)[where]
+        low_kw = _items(low_kw.reshape(-1, 3))[where].view(np.float32).reshape(-1, 3)
+    # the per-texel arithmetic in torch: numpy broadcasts an (N, 1) weight over (N, 3) slowly
+    low_w_t = torch.from_numpy(np.clip(low_w, 0.0, 1.0))[..., None]
+    low_known = torch.from_numpy(low_kw) / low_w_t.clamp_min(1e-4)  # the seen colour's low band, where any was seen
     fill = np.asarray(fill, np.float32)
-    if fill.ndim > 1:  # a fill image (H, W, 3) or (H·W, 3)
+    if fill.ndim > 1 and shape is None:  # a fill image (H, W, 3) or (H·W, 3)
         fill = fill.reshape(-1, 3)
         fill = fill[where] if where is not None else fill.reshape(H, W, 3)
+    fill_t = torch.from_numpy(np.ascontiguousarray(fill)).expand_as(low_known)
     # detail of the seen texels at full weight + low band blended with the low-passed weight
-    return w[..., None] * (known - low_known) + low_w * low_known + (1.0 - low_w) * fill
+    out = torch.lerp(fill_t, low_known, low_w_t)
+    out += torch.from_numpy(w)[..., None] * (torch.from_numpy(known) - low_known)
+    return out.numpy()
 
 
 def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
@@ -252,10 +319,7 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     with torch.no_grad():
         H, W = source.shape[-2:]
         attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v], -1).float().cpu()
-        # the corners of each covered texel's triangle in one flat gather (the same values as
-        # indexing with an (N, 3) array, in ~1/3 of the time)
-        corners = attrs.index_select(0, lay.corners).view(-1, 3, attrs.shape[-1])
-        t = (lay.bary[..., None] * corners).sum(1)  # (N, 9)
+        t = lay.interpolation @ attrs  # (N, 9): every texel's barycentric mix of its triangle's vertices
         u, v, vis, shade, prior = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9]
         grid = torch.stack([u * (2.0 / W) - 1.0, v * (2.0 / H) - 1.0], -1)
         photo = _sample(source[0].float().cpu(), grid)
@@ -287,33 +351,30 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
             skin_img = cv2.GaussianBlur(skin_img, (0, 0), size / 512.0)  # no hard line where the hull ends
             conf = conf * torch.from_numpy(skin_img.reshape(-1))[lay.texels]
         # mirror texels: the photo albedo and the confidence there (one sampling pass)
-        alb_img = torch.zeros(size * size, 4)
-        alb_img[lay.texels] = torch.cat([photo_alb, conf[:, None]], -1)
-        m = _sample(alb_img.T.reshape(4, size, size), lay.mirror_grid)
+        m = lay.mirror_sampling @ torch.cat([photo_alb, conf[:, None]], -1)
         mirrored, mconf = m[:, :3], m[:, 3] * lay.has_mirror
         mconf = torch.minimum(mconf, 1 - conf)
         c = conf[:, None]
         if fill is None:
             out = c * photo_alb + mconf[:, None] * mirrored + (1 - c - mconf[:, None]).clamp_min(0) * prior
-            img = np.zeros((size * size, 3), np.float32)
-            img[lay.texels.numpy()] = out.clamp(0, 1).numpy()
-            img = pad_texture(img.reshape(size, size, 3), lay)
-            return (img * 255.0 + 0.5).astype(np.uint8)
+            return _texture_uint8(out.numpy(), lay)
         # seen (photo or mirror) over the skin fill, multi-band
-        known_w = (c + mconf[:, None]).clamp(0, 1)
-        known = (c * photo_alb + mconf[:, None] * mirrored) / (c + mconf[:, None]).clamp_min(1e-4)
-        known_img = np.zeros((size * size, 3), np.float32)
-        known_img[lay.texels.numpy()] = known.clamp(0, 1).numpy()
-        weight_img = np.zeros(size * size, np.float32)
-        weight_img[lay.texels.numpy()] = known_w[:, 0].numpy()
-    idx = lay.texels.numpy()
+        known_w = (c + mconf[:, None]).clamp(0, 1)[:, 0]
+        known = ((c * photo_alb + mconf[:, None] * mirrored) / (c + mconf[:, None]).clamp_min(1e-4)).clamp(0, 1)
     fill_np = fill.numpy()
-    if fill_map is not None:  # the method's UV map at texture size, texel order like the bake's
+    if fill_map is not None:  # the method's UV map at texture size, at the covered texels
         fm = Fn.interpolate(fill_map.detach().float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
-        fill_np = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1).numpy()
-    flat = np.zeros((size * size, 3), np.float32)
-    flat[idx] = np.clip(multiband_blend(known_img.reshape(size, size, 3), fill_np, weight_img.reshape(size, size),
-                                        band=max(4, size // 64), where=idx), 0, 1) * 255.0 + 0.5  # 16 texels at 1024²
-    return pad_texture(flat.reshape(size, size, 3), lay, copy=False).astype(np.uint8)
+        fill_np = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1).numpy()[lay.texels.numpy()]
+    blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=max(4, size // 64),  # 16 texels at 1024²
+                              where=lay.texels.numpy(), shape=(size, size))
+    return _texture_uint8(blended, lay)
+
+
+def _texture_uint8(values: np.ndarray, layout: UVLayout) -> np.ndarray:
+    """:func:`texture_image` of per-texel [0, 1] colours as uint8 (rounded; the colour beyond
+    the padding band is the mean of the rounding values, truncated)."""
+    scaled = np.clip(values, 0.0, 1.0) * 255.0 + 0.5
+    beyond = (np.ones(len(scaled), np.float64) @ scaled.astype(np.float64)) / max(len(scaled), 1)
+    return texture_image(scaled.astype(np.uint8), layout, beyond=beyond)
 
 

@@ -45,6 +45,29 @@ def test_split_seams_mapping():
     np.testing.assert_array_equal(umap[nf], fuv)
 
 
+def test_split_seams_orders_corners_like_a_row_unique():
+    """The GLB's vertex order is the (vertex, uv) pairs sorted row-wise: the same as
+    ``np.unique(pairs, axis=0)``, so files stay byte-identical to earlier versions."""
+    rng = np.random.default_rng(0)
+    f, fuv = rng.integers(0, 40, (300, 3)), rng.integers(0, 55, (300, 3))
+    pairs = np.stack([f.ravel(), fuv.ravel()], 1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    vmap, umap, nf = split_seams(f, fuv)
+    np.testing.assert_array_equal(vmap, uniq[:, 0])
+    np.testing.assert_array_equal(umap, uniq[:, 1])
+    np.testing.assert_array_equal(nf, inverse.reshape(-1, 3))
+
+
+def test_obj_text_of_two_meshes_in_turn(tmp_path):
+    """The cached vt/f text belongs to its own mesh: writing another mesh in between changes nothing."""
+    v, f, uv, fuv = _quad_strip()
+    a1 = write_obj(tmp_path / "a1.obj", v, f, uv, fuv).read_text()
+    b = write_obj(tmp_path / "b.obj", v[:3], f[:1], uv[:3] * 0.5, fuv[:1]).read_text()
+    a2 = write_obj(tmp_path / "a2.obj", v, f, uv, fuv).read_text()
+    assert a1.replace("a1", "a2") == a2
+    assert "vt 0.25 0" in b and "f 1/1 2/2 3/3" in b and "vt 1 0" not in b
+
+
 def test_glb_structure(tmp_path):
     v, f, uv, fuv = _quad_strip()
     morph = {"jawOpen": np.tile([0, -0.1, 0], (4, 1)), "eyeBlinkLeft": np.eye(4, 3)}

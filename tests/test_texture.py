@@ -31,6 +31,40 @@ def test_layout_is_cached_and_pads_from_the_islands(head):
     assert lay.tri.shape == lay.texels.shape and torch.allclose(lay.bary.sum(-1), torch.ones(len(lay.tri)))
 
 
+def test_layout_products_match_gathers_and_grid_sampling(head):
+    """The layout's sparse matrices are the bake's gathers: per-vertex values to texels by the
+    barycentrics, and bilinear samples at the mirror texels of an image that is zero off the islands."""
+    import torch.nn.functional as Fn
+
+    S = 128
+    lay = uv_layout(head, S)
+    g = torch.Generator().manual_seed(0)
+    attrs = torch.rand(head.n_vertices, 4, generator=g)
+    gathered = (lay.bary[..., None] * attrs[head.faces[lay.tri]]).sum(1)
+    assert torch.allclose(lay.interpolation @ attrs, gathered, atol=1e-6)
+    values = torch.rand(len(lay.texels), 3, generator=g)
+    img = torch.zeros(S * S, 3)
+    img[lay.texels] = values
+    ref = Fn.grid_sample(img.T.reshape(1, 3, S, S), lay.mirror_grid[None, :, None, :], mode="bilinear",
+                         padding_mode="border", align_corners=False)[0, :, :, 0].T
+    assert torch.allclose(lay.mirror_sampling @ values, ref, atol=1e-5)
+
+
+def test_texture_image_pads_the_islands(head):
+    from engine.texture import texture_image
+
+    lay = uv_layout(head, 128)
+    values = np.random.default_rng(0).integers(0, 256, (len(lay.texels), 3)).astype(np.uint8)
+    img = texture_image(values, lay).reshape(-1, 3)
+    assert (img[lay.texels.numpy()] == values).all()  # covered texels as given
+    assert (img[lay.pad_dst] == img[lay.pad_src]).all()  # the band copies its nearest covered texel
+    src = lay.pad_from.numpy()
+    far = src < 0
+    assert far.any() and (img[far] == values.astype(np.float64).mean(0).astype(np.uint8)).all()  # the mean beyond
+    beyond = texture_image(values, lay, beyond=np.array([1, 2, 3])).reshape(-1, 3)
+    assert (beyond[far] == [1, 2, 3]).all()
+
+
 def test_a_known_texture_bakes_back_from_a_render(head):
     """Render the head textured with a smooth known map under ambient light, bake the render
     back: texels the photo saw confidently return the map's colours."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +31,12 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     lines.append(("v %.7g %.7g %.7g\n" * len(v) % tuple(v.ravel().tolist())).rstrip("\n"))
     has_uv = uv is not None and face_uv is not None
     if has_uv:
-        t = np.asarray(uv, np.float64)
-        lines.append(("vt %.7g %.7g\n" * len(t) % tuple(t.ravel().tolist())).rstrip("\n"))
-    lines.append(f"usemtl {material_name}")
-    if has_uv:
-        ft = np.asarray(face_uv, np.int64) + 1
-        corners = np.stack([f, ft], -1).reshape(len(f), 6)  # a/x b/y c/z
-        lines.append(("f %d/%d %d/%d %d/%d\n" * len(f) % tuple(corners.ravel().tolist())).rstrip("\n"))
+        uv_text, face_text = _topology_text(f, np.asarray(uv, np.float64), np.asarray(face_uv, np.int64) + 1)
+        lines.append(uv_text)
+        lines.append(f"usemtl {material_name}")
+        lines.append(face_text)
     else:
+        lines.append(f"usemtl {material_name}")
         lines.append(("f %d %d %d\n" * len(f) % tuple(f.ravel().tolist())).rstrip("\n"))
     mtl_lines = [f"newmtl {material_name}", "Ka 0 0 0", "Kd 0.8 0.8 0.8", "Ks 0 0 0", "d 1", "illum 1"]
     if texture_path is not None:
@@ -47,3 +48,30 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     atomic_write(mtl, "\n".join(mtl_lines) + "\n")
     atomic_write(path, "\n".join(lines) + "\n")
     return path
+
+
+_TOPOLOGY: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+_TOPOLOGY_LOCK = threading.Lock()
+
+
+def _topology_text(f: np.ndarray, t: np.ndarray, ft: np.ndarray) -> tuple[str, str]:
+    """The ``vt`` lines and the ``f a/x b/y c/z`` lines (1-based ``f``, ``ft``) of a mesh. They
+    depend on the head model only, so the last few are kept (keyed by a digest of the
+    arrays): formatting them holds the GIL for milliseconds, which stalls other threads."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (f, t, ft):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    key = h.digest()
+    with _TOPOLOGY_LOCK:
+        if key in _TOPOLOGY:
+            _TOPOLOGY.move_to_end(key)
+            return _TOPOLOGY[key]
+    uv_text = ("vt %.7g %.7g\n" * len(t) % tuple(t.ravel().tolist())).rstrip("\n")
+    corners = np.stack([f, ft], -1).reshape(len(f), 6)  # a/x b/y c/z
+    face_text = ("f %d/%d %d/%d %d/%d\n" * len(f) % tuple(corners.ravel().tolist())).rstrip("\n")
+    with _TOPOLOGY_LOCK:
+        _TOPOLOGY[key] = (uv_text, face_text)
+        while len(_TOPOLOGY) > 4:
+            _TOPOLOGY.popitem(last=False)
+    return uv_text, face_text
