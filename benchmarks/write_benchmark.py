@@ -41,10 +41,13 @@ def _write_once(model, estimate, photo) -> tuple[dict[str, float], float, float]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, as the fit)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads of the process (default: torch's own, as the CLI; the fit "
+                         "and write_outputs each set their own)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     from skimage import data
 
     from engine.head import load_head_model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -348,6 +349,25 @@ class OutputOptions:
     crop_scale: float = 1.7  # face crops (texture source, summary) relative to the landmark box
 
 
+def prepare_outputs(model, options: OutputOptions | None = None) -> threading.Thread:
+    """Make in a background thread what :func:`write_outputs` needs for ``model`` whatever the
+    photo — the UV layout (:func:`engine.texture.uv_layout`) and the OBJs' texture-coordinate
+    and face lines (:func:`engine.export.obj.topology_text`) — e.g. while a fit runs on the
+    other core, so that writing the folder later finds them ready."""
+    from engine.export.obj import topology_text
+    from engine.texture import uv_layout
+
+    size = (options or OutputOptions()).texture_size
+
+    def prepare() -> None:
+        uv_layout(model, size)
+        topology_text(model.faces.cpu().numpy(), model.uv.cpu().numpy(), model.face_uv.cpu().numpy())
+
+    thread = threading.Thread(target=prepare, daemon=True, name="prepare-outputs")
+    thread.start()
+    return thread
+
+
 def expression_morph_targets(model, identity, pose) -> dict[str, np.ndarray]:
     """Per-expression vertex deltas at the fitted identity and joint pose (model frame).
 
@@ -384,15 +404,26 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     completed by symmetry and the estimate's per-vertex albedo elsewhere. ``timings``, when
     given, receives the seconds of each part (``texture``, ``meshes``, ``previews``, ``glb``,
     ``eyes``, ``params``) for benchmarks: wall time of this thread. Two background threads
-    overlap it: one writes ``overlay.png``, the OBJs and ``rig.json`` while the texture is baked
-    (``meshes``: what is left to wait for), the other encodes ``albedo.png`` and writes
-    ``head.glb`` while the summary is made (``glb``: what is left). ``params.json``'s ``eyes`` holds the iris
+    overlap it: one rasterises the summary's view and writes ``overlay.png`` while the texture
+    is baked, then the OBJs and ``rig.json`` (``meshes``: what is left to wait for); the other
+    encodes ``albedo.png`` and writes ``head.glb`` while the summary is made (``glb``: what is left). ``params.json``'s ``eyes`` holds the iris
     and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`).
     ``detail`` (:class:`engine.methods.deca.DetailMaps`, from a method with a detail stage)
     adds ``displacement.png``, ``detail/*.png`` and their ``params.json`` entries
     (:func:`engine.export.detail.write_detail_maps`; ``detail_checkpoint`` = the network file).
+    Torch runs with one intra-op thread meanwhile (:func:`engine.threads.torch_threads`): the
+    threads above already use both cores, and the bake's small tensor operations run slower
+    split over several threads.
     """
-    import threading
+    from engine.threads import torch_threads
+
+    with torch_threads(1):
+        return _write_folder(folder, model, params, photo, method, options, extra, timings, detail, detail_checkpoint)
+
+
+def _write_folder(folder, model, params, photo, method, options, extra, timings, detail,
+                  detail_checkpoint) -> dict[str, Any]:
+    """:func:`write_outputs`' body (its arguments, in its order)."""
     import time
 
     import cv2
@@ -481,9 +512,12 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     meshes_job = pool.submit(write_meshes_and_rig)
     pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
 
-    # --- albedo texture from a face crop of the photo (enough pixels for the texture size)
+    # --- albedo texture from a face crop of the photo: enough pixels for the texture size, but
+    # no more than the photo has there (upsampling adds no detail, only memory and time)
     try:
-        crop = align_crop(img, landmark_box(lm), size=int(opt.texture_size * 1.5), scale=opt.crop_scale)
+        box = landmark_box(lm)
+        native = int(np.ceil(max(box[2] - box[0], box[3] - box[1]) * opt.crop_scale))
+        crop = align_crop(img, box, size=max(64, min(int(opt.texture_size * 1.5), native)), scale=opt.crop_scale)
         A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
         src = through(A @ K, crop.image.shape[:2])
         visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()

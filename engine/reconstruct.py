@@ -107,11 +107,10 @@ def reconstruct(
     report("model", 0.0, f"loading head model {model!r} and method {spec.name}")
     head = load_head_model(model, model_path, device=dev)
     predictor = build_predictor(spec.name, head, device=dev, checkpoint=checkpoint, init=init, config=config)
-    if dev.type == "cpu":  # the texture layout is fixed per model: build it while the photo is analysed
-        from engine.outputs import OutputOptions
-        from engine.texture import prepare_layout
+    if dev.type == "cpu":  # what the output folder needs of the model alone: made while the photo is analysed
+        from engine.outputs import prepare_outputs
 
-        prepare_layout(head, OutputOptions().texture_size)
+        prepare_outputs(head)
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()

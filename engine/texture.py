@@ -33,7 +33,7 @@ from torch import Tensor
 from engine.render.rasterize import interpolate_foreground
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "prepare_layout", "skin_probability", "texture_image",
+__all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "skin_probability", "texture_image",
            "uv_layout"]
 
 
@@ -80,14 +80,6 @@ def uv_layout(model, size: int) -> UVLayout:
         if size not in cache:
             cache[size] = _build_layout(model, size)
         return cache[size]
-
-
-def prepare_layout(model, size: int) -> threading.Thread:
-    """Build :func:`uv_layout` in a background thread (e.g. while a fit runs on another core),
-    so that writing the outputs later finds it ready."""
-    thread = threading.Thread(target=uv_layout, args=(model, size), daemon=True, name="uv-layout")
-    thread.start()
-    return thread
 
 
 def _build_layout(model, size: int) -> UVLayout:

@@ -40,6 +40,7 @@ from engine.eval.synthetic import umeyama
 from engine.face import FaceDecoder, FaceParams
 from engine.head.model import HeadModel
 from engine.methods.base import FaceObservation, Predictor
+from engine.threads import torch_threads
 
 SCAN_POINTS = 5000
 INNER_LANDMARKS = list(range(17, 68))  # brows, nose, eyes, mouth: the frame-defining points
@@ -165,9 +166,7 @@ def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> tupl
     net = getattr(predictor, "network", None) or getattr(getattr(predictor, "init", None), "network", None)
     if net is None:
         return None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         wall, cpu = [], []
         with torch.no_grad():
@@ -177,8 +176,6 @@ def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> tupl
                 if k >= 3:  # warm-up
                     wall.append(time.perf_counter() - t0)
                     cpu.append(time.process_time() - c0)
-    finally:
-        torch.set_num_threads(threads)
     return float(np.median(wall) * 1000.0), float(np.median(cpu) * 1000.0)
 
 

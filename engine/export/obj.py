@@ -31,7 +31,7 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     lines.append(("v %.7g %.7g %.7g\n" * len(v) % tuple(v.ravel().tolist())).rstrip("\n"))
     has_uv = uv is not None and face_uv is not None
     if has_uv:
-        uv_text, face_text = _topology_text(f, np.asarray(uv, np.float64), np.asarray(face_uv, np.int64) + 1)
+        uv_text, face_text = topology_text(faces, uv, face_uv)
         lines.append(uv_text)
         lines.append(f"usemtl {material_name}")
         lines.append(face_text)
@@ -54,10 +54,13 @@ _TOPOLOGY: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
 _TOPOLOGY_LOCK = threading.Lock()
 
 
-def _topology_text(f: np.ndarray, t: np.ndarray, ft: np.ndarray) -> tuple[str, str]:
-    """The ``vt`` lines and the ``f a/x b/y c/z`` lines (1-based ``f``, ``ft``) of a mesh. They
-    depend on the head model only, so the last few are kept (keyed by a digest of the
-    arrays): formatting them holds the GIL for milliseconds, which stalls other threads."""
+def topology_text(faces: np.ndarray, uv: np.ndarray, face_uv: np.ndarray) -> tuple[str, str]:
+    """The ``vt`` lines and the ``f a/x b/y c/z`` lines of :func:`write_obj` for a mesh (faces
+    (F, 3) and face_uv (F, 3) 0-based, uv (T, 2)). They depend on the head model only, so the
+    last few are kept (keyed by a digest of the arrays): formatting them holds the GIL for
+    milliseconds, which stalls other threads — call this ahead (in the background) to have
+    them ready."""
+    f, t, ft = np.asarray(faces, np.int64) + 1, np.asarray(uv, np.float64), np.asarray(face_uv, np.int64) + 1
     h = hashlib.blake2b(digest_size=16)
     for a in (f, t, ft):
         h.update(str(a.shape).encode())

@@ -40,6 +40,7 @@ from engine.losses.terms import LossInputs, weighted_sum
 from engine.photo.crop import align_crop, landmark_box
 from engine.render.camera import PerspectiveCamera
 from engine.render.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+from engine.threads import torch_threads
 
 ProgressFn = Callable[[str, float, str], None]
 
@@ -448,17 +449,10 @@ def fit_photo(
     """
     cfg = config or FitConfig()
     fit = PhotoFit(model, image, landmarks, cfg, progress, native, native_convention, init)
-    threads = cfg.cpu_threads if model.template.device.type == "cpu" else 0
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(cfg.cpu_threads if model.template.device.type == "cpu" else 0):
         fit.camera()
         fit.landmarks()
         if cfg.appearance:
             fit.appearance()
             fit.refine()
         return fit.result()
-    finally:
-        if threads:
-            torch.set_num_threads(before)
