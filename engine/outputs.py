@@ -199,12 +199,27 @@ def texture_view(view: ShadedView, albedo_map) -> tuple[np.ndarray, np.ndarray]:
     return albedo * view.shading, albedo
 
 
-def render_geometry(decoded) -> tuple[np.ndarray, np.ndarray]:
+def render_geometry(decoded, head_box: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Grey, lit render of the decoded geometry alone (first item): (H, W) intensity in
     [0, 1] and mask. A fixed headlight from the upper left plus ambient (not the fitted
-    lighting), so that shape errors show as shading that does not match the photo."""
+    lighting), so that shape errors show as shading that does not match the photo.
+    ``head_box`` (perspective cameras): rasterise only the head's projected bounding box (the
+    same pixels, less to rasterise when the head fills a small part of a large image)."""
     import torch
 
+    from engine.render.camera import PerspectiveCamera
+
+    if head_box and isinstance(decoded.camera, PerspectiveCamera):
+        H, W = decoded.camera.image_size
+        with torch.no_grad():
+            px = decoded.uv[0].detach().cpu().numpy()
+        x0, y0 = np.clip(np.floor(px.min(0)).astype(int) - 1, 0, [W, H])
+        x1, y1 = np.clip(np.ceil(px.max(0)).astype(int) + 1, 0, [W, H])
+        grey, mask = np.zeros((H, W), np.float32), np.zeros((H, W), bool)
+        if x1 > x0 and y1 > y0:
+            inner = decoded.decoder(decoded.params.replace(camera=decoded.camera.window(x0, y0, x1 - x0, y1 - y0)))
+            grey[y0:y1, x0:x1], mask[y0:y1, x0:x1] = render_geometry(inner)
+        return grey, mask
     with torch.no_grad():
         out = decoded.render(lit=False, antialias=False)
         light = torch.tensor(_HEADLIGHT)
@@ -233,8 +248,12 @@ def fit_overlay(photo: np.ndarray, grey: np.ndarray, mask: np.ndarray, detected_
     fitted model's landmarks (red); a legend in the corner."""
     import cv2
 
-    geo = np.repeat(grey[..., None], 3, -1) * np.array([0.9, 0.9, 0.92])
-    out = blend_overlay(photo, geo, mask, alpha=alpha)
+    out = np.array(to_uint8(photo))
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows):  # blended inside the geometry's bounding box only: the photo is unchanged elsewhere
+        win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        geo = grey[win][..., None] * np.array([0.9, 0.9, 0.92], np.float32)
+        out[win] = blend_overlay(photo[win], geo, mask[win], alpha=alpha)
     radius = max(1, round(max(out.shape[:2]) / 300))
     out = draw_points(out, detected_px, (40, 220, 40), radius)
     out = draw_points(out, model_px, (235, 40, 40), radius)
@@ -432,7 +451,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.export.gltf import write_glb
     from engine.export.obj import write_obj
     from engine.face import FaceDecoder
-    from engine.photo import align_crop, landmark_box
+    from engine.photo import Crop, align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
     from engine.texture import bake_albedo
@@ -475,16 +494,24 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         oh, ow = max(1, round(H * scale)), max(1, round(W * scale))
         photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
         with torch.no_grad():
-            grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)))
+            grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)),
+                                         head_box=True)
         model_px = lm_px.numpy() * (ow / W)
         write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), model_px))
 
     from concurrent.futures import ThreadPoolExecutor
 
     lm_px = dec.landmarks2d[0]  # made here, in this thread, before the jobs below read it
-    # --- the summary's view of the estimate on a small face crop: rasterised and lit in the
-    # background first (only its texture must wait for the bake)
-    small = align_crop(img, landmark_box(lm), size=256, scale=opt.crop_scale)
+    # --- the face crop the albedo is baked from: enough pixels for the texture size, but no
+    # more than the photo has there (upsampling adds no detail, only memory and time)
+    box = landmark_box(lm)
+    native = int(np.ceil(max(box[2] - box[0], box[3] - box[1]) * opt.crop_scale))
+    crop = align_crop(img, box, size=max(64, min(int(opt.texture_size * 1.5), native)), scale=opt.crop_scale)
+    # --- the summary's view of the estimate on the same crop at 256 px: rasterised and lit in
+    # the background first (only its texture must wait for the bake)
+    small = Crop(image=cv2.resize(crop.image, (256, 256), interpolation=cv2.INTER_AREA),
+                 matrix=crop.matrix * (256.0 / crop.size), inverse=crop.inverse @ np.diag([crop.size / 256.0] * 2 + [1.0]),
+                 size=256)
     Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
     summary_job = pool.submit(lambda: shade_view(through(Ac @ K, (256, 256))))
@@ -512,12 +539,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     meshes_job = pool.submit(write_meshes_and_rig)
     pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
 
-    # --- albedo texture from a face crop of the photo: enough pixels for the texture size, but
-    # no more than the photo has there (upsampling adds no detail, only memory and time)
+    # --- albedo texture from the face crop
     try:
-        box = landmark_box(lm)
-        native = int(np.ceil(max(box[2] - box[0], box[3] - box[1]) * opt.crop_scale))
-        crop = align_crop(img, box, size=max(64, min(int(opt.texture_size * 1.5), native)), scale=opt.crop_scale)
         A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
         src = through(A @ K, crop.image.shape[:2])
         visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()

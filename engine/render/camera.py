@@ -130,6 +130,14 @@ class PerspectiveCamera(_Projection):
         scale = torch.tensor([w / W, h / H, 1.0], dtype=self.K.dtype, device=self.K.device)
         return PerspectiveCamera(self.K * scale[None, :, None], self.R, self.t, (h, w))
 
+    def window(self, x0: int, y0: int, width: int, height: int) -> "PerspectiveCamera":
+        """The ``width × height`` pixels from ``(x0, y0)`` (top left, pixel edges) of this
+        camera's image as an image of their own: the principal point shifted, nothing else."""
+        K = self.K.clone()
+        K[:, 0, 2] -= float(x0)
+        K[:, 1, 2] -= float(y0)
+        return PerspectiveCamera(K, self.R, self.t, (int(height), int(width)))
+
 
 @dataclass
 class WeakPerspectiveCamera(_Projection):
