@@ -451,7 +451,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.export.gltf import write_glb
     from engine.export.obj import write_obj
     from engine.face import FaceDecoder
-    from engine.photo import Crop, align_crop, landmark_box
+    from engine.photo import align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
     from engine.texture import bake_albedo
@@ -509,9 +509,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     crop = align_crop(img, box, size=max(64, min(int(opt.texture_size * 1.5), native)), scale=opt.crop_scale)
     # --- the summary's view of the estimate on the same crop at 256 px: rasterised and lit in
     # the background first (only its texture must wait for the bake)
-    small = Crop(image=cv2.resize(crop.image, (256, 256), interpolation=cv2.INTER_AREA),
-                 matrix=crop.matrix * (256.0 / crop.size), inverse=crop.inverse @ np.diag([crop.size / 256.0] * 2 + [1.0]),
-                 size=256)
+    small = crop.resized(256)
     Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
     summary_job = pool.submit(lambda: shade_view(through(Ac @ K, (256, 256))))

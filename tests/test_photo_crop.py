@@ -80,3 +80,20 @@ def test_pose_preserved_by_default_and_levelled_on_request():
 def test_bad_shape_rejected():
     with pytest.raises(ValueError):
         align_crop(np.zeros((10, 10, 3), np.uint8), np.zeros((5, 2)))
+
+
+def test_resized_crop_is_the_same_region():
+    """Crop.resized: the matrix of align_crop at the new size, and a bright square lands where it says."""
+    rgb = np.zeros((300, 300, 3), np.uint8)
+    rgb[100:140, 120:160] = 255  # centre (140, 120)
+    box = np.array((80, 60, 200, 180), float)
+    big = align_crop(rgb, box, size=240, scale=1.5)
+    small = big.resized(60)
+    ref = align_crop(rgb, box, size=60, scale=1.5)
+    assert small.size == 60 and small.image.shape == (60, 60, 3)
+    assert np.allclose(small.matrix, ref.matrix) and np.allclose(small.inverse, ref.inverse)
+    img = small.image[..., 0].astype(float)
+    ys, xs = np.mgrid[:60, :60]
+    centroid = np.array([(xs * img).sum(), (ys * img).sum()]) / img.sum() + 0.5
+    assert np.allclose(centroid, small.to_crop(np.array([[140.0, 120.0]]))[0], atol=0.1)
+    assert np.abs(small.image.astype(int) - ref.image.astype(int)).mean() < 3

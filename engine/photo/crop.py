@@ -33,6 +33,16 @@ class Crop:
         """Crop pixels (N, 2) -> photo pixels (N, 2)."""
         return _apply(self.inverse, points)
 
+    def resized(self, size: int) -> "Crop":
+        """The same crop at ``size`` pixels (area-averaged when smaller): the same photo
+        region, as :func:`align_crop` with this ``size`` would cut it up to resampling."""
+        import cv2
+
+        k = size / float(self.size)
+        interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+        return Crop(image=cv2.resize(self.image, (size, size), interpolation=interp), matrix=self.matrix * k,
+                    inverse=self.inverse @ np.diag([1.0 / k, 1.0 / k, 1.0]), size=size)
+
     @property
     def scale(self) -> float:
         """Crop pixels per photo pixel."""
