@@ -205,6 +205,11 @@ def _items(a: np.ndarray) -> np.ndarray:
     return a.view(f"V{a.itemsize * a.shape[-1]}")[:, 0]
 
 
+def _rows_at(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``a[index]`` for a C-contiguous ``(M, C)`` array, gathered as whole rows (:func:`_items`)."""
+    return _items(a)[index].view(a.dtype).reshape(-1, a.shape[-1])
+
+
 def skin_features(rgb: Tensor, eps: float = 0.02) -> Tensor:
     """(N, 3) sRGB [0, 1] -> (N, 3) log red/green and blue/green chromaticities and log luma:
     a space where one person's skin under one light is a compact cluster."""
@@ -260,10 +265,10 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
     else:
         low_w, low_kw = low(w), low(known * w[..., None])
         if where is not None:
-            w, known = w.reshape(-1)[where], _items(known.reshape(-1, 3))[where].view(np.float32).reshape(-1, 3)
+            w, known = w.reshape(-1)[where], _rows_at(known.reshape(-1, 3), where)
     if where is not None:  # only the texels asked for
         low_w = low_w.reshape(-1)[where]
-        low_kw = _items(low_kw.reshape(-1, 3))[where].view(np.float32).reshape(-1, 3)
+        low_kw = _rows_at(low_kw.reshape(-1, 3), where)
     # the per-texel arithmetic in torch: numpy broadcasts an (N, 1) weight over (N, 3) slowly
     low_w_t = torch.from_numpy(np.clip(low_w, 0.0, 1.0))[..., None]
     low_known = torch.from_numpy(low_kw) / low_w_t.clamp_min(1e-4)  # the seen colour's low band, where any was seen
