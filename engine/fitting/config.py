@@ -120,11 +120,8 @@ class FitConfig:
     # 125-149: median 2.28 -> 2.22 / 2.23 -> 2.21 mm; 3.0 (2.11, same mean) broke a yawed face, 10 worse.
     w_contour: float = 1.0
     contour_band: float = 0.3  # silhouette candidates: skin vertices with 0 <= n·(-ray) < band
-    # visibility test: a z-buffer at the working crop's size (depth_tolerance_m), or with
-    # visibility_splat_cells > 0 the vertex-splat test over that many cells a side at its own
-    # 2-cm tolerance (engine.render.splat_visibility: no rasterisation, ~1/20 of the time)
+    # visibility test
     depth_tolerance_m: float = 4e-3
-    visibility_splat_cells: int = 0
     # keep the identity at the init's value (zeros without an init): video fits one identity
     # per clip on key frames, then fits every frame with it (engine.video)
     fix_identity: bool = False

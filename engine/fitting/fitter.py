@@ -336,10 +336,7 @@ class PhotoFit:
         cfg = self.cfg
         with torch.no_grad():
             dec = self.decoder(self.params())
-            if cfg.visibility_splat_cells > 0:
-                vis = dec.visibility(splat_cells=cfg.visibility_splat_cells, tolerance=0.02)[0]
-            else:
-                vis = dec.visibility(tolerance=cfg.depth_tolerance_m)[0]
+            vis = dec.visibility(tolerance=cfg.depth_tolerance_m)[0]
             facing = (-dec.normals_camera[0, :, 2]).clamp(0, 1)  # normal towards the optical axis
             w = vis.float() * (facing / 0.3).clamp(0, 1)
             app = fit_appearance(dec.sh_basis[0], dec.sample(self.work)[0], w, self.cache.skin, self.cache.mirror,
