@@ -154,3 +154,15 @@ def test_the_fit_and_hybrid_are_not_trainable(tmp_path):
         Trainer(load_config(None, ["method=fit", f"run_dir={tmp_path}", "device=cpu"]))
     with pytest.raises(ConfigError, match="unknown method 'nope'; trainable methods: mofa, deca"):
         Trainer(load_config(None, ["method=nope", f"run_dir={tmp_path}", "device=cpu"]))
+
+
+def test_hybrid_schedule_replaces_the_fits_stages_with_its_own():
+    """The hybrid skips the PnP start and pose-only stage and takes its own landmark,
+    reweighted-ℓ1 and joint step counts; the fit's own counts stay for the fit."""
+    from engine.fitting import FitConfig
+    from engine.methods.hybrid import hybrid_config
+
+    base = FitConfig(hybrid_shape_iters=3, hybrid_reweight_iters=4, hybrid_joint_iters=5)
+    cfg = hybrid_config(base)
+    assert (cfg.pose_iters, cfg.shape_iters, cfg.expression_reweight_iters, cfg.joint_iters) == (0, 3, 4, 5)
+    assert (base.shape_iters, base.expression_reweight_iters, base.joint_iters) == (40, 20, 30)

@@ -26,7 +26,8 @@ def hybrid_config(base: Any = None) -> Any:
     from engine.fitting import FitConfig
 
     cfg = base or FitConfig()
-    return dataclasses.replace(cfg, pose_iters=0, shape_iters=cfg.hybrid_shape_iters, joint_iters=cfg.hybrid_joint_iters)
+    return dataclasses.replace(cfg, pose_iters=0, shape_iters=cfg.hybrid_shape_iters,
+                               expression_reweight_iters=cfg.hybrid_reweight_iters, joint_iters=cfg.hybrid_joint_iters)
 
 
 class HybridPredictor:
