@@ -499,7 +499,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         model_px = lm_px.numpy() * (ow / W)
         write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), model_px))
 
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     lm_px = dec.landmarks2d[0]  # made here, in this thread, before the jobs below read it
     # --- the face crop the albedo is baked from: enough pixels for the texture size, but no
@@ -537,6 +537,30 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     meshes_job = pool.submit(write_meshes_and_rig)
     pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
 
+    # --- head.glb (the mesh at pose 0: sliders at zero = neutral; rig.json carries the joints,
+    # skin weights and the fitted pose so Blender poses bones instead of a baked jaw/neck) in a
+    # second background thread, started now: the mesh and its morph targets are packed while
+    # the texture bakes, then it encodes albedo.png (which the GLB embeds) once the bake is done
+    weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
+    baked_albedo: Future = Future()
+
+    def write_png_and_glb() -> None:
+        with torch.no_grad():
+            base = cpu_model(p.identity, None, None).vertices[0]
+        targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
+
+        def albedo_png() -> bytes:
+            png = png_bytes(baked_albedo.result())
+            (folder / "albedo.png").write_bytes(png)
+            return png
+
+        write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+                  morph_targets=targets, texture_png=albedo_png, morph_weights=weights)
+
+    glb_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glb")
+    glb_job = glb_pool.submit(write_png_and_glb)
+    glb_pool.shutdown(wait=False)
+
     # --- albedo texture from the face crop
     try:
         A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
@@ -548,28 +572,14 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
                                  source, opt.texture_size, landmarks_px=lm_crop,
                                  fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
+        baked_albedo.set_result(albedo_img)
+    except BaseException as exc:
+        baked_albedo.set_exception(exc)  # the GLB job ends with it; the error surfaces here
+        raise
     finally:
         baked.set()  # also on an error, so that the mesh job ends and the error surfaces here
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     lap("texture")
-    weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
-
-    # --- albedo.png and head.glb (which embeds the PNG) in a second background thread: PNG
-    # encoding and the morph targets overlap the summary below. head.glb is the mesh at pose 0
-    # (sliders at zero = neutral); rig.json carries the joints, skin weights and the fitted
-    # pose so Blender poses bones instead of a baked jaw/neck.
-    def write_png_and_glb() -> None:
-        albedo_png = png_bytes(albedo_img)
-        (folder / "albedo.png").write_bytes(albedo_png)
-        with torch.no_grad():
-            base = cpu_model(p.identity, None, None).vertices[0]
-        targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
-        write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
-                  morph_targets=targets, texture_png=albedo_png, morph_weights=weights)
-
-    glb_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glb")
-    glb_job = glb_pool.submit(write_png_and_glb)
-    glb_pool.shutdown(wait=False)
 
     # --- summary on the face crop (overlay.png: above)
     view = summary_job.result()  # rasterised and lit in the background while the texture was baked

@@ -122,3 +122,16 @@ def test_cli_export_obj_and_glb(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--model", "open", "--out", str(tmp_path / "h.ply")])
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_glb_texture_may_come_later(tmp_path):
+    """write_glb takes the PNG as bytes or as a function it calls once the mesh is packed: same file."""
+    v, f, uv, fuv = _quad_strip()
+    png = b"\x89PNG not decoded by the writer"
+    targets = {"a": np.ones((4, 3)) * 0.01}
+    write_glb(tmp_path / "now.glb", v, f, uv, fuv, morph_targets=targets, texture_png=png)
+    calls = []
+    write_glb(tmp_path / "later.glb", v, f, uv, fuv, morph_targets=targets,
+              texture_png=lambda: calls.append(1) or png)
+    assert calls == [1]
+    assert (tmp_path / "now.glb").read_bytes() == (tmp_path / "later.glb").read_bytes()

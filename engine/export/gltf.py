@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class _Builder:
 
 def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray,
               face_uv: np.ndarray, morph_targets: Mapping[str, np.ndarray] | None = None,
-              texture_png: bytes | None = None, name: str = "head",
+              texture_png: bytes | Callable[[], bytes | None] | None = None, name: str = "head",
               morph_weights: Mapping[str, float] | None = None, skin: Mapping | None = None,
               animation: Mapping | None = None) -> dict[str, object]:
     """Write a GLB with positions, normals, UVs (v flipped for glTF) and morph targets.
@@ -92,7 +92,9 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     (four strongest influences per vertex). animation (optional, needs ``skin`` for joint
     channels, :func:`_add_animation`): ``times`` (T,) seconds, ``morph_weights`` (T, n targets)
     and/or ``rotations`` {joint: (T,4) quaternions x, y, z, w}, ``name``; linear interpolation.
-    Without skin and animation the file is what it always was.
+    Without skin and animation the file is what it always was. ``texture_png`` may be a function
+    returning the PNG's bytes (or None): it is called once the mesh and its morph targets are
+    packed, so a caller can start the file before its texture exists.
     Returns {"vertex_map": (N,) original vertex of each glTF vertex, "n_vertices": N}.
     """
     path = Path(path)
@@ -135,6 +137,8 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
         prim["targets"] = targets
         mesh["weights"] = [float((morph_weights or {}).get(k, 0.0)) for k in names]
         mesh["extras"] = {"targetNames": names}
+    if callable(texture_png):  # the mesh is packed: now wait for the texture
+        texture_png = texture_png()
     if texture_png is not None:
         img_view = b.view(texture_png)
         doc["images"] = [{"bufferView": img_view, "mimeType": "image/png", "name": f"{name}_texture"}]
