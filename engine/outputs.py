@@ -425,7 +425,8 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     ``eyes``, ``params``) for benchmarks: wall time of this thread. Two background threads
     overlap it: one rasterises the summary's view and writes ``overlay.png`` while the texture
     is baked, then the OBJs and ``rig.json`` (``meshes``: what is left to wait for); the other
-    encodes ``albedo.png`` and writes ``head.glb`` while the summary is made (``glb``: what is left). ``params.json``'s ``eyes`` holds the iris
+    packs ``head.glb``'s mesh and morph targets during the bake, then encodes ``albedo.png`` and
+    finishes ``head.glb`` while the summary is made (``glb``: what is left). ``params.json``'s ``eyes`` holds the iris
     and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`).
     ``detail`` (:class:`engine.methods.deca.DetailMaps`, from a method with a detail stage)
     adds ``displacement.png``, ``detail/*.png`` and their ``params.json`` entries
@@ -499,7 +500,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         model_px = lm_px.numpy() * (ow / W)
         write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), model_px))
 
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor, wait
 
     lm_px = dec.landmarks2d[0]  # made here, in this thread, before the jobs below read it
     # --- the face crop the albedo is baked from: enough pixels for the texture size, but no
@@ -518,16 +519,17 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     # --- the OBJs (they name albedo.png, written below) and rig.json, after the overlay in the
     # same background thread: neither needs the texture, but formatting their text holds the
     # GIL for milliseconds at a time, which would stall the bake's many short array operations
-    # (measured: a Python-bound thread slows the bake 20x), so they wait until it is done
+    # (measured: a Python-bound thread slows the bake 20x), so they wait until it is done: until
+    # baked_albedo holds the texture, or the bake's error
     pose = p.pose[0]
     identity, expression = p.identity[0], p.expression[0]
 
     camera_verts = dec.vertices_camera[0].numpy()  # the decoder's lazy values are made here, not in the job
 
-    baked = threading.Event()
+    baked_albedo: Future = Future()
 
     def write_meshes_and_rig() -> None:
-        baked.wait()
+        wait([baked_albedo])
         write_obj(folder / "head.obj", verts.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
                   texture_path=folder / "albedo.png")
         write_obj(folder / "head_camera.obj", camera_verts, faces.numpy(), uv.numpy(),
@@ -542,7 +544,6 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     # second background thread, started now: the mesh and its morph targets are packed while
     # the texture bakes, then it encodes albedo.png (which the GLB embeds) once the bake is done
     weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
-    baked_albedo: Future = Future()
 
     def write_png_and_glb() -> None:
         with torch.no_grad():
@@ -574,10 +575,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                                  fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
         baked_albedo.set_result(albedo_img)
     except BaseException as exc:
-        baked_albedo.set_exception(exc)  # the GLB job ends with it; the error surfaces here
+        baked_albedo.set_exception(exc)  # both jobs end with it; the error surfaces here
         raise
-    finally:
-        baked.set()  # also on an error, so that the mesh job ends and the error surfaces here
     albedo_map = torch.from_numpy(albedo_img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     lap("texture")
 

@@ -64,3 +64,22 @@ def test_summary_view_equals_the_textured_render(decoded):
     ref_albedo = out.albedo[0].permute(1, 2, 0).numpy() * m[..., None]
     ref_colour = ref_albedo * (out.shading[0].permute(1, 2, 0).clamp_min(0).numpy() * m[..., None])
     assert np.abs(albedo - ref_albedo).max() < 1e-5 and np.abs(colour - ref_colour).max() < 1e-5
+
+
+def test_a_failed_bake_surfaces_and_stops_the_background_jobs(decoded, tmp_path, monkeypatch):
+    """The jobs that wait for the bake (OBJs, rig, head.glb) end when it fails; write_outputs raises its error."""
+    from PIL import Image
+
+    import engine.texture
+    from engine.outputs import write_outputs
+    from engine.photo import load_image
+
+    Image.fromarray(np.full((300, 400, 3), 128, np.uint8)).save(tmp_path / "photo.png")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("bake failed")
+
+    monkeypatch.setattr(engine.texture, "bake_albedo", fail)
+    with pytest.raises(RuntimeError, match="bake failed"):
+        write_outputs(tmp_path / "out", decoded.head, decoded.params, load_image(tmp_path / "photo.png"), method="fit")
+    assert not (tmp_path / "out" / "head.glb").exists()
