@@ -123,6 +123,9 @@ def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
     for s in rep.scores:
         assert s.skin_pred == pytest.approx(s.skin_true, abs=1e-6)
         assert s.mean_face_median_mm > 0.3  # the template is not the sampled head
+        # the same model's ARKit weights and jaw come back exactly
+        assert len(s.arkit_true) == 52 and s.arkit_pred == pytest.approx(s.arkit_true, abs=1e-6)
+        assert s.jaw_pred_deg == pytest.approx(s.jaw_true_deg, abs=1e-4)
     assert "better than the mean face on 100 %" in format_summary(rep)
     from engine.eval.cycles import format_table
 
@@ -160,3 +163,38 @@ def test_cli_reports_a_missing_set_in_one_line(tmp_path):
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("error:") and "cycles-set build" in lines[-1], proc.stderr
+
+
+def test_expression_scores_across_models():
+    """ARKit vectors from ICT-style and open unit names (jawOpen left to the jaw joint), and
+    the pooled expression figures: half of every weight gives slope 0.5; the neutral face's
+    activation is its mean weight."""
+    from types import SimpleNamespace
+
+    from engine.eval.cycles import CyclesFaceScore, arkit_vector, expression_summary
+    from engine.head.arkit import ARKIT_NAMES
+
+    with_jaw = SimpleNamespace(joint_names=["global", "jaw"])
+    v = arkit_vector(with_jaw, ["mouthSmile_L", "jawOpen", "notArkit"], np.array([0.6, 0.5, 0.9]))
+    assert v[ARKIT_NAMES.index("mouthSmileLeft")] == pytest.approx(0.6)
+    assert v[ARKIT_NAMES.index("jawOpen")] == 0.0 and sum(v) == pytest.approx(0.6)
+    no_jaw = SimpleNamespace(joint_names=["global"])
+    assert arkit_vector(no_jaw, ["jawOpen"], np.array([0.5]))[ARKIT_NAMES.index("jawOpen")] == 0.5
+    assert arkit_vector(no_jaw, ["exp00", "exp01"], np.array([1.0, 2.0])) == []  # FLAME-like: no ARKit units
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(12):
+        true = np.zeros(52)
+        if k:
+            true[rng.choice(52, 2, replace=False)] = rng.uniform(0.2, 0.7, 2)
+        pred = 0.5 * true + (0.02 if k == 0 else 0.0)
+        jaw = float(rng.uniform(0, 15)) if k else 0.0
+        rows.append(CyclesFaceScore(k, *([0.0] * 19), arkit_true=true.tolist(), arkit_pred=pred.tolist(),
+                                    jaw_true_deg=jaw, jaw_pred_deg=0.8 * jaw))
+    d = expression_summary(rows)
+    assert d["expression_slope_active"] == pytest.approx(0.5)
+    assert d["expression_mean_inactive"] == pytest.approx(0.0)
+    assert d["neutral_faces"] == 1 and d["neutral_mean_activation"] == pytest.approx(0.02)
+    assert d["jaw_corr"] == pytest.approx(1.0) and d["jaw_mae_deg"] > 0
+    assert expression_summary([]) == {}

@@ -118,3 +118,38 @@ def test_contour_term_pulls_the_outline_to_the_detected_contour(model):
     on = outline_error(FitConfig())  # default weight 1
     strong = outline_error(dataclasses.replace(FitConfig(), w_contour=3.0))
     assert strong < on < off and strong < 0.9 * off, (strong, on, off)
+
+
+def test_uncovered_ibug_points_keep_their_weight(model):
+    """The dense embedding has no reliable point at the mouth corners (their MediaPipe points
+    spread 20-30 mm) or the inner lips: with ``ibug_uncovered_weight`` those iBUG-68 points
+    gain weight, far more than the well covered ones (the eyes), and the jawline none."""
+    from engine.fitting.fitter import PhotoFit, _ibug_coverage
+
+    emb = load_dense_embedding(model, "mediapipe-478")
+    full = _ibug_coverage(torch.arange(468), torch.ones(468), 478)
+    assert torch.allclose(full, torch.ones(68))  # every MediaPipe point at full weight covers all
+    assert torch.all(_ibug_coverage(torch.arange(0), torch.ones(0), 478) == 0)
+    stable = (emb.spread_m < 0.01).float()  # points placed within 1 cm over the derivation's faces
+    cover = _ibug_coverage(emb.indices, stable, 478)
+    assert cover[[48, 54]].max() < 0.5 and cover[60:68].max() < 0.25 and cover[36:48].min() > 0.99
+
+    s = render_sample(model, 2)
+    with torch.no_grad():
+        uv = s.params.camera.project(emb.points(model, s.vertices[None]))[0][0]
+    native = np.full((478, 2), -1000.0)
+    native[emb.indices.numpy()] = uv.numpy()
+
+    def weights(w):
+        fit = PhotoFit(model, s.image, s.landmarks2d.numpy(), FitConfig(ibug_uncovered_weight=w), native=native,
+                       native_convention="mediapipe-478")
+        fit.camera()
+        return fit.lmk_w[:68] / fit.lmk_w[68:].sum()  # iBUG weights relative to the dense points'
+
+    off, on = weights(0.0), weights(3.0)
+    assert torch.equal(on[:17], off[:17])  # the jawline: left to the contour term
+    gain = on / off
+    assert (gain[[48, 54]] > 5).all() and (gain[60:68] > 5).all()
+    assert gain[[48, 54]].min() > 2 * gain[36:48].max()  # the eyes are covered by dense points
+    assert (on >= off).all()
+

@@ -20,6 +20,14 @@ result is scored against the ground truth:
 * **skin tone**: median Rec. 709 luma of the reconstructed albedo over the face region
   against the same statistic of the true albedo; Spearman's rank correlation and the
   least-squares slope across faces;
+* **expressions** (both models with ARKit units: open, ICT): the true and the predicted
+  weights by ARKit name (``jawOpen`` left out: both models open the mouth with the jaw
+  joint, scored as the jaw angle), pooled over the faces' active units (true ≥ 0.1) as the
+  expression benchmark does (:func:`engine.eval.expressions.pooled_recovery`: slope of
+  predicted on true through the origin, MAE, weight on unused units), the per-unit
+  correlation over units active in ≥ 3 faces, the mean activation on the faces without any
+  expression or jaw opening, and the jaw angle's correlation / MAE. The two models' units
+  are made by different artists, so a slope below 1 is partly the models' difference;
 * **time**: seconds per face (wall and CPU: the machine is shared), and for learned methods
   the network alone on a 224-px input with one CPU thread.
 """
@@ -68,6 +76,12 @@ class CyclesFaceScore:
     skin_pred: float
     seconds: float
     cpu_seconds: float
+    # ARKit weights (ARKIT_NAMES order, jawOpen 0) and jaw angle, true and predicted; empty /
+    # nan when a model has no ARKit units
+    arkit_true: list[float] = field(default_factory=list)
+    arkit_pred: list[float] = field(default_factory=list)
+    jaw_true_deg: float = float("nan")
+    jaw_pred_deg: float = float("nan")
 
 
 @dataclass
@@ -109,6 +123,7 @@ class CyclesReport:
             "skin_spearman": rho, "skin_slope": slope,
             "seconds_median": float(np.median(col("seconds"))), "cpu_seconds_median": float(np.median(col("cpu_seconds"))),
         }
+        out.update(expression_summary(rows))
         if self.network_ms_224 is not None:
             out["network_ms_224_wall"], out["network_ms_224_cpu"] = self.network_ms_224
         if self.network_ms_input is not None:
@@ -118,7 +133,57 @@ class CyclesReport:
     def to_dict(self) -> dict[str, Any]:
         return {"set": self.set_dir, "set_model": self.set_model, "method": self.method, "model": self.model,
                 "summary": self.summary(), "detection_failures": self.detection_failures,
-                "faces": [asdict(s) for s in self.scores]}
+                "expression_units": expression_units(self.scores), "faces": [asdict(s) for s in self.scores]}
+
+
+def expression_summary(rows: list[CyclesFaceScore]) -> dict[str, float]:
+    """The expression figures over faces that carry ARKit weights (module docstring); empty
+    when none does."""
+    from engine.eval.expressions import per_unit_recovery, pooled_recovery
+    from engine.head.arkit import ARKIT_NAMES
+
+    rows = [r for r in rows if r.arkit_true and r.arkit_pred]
+    if not rows:
+        return {}
+    T, P = np.array([r.arkit_true for r in rows]), np.array([r.arkit_pred for r in rows])
+    jt, jp = np.array([r.jaw_true_deg for r in rows]), np.array([r.jaw_pred_deg for r in rows])
+    expressive = (T >= 0.1).any(1)
+    out = {f"expression_{k}": v for k, v in pooled_recovery(T[expressive], P[expressive]).items()}
+    corr = [u["corr"] for u in per_unit_recovery(T, P, list(ARKIT_NAMES)) if "corr" in u]
+    if corr:
+        out["expression_units_scored"], out["expression_corr_mean"] = float(len(corr)), float(np.mean(corr))
+    neutral = ~(T > 0).any(1) & ~(jt > 1.0)
+    if neutral.any():
+        out["neutral_faces"] = float(neutral.sum())
+        out["neutral_mean_activation"] = float(np.abs(P[neutral]).mean())
+        out["neutral_mean_max"] = float(np.abs(P[neutral]).max(1).mean())
+    ok = np.isfinite(jt) & np.isfinite(jp)
+    if ok.sum() > 2 and jt[ok].std() > 0 and jp[ok].std() > 0:
+        out["jaw_corr"] = float(np.corrcoef(jt[ok], jp[ok])[0, 1])
+        out["jaw_mae_deg"] = float(np.abs(jt[ok] - jp[ok]).mean())
+    return out
+
+
+def arkit_vector(head: HeadModel | None, names: list[str], expression: np.ndarray) -> list[float]:
+    """``expression (K,)`` of a model with unit ``names`` as 52 ARKit weights (ARKIT_NAMES
+    order; units without an ARKit name dropped, ``jawOpen`` zeroed when ``head`` has a jaw
+    joint, which opens the mouth instead); empty when no unit is an ARKit one."""
+    from engine.head.arkit import ARKIT_NAMES, arkit_name
+
+    out = np.zeros(len(ARKIT_NAMES))
+    found = False
+    for n, w in zip(names, np.asarray(expression, np.float64).reshape(-1)):
+        a = arkit_name(n)
+        if a in ARKIT_NAMES and not (a == "jawOpen" and head is not None and "jaw" in head.joint_names):
+            out[ARKIT_NAMES.index(a)] = w
+            found = True
+    return out.tolist() if found else []
+
+
+def _jaw_deg(joint_names: list[str], pose: np.ndarray) -> float:
+    if "jaw" not in joint_names or np.size(pose) == 0:
+        return float("nan")
+    return float(np.degrees(np.linalg.norm(np.asarray(pose, np.float64).reshape(-1, 3)[joint_names.index("jaw")])))
 
 
 def frame_rotation(gt_head: HeadModel | np.ndarray, pred_head: HeadModel) -> np.ndarray:
@@ -268,12 +333,19 @@ def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, b
         true_ang = head_angles(g["R"])
         skin_true = face_luminance(g["albedo"], g["face_mask"])
         skin_pred = face_luminance(albedo[0].numpy(), region) if albedo is not None else float("nan")
+        gt_head = _gt_head(g)
+        arkit_true = arkit_vector(gt_head, list(gt_head.expression_names), g["expression"])
+        arkit_pred = arkit_vector(head, list(head.expression_names), params.expression[0].numpy())
+        if not (arkit_true and arkit_pred):
+            arkit_true, arkit_pred = [], []
         rep.scores.append(CyclesFaceScore(
             index=i, now_median_mm=score.median_mm, now_mean_mm=score.mean_mm, now_p90_mm=score.p90_mm,
             mean_face_median_mm=base.median_mm, mean_face_mean_mm=base.mean_mm, landmark_px=lm_px,
             landmark_frac=lm_px / W, detector_px=det_px, pitch_err=float(d_ang[0]), yaw_err=float(d_ang[1]),
             roll_err=float(d_ang[2]), rotation_err=total, true_pitch=float(true_ang[0]), true_yaw=float(true_ang[1]),
-            true_roll=float(true_ang[2]), skin_true=skin_true, skin_pred=skin_pred, seconds=secs, cpu_seconds=cpu))
+            true_roll=float(true_ang[2]), skin_true=skin_true, skin_pred=skin_pred, seconds=secs, cpu_seconds=cpu,
+            arkit_true=arkit_true, arkit_pred=arkit_pred, jaw_true_deg=_jaw_deg(list(gt_head.joint_names), g["pose"]),
+            jaw_pred_deg=_jaw_deg(list(head.joint_names), params.pose[0].numpy())))
         if save_dir:
             save_prediction(save_dir / f"{i:05d}.npz", params, face.landmarks68)
         if log:
@@ -282,20 +354,29 @@ def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, b
     return rep
 
 
-def _template_landmarks(gt: dict[str, Any]) -> np.ndarray:
-    """The ground-truth model's template landmarks (from its head model, loaded by name)."""
+def _gt_head(gt: dict[str, Any]) -> HeadModel:
+    """The ground-truth head model (loaded by name, once)."""
     from engine.head import load_head_model
 
     key = str(gt["model"])
+    if key not in _GT_HEADS:
+        _GT_HEADS[key] = load_head_model(key)
+    return _GT_HEADS[key]
+
+
+def _template_landmarks(gt: dict[str, Any]) -> np.ndarray:
+    """The ground-truth model's template landmarks."""
+    key = str(gt["model"])
     hit = _GT_TEMPLATE_LM.get(key)
     if hit is None:
-        h = load_head_model(key)
+        h = _gt_head(gt)
         with torch.no_grad():
             hit = _GT_TEMPLATE_LM[key] = h.landmarks(h.template[None])[0].double().cpu().numpy()
     return hit
 
 
 _GT_TEMPLATE_LM: dict[str, np.ndarray] = {}
+_GT_HEADS: dict[str, HeadModel] = {}
 
 
 def format_summary(rep: CyclesReport) -> str:
@@ -319,8 +400,46 @@ def format_summary(rep: CyclesReport) -> str:
         f"  pose error (median, deg): pitch {d['pitch_err_median']:.1f}  yaw {d['yaw_err_median']:.1f}  "
         f"roll {d['roll_err_median']:.1f}  total {d['rotation_err_median']:.1f}",
         f"  skin luminance: Spearman {d['skin_spearman']:.3f}  slope {d['skin_slope']:.3f}",
+        *_expression_lines(d, rep.scores),
         f"  time: {d['seconds_median']:.3f} s/face wall, {d['cpu_seconds_median']:.3f} s CPU{net}",
     ])
+
+
+def expression_units(rows: list[CyclesFaceScore]) -> list[dict[str, Any]]:
+    """Per ARKit unit over the faces with ARKit weights
+    (:func:`engine.eval.expressions.per_unit_recovery`)."""
+    from engine.eval.expressions import per_unit_recovery
+    from engine.head.arkit import ARKIT_NAMES
+
+    rows = [r for r in rows if r.arkit_true and r.arkit_pred]
+    if not rows:
+        return []
+    return per_unit_recovery(np.array([r.arkit_true for r in rows]), np.array([r.arkit_pred for r in rows]),
+                             list(ARKIT_NAMES))
+
+
+def _expression_lines(d: dict[str, float], rows: list[CyclesFaceScore]) -> list[str]:
+    if "expression_slope_active" not in d:
+        return []
+    scored = sorted((u for u in expression_units(rows) if "corr" in u), key=lambda u: -u["corr"])
+    best = ", ".join(f"{u['unit']} {u['corr']:.2f}" for u in scored[:8])
+
+    def g(key: str, fmt: str = "{:.3f}") -> str:
+        return fmt.format(d[key]) if key in d else "–"
+
+    return [f"  expressions (ARKit): slope {g('expression_slope_active')}  MAE {g('expression_mae_active')} on active "
+            f"units, {g('expression_mean_inactive')} on unused | per-unit correlation {g('expression_corr_mean')} "
+            f"({g('expression_units_scored', '{:.0f}')} units) | neutral faces ({g('neutral_faces', '{:.0f}')}): "
+            f"mean {g('neutral_mean_activation')}, largest {g('neutral_mean_max')} | jaw correlation "
+            f"{g('jaw_corr')}, MAE {g('jaw_mae_deg', '{:.2f}')}°",
+            f"  best units (correlation): {best}"]
+
+
+def _expression_cell(d: dict[str, Any]) -> str:
+    if "expression_slope_active" not in d:
+        return "–"
+    return " / ".join(f"{d[k]:.3f}" if k in d else "–"
+                      for k in ("expression_slope_active", "expression_corr_mean", "neutral_mean_activation", "jaw_corr"))
 
 
 def format_table(reports: list[dict[str, Any]]) -> str:
@@ -333,8 +452,9 @@ def format_table(reports: list[dict[str, Any]]) -> str:
 
     head = ("| method | faces (detector misses) | NoW median mm | mean face median mm | better than mean face "
             "| 2-D landmarks median px (% of width) | pose error median yaw / pitch / roll ° | skin Spearman / slope "
+            "| expressions: slope / per-unit corr / neutral mean / jaw corr "
             "| s per face wall (CPU) | network 224 px, 1 thread, ms CPU |")
-    rows = [head, "|" + "---|" * 10]
+    rows = [head, "|" + "---|" * 11]
     for r in reports:
         d = r["summary"]
         net = f"{d['network_ms_224_cpu']:.1f}" if "network_ms_224_cpu" in d else "–"
@@ -345,7 +465,8 @@ def format_table(reports: list[dict[str, Any]]) -> str:
             f"| {d['mean_face_median_mm']:.3f} | {100 * d['better_than_mean_face']:.0f} % "
             f"| {d['landmark_px_median']:.2f}{ratio(d, 'landmark_px_median')} ({100 * d['landmark_frac_median']:.2f} %) "
             f"| {d['yaw_err_median']:.1f} / {d['pitch_err_median']:.1f} / {d['roll_err_median']:.1f} "
-            f"| {d['skin_spearman']:.3f} / {d['skin_slope']:.3f} | {d['seconds_median']:.2f} ({d['cpu_seconds_median']:.2f}) "
+            f"| {d['skin_spearman']:.3f} / {d['skin_slope']:.3f} | {_expression_cell(d)} "
+            f"| {d['seconds_median']:.2f} ({d['cpu_seconds_median']:.2f}) "
             f"| {net} |")
     # by head yaw: where the methods break down
     bins = ((0, 15), (15, 30), (30, 90))

@@ -55,6 +55,41 @@ PRESETS: dict[str, tuple[dict[str, float], float]] = {
 }
 
 
+def per_unit_recovery(T: np.ndarray, P: np.ndarray, names: list[str]) -> list[dict[str, float | str | int]]:
+    """Per unit k of true ``T (N, K)`` and fitted ``P (N, K)`` weights: how many faces use it
+    (``active``: true ≥ :data:`ACTIVE`); with at least 3, the Pearson correlation of fitted on
+    true over all faces (0 when the method never moves it); where active, the MAE and the
+    mean true and fitted weight."""
+    out = []
+    for k, name in enumerate(names):
+        act = T[:, k] >= ACTIVE
+        row: dict[str, float | str | int] = {"unit": name, "active": int(act.sum())}
+        if act.sum() >= 3 and T[:, k].std() > 0 and P[:, k].std() > 0:
+            row["corr"] = float(np.corrcoef(T[:, k], P[:, k])[0, 1])
+        elif act.sum() >= 3:
+            row["corr"] = 0.0  # the method never moves this unit
+        if act.any():
+            row["mae_active"] = float(np.abs(P[act, k] - T[act, k]).mean())
+            row["true_active"] = float(T[act, k].mean())
+            row["fitted_active"] = float(P[act, k].mean())
+        out.append(row)
+    return out
+
+
+def pooled_recovery(T: np.ndarray, P: np.ndarray) -> dict[str, float]:
+    """Pooled over the active entries of true ``T (N, K)`` / fitted ``P (N, K)``: the MAE
+    (``mae_active``), the least-squares slope of fitted on true through the origin
+    (``slope_active``, 1 = no shrinkage), and the mean fitted weight where the true one is 0
+    (``mean_inactive``: false activations). Empty when nothing is active."""
+    act = T >= ACTIVE
+    if not act.any():
+        return {}
+    t, p = T[act], P[act]
+    inactive = T == 0  # units the face does not use at all
+    return {"mae_active": float(np.abs(p - t).mean()), "slope_active": float((t * p).sum() / (t * t).sum()),
+            "mean_inactive": float(np.abs(P[inactive]).mean()) if inactive.any() else 0.0}
+
+
 @dataclass
 class ExpressionFace:
     seed: int
@@ -85,21 +120,7 @@ class ExpressionReport:
 
     def per_unit(self) -> list[dict[str, float | str | int]]:
         """Per ARKit unit over the strong faces (see the module docstring)."""
-        T, P = self._arrays("strong")
-        out = []
-        for k, name in enumerate(self.names):
-            act = T[:, k] >= ACTIVE
-            row: dict[str, float | str | int] = {"unit": name, "active": int(act.sum())}
-            if act.sum() >= 3 and T[:, k].std() > 0 and P[:, k].std() > 0:
-                row["corr"] = float(np.corrcoef(T[:, k], P[:, k])[0, 1])
-            elif act.sum() >= 3:
-                row["corr"] = 0.0  # the method never moves this unit
-            if act.any():
-                row["mae_active"] = float(np.abs(P[act, k] - T[act, k]).mean())
-                row["true_active"] = float(T[act, k].mean())
-                row["fitted_active"] = float(P[act, k].mean())
-            out.append(row)
-        return out
+        return per_unit_recovery(*self._arrays("strong"), self.names)
 
     def summary(self) -> dict[str, float]:
         units = self.per_unit()
@@ -113,14 +134,7 @@ class ExpressionReport:
             d["corr_mean"] = float(np.mean(corr))
             d["corr_median"] = float(np.median(corr))
         for kind in ("strong", "preset"):
-            T, P = self._arrays(kind)
-            act = T >= ACTIVE
-            if act.any():
-                t, p = T[act], P[act]
-                d[f"{kind}_mae_active"] = float(np.abs(p - t).mean())
-                d[f"{kind}_slope_active"] = float((t * p).sum() / (t * t).sum())  # through the origin
-                inactive = T == 0  # units the face does not use at all
-                d[f"{kind}_mean_inactive"] = float(np.abs(P[inactive]).mean()) if inactive.any() else 0.0
+            d.update({f"{kind}_{k}": v for k, v in pooled_recovery(*self._arrays(kind)).items()})
         T, P = self._arrays("neutral")
         if len(P):
             d["neutral_mean_activation"] = float(np.abs(P).mean())

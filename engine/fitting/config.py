@@ -118,6 +118,15 @@ class FitConfig:
     use_dense: bool = True
     ibug_share_with_dense: float = 0.1  # share of the landmark weight left to iBUG-68
     dense_spread_scale: float = 2.0  # multiplies the embedding's per-point spread (noise); 2 tuned on seeds 1-20 and 100-124
+    # iBUG-68 points the dense term does not cover: an iBUG point is a mix of MediaPipe points
+    # (engine.detect.ibug68); its coverage c is that mix of their dense weights (0 = not embedded
+    # or unstable: the mouth corners and inner lips, whose embedded points spread 20-30 mm).
+    # Outside the jawline such a point also counts as a dense point of weight
+    # `ibug_uncovered_weight` · (1 − c) (0 = off: only the share above), so a smile's corners
+    # are not left to the 10 % share. 3 brought the presets' smiles from 0.30 to 0.47 (seed 100),
+    # but cost 0.10 mm of geometry on our faces and 0.4° of pitch on the Cycles set, with the same
+    # expression slope there (docs/fitting.md, "The mouth corners in the dense term"): off
+    ibug_uncovered_weight: float = 0.0
     # dynamic contour term (joint stage): MediaPipe's face-oval points that are silhouette
     # points (not in the dense embedding) pull the model's nearest silhouette vertex along its
     # 2-D outward normal; weight relative to the landmark term (0 = off). Seeds 100-124 /

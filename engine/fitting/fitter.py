@@ -139,6 +139,18 @@ def work_crop(image: np.ndarray, landmarks: np.ndarray, size: int, crop_scale: f
     return img, np.vstack([crop.matrix, [0.0, 0.0, 1.0]])
 
 
+def _ibug_coverage(indices: torch.Tensor, dense_weights: torch.Tensor, n_native: int) -> torch.Tensor:
+    """(68,) how well dense points of weights ``dense_weights`` (N,) at MediaPipe ``indices``
+    (N,) cover each iBUG-68 point: the iBUG mapping's mix of those weights (0 where a point's
+    MediaPipe sources are not embedded)."""
+    from engine.detect.ibug68 import mapping_matrix
+
+    W = torch.as_tensor(mapping_matrix(), dtype=torch.float32)
+    per_point = torch.zeros(max(W.shape[1], n_native))
+    per_point[indices.cpu()] = dense_weights.detach().float().cpu()
+    return (W @ per_point[: W.shape[1]]).clamp(0.0, 1.0)
+
+
 def _pose_tensor(model: HeadModel, jaw: torch.Tensor, jaw_index: int | None) -> torch.Tensor:
     pose = jaw.new_zeros(1, model.n_joints, 3)
     if jaw_index is not None:
@@ -229,7 +241,12 @@ class PhotoFit:
             sig = cfg.landmark_sigma_px * cfg.work_size / 192.0
             wd = sig**2 / (sig**2 + spread_px**2)
             share = cfg.ibug_share_with_dense
-            lmk_w = torch.cat([lmk_w * share, wd / wd.sum() * (1.0 - share)])
+            ibug_w = lmk_w * share
+            if cfg.ibug_uncovered_weight > 0 and self.native_convention == "mediapipe-478":
+                uncovered = (1.0 - _ibug_coverage(dense.indices, wd, len(native))) * cfg.ibug_uncovered_weight
+                uncovered[:17] = 0.0  # the jawline: silhouette points, left to the contour term
+                ibug_w = ibug_w + uncovered.to(lmk_w) * lmw * (1.0 - share) / wd.sum()
+            lmk_w = torch.cat([ibug_w, wd / wd.sum() * (1.0 - share)])
         self.target, self.lmk_tri, self.lmk_bary, self.lmk_w = target, lmk_tri, lmk_bary, lmk_w.to(dev)
         self.contour_px = None
         if dense is not None and cfg.w_contour > 0 and self.native_convention == "mediapipe-478":
