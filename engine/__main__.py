@@ -93,9 +93,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if args.example is not None:
             photo = _example_photo(args.example, os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".",
                                                               "examples"), created)
+        config = None
+        if args.fit_option:
+            from engine.errors import UserError
+            from engine.fitting import fit_config
+            from engine.methods import get_method
+
+            if get_method(args.method).kind == "learned":
+                raise UserError(f"--fit-option sets the fit, and --method {args.method} does not fit "
+                                "(use --method fit or hybrid)")
+            config = fit_config(args.fit_option)
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
-                             checkpoint=args.checkpoint, init=args.init)
+                             checkpoint=args.checkpoint, init=args.init, config=config)
     except BaseException:
         _remove_created(created)
         raise
@@ -184,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use a bundled example photo instead of PHOTO (astronaut); it is saved as "
                         "examples/NAME.png beside --out, kept with a result (params.json names it) and "
                         "removed again when the run fails")
+    r.add_argument("--fit-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fitting setting for fit and hybrid (a FitConfig field, engine/fitting/config.py; "
+                        "docs/fitting.md says what each does), e.g. joint_iters=40; repeatable; "
+                        "params.json records the changed ones")
     r.set_defaults(func=cmd_reconstruct)
     b = sub.add_parser("bake-detail", help="the exact detail displacement map of a pose (DECA detail)",
                        description="Decode a reconstruction's detail code (params.json 'detail') with the "

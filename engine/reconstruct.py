@@ -137,10 +137,12 @@ def reconstruct(
     if spec.kind == "hybrid":
         extra["init_method"] = predictor.init.name
     if spec.kind != "learned":
-        from engine.fitting import FitConfig
+        from engine.fitting import FitConfig, changed_fields
 
         cfg = config or FitConfig()
         extra["focal_guess"] = {"fov_deg": cfg.fov_deg, "min_distance_m": cfg.min_distance_m}
+        if changed_fields(cfg):
+            extra["fit_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in changed_fields(cfg).items()}
     detail_fn = getattr(predictor, "detail_maps", None)
     detail = detail_fn(estimate) if detail_fn is not None else None
     network = getattr(predictor, "network", None)

@@ -37,14 +37,13 @@ def _method_args(s: argparse.ArgumentParser) -> None:
 
 
 def _fit_config(options: list[str]):
-    """FitConfig with ``KEY=VALUE`` overrides (YAML values, typed and checked like a training
-    config), or None for the default."""
+    """FitConfig with ``KEY=VALUE`` overrides (:func:`engine.fitting.fit_config`), or None for
+    the default."""
     if not options:
         return None
-    from engine.fitting import FitConfig
-    from engine.train.config import apply_overrides, from_dict
+    from engine.fitting import fit_config
 
-    return from_dict(FitConfig, apply_overrides({}, options), "--fit-option ")
+    return fit_config(options)
 
 
 def main(argv: list[str] | None = None) -> int:

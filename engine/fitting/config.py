@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Sequence
 
 
 @dataclass
@@ -147,3 +148,22 @@ class FitConfig:
     # outputs
     texture_size: int = 1024
     overlay_max_side: int = 1024
+
+
+def fit_config(options: Sequence[str] = (), base: FitConfig | None = None) -> FitConfig:
+    """``base`` (default: the defaults) with ``KEY=VALUE`` overrides of its fields, values
+    read as YAML and typed and checked like a training config (``--fit-option`` of
+    ``python -m engine reconstruct`` and ``python -m engine.eval``). Unknown keys and wrong
+    types raise :class:`engine.errors.ConfigError`."""
+    from dataclasses import asdict
+
+    from engine.train.config import apply_overrides, from_dict
+
+    start = asdict(base) if base is not None else {}
+    return from_dict(FitConfig, apply_overrides(start, list(options)), "--fit-option ")
+
+
+def changed_fields(cfg: FitConfig) -> dict[str, object]:
+    """The fields of ``cfg`` that differ from the defaults (what an output records)."""
+    default = FitConfig()
+    return {f.name: getattr(cfg, f.name) for f in fields(FitConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
