@@ -103,6 +103,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 raise UserError(f"--fit-option sets the fit, and --method {args.method} does not fit "
                                 "(use --method fit or hybrid)")
             config = fit_config(args.fit_option)
+            overridden = {"pose_iters", "shape_iters", "expression_reweight_iters", "joint_iters"}
+            given = {o.split("=", 1)[0].strip() for o in args.fit_option}
+            if get_method(args.method).kind == "hybrid" and given & overridden:
+                raise UserError(f"--method {args.method} sets {', '.join(sorted(given & overridden))} from its own "
+                                "schedule; use --fit-option hybrid_shape_iters=N, hybrid_reweight_iters=N or "
+                                "hybrid_joint_iters=N instead")
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
                              checkpoint=args.checkpoint, init=args.init, config=config)

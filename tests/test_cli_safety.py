@@ -62,7 +62,8 @@ def test_fit_options_on_the_command_line(tmp_path):
         fit_config(["joint_iters=two"])
 
     for bad, says in ((["--fit-option", "bogus=1"], "bogus"), (["--fit-option", "joint_iters=abc"], "joint_iters"),
-                      (["--fit-option", "joint_iters=2", "--method", "mofa"], "--method mofa")):
+                      (["--fit-option", "joint_iters=2", "--method", "mofa"], "--method mofa"),
+                      (["--fit-option", "joint_iters=2", "--method", "hybrid"], "hybrid_joint_iters")):
         r = _cli(tmp_path, "reconstruct", "--example", "astronaut", "--out", str(tmp_path / "out"), "--progress",
                  "none", *bad)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
