@@ -177,6 +177,7 @@ class ReconstructRequest(_FolderRequest):
     method: str = "fit"
     device: str = "cpu"
     face: int = 0  # 0: the largest face (always passed: the engine refuses to guess between several)
+    fit_options: tuple[str, ...] = ()  # KEY=VALUE settings of the fit (fit and hybrid only)
 
     def arguments(self, out_dir: str) -> list[str]:
         args = ["-m", "engine", "reconstruct", self.photo, "--out", out_dir,
@@ -184,6 +185,8 @@ class ReconstructRequest(_FolderRequest):
                 "--progress", "jsonl"]
         if self.model_path:
             args += ["--model-path", self.model_path]
+        for option in self.fit_options:
+            args += ["--fit-option", option]
         args += ["--face", str(self.face)]
         return args
 

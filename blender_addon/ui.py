@@ -8,6 +8,7 @@ import bpy
 
 from . import importer
 from .operators import active_head, engine_choice
+from .properties import method_fits
 
 PREVIEW_IMAGE = "FaceRecon photo preview"
 
@@ -61,6 +62,8 @@ class FACERECON_PT_reconstruct(bpy.types.Panel):
             col.prop(settings, "flame_path")
         col.prop(settings, "method")
         col.prop(settings, "device")
+        if method_fits(settings.method):
+            col.prop(settings, "expressive_mouth")
 
         box = layout.box()
         box.label(text="Result")

@@ -104,7 +104,9 @@ def test_runner_explains_a_missing_engine(tmp_path):
     assert "jsonl" in args and ["--face", "2"] == args[-2:]
     # the largest face is asked for explicitly: the engine refuses to guess between several
     default = runner.ReconstructRequest(photo="p.jpg").arguments("o")
-    assert ["--face", "0"] == default[-2:] and "--detail" not in default
+    assert ["--face", "0"] == default[-2:] and "--detail" not in default and "--fit-option" not in default
+    tuned = runner.ReconstructRequest(photo="p.jpg", fit_options=("a=1", "b=2")).arguments("o")
+    assert tuned[-6:] == ["--fit-option", "a=1", "--fit-option", "b=2", "--face", "0"]
 
 
 def test_bake_detail_request_writes_the_pose_and_checks_the_map(tmp_path):

@@ -641,6 +641,18 @@ def test_panels_draw_what_exists(blender, result_folder, photos):
     assert ("operator", "facerecon.find_faces") in log and ("operator", "facerecon.reconstruct") in log
     assert ("list", "FACERECON_UL_shape_keys") in log
     assert any(e[0] == "prop" and e[2] == "photo_lighting" for e in log)
+    # "Expressive mouth": off by default, offered for methods that fit, passed as fit settings
+    from_props = installed.properties
+    assert not settings.expressive_mouth and settings.fit_options() == ()
+    assert any(e[0] == "prop" and e[2] == "expressive_mouth" for e in log)  # the method is the fit
+    settings.expressive_mouth = True
+    assert settings.fit_options() == from_props.EXPRESSIVE_MOUTH_OPTIONS
+    settings.method = "mofa"
+    assert settings.fit_options() == ()  # a learned method does not fit
+    mofa_log = []
+    ui.FACERECON_PT_reconstruct.draw(SimpleNamespace(layout=_Layout(bpy, mofa_log)), bpy.context)
+    assert not any(e[0] == "prop" and e[2] == "expressive_mouth" for e in mofa_log)
+    settings.method, settings.expressive_mouth = "fit", False
     keys = obj.data.shape_keys
     row_log = []
     for index, kb in enumerate(keys.key_blocks):
