@@ -99,13 +99,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             from engine.fitting import fit_config
             from engine.methods import get_method
 
-            if get_method(args.method).kind == "learned":
+            from engine.methods.hybrid import SCHEDULE_FIELDS
+
+            kind = get_method(args.method).kind
+            if kind == "learned":
                 raise UserError(f"--fit-option sets the fit, and --method {args.method} does not fit "
                                 "(use --method fit or hybrid)")
             config = fit_config(args.fit_option)
-            overridden = {"pose_iters", "shape_iters", "expression_reweight_iters", "joint_iters"}
+            overridden = set(SCHEDULE_FIELDS)
             given = {o.split("=", 1)[0].strip() for o in args.fit_option}
-            if get_method(args.method).kind == "hybrid" and given & overridden:
+            if kind == "hybrid" and given & overridden:
                 raise UserError(f"--method {args.method} sets {', '.join(sorted(given & overridden))} from its own "
                                 "schedule; use --fit-option hybrid_shape_iters=N, hybrid_reweight_iters=N or "
                                 "hybrid_joint_iters=N instead")

@@ -160,9 +160,12 @@ def test_hybrid_schedule_replaces_the_fits_stages_with_its_own():
     """The hybrid skips the PnP start and pose-only stage and takes its own landmark,
     reweighted-ℓ1 and joint step counts; the fit's own counts stay for the fit."""
     from engine.fitting import FitConfig
-    from engine.methods.hybrid import hybrid_config
+    from engine.fitting import changed_fields
+    from engine.methods.hybrid import SCHEDULE_FIELDS, hybrid_config
 
     base = FitConfig(hybrid_shape_iters=3, hybrid_reweight_iters=4, hybrid_joint_iters=5)
     cfg = hybrid_config(base)
     assert (cfg.pose_iters, cfg.shape_iters, cfg.expression_reweight_iters, cfg.joint_iters) == (0, 3, 4, 5)
     assert (base.shape_iters, base.expression_reweight_iters, base.joint_iters) == (40, 20, 30)
+    # SCHEDULE_FIELDS (what `reconstruct --fit-option` refuses for a hybrid) is what it replaces
+    assert set(changed_fields(cfg)) - set(changed_fields(base)) == set(SCHEDULE_FIELDS)

@@ -136,20 +136,34 @@ class CyclesReport:
                 "expression_units": expression_units(self.scores), "faces": [asdict(s) for s in self.scores]}
 
 
+def _arkit_rows(rows: list[CyclesFaceScore]) -> tuple[list[CyclesFaceScore], np.ndarray, np.ndarray]:
+    """The faces that carry ARKit weights, and their true and predicted weights (N, 52)."""
+    rows = [r for r in rows if r.arkit_true and r.arkit_pred]
+    return rows, np.array([r.arkit_true for r in rows]), np.array([r.arkit_pred for r in rows])
+
+
+def expression_units(rows: list[CyclesFaceScore]) -> list[dict[str, Any]]:
+    """Per ARKit unit over the faces with ARKit weights
+    (:func:`engine.eval.expressions.per_unit_recovery`)."""
+    from engine.eval.expressions import per_unit_recovery
+    from engine.head.arkit import ARKIT_NAMES
+
+    rows, T, P = _arkit_rows(rows)
+    return per_unit_recovery(T, P, list(ARKIT_NAMES)) if rows else []
+
+
 def expression_summary(rows: list[CyclesFaceScore]) -> dict[str, float]:
     """The expression figures over faces that carry ARKit weights (module docstring); empty
     when none does."""
-    from engine.eval.expressions import per_unit_recovery, pooled_recovery
-    from engine.head.arkit import ARKIT_NAMES
+    from engine.eval.expressions import ACTIVE, pooled_recovery
 
-    rows = [r for r in rows if r.arkit_true and r.arkit_pred]
+    rows, T, P = _arkit_rows(rows)
     if not rows:
         return {}
-    T, P = np.array([r.arkit_true for r in rows]), np.array([r.arkit_pred for r in rows])
     jt, jp = np.array([r.jaw_true_deg for r in rows]), np.array([r.jaw_pred_deg for r in rows])
-    expressive = (T >= 0.1).any(1)
+    expressive = (T >= ACTIVE).any(1)
     out = {f"expression_{k}": v for k, v in pooled_recovery(T[expressive], P[expressive]).items()}
-    corr = [u["corr"] for u in per_unit_recovery(T, P, list(ARKIT_NAMES)) if "corr" in u]
+    corr = [u["corr"] for u in expression_units(rows) if "corr" in u]
     if corr:
         out["expression_units_scored"], out["expression_corr_mean"] = float(len(corr)), float(np.mean(corr))
     neutral = ~(T > 0).any(1) & ~(jt > 1.0)
@@ -403,19 +417,6 @@ def format_summary(rep: CyclesReport) -> str:
         *_expression_lines(d, rep.scores),
         f"  time: {d['seconds_median']:.3f} s/face wall, {d['cpu_seconds_median']:.3f} s CPU{net}",
     ])
-
-
-def expression_units(rows: list[CyclesFaceScore]) -> list[dict[str, Any]]:
-    """Per ARKit unit over the faces with ARKit weights
-    (:func:`engine.eval.expressions.per_unit_recovery`)."""
-    from engine.eval.expressions import per_unit_recovery
-    from engine.head.arkit import ARKIT_NAMES
-
-    rows = [r for r in rows if r.arkit_true and r.arkit_pred]
-    if not rows:
-        return []
-    return per_unit_recovery(np.array([r.arkit_true for r in rows]), np.array([r.arkit_pred for r in rows]),
-                             list(ARKIT_NAMES))
 
 
 def _expression_lines(d: dict[str, float], rows: list[CyclesFaceScore]) -> list[str]:

@@ -20,6 +20,10 @@ METHOD = {
 }
 
 
+#: the FitConfig step counts a hybrid takes from its own ``hybrid_*`` fields (hybrid_config)
+SCHEDULE_FIELDS = ("pose_iters", "shape_iters", "expression_reweight_iters", "joint_iters")
+
+
 def hybrid_config(base: Any = None) -> Any:
     """Fitter schedule for a hybrid: the network's prediction replaces the PnP start, the
     pose-only stage and most landmark steps; a short joint refinement follows."""
