@@ -56,6 +56,10 @@ def _run(frames: list, head, method: str, key_frames: int, device: str = "cpu", 
     if args is not None:
         if args.fov is not None:
             cfg.fit = dataclasses.replace(cfg.fit, fov_deg=args.fov)
+        if getattr(args, "fit_option", None):
+            from engine.fitting import fit_config
+
+            cfg.fit = fit_config(args.fit_option, base=cfg.fit)
         cfg.frame_fit = frame_fit_config(cfg.fit, args.frame_steps)
         if args.frame_joint_iters:  # the photometric stages too (appearance + joint refinement)
             cfg.frame_fit = dataclasses.replace(cfg.frame_fit, appearance=True, joint_iters=args.frame_joint_iters)
@@ -149,9 +153,12 @@ def _summary(rows: list[dict]) -> None:
         m = {k: np.mean([r[key][k] for r in rows]) for k in rows[0][key]}
         print(f"{key:10s} {m['expr_mm']:8.3f} {m['weight_mae']:8.4f} {m['jaw_deg']:8.2f} {m['head_deg']:8.2f} "
               f"{m['jitter']:8.5f} {m['lag']:7.2f}")
-    ratio = np.mean([r["raw"]["jitter"] for r in rows]) / np.mean([r["smooth"]["jitter"] for r in rows])
+    raw_jitter = np.mean([r["raw"]["jitter"] for r in rows])
+    smooth_jitter = np.mean([r["smooth"]["jitter"] for r in rows])
+    # a converged per-frame solve gives still frames identical estimates: no jitter to divide
+    ratio = f"{raw_jitter / smooth_jitter:.1f}x" if smooth_jitter > 0 else "– (none on still frames)"
     err = np.mean([r["smooth"]["expr_mm"] for r in rows]) / np.mean([r["raw"]["expr_mm"] for r in rows])
-    print(f"jitter raw/smoothed {ratio:.1f}x; expression error smoothed/raw {err:.3f}x; truth jitter "
+    print(f"jitter raw/smoothed {ratio}; expression error smoothed/raw {err:.3f}x; truth jitter "
           f"{np.mean([r['raw']['jitter_truth'] for r in rows]):.5f}")
     print(f"identity error (neutral face skin): one key frame {np.mean([r['key_id_mm'] for r in rows]):.2f} mm, "
           f"combined {np.mean([r['clip_id_mm'] for r in rows]):.2f} mm")
@@ -297,6 +304,8 @@ def main() -> None:
         p.add_argument("--key-frames", type=int, default=8)
         p.add_argument("--fov", type=float, default=None, help="the camera guess of the fits (default: animate's)")
         p.add_argument("--frame-steps", type=int, default=10, help="landmark steps per frame (animate's default 10)")
+        p.add_argument("--fit-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a FitConfig field for the key frames and every frame, e.g. landmark_solver=adam; repeatable")
         p.add_argument("--frame-joint-iters", type=int, default=0,
                        help="add the photometric stages to each frame's fit with this many joint steps (default 0)")
         p.add_argument("--no-repose", action="store_true", help="warm start without the per-frame PnP")

@@ -25,8 +25,17 @@ class FitConfig:
     crop_scale: float = 1.7  # crop side / landmark bounding-box side
     blur_sigma_px: float = 1.0  # Gaussian blur of the working crop (smoother photometric gradients)
     # stage 1+2: landmarks (pose, then identity/expression/jaw)
-    pose_iters: int = 15
+    pose_iters: int = 15  # Adam steps (landmark_solver "adam"); with "lm" > 0 = solve, 0 = skip
     shape_iters: int = 40
+    # "adam": the schedule above (pose_iters, then shape_iters and expression_reweight_iters
+    # Adam steps); "lm": the same energies (pose alone; everything with the ℓ1 prior; again
+    # with the reweighted ℓ1) each minimised to convergence by orthant-wise
+    # Levenberg–Marquardt (engine.fitting.optim, engine.fitting.gauss_newton), at most
+    # `landmark_lm_iters` Gauss–Newton steps per solve; a step count of 0 still skips its part.
+    # "lm" since the tenth session: the stage 0.6 s -> 0.2-0.35 s, the same fits within noise
+    # (synthetic seed 0 and the Cycles set), video frames 13 % more accurate (docs/fitting.md)
+    landmark_solver: str = "lm"
+    landmark_lm_iters: int = 20
     lr_pose: float = 0.02
     lr_shape: float = 0.08
     # stage 3: appearance (closed-form SH + albedo alternation)
@@ -48,7 +57,8 @@ class FitConfig:
     # start and the pose-only stage; these many landmark, reweighted-ℓ1 and joint steps follow.
     # 8 + 10 landmark steps keep the geometry on the Cycles set (1.40 vs 1.41 mm) in 10 % less
     # time but lose expression (preset slope 0.21 -> 0.12, jaw correlation 0.91 -> 0.83), so
-    # the defaults stay (docs/evaluation.md)
+    # the defaults stay (docs/evaluation.md). With landmark_solver "lm" the landmark counts only
+    # switch their solve on (> 0) or off (0): each solve runs to convergence
     hybrid_shape_iters: int = 15
     hybrid_reweight_iters: int = 20
     hybrid_joint_iters: int = 20
@@ -148,6 +158,17 @@ class FitConfig:
     # outputs
     texture_size: int = 1024
     overlay_max_side: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.landmark_solver not in LANDMARK_SOLVERS:
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"landmark_solver must be one of {', '.join(LANDMARK_SOLVERS)}, "
+                              f"got {self.landmark_solver!r}")
+
+
+#: the landmark stage's optimisers (FitConfig.landmark_solver)
+LANDMARK_SOLVERS = ("adam", "lm")
 
 
 def fit_config(options: Sequence[str] = (), base: FitConfig | None = None) -> FitConfig:

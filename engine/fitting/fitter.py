@@ -33,7 +33,8 @@ from engine.face import FaceDecoder, FaceParams
 from engine.fitting.appearance import Appearance, fit_appearance, neighbour_average_matrix, symmetric_albedo
 from engine.fitting.camera_init import guess_intrinsics, solve_pnp
 from engine.fitting.config import FitConfig
-from engine.fitting.optim import Adam
+from engine.fitting.gauss_newton import CoefficientJacobian
+from engine.fitting.optim import Adam, orthant_levenberg_marquardt
 from engine.head.model import HeadModel
 from engine.losses import SkinColourPrior, landmark_weights_68, mesh_edges
 from engine.losses.terms import LossInputs, weighted_sum
@@ -152,9 +153,10 @@ def _ibug_coverage(indices: torch.Tensor, dense_weights: torch.Tensor, n_native:
 
 
 def _pose_tensor(model: HeadModel, jaw: torch.Tensor, jaw_index: int | None) -> torch.Tensor:
-    pose = jaw.new_zeros(1, model.n_joints, 3)
+    """``(B, J, 3)`` pose: every joint at rest but the jaw, ``jaw (B, 3)``."""
+    pose = jaw.new_zeros(jaw.shape[0], model.n_joints, 3)
     if jaw_index is not None:
-        pose = pose.index_put((torch.tensor([0]), torch.tensor([jaw_index])), jaw)
+        pose = torch.cat([pose[:, :jaw_index], jaw[:, None], pose[:, jaw_index + 1:]], 1)
     return pose
 
 
@@ -176,6 +178,7 @@ class PhotoFit:
         self.decoder = FaceDecoder(model)
         self.losses: dict[str, float] = {}
         self.l1_weights: torch.Tensor | None = None  # per-unit ℓ1 weights once reweighted (None = all 1)
+        self._coef_jacobian: CoefficientJacobian | None = None  # the "lm" landmark stage's, built once
 
     # ------------------------------------------------------------------ parameters -> FaceParams
     def params(self, albedo: torch.Tensor | None = None, head: HeadModel | None = None) -> FaceParams:
@@ -294,10 +297,12 @@ class PhotoFit:
         self.timings["camera"] = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ stage 2: landmarks
-    def _landmark_energy(self, priors: bool) -> torch.Tensor:
+    def _landmark_energy(self, priors: bool, l1: bool = True) -> torch.Tensor:
         dec = self.sub_decoder(self.params())
         pts = dec.project(dec.points(self.sub_tri, self.lmk_bary))
         weights = {"landmark": 1.0 / self.lmk_sigma**2, **(self._priors_weights() if priors else {})}
+        if not l1:
+            weights.pop("expression_l1", None)
         total, _ = weighted_sum(weights, LossInputs(dec, landmarks=self.target, landmark_points=pts,
                                                     landmark_weights=self.lmk_w,
                                                     expression_l1_weights=self.l1_weights))
@@ -307,6 +312,10 @@ class PhotoFit:
         """Pose alone, then pose + identity + expression + jaw on landmarks and priors."""
         cfg, t1 = self.cfg, time.perf_counter()
         self.report("landmarks", 0.1, "fitting pose, identity and expression to landmarks")
+        if cfg.landmark_solver == "lm":
+            self._landmarks_lm()
+            self.timings["landmarks"] = time.perf_counter() - t1
+            return
         opt = Adam([(self.rvec, cfg.lr_pose), (self.tvec, cfg.lr_pose * 0.05)])
         for _ in range(cfg.pose_iters):
             opt.zero_grad()
@@ -341,6 +350,147 @@ class PhotoFit:
             if id_keep is not None and self.beta.grad is not None:
                 self.beta.grad.mul_(id_keep)
             opt.step()
+
+    # ------------------------------------------------------------------ stage 2 by Levenberg–Marquardt
+    def _leaves(self) -> list[torch.Tensor]:
+        return [self.rvec, self.tvec, self.beta, self.psi, self.jaw]
+
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([p.detach()[0] for p in self._leaves()])
+
+    @torch.no_grad()
+    def _set_flat(self, theta: torch.Tensor) -> None:
+        i = 0
+        for p in self._leaves():
+            n = p.shape[1]
+            p[0] = theta[i:i + n]
+            i += n
+
+    def _landmarks_lm(self) -> None:
+        """The landmark stage's energy minimised by :func:`orthant_levenberg_marquardt`, in
+        the Adam schedule's order: pose alone (landmarks only; skipped when ``pose_iters`` is
+        0, as in the hybrid), then everything on landmarks and priors, then again with the
+        reweighted ℓ1 weights. Each solve is run to convergence (at most
+        ``landmark_lm_iters`` steps), and units whose landmark evidence is weaker than their
+        ℓ1 weight end exactly at zero."""
+        cfg, model = self.cfg, self.model
+        sizes = [3, 3, model.n_identity, model.n_expression, 3]
+        start = [sum(sizes[:k]) for k in range(5)]
+        P = sum(sizes)
+        free_pose = torch.zeros(P, dtype=torch.bool, device=self.dev)
+        free_pose[:6] = True
+        if cfg.pose_iters > 0:  # the hybrid starts from its network's pose instead
+            self._lm_solve(free_pose, priors=False, l1=None)
+        free = torch.ones(P, dtype=torch.bool, device=self.dev)
+        psi_slice = slice(start[3], start[3] + model.n_expression)
+        beta_slice = slice(start[2], start[2] + model.n_identity)
+        free[psi_slice] = self.exp_mask[0] > 0
+        free[start[4]:] = (self.jaw_mask[0] > 0) & (self.cache.jaw_index is not None)
+        if cfg.fix_identity:
+            free[beta_slice] = False
+        elif 0 < cfg.landmark_identity_modes < model.n_identity:
+            free[start[2] + cfg.landmark_identity_modes:start[3]] = False
+        if cfg.shape_iters <= 0:
+            return
+        l1 = None
+        if cfg.w_expression_l1 > 0:
+            l1 = torch.zeros(P, device=self.dev)
+            l1[psi_slice] = cfg.w_expression_l1 * self.exp_mask[0]
+        self._lm_solve(free, priors=True, l1=l1)
+        self._clamp_expression()
+        if (l1 is not None and cfg.expression_reweight_eps > 0 and cfg.expression_reweight_iters > 0):
+            with torch.no_grad():  # reweighted ℓ1, as the Adam schedule's
+                eps = cfg.expression_reweight_eps
+                self.l1_weights = eps / (eps + self.psi.detach().abs())
+            l1[psi_slice] = cfg.w_expression_l1 * self.l1_weights[0] * self.exp_mask[0]
+            self._lm_solve(free, priors=True, l1=l1)
+            self._clamp_expression()
+
+    def _lm_solve(self, free: torch.Tensor, priors: bool, l1: torch.Tensor | None) -> None:
+        def energy(theta: torch.Tensor) -> float:
+            self._set_flat(theta)
+            with torch.no_grad():
+                return float(self._landmark_energy(priors, l1=False).sum())
+
+        def system(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self._set_flat(theta)
+            return self._lm_system(priors)
+
+        # the expression weights stay inside the model's range (a bound, not only the soft
+        # range prior: the prior's kink at the bound slowed Gauss–Newton down)
+        lower = torch.full((len(free),), float("-inf"), device=self.dev)
+        upper = torch.full((len(free),), float("inf"), device=self.dev)
+        k = 6 + self.model.n_identity
+        lower[k:k + self.model.n_expression] = self.model.expression_range[:, 0]
+        upper[k:k + self.model.n_expression] = self.model.expression_range[:, 1]
+        theta, _ = orthant_levenberg_marquardt(self._flat(), energy, system, free, l1, lower=lower, upper=upper,
+                                               iters=self.cfg.landmark_lm_iters, tol=1e-4)
+        self._set_flat(theta)
+
+    @torch.no_grad()
+    def _lm_system(self, priors: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient and Gauss–Newton Hessian ``2 JᵀJ`` (+ the quadratic priors' curvature) of
+        the landmark energy (ℓ1 prior left out) over (rvec, tvec, identity, expression, jaw):
+        ``J`` is the residuals' Jacobian — identity and expression columns from
+        :class:`engine.fitting.gauss_newton.CoefficientJacobian`, the camera's six by
+        forward differences of the projection, the jaw's three by forward differences of
+        the decoded points (one batched pass) — and the priors' gradient comes from autograd
+        (they need no decode)."""
+        cfg, model = self.cfg, self.model
+        if self._coef_jacobian is None:
+            self._coef_jacobian = CoefficientJacobian(self.sub_decoder.head, self.sub_tri, self.lmk_bary)
+        w = self.lmk_w / self.lmk_w.sum()
+        scale = (w.sqrt() / self.lmk_sigma)[:, None, None]  # residual = scale · (u − target)
+        # the jaw's columns: the unperturbed and three perturbed jaws in one decode
+        h = 1e-3
+        jaw = (self.jaw.detach() + torch.cat([torch.zeros(1, 3, device=self.dev), h * torch.eye(3, device=self.dev)])) * self.jaw_mask
+        B = 4
+        camera = PerspectiveCamera(self.K_work[None].expand(B, 3, 3), axis_angle_to_matrix(self.rvec.detach()).expand(B, 3, 3),
+                                   self.tvec.detach().expand(B, 3), self.size)
+        params = FaceParams(identity=self.beta.detach().expand(B, -1), expression=(self.psi * self.exp_mask).detach().expand(B, -1),
+                            pose=_pose_tensor(model, jaw, self.cache.jaw_index), camera=camera, sh=self.sh.expand(B, 9, 3))
+        points = self.sub_decoder(params).points(self.sub_tri, self.lmk_bary)  # (4, N, 3)
+        u = camera.project(points)[0]
+        J_jaw = (u[1:] - u[:1]).permute(1, 2, 0) / h  # (N, 2, 3)
+        # the camera's columns: rotate / move the posed points (no decode)
+        x = points[0]
+        steps = torch.tensor([1e-3] * 3 + [1e-4] * 3, device=self.dev)
+        dr = torch.cat([torch.zeros(1, 3, device=self.dev), torch.diag(steps[:3]), torch.zeros(3, 3, device=self.dev)])
+        dt = torch.cat([torch.zeros(4, 3, device=self.dev), torch.diag(steps[3:])])
+        cams = PerspectiveCamera(self.K_work[None].expand(7, 3, 3), axis_angle_to_matrix(self.rvec.detach() + dr),
+                                 self.tvec.detach() + dt, self.size)
+        uc = cams.project(x.expand(7, -1, -1))[0]
+        J_cam = (uc[1:] - uc[:1]).permute(1, 2, 0) / steps  # (N, 2, 6)
+        J_coef = self._coef_jacobian(self.params(), x)
+        J_coef[..., model.n_identity:] *= self.exp_mask[0]
+        J = (torch.cat([J_cam, J_coef, J_jaw], -1) * scale).reshape(-1, J_coef.shape[-1] + 9)
+        r = ((u[0] - self.target[0]) * scale[:, :, 0]).reshape(-1)
+        H = 2.0 * J.T @ J
+        g = 2.0 * J.T @ r
+        if priors:
+            with torch.enable_grad():
+                weights = self._priors_weights()
+                weights.pop("expression_l1")
+                total, _ = weighted_sum(weights, LossInputs(self.sub_decoder(self.params()),
+                                                            expression_l1_weights=self.l1_weights))
+                leaves = self._leaves()
+                live = [p for p in leaves if p.requires_grad]
+                grads = iter(torch.autograd.grad(total.sum(), live, allow_unused=True))
+                prior_g = []
+                for p in leaves:
+                    gp = next(grads) if p.requires_grad else None
+                    prior_g.append(torch.zeros_like(p[0]) if gp is None else gp[0])
+            g = g + torch.cat(prior_g)
+            curv = torch.zeros(H.shape[0], device=self.dev)
+            k0, k1 = 6, 6 + model.n_identity
+            curv[k0:k1] = 2.0 * cfg.w_identity / model.identity_std.clamp_min(1e-12) ** 2
+            psi = (self.psi * self.exp_mask)[0]
+            rng = model.expression_range
+            outside = ((psi < rng[:, 0]) | (psi > rng[:, 1])).float()
+            curv[k1:k1 + model.n_expression] = 2.0 * (cfg.w_expression + cfg.w_expression_range * outside) * self.exp_mask[0]
+            curv[k1 + model.n_expression:] = 2.0 * cfg.w_jaw * self.jaw_mask[0]
+            H = H + torch.diag(curv)
+        return g, H
 
     def _clamp_expression(self) -> None:
         rng = self.model.expression_range

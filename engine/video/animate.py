@@ -75,7 +75,8 @@ FRAME_EXPRESSION_PRIORS = {"w_expression_l1": 0.3, "w_expression": 2.0 / 68.0, "
 
 def frame_fit_config(base: FitConfig | None = None, steps: int = 10) -> FitConfig:
     """The warm-started per-frame fit: identity fixed, no pose-only steps (:func:`repose` has
-    placed the head), ``steps`` landmark steps, no lighting/albedo/photometric stages
+    placed the head), ``steps`` landmark steps (with the default Levenberg–Marquardt landmark
+    stage, any ``steps`` > 0 means one converged solve), no lighting/albedo/photometric stages
     (docs/video.md: three quarters of the time, and 50 % larger expression errors), and the
     expression priors :data:`FRAME_EXPRESSION_PRIORS`."""
     return dataclasses.replace(base or video_fit_config(), fix_identity=True, appearance=False, pose_iters=0,
