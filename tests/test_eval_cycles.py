@@ -126,6 +126,7 @@ def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
         # the same model's ARKit weights and jaw come back exactly
         assert len(s.arkit_true) == 52 and s.arkit_pred == pytest.approx(s.arkit_true, abs=1e-6)
         assert s.jaw_pred_deg == pytest.approx(s.jaw_true_deg, abs=1e-4)
+        assert 0.0 < s.skin_photo < 1.0
     assert "better than the mean face on 100 %" in format_summary(rep)
     from engine.eval.cycles import format_table
 
@@ -134,6 +135,33 @@ def test_evaluation_of_the_ground_truth_scores_zero(tiny_set, head, tmp_path):
     assert "| 0.000 (1.00× fit)" not in table[2]  # no fit report given: no ratios
     params, detected = load_prediction(tmp_path / f"{found[0].index:05d}.npz")
     assert params.identity.shape == (1, head.n_identity) and detected.shape == (68, 2)
+
+
+def test_photo_skin_luminance_reads_the_pixels_under_the_facing_skin():
+    """A cap of skin 0.5 m in front of the camera, bulging towards it, over a two-tone photo:
+    the median luma of the pixels it covers, whichever way its triangles wind; the same cap
+    bulging away (the back of a head) faces away: nothing."""
+    from engine.eval.cycles import photo_skin_luminance
+    from engine.eval.cycles_set import luminance
+
+    g = np.linspace(-0.05, 0.05, 11)
+    xx, yy = np.meshgrid(g, g)
+    bulge = 0.02 * (1 - (xx ** 2 + yy ** 2) / 0.005)
+    X = np.stack([xx.ravel(), yy.ravel(), 0.5 - bulge.ravel()], 1)
+    faces = np.array([[r * 11 + c, r * 11 + c + 1, (r + 1) * 11 + c] for r in range(10) for c in range(10)]
+                     + [[r * 11 + c + 1, (r + 1) * 11 + c + 1, (r + 1) * 11 + c] for r in range(10) for c in range(10)])
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :] = (200, 150, 120)
+    image[:, :20] = (0, 0, 0)  # not under the cap (it covers columns ~30-70)
+    mask = np.ones(len(X), bool)
+    gt = {"vertices_camera": X, "faces": faces, "K": np.array([[200.0, 0, 50], [0, 200.0, 50], [0, 0, 1]]),
+          "skin_face_mask": mask, "face_mask": mask}
+    expected = float(luminance(np.array([[200, 150, 120]]) / 255.0)[0])
+    assert photo_skin_luminance(image, gt) == pytest.approx(expected, abs=1e-6)
+    assert photo_skin_luminance(image, dict(gt, faces=faces[:, ::-1])) == pytest.approx(expected, abs=1e-6)
+    away = X.copy()
+    away[:, 2] = 0.5 + bulge.ravel()
+    assert np.isnan(photo_skin_luminance(image, dict(gt, vertices_camera=away)))
 
 
 def test_network_timing(head):

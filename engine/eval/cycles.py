@@ -82,6 +82,7 @@ class CyclesFaceScore:
     arkit_pred: list[float] = field(default_factory=list)
     jaw_true_deg: float = float("nan")
     jaw_pred_deg: float = float("nan")
+    skin_photo: float = float("nan")  # photo_skin_luminance: the photo's own skin brightness
 
 
 @dataclass
@@ -121,6 +122,7 @@ class CyclesReport:
             "roll_err_median": float(np.median(col("roll_err"))),
             "rotation_err_median": float(np.median(col("rotation_err"))),
             "skin_spearman": rho, "skin_slope": slope,
+            "skin_photo_spearman": tone_agreement(col("skin_true"), col("skin_photo"))[0],
             "seconds_median": float(np.median(col("seconds"))), "cpu_seconds_median": float(np.median(col("cpu_seconds"))),
         }
         out.update(expression_summary(rows))
@@ -235,6 +237,31 @@ def tone_agreement(true: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
 def face_luminance(albedo: np.ndarray, region: np.ndarray) -> float:
     """Median Rec. 709 luma of a per-vertex albedo (sRGB, [0, 1]) over a vertex region."""
     return float(np.median(luminance(np.clip(np.asarray(albedo, np.float64)[np.asarray(region, bool)], 0, 1))))
+
+
+def photo_skin_luminance(image: np.ndarray, gt: dict[str, Any]) -> float:
+    """Median Rec. 709 luma (sRGB, [0, 1]) of the photo's pixels under the true face-region
+    skin vertices that face the camera: the skin's brightness as the photo shows it, light
+    included. Across faces, its rank agreement with the true albedo's is what reading the
+    photo's brightness alone gives, before any separation of light and albedo."""
+    X = np.asarray(gt["vertices_camera"], np.float64)
+    F = np.asarray(gt["faces"], np.int64)
+    n = np.zeros_like(X)
+    fn = np.cross(X[F[:, 1]] - X[F[:, 0]], X[F[:, 2]] - X[F[:, 0]])
+    for k in range(3):
+        np.add.at(n, F[:, k], fn)
+    region = np.asarray(gt["skin_face_mask"], bool) & np.asarray(gt["face_mask"], bool)
+    if np.sum(n[region] * (X[region] - X[region].mean(0))) < 0:  # inward winding: flip
+        n = -n
+    facing = region & (np.einsum("vc,vc->v", n, X) < 0)
+    uvw = X[facing] @ np.asarray(gt["K"], np.float64).T
+    uv = np.floor(uvw[:, :2] / uvw[:, 2:3]).astype(np.int64)
+    H, W = image.shape[:2]
+    ok = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    if not ok.any():
+        return float("nan")
+    px = np.asarray(image, np.float64)[uv[ok, 1], uv[ok, 0], :3] / 255.0
+    return float(np.median(luminance(px)))
 
 
 def network_ms(predictor: Predictor, size: int = 224, repeats: int = 20) -> tuple[float, float] | None:
@@ -359,7 +386,8 @@ def evaluate_cycles(folder: str | Path, head: HeadModel, predictor: Predictor, b
             roll_err=float(d_ang[2]), rotation_err=total, true_pitch=float(true_ang[0]), true_yaw=float(true_ang[1]),
             true_roll=float(true_ang[2]), skin_true=skin_true, skin_pred=skin_pred, seconds=secs, cpu_seconds=cpu,
             arkit_true=arkit_true, arkit_pred=arkit_pred, jaw_true_deg=_jaw_deg(list(gt_head.joint_names), g["pose"]),
-            jaw_pred_deg=_jaw_deg(list(head.joint_names), params.pose[0].numpy())))
+            jaw_pred_deg=_jaw_deg(list(head.joint_names), params.pose[0].numpy()),
+            skin_photo=photo_skin_luminance(s.image, g)))
         if save_dir:
             save_prediction(save_dir / f"{i:05d}.npz", params, face.landmarks68)
         if log:
@@ -413,7 +441,8 @@ def format_summary(rep: CyclesReport) -> str:
         f"image width), mean {d['landmark_px_mean']:.2f} px  | detector {d['detector_px_median']:.2f} px",
         f"  pose error (median, deg): pitch {d['pitch_err_median']:.1f}  yaw {d['yaw_err_median']:.1f}  "
         f"roll {d['roll_err_median']:.1f}  total {d['rotation_err_median']:.1f}",
-        f"  skin luminance: Spearman {d['skin_spearman']:.3f}  slope {d['skin_slope']:.3f}",
+        f"  skin luminance: Spearman {d['skin_spearman']:.3f}  slope {d['skin_slope']:.3f}  | the photo's own skin "
+        f"brightness: Spearman {d['skin_photo_spearman']:.3f}",
         *_expression_lines(d, rep.scores),
         f"  time: {d['seconds_median']:.3f} s/face wall, {d['cpu_seconds_median']:.3f} s CPU{net}",
     ])
