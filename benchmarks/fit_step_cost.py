@@ -4,8 +4,9 @@ prints figures).
     python benchmarks/fit_step_cost.py [--repeats 30]
 
 Fits the bundled astronaut photo once (default ``fit``), keeps the fitter's state, then times
-one landmark step (``PhotoFit._landmark_energy`` with its priors, forward and backward) and
-one joint photometric step (as ``PhotoFit.refine`` builds it) — best of ``--repeats`` and the
+one landmark step (``PhotoFit._landmark_energy`` with its priors, forward and backward: an
+Adam step's work), the Levenberg–Marquardt landmark stage's system (``PhotoFit._lm_system``:
+gradient and Gauss–Newton Hessian) and its energy evaluation, and one joint photometric step (as ``PhotoFit.refine`` builds it) — best of ``--repeats`` and the
 median, milliseconds, one torch thread — and counts the ``aten::`` operations of each with
 ``torch.profiler``. A step's time over its operation count is the per-operation overhead
 that bounds the hybrid's speed (docs/evaluation.md, "More steps instead").
@@ -58,8 +59,15 @@ def main() -> None:
         weights["contour"] = cfg.w_contour / fit.lmk_sigma**2
     photo_weights = (fit.weights * fit.cache.photo_mask.float() * feature_keep)[None]
 
-    def landmark_step() -> None:
+    def landmark_step() -> None:  # one Adam step's work (landmark_solver=adam)
         fit._landmark_energy(priors=True).sum().backward()
+
+    def gauss_newton_system() -> None:  # one Levenberg-Marquardt step's system (the default)
+        fit._lm_system(priors=True)
+
+    def landmark_energy() -> None:  # what LM evaluates for each trial step
+        with torch.no_grad():
+            fit._landmark_energy(priors=True, l1=False)
 
     def joint_step() -> None:
         dec = fit.decoder(fit.params(albedo=albedo))
@@ -69,7 +77,9 @@ def main() -> None:
                             contour_region=head.regions["skin"], expression_l1_weights=fit.l1_weights)
         weighted_sum(weights, inputs)[0].sum().backward()
 
-    for name, step in (("landmark step", landmark_step), ("joint step", joint_step)):
+    for name, step in (("landmark step (forward + backward)", landmark_step),
+                       ("Gauss-Newton system (gradient + 2 J^T J)", gauss_newton_system),
+                       ("landmark energy (no gradient)", landmark_energy), ("joint step (forward + backward)", joint_step)):
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
@@ -79,7 +89,7 @@ def main() -> None:
             step()
         ops = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
         best = min(times)
-        print(f"{name} (forward + backward): best {best:.2f} ms, median {statistics.median(times):.2f} ms; "
+        print(f"{name}: best {best:.2f} ms, median {statistics.median(times):.2f} ms; "
               f"{ops} aten operations, {1000.0 * best / ops:.1f} us each")
 
 
