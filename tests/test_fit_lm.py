@@ -69,6 +69,14 @@ def test_orthant_lm_keeps_held_coordinates_and_bounds():
     assert float(y[0]) == 0.5 and abs(float(y[1]) - 2.0) < 1e-9
 
 
+def test_orthant_lm_leaves_a_flat_energy_alone():
+    theta = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    x, info = orthant_levenberg_marquardt(theta, lambda t: 1.0, lambda t: (torch.zeros(2, dtype=torch.float64),
+                                                                        torch.zeros(2, 2, dtype=torch.float64)),
+                                          torch.ones(2, dtype=torch.bool))
+    assert torch.equal(x, theta) and info.steps == 0
+
+
 @pytest.fixture(scope="module")
 def case():
     """The open head and one synthetic face with its true landmarks."""

@@ -114,7 +114,14 @@ def orthant_levenberg_marquardt(
         Ha, ga = H[active][:, active].double(), pg[active].double()
         diag = Ha.diagonal().clamp_min(1e-12)
         while True:
-            d = -torch.linalg.solve(Ha + torch.diag(lam * diag), ga)
+            try:
+                d = -torch.linalg.solve(Ha + torch.diag(lam * diag), ga)
+            except torch.linalg.LinAlgError:  # singular at this damping: damp more
+                lam *= nu
+                nu *= 2.0
+                if lam > 1e10:
+                    return theta, LMResult(e, steps, evals)
+                continue
             cand = theta.clone()
             cand[active] += d.to(theta)
             cross = (l1 > 0) & (orthant != 0) & (torch.sign(cand) != orthant)
