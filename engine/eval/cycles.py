@@ -244,12 +244,10 @@ def photo_skin_luminance(image: np.ndarray, gt: dict[str, Any]) -> float:
     skin vertices that face the camera: the skin's brightness as the photo shows it, light
     included. Across faces, its rank agreement with the true albedo's is what reading the
     photo's brightness alone gives, before any separation of light and albedo."""
+    from engine.render.shading import vertex_normals_np
+
     X = np.asarray(gt["vertices_camera"], np.float64)
-    F = np.asarray(gt["faces"], np.int64)
-    n = np.zeros_like(X)
-    fn = np.cross(X[F[:, 1]] - X[F[:, 0]], X[F[:, 2]] - X[F[:, 0]])
-    for k in range(3):
-        np.add.at(n, F[:, k], fn)
+    n = vertex_normals_np(X, gt["faces"])
     region = np.asarray(gt["skin_face_mask"], bool) & np.asarray(gt["face_mask"], bool)
     if np.sum(n[region] * (X[region] - X[region].mean(0))) < 0:  # inward winding: flip
         n = -n
