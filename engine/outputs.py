@@ -402,7 +402,7 @@ def expression_morph_targets(model, identity, pose) -> dict[str, np.ndarray]:
 
     with torch.no_grad():
         if pose.numel():
-            joints = model.joint_template[None] + torch.einsum("bk,kjc->bjc", identity[None], model.joint_identity_basis)
+            joints = model.rest_joints(identity[None])
             _, T = rigid_transforms(axis_angle_to_matrix(pose[None]), joints, model.joint_parents)
             Rv = torch.einsum("vj,jxy->vxy", model.skin_weights, T[0, :, :3, :3])
             basis = torch.einsum("vxy,kvy->kvx", Rv, model.expression_basis)

@@ -70,9 +70,7 @@ class CoefficientJacobian:
         (N, 3)`` (posed, model frame)."""
         head = self.head
         if head.n_joints:
-            beta, psi = params.identity, params.expression
-            joints = (head.joint_template[None] + torch.einsum("bk,kjc->bjc", beta, head.joint_identity_basis)
-                      + torch.einsum("bk,kjc->bjc", psi, head.joint_expression_basis))
+            joints = head.rest_joints(params.identity, params.expression)
             rot = axis_angle_to_matrix(params.pose)
             _, A = rigid_transforms(rot, joints, head.joint_parents)
             Rj = A[0, :, :3, :3]  # (J, 3, 3)

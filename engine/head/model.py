@@ -205,6 +205,17 @@ class HeadModel(nn.Module):
         return self._evaluate(identity, expression, pose, self.template, self.identity_basis,
                               self.expression_basis, self.pose_basis, self.skin_weights)
 
+    def rest_joints(self, identity: torch.Tensor | None = None,
+                    expression: torch.Tensor | None = None) -> torch.Tensor:
+        """Rest-pose joint positions ``(B, J, 3)`` of a shape and expression (the joints
+        move with both; None = zeros)."""
+        batch = next((t.shape[0] for t in (identity, expression) if t is not None), 1)
+        beta = self._coeffs(identity, self.n_identity, batch)
+        psi = self._coeffs(expression, self.n_expression, batch)
+        return (self.joint_template[None]
+                + torch.einsum("bk,kjc->bjc", beta, self.joint_identity_basis)
+                + torch.einsum("bk,kjc->bjc", psi, self.joint_expression_basis))
+
     def vertex_subset(self, vertex_ids: torch.Tensor) -> "VertexSubset":
         """This model evaluated at the vertices ``vertex_ids (N,)`` only (the same values as
         ``forward(...).vertices[:, vertex_ids]``, in a fraction of the time when N is small):
@@ -223,9 +234,7 @@ class HeadModel(nn.Module):
         J = self.n_joints
         if J == 0:
             return HeadOutput(vertices=v, joints=v.new_zeros(batch, 0, 3))
-        joints = (self.joint_template[None]
-                  + torch.einsum("bk,kjc->bjc", beta, self.joint_identity_basis)
-                  + torch.einsum("bk,kjc->bjc", psi, self.joint_expression_basis))
+        joints = self.rest_joints(beta, psi)
         if pose is None:
             return HeadOutput(vertices=v, joints=joints)
         if pose.shape[1:] != (J, 3):
