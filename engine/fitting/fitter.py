@@ -189,10 +189,15 @@ class PhotoFit:
                           pose=_pose_tensor(self.model, self.jaw * self.jaw_mask, self.cache.jaw_index), camera=camera,
                           sh=self.sh, albedo=albedo)
 
-    def _priors_weights(self) -> dict[str, float]:
+    def _priors_weights(self, l1: bool = True) -> dict[str, float]:
+        """The priors' loss weights; ``l1=False`` leaves the ℓ1 prior out (the "lm" landmark
+        stage handles it in its solver)."""
         c = self.cfg
-        return {"identity_prior": c.w_identity, "expression_prior": c.w_expression,
-                "expression_range": c.w_expression_range, "jaw_prior": c.w_jaw, "expression_l1": c.w_expression_l1}
+        out = {"identity_prior": c.w_identity, "expression_prior": c.w_expression,
+               "expression_range": c.w_expression_range, "jaw_prior": c.w_jaw}
+        if l1:
+            out["expression_l1"] = c.w_expression_l1
+        return out
 
     # ------------------------------------------------------------------ stage 1: camera
     def camera(self) -> None:
@@ -300,9 +305,7 @@ class PhotoFit:
     def _landmark_energy(self, priors: bool, l1: bool = True) -> torch.Tensor:
         dec = self.sub_decoder(self.params())
         pts = dec.project(dec.points(self.sub_tri, self.lmk_bary))
-        weights = {"landmark": 1.0 / self.lmk_sigma**2, **(self._priors_weights() if priors else {})}
-        if not l1:
-            weights.pop("expression_l1", None)
+        weights = {"landmark": 1.0 / self.lmk_sigma**2, **(self._priors_weights(l1) if priors else {})}
         total, _ = weighted_sum(weights, LossInputs(dec, landmarks=self.target, landmark_points=pts,
                                                     landmark_weights=self.lmk_w,
                                                     expression_l1_weights=self.l1_weights))
@@ -355,16 +358,21 @@ class PhotoFit:
     def _leaves(self) -> list[torch.Tensor]:
         return [self.rvec, self.tvec, self.beta, self.psi, self.jaw]
 
+    def _flat_slices(self) -> dict[str, slice]:
+        """Where rvec, tvec, beta (identity), psi (expression) and jaw sit in :meth:`_flat`."""
+        out, i = {}, 0
+        for name, p in zip(("rvec", "tvec", "beta", "psi", "jaw"), self._leaves()):
+            out[name] = slice(i, i + p.shape[1])
+            i += p.shape[1]
+        return out
+
     def _flat(self) -> torch.Tensor:
         return torch.cat([p.detach()[0] for p in self._leaves()])
 
     @torch.no_grad()
     def _set_flat(self, theta: torch.Tensor) -> None:
-        i = 0
-        for p in self._leaves():
-            n = p.shape[1]
-            p[0] = theta[i:i + n]
-            i += n
+        for p, where in zip(self._leaves(), self._flat_slices().values()):
+            p[0] = theta[where]
 
     def _landmarks_lm(self) -> None:
         """The landmark stage's energy minimised by :func:`orthant_levenberg_marquardt`, in
@@ -374,22 +382,20 @@ class PhotoFit:
         ``landmark_lm_iters`` steps), and units whose landmark evidence is weaker than their
         ℓ1 weight end exactly at zero."""
         cfg, model = self.cfg, self.model
-        sizes = [3, 3, model.n_identity, model.n_expression, 3]
-        start = [sum(sizes[:k]) for k in range(5)]
-        P = sum(sizes)
+        at = self._flat_slices()
+        P = at["jaw"].stop
         free_pose = torch.zeros(P, dtype=torch.bool, device=self.dev)
-        free_pose[:6] = True
+        free_pose[at["rvec"]] = free_pose[at["tvec"]] = True
         if cfg.pose_iters > 0:  # the hybrid starts from its network's pose instead
             self._lm_solve(free_pose, priors=False, l1=None)
         free = torch.ones(P, dtype=torch.bool, device=self.dev)
-        psi_slice = slice(start[3], start[3] + model.n_expression)
-        beta_slice = slice(start[2], start[2] + model.n_identity)
+        psi_slice = at["psi"]
         free[psi_slice] = self.exp_mask[0] > 0
-        free[start[4]:] = (self.jaw_mask[0] > 0) & (self.cache.jaw_index is not None)
+        free[at["jaw"]] = (self.jaw_mask[0] > 0) & (self.cache.jaw_index is not None)
         if cfg.fix_identity:
-            free[beta_slice] = False
+            free[at["beta"]] = False
         elif 0 < cfg.landmark_identity_modes < model.n_identity:
-            free[start[2] + cfg.landmark_identity_modes:start[3]] = False
+            free[at["beta"].start + cfg.landmark_identity_modes:at["beta"].stop] = False
         if cfg.shape_iters <= 0:
             return
         l1 = None
@@ -420,9 +426,9 @@ class PhotoFit:
         # range prior: the prior's kink at the bound slowed Gauss–Newton down)
         lower = torch.full((len(free),), float("-inf"), device=self.dev)
         upper = torch.full((len(free),), float("inf"), device=self.dev)
-        k = 6 + self.model.n_identity
-        lower[k:k + self.model.n_expression] = self.model.expression_range[:, 0]
-        upper[k:k + self.model.n_expression] = self.model.expression_range[:, 1]
+        psi = self._flat_slices()["psi"]
+        lower[psi] = self.model.expression_range[:, 0]
+        upper[psi] = self.model.expression_range[:, 1]
         theta, _ = orthant_levenberg_marquardt(self._flat(), energy, system, free, l1, lower=lower, upper=upper,
                                                iters=self.cfg.landmark_lm_iters, tol=1e-4)
         self._set_flat(theta)
@@ -463,15 +469,13 @@ class PhotoFit:
         J_cam = (uc[1:] - uc[:1]).permute(1, 2, 0) / steps  # (N, 2, 6)
         J_coef = self._coef_jacobian(self.params(), x)
         J_coef[..., model.n_identity:] *= self.exp_mask[0]
-        J = (torch.cat([J_cam, J_coef, J_jaw], -1) * scale).reshape(-1, J_coef.shape[-1] + 9)
+        J = (torch.cat([J_cam, J_coef, J_jaw], -1) * scale).reshape(-1, J_coef.shape[-1] + 9)  # the order of _flat
         r = ((u[0] - self.target[0]) * scale[:, :, 0]).reshape(-1)
         H = 2.0 * J.T @ J
         g = 2.0 * J.T @ r
         if priors:
             with torch.enable_grad():
-                weights = self._priors_weights()
-                weights.pop("expression_l1")
-                total, _ = weighted_sum(weights, LossInputs(self.sub_decoder(self.params()),
+                total, _ = weighted_sum(self._priors_weights(l1=False), LossInputs(self.sub_decoder(self.params()),
                                                             expression_l1_weights=self.l1_weights))
                 leaves = self._leaves()
                 live = [p for p in leaves if p.requires_grad]
@@ -481,14 +485,16 @@ class PhotoFit:
                     gp = next(grads) if p.requires_grad else None
                     prior_g.append(torch.zeros_like(p[0]) if gp is None else gp[0])
             g = g + torch.cat(prior_g)
+            # the curvature of the loss library's quadratic priors (identity_prior,
+            # expression_prior, expression_range, jaw_prior), one coefficient each
+            at = self._flat_slices()
             curv = torch.zeros(H.shape[0], device=self.dev)
-            k0, k1 = 6, 6 + model.n_identity
-            curv[k0:k1] = 2.0 * cfg.w_identity / model.identity_std.clamp_min(1e-12) ** 2
+            curv[at["beta"]] = 2.0 * cfg.w_identity / model.identity_std.clamp_min(1e-12) ** 2
             psi = (self.psi * self.exp_mask)[0]
             rng = model.expression_range
             outside = ((psi < rng[:, 0]) | (psi > rng[:, 1])).float()
-            curv[k1:k1 + model.n_expression] = 2.0 * (cfg.w_expression + cfg.w_expression_range * outside) * self.exp_mask[0]
-            curv[k1 + model.n_expression:] = 2.0 * cfg.w_jaw * self.jaw_mask[0]
+            curv[at["psi"]] = 2.0 * (cfg.w_expression + cfg.w_expression_range * outside) * self.exp_mask[0]
+            curv[at["jaw"]] = 2.0 * cfg.w_jaw * self.jaw_mask[0]
             H = H + torch.diag(curv)
         return g, H
 
