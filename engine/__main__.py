@@ -99,7 +99,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             from engine.fitting import fit_config
             from engine.methods import get_method
 
-            from engine.methods.hybrid import SCHEDULE_FIELDS
+            from engine.methods.hybrid import HYBRID_FIELDS, SCHEDULE_FIELDS
 
             kind = get_method(args.method).kind
             if kind == "learned":
@@ -109,9 +109,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             overridden = set(SCHEDULE_FIELDS)
             given = {o.split("=", 1)[0].strip() for o in args.fit_option}
             if kind == "hybrid" and given & overridden:
+                instead = sorted(HYBRID_FIELDS[k] for k in given & set(HYBRID_FIELDS))
                 raise UserError(f"--method {args.method} sets {', '.join(sorted(given & overridden))} from its own "
-                                "schedule; use --fit-option hybrid_shape_iters=N, hybrid_reweight_iters=N or "
-                                "hybrid_joint_iters=N instead")
+                                "schedule (pose_iters is 0: the network gives the pose)"
+                                + (f"; use --fit-option {', '.join(instead)} instead" if instead else ""))
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
                              checkpoint=args.checkpoint, init=args.init, config=config)

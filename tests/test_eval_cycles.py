@@ -226,3 +226,22 @@ def test_expression_scores_across_models():
     assert d["neutral_faces"] == 1 and d["neutral_mean_activation"] == pytest.approx(0.02)
     assert d["jaw_corr"] == pytest.approx(1.0) and d["jaw_mae_deg"] > 0
     assert expression_summary([]) == {}
+
+
+def test_paired_rows_compare_each_report_per_face_with_the_first():
+    """The per-face table matches faces by sample index (order and missing faces do not
+    matter) and counts the faces that moved by more than 0.1 mm each way."""
+    from engine.eval.cycles import paired_rows
+
+    def report(errors: dict[int, float]) -> dict:
+        return {"faces": [{"index": i, "now_median_mm": e} for i, e in errors.items()]}
+
+    base = report({0: 1.0, 1: 1.5, 2: 2.0, 3: 1.2})
+    other = report({3: 1.25, 2: 1.7, 0: 1.3})  # face 1 missing, another order
+    rows = paired_rows([base, other, base], ["fit", "hybrid", "fit again"])
+    assert rows[0].startswith("| per face against fit |")
+    cells = [c.strip() for c in rows[2].strip("|").split("|")]
+    assert cells[:2] == ["hybrid", "3"]
+    assert cells[2] == "+0.050 / +0.017"  # differences +0.3, -0.3, +0.05
+    assert cells[3:] == ["1", "1"]
+    assert [c.strip() for c in rows[3].strip("|").split("|")][2:] == ["+0.000 / +0.000", "0", "0"]

@@ -147,3 +147,22 @@ def test_landmark_solver_is_checked():
     with pytest.raises(ConfigError, match="landmark_solver"):
         fit_config(["landmark_solver=newton"])
     assert fit_config(["landmark_solver=lm"]).landmark_solver == "lm"
+
+
+def test_init_with_guessed_intrinsics_projects_the_head_where_the_init_did():
+    """FitConfig.init_intrinsics = "guess" (the hybrid's): the init's translation moves so
+    that under the guessed K the model origin lands on the same pixel, at the same scale."""
+    import numpy as np
+
+    from engine.fitting.fitter import _with_intrinsics
+
+    K = np.array([[900.0, 0, 120], [0, 900.0, 130], [0, 0, 1]])
+    K_new = np.array([[400.0, 0, 128], [0, 400.0, 128], [0, 0, 1]])
+    t = np.array([0.03, -0.02, 1.5])
+    K2, t2 = _with_intrinsics(K, t, K_new)
+    p, p2 = K @ t, K2 @ t2
+    assert np.allclose(p[:2] / p[2], p2[:2] / p2[2])
+    assert np.isclose(K[0, 0] / t[2], K2[0, 0] / t2[2])  # pixels per metre at the head
+    for field in ("init_intrinsics", "hybrid_intrinsics"):
+        with pytest.raises(ConfigError, match=field):
+            FitConfig(**{field: "exif"})

@@ -166,6 +166,9 @@ def test_hybrid_schedule_replaces_the_fits_stages_with_its_own():
     base = FitConfig(hybrid_shape_iters=3, hybrid_reweight_iters=4, hybrid_joint_iters=5)
     cfg = hybrid_config(base)
     assert (cfg.pose_iters, cfg.shape_iters, cfg.expression_reweight_iters, cfg.joint_iters) == (0, 3, 4, 5)
+    # the hybrid guesses its intrinsics as the fit does; a plain fit from an init keeps the init's
+    assert (base.init_intrinsics, cfg.init_intrinsics) == ("init", "guess")
+    assert hybrid_config(FitConfig(hybrid_intrinsics="init")).init_intrinsics == "init"
     assert (base.shape_iters, base.expression_reweight_iters, base.joint_iters) == (40, 20, 30)
     # SCHEDULE_FIELDS (what `reconstruct --fit-option` refuses for a hybrid) is what it replaces
     assert set(changed_fields(cfg)) - set(changed_fields(base)) == set(SCHEDULE_FIELDS)

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--json", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--report", default=None, metavar="JSON", help="also write the full reports (as --json) to this file")
-    t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports")
+    t = sub.add_parser("cycles-table", help="one markdown table of several 'cycles --json' reports (and each "
+                       "per face against the first)")
     t.add_argument("reports", nargs="+", metavar="JSON")
     args = p.parse_args(argv)
     if args.command == "cycles-table":
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 reports = [json.loads(Path(r).read_text()) for r in args.reports]
             except json.JSONDecodeError as exc:
                 raise UserError(f"a report is not JSON from python -m engine.eval cycles --json ({exc})") from None
-            print(format_table(reports))
+            print(format_table(reports, labels=[Path(r).stem for r in args.reports]))
         return 0
     if args.command == "reflectance":
         with cli_errors():

@@ -470,9 +470,29 @@ def _expression_cell(d: dict[str, Any]) -> str:
                       for k in ("expression_slope_active", "expression_corr_mean", "neutral_mean_activation", "jaw_corr"))
 
 
-def format_table(reports: list[dict[str, Any]]) -> str:
+def paired_rows(reports: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Markdown rows comparing each report's per-face NoW-style error with the first
+    report's on the same faces (by sample index): the median and mean per-face difference
+    and how many faces got worse / better by more than 0.1 mm. Medians of two runs can hide
+    a change that most faces share; the per-face difference shows it."""
+    base = {x["index"]: x["now_median_mm"] for x in reports[0]["faces"]}
+    rows = [f"| per face against {labels[0]} | faces | NoW difference median / mean mm | worse by > 0.1 mm | better by > 0.1 mm |",
+            "|" + "---|" * 5]
+    for r, label in zip(reports[1:], labels[1:]):
+        d = np.array([x["now_median_mm"] - base[x["index"]] for x in r["faces"] if x["index"] in base])
+        if len(d) == 0:
+            rows.append(f"| {label} | 0 | – | – | – |")
+            continue
+        rows.append(f"| {label} | {len(d)} | {np.median(d):+.3f} / {d.mean():+.3f} | {int((d > 0.1).sum())} "
+                    f"| {int((d < -0.1).sum())} |")
+    return rows
+
+
+def format_table(reports: list[dict[str, Any]], labels: list[str] | None = None) -> str:
     """A markdown table of several methods' reports (``CyclesReport.to_dict()``, e.g. the
-    ``--json`` outputs), with the issue's ratios against the fit (the ``fit`` report when given)."""
+    ``--json`` outputs), with the issue's ratios against the fit (the ``fit`` report when
+    given), the methods by head yaw, and (:func:`paired_rows`) each report per face against
+    the first one; ``labels`` name the reports there (default: their methods)."""
     fit = next((r["summary"] for r in reports if r["method"] == "fit"), None)
 
     def ratio(d: dict[str, float], key: str) -> str:
@@ -511,4 +531,6 @@ def format_table(reports: list[dict[str, Any]]) -> str:
             med = {k: float(np.median([x[k] for x in f])) for k in ("rotation_err", "landmark_px", "now_median_mm")}
             cells.append(f"{len(f)}, {med['rotation_err']:.1f}, {med['landmark_px']:.2f}, {med['now_median_mm']:.2f}")
         rows.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    if len(reports) > 1:
+        rows += [""] + paired_rows(reports, labels or [r["method"] for r in reports])
     return "\n".join(rows)

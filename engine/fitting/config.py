@@ -61,7 +61,18 @@ class FitConfig:
     # switch their solve on (> 0) or off (0): each solve runs to convergence
     hybrid_shape_iters: int = 15
     hybrid_reweight_iters: int = 20
-    hybrid_joint_iters: int = 20
+    # 30 = the fit's joint_iters (eleventh session): with 20 the hybrid ended 0.03 mm worse than
+    # the fit on the Cycles set (21 faces worse by > 0.1 mm, 2 better); with 30 and the guessed
+    # intrinsics below it ends where the fit ends (1.37 mm, 78 %), docs/evaluation.md
+    hybrid_joint_iters: int = 30
+    # the intrinsics of a fit started from another estimate (`init`): "init" keeps the
+    # estimate's camera K (video: one camera for the whole clip); "guess" uses the fit's own
+    # guess (fov_deg, min_distance_m) and moves the estimate's translation so the head projects
+    # to the same place at the same size. The hybrid uses `hybrid_intrinsics`: a network's
+    # fixed canonical focal length (3.375 × crop side) is a long lens, and its perspective
+    # cost the hybrid 74 % -> 77 % better-than-mean-face faces on the Cycles set
+    init_intrinsics: str = "init"
+    hybrid_intrinsics: str = "guess"
     # stage 4: joint photometric refinement
     joint_iters: int = 30
     visibility_every: int = 10
@@ -160,15 +171,20 @@ class FitConfig:
     overlay_max_side: int = 1024
 
     def __post_init__(self) -> None:
-        if self.landmark_solver not in LANDMARK_SOLVERS:
-            from engine.errors import ConfigError
+        from engine.errors import ConfigError
 
+        if self.landmark_solver not in LANDMARK_SOLVERS:
             raise ConfigError(f"landmark_solver must be one of {', '.join(LANDMARK_SOLVERS)}, "
                               f"got {self.landmark_solver!r}")
+        for name in ("init_intrinsics", "hybrid_intrinsics"):
+            if getattr(self, name) not in INIT_INTRINSICS:
+                raise ConfigError(f"{name} must be one of {', '.join(INIT_INTRINSICS)}, got {getattr(self, name)!r}")
 
 
 #: the landmark stage's optimisers (FitConfig.landmark_solver)
 LANDMARK_SOLVERS = ("adam", "lm")
+#: where a fit started from an estimate takes its intrinsics (FitConfig.init_intrinsics)
+INIT_INTRINSICS = ("init", "guess")
 
 
 def fit_config(options: Sequence[str] = (), base: FitConfig | None = None) -> FitConfig:

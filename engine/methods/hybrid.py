@@ -20,18 +20,21 @@ METHOD = {
 }
 
 
-#: the FitConfig step counts a hybrid takes from its own ``hybrid_*`` fields (hybrid_config)
-SCHEDULE_FIELDS = ("pose_iters", "shape_iters", "expression_reweight_iters", "joint_iters")
+#: the FitConfig fields a hybrid takes from its own ``hybrid_*`` fields (hybrid_config)
+HYBRID_FIELDS = {"shape_iters": "hybrid_shape_iters", "expression_reweight_iters": "hybrid_reweight_iters",
+                 "joint_iters": "hybrid_joint_iters", "init_intrinsics": "hybrid_intrinsics"}
+#: every FitConfig field hybrid_config replaces (pose_iters is 0: the network gives the pose)
+SCHEDULE_FIELDS = ("pose_iters", *HYBRID_FIELDS)
 
 
 def hybrid_config(base: Any = None) -> Any:
-    """Fitter schedule for a hybrid: the network's prediction replaces the PnP start, the
-    pose-only stage and most landmark steps; a short joint refinement follows."""
+    """Fitter schedule for a hybrid: the network's prediction replaces the PnP start and the
+    pose-only stage; the landmark, reweighted-ℓ1 and joint stages and the intrinsics come
+    from the ``hybrid_*`` fields."""
     from engine.fitting import FitConfig
 
     cfg = base or FitConfig()
-    return dataclasses.replace(cfg, pose_iters=0, shape_iters=cfg.hybrid_shape_iters,
-                               expression_reweight_iters=cfg.hybrid_reweight_iters, joint_iters=cfg.hybrid_joint_iters)
+    return dataclasses.replace(cfg, pose_iters=0, **{fit: getattr(cfg, own) for fit, own in HYBRID_FIELDS.items()})
 
 
 class HybridPredictor:
