@@ -132,6 +132,23 @@ def test_info_cli(capsys):
     for k in ("n_vertices", "n_faces", "n_identity", "n_expression", "expression_names", "joint_names"):
         assert k in info
     assert info["n_landmarks"] == 68 and len(info["expression_names"]) == 52
+    assert "identity_face_mm" not in info
+
+
+def test_info_identity_effect_is_the_modes_shape_change_on_the_face(capsys, model):
+    """--identity-effect N: per mode, the face-skin RMS displacement of +1 std; the similarity
+    alignment can only lower it (no alignment is one of its candidates); a mode scaled onto
+    the template itself (a pure size change) is removed by it."""
+    from engine.head.__main__ import identity_effect_mm, main
+
+    main(["info", "--model", "open", "--json", "--identity-effect", "3"])
+    effect = json.loads(capsys.readouterr().out)["identity_face_mm"]
+    assert [e["mode"] for e in effect] == [0, 1, 2]
+    assert all(0 < e["aligned"] <= e["raw"] + 1e-9 for e in effect)
+    scaled = load_head_model("open")
+    scaled.identity_basis[0] = 0.05 * (scaled.template - scaled.template.mean(0)) / float(scaled.identity_std[0])
+    pure = identity_effect_mm(scaled, 1)[0]
+    assert pure["raw"] > 1.0 and pure["aligned"] < 1e-3
 
 
 def test_missing_or_corrupt_open_file(tmp_path, capsys):

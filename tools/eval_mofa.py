@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PAPER = {"geometric_mm": (21.6, 4.5), "photometric": (0.33, 0.05), "landmark_px": (31.6, 3.9)}
 KEYS = ("geometric_mm", "photometric", "landmark_px")
+IDENTITY_MODES = 6  # identity modes whose prediction-truth correlation is printed
 
 
 def _render(head, seed: int, size: int, generator: str):
@@ -48,6 +49,7 @@ def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt", generat
 
     head = model.head
     rows, failures, secs = [], 0, []
+    ident_pred, ident_true = [], []
     for k in range(n):
         s = _render(head, seed + k, size, generator)
         if landmarks == "gt":
@@ -64,6 +66,9 @@ def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt", generat
         fit = model.predict_photo(s.image, lm)
         secs.append(time.perf_counter() - t0)
         geo, photo, lmk = score_fit(head, s, fit)
+        std = head.identity_std.detach().cpu()
+        ident_pred.append((fit.identity[0].detach().cpu() / std).numpy())
+        ident_true.append((s.params.identity[0].detach().cpu() / std).numpy())
         base = geometric_error_mm(head, head.template.detach().cpu(), s.vertices)
         rows.append({"seed": seed + k, "geometric_mm": geo, "photometric": photo, "landmark_px": lmk,
                      "mean_face_mm": base})
@@ -72,6 +77,12 @@ def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt", generat
     for key in KEYS + ("mean_face_mm",):
         v = np.array([r[key] for r in rows])
         out[f"{key}_mean"], out[f"{key}_median"] = float(v.mean()), float(np.median(v))
+    # how much identity the network reads: per-mode correlation of its coefficients (prior-std
+    # units) with the truth, and the spread of its predictions (the truth's is ~1)
+    P, T = np.array(ident_pred), np.array(ident_true)
+    k = min(IDENTITY_MODES, P.shape[1]) if len(P) > 2 else 0
+    out["identity_corr"] = [float(np.corrcoef(P[:, i], T[:, i])[0, 1]) if P[:, i].std() > 0 else 0.0 for i in range(k)]
+    out["identity_pred_std"] = [float(P[:, i].std()) for i in range(k)]
     out["rows"] = rows
     return out
 
@@ -115,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     r = res["after"]
     print(f"mean face (template) geometric error: {r['mean_face_mm_mean']:.3f} mm mean; "
           f"predict_photo {r['predict_ms_mean']:.1f} ms/face; detection failures {r['detection_failures']}")
+    if r["identity_corr"]:
+        print("identity read by the network, modes 0-{}: correlation with the truth {}; spread of the "
+              "predictions (prior std units; the truth's ~1) {}".format(
+                  len(r["identity_corr"]) - 1, " ".join(f"{c:+.2f}" for c in r["identity_corr"]),
+                  " ".join(f"{v:.2f}" for v in r["identity_pred_std"])))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Head-model command line.
 
-python -m engine.head info --model open|ict|flame [--path P] [--landmarks F] [--json]
+python -m engine.head info --model open|ict|flame [--path P] [--landmarks F] [--json] [--identity-effect N]
 python -m engine.head export --model open --out head.obj|head.glb [--expression jawOpen=0.8 ...]
     [--identity 0=1.5 ...] [--pose jaw=0.3,0,0 ...] [--path P]
 """
@@ -86,6 +86,30 @@ def export(model: HeadModel, out: Path, identity: list[str], expression: list[st
     raise UserError(f"--out {out} must end in .obj or .glb.")
 
 
+def identity_effect_mm(model: HeadModel, n: int) -> list[dict[str, float]]:
+    """For identity modes ``0..n-1``: the RMS displacement (mm) over the ``face_skin`` region
+    (all vertices when the model has none) of the neutral face moved by +1 prior std of the
+    mode, as it is (``raw``) and after the similarity alignment the NoW-style scores use
+    (``aligned``: what is left once scale, rotation and position are removed). How much a
+    mode changes the face's shape, which is what a single photo can show."""
+    import numpy as np
+
+    from engine.eval.synthetic import umeyama
+
+    mask = model.regions.get("face_skin")
+    ids = torch.ones(model.n_vertices, dtype=torch.bool) if mask is None else mask.cpu().bool()
+    base = model.template.detach().cpu().double().numpy()[ids.numpy()]
+    out = []
+    for k in range(min(n, model.n_identity)):
+        moved = base + (model.identity_basis[k].detach().cpu().double().numpy()[ids.numpy()]
+                        * float(model.identity_std[k]))
+        s_, R, t = umeyama(moved, base)
+        aligned = moved @ (s_ * R).T + t
+        rms = lambda a: float(np.sqrt(((a - base) ** 2).sum(1).mean()) * 1000.0)  # noqa: E731
+        out.append({"mode": k, "raw": round(rms(moved), 3), "aligned": round(rms(aligned), 3)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.head", description="Head models: info and export.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -96,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--landmarks", default=None, help="flame: 68-point landmark embedding file")
         if name == "info":
             p.add_argument("--json", action="store_true", help="print JSON")
+            p.add_argument("--identity-effect", type=int, default=0, metavar="N",
+                           help="also the first N identity modes' effect on the face: RMS face-skin displacement "
+                                "(mm) of +1 prior std, raw and after a similarity alignment")
         else:
             p.add_argument("--out", required=True, help="output .obj (+.mtl) or .glb")
             p.add_argument("--expression", action="append", default=[], metavar="NAME=W")
@@ -106,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         model = _load(args)
         if args.cmd == "info":
             s = model.summary()
+            if args.identity_effect > 0:
+                s["identity_face_mm"] = identity_effect_mm(model, args.identity_effect)
             if args.json:
                 print(json.dumps(s, indent=1))
             else:
