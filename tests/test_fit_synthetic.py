@@ -79,6 +79,26 @@ def test_eval_protocol_tiny_run(model):
     assert summ["geometric_mm_median"] < 3.0
     assert summ["photometric_median"] < 0.05
     assert summ["landmark_px_median"] < 1.5
+    assert rep.by_yaw() == {}  # the basic generator records no head yaw
+
+
+def test_eval_protocol_on_the_realistic_generator_reports_by_yaw(model):
+    """``--generator realistic``: whole photo-like frames, scored the same way; each face's
+    head yaw comes from the generator and the summary groups the faces by |yaw|."""
+    from engine.data.synthetic import generator_config
+    from engine.eval.synthetic import YAW_BANDS
+
+    synth = generator_config("realistic", 224, {"face_fraction": [0.5, 0.8], "wide_pose_probability": 0.0})
+    rep = evaluate_synthetic(model, n=2, seed=3, sources=("gt",), synth=synth,
+                             config=FitConfig(joint_iters=5))
+    assert len(rep.scores) == 2 and all(s.true_yaw_deg is not None for s in rep.scores)
+    bands = rep.by_yaw()["gt"]
+    assert sum(b["faces"] for b in bands) == 2
+    for b in bands:
+        assert (b["lo"], b["hi"]) in YAW_BANDS and b["detector_misses"] == 0
+        inside = [s for s in rep.scores if b["lo"] <= abs(s.true_yaw_deg) < b["hi"]]
+        assert b["geometric_mm_median"] == pytest.approx(float(np.median([s.geometric_mm for s in inside])))
+    assert rep.to_dict()["by_yaw"] == rep.by_yaw()
 
 
 def test_sample_params_ranges(model):

@@ -67,7 +67,7 @@ def identity_seed(corpus_seed: int, split: str, index: int) -> int:
     return corpus_seed * 10_000_000 + (IDENTITY_VAL_OFFSET if split == "val" else IDENTITY_OFFSET) + index
 
 
-def _generator_config(generator: str, image_size: int, options: dict):
+def generator_config(generator: str, image_size: int, options: dict):
     """The config of ``generator`` (basic: SyntheticConfig, realistic: RealisticConfig)."""
     if generator not in GENERATORS:
         raise UserError(f"synthetic data generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
@@ -133,7 +133,7 @@ class SyntheticFaces(Dataset):
         self.crop = parse_crop(crop)
         self.image_size = int(image_size)
         frame_size = self.crop.frame_size if self.crop is not None else self.image_size
-        self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
+        self.syn_cfg = generator_config(generator, frame_size, synthetic_options)
         self.cache = None
         if cache:
             self.cache = _open_cache(Path(cache), split, frame_size, generator=generator, head=head,
@@ -321,7 +321,7 @@ class SyntheticIdentities(Dataset):
         self.crop = parse_crop(crop)
         self.image_size = int(image_size)
         frame_size = self.crop.frame_size if self.crop is not None else self.image_size
-        self.syn_cfg = _generator_config(generator, frame_size, synthetic_options)
+        self.syn_cfg = generator_config(generator, frame_size, synthetic_options)
         self.cache = None
         if cache:
             self.cache = _open_cache(Path(cache), split, frame_size, f"identities_{split}", generator, head,
@@ -482,7 +482,7 @@ def write_identity_cache(head, out: Path, n: int, views: int, split: str, image_
     return _write(ds, out / f"identities_{split}", n, start, stop, (views,), meta, seed_key="identity")
 
 
-def _parse_options(pairs: list[str]) -> dict:
+def parse_generator_options(pairs: list[str]) -> dict:
     """``["key=value", ...]`` (YAML values) -> a mapping of generator config fields."""
     import yaml
 
@@ -536,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             _basic_only(a.generator, "synthetic clips")
         if a.displacement_size < 0 or (a.displacement_size > 0 and a.generator != "realistic"):
             raise UserError("--displacement-size must be >= 0 and needs --generator realistic")
-        options = _parse_options(a.option)
-        _generator_config(a.generator, a.size, options)  # unknown fields fail before any rendering
+        options = parse_generator_options(a.option)
+        generator_config(a.generator, a.size, options)  # unknown fields fail before any rendering
         head = load_head_model(a.model)
         out = Path(a.out)
         if a.n > 0:

@@ -1,4 +1,4 @@
-"""``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--json]``;
+"""``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--generator basic|realistic] [--option K=V] [--json]``;
 ``python -m engine.eval cycles-set build --out DIR [--n 100] [--seed 0]``;
 ``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``;
 ``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``;
@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--n", type=int, default=50)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--landmarks", default="both", choices=["both", "detected", "gt"])
+    s.add_argument("--generator", default="basic", choices=["basic", "realistic"],
+                   help="the faces: the basic generator's 224-px faces (default) or the realistic generator's "
+                        "224-px photo-like frames (any pose, props, lights)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the generator's config (SyntheticConfig / RealisticConfig, YAML value), e.g. "
+                        "wide_pose_probability=1; repeatable")
     _method_args(s)
     sub.add_parser("cycles-set", help="render the Cycles validation set: cycles-set build --out DIR [--n 100] [--seed 0]")
     c = sub.add_parser("cycles", help="score a method on the Cycles validation set (NoW-style geometry, "
@@ -226,15 +232,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from engine.eval.synthetic import evaluate_synthetic
 
+        from engine.data.synthetic import generator_config, parse_generator_options
+
         sources = ("detected", "gt") if args.landmarks == "both" else (args.landmarks,)
+        synth = generator_config(args.generator, 224, parse_generator_options(args.option))
         predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init,
                                         config=_fit_config(args.fit_option))
         rep = evaluate_synthetic(model, n=args.n, seed=args.seed, sources=sources, backend=args.backend, log=log,
-                                 predictor=predictor)
+                                 predictor=predictor, synth=synth)
         if args.json:
             print(json.dumps(rep.to_dict(), indent=1))
         else:
-            print(f"synthetic protocol: method={predictor.name} model={rep.model} n={rep.n} seed={rep.seed} size={rep.image_size}px "
+            print(f"synthetic protocol: method={predictor.name} model={rep.model} generator={args.generator}"
+                  f"{' ' + ' '.join(args.option) if args.option else ''} n={rep.n} seed={rep.seed} size={rep.image_size}px "
                   f"detector failures={rep.detection_failures}")
             for src, d in rep.summary().items():
                 print(f"  {src:9s} faces={int(d['faces'])}  geometric {d['geometric_mm_median']:.2f} mm median "
@@ -242,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"({d['photometric_mean']:.3f} mean)  landmarks {d['landmark_px_median']:.2f} px median "
                       f"({d['landmark_px_mean']:.2f} mean)  {d['seconds_median']:.2f} s/face  "
                       f"[mean-face baseline {d['mean_face_mm_median']:.2f} mm median]")
+            for src, bands in rep.by_yaw().items():
+                for b in bands:
+                    print(f"  {src:9s} |yaw| {b['lo']:.0f}-{min(b['hi'], 90):.0f}°: faces={b['faces']} (detector misses "
+                          f"{b['detector_misses']})  geometric {b['geometric_mm_median']:.2f} mm median  [mean face "
+                          f"{b['mean_face_mm_median']:.2f}]  landmarks {b['landmark_px_median']:.1f} px median")
     return 0
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -55,6 +55,11 @@ class FaceScore:
     landmark_px: float
     seconds: float
     mean_face_mm: float  # baseline: the template (zero coefficients), same alignment
+    true_yaw_deg: float | None = None  # the head's yaw when the generator records it (realistic)
+
+
+#: |yaw| bands of the realistic generator's faces in the printed summary (degrees)
+YAW_BANDS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
 
 
 @dataclass
@@ -65,6 +70,7 @@ class EvalReport:
     image_size: int
     scores: list[FaceScore] = field(default_factory=list)
     detection_failures: int = 0
+    missed_yaw_deg: list[float] = field(default_factory=list)  # the yaw of faces the detector missed, when known
 
     def summary(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -80,9 +86,27 @@ class EvalReport:
             out[src] = d
         return out
 
+    def by_yaw(self) -> dict[str, list[dict[str, float]]]:
+        """Per source, per |yaw| band of :data:`YAW_BANDS` (faces whose yaw is known): faces,
+        median geometric error, mean-face error and landmark error. Empty when no yaw is known."""
+        out: dict[str, list[dict[str, float]]] = {}
+        for src in ("detected", "gt"):
+            rows = [s for s in self.scores if s.source == src and s.true_yaw_deg is not None]
+            bands = []
+            for lo, hi in YAW_BANDS:
+                r = [s for s in rows if lo <= abs(s.true_yaw_deg) < hi]
+                missed = sum(lo <= abs(y) < hi for y in self.missed_yaw_deg) if src == "detected" else 0
+                if r or missed:
+                    bands.append({"lo": lo, "hi": hi, "faces": len(r), "detector_misses": missed,
+                                  **{f"{key}_median": float(np.median([getattr(s, key) for s in r])) if r else float("nan")
+                                     for key in ("geometric_mm", "mean_face_mm", "landmark_px")}})
+            if bands:
+                out[src] = bands
+        return out
+
     def to_dict(self) -> dict:
         return {"n": self.n, "seed": self.seed, "model": self.model, "image_size": self.image_size,
-                "detection_failures": self.detection_failures, "summary": self.summary(),
+                "detection_failures": self.detection_failures, "summary": self.summary(), "by_yaw": self.by_yaw(),
                 "faces": [asdict(s) for s in self.scores]}
 
 
@@ -140,30 +164,42 @@ def predict_sample(predictor: Predictor, sample, landmarks: str = "detected",
 
 
 def evaluate_synthetic(model: HeadModel, n: int = 50, seed: int = 0, config: FitConfig | None = None,
-                       synth: SyntheticConfig | None = None, sources: tuple[str, ...] = ("detected", "gt"),
+                       synth: Any = None, sources: tuple[str, ...] = ("detected", "gt"),
                        backend: str = "default", log: Callable[[str], None] | None = None,
                        predictor: Predictor | None = None) -> EvalReport:
     """Run the protocol on faces ``seed .. seed + n − 1`` (deterministic).
 
-    ``predictor`` (:func:`engine.methods.build_predictor`) replaces the fitter (e.g. a
-    learned or hybrid method); default :func:`fit_predictor` with ``config``.
+    ``synth`` is the generator's config: a :class:`engine.generator.SyntheticConfig` (the
+    basic generator, the default) or a :class:`engine.generator.realistic.RealisticConfig`
+    (whole photo-like frames: any pose, props, lights; ``engine.data.synthetic.generator_config``
+    builds either from options). ``predictor`` (:func:`engine.methods.build_predictor`)
+    replaces the fitter (e.g. a learned or hybrid method); default :func:`fit_predictor` with
+    ``config``.
     """
     synth = synth or SyntheticConfig()
+    if isinstance(synth, SyntheticConfig):
+        render = render_sample
+    else:
+        from engine.generator.realistic import render_realistic as render
     predictor = predictor or fit_predictor(model, config)
     report = EvalReport(n=n, seed=seed, model=model.name, image_size=synth.image_size)
     for k in range(n):
-        sample = render_sample(model, seed + k, synth)
+        sample = render(model, seed + k, synth)
+        angles = (getattr(sample, "attributes", None) or {}).get("head_angles_deg")
+        yaw = float(angles[1]) if angles is not None else None
         for src in sources:
             predicted = predict_sample(predictor, sample, src, backend)
             if predicted is None:
                 report.detection_failures += 1
+                if yaw is not None:
+                    report.missed_yaw_deg.append(yaw)
                 if log:
                     log(f"face {seed + k}: detector found no face")
                 continue
             fit, secs = predicted
             geo, photo, lmk = score_fit(model, sample, fit)
             base = geometric_error_mm(model, model.template.detach().cpu(), sample.vertices)
-            report.scores.append(FaceScore(seed + k, src, geo, photo, lmk, secs, base))
+            report.scores.append(FaceScore(seed + k, src, geo, photo, lmk, secs, base, yaw))
             if log:
                 log(f"face {seed + k} [{src}]: {geo:.2f} mm, photometric {photo:.3f}, landmarks {lmk:.2f} px, "
                     f"{secs:.2f} s")
