@@ -159,10 +159,10 @@ def test_init_with_guessed_intrinsics_projects_the_head_where_the_init_did():
     K = np.array([[900.0, 0, 120], [0, 900.0, 130], [0, 0, 1]])
     K_new = np.array([[400.0, 0, 128], [0, 400.0, 128], [0, 0, 1]])
     t = np.array([0.03, -0.02, 1.5])
-    K2, t2 = _with_intrinsics(K, t, K_new)
-    p, p2 = K @ t, K2 @ t2
+    t2 = _with_intrinsics(K, t, K_new)
+    p, p2 = K @ t, K_new @ t2
     assert np.allclose(p[:2] / p[2], p2[:2] / p2[2])
-    assert np.isclose(K[0, 0] / t[2], K2[0, 0] / t2[2])  # pixels per metre at the head
+    assert np.isclose(K[0, 0] / t[2], K_new[0, 0] / t2[2])  # pixels per metre at the head
     for field in ("init_intrinsics", "hybrid_intrinsics"):
         with pytest.raises(ConfigError, match=field):
             FitConfig(**{field: "exif"})

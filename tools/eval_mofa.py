@@ -50,6 +50,7 @@ def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt", generat
     head = model.head
     rows, failures, secs = [], 0, []
     ident_pred, ident_true = [], []
+    std = head.identity_std.detach().cpu()
     for k in range(n):
         s = _render(head, seed + k, size, generator)
         if landmarks == "gt":
@@ -66,7 +67,6 @@ def evaluate(model, n: int, seed: int, size: int, landmarks: str = "gt", generat
         fit = model.predict_photo(s.image, lm)
         secs.append(time.perf_counter() - t0)
         geo, photo, lmk = score_fit(head, s, fit)
-        std = head.identity_std.detach().cpu()
         ident_pred.append((fit.identity[0].detach().cpu() / std).numpy())
         ident_true.append((s.params.identity[0].detach().cpu() / std).numpy())
         base = geometric_error_mm(head, head.template.detach().cpu(), s.vertices)

@@ -160,14 +160,13 @@ def _pose_tensor(model: HeadModel, jaw: torch.Tensor, jaw_index: int | None) -> 
     return pose
 
 
-def _with_intrinsics(K: np.ndarray, t: np.ndarray, K_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(K_new, t_new)``: the camera translation ``t`` (model origin in the camera frame,
-    metres) moved so that under ``K_new`` the origin projects to the same pixel as under ``K``
-    and at the same scale (depth × focal ratio). The rotation is kept; the landmark stage
-    settles the rest."""
+def _with_intrinsics(K: np.ndarray, t: np.ndarray, K_new: np.ndarray) -> np.ndarray:
+    """The camera translation ``t`` (model origin in the camera frame, metres) moved so that
+    under ``K_new`` the origin projects to the same pixel as under ``K`` and at the same scale
+    (depth × focal ratio). The rotation is kept; the landmark stage settles the rest."""
     p = K @ t
     z = t[2] * K_new[0, 0] / K[0, 0]
-    return K_new, z * np.linalg.solve(K_new, p / p[2])
+    return z * np.linalg.solve(K_new, p / p[2])
 
 
 class PhotoFit:
@@ -230,8 +229,8 @@ class PhotoFit:
             K_img = cam.K[0].detach().cpu().double().numpy()
             R0, t0_ = cam.R[0].detach().cpu().double().numpy(), cam.t[0].detach().cpu().double().numpy()
             if cfg.init_intrinsics == "guess":
-                K_img, t0_ = _with_intrinsics(K_img, t0_, guess_intrinsics((W_img, H_img), lm_np, cfg.fov_deg,
-                                                                           cfg.min_distance_m))
+                K_guess = guess_intrinsics((W_img, H_img), lm_np, cfg.fov_deg, cfg.min_distance_m)
+                t0_, K_img = _with_intrinsics(K_img, t0_, K_guess), K_guess
         else:
             K_img = guess_intrinsics((W_img, H_img), lm_np, cfg.fov_deg, cfg.min_distance_m)
             with torch.no_grad():

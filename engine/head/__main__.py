@@ -97,16 +97,17 @@ def identity_effect_mm(model: HeadModel, n: int) -> list[dict[str, float]]:
     from engine.eval.synthetic import umeyama
 
     mask = model.regions.get("face_skin")
-    ids = torch.ones(model.n_vertices, dtype=torch.bool) if mask is None else mask.cpu().bool()
-    base = model.template.detach().cpu().double().numpy()[ids.numpy()]
+    ids = np.ones(model.n_vertices, bool) if mask is None else mask.cpu().numpy().astype(bool)
+    base = model.template.detach().cpu().double().numpy()[ids]
+
+    def rms_mm(a: np.ndarray) -> float:
+        return round(float(np.sqrt(((a - base) ** 2).sum(1).mean()) * 1000.0), 3)
+
     out = []
     for k in range(min(n, model.n_identity)):
-        moved = base + (model.identity_basis[k].detach().cpu().double().numpy()[ids.numpy()]
-                        * float(model.identity_std[k]))
+        moved = base + model.identity_basis[k].detach().cpu().double().numpy()[ids] * float(model.identity_std[k])
         s_, R, t = umeyama(moved, base)
-        aligned = moved @ (s_ * R).T + t
-        rms = lambda a: float(np.sqrt(((a - base) ** 2).sum(1).mean()) * 1000.0)  # noqa: E731
-        out.append({"mode": k, "raw": round(rms(moved), 3), "aligned": round(rms(aligned), 3)})
+        out.append({"mode": k, "raw": rms_mm(moved), "aligned": rms_mm(moved @ (s_ * R).T + t)})
     return out
 
 
