@@ -180,3 +180,19 @@ def test_mofa_trains_on_supervised_terms_of_cropped_realistic_items(head):
     # occluded skin leaves the photometric term: an all-occluded batch has no photometric weight
     batch2 = dict(batch, occlusion_mask=torch.ones_like(batch["occlusion_mask"]))
     assert float(model.training_step(batch2).scalars["photometric"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pose_gt_counts_only_the_weighted_joints(head):
+    """pose_gt with ``pose_joint_weights``: a network that predicts only the jaw is not charged
+    for the eyes' gaze it cannot move; without weights every joint counts."""
+    truth = _truth(head)
+    pose = truth["gt_pose"].clone()
+    jaw, eye = head.joint_names.index("jaw"), head.joint_names.index("eye_left")
+    pose[0, jaw, 0] += 0.1
+    pose[0, eye, 1] += 0.3
+    x = _inputs(head, truth, truth["gt_R"], truth["gt_t"], pose=pose)
+    assert float(TERMS["pose_gt"](x)[0]) == pytest.approx(0.01 + 0.09, rel=1e-4)
+    w = torch.zeros(head.n_joints)
+    w[jaw] = 1.0
+    x.pose_joint_weights = w
+    assert float(TERMS["pose_gt"](x)[0]) == pytest.approx(0.01, rel=1e-4)

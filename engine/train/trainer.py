@@ -516,8 +516,8 @@ class Trainer:
         if upgrade is not None and data.get("method") == getattr(self.method, "name", None):
             weights = upgrade(dict(weights))  # tensors renamed since that checkpoint was written
         adopt = getattr(self.method, "adopt_weights", None)
-        if adopt is not None and data.get("method") != getattr(self.method, "name", None):
-            adopted = adopt(data)  # another method's weights, renamed for this one's matching parts
+        if adopt is not None:
+            adopted = adopt({**data, "model": weights})  # another method's (or code layout's) weights, fitted to this one
             if adopted is not None:
                 weights = adopted
         report = load_matching_weights(self.method, weights, strict, source=str(src))

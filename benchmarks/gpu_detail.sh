@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A longer DECA detail run on a GPU box (issue #14): the committed detail network
+# (engine/assets/deca_open_default.pt) trained further with deca_detail_v2.yaml's data and
+# terms, on the GPU, the realistic faces (pairs of views of one person, with wrinkles) rendered
+# on the fly by loader processes on the box's cores (the stage is bound by that rendering).
+#
+#   bash benchmarks/gpu_detail.sh [OUT_DIR]    # default: $OUT if set (device tool), else runs/gpu_detail
+#
+# Knobs (environment): SEED (data.seed, 5555: faces the committed network never saw), STEPS (max_steps, 1200), BATCH (pairs per step, 12), LR (4e-4),
+# WORKERS (loader processes, default: cores - 2), LIMIT (s, the training's time limit, 400),
+# DEVICE (cuda), AMP (bf16), INIT (the start, the committed network). A run stopped by LIMIT
+# exports its newest checkpoint (one every CKPT steps, 100). OUT gets the exported network
+# (deca_gpu.pt, fp16), metrics.jsonl, the run's config and the log.
+# With the device tool: run(command="bash benchmarks/gpu_detail.sh", carry=["engine/assets/open_head.npz"])
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-${OUT:-runs/gpu_detail}}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+CORES=$(nproc)
+RUN=${RUN:-runs/gpu_detail_run}
+LOG="$OUT/train_log.txt"
+rm -rf "$RUN"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; echo "cores $CORES"; } | tee "$LOG"
+t0=$(date +%s)
+timeout "${LIMIT:-400}" "$PY" -m engine.train --config train/configs/deca_detail_v2.yaml \
+  device="${DEVICE:-cuda}" amp="${AMP:-bf16}" batch_size="${BATCH:-12}" max_steps="${STEPS:-1200}" \
+  data.num_workers="${WORKERS:-$((CORES > 2 ? CORES - 2 : 1))}" run_dir="$RUN" \
+  init_from="${INIT:-engine/assets/deca_open_default.pt}" optim.lr="${LR:-4.0e-4}" optim.warmup_steps=20 \
+  data.seed="${SEED:-5555}" data.n_samples=40000 \
+  eval_every=100000 ckpt_every="${CKPT:-100}" log_every=50 progress=off >> "$LOG" 2>&1
+echo "training exited with $? after $(($(date +%s) - t0)) s" | tee -a "$LOG"
+CKPT="$RUN/final.pt"
+[ -f "$CKPT" ] || CKPT=$(ls -1 "$RUN"/checkpoints/ckpt_*.pt 2> /dev/null | tail -n 1)
+if [ -n "$CKPT" ]; then
+  "$PY" -m engine.train export "$CKPT" "$OUT/deca_gpu.pt" --half >> "$LOG" 2>&1 && echo "exported $CKPT" | tee -a "$LOG"
+fi
+cp "$RUN/metrics.jsonl" "$RUN/config.yaml" "$OUT/" 2> /dev/null
+grep -E "images_per_s" "$RUN/metrics.jsonl" 2> /dev/null | tail -n 1 | cut -c1-300
+tail -n 3 "$LOG"
