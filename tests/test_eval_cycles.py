@@ -245,3 +245,27 @@ def test_paired_rows_compare_each_report_per_face_with_the_first():
     assert cells[2] == "+0.050 / +0.017"  # differences +0.3, -0.3, +0.05
     assert cells[3:] == ["1", "1"]
     assert [c.strip() for c in rows[3].strip("|").split("|")][2:] == ["+0.000 / +0.000", "0", "0"]
+
+
+def test_cycles_by_jaw_splits_faces_by_the_true_jaw(tmp_path, capsys):
+    """tools/cycles_by_jaw.py: faces split at --deg, the share better than the mean face and
+    the mean gain per side, the jaw's correlation / MAE only where a jaw is predicted."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("cycles_by_jaw", Path(__file__).resolve().parents[1]
+                                                  / "tools" / "cycles_by_jaw.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    faces = [dict(jaw_true_deg=0.0, now_mean_mm=1.0, mean_face_mean_mm=1.1, jaw_pred_deg=1.0),
+             dict(jaw_true_deg=1.0, now_mean_mm=1.3, mean_face_mean_mm=1.1, jaw_pred_deg=0.0),
+             dict(jaw_true_deg=10.0, now_mean_mm=1.0, mean_face_mean_mm=1.4, jaw_pred_deg=9.0),
+             dict(jaw_true_deg=14.0, now_mean_mm=1.2, mean_face_mean_mm=1.5, jaw_pred_deg=12.0)]
+    (tmp_path / "with_jaw.json").write_text(json.dumps({"faces": faces}))
+    (tmp_path / "no_jaw.json").write_text(json.dumps({"faces": [dict(f, jaw_pred_deg=None) for f in faces]}))
+    assert mod.main([str(tmp_path / "with_jaw.json"), str(tmp_path / "no_jaw.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| with_jaw | 2 / 2 | 50 % / 100 % | +0.050 / -0.350 | ")
+    assert out[2].endswith(" / 1.25 |")  # |1 - 0|, |0 - 1|, |9 - 10|, |12 - 14|
+    assert out[3].startswith("| no_jaw | 2 / 2 | 50 % / 100 % |") and out[3].endswith("| – |")
