@@ -14,8 +14,9 @@ the file's value):
   head's rotation (relative to the camera's line of sight) on the ``neck`` bone (``global``
   for rigs without one), composed with the neck's own rotation; the neck/gaze bone controls
   of animated bones give way to the keys. A CSV has no joints: its mouth opens by the
-  ``jawOpen`` shape key and its gaze is in the ``eyeLook*`` keys (its eye-rotation columns
-  would turn the eyes twice, so they are not keyed);
+  ``jawOpen`` shape key, so the jaw bone is keyed closed (the photo's jaw opening would add
+  to it), and its gaze is in the ``eyeLook*`` keys (its eye-rotation columns would turn the
+  eyes twice, so they are not keyed);
 * optionally the scene: frame range from ``start_frame`` and the frame rate of the file.
 """
 
@@ -159,6 +160,10 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
                                         else None)
     if rig is not None:
         rotations = {j: np.asarray(v, np.float64) for j, v in anim.joints.items() if j in rig.pose.bones}
+        if "jaw" in rig.pose.bones and "jaw" not in rotations and "jawOpen" in known:
+            # the file opens the mouth by the jawOpen key alone (a CSV): the jaw bone is keyed
+            # closed, or the photo's own jaw opening would add to it
+            rotations["jaw"] = np.zeros((anim.n_frames, 3))
         head_bone = _head_bone(rig)
         if anim.head_rotation is not None and head_bone is not None:
             own = rotations.get(head_bone, np.zeros((anim.n_frames, 3)))
