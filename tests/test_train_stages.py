@@ -149,6 +149,33 @@ def test_init_from_in_a_run_reports_partial_matches(stage1, tmp_path):
         _trainer(tmp_path / "s", init_from=stage1, init_strict="true", **{"model.hidden": 12}).train()
 
 
+def test_init_from_several_sources_in_order(stage1, tmp_path):
+    """init_from as a list: each source in order, a later one's tensors replacing an earlier
+    one's (here: everything from stage 1's step 4, then the heads of a hidden=12 run, whose
+    backbone does not fit and stays step 4's); one report per source in metrics.jsonl."""
+    other = tmp_path / "other"
+    _trainer(other, max_steps=4, **{"model.hidden": 12}).train()
+    ckpt4 = stage1 / "checkpoints" / "ckpt_00000004.pt"
+    t = _trainer(tmp_path / "m", init_from=f"[{ckpt4}, {other}]", max_steps=0)
+    assert t.cfg.init_from == [str(ckpt4), str(other)]
+    t.run_dir.mkdir(parents=True, exist_ok=True)
+    for src in t.cfg.init_from:
+        t.init_from(src)
+    first, second = _weights(ckpt4), _weights(other / "checkpoints" / "ckpt_00000004.pt")
+    state = t.method.state_dict()
+    assert torch.equal(state["encoder.backbone.0.weight"], first["encoder.backbone.0.weight"])
+    assert torch.equal(state["encoder.head.bias"], second["encoder.head.bias"])
+    assert not torch.equal(first["encoder.head.bias"], second["encoder.head.bias"])
+
+    run = _trainer(tmp_path / "r", init_from=f"[{ckpt4}, {other}]", max_steps=2)
+    run.train()
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["init/source"] for r in records if "init/source" in r] == \
+        [str(ckpt4), str(other / "checkpoints" / "ckpt_00000004.pt")]
+    with pytest.raises(ConfigError, match="init_from must be a path or a non-empty list"):
+        _trainer(tmp_path / "e", init_from="[]")
+
+
 def test_freeze_keeps_weights_stats_and_eval_mode(tmp_path):
     t = _trainer(tmp_path / "f", freeze="[encoder.backbone]", max_steps=6)
     backbone = t.method.encoder.backbone

@@ -106,8 +106,10 @@ class TrainConfig:
     progress: str = "auto"  # auto (when stderr is a terminal) | on | off
     tensorboard: bool = True
     # staged training: start from another run's weights (training checkpoint, run folder or
-    # exported file); ignored when this run resumes from its own checkpoint
-    init_from: str = ""
+    # exported file), or from several, loaded in order (a later one's tensors replace an
+    # earlier one's of the same name: e.g. DECA's detail stage from one run, its coarse
+    # encoder from another); ignored when this run resumes from its own checkpoint
+    init_from: str | list[str] = ""
     init_strict: bool = False  # any missing / unexpected / shape-mismatched tensor is an error
     freeze: list[str] = field(default_factory=list)  # parameter/module name prefixes kept fixed
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -256,6 +258,12 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         cfg.optim.groups = []
     if cfg.init_from is None:
         cfg.init_from = ""
+    if isinstance(cfg.init_from, (list, tuple)):
+        if not cfg.init_from or not all(isinstance(p, str) and p for p in cfg.init_from):
+            raise ConfigError(f"init_from must be a path or a non-empty list of paths, got {cfg.init_from!r}")
+        cfg.init_from = list(cfg.init_from)
+    elif not isinstance(cfg.init_from, str):
+        raise ConfigError(f"init_from must be a path or a list of paths, got {cfg.init_from!r}")
     _check_int(cfg.batch_size, "batch_size", 1, "items per process and step")
     _check_int(cfg.max_steps, "max_steps", 0, "0 = nothing to train")
     _check_int(cfg.log_every, "log_every", 1)

@@ -728,7 +728,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
         if cfg.init_from and self.resumed_from is None and self.step == 0 and self.init_report is None:
-            self.init_from(cfg.init_from)  # a resumed run keeps its own weights
+            sources = cfg.init_from if isinstance(cfg.init_from, list) else [cfg.init_from]
+            for source in sources:  # in order: a later source's tensors replace an earlier one's
+                self.init_from(source)  # a resumed run keeps its own weights
         progress = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
         bar = None
         if self.is_main and progress and self.step < cfg.max_steps:
