@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_train.sh [OUT_DIR]     # default: $OUT if set (device tool), else runs/gpu_train
 #
-# Knobs (environment): PROCS (rendering processes, default: cores - 1), PER (faces per process,
+# Knobs (environment): CONFIG (the training config, default the committed network's last stage,
+# mofa_open_v4_stage2.yaml: its code layout, with the jaw), PROCS (rendering processes, default: cores - 1), PER (faces per process,
 # default 400), GEN_LIMIT (s, 150), STEPS (600), BATCH (128), AMP (bf16), WORKERS (loader processes,
 # default: cores - 2), TRAIN_LIMIT (s, 200), DEVICE (cuda). The corpus and run go under
 # runs/gpu_corpus and runs/gpu_train_run (gitignored); OUT gets the exported network
@@ -46,7 +47,7 @@ echo "rendered $OK of $N faces in $((t1 - t0)) s ($(awk "BEGIN {printf \"%.1f\",
   | tee -a "$LOG"
 cat "$OUT"/gen_*.txt | grep -iE "error|Traceback" | head -5 | tee -a "$LOG"
 rm -f "$OUT"/gen_*.txt
-timeout "${TRAIN_LIMIT:-200}" "$PY" -m engine.train --config train/configs/mofa_open_v2_stage2.yaml \
+timeout "${TRAIN_LIMIT:-200}" "$PY" -m engine.train --config "${CONFIG:-train/configs/mofa_open_v4_stage2.yaml}" \
   device="${DEVICE:-cuda}" amp="${AMP:-bf16}" batch_size="${BATCH:-128}" max_steps="${STEPS:-600}" \
   data.num_workers="${WORKERS:-$((CORES > 2 ? CORES - 2 : 1))}" data.n_samples="$N" data.seed="$SEED" \
   data.options.cache="$CORPUS" run_dir="$RUN" init_from=engine/assets/mofa_open_default.pt \
