@@ -44,17 +44,15 @@ def _progress_printer(mode: str) -> tuple[Callable[[str, float, str], None], Cal
 
 
 def _example_photo(name: str, folder: str, created: list[str]) -> str:
-    """Save a bundled example photo (scikit-image's) to ``folder`` and return its path;
-    the paths this call created (file, then folder) are appended to ``created``."""
+    """Save a bundled example photo (:mod:`engine.photo.examples`) to ``folder`` and return its
+    path; the paths this call created (file, then folder) are appended to ``created``."""
     import os
 
     from PIL import Image
-    from skimage import data
 
-    if name != "astronaut":
-        from engine.errors import UserError
+    from engine.photo.examples import example_image
 
-        raise UserError(f"unknown example {name!r}; available: astronaut")
+    rgb = example_image(name)  # an unknown name is a UserError before anything is written
     path = os.path.join(folder, f"{name}.png")
     try:
         if not os.path.isdir(folder):
@@ -62,7 +60,7 @@ def _example_photo(name: str, folder: str, created: list[str]) -> str:
             created.append(folder)
         if not os.path.exists(path):
             created.insert(0, path)
-        Image.fromarray(data.astronaut()).save(path)
+        Image.fromarray(rgb).save(path)
     except OSError as exc:
         from engine.errors import UserError
 
@@ -86,7 +84,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if photo is None and args.example is None:
         from engine.errors import UserError
 
-        raise UserError("give a PHOTO or --example astronaut")
+        raise UserError("give a PHOTO or --example NAME (astronaut, grace_hopper)")
     created: list[str] = []  # the example photo (kept beside a result: params.json names it)
     cb, close = _progress_printer(args.progress)
     try:
@@ -201,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
     r.add_argument("--progress", default="auto", choices=["auto", "bar", "jsonl", "none"])
     r.add_argument("--example", default=None, metavar="NAME",
-                   help="use a bundled example photo instead of PHOTO (astronaut); it is saved as "
+                   help="use a bundled example photo instead of PHOTO (astronaut, grace_hopper); it is saved as "
                         "examples/NAME.png beside --out, kept with a result (params.json names it) and "
                         "removed again when the run fails")
     r.add_argument("--fit-option", action="append", default=[], metavar="KEY=VALUE",

@@ -6,10 +6,11 @@
   true skin luminance;
 * ``OUT/cycles_val_methods.png``: input / fit / learned (mofa) / hybrid overlays (grey
   geometry, detected landmarks green, the model's red) for six faces of the set spread over
-  skin tone and yaw, and for the astronaut photo. ``PRED/<method>/NNNNN.npz`` are the
+  skin tone and yaw, and for the real example photos (``engine.photo.examples``: the
+  astronaut, Grace Hopper). ``PRED/<method>/NNNNN.npz`` are the
   predictions written by ``python -m engine.eval cycles --save PRED/<method>``, and
   ``PRED/<method>.json`` their reports (``--json``), whose NoW-style errors label the tiles.
-  The astronaut is reconstructed here, and each method's head angles, eye-line angle and
+  The real photos are reconstructed here, and each method's head angles, eye-line angle and
   landmark distance to the detector are printed.
 """
 
@@ -90,23 +91,23 @@ def pick_faces(reports: dict[str, dict], n: int = 6) -> list[int]:
     return picks
 
 
-def astronaut_rows(head, size: int) -> tuple[list[np.ndarray], list[str]]:
-    """Input + one overlay per method for scikit-image's astronaut, and a line per method."""
+def real_photo_rows(head, size: int, name: str) -> tuple[list[np.ndarray], list[str]]:
+    """Input + one overlay per method for the example photo ``name``, and a line per method."""
     import time
-
-    from skimage import data
 
     from engine.eval.cycles import detect
     from engine.eval.cycles_set import head_angles
     from engine.methods import build_predictor
     from engine.methods.base import FaceObservation
 
-    rgb = data.astronaut()
+    from engine.photo.examples import example_image
+
+    rgb = example_image(name)
     det = detect(rgb)
     face = FaceObservation.from_detection(rgb, det)
     lm = face.landmarks68
     eye = np.degrees(np.arctan2(*(lm[45] - lm[36])[::-1]))
-    lines = [f"astronaut: detected eye line {eye:+.1f}° (image roll)"]
+    lines = [f"{name}: detected eye line {eye:+.1f}° (image roll)"]
     # show the face: a square of 2.4x the landmarks' extent around their centre
     c = (lm.min(0) + lm.max(0)) / 2
     half = 1.2 * float((lm.max(0) - lm.min(0)).max())
@@ -116,9 +117,9 @@ def astronaut_rows(head, size: int) -> tuple[list[np.ndarray], list[str]]:
     def crop(img: np.ndarray) -> np.ndarray:
         return img[y0:y1, x0:x1]
 
-    row = [_label(_tile(crop(rgb), size), ["astronaut (input)"])]
-    for name, label in METHODS:
-        predictor = build_predictor(name, head)
+    row = [_label(_tile(crop(rgb), size), [f"{name} (input)"])]
+    for method, label in METHODS:
+        predictor = build_predictor(method, head)
         t0 = time.perf_counter()
         params = predictor(face).detach().cpu()
         secs = time.perf_counter() - t0
@@ -135,7 +136,7 @@ def astronaut_rows(head, size: int) -> tuple[list[np.ndarray], list[str]]:
                      f"landmarks {dist:5.1f} px from the detector's ({100 * dist / iod:4.1f} % of the eye distance) | "
                      f"jaw {np.degrees(jaw):4.1f}° | {secs:.2f} s")
         row.append(_label(_tile(crop(overlay(head, params, rgb, lm)), size),
-                          [f"astronaut: {label}", f"eye line {m_eye:+.0f} deg (detected {eye:+.0f})",
+                          [f"{name}: {label}", f"eye line {m_eye:+.0f} deg (detected {eye:+.0f})",
                            f"lmk {dist:.1f} px from detector"]))
     return row, lines
 
@@ -177,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                                   [label, f"NoW {f['now_median_mm']:.2f} mm, pose err {f['rotation_err']:.0f} deg",
                                    f"lmk {f['landmark_px']:.1f} px"]))
             rows.append(row)
-        astro, lines = astronaut_rows(head, a.size)
-        rows.append(astro)
+        from engine.photo.examples import EXAMPLE_PHOTOS
+
+        lines = []
+        for name in EXAMPLE_PHOTOS:
+            row, text = real_photo_rows(head, a.size, name)
+            rows.append(row)
+            lines += text
         write_png(out / "cycles_val_methods.png", _grid(rows))
         print("\n".join(lines))
     return 0
