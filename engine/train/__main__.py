@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print("nothing to do: max_steps is 0", file=sys.stderr)
             return 0
         trainer = Trainer(cfg)
+        finished = False
         try:
             resumed = None
             if a.resume != "none":
@@ -97,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"warning: {summary['skipped_images']} training image(s) could not be "
                           f"read and were replaced by other files", file=sys.stderr)
                 print(json.dumps(summary))
+            finished = True
         finally:
-            trainer.close()
+            trainer.close(finished)
     return 0
 
 

@@ -58,6 +58,11 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, synchronize: bool = False) -> None:
+    """Destroy the process group. ``synchronize`` (a run that ended normally on every rank):
+    wait for all ranks first, so that no rank closes its connections while another still
+    writes its last files (gloo's background thread then aborts the slower process)."""
     if info.enabled and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -839,11 +839,13 @@ class Trainer:
             f"at step {self.step}; check the data for NaN/inf values, then {then} with a lower "
             f"optim.lr or optim.grad_clip > 0")
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Close the TensorBoard writer and the process group (``finished``: the run ended
+        normally, so every rank waits for the others before the group goes)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        cleanup(self.dist)
+        cleanup(self.dist, synchronize=finished)
 
 
 def export_checkpoint(data: dict[str, Any], path: str | Path, half: bool = False) -> Path:
