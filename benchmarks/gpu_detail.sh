@@ -16,12 +16,8 @@
 # A run stopped by LIMIT resumes exactly: the same engine.train command with the same run_dir
 # (the machine still warm; docs/deca.md "v3" shows the two calls).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${1:-${OUT:-runs/gpu_detail}}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-CORES=$(nproc)
+source "$(dirname "$0")/gpu_common.sh"
+gpu_setup runs/gpu_detail "$@"
 RUN=${RUN:-runs/gpu_detail_run}
 LOG="$OUT/train_log.txt"
 rm -rf "$RUN"
@@ -35,11 +31,6 @@ timeout "${LIMIT:-520}" "$PY" -m engine.train --config train/configs/deca_detail
   data.seed="${SEED:-5555}" data.n_samples=40000 \
   eval_every=100000 ckpt_every="${CKPT:-100}" log_every=50 progress=off >> "$LOG" 2>&1
 echo "training exited with $? after $(($(date +%s) - t0)) s" | tee -a "$LOG"
-CKPT="$RUN/final.pt"
-[ -f "$CKPT" ] || CKPT=$(ls -1 "$RUN"/checkpoints/ckpt_*.pt 2> /dev/null | tail -n 1)
-if [ -n "$CKPT" ]; then
-  "$PY" -m engine.train export "$CKPT" "$OUT/deca_gpu.pt" --half >> "$LOG" 2>&1 && echo "exported $CKPT" | tee -a "$LOG"
-fi
-cp "$RUN/metrics.jsonl" "$RUN/config.yaml" "$OUT/" 2> /dev/null
+export_run "$RUN" deca_gpu.pt "$LOG"
 grep -E "images_per_s" "$RUN/metrics.jsonl" 2> /dev/null | tail -n 1 | cut -c1-300
 tail -n 3 "$LOG"

@@ -12,12 +12,8 @@
 # runs/gpu_corpus and runs/gpu_train_run (gitignored); OUT gets the exported network
 # (mofa_gpu.pt, fp16), metrics.jsonl, the run's config and a log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${1:-${OUT:-runs/gpu_train}}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-CORES=$(nproc)
+source "$(dirname "$0")/gpu_common.sh"
+gpu_setup runs/gpu_train "$@"
 PROCS=${PROCS:-$((CORES > 1 ? CORES - 1 : 1))}
 PER=${PER:-400}
 N=$((PROCS * PER))
@@ -53,10 +49,5 @@ timeout "${TRAIN_LIMIT:-200}" "$PY" -m engine.train --config "${CONFIG:-train/co
   data.options.cache="$CORPUS" run_dir="$RUN" init_from=engine/assets/mofa_open_default.pt \
   eval_every=200 ckpt_every=100 log_every=20 optim.lr=2.0e-4 optim.warmup_steps=20 progress=off >> "$LOG" 2>&1
 echo "training exited with $? after $(($(date +%s) - t1)) s" | tee -a "$LOG"
-CKPT="$RUN/final.pt"
-[ -f "$CKPT" ] || CKPT=$(ls -1 "$RUN"/checkpoints/ckpt_*.pt 2> /dev/null | tail -n 1)
-if [ -n "$CKPT" ]; then
-  "$PY" -m engine.train export "$CKPT" "$OUT/mofa_gpu.pt" --half >> "$LOG" 2>&1 && echo "exported $CKPT" | tee -a "$LOG"
-fi
-cp "$RUN/metrics.jsonl" "$RUN/config.yaml" "$OUT/" 2> /dev/null
+export_run "$RUN" mofa_gpu.pt "$LOG"
 tail -n 5 "$LOG"

@@ -145,7 +145,7 @@ class SemanticCodeMethod(LearnedMethod):
         n_pose_old = W.shape[0] - (own.shape[0] - n_pose)
         if n_pose_old < 0 or n_pose_old % 3:
             return None  # another code altogether: by name (the head is then left as it is)
-        o = self.layout.n_identity + self.layout.n_expression + 3 * self.layout.n_reflectance
+        o = sum(self.layout.sizes[:3])  # identity, expression, reflectance: the joint rows follow
         keep = min(n_pose, n_pose_old)
 
         def fit_rows(t: Tensor) -> Tensor:

@@ -64,5 +64,5 @@ def cleanup(info: DistInfo, synchronize: bool = False) -> None:
     writes its last files (gloo's background thread then aborts the slower process)."""
     if info.enabled and dist.is_initialized():
         if synchronize:
-            dist.barrier()
+            barrier(info)
         dist.destroy_process_group()
