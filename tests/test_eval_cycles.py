@@ -269,3 +269,33 @@ def test_cycles_by_jaw_splits_faces_by_the_true_jaw(tmp_path, capsys):
     assert out[2].startswith("| with_jaw | 2 / 2 | 50 % / 100 % | +0.050 / -0.350 | ")
     assert out[2].endswith(" / 1.25 |")  # |1 - 0|, |0 - 1|, |9 - 10|, |12 - 14|
     assert out[3].startswith("| no_jaw | 2 / 2 | 50 % / 100 % |") and out[3].endswith("| – |")
+
+
+def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys):
+    """tools/make_cycles_sheets.py --photos-only: one line per example photo and method (a
+    NAME=CHECKPOINT network labelled by its file), no picture written; an unknown method or a
+    missing checkpoint is one clean error."""
+    import importlib.util
+
+    from engine.photo.examples import EXAMPLE_PHOTOS
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_cycles_sheets", root / "tools" / "make_cycles_sheets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ckpt = root / "engine" / "assets" / "mofa_open_default.pt"
+    assert mod.main(["--photos-only", "--method", "mofa", "--method", f"mofa={ckpt}", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 * len(EXAMPLE_PHOTOS)
+    for i, name in enumerate(EXAMPLE_PHOTOS):
+        assert out[3 * i].startswith(f"{name}: detected eye line")
+        assert out[3 * i + 1].strip().startswith("mofa ") and f"({ckpt})" in out[3 * i + 2]
+        # the same network twice: the same landmarks
+        assert out[3 * i + 1].split("landmarks")[1].split("|")[0] == out[3 * i + 2].split("landmarks")[1].split("|")[0]
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--photos-only", "--method", "nope"])
+    assert e.value.code == 2 and "unknown method 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--photos-only", "--method", f"mofa={tmp_path / 'none.pt'}"])
+    assert e.value.code == 2 and "no checkpoint file" in capsys.readouterr().err

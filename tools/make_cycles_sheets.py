@@ -12,6 +12,11 @@
   ``PRED/<method>.json`` their reports (``--json``), whose NoW-style errors label the tiles.
   The real photos are reconstructed here, and each method's head angles, eye-line angle and
   landmark distance to the detector are printed.
+
+    python tools/make_cycles_sheets.py --photos-only --method mofa --method deca=CKPT ...
+
+prints only those real-photo lines, for any methods (``NAME=CHECKPOINT`` for a network other
+than the committed one), and writes no picture: how to judge a new network on real photos.
 """
 
 from __future__ import annotations
@@ -91,8 +96,10 @@ def pick_faces(reports: dict[str, dict], n: int = 6) -> list[int]:
     return picks
 
 
-def real_photo_rows(head, size: int, name: str) -> tuple[list[np.ndarray], list[str]]:
-    """Input + one overlay per method for the example photo ``name``, and a line per method."""
+def real_photo_rows(head, size: int, name: str,
+                    methods: tuple[tuple[str, str, str | None], ...] | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Input + one overlay per method for the example photo ``name``, and a line per method;
+    ``methods`` (method, label, checkpoint or None), default :data:`METHODS`."""
     import time
 
     from engine.eval.cycles import detect
@@ -118,8 +125,8 @@ def real_photo_rows(head, size: int, name: str) -> tuple[list[np.ndarray], list[
         return img[y0:y1, x0:x1]
 
     row = [_label(_tile(crop(rgb), size), [f"{name} (input)"])]
-    for method, label in METHODS:
-        predictor = build_predictor(method, head)
+    for method, label, ckpt in methods or tuple((m, lab, None) for m, lab in METHODS):
+        predictor = build_predictor(method, head, checkpoint=ckpt)
         t0 = time.perf_counter()
         params = predictor(face).detach().cpu()
         secs = time.perf_counter() - t0
@@ -141,16 +148,44 @@ def real_photo_rows(head, size: int, name: str) -> tuple[list[np.ndarray], list[
     return row, lines
 
 
+def photos_only(specs: list[str], size: int) -> int:
+    """Print the real example photos' lines for ``specs`` (``NAME`` or ``NAME=CHECKPOINT``)."""
+    from engine.errors import UserError
+    from engine.head import load_head_model
+    from engine.methods import get_method
+    from engine.photo.examples import EXAMPLE_PHOTOS
+
+    methods = []
+    for spec in specs or [m for m, _ in METHODS]:
+        name, _, ckpt = spec.partition("=")
+        get_method(name)  # an unknown name is a clean error naming the methods
+        if ckpt and not Path(ckpt).is_file():
+            raise UserError(f"--method {spec}: no checkpoint file {ckpt}")
+        methods.append((name, f"{name} ({ckpt})" if ckpt else name, ckpt or None))
+    head = load_head_model("open")
+    for photo in EXAMPLE_PHOTOS:
+        print("\n".join(real_photo_rows(head, size, photo, tuple(methods))[1]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", required=True, dest="set_dir")
-    ap.add_argument("--pred", required=True, help="folder with <method>/ predictions and <method>.json reports")
+    ap.add_argument("--set", dest="set_dir", help="the Cycles set (not needed with --photos-only)")
+    ap.add_argument("--pred", help="folder with <method>/ predictions and <method>.json reports")
+    ap.add_argument("--photos-only", action="store_true",
+                    help="print the real example photos' lines for --method only; write no picture")
+    ap.add_argument("--method", action="append", default=[], metavar="NAME[=CHECKPOINT]",
+                    help="with --photos-only: a method (and its network), repeatable; default fit, mofa, hybrid")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--size", type=int, default=256)
     a = ap.parse_args(argv)
     from engine.errors import UserError, cli_errors
 
     with cli_errors():
+        if a.photos_only:
+            return photos_only(a.method, a.size)
+        if not a.set_dir or not a.pred:
+            raise UserError("give --set and --pred (or --photos-only)")
         from engine.eval.cycles import load_prediction
         from engine.eval.cycles_set import load_sample
         from engine.head import load_head_model
