@@ -299,3 +299,29 @@ def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         mod.main(["--photos-only", "--method", f"mofa={tmp_path / 'none.pt'}"])
     assert e.value.code == 2 and "no checkpoint file" in capsys.readouterr().err
+
+
+def test_skin_vs_light_reads_the_ratio_and_its_light(tmp_path, capsys):
+    """tools/skin_vs_light.py: the median reconstructed / true ratio, and its rank correlation
+    with each face's light from the set's scene records (+1 when the error follows the light)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("skin_vs_light", Path(__file__).resolve().parents[1]
+                                                  / "tools" / "skin_vs_light.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lights = [0.5, 1.0, 2.0, 4.0]
+    for i, e in enumerate(lights):
+        scene = {"lights": {"lights": [{"irradiance": e, "colour": [1.0, 1.0, 1.0]}], "environment": {"strength": 0.0}}}
+        np.savez(tmp_path / f"{i:05d}.npz", scene=np.array(json.dumps(scene)))
+    true = [0.3, 0.5, 0.4, 0.6]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "follows.json").write_text(json.dumps({"faces": [
+        dict(index=i, skin_true=t, skin_pred=t * e / 2.0) for i, (t, e) in enumerate(zip(true, lights))]}))
+    assert mod.face_light(json.loads(str(np.load(tmp_path / "00002.npz")["scene"]))) == pytest.approx(2.0)
+    assert mod.main(["--set", str(tmp_path), str(tmp_path / "runs" / "follows.json")]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| runs/follows | 4 |") and row.endswith("| 0.75 | +1.00 |")  # ratios 0.25, 0.5, 1, 2
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--set", str(tmp_path / "nowhere"), str(tmp_path / "runs" / "follows.json")])
+    assert e.value.code == 2

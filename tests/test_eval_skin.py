@@ -64,3 +64,32 @@ def test_fit_options_are_typed_and_checked(capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_hybrid_takes_the_learned_starts_light_level():
+    """FitConfig.light_level_from_init: with a learned start, the light-level prior pulls
+    towards the start's own mean shading, so a start that sees a brighter light gives a darker
+    albedo; with the option off the start's light is not used at all."""
+    import dataclasses
+
+    from engine.eval.cycles import face_luminance
+    from engine.eval.cycles_set import face_region
+    from engine.fitting import FitConfig, fit_photo
+    from engine.methods.hybrid import hybrid_config
+
+    model = load_head_model("open")
+    sample = render_realistic(model, 11, skin_config())
+    start = sample.params.replace(displacement=None)
+    region = face_region(model)
+    lm = sample.landmarks2d.numpy()
+
+    def skin(cfg, sh_scale):
+        init = start.replace(sh=start.sh * sh_scale)
+        fitted = fit_photo(model, sample.image, lm, cfg, init=init)
+        return face_luminance(fitted.albedo[0].numpy(), region)
+
+    base = dataclasses.replace(hybrid_config(FitConfig()), joint_iters=0, expression_reweight_iters=0)
+    on = dataclasses.replace(base, light_level_from_init=True)
+    off = dataclasses.replace(base, light_level_from_init=False)
+    assert skin(on, 2.0) < 0.85 * skin(on, 1.0)
+    assert skin(off, 2.0) == pytest.approx(skin(off, 1.0), abs=1e-6)

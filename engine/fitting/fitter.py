@@ -524,10 +524,15 @@ class PhotoFit:
             vis = dec.visibility(tolerance=cfg.depth_tolerance_m)[0]
             facing = (-dec.normals_camera[0, :, 2]).clamp(0, 1)  # normal towards the optical axis
             w = vis.float() * (facing / 0.3).clamp(0, 1)
+            level = cfg.light_level
+            if cfg.light_level_from_init and self.init is not None and self.init.sh is not None:
+                # the learned start's own light: its mean shading over the same skin
+                shade = dec.sh_basis[0] @ self.init.sh[0].to(dec.sh_basis.dtype)
+                level = float((shade.mean(-1) * w).sum() / w.sum().clamp_min(1e-6))
             app = fit_appearance(dec.sh_basis[0], dec.sample(self.work)[0], w, self.cache.skin, self.cache.mirror,
                                  self.cache.adjacency, SkinColourPrior(), rounds=cfg.appearance_rounds,
                                  prior_weight=cfg.albedo_prior_weight, sh_reg=cfg.sh_reg, albedo_init=albedo_init,
-                                 light_level=cfg.light_level, light_level_weight=cfg.light_level_weight)
+                                 light_level=level, light_level_weight=cfg.light_level_weight)
         return w, app
 
     def appearance(self) -> None:
