@@ -39,8 +39,9 @@ displacement map (metres along the coarse normals, ``|d| < detail_max_m``), carr
 
 Stages: ``train/configs/deca_coarse.yaml`` (no identity / shape consistency) then
 ``train/configs/deca_coarse_stage2.yaml`` (``init_from`` the first, both terms on, pairs
-of views), then ``train/configs/deca_detail.yaml`` (coarse frozen, detail terms). See
-docs/deca.md.
+of views), then ``train/configs/deca_detail.yaml`` (coarse frozen, detail terms). The
+committed network: ``deca_coarse_v5.yaml`` (the MoFA network trained further with these
+terms) then ``deca_detail_v5.yaml``. See docs/deca.md.
 
 Inference: ``Deca.load(path)``; ``predict_photo`` returns FaceParams in the photo's frame.
 """
@@ -68,8 +69,8 @@ METHOD = {
     "description": "DECA: a coarse CNN encoder (landmark, eye-closure, skin photometric, identity and "
                    "shape-consistency losses) and a detail stage whose UV displacement follows the expression "
                    "(milliseconds per face).",
-    "needs": "a checkpoint (--checkpoint; the open model has a committed network: the MoFA coarse network "
-             "with a detail stage)",
+    "needs": "a checkpoint (--checkpoint; the open model has a committed network: a coarse network trained "
+             "with DECA's terms, and a detail stage)",
     "entry": "Deca",
     "train_config": "train/configs/deca_coarse.yaml",
     "checkpoints": {"open": "assets/deca_open_default.pt"},
