@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     with cli_errors():
         if a.photos_only:
             return photos_only(a.method, a.size)
+        if a.method:
+            raise UserError("--method is for --photos-only (the sheets show fit, mofa and hybrid)")
         if not a.set_dir or not a.pred:
             raise UserError("give --set and --pred (or --photos-only)")
         from engine.eval.cycles import load_prediction
