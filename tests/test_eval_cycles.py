@@ -19,6 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 HAS_BPY = importlib.util.find_spec("bpy") is not None
 
 
+def _tool(name: str):
+    """tools/NAME.py imported as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     home = tmp / "home"
@@ -250,14 +258,7 @@ def test_paired_rows_compare_each_report_per_face_with_the_first():
 def test_cycles_by_jaw_splits_faces_by_the_true_jaw(tmp_path, capsys):
     """tools/cycles_by_jaw.py: faces split at --deg, the share better than the mean face and
     the mean gain per side, the jaw's correlation / MAE only where a jaw is predicted."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("cycles_by_jaw", Path(__file__).resolve().parents[1]
-                                                  / "tools" / "cycles_by_jaw.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _tool("cycles_by_jaw")
     faces = [dict(jaw_true_deg=0.0, now_mean_mm=1.0, mean_face_mean_mm=1.1, jaw_pred_deg=1.0),
              dict(jaw_true_deg=1.0, now_mean_mm=1.3, mean_face_mean_mm=1.1, jaw_pred_deg=0.0),
              dict(jaw_true_deg=10.0, now_mean_mm=1.0, mean_face_mean_mm=1.4, jaw_pred_deg=9.0),
@@ -275,15 +276,10 @@ def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys)
     """tools/make_cycles_sheets.py --photos-only: one line per example photo and method (a
     NAME=CHECKPOINT network labelled by its file), no picture written; an unknown method or a
     missing checkpoint is one clean error."""
-    import importlib.util
-
     from engine.photo.examples import EXAMPLE_PHOTOS
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("make_cycles_sheets", root / "tools" / "make_cycles_sheets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    ckpt = root / "engine" / "assets" / "mofa_open_default.pt"
+    mod = _tool("make_cycles_sheets")
+    ckpt = REPO / "engine" / "assets" / "mofa_open_default.pt"
     assert mod.main(["--photos-only", "--method", "mofa", "--method", f"mofa={ckpt}", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 * len(EXAMPLE_PHOTOS)
@@ -304,12 +300,7 @@ def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys)
 def test_skin_vs_light_reads_the_ratio_and_its_light(tmp_path, capsys):
     """tools/skin_vs_light.py: the median reconstructed / true ratio, and its rank correlation
     with each face's light from the set's scene records (+1 when the error follows the light)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("skin_vs_light", Path(__file__).resolve().parents[1]
-                                                  / "tools" / "skin_vs_light.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _tool("skin_vs_light")
     lights = [0.5, 1.0, 2.0, 4.0]
     for i, e in enumerate(lights):
         scene = {"lights": {"lights": [{"irradiance": e, "colour": [1.0, 1.0, 1.0]}], "environment": {"strength": 0.0}}}
