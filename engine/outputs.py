@@ -572,7 +572,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
         albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
                                  source, opt.texture_size, landmarks_px=lm_crop,
-                                 fill_map=p.albedo_map)  # a method's own UV reflectance (CEST) fills the unseen
+                                 fill_map=p.albedo_map,  # a method's own UV reflectance (CEST) fills the unseen
+                                 facing=src.facing()[0])
         baked_albedo.set_result(albedo_img)
     except BaseException as exc:
         baked_albedo.set_exception(exc)  # both jobs end with it; the error surfaces here

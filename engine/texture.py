@@ -8,7 +8,8 @@ pads each texel outside the islands — is computed once per (head model, size) 
 1. per-vertex attributes (photo position, visibility, shading, fitted albedo) are
    interpolated to the texels in one gather;
 2. the photo is sampled there and divided by the shading (where seen, with a soft
-   confidence: visible, eroded at the silhouette, feathered);
+   confidence: visible, facing the camera (given ``facing``), eroded at the silhouette,
+   feathered);
    With the photo's landmarks, a skin mask keeps hair, background and props out: outside the
    landmarks' hull (the inner face, whose brows, eyes and lips always count) only texels
    whose colour matches this face's skin (:func:`skin_probability`) are used;
@@ -283,6 +284,11 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
     return out.numpy()
 
 
+#: facing (cosine between a vertex's normal and the view ray) below which a photo texel has
+#: no weight, and above which it has full weight (smoothstep between)
+FACING_RAMP = (0.15, 0.45)
+
+
 def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
     """(H, W) bool: the convex hull of the 68 landmarks (jaw line and brows: the inner face,
     whose features — brows, eyes, lips — belong in the texture whatever their colour)."""
@@ -296,7 +302,7 @@ def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
 
 def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
                 source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None,
-                fill_map: Tensor | None = None) -> np.ndarray:
+                fill_map: Tensor | None = None, facing: Tensor | None = None) -> np.ndarray:
     """Bake a UV albedo texture, uint8 ``(size, size, 3)`` (v up: row 0 is the top of UV space).
 
     ``vertices_px (V, 3)`` are ``[u, v, depth]`` of the estimate's vertices in the ``source``
@@ -308,6 +314,11 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     and props are left out), and unseen texels are the face's own median skin albedo, blended
     in by :func:`multiband_blend`. ``fill_map (1, 3, h, w)`` (a method's own UV reflectance map,
     e.g. CEST's) replaces that skin colour as the fill where the photo saw nothing.
+    ``facing (V,)``: each vertex's ``n · (towards the eye)`` in ``source``'s camera
+    (:meth:`engine.face.Decoded.facing`); photo texels then count less the more edge-on they
+    were seen (no weight below :data:`FACING_RAMP`'s first value, full weight above its second),
+    so the silhouette's blurred, background-mixed and badly shaded pixels give way to the mirror
+    texel or the fill instead of leaving a dark seam where the photo ends.
     See the module docstring for the steps.
     """
     import cv2
@@ -315,14 +326,21 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     lay = uv_layout(model, size)
     with torch.no_grad():
         H, W = source.shape[-2:]
-        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v], -1).float().cpu()
-        t = lay.interpolation @ attrs  # (N, 9): every texel's barycentric mix of its triangle's vertices
-        u, v, vis, shade, prior = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9]
+        if facing is None:
+            facing_w = torch.ones_like(visibility, dtype=torch.float32)
+        else:  # photo texels seen edge-on are unreliable: their weight falls to 0 towards the silhouette
+            lo, hi = FACING_RAMP
+            r = ((facing.float().to(visibility.device) - lo) / (hi - lo)).clamp(0, 1)
+            facing_w = r * r * (3 - 2 * r)
+        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v, facing_w[:, None]],
+                          -1).float().cpu()
+        t = lay.interpolation @ attrs  # (N, 10): every texel's barycentric mix of its triangle's vertices
+        u, v, vis, shade, prior, facing_t = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9], t[:, 9]
         grid = torch.stack([u * (2.0 / W) - 1.0, v * (2.0 / H) - 1.0], -1)
         photo = _sample(source[0].float().cpu(), grid)
         inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (vis >= 0.5)
         photo_alb = (photo / shade.clamp_min(0.08)).clamp(0, 1)
-        seen = inside.float() * vis.clamp(0, 1)
+        seen = inside.float() * vis.clamp(0, 1) * facing_t
         fill, skin_w = None, None
         if landmarks_px is not None:
             hull = _hull_mask(landmarks_px, H, W)

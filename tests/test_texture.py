@@ -171,3 +171,43 @@ def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
     assert texels.numel() > 200
     assert with_map[texels.numpy(), 2].mean() > 200 and with_map[texels.numpy(), 0].mean() < 30
     assert abs(float(without[texels.numpy(), 0].mean()) - 0.78 * 255) < 15  # the skin colour otherwise
+
+
+def test_edge_on_texels_give_way_when_the_estimate_overlaps_the_background(head):
+    """An estimate 4 % wider than the rendered face (as a fit's silhouette often is) projects
+    its sides onto a blue background. With ``facing``, texels seen edge-on lose their weight
+    and take the estimate's own albedo instead of the blue; texels facing the camera bake as
+    before."""
+    S = 256
+    skin = torch.tensor([0.78, 0.58, 0.47])
+    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
+    params = FaceParams.neutral(head, camera).replace(albedo=skin.expand(1, head.n_vertices, 3).clone(), sh=sh)
+    dec = FaceDecoder(head)(params)
+    background = torch.zeros(1, 3, 512, 512)
+    background[:, 2] = 0.9
+    image = dec.render(antialias=False, background=background).image.clamp(0, 1)
+    vis = dec.visibility()[0].float()
+    screen = dec.screen[0].clone()
+    centre = screen[vis > 0, :2].mean(0)
+    screen[:, :2] = centre + 1.04 * (screen[:, :2] - centre)  # the estimate: a little too wide
+    facing = dec.facing()[0]
+    args = (head, screen, vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    lay = uv_layout(head, S)
+    face = head.regions["face_skin"] & (vis > 0)
+
+    def texels(sel):
+        return lay.texels[sel[head.faces[lay.tri]].all(1)].numpy()
+
+    edge, front = texels(face & (facing < 0.3)), texels(face & (facing > 0.7))
+    plain = bake_albedo(*args, size=S).reshape(-1, 3).astype(np.float64) / 255.0
+    weighted = bake_albedo(*args, size=S, facing=facing).reshape(-1, 3).astype(np.float64) / 255.0
+
+    def error(img, t):
+        return float(np.abs(img[t] - skin.numpy()).mean())
+
+    assert len(edge) > 100 and len(front) > 300
+    assert error(plain, edge) > 0.05  # the blue came in
+    assert error(weighted, edge) < 0.5 * error(plain, edge), (error(weighted, edge), error(plain, edge))
+    assert error(weighted, front) < 0.02 and abs(error(weighted, front) - error(plain, front)) < 0.005
