@@ -8,10 +8,14 @@ session that loaded bpy leaves with ``os._exit`` and pytest's own exit status.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 _exit_status: int | None = None
 
@@ -28,6 +32,18 @@ def pytest_unconfigure(config) -> None:
         sys.stderr.flush()
         os._exit(_exit_status)
 
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """``load_tool(NAME)``: tools/NAME.py imported as a module (the tools are scripts, not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
 
 
 @pytest.fixture(scope="session")

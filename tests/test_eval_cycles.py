@@ -19,14 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 HAS_BPY = importlib.util.find_spec("bpy") is not None
 
 
-def _tool(name: str):
-    """tools/NAME.py imported as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     home = tmp / "home"
@@ -255,10 +247,10 @@ def test_paired_rows_compare_each_report_per_face_with_the_first():
     assert [c.strip() for c in rows[3].strip("|").split("|")][2:] == ["+0.000 / +0.000", "0", "0"]
 
 
-def test_cycles_by_jaw_splits_faces_by_the_true_jaw(tmp_path, capsys):
+def test_cycles_by_jaw_splits_faces_by_the_true_jaw(tmp_path, capsys, load_tool):
     """tools/cycles_by_jaw.py: faces split at --deg, the share better than the mean face and
     the mean gain per side, the jaw's correlation / MAE only where a jaw is predicted."""
-    mod = _tool("cycles_by_jaw")
+    mod = load_tool("cycles_by_jaw")
     faces = [dict(jaw_true_deg=0.0, now_mean_mm=1.0, mean_face_mean_mm=1.1, jaw_pred_deg=1.0),
              dict(jaw_true_deg=1.0, now_mean_mm=1.3, mean_face_mean_mm=1.1, jaw_pred_deg=0.0),
              dict(jaw_true_deg=10.0, now_mean_mm=1.0, mean_face_mean_mm=1.4, jaw_pred_deg=9.0),
@@ -272,13 +264,13 @@ def test_cycles_by_jaw_splits_faces_by_the_true_jaw(tmp_path, capsys):
     assert out[3].startswith("| no_jaw | 2 / 2 | 50 % / 100 % |") and out[3].endswith("| – |")
 
 
-def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys):
+def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys, load_tool):
     """tools/make_cycles_sheets.py --photos-only: one line per example photo and method (a
     NAME=CHECKPOINT network labelled by its file), no picture written; an unknown method or a
     missing checkpoint is one clean error."""
     from engine.photo.examples import EXAMPLE_PHOTOS
 
-    mod = _tool("make_cycles_sheets")
+    mod = load_tool("make_cycles_sheets")
     ckpt = REPO / "engine" / "assets" / "mofa_open_default.pt"
     assert mod.main(["--photos-only", "--method", "mofa", "--method", f"mofa={ckpt}", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -297,10 +289,10 @@ def test_sheet_tool_prints_real_photo_lines_for_given_networks(tmp_path, capsys)
     assert e.value.code == 2 and "no checkpoint file" in capsys.readouterr().err
 
 
-def test_skin_vs_light_reads_the_ratio_and_its_light(tmp_path, capsys):
+def test_skin_vs_light_reads_the_ratio_and_its_light(tmp_path, capsys, load_tool):
     """tools/skin_vs_light.py: the median reconstructed / true ratio, and its rank correlation
     with each face's light from the set's scene records (+1 when the error follows the light)."""
-    mod = _tool("skin_vs_light")
+    mod = load_tool("skin_vs_light")
     lights = [0.5, 1.0, 2.0, 4.0]
     for i, e in enumerate(lights):
         scene = {"lights": {"lights": [{"irradiance": e, "colour": [1.0, 1.0, 1.0]}], "environment": {"strength": 0.0}}}
