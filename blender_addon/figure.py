@@ -2,7 +2,7 @@
 
     .venv/bin/python -m blender_addon.figure RESULT_DIR docs/blender_import.png
 
-    .venv/bin/python -m blender_addon.figure compare OUT.png before=ROOT_A after=ROOT_B
+    .venv/bin/python -m blender_addon.figure compare OUT.png before=ROOT_A after=ROOT_B [--tile 700x840]
 
     .venv/bin/python -m blender_addon.figure detail RESULT_DIR OUT.png
 
@@ -269,8 +269,17 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "detail":
         render_detail(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "compare":
-        # python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]
-        render_compare([tuple(a.split("=", 1)) for a in sys.argv[3:]], sys.argv[2])
+        # python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...] [--tile WxH]
+        args = sys.argv[3:]
+        tile = (300, 360)
+        if "--tile" in args:
+            k = args.index("--tile")
+            try:
+                tile = tuple(int(x) for x in args[k + 1].lower().split("x"))
+            except (IndexError, ValueError):
+                raise SystemExit("--tile needs WIDTHxHEIGHT in pixels, e.g. --tile 700x840") from None
+            args = args[:k] + args[k + 2:]
+        render_compare([tuple(a.split("=", 1)) for a in args], sys.argv[2], tile=tile)
     elif len(sys.argv) == 3:
         render_sheet(sys.argv[1], sys.argv[2])
     else:

@@ -177,13 +177,15 @@ def shade_view(decoded) -> ShadedView:
     two give what ``decoded.render(antialias=False)`` gives with an ``albedo_map``."""
     import torch
 
+    from engine.export.uv_pack import export_layout
     from engine.render import interpolate
 
     with torch.no_grad():
         out = decoded.render(antialias=False)
         mask = out.fragments.mask[0]
         shading = out.shading[0].permute(1, 2, 0).clamp_min(0) * mask[..., None].float()
-        uv = interpolate(decoded.head.uv.to(shading.dtype), decoded.head.face_uv, out.fragments)[:1]
+        exported = export_layout(decoded.head)  # albedo.png's layout
+        uv = interpolate(exported.uv.to(shading.dtype), exported.face_uv, out.fragments)[:1]
         return ShadedView(shading.numpy(), mask.numpy(), uv)
 
 
@@ -374,13 +376,16 @@ def prepare_outputs(model, options: OutputOptions | None = None) -> threading.Th
     and face lines (:func:`engine.export.obj.topology_text`) — e.g. while a fit runs on the
     other core, so that writing the folder later finds them ready."""
     from engine.export.obj import topology_text
+    from engine.export.uv_pack import export_layout
     from engine.texture import uv_layout
 
     size = (options or OutputOptions()).texture_size
 
     def prepare() -> None:
-        uv_layout(model, size)
-        topology_text(model.faces.cpu().numpy(), model.uv.cpu().numpy(), model.face_uv.cpu().numpy())
+        exp = export_layout(model)
+        uv_layout(exp, size)
+        exp.seam_extension(size)
+        topology_text(model.faces.cpu().numpy(), exp.uv.numpy(), exp.face_uv.numpy())
 
     thread = threading.Thread(target=prepare, daemon=True, name="prepare-outputs")
     thread.start()
@@ -451,6 +456,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
 
     from engine.export.gltf import write_glb
     from engine.export.obj import write_obj
+    from engine.export.uv_pack import export_layout, to_export_layout
     from engine.face import FaceDecoder
     from engine.photo import align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
@@ -476,7 +482,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     cam = p.camera
     R, t, K = cam.R[0], cam.t[0], cam.K[0]
     faces = cpu_model.faces
-    uv, face_uv = cpu_model.uv, cpu_model.face_uv
+    exported = export_layout(cpu_model)  # the files' texture layout: the face gets the texels
+    uv, face_uv = exported.uv, exported.face_uv
     img = photo.rgb
     H, W = img.shape[:2]
     lm = p.landmarks[0].numpy() if p.landmarks is not None else dec.landmarks2d[0].numpy()
@@ -570,9 +577,10 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
         source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
-        albedo_img = bake_albedo(cpu_model, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
+        fill_map = None if p.albedo_map is None else to_export_layout(p.albedo_map, cpu_model)
+        albedo_img = bake_albedo(exported, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
                                  source, opt.texture_size, landmarks_px=lm_crop,
-                                 fill_map=p.albedo_map,  # a method's own UV reflectance (CEST) fills the unseen
+                                 fill_map=fill_map,  # a method's own UV reflectance (CEST) fills the unseen
                                  facing=src.facing()[0])
         baked_albedo.set_result(albedo_img)
     except BaseException as exc:

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor
 
-from engine.render.rasterize import interpolate_foreground
 from engine.render.uv import rasterize_uv, vertex_uv
 
 __all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "skin_probability", "texture_image",
@@ -91,10 +90,9 @@ def _build_layout(model, size: int) -> UVLayout:
         fr = rasterize_uv(uv, face_uv, size)
         mirror = model.mirror.cpu()
         has = mirror >= 0
-        partner = torch.where(has, mirror, torch.arange(len(mirror)))
-        vuv = vertex_uv(uv, face_uv, faces, model.n_vertices)
-        attrs = torch.cat([vuv[partner], has.float()[:, None]], -1)[None]  # (1, V, 3)
-        m = interpolate_foreground(attrs, faces, fr)  # (N, 3)
+        corner_uv = _mirror_corner_uv(uv, face_uv, faces, mirror, model.n_vertices)  # (F, 3, 2)
+        corners = torch.cat([corner_uv, has[faces].float()[..., None]], -1)[fr.fg_tri]  # (N, 3, 3)
+        m = (fr.fg_bary[:, :, None] * corners).sum(1)  # (N, 3): mirror UV and how much has a mirror
         mirror_grid = torch.stack([m[:, 0] * 2.0 - 1.0, 1.0 - m[:, 1] * 2.0], -1)
         covered = fr.mask[0].numpy()
     # nearest covered texel of every texel: OpenCV labels each pixel with its nearest zero pixel,
@@ -116,6 +114,28 @@ def _build_layout(model, size: int) -> UVLayout:
                                          (len(fr.fg_index), model.n_vertices)),
                       mirror_sampling=_bilinear_matrix(mirror_grid, fr.fg_index, size))
     return layout
+
+
+def _mirror_corner_uv(uv: Tensor, face_uv: Tensor, faces: Tensor, mirror: Tensor, n_vertices: int) -> Tensor:
+    """``(F, 3, 2)``: for every corner of every triangle, the UV of its mirror vertex *in the
+    mirror triangle* (the triangle whose vertices are the corners' mirrors): so a texel's mirror
+    point stays inside one island even where a vertex has several UVs (seams, and the cuts of
+    an export layout). Triangles without a mirror triangle fall back to one UV per vertex."""
+    f = faces.numpy().astype(np.int64)
+    m = mirror.numpy().astype(np.int64)
+    fuv = face_uv.numpy().astype(np.int64)
+    uvs = uv.numpy()
+    partner = np.where(m >= 0, m, np.arange(len(m)))
+    out = vertex_uv(uv, face_uv, faces, n_vertices).numpy()[partner[f]]  # the per-vertex fallback
+    index = {tuple(sorted(tri)): i for i, tri in enumerate(f.tolist())}
+    mf = partner[f]
+    for i, tri in enumerate(mf.tolist()):
+        j = index.get(tuple(sorted(tri)))
+        if j is None or (m[f[i]] < 0).any():
+            continue
+        pos = [f[j].tolist().index(v) for v in tri]
+        out[i] = uvs[fuv[j, pos]]
+    return torch.from_numpy(np.ascontiguousarray(out, np.float32))
 
 
 def _csr(columns: Tensor, values: Tensor, per_row: int, shape: tuple[int, int]) -> Tensor:
@@ -233,7 +253,8 @@ def skin_probability(colours: Tensor, reference: Tensor, keep: float = 2.0, drop
 
 
 def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, band: int = 16,
-                    where: np.ndarray | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
+                    where: np.ndarray | None = None, shape: tuple[int, int] | None = None,
+                    extend: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Blend ``known`` ``(H, W, 3)`` over ``fill`` (a colour ``(3,)`` or an image) with weight ``weight (H, W)``
     in [0, 1] in two frequency bands (Burt & Adelson's multi-band blending): detail finer than
     ``band`` texels switches with the weight itself, the overall colour with the weight
@@ -242,7 +263,9 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
     1/``band`` resolution (cheap at 1024²). ``where`` (flat texel indices) limits the result to
     those texels: returns ``(len(where), 3)`` instead of the image. With ``shape = (H, W)`` as
     well, ``known (N, 3)``, ``weight (N,)`` and an image ``fill (N, 3)`` are given at the texels
-    ``where`` only (every other texel is unseen: weight 0)."""
+    ``where`` only (every other texel is unseen: weight 0); ``extend = (dst, src)`` (flat
+    indices, e.g. :meth:`engine.export.uv_pack.ExportLayout.seam_extension`) then copies texels
+    across cut seams before the low pass, so it runs over the surface as if uncut."""
     import cv2
 
     if shape is not None and where is None:
@@ -262,6 +285,9 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
         w_img[where] = w
         kw_img = np.zeros((H * W, 3), np.float32)
         _items(kw_img)[where] = _items((torch.from_numpy(known) * torch.from_numpy(w)[:, None]).numpy())
+        if extend is not None:
+            w_img[extend[0]] = w_img[extend[1]]
+            kw_img[extend[0]] = kw_img[extend[1]]
         low_w, low_kw = low(w_img.reshape(H, W)), low(kw_img.reshape(H, W, 3))
     else:
         low_w, low_kw = low(w), low(known * w[..., None])
@@ -309,6 +335,8 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     image ``(1, 3, H, W)`` float [0, 1]; ``visibility (V,)`` in [0, 1]; ``shading_v (V, 3)``
     the estimate's SH shading per vertex (≥ 0); ``albedo_v (V, 3)`` its completed per-vertex
     albedo (the fallback where nothing was seen, when no skin mask is made).
+    ``model`` is a head model, or its export layout (:func:`engine.export.uv_pack.export_layout`:
+    the texture is then baked in the files' layout, its filters running across the seams it cut).
     ``landmarks_px (68, 2)`` in ``source``'s pixels turn on the skin mask and the skin fill:
     outside the landmarks' hull only skin-coloured photo texels are used (hair, background
     and props are left out), and unseen texels are the face's own median skin albedo, blended
@@ -324,6 +352,11 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     import cv2
 
     lay = uv_layout(model, size)
+    # an export layout (engine.export.uv_pack) cut some islands apart: filters run across the
+    # cuts, and their sizes follow its denser face (the same millimetres on the face as before)
+    extend = model.seam_extension(size) if hasattr(model, "seam_extension") else None
+    gain = float(getattr(model, "face_texel_gain", 1.0))
+    k = 2 * int(round(gain)) + 1  # the erosion's kernel: 3 texels in the model's own layout
     with torch.no_grad():
         H, W = source.shape[-2:]
         if facing is None:
@@ -356,14 +389,18 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
         conf_img = np.zeros(size * size, np.float32)
         conf_img[lay.texels.numpy()] = seen.numpy()
-        conf_img = cv2.erode(conf_img.reshape(size, size), np.ones((3, 3), np.uint8))
-        conf_img = cv2.GaussianBlur(conf_img, (0, 0), size / 256.0)
+        if extend is not None:  # the image filters below run across cut seams
+            conf_img[extend[0]] = conf_img[extend[1]]
+        conf_img = cv2.erode(conf_img.reshape(size, size), np.ones((k, k), np.uint8))
+        conf_img = cv2.GaussianBlur(conf_img, (0, 0), gain * size / 256.0)
         conf = torch.from_numpy(conf_img.reshape(-1))[lay.texels]
         if skin_w is not None:  # applied after the feathering: a masked texel keeps no weight at all
             skin_img = np.ones(size * size, np.float32)
             skin_img[lay.texels.numpy()] = skin_w.numpy()
-            skin_img = cv2.erode(skin_img.reshape(size, size), np.ones((3, 3), np.uint8))
-            skin_img = cv2.GaussianBlur(skin_img, (0, 0), size / 512.0)  # no hard line where the hull ends
+            if extend is not None:
+                skin_img[extend[0]] = skin_img[extend[1]]
+            skin_img = cv2.erode(skin_img.reshape(size, size), np.ones((k, k), np.uint8))
+            skin_img = cv2.GaussianBlur(skin_img, (0, 0), gain * size / 512.0)  # no hard line where the hull ends
             conf = conf * torch.from_numpy(skin_img.reshape(-1))[lay.texels]
         # mirror texels: the photo albedo and the confidence there (one sampling pass)
         m = lay.mirror_sampling @ torch.cat([photo_alb, conf[:, None]], -1)
@@ -380,8 +417,8 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     if fill_map is not None:  # the method's UV map at texture size, at the covered texels
         fm = Fn.interpolate(fill_map.detach().float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
         fill_np = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1).numpy()[lay.texels.numpy()]
-    blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=max(4, size // 64),  # 16 texels at 1024²
-                              where=lay.texels.numpy(), shape=(size, size))
+    blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=max(4, int(gain * size / 64)),  # 16 texels at 1024²
+                              where=lay.texels.numpy(), shape=(size, size), extend=extend)
     return _texture_uint8(blended, lay)
 
 

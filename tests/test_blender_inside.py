@@ -782,10 +782,13 @@ DETAIL_JAW_RAD = 0.35
 
 
 def _uv_mask(model, vertices: np.ndarray) -> np.ndarray:
-    """Texels (PNG rows, top = v 1) covered by the model's triangles whose vertices are all in ``vertices``."""
+    """Texels (PNG rows, top = v 1) covered by the model's triangles whose vertices are all in
+    ``vertices``, in the output files' UV layout (engine.export.uv_pack)."""
+    from engine.export.uv_pack import export_layout
     from PIL import Image, ImageDraw
 
-    faces, face_uv, uv = model.faces.numpy(), model.face_uv.numpy(), model.uv.numpy()
+    exp = export_layout(model)
+    faces, face_uv, uv = model.faces.numpy(), exp.face_uv.numpy(), exp.uv.numpy()
     image = Image.new("L", (DETAIL_SIZE, DETAIL_SIZE), 0)
     draw = ImageDraw.Draw(image)
     for tri in np.flatnonzero(vertices[faces].all(1)):

@@ -184,8 +184,11 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
     marker = json.loads((out / ".facerecon-output.json").read_text())
     assert set(detail["units"].values()) <= set(marker["files"])
 
-    # the written maps are the network's (its UV window placed into the whole layout):
-    # neutral and one unit's delta, to one grey step
+    # the written maps are the network's (its UV window placed into the whole layout, then
+    # carried into the files' export layout): neutral and one unit's delta, to one grey step
+    from engine.export.uv_pack import export_layout, to_export_layout
+    from engine.texture import uv_layout
+
     net = Deca.load(final)
     code = torch.tensor(detail["code"])[None]
     E = net.head.n_expression
@@ -194,11 +197,11 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
 
     def whole(m):
         full, size = whole_layout(m.detach(), window)
-        return full[0, 0].numpy(), size
+        return to_export_layout(full, net.head)[0, 0].numpy(), size
 
     neutral, size = whole(net.detail_decoder(code, torch.zeros(1, E)))
     assert detail["uv_size"] == size and size % 64 == 0 and size * (window[2] - window[0]) >= M
-    texels = net.decoder.uv_fragments(size).mask[0].numpy()
+    texels = uv_layout(export_layout(net.head), size).covered
     written = decode_displacement_png(out / "displacement.png", scale)
     assert written.shape == (size, size) and np.abs(written - neutral)[texels].max() <= 1.01 * scale
     assert np.abs(written[texels]).max() > 10 * scale  # the randomised decoder gave it detail

@@ -55,15 +55,25 @@ def test_fit_overlay_changes_the_photo_only_under_the_head(decoded):
 
 
 def test_summary_view_equals_the_textured_render(decoded):
-    amap = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    """The summary textures its view with ``albedo.png``, which is in the export UV layout
+    (engine.export.uv_pack): a smooth map in the model's own layout, carried over, shows on the
+    view as the decoder's own render of the model-layout map does (up to resampling)."""
+    from engine.export.uv_pack import to_export_layout
+
+    u = torch.linspace(0, 1, 256)
+    amap = torch.stack([0.5 + 0.4 * torch.sin(6 * u)[None, :].expand(256, 256),
+                        0.5 + 0.4 * torch.cos(5 * u)[:, None].expand(256, 256),
+                        0.5 + 0.3 * torch.sin(4 * u[:, None] + 3 * u[None, :])])[None]
     view = shade_view(decoded)
-    colour, albedo = texture_view(view, amap)
+    colour, albedo = texture_view(view, to_export_layout(amap, decoded.head))
     out = decoded.decoder(decoded.params.replace(albedo_map=amap)).render(antialias=False)
     m = out.fragments.mask[0].numpy()
     assert (view.mask == m).all()
     ref_albedo = out.albedo[0].permute(1, 2, 0).numpy() * m[..., None]
     ref_colour = ref_albedo * (out.shading[0].permute(1, 2, 0).clamp_min(0).numpy() * m[..., None])
-    assert np.abs(albedo - ref_albedo).max() < 1e-5 and np.abs(colour - ref_colour).max() < 1e-5
+    err = np.abs(albedo - ref_albedo)[m]
+    assert float(np.median(err)) < 0.001 and float(np.percentile(err, 99)) < 0.01, (np.median(err), err.max())  # not carried: 0.07 / 0.76
+    assert float(np.median(np.abs(colour - ref_colour)[m])) < 0.002
 
 
 def test_a_failed_bake_surfaces_and_stops_the_background_jobs(decoded, tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Detail maps in the output folder: 16-bit displacement PNGs, the animated-detail entry of
 ``params.json``, and "bake detail for this pose" (``python -m engine bake-detail``).
 
-Encoding (docs/conventions.md): a 16-bit grey PNG in the head's UV layout (row 0 = ``v``
-of 1), zero displacement at grey 32768, ``params.json["displacement_scale_m"]`` metres per
+Encoding (docs/conventions.md): a 16-bit grey PNG in the head's export UV layout
+(:mod:`engine.export.uv_pack`, the layout of ``albedo.png`` and the meshes; row 0 = ``v`` of 1), zero displacement at grey 32768, ``params.json["displacement_scale_m"]`` metres per
 grey step, positive = outwards along the surface normal. Files:
 
     displacement.png          the neutral detail D(code, expression 0, jaw 0)
@@ -66,31 +66,20 @@ def whole_layout(maps: "torch.Tensor", window: tuple[float, float, float, float]
     return window_to_full(maps.float(), window, size), size
 
 
-def _padded(maps: np.ndarray, mask: np.ndarray, rings: int = 4) -> np.ndarray:
-    """``maps (N, M, M)`` with texels outside ``mask (M, M)`` filled ``rings`` deep from the
-    islands (so bilinear/cubic look-ups at island borders see no empty texels)."""
-
-    from engine.render.uv import dilate_uv
-
-    t = torch.from_numpy(np.ascontiguousarray(maps, np.float32))[:, None]
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return dilate_uv(t, m, iterations=rings)[:, 0].numpy()
-
-
 def write_detail_maps(folder: str | Path, maps: Any, head: Any, method: str, checkpoint: str | None) -> dict[str, Any]:
     """Write ``displacement.png`` and ``detail/*.png`` of :class:`engine.methods.deca.DetailMaps`
     ``maps`` into ``folder``; returns the ``params.json`` entries (``displacement_scale_m``,
     ``detail``). The scale is the network's bound over 32000 grey steps, so every value fits.
-    Maps over a UV window are written as whole-layout maps (:func:`whole_layout`)."""
-    from engine.face import FaceDecoder
+    Maps over a UV window are placed in the whole model layout (:func:`whole_layout`), then
+    carried into the export layout (:func:`engine.export.uv_pack.to_export_layout`)."""
+    from engine.export.uv_pack import to_export_layout
 
     folder = Path(folder)
     scale_m = float(maps.max_m) / 32000.0
     names = list(maps.units)
     stack = [maps.neutral] + [maps.units[n] for n in names] + ([maps.jaw] if maps.jaw is not None else [])
     full, size = whole_layout(torch.cat(stack, 0), maps.window)
-    mask = FaceDecoder(head).uv_fragments(size).mask[0].cpu().numpy()
-    padded = _padded(full[:, 0].numpy(), mask)
+    padded = to_export_layout(full, head)[:, 0].numpy()  # the files' layout (engine.export.uv_pack), padded
     (folder / "displacement.png").write_bytes(displacement_png(padded[0], scale_m))
     units: dict[str, str] = {}
     if names or maps.jaw is not None:
@@ -174,14 +163,13 @@ def bake_detail_pose(result_dir: str | Path, pose: Mapping[str, Any], out: str |
     with torch.no_grad():
         d = network.detail_decoder(code, torch.tensor(expr, dtype=torch.float32)[None],
                                    torch.tensor(jaw, dtype=torch.float32)[None])
-    from engine.face import FaceDecoder
+    from engine.export.uv_pack import to_export_layout
 
     window = network.window_batch(1)
     full, size = whole_layout(d, None if window is None else tuple(float(x) for x in window[0]))
-    mask = FaceDecoder(network.head).uv_fragments(size).mask[0].numpy()
     scale_m = float(params.get("displacement_scale_m") or network.cfg.detail_max_m / 32000.0)
     out = Path(out).expanduser()
     from engine.export.atomic import atomic_write
 
-    atomic_write(out, displacement_png(_padded(full[:, 0].numpy(), mask)[0], scale_m))
+    atomic_write(out, displacement_png(to_export_layout(full, network.head)[0, 0].numpy(), scale_m))
     return out

@@ -50,6 +50,7 @@ def write_animation_glb(path: Path, head: HeadModel, identity: np.ndarray, anim:
                         texture_png: bytes | None) -> None:
     """``animation.glb``: skinned head with morph-weight and joint-rotation channels."""
     from engine.export.gltf import write_glb
+    from engine.export.uv_pack import export_layout
     from engine.outputs import expression_morph_targets
 
     model = head.to("cpu") if head.template.device.type != "cpu" else head
@@ -67,7 +68,8 @@ def write_animation_glb(path: Path, head: HeadModel, identity: np.ndarray, anim:
         rotations[name] = q[:, [1, 2, 3, 0]]  # glTF: x, y, z, w
     animation = {"name": "face", "times": anim.times - anim.times[0], "morph_weights": anim.weights,
                  "rotations": rotations}
-    write_glb(path, base, model.faces.numpy(), model.uv.numpy(), model.face_uv.numpy(), morph_targets=targets,
+    exported = export_layout(model)  # albedo.png's layout (engine.export.uv_pack)
+    write_glb(path, base, model.faces.numpy(), exported.uv.numpy(), exported.face_uv.numpy(), morph_targets=targets,
               texture_png=texture_png, name="head", skin=skin, animation=animation)
 
 

@@ -1,0 +1,244 @@
+"""The texture layout of the output files: the head model's UV islands cut and re-packed so
+that the face gets the texels.
+
+A head model's own UV layout is what its networks work in (CEST's reflectance maps, DECA's
+detail maps, the generator's painted albedo) and stays as it is. The open head's layout
+(MakeHuman's) covers only a fifth of the texture, and its face skin 4 %: a 1024² ``albedo.png``
+gave the face about 220 texels from ear to ear, whatever the photo's resolution. The files
+an artist opens (``albedo.png``, ``displacement.png``, ``detail/*.png``, ``head.obj``,
+``head.glb``, ``animation.glb``) use an **export layout** made from it once per model
+(:func:`export_layout`):
+
+1. the face skin (triangles whose corners are all in the model's ``face_skin`` region, the
+   part a photo shows) is cut out of its island, so it can be scaled on its own;
+2. every island gets a texel density relative to the face's: face skin 1, the rest of the
+   head (scalp, neck, ears: mostly the skin fill) :data:`REST_DENSITY`, parts with their own
+   material in Blender (eyeballs, mouth interior) :data:`OWN_MATERIAL_DENSITY`;
+3. the islands' boxes are shelf-packed into the unit square with a margin, at the largest
+   common scale that fits (bisection). Where that gains the face less than :data:`MIN_GAIN`
+   (linear) the model's own layout is the export layout (ICT's layout is already face-centred:
+   1.08).
+
+The export layout is used like a head model by :func:`engine.texture.uv_layout` (it has
+``uv``, ``face_uv``, ``faces``, ``mirror``, ``n_vertices``), so textures bake straight into
+it; maps made in the model's layout are carried over by :func:`to_export_layout`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+__all__ = ["ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "export_layout", "to_export_layout"]
+
+REST_DENSITY = 0.45  # scalp, neck, ears: texels per UV unit relative to the face skin's
+OWN_MATERIAL_DENSITY = 0.15  # eyeballs, mouth interior: Blender gives them their own materials
+MARGIN = 12.0 / 1024.0  # UV units between packed islands (the bake pads 16 texels at 1024²)
+MIN_GAIN = 1.25  # below this gain in the face's texels per UV unit (linear) the model's layout is kept
+
+
+@dataclass(eq=False)
+class ExportLayout:
+    """A head model's export UV layout (see the module docstring). ``uv (T, 2)`` export
+    coordinates (``v`` up), ``face_uv (F, 3)`` per-corner indices into them (the model's
+    ``faces`` order), ``source_uv (T, 2)`` each export UV vertex's coordinate in the model's
+    own layout, ``island (T,)`` its island and ``density (I,)`` each island's texel density
+    relative to the face skin's; ``face_texel_gain`` the face skin's texels per UV unit over
+    the model layout's (linear)."""
+
+    uv: Tensor
+    face_uv: Tensor
+    source_uv: Tensor
+    island: Tensor
+    density: Tensor
+    face_texel_gain: float
+    faces: Tensor
+    mirror: Tensor
+    n_vertices: int
+    island_lo: np.ndarray  # (I, 2) each island's lower-left corner in the model layout
+    island_scale: np.ndarray  # (I,) export UV units per model UV unit
+    island_corner: np.ndarray  # (I, 2) its lower-left corner in the export layout
+    source: object = None  # the head model
+
+    def seam_extension(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(dst, src) flat texel indices at ``size``: texels just outside an island where it was
+        cut from its neighbour (the face skin's border) and the texels across the cut that
+        continue the surface there. Copying ``src`` into ``dst`` before an image-space filter
+        (erosion, blur, the multi-band low pass of :func:`engine.texture.bake_albedo`) makes the
+        filter see the surface as continuous, so no seam appears where the two islands meet
+        (cached per size)."""
+        cache = self.__dict__.setdefault("_seam_extension", {})
+        if size not in cache:
+            cache[size] = _seam_extension(self, size)
+        return cache[size]
+
+
+_LOCK = threading.Lock()
+
+
+def export_layout(model) -> ExportLayout:
+    """The (cached) export layout of ``model`` (a head model with ``uv``, ``face_uv``,
+    ``faces``, ``mirror``, ``n_vertices`` and a ``regions`` dict)."""
+    with _LOCK:
+        cached = model.__dict__.get("_export_layout")
+        if cached is None:
+            cached = _build(model)
+            model.__dict__["_export_layout"] = cached
+        return cached
+
+
+def _islands(face_uv: np.ndarray, n_uv: int) -> tuple[np.ndarray, int]:
+    """Connected components of UV vertices joined by triangles: (island of each UV vertex, count)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a, b = np.concatenate([face_uv[:, 0], face_uv[:, 1], face_uv[:, 2]]), np.concatenate(
+        [face_uv[:, 1], face_uv[:, 2], face_uv[:, 0]])
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_uv, n_uv))
+    count, labels = connected_components(graph, directed=False)
+    return labels, count
+
+
+def _shelf_pack(sizes: np.ndarray, margin: float) -> tuple[np.ndarray, float]:
+    """Shelf packing of boxes ``sizes (I, 2)`` (width, height) into rows of width 1, tallest
+    first: (lower-left corners (I, 2), total height)."""
+    order = np.argsort(-sizes[:, 1], kind="stable")
+    corners = np.zeros_like(sizes)
+    x, y, row_h = margin, margin, 0.0
+    for i in order:
+        w, h = sizes[i]
+        if x + w + margin > 1.0 and x > margin:  # next shelf
+            y += row_h + margin
+            x, row_h = margin, 0.0
+        corners[i] = (x, y)
+        x += w + margin
+        row_h = max(row_h, h)
+    return corners, y + row_h + margin
+
+
+def _build(model) -> ExportLayout:
+    uv = model.uv.detach().cpu().double().numpy()
+    face_uv = model.face_uv.detach().cpu().numpy().astype(np.int64)
+    faces = model.faces.detach().cpu().numpy().astype(np.int64)
+    regions = getattr(model, "regions", {}) or {}
+
+    def region_faces(name: str) -> np.ndarray:
+        r = regions.get(name)
+        return np.zeros(len(faces), bool) if r is None else r.detach().cpu().numpy()[faces].all(1)
+
+    face_skin = region_faces("face_skin")
+    own = region_faces("eyes") | region_faces("mouth_interior") | region_faces("teeth")
+    # 1. cut the face skin out: UV vertices it shares with other triangles get a copy for those
+    shared = np.intersect1d(face_uv[face_skin].ravel(), face_uv[~face_skin].ravel())
+    remap = np.arange(len(uv))
+    remap[shared] = len(uv) + np.arange(len(shared))
+    new_face_uv = face_uv.copy()
+    new_face_uv[~face_skin] = remap[face_uv[~face_skin]]
+    source = np.concatenate([uv, uv[shared]])
+    # 2. islands and their densities
+    island, count = _islands(new_face_uv, len(source))
+    tri_island = island[new_face_uv[:, 0]]
+    density = np.full(count, REST_DENSITY)
+    for k in range(count):
+        tris = tri_island == k
+        if face_skin[tris].any():
+            density[k] = 1.0
+        elif own[tris].all():
+            density[k] = OWN_MATERIAL_DENSITY
+    # (UV vertices no triangle uses are islands of their own: they are not packed)
+    packed = np.bincount(tri_island, minlength=count) > 0
+    lo, hi = np.zeros((count, 2)), np.zeros((count, 2))
+    for k in np.flatnonzero(packed):
+        pts = source[np.unique(new_face_uv[tri_island == k])]
+        lo[k], hi[k] = pts.min(0), pts.max(0)
+    extent = (hi - lo) * density[:, None]
+    # 3. the largest common scale whose shelf packing fits the unit square
+    low, high = 0.0, 1.0 / max(float(extent.max()), 1e-9)
+    for _ in range(40):
+        mid = 0.5 * (low + high)
+        if _shelf_pack(extent[packed] * mid, MARGIN)[1] <= 1.0:
+            low = mid
+        else:
+            high = mid
+    corners = np.zeros((count, 2))
+    corners[packed] = _shelf_pack(extent[packed] * low, MARGIN)[0]
+    scale = low * density  # export UV units per model UV unit, per island
+    if low < MIN_GAIN:  # the model's own layout already gives the face its texels (e.g. ICT): keep it
+        island, count = _islands(face_uv, len(uv))
+        return ExportLayout(uv=model.uv.detach().cpu().float(), face_uv=torch.from_numpy(face_uv),
+                            source_uv=model.uv.detach().cpu().float(), island=torch.from_numpy(island),
+                            density=torch.ones(count), face_texel_gain=1.0, faces=model.faces.detach().cpu(),
+                            mirror=model.mirror.detach().cpu(), n_vertices=int(model.n_vertices),
+                            island_lo=np.zeros((count, 2)), island_scale=np.ones(count),
+                            island_corner=np.zeros((count, 2)), source=model)
+    out = (source - lo[island]) * scale[island][:, None] + corners[island]
+    return ExportLayout(uv=torch.from_numpy(out).float(), face_uv=torch.from_numpy(new_face_uv),
+                        source_uv=torch.from_numpy(source).float(), island=torch.from_numpy(island),
+                        density=torch.from_numpy(density).float(), face_texel_gain=float(low),
+                        faces=model.faces.detach().cpu(), mirror=model.mirror.detach().cpu(),
+                        n_vertices=int(model.n_vertices), island_lo=lo, island_scale=scale,
+                        island_corner=corners, source=model)
+
+
+def _seam_extension(exp: ExportLayout, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """See :meth:`ExportLayout.seam_extension`."""
+    from engine.texture import uv_layout
+
+    lay = uv_layout(exp, size)
+    model_lay = uv_layout(exp.source, size)
+    tri_island = exp.island.numpy()[exp.face_uv.numpy()[:, 0]]
+    texel_tri = np.full(size * size, -1, np.int64)
+    texel_tri[lay.texels.numpy()] = lay.tri.numpy()
+    dst = lay.pad_dst
+    near = tri_island[texel_tri[lay.pad_src]]  # the island each padding texel belongs to
+    rows, cols = np.divmod(dst, size)
+    q = np.stack([(cols + 0.5) / size, 1.0 - (rows + 0.5) / size], -1)
+    m = (q - exp.island_corner[near]) / exp.island_scale[near][:, None] + exp.island_lo[near]  # model-layout UV
+    mi = np.floor(m[:, 0] * size).astype(np.int64)
+    mj = np.floor((1.0 - m[:, 1]) * size).astype(np.int64)
+    inside = (mi >= 0) & (mi < size) & (mj >= 0) & (mj < size)
+    model_tri = np.full(size * size, -1, np.int64)
+    model_tri[model_lay.texels.numpy()] = model_lay.tri.numpy()
+    model_bary = np.zeros((size * size, 3), np.float64)
+    model_bary[model_lay.texels.numpy()] = model_lay.bary.numpy()
+    flat = np.where(inside, mj.clip(0, size - 1) * size + mi.clip(0, size - 1), 0)
+    tri = np.where(inside, model_tri[flat], -1)
+    across = (tri >= 0) & (tri_island[np.maximum(tri, 0)] != near)  # the surface continues in another island
+    corners = exp.uv.numpy().astype(np.float64)[exp.face_uv.numpy()[tri[across]]]  # (K, 3, 2)
+    target = (model_bary[flat[across]][:, :, None] * corners).sum(1)
+    ti = np.floor(target[:, 0] * size).astype(np.int64).clip(0, size - 1)
+    tj = np.floor((1.0 - target[:, 1]) * size).astype(np.int64).clip(0, size - 1)
+    src = tj * size + ti
+    ok = lay.covered.reshape(-1)[src]
+    return dst[across][ok], src[ok]
+
+
+def to_export_layout(maps: Tensor, model, size: int | None = None) -> Tensor:
+    """Maps ``(B, C, S, S)`` in ``model``'s own UV layout -> the same maps ``(B, C, size,
+    size)`` in its export layout (``size`` default ``S``): every texel of an export island
+    samples (bilinearly) the model-layout map where its surface point lies; texels outside
+    the islands are padded from the nearest covered texel
+    (:func:`engine.texture.texture_image`)."""
+    from engine.texture import texture_image, uv_layout
+
+    lay_in = uv_layout(model, int(maps.shape[-1]))
+    B, C, S, _ = maps.shape
+    size = int(size or S)
+    exp = export_layout(model)
+    lay = uv_layout(exp, size)
+    with torch.no_grad():
+        flat = maps.detach().float().cpu().reshape(B, C, S * S)
+        src = lay_in.pad_from  # islands' borders padded first: samples there do not read empty texels
+        flat = flat.index_select(2, torch.where(src >= 0, src, torch.arange(S * S)))
+        corners = exp.source_uv[exp.face_uv[lay.tri]]  # (N, 3, 2)
+        st = (lay.bary[:, :, None] * corners).sum(1)
+        grid = torch.stack([st[:, 0] * 2.0 - 1.0, 1.0 - st[:, 1] * 2.0], -1)[None, :, None, :].expand(B, -1, -1, -1)
+        values = Fn.grid_sample(flat.reshape(B, C, S, S), grid, mode="bilinear", padding_mode="border",
+                                align_corners=False)[..., 0]  # (B, C, N)
+    images = [texture_image(v.T.numpy(), lay) for v in values]  # (size, size, C) each
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
