@@ -173,7 +173,8 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
         model_path, choice = engine
         request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
                                             method=settings.method, device=settings.device,
-                                            face=settings.face_index, fit_options=settings.fit_options())
+                                            face=settings.face_index, fit_options=settings.fit_options(),
+                                            texture_size=int(settings.texture_size))
         return runner.EngineJob(request, choice, data_dir=user_data_dir())
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:

@@ -37,6 +37,14 @@ def method_fits(name: str) -> bool:
         return registry.get(name).kind != "learned"
     except Exception:  # an unknown name: the engine reports it when the job runs
         return False
+#: albedo.png sides the engine offers (engine.outputs.TEXTURE_SIZES; reconstruct --texture-size)
+TEXTURE_SIZES = [
+    ("512", "512", "512 × 512 texels: small files, for small or distant faces"),
+    ("1024", "1024", "1024 × 1024 texels (the face gets about 560 from ear to ear)"),
+    ("2048", "2048", "2048 × 2048 texels: for photos whose face is larger than ~600 pixels"),
+    ("4096", "4096", "4096 × 4096 texels: for very large photos (slower, larger files)"),
+]
+
 RESULT_MODES = [
     ("REPLACE", "Replace", "Replace the head made earlier from the same photo and face (another face of "
                            "the same photo gets its own head)"),
@@ -60,6 +68,8 @@ class FACERECON_Settings(bpy.types.PropertyGroup):
                                description="FLAME model file (generic_model.pkl / flame2023.pkl)")
     method: EnumProperty(name="Method", items=METHODS, default="fit")
     device: EnumProperty(name="Device", items=DEVICES, default="cpu")
+    texture_size: EnumProperty(name="Texture", items=TEXTURE_SIZES, default="1024",
+                               description="Side of the baked skin texture (albedo.png) in texels")
     expressive_mouth: BoolProperty(name="Expressive mouth", default=False,
                                    description="Weigh the mouth corners fully in the fit: broad smiles come back "
                                                "larger, the head shape slightly less accurate (fit and hybrid)")

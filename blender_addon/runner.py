@@ -178,11 +178,14 @@ class ReconstructRequest(_FolderRequest):
     device: str = "cpu"
     face: int = 0  # 0: the largest face (always passed: the engine refuses to guess between several)
     fit_options: tuple[str, ...] = ()  # KEY=VALUE settings of the fit (fit and hybrid only)
+    texture_size: int = 1024  # albedo.png side (engine.outputs.TEXTURE_SIZES)
 
     def arguments(self, out_dir: str) -> list[str]:
         args = ["-m", "engine", "reconstruct", self.photo, "--out", out_dir,
                 "--model", self.model, "--method", self.method, "--device", self.device,
                 "--progress", "jsonl"]
+        if self.texture_size != 1024:  # (an engine from before the option takes the default)
+            args += ["--texture-size", str(self.texture_size)]
         if self.model_path:
             args += ["--model-path", self.model_path]
         for option in self.fit_options:

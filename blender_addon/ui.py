@@ -62,6 +62,7 @@ class FACERECON_PT_reconstruct(bpy.types.Panel):
             col.prop(settings, "flame_path")
         col.prop(settings, "method")
         col.prop(settings, "device")
+        col.prop(settings, "texture_size")
         if method_fits(settings.method):
             col.prop(settings, "expressive_mouth")
 

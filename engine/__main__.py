@@ -113,7 +113,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                 + (f"; use --fit-option {', '.join(instead)} instead" if instead else ""))
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
-                             checkpoint=args.checkpoint, init=args.init, config=config)
+                             checkpoint=args.checkpoint, init=args.init, config=config,
+                             texture_size=args.texture_size)
     except BaseException:
         _remove_created(created)
         raise
@@ -169,6 +170,7 @@ def cmd_bake_detail(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from engine.methods import registry
+    from engine.outputs import TEXTURE_SIZES
 
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which face when the photo shows several: 0 = largest (required then; "
                         "a photo with one face needs no --face)")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
+    r.add_argument("--texture-size", type=int, default=1024, choices=TEXTURE_SIZES, metavar="TEXELS",
+                   help="albedo.png side: 512, 1024 (default), 2048 or 4096 (the face gets ~55 %% of it: "
+                        "larger for large photos)")
     r.add_argument("--progress", default="auto", choices=["auto", "bar", "jsonl", "none"])
     r.add_argument("--example", default=None, metavar="NAME",
                    help="use a bundled example photo instead of PHOTO (astronaut, grace_hopper); it is saved as "

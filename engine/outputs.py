@@ -361,13 +361,24 @@ def write_rig(path: str | os.PathLike[str], rig: Mapping[str, Any]) -> None:
         fh.write(json.dumps(rig, separators=(",", ":"), default=_json_default) + "\n")
 
 # ---------------------------------------------------------------------------- the whole folder
+#: the ``albedo.png`` sides offered (``reconstruct --texture-size``, the add-on's Texture menu)
+TEXTURE_SIZES = (512, 1024, 2048, 4096)
+
+
 @dataclass
 class OutputOptions:
     """Sizes of what :func:`write_outputs` writes."""
 
-    texture_size: int = 1024  # albedo.png side (texels)
+    texture_size: int = 1024  # albedo.png side (texels): one of TEXTURE_SIZES
     overlay_max_side: int = 1024  # overlay.png is the photo reduced to at most this side
     crop_scale: float = 1.7  # face crops (texture source, summary) relative to the landmark box
+
+    def __post_init__(self) -> None:
+        from engine.errors import UserError
+
+        if self.texture_size not in TEXTURE_SIZES:
+            raise UserError(f"texture size {self.texture_size!r}: choose one of "
+                            f"{', '.join(map(str, TEXTURE_SIZES))} texels")
 
 
 def prepare_outputs(model, options: OutputOptions | None = None) -> threading.Thread:

@@ -79,12 +79,15 @@ def reconstruct(
     config: Any = None,
     checkpoint: str | os.PathLike[str] | None = None,
     init: str | None = None,
+    texture_size: int = 1024,
 ) -> ReconstructionResult:
     """Reconstruct the ``face``-th largest face of a photo into ``out_dir`` (see module doc).
 
     ``method`` is any registered method (``python -m engine methods``); ``checkpoint`` the
     network of a learned method or of a hybrid's ``init`` method (default: the committed
-    network for ``model``); ``config`` an :class:`engine.fitting.FitConfig` for fit/hybrid.
+    network for ``model``); ``config`` an :class:`engine.fitting.FitConfig` for fit/hybrid;
+    ``texture_size`` the side of ``albedo.png`` (:data:`engine.outputs.TEXTURE_SIZES`; the
+    face gets ~55 % of it from ear to ear on the open head: 2048 or 4096 for large photos).
     ``face=None`` (default): the photo must show exactly one face; with several, a
     :class:`UserError` asks for an index (0 = largest).
     """
@@ -92,10 +95,11 @@ def reconstruct(
     from engine.export.atomic import atomic_output_folder, check_output_folder
     from engine.head import load_head_model
     from engine.methods import FaceObservation, build_predictor, get_method
-    from engine.outputs import write_outputs, write_params
+    from engine.outputs import OutputOptions, write_outputs, write_params
     from engine.photo import load_image
     from engine.plausibility import check_fit
 
+    options = OutputOptions(texture_size=texture_size)  # a bad size is refused before any work
     report = progress or (lambda stage, fraction, message: None)
     spec = get_method(method)
     dev = resolve_device(device)
@@ -110,7 +114,7 @@ def reconstruct(
     if dev.type == "cpu":  # what the output folder needs of the model alone: made while the photo is analysed
         from engine.outputs import prepare_outputs
 
-        prepare_outputs(head)
+        prepare_outputs(head, options)
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -147,8 +151,8 @@ def reconstruct(
     detail = detail_fn(estimate) if detail_fn is not None else None
     network = getattr(predictor, "network", None)
     with atomic_output_folder(out_dir) as tmp:
-        params = write_outputs(tmp, head, estimate, photo, method=spec.name, extra=extra, detail=detail,
-                               detail_checkpoint=getattr(network, "source_path", None))
+        params = write_outputs(tmp, head, estimate, photo, method=spec.name, options=options, extra=extra,
+                               detail=detail, detail_checkpoint=getattr(network, "source_path", None))
         params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all

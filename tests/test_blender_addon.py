@@ -107,6 +107,9 @@ def test_runner_explains_a_missing_engine(tmp_path):
     assert ["--face", "0"] == default[-2:] and "--detail" not in default and "--fit-option" not in default
     tuned = runner.ReconstructRequest(photo="p.jpg", fit_options=("a=1", "b=2")).arguments("o")
     assert tuned[-6:] == ["--fit-option", "a=1", "--fit-option", "b=2", "--face", "0"]
+    assert "--texture-size" not in default  # 1024, the engine's default
+    big = runner.ReconstructRequest(photo="p.jpg", texture_size=2048).arguments("o")
+    assert ["--texture-size", "2048"] == big[big.index("--texture-size"):big.index("--texture-size") + 2]
 
 
 def test_bake_detail_request_writes_the_pose_and_checks_the_map(tmp_path):

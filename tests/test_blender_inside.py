@@ -641,6 +641,11 @@ def test_panels_draw_what_exists(blender, result_folder, photos):
     assert ("operator", "facerecon.find_faces") in log and ("operator", "facerecon.reconstruct") in log
     assert ("list", "FACERECON_UL_shape_keys") in log
     assert any(e[0] == "prop" and e[2] == "photo_lighting" for e in log)
+    # the texture size menu: offered, 1024 by default, the engine's sizes
+    from engine.outputs import TEXTURE_SIZES
+
+    assert any(e[0] == "prop" and e[2] == "texture_size" for e in log) and settings.texture_size == "1024"
+    assert [int(k) for k, _, _ in installed.properties.TEXTURE_SIZES] == list(TEXTURE_SIZES)
     # "Expressive mouth": off by default, offered for methods that fit, passed as fit settings
     from_props = installed.properties
     assert not settings.expressive_mouth and settings.fit_options() == ()

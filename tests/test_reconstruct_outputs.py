@@ -129,6 +129,17 @@ def test_several_faces_pick_by_index(tmp_path):
     assert res.params["faces_found"] == 2
 
 
+def test_texture_size_sets_the_albedo_and_a_bad_one_is_refused_first(tmp_path):
+    """``texture_size`` (``--texture-size``) is the side of albedo.png, baked in the export
+    layout; a size the engine does not offer is one clean error before any work (no folder)."""
+    photo = _astronaut(tmp_path / "a.png")
+    res = reconstruct(photo, tmp_path / "small", texture_size=512)
+    assert Image.open(res.out_dir / "albedo.png").size == (512, 512)
+    with pytest.raises(UserError, match="texture size 300"):
+        reconstruct(photo, tmp_path / "odd", texture_size=300)
+    assert not (tmp_path / "odd").exists()
+
+
 def test_atomic_folder_cleans_up_and_refuses_foreign_folders(tmp_path):
     target = tmp_path / "out"
     with pytest.raises(RuntimeError):
