@@ -41,8 +41,8 @@ def method_fits(name: str) -> bool:
 TEXTURE_SIZES = [
     ("512", "512", "512 × 512 texels: small files, for small or distant faces"),
     ("1024", "1024", "1024 × 1024 texels (the face gets about 560 from ear to ear)"),
-    ("2048", "2048", "2048 × 2048 texels: for photos whose face is larger than ~600 pixels"),
-    ("4096", "4096", "4096 × 4096 texels: for very large photos (slower, larger files)"),
+    ("2048", "2048", "2048 × 2048 texels: for photos whose face is larger than ~600 pixels (a few "
+                     "seconds more)"),
 ]
 
 RESULT_MODES = [

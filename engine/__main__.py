@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a photo with one face needs no --face)")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
     r.add_argument("--texture-size", type=int, default=1024, choices=TEXTURE_SIZES, metavar="TEXELS",
-                   help="albedo.png side: 512, 1024 (default), 2048 or 4096 (the face gets ~55 %% of it: "
-                        "larger for large photos)")
+                   help="albedo.png side: 512, 1024 (default) or 2048 (the face gets ~55 %% of it: "
+                        "2048 for large photos; slower)")
     r.add_argument("--progress", default="auto", choices=["auto", "bar", "jsonl", "none"])
     r.add_argument("--example", default=None, metavar="NAME",
                    help="use a bundled example photo instead of PHOTO (astronaut, grace_hopper); it is saved as "

@@ -87,7 +87,7 @@ def reconstruct(
     network of a learned method or of a hybrid's ``init`` method (default: the committed
     network for ``model``); ``config`` an :class:`engine.fitting.FitConfig` for fit/hybrid;
     ``texture_size`` the side of ``albedo.png`` (:data:`engine.outputs.TEXTURE_SIZES`; the
-    face gets ~55 % of it from ear to ear on the open head: 2048 or 4096 for large photos).
+    face gets ~55 % of it from ear to ear on the open head: 2048 for large photos).
     ``face=None`` (default): the photo must show exactly one face; with several, a
     :class:`UserError` asks for an index (0 = largest).
     """
