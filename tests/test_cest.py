@@ -343,12 +343,23 @@ def test_a_face_window_network_unwraps_and_predicts_on_the_window(head, monkeypa
     assert (mask == code.texture_mask).float().mean() > 0.95  # 0.96 here, 0.995 at the committed 32 texels
     both = mask * code.texture_mask
     assert torch.allclose(tex * both, code.texture * both, atol=1e-5)
-    # placement: as window_to_full, with the median of the window's covered texels outside it
+    # placement: as window_to_full on the face skin, with the median of the window's covered
+    # texels outside the window and beyond the face skin (faded over the boundary ring)
     m = torch.rand(2, 3, 16, 16, generator=g)
     covered = net.uv_fragments().mask[0]
     fill = torch.stack([m[b][:, covered].median(-1).values for b in range(2)])
     placed = window_to_full(torch.cat([m, torch.ones_like(m[:, :1])], 1), net.window, 32)
-    expected = placed[:, :3] + (1 - placed[:, 3:]) * fill[:, :, None, None]
+    inside = placed[:, :3] + (1 - placed[:, 3:]) * fill[:, :, None, None]
+    w = net._face_weight(torch.device("cpu"))
+    fr = net.decoder.uv_fragments(32)
+    tri = torch.full((32 * 32,), -1, dtype=torch.long)
+    tri[fr.fg_index] = fr.fg_tri
+    all_face = head.regions["face_skin"][head.faces].all(1)
+    no_face = ~head.regions["face_skin"][head.faces].any(1)
+    t = tri.view(32, 32)
+    assert (w[(t >= 0) & all_face[t.clamp_min(0)]] == 1).all() and (w[(t >= 0) & no_face[t.clamp_min(0)]] == 0).all()
+    assert (w[t < 0] == 0).all()
+    expected = fill[:, :, None, None] + w * (inside - fill[:, :, None, None])
     assert torch.allclose(net.to_layout(m), expected, atol=1e-6)
     with pytest.raises(Exception, match="window_size"):
         Cest(type(net.cfg)(**{**net.cfg.__dict__, "window_size": 18}), head)

@@ -309,16 +309,35 @@ class Cest(LearnedMethod):
 
     def to_layout(self, window_map: Tensor) -> Tensor:
         """A face-window reflectance ``(B, 3, T, T)`` as the whole layout's ``(B, 3, U, U)``:
-        resampled (bilinear) onto the layout's texels inside the window, elsewhere the median
-        of its covered texels per channel (the rest of the head gets the face's skin colour,
-        not pulled down by brows, eyes and lips; the outputs' texture bake paints what the photo
-        saw over it). Only the window's box of texels is sampled."""
+        resampled (bilinear) onto the layout's face-skin texels inside the window, elsewhere the
+        median of its covered texels per channel (the rest of the head gets the face's skin
+        colour, not pulled down by brows, eyes and lips; the outputs' texture bake paints what
+        the photo saw over it). Beyond the face skin, where the photometric term never
+        constrained it (the window's corners: often hair), the map fades into that median over
+        one ring of triangles, so no square patch shows on the head's sides. Only the window's
+        box of texels is sampled."""
         B, U = window_map.shape[0], self.cfg.uv_size
         covered = self.uv_fragments().mask.reshape(-1).nonzero()[:, 0]  # the window's texels on the layout
         fill = window_map.flatten(2).index_select(2, covered).median(-1).values[:, :, None, None]  # (B, 3, 1, 1)
         r0, r1, c0, c1, inner = self._placement(window_map.device)
         box = sample_texture(window_map, inner.to(window_map.dtype)[None].expand(B, -1, -1, -1)).permute(0, 3, 1, 2)
-        return Fn.pad(box - fill, (c0, U - c1, r0, U - r1)) + fill
+        weight = self._face_weight(window_map.device)[r0:r1, c0:c1].to(window_map.dtype)
+        return Fn.pad((box - fill) * weight, (c0, U - c1, r0, U - r1)) + fill
+
+    def _face_weight(self, device: torch.device) -> Tensor:
+        """``(U, U)`` in [0, 1]: how much each texel of the whole layout is face skin (the
+        region interpolated over the triangles: 1 inside, falling to 0 over the boundary ring,
+        0 off the islands). Once per device (not saved)."""
+        from engine.render.uv import interpolate_layout
+
+        cache = self.__dict__.setdefault("_face_weight_cache", {})
+        if str(device) not in cache:
+            h = self.head
+            fr = self.decoder.uv_fragments(self.cfg.uv_size)
+            region = h.regions["face_skin"].to(torch.float32)[None, :, None]
+            w = interpolate_layout(region, h.faces, fr)[0, ..., 0] * fr.mask[0].float()
+            cache[str(device)] = w.clamp(0, 1).to(device)
+        return cache[str(device)]
 
     # ------------------------------------------------------------------ encoder heads -> FaceParams
     def encode(self, images: Tensor) -> CestCode:
