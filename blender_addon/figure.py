@@ -6,6 +6,8 @@
 
     .venv/bin/python -m blender_addon.figure detail RESULT_DIR OUT.png
 
+    .venv/bin/python -m blender_addon.figure views OUT.png before=ROOT_A after=ROOT_B
+
 RESULT_DIR is an ``engine reconstruct`` output folder (``compare``: ROOTs of such folders, one
 per face, same names; a sheet of faces × versions). The head is imported with the
 add-on's importer (as the sidebar button does), rendered with Cycles on the CPU under the
@@ -184,6 +186,108 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions")
 
 
+#: the views figure's columns: (label, camera yaw around the head in degrees, sliders, close-up)
+VIEWS: list[tuple[str, float, dict[str, float], str]] = [
+    ("front", 0.0, {}, ""),
+    ("3/4", 40.0, {}, ""),
+    ("profile", 90.0, {}, ""),
+    ("back", 180.0, {}, ""),
+    ("smile", 0.0, {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0}, ""),
+    ("blink", 0.0, {"eyes_blink": 1.0}, ""),
+    ("eyes", 0.0, {}, "eyes"),
+    ("hairline", 0.0, {}, "hairline"),
+]
+
+
+def _aim(camera, target) -> None:
+    from mathutils import Vector
+
+    direction = Vector(target) - camera.location
+    camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+
+
+def _eye_centre(obj):
+    """World position between the eyeballs (the faces of the eyes material), or None."""
+    slots = obj.get("facerecon_material_slots")
+    eyes = None if slots is None else slots.get("eyes")
+    if eyes is None:
+        return None
+    pts = [obj.matrix_world @ obj.data.vertices[v].co for p in obj.data.polygons if p.material_index == eyes
+           for v in p.vertices]
+    if not pts:
+        return None
+    return [sum(c[i] for c in pts) / len(pts) for i in range(3)]
+
+
+def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, int] = (200, 240),
+                 samples: int = 24) -> None:
+    """Issue #17's artist sheet: for every face (one ``engine reconstruct`` folder per face in
+    each ROOT, same names) and version, the imported head (photo pose, sliders 0) seen from the
+    front, at 3/4, in profile and from the back, with a full smile and a blink, and close-ups of
+    the eyes and of the hairline — camera and key light orbit the head together."""
+    import bpy
+    from PIL import Image, ImageDraw
+
+    from blender_addon import importer, register
+
+    names = sorted(p.name for p in Path(columns[0][1]).iterdir() if (p / "params.json").is_file())
+    if not names:
+        raise SystemExit(f"no reconstruct output folders in {columns[0][1]}")
+    head = 22
+    rows = [(name, label, root) for name in names for label, root in columns]
+    sheet = Image.new("RGB", (tile[0] * (len(VIEWS) + 1), head + tile[1] * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, label in enumerate(["photo"] + [v[0] for v in VIEWS]):
+        draw.text((c * tile[0] + 6, 6), label, fill=(0, 0, 0))
+    registered = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for r, (name, label, root) in enumerate(rows):
+            result = Path(root) / name
+            bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+            if not registered:
+                register()
+                registered = True
+            obj = importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=True)
+            _setup_scene(bpy, obj, tile, samples)
+            scene = bpy.context.scene
+            cam, light = scene.camera, bpy.data.objects["figure key"]
+            lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+            hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+            centre = [(a + b) / 2 for a, b in zip(lo, hi)]
+            cam0, light0, lens0 = tuple(cam.location), tuple(light.location), cam.data.lens
+            eyes = _eye_centre(obj) or [centre[0], lo[1], centre[2] + 0.2 * (hi[2] - lo[2])]
+            rig = importer.pose_rig_of(obj)
+            for c, (view, yaw_deg, values, close) in enumerate(VIEWS):
+                _set_sliders(importer, obj, rig, values, to_photo=True)
+                yaw = math.radians(yaw_deg)
+                for thing, start in ((cam, cam0), (light, light0)):  # orbit about the head's vertical axis
+                    dx, dy = start[0] - centre[0], start[1] - centre[1]
+                    thing.location = (centre[0] + dx * math.cos(yaw) - dy * math.sin(yaw),
+                                      centre[1] + dx * math.sin(yaw) + dy * math.cos(yaw), start[2])
+                cam.data.lens = lens0
+                target = centre
+                if close == "eyes":
+                    cam.data.lens, target = lens0 * 3.0, eyes
+                elif close == "hairline":
+                    cam.data.lens = lens0 * 2.5
+                    target = [eyes[0], eyes[1], eyes[2] + 0.55 * (hi[2] - eyes[2])]
+                _aim(cam, target)
+                _aim(light, centre)
+                path = os.path.join(tmp, f"{r}_{c}.png")
+                scene.render.filepath = path
+                bpy.ops.render.render(write_still=True)
+                sheet.paste(Image.open(path).convert("RGB"), ((c + 1) * tile[0], head + r * tile[1]))
+            photo = _photo_tile(importer.read_params(result), tile)
+            if photo is not None:
+                sheet.paste(photo, (0, head + r * tile[1]))
+            draw.text((6, head + r * tile[1] + 4), f"{name} [{label}]", fill=(255, 255, 0))
+            print(f"{name} [{label}] rendered", flush=True)
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions x "
+          f"{len(VIEWS)} views")
+
+
 #: the detail figure's expressions: (label, shape keys / face controls)
 DETAIL_SETTINGS: list[tuple[str, dict[str, float]]] = [
     ("neutral", {}),
@@ -280,11 +384,15 @@ if __name__ == "__main__":
                 raise SystemExit("--tile needs WIDTHxHEIGHT in pixels, e.g. --tile 700x840") from None
             args = args[:k] + args[k + 2:]
         render_compare([tuple(a.split("=", 1)) for a in args], sys.argv[2], tile=tile)
+    elif len(sys.argv) >= 4 and sys.argv[1] == "views":
+        # python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...]
+        render_views([tuple(a.split("=", 1)) for a in sys.argv[3:]], sys.argv[2])
     elif len(sys.argv) == 3:
         render_sheet(sys.argv[1], sys.argv[2])
     else:
         raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png\n"
                          "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]\n"
+                         "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...]\n"
                          "       python -m blender_addon.figure detail RESULT_DIR OUT.png")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers
