@@ -62,6 +62,11 @@ def test_export_layout_packs_islands_apart_and_gives_the_face_the_texels(head):
         return int(head.regions["face_skin"][head.faces[lay.tri]].all(1).sum())
 
     assert face_texels(own) >= 5 * face_texels(model)
+    from engine.export.uv_pack import layout_report  # python -m engine.export.uv_pack prints it
+
+    lines = layout_report(head, 512).splitlines()
+    assert len(lines) == 3 and f"face-skin texels {face_texels(own):,}" in lines[2]
+    assert f"face-skin texels {face_texels(model):,}" in lines[1]
 
 
 def test_maps_carry_over_to_the_export_layout(head):

@@ -242,3 +242,35 @@ def to_export_layout(maps: Tensor, model, size: int | None = None) -> Tensor:
                                 align_corners=False)[..., 0]  # (B, C, N)
     images = [texture_image(v.T.numpy(), lay) for v in values]  # (size, size, C) each
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def layout_report(model, size: int = 1024) -> str:
+    """Lines comparing the model's own layout with its export layout at ``size`` texels:
+    coverage and face-skin texels (``python -m engine.export.uv_pack [--model M] [--size S]``)."""
+    from engine.texture import uv_layout
+
+    exp = export_layout(model)
+    lines = [f"{getattr(model, 'name', 'model')}: {len(exp.density)} islands in the export layout, the face's "
+             f"texels per UV unit x{exp.face_texel_gain:.2f} (linear)"]
+    face_tris = model.regions["face_skin"][model.faces] if "face_skin" in model.regions else None
+    for label, m in (("model layout ", model), ("export layout", exp)):
+        lay = uv_layout(m, size)
+        face = int(face_tris[lay.tri].all(1).sum()) if face_tris is not None else 0
+        lines.append(f"  {label} at {size}²: coverage {100 * len(lay.texels) / size ** 2:.1f} %, "
+                     f"face-skin texels {face:,}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from engine.errors import cli_errors
+    from engine.head import load_head_model
+
+    ap = argparse.ArgumentParser(description="The export UV layout of a head model against its own.")
+    ap.add_argument("--model", default="open", choices=["open", "ict", "flame"])
+    ap.add_argument("--model-path", default=None)
+    ap.add_argument("--size", type=int, default=1024)
+    a = ap.parse_args()
+    with cli_errors():
+        print(layout_report(load_head_model(a.model, a.model_path), a.size))
