@@ -472,7 +472,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.photo import align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
-    from engine.texture import bake_albedo
+    from engine.texture import bake_albedo, eyelid_weight
 
     opt = options or OutputOptions()
     folder = Path(folder)
@@ -585,6 +585,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         A = torch.tensor(np.vstack([crop.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
         src = through(A @ K, crop.image.shape[:2])
         visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
+        # eyelids folded at the lash line in the photo take the skin fill (no smudge on a blink)
+        visibility = visibility.float() * (1.0 - eyelid_weight(cpu_model).to(visibility.device))
         albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
         source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]

@@ -33,7 +33,8 @@ from torch import Tensor
 
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "flip_uv_map", "multiband_blend", "skin_probability", "texture_image",
+__all__ = ["UVLayout", "bake_albedo", "eyelid_weight", "flip_uv_map", "multiband_blend", "skin_probability",
+           "texture_image",
            "uv_layout"]
 
 
@@ -308,6 +309,36 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
     out = torch.lerp(fill_t, low_known, low_w_t)
     out += torch.from_numpy(w)[..., None] * (torch.from_numpy(known) - low_known)
     return out.numpy()
+
+
+#: a vertex's displacement under a full blink (mm) below which it is not eyelid, above which it is
+EYELID_MM = (2.0, 5.0)
+
+
+def eyelid_weight(model) -> Tensor:
+    """``(V,)`` in [0, 1]: how much each vertex is eyelid skin that a blink pulls over the eye
+    (a smoothstep of its displacement under ``eyeBlinkLeft`` / ``eyeBlinkRight`` between
+    :data:`EYELID_MM`). With the eyes open in the photo those vertices lie folded at the lash
+    line, so the photo gives them the lashes' and the eye's dark, which a blink spreads over
+    the closed lid as a dark smudge: the texture takes them from the skin fill instead
+    (multiply the bake's visibility by ``1 − eyelid_weight``). Also when the fit reads the eyes
+    as (partly) closed: a closed lid is skin, and a fitted blink is often a squint or detector
+    noise. Eyeballs get 0; a model without ARKit blink units gets all zeros."""
+    from engine.head.arkit import arkit_name
+
+    names = [arkit_name(n) for n in model.expression_names]
+    w = torch.zeros(model.n_vertices)
+    lo, hi = EYELID_MM
+    for unit in ("eyeBlinkLeft", "eyeBlinkRight"):
+        if unit not in names:
+            continue
+        d = model.expression_basis[names.index(unit)].detach().float().cpu().norm(dim=-1) * 1000.0
+        r = ((d - lo) / (hi - lo)).clamp(0, 1)
+        w = torch.maximum(w, r * r * (3 - 2 * r))
+    eyes = getattr(model, "regions", {}).get("eyes")
+    if eyes is not None:
+        w[eyes.cpu()] = 0.0
+    return w
 
 
 #: facing (cosine between a vertex's normal and the view ray) below which a photo texel has

@@ -211,3 +211,41 @@ def test_edge_on_texels_give_way_when_the_estimate_overlaps_the_background(head)
     assert error(plain, edge) > 0.05  # the blue came in
     assert error(weighted, edge) < 0.5 * error(plain, edge), (error(weighted, edge), error(plain, edge))
     assert error(weighted, front) < 0.02 and abs(error(weighted, front) - error(plain, front)) < 0.005
+
+
+def test_eyelids_folded_in_the_photo_take_the_skin_fill(head):
+    """The vertices a blink pulls over the eye (upper lids) get eyelid weight 1; eyeballs and
+    the rest of the face 0. Folding
+    ``1 − weight`` into the bake's visibility, lids painted dark (the lash line they sit on in
+    the photo) come back as the face's skin, not as a smudge."""
+    from engine.head.arkit import arkit_name
+    from engine.texture import eyelid_weight
+
+    w = eyelid_weight(head)
+    names = [arkit_name(n) for n in head.expression_names]
+    moved = torch.stack([head.expression_basis[names.index(u)].norm(dim=-1) for u in ("eyeBlinkLeft", "eyeBlinkRight")]).max(0).values
+    assert (w[moved > 0.005] == 1).all() and (w[moved < 0.002] == 0).all() and (w[head.regions["eyes"]] == 0).all()
+    assert 100 < int((w > 0.5).sum()) < 400  # the two upper lids
+    skin, dark = torch.tensor([0.78, 0.58, 0.47]), torch.tensor([0.1, 0.07, 0.06])
+    lids = w > 0.5
+    albedo = torch.where(lids[:, None], dark, skin)[None]
+    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
+    dec = FaceDecoder(head)(FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh))
+    image = dec.render(antialias=False).image.clamp(0, 1)
+    vis = dec.visibility()[0].float()
+    S = 512
+    lay = uv_layout(head, S)
+    t = lay.texels[(lids & (vis > 0))[head.faces[lay.tri]].all(1)].numpy()
+    args = (head, dec.screen[0], None, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+
+    def lid_colour(visibility):
+        a = list(args)
+        a[2] = visibility
+        baked = bake_albedo(*a, size=S, landmarks_px=dec.landmarks2d[0]).reshape(-1, 3).astype(np.float64) / 255.0
+        return baked[t].mean(0)
+
+    assert len(t) > 50
+    assert float(np.abs(lid_colour(vis) - dark.numpy()).max()) < 0.1  # the photo's dark lids
+    assert float(np.abs(lid_colour(vis * (1 - w)) - skin.numpy()).max()) < 0.08  # the skin instead
