@@ -313,12 +313,16 @@ def multiband_blend(known: np.ndarray, fill: np.ndarray, weight: np.ndarray, ban
 
 #: a vertex's displacement under a full blink (mm) below which it is not eyelid, above which it is
 EYELID_MM = (2.0, 5.0)
+#: ... and above which it is the lid's margin, which keeps the photo's lash line (a blink
+#: carries it down to the closed lid's edge, where lashes belong)
+MARGIN_MM = (9.5, 11.5)
 
 
 def eyelid_weight(model) -> Tensor:
     """``(V,)`` in [0, 1]: how much each vertex is eyelid skin that a blink pulls over the eye
     (a smoothstep of its displacement under ``eyeBlinkLeft`` / ``eyeBlinkRight`` between
-    :data:`EYELID_MM`). With the eyes open in the photo those vertices lie folded at the lash
+    :data:`EYELID_MM`, falling back to 0 at the lid's margin, :data:`MARGIN_MM`, which keeps the
+    photo's lash line). With the eyes open in the photo those vertices lie folded at the lash
     line, so the photo gives them the lashes' and the eye's dark, which a blink spreads over
     the closed lid as a dark smudge: the texture takes them from the skin fill instead
     (multiply the bake's visibility by ``1 − eyelid_weight``). Also when the fit reads the eyes
@@ -334,7 +338,8 @@ def eyelid_weight(model) -> Tensor:
             continue
         d = model.expression_basis[names.index(unit)].detach().float().cpu().norm(dim=-1) * 1000.0
         r = ((d - lo) / (hi - lo)).clamp(0, 1)
-        w = torch.maximum(w, r * r * (3 - 2 * r))
+        m = ((d - MARGIN_MM[0]) / (MARGIN_MM[1] - MARGIN_MM[0])).clamp(0, 1)
+        w = torch.maximum(w, r * r * (3 - 2 * r) * (1 - m * m * (3 - 2 * m)))
     eyes = getattr(model, "regions", {}).get("eyes")
     if eyes is not None:
         w[eyes.cpu()] = 0.0
