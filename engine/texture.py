@@ -453,7 +453,8 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     if fill_map is not None:  # the method's UV map at texture size, at the covered texels
         fm = Fn.interpolate(fill_map.detach().float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
         fill_np = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1).numpy()[lay.texels.numpy()]
-    blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=max(4, int(gain * size / 64)),  # 16 texels at 1024²
+    band = max(4, int(gain * size / 64))  # 16 texels at 1024² in the model's own layout
+    blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=band,
                               where=lay.texels.numpy(), shape=(size, size), extend=extend)
     return _texture_uint8(blended, lay)
 

@@ -223,7 +223,8 @@ def test_eyelids_folded_in_the_photo_take_the_skin_fill(head):
 
     w = eyelid_weight(head)
     names = [arkit_name(n) for n in head.expression_names]
-    moved = torch.stack([head.expression_basis[names.index(u)].norm(dim=-1) for u in ("eyeBlinkLeft", "eyeBlinkRight")]).max(0).values
+    moved = torch.stack([head.expression_basis[names.index(u)].norm(dim=-1)
+                         for u in ("eyeBlinkLeft", "eyeBlinkRight")]).max(0).values
     lid = (moved > 0.005) & (moved < 0.0095)
     assert (w[lid] == 1).all() and (w[moved < 0.002] == 0).all() and (w[head.regions["eyes"]] == 0).all()
     assert (w[moved > 0.0115] == 0).all()  # the lids' margins keep the photo's lash line

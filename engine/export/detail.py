@@ -2,7 +2,8 @@
 ``params.json``, and "bake detail for this pose" (``python -m engine bake-detail``).
 
 Encoding (docs/conventions.md): a 16-bit grey PNG in the head's export UV layout
-(:mod:`engine.export.uv_pack`, the layout of ``albedo.png`` and the meshes; row 0 = ``v`` of 1), zero displacement at grey 32768, ``params.json["displacement_scale_m"]`` metres per
+(:mod:`engine.export.uv_pack`, the layout of ``albedo.png`` and the meshes; row 0 = ``v``
+of 1), zero displacement at grey 32768, ``params.json["displacement_scale_m"]`` metres per
 grey step, positive = outwards along the surface normal. Files:
 
     displacement.png          the neutral detail D(code, expression 0, jaw 0)
