@@ -39,6 +39,31 @@ SETTINGS: list[tuple[str, str, dict[str, float]]] = [
 ]
 
 
+_REGISTERED = False  # the add-on's classes, registered once per process (they outlive read_homefile)
+
+
+def _fresh_import(result, photo_lighting: bool = True):
+    """An empty scene (factory start-up) holding the head of the ``engine reconstruct`` folder
+    ``result``, imported by the add-on's importer (photo pose, sliders at 0)."""
+    global _REGISTERED
+    import bpy
+
+    from blender_addon import importer, register
+
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    if not _REGISTERED:
+        register()
+        _REGISTERED = True
+    return importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=photo_lighting)
+
+
+def _bounds(obj) -> tuple[list[float], list[float], list[float]]:
+    """The head's world-space box: (lowest corner, highest corner, centre)."""
+    lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+    hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
+    return lo, hi, [(a + b) / 2 for a, b in zip(lo, hi)]
+
+
 def _setup_scene(bpy, obj, size: tuple[int, int], samples: int) -> None:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
@@ -50,9 +75,7 @@ def _setup_scene(bpy, obj, size: tuple[int, int], samples: int) -> None:
     scene.render.film_transparent = False
     scene.view_settings.view_transform = "Standard"
     # Frame the head from the front (the face looks along Blender's -Y).
-    lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
-    hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
-    centre = [(a + b) / 2 for a, b in zip(lo, hi)]
+    lo, hi, centre = _bounds(obj)
     cam_data = bpy.data.cameras.new("figure camera")
     cam_data.lens = 85.0
     cam = bpy.data.objects.new("figure camera", cam_data)
@@ -95,11 +118,9 @@ def render_sheet(result_dir: str, out_png: str, tile: tuple[int, int] = (360, 44
     import bpy
     from PIL import Image, ImageDraw
 
-    from blender_addon import importer, register
+    from blender_addon import importer
 
-    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-    register()
-    obj = importer.import_result(bpy.context, result_dir, apply_expression=False, photo_lighting=True)
+    obj = _fresh_import(result_dir)
     _setup_scene(bpy, obj, tile, samples)
     tiles = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +172,7 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
     import bpy
     from PIL import Image, ImageDraw
 
-    from blender_addon import importer, register
+    from blender_addon import importer
 
     names = sorted(p.name for p in Path(columns[0][1]).iterdir() if (p / "params.json").is_file())
     if not names:
@@ -161,16 +182,11 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
     draw = ImageDraw.Draw(sheet)
     for c, label in enumerate(["photo"] + [lab for lab, _ in columns]):
         draw.text((c * tile[0] + 8, 8), label, fill=(0, 0, 0))
-    registered = False
     with tempfile.TemporaryDirectory() as tmp:
         for r, name in enumerate(names):
             for c, (label, root) in enumerate(columns):
                 result = Path(root) / name
-                bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-                if not registered:
-                    register()
-                    registered = True
-                obj = importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=True)
+                obj = _fresh_import(result)
                 _setup_scene(bpy, obj, tile, samples)
                 path = os.path.join(tmp, f"{r}_{c}.png")
                 bpy.context.scene.render.filepath = path
@@ -228,7 +244,7 @@ def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, 
     import bpy
     from PIL import Image, ImageDraw
 
-    from blender_addon import importer, register
+    from blender_addon import importer
 
     names = sorted(p.name for p in Path(columns[0][1]).iterdir() if (p / "params.json").is_file())
     if not names:
@@ -239,21 +255,14 @@ def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, 
     draw = ImageDraw.Draw(sheet)
     for c, label in enumerate(["photo"] + [v[0] for v in VIEWS]):
         draw.text((c * tile[0] + 6, 6), label, fill=(0, 0, 0))
-    registered = False
     with tempfile.TemporaryDirectory() as tmp:
         for r, (name, label, root) in enumerate(rows):
             result = Path(root) / name
-            bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-            if not registered:
-                register()
-                registered = True
-            obj = importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=True)
+            obj = _fresh_import(result)
             _setup_scene(bpy, obj, tile, samples)
             scene = bpy.context.scene
             cam, light = scene.camera, bpy.data.objects["figure key"]
-            lo = [min(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
-            hi = [max(c[i] for c in (obj.matrix_world @ v.co for v in obj.data.vertices)) for i in range(3)]
-            centre = [(a + b) / 2 for a, b in zip(lo, hi)]
+            lo, hi, centre = _bounds(obj)
             cam0, light0, lens0 = tuple(cam.location), tuple(light.location), cam.data.lens
             eyes = _eye_centre(obj) or [centre[0], lo[1], centre[2] + 0.2 * (hi[2] - lo[2])]
             rig = importer.pose_rig_of(obj)
@@ -304,11 +313,9 @@ def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 3
     import bpy
     from PIL import Image, ImageDraw
 
-    from blender_addon import importer, register
+    from blender_addon import importer
 
-    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-    register()
-    obj = importer.import_result(bpy.context, result_dir, apply_expression=False, photo_lighting=False)
+    obj = _fresh_import(result_dir, photo_lighting=False)
     mat = obj.active_material
     disp = mat.node_tree.nodes.get("Detail") if mat is not None and mat.node_tree is not None else None
     if disp is None:
