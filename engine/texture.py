@@ -328,18 +328,16 @@ def eyelid_weight(model) -> Tensor:
     (multiply the bake's visibility by ``1 − eyelid_weight``). Also when the fit reads the eyes
     as (partly) closed: a closed lid is skin, and a fitted blink is often a squint or detector
     noise. Eyeballs get 0; a model without ARKit blink units gets all zeros."""
+    from engine.generator.layout import smoothstep
     from engine.head.arkit import arkit_name
 
     names = [arkit_name(n) for n in model.expression_names]
     w = torch.zeros(model.n_vertices)
-    lo, hi = EYELID_MM
     for unit in ("eyeBlinkLeft", "eyeBlinkRight"):
         if unit not in names:
             continue
         d = model.expression_basis[names.index(unit)].detach().float().cpu().norm(dim=-1) * 1000.0
-        r = ((d - lo) / (hi - lo)).clamp(0, 1)
-        m = ((d - MARGIN_MM[0]) / (MARGIN_MM[1] - MARGIN_MM[0])).clamp(0, 1)
-        w = torch.maximum(w, r * r * (3 - 2 * r) * (1 - m * m * (3 - 2 * m)))
+        w = torch.maximum(w, smoothstep(*EYELID_MM, d) * (1 - smoothstep(*MARGIN_MM, d)))
     eyes = getattr(model, "regions", {}).get("eyes")
     if eyes is not None:
         w[eyes.cpu()] = 0.0
@@ -398,9 +396,9 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
         if facing is None:
             facing_w = torch.ones_like(visibility, dtype=torch.float32)
         else:  # photo texels seen edge-on are unreliable: their weight falls to 0 towards the silhouette
-            lo, hi = FACING_RAMP
-            r = ((facing.float().to(visibility.device) - lo) / (hi - lo)).clamp(0, 1)
-            facing_w = r * r * (3 - 2 * r)
+            from engine.generator.layout import smoothstep
+
+            facing_w = smoothstep(*FACING_RAMP, facing.float().to(visibility.device))
         attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v, facing_w[:, None]],
                           -1).float().cpu()
         t = lay.interpolation @ attrs  # (N, 10): every texel's barycentric mix of its triangle's vertices
