@@ -6,7 +6,7 @@
 
     .venv/bin/python -m blender_addon.figure detail RESULT_DIR OUT.png
 
-    .venv/bin/python -m blender_addon.figure views OUT.png before=ROOT_A after=ROOT_B
+    .venv/bin/python -m blender_addon.figure views OUT.png before=ROOT_A after=ROOT_B [--views A,B,...]
 
 RESULT_DIR is an ``engine reconstruct`` output folder (``compare``: ROOTs of such folders, one
 per face, same names; a sheet of faces × versions). The head is imported with the
@@ -212,7 +212,13 @@ VIEWS: list[tuple[str, float, dict[str, float], str]] = [
     ("blink", 0.0, {"eyes_blink": 1.0}, ""),
     ("eyes", 0.0, {}, "eyes"),
     ("hairline", 0.0, {}, "hairline"),
+    ("mouth", 0.0, {}, "mouth"),
+    ("jaw open", 0.0, {"jaw_open": 0.6}, "mouth"),
+    ("smile 3/4", 30.0, {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "jaw_open": 0.25}, "mouth"),
 ]
+#: the views the sheet shows unless ``--views`` names others (issue #17's sheet)
+DEFAULT_VIEWS = ("front", "3/4", "profile", "back", "smile", "blink", "eyes", "hairline")
+MOUTH_BELOW_EYES_M = 0.066  # the mouth close-ups aim this far below the eyeballs' centre
 
 
 def _aim(camera, target) -> None:
@@ -236,24 +242,30 @@ def _eye_centre(obj):
 
 
 def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, int] = (200, 240),
-                 samples: int = 24) -> None:
+                 samples: int = 24, views: tuple[str, ...] = DEFAULT_VIEWS) -> None:
     """Issue #17's artist sheet: for every face (one ``engine reconstruct`` folder per face in
     each ROOT, same names) and version, the imported head (photo pose, sliders 0) seen from the
     front, at 3/4, in profile and from the back, with a full smile and a blink, and close-ups of
-    the eyes and of the hairline — camera and key light orbit the head together."""
+    the eyes and of the hairline — camera and key light orbit the head together. ``views``
+    picks other columns of :data:`VIEWS` by label (e.g. the mouth close-ups)."""
     import bpy
     from PIL import Image, ImageDraw
 
     from blender_addon import importer
+
+    unknown = [v for v in views if v not in {row[0] for row in VIEWS}]
+    if unknown:
+        raise SystemExit(f"unknown view(s) {', '.join(unknown)}; choose from {', '.join(row[0] for row in VIEWS)}")
+    chosen = [row for row in VIEWS if row[0] in views]
 
     names = sorted(p.name for p in Path(columns[0][1]).iterdir() if (p / "params.json").is_file())
     if not names:
         raise SystemExit(f"no reconstruct output folders in {columns[0][1]}")
     head = 22
     rows = [(name, label, root) for name in names for label, root in columns]
-    sheet = Image.new("RGB", (tile[0] * (len(VIEWS) + 1), head + tile[1] * len(rows)), "white")
+    sheet = Image.new("RGB", (tile[0] * (len(chosen) + 1), head + tile[1] * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, label in enumerate(["photo"] + [v[0] for v in VIEWS]):
+    for c, label in enumerate(["photo"] + [v[0] for v in chosen]):
         draw.text((c * tile[0] + 6, 6), label, fill=(0, 0, 0))
     with tempfile.TemporaryDirectory() as tmp:
         for r, (name, label, root) in enumerate(rows):
@@ -266,7 +278,7 @@ def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, 
             cam0, light0, lens0 = tuple(cam.location), tuple(light.location), cam.data.lens
             eyes = _eye_centre(obj) or [centre[0], lo[1], centre[2] + 0.2 * (hi[2] - lo[2])]
             rig = importer.pose_rig_of(obj)
-            for c, (view, yaw_deg, values, close) in enumerate(VIEWS):
+            for c, (view, yaw_deg, values, close) in enumerate(chosen):
                 _set_sliders(importer, obj, rig, values, to_photo=True)
                 yaw = math.radians(yaw_deg)
                 for thing, start in ((cam, cam0), (light, light0)):  # orbit about the head's vertical axis
@@ -280,6 +292,8 @@ def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, 
                 elif close == "hairline":
                     cam.data.lens = lens0 * 2.5
                     target = [eyes[0], eyes[1], eyes[2] + 0.55 * (hi[2] - eyes[2])]
+                elif close == "mouth":
+                    cam.data.lens, target = lens0 * 3.0, [eyes[0], eyes[1], eyes[2] - MOUTH_BELOW_EYES_M]
                 _aim(cam, target)
                 _aim(light, centre)
                 path = os.path.join(tmp, f"{r}_{c}.png")
@@ -294,7 +308,7 @@ def render_views(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, 
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_png)
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions x "
-          f"{len(VIEWS)} views")
+          f"{len(chosen)} views")
 
 
 #: the detail figure's expressions: (label, shape keys / face controls)
@@ -392,14 +406,22 @@ if __name__ == "__main__":
             args = args[:k] + args[k + 2:]
         render_compare([tuple(a.split("=", 1)) for a in args], sys.argv[2], tile=tile)
     elif len(sys.argv) >= 4 and sys.argv[1] == "views":
-        # python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...]
-        render_views([tuple(a.split("=", 1)) for a in sys.argv[3:]], sys.argv[2])
+        # python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]
+        args = sys.argv[3:]
+        views = DEFAULT_VIEWS
+        if "--views" in args:
+            k = args.index("--views")
+            if k + 1 >= len(args):
+                raise SystemExit("--views needs a comma-separated list of view labels, e.g. --views mouth,'jaw open'")
+            views = tuple(v.strip() for v in args[k + 1].split(","))
+            args = args[:k] + args[k + 2:]
+        render_views([tuple(a.split("=", 1)) for a in args], sys.argv[2], views=views)
     elif len(sys.argv) == 3:
         render_sheet(sys.argv[1], sys.argv[2])
     else:
         raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png\n"
                          "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]\n"
-                         "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...]\n"
+                         "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]\n"
                          "       python -m blender_addon.figure detail RESULT_DIR OUT.png")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers

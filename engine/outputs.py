@@ -178,14 +178,16 @@ def shade_view(decoded) -> ShadedView:
     import torch
 
     from engine.export.uv_pack import export_layout
+    from engine.head.teeth import with_teeth
     from engine.render import interpolate
 
     with torch.no_grad():
         out = decoded.render(antialias=False)
         mask = out.fragments.mask[0]
         shading = out.shading[0].permute(1, 2, 0).clamp_min(0) * mask[..., None].float()
-        exported = export_layout(decoded.head)  # albedo.png's layout
-        uv = interpolate(exported.uv.to(shading.dtype), exported.face_uv, out.fragments)[:1]
+        exported = export_layout(with_teeth(decoded.head))  # albedo.png's layout (the model's faces come first)
+        face_uv = exported.face_uv[:decoded.head.n_faces]
+        uv = interpolate(exported.uv.to(shading.dtype), face_uv, out.fragments)[:1]
         return ShadedView(shading.numpy(), mask.numpy(), uv)
 
 
@@ -333,16 +335,10 @@ MATERIAL_REGIONS = ("eyes", "mouth_interior", "teeth")
 def material_regions(model) -> dict[str, list[int]]:
     """Vertex indices (model order) of the regions that get their own material in a DCC tool:
     ``eyes`` (eyeballs), ``mouth_interior`` (cavity, gums, tongue, teeth) and, for a model
-    with separate teeth (ICT), ``teeth``. Empty regions are left out."""
-    masks = {k: model.regions[k].detach().cpu().numpy().astype(bool) for k in MATERIAL_REGIONS[:2]
+    with teeth (ICT's, or those :func:`engine.head.teeth.with_teeth` adds), ``teeth``. Empty
+    regions are left out."""
+    masks = {k: model.regions[k].detach().cpu().numpy().astype(bool) for k in MATERIAL_REGIONS
              if k in model.regions}
-    if model.name == "ict":
-        from engine.head.ict import RANGES
-
-        a, b = RANGES["teeth"]
-        teeth = np.zeros(model.n_vertices, bool)
-        teeth[a:b + 1] = True
-        masks["teeth"] = teeth
     return {k: np.flatnonzero(m).astype(np.int64).tolist() for k, m in masks.items() if m.any()}
 
 
@@ -388,15 +384,17 @@ def prepare_outputs(model, options: OutputOptions | None = None) -> threading.Th
     other core, so that writing the folder later finds them ready."""
     from engine.export.obj import topology_text
     from engine.export.uv_pack import export_layout
+    from engine.head.teeth import with_teeth
     from engine.texture import uv_layout
 
     size = (options or OutputOptions()).texture_size
 
     def prepare() -> None:
-        exp = export_layout(model)
+        files_model = with_teeth(model)
+        exp = export_layout(files_model)
         uv_layout(exp, size)
         exp.seam_extension(size)
-        topology_text(model.faces.cpu().numpy(), exp.uv.numpy(), exp.face_uv.numpy())
+        topology_text(files_model.faces.cpu().numpy(), exp.uv.numpy(), exp.face_uv.numpy())
 
     thread = threading.Thread(target=prepare, daemon=True, name="prepare-outputs")
     thread.start()
@@ -469,6 +467,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.export.obj import write_obj
     from engine.export.uv_pack import export_layout, to_export_layout
     from engine.face import FaceDecoder
+    from engine.head.teeth import TEETH_ALBEDO, extend_vertices, pad_vertices, with_teeth
     from engine.photo import align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
@@ -489,11 +488,15 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     p = params.detach().cpu().select(0)
     decoder = FaceDecoder(cpu_model)
     dec = decoder(p)
-    verts = dec.vertices[0]
     cam = p.camera
     R, t, K = cam.R[0], cam.t[0], cam.K[0]
-    faces = cpu_model.faces
-    exported = export_layout(cpu_model)  # the files' texture layout: the face gets the texels
+    # the files' mesh: the model, plus teeth where it has none (engine.head.teeth); the estimate
+    # is decoded with the model itself, and the teeth (vertices after the model's) follow it
+    files_model = with_teeth(cpu_model)
+    with torch.no_grad():
+        verts = extend_vertices(dec.vertices[0], files_model, p.identity, p.expression, p.pose)
+    faces = files_model.faces
+    exported = export_layout(files_model)  # the files' texture layout: the face gets the texels
     uv, face_uv = exported.uv, exported.face_uv
     img = photo.rgb
     H, W = img.shape[:2]
@@ -542,7 +545,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     pose = p.pose[0]
     identity, expression = p.identity[0], p.expression[0]
 
-    camera_verts = dec.vertices_camera[0].numpy()  # the decoder's lazy values are made here, not in the job
+    camera_verts = (verts @ R.T + t).numpy()  # made here, not in the job
 
     baked_albedo: Future = Future()
 
@@ -552,7 +555,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                   texture_path=folder / "albedo.png")
         write_obj(folder / "head_camera.obj", camera_verts, faces.numpy(), uv.numpy(),
                   face_uv.numpy(), texture_path=folder / "albedo.png", material_name="head_camera")
-        write_rig(folder / "rig.json", build_rig(cpu_model, identity, expression, pose))
+        write_rig(folder / "rig.json", build_rig(files_model, identity, expression, pose))
 
     meshes_job = pool.submit(write_meshes_and_rig)
     pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
@@ -565,8 +568,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
 
     def write_png_and_glb() -> None:
         with torch.no_grad():
-            base = cpu_model(p.identity, None, None).vertices[0]
-        targets = expression_morph_targets(cpu_model, identity, pose.new_zeros(0))
+            base = files_model(p.identity, None, None).vertices[0]
+        targets = expression_morph_targets(files_model, identity, pose.new_zeros(0))
 
         def albedo_png() -> bytes:
             png = png_bytes(baked_albedo.result())
@@ -587,14 +590,19 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
         visibility = p.visibility[0] if p.visibility is not None else dec.visibility()[0].float()
         # eyelids folded at the lash line in the photo take the skin fill (no smudge on a blink)
         visibility = visibility.float() * (1.0 - eyelid_weight(cpu_model).to(visibility.device))
-        albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(verts, 0.6)
+        albedo_v = dec.albedo[0] if dec.albedo is not None else torch.full_like(dec.vertices[0], 0.6)
         source = torch.from_numpy(crop.image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
         lm_crop = torch.from_numpy(lm[:, :2].astype(np.float32)) @ A[:2, :2].T + A[:2, 2]
-        fill_map = None if p.albedo_map is None else to_export_layout(p.albedo_map, cpu_model)
-        albedo_img = bake_albedo(exported, src.screen[0], visibility, src.shading[0].clamp_min(0), albedo_v,
+        fill_map = None if p.albedo_map is None else to_export_layout(p.albedo_map, files_model)
+
+        def pad(values: torch.Tensor, fill) -> torch.Tensor:  # the teeth see no photo: the fill colours them
+            return pad_vertices(values, files_model, fill)
+
+        albedo_img = bake_albedo(exported, pad(src.screen[0], 0.0), pad(visibility, 0.0),
+                                 pad(src.shading[0].clamp_min(0), 1.0), pad(albedo_v, TEETH_ALBEDO),
                                  source, opt.texture_size, landmarks_px=lm_crop,
                                  fill_map=fill_map,  # a method's own UV reflectance (CEST) fills the unseen
-                                 facing=src.facing()[0])
+                                 facing=pad(src.facing()[0], 0.0))
         baked_albedo.set_result(albedo_img)
     except BaseException as exc:
         baked_albedo.set_exception(exc)  # both jobs end with it; the error surfaces here
@@ -631,7 +639,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     if detail is not None:
         from engine.export.detail import write_detail_maps
 
-        detail_entries = write_detail_maps(folder, detail, cpu_model, method, detail_checkpoint)
+        detail_entries = write_detail_maps(folder, detail, files_model, method, detail_checkpoint)
         lap("detail")
 
     # --- parameters; photo.rgb may be a reduced copy of the original file: report in original pixels

@@ -83,8 +83,9 @@ def test_installed_extension_finds_its_bundled_engine(blender, engine_choice):
 def test_reconstruct_operator_on_a_real_photo(blender, engine_choice, photos, tmp_path):
     bpy, installed = blender
     from engine.head import load_head_model
+    from engine.head.teeth import with_teeth
 
-    model = load_head_model("open")
+    model = with_teeth(load_head_model("open"))  # the files' mesh: the model and its teeth
     settings = bpy.context.scene.facerecon
     settings.photo = str(photos["astronaut"])
     if bpy.context.scene.world is None:
@@ -242,8 +243,9 @@ def test_rig_json_armature_poses_neck_and_eyes_and_exports_with_the_skin(blender
     bpy, installed = blender
     importer = installed.importer
     from engine.head import load_head_model
+    from engine.head.teeth import with_teeth
 
-    model = load_head_model("open")
+    model = with_teeth(load_head_model("open"))  # the files' mesh: the model and its teeth
     rig_data = json.loads((result_folder / "rig.json").read_text())
     bpy.context.scene.facerecon.result_mode = "ADD"
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
@@ -542,8 +544,9 @@ def test_a_blink_moves_only_its_eyelids_in_blender(blender, result_folder):
     right half, in the mouth or below the nose moves (the model's blink mask, engine side)."""
     bpy, installed = blender
     from engine.head import load_head_model
+    from engine.head.teeth import with_teeth
 
-    model = load_head_model("open")
+    model = with_teeth(load_head_model("open"))  # the files' mesh: the model and its teeth
     rig_data = json.loads((result_folder / "rig.json").read_text())
     bpy.context.scene.facerecon.result_mode = "ADD"
     assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
@@ -685,8 +688,8 @@ def test_eyes_and_mouth_have_their_own_materials(blender, result_folder, tmp_pat
     mesh = obj.data
     names = [m.name for m in mesh.materials]
     # (named after the head; ".001" where an earlier test's head of another astronaut.png keeps its own)
-    assert len(names) >= 3 and [n.split(".")[0] for n in names[:3]] == \
-        ["astronaut_skin", "astronaut_eyes", "astronaut_mouth"], names
+    assert len(names) >= 4 and [n.split(".")[0] for n in names[:4]] == \
+        ["astronaut_skin", "astronaut_eyes", "astronaut_mouth", "astronaut_teeth"], names
     assert obj.active_material == mesh.materials[0]
     assert mesh.materials[0].node_tree.nodes["Albedo"].image is not None  # the skin keeps the albedo
 
@@ -695,10 +698,15 @@ def test_eyes_and_mouth_have_their_own_materials(blender, result_folder, tmp_pat
     index = np.empty(len(mesh.polygons), dtype=np.int32)
     mesh.polygons.foreach_get("material_index", index)
     verts = np.array([list(p.vertices) for p in mesh.polygons])
-    for region, slot in (("eyes", 1), ("mouth_interior", 2)):
+    def region_faces(region):
         vmask = np.zeros(len(mesh.vertices), bool)
         vmask[order[np.array(rig_data["regions"][region])]] = True
-        faces = vmask[verts].all(1)
+        return vmask[verts].all(1)
+
+    teeth = region_faces("teeth")  # the teeth the engine adds (engine.head.teeth): a region of their own
+    assert teeth.sum() > 1000 and (index[teeth] == 3).all() and (index[~teeth] != 3).all()
+    for region, slot in (("eyes", 1), ("mouth_interior", 2)):
+        faces = region_faces(region) & ~teeth
         assert faces.sum() > 100 and (index[faces] == slot).all() and (index[~faces] != slot).all()
     assert (index == 0).sum() > 0.7 * len(index)
 
@@ -809,9 +817,10 @@ def handmade_detail(result_folder, tmp_path_factory):
     the chin for mouthSmileLeft, flat +2000 for jawOpen and flat +3000 for the jaw at 0.35 rad.
     Returns (folder, {"forehead", "chin"}: model-order vertex masks, {file: uint16 array})."""
     from engine.head import load_head_model
+    from engine.head.teeth import with_teeth
     from PIL import Image
 
-    model = load_head_model("open")
+    model = with_teeth(load_head_model("open"))  # the files' mesh: the model and its teeth
     rest = model.template.numpy()
     skin = model.regions["face_skin"].numpy()
     regions = {"forehead": skin & (rest[:, 1] > 0.025) & (rest[:, 1] < 0.06) & (np.abs(rest[:, 0]) < 0.035),

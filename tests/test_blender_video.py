@@ -106,9 +106,10 @@ def _bone_rotation(rig, name: str) -> np.ndarray:
 def test_json_keys_shape_keys_and_bones(blender, folder):
     bpy, animation, importer = blender
     from engine.head import load_head_model
+    from engine.head.teeth import with_teeth
     from engine.video import formats as fmt
 
-    model = load_head_model("open")
+    model = with_teeth(load_head_model("open"))  # the files' mesh: the model and its teeth
     anim = fmt.read_json(folder / "animation.json")
     bpy.context.scene.facerecon.result_mode = "ADD"
     obj = importer.import_result(bpy.context, folder, replace=False, apply_expression=False)

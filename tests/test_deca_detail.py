@@ -187,9 +187,11 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
     # the written maps are the network's (its UV window placed into the whole layout, then
     # carried into the files' export layout): neutral and one unit's delta, to one grey step
     from engine.export.uv_pack import export_layout, to_export_layout
+    from engine.head.teeth import with_teeth
     from engine.texture import uv_layout
 
     net = Deca.load(final)
+    files_model = with_teeth(net.head)  # the files' mesh: the model and its teeth
     code = torch.tensor(detail["code"])[None]
     E = net.head.n_expression
     window = tuple(float(x) for x in net.detail_window)
@@ -197,11 +199,11 @@ def test_tiny_detail_run_writes_animated_detail_and_bakes_poses(tmp_path):
 
     def whole(m):
         full, size = whole_layout(m.detach(), window)
-        return to_export_layout(full, net.head)[0, 0].numpy(), size
+        return to_export_layout(full, files_model)[0, 0].numpy(), size
 
     neutral, size = whole(net.detail_decoder(code, torch.zeros(1, E)))
     assert detail["uv_size"] == size and size % 64 == 0 and size * (window[2] - window[0]) >= M
-    texels = uv_layout(export_layout(net.head), size).covered
+    texels = uv_layout(export_layout(files_model), size).covered
     written = decode_displacement_png(out / "displacement.png", scale)
     assert written.shape == (size, size) and np.abs(written - neutral)[texels].max() <= 1.01 * scale
     assert np.abs(written[texels]).max() > 10 * scale  # the randomised decoder gave it detail

@@ -59,13 +59,14 @@ def test_summary_view_equals_the_textured_render(decoded):
     (engine.export.uv_pack): a smooth map in the model's own layout, carried over, shows on the
     view as the decoder's own render of the model-layout map does (up to resampling)."""
     from engine.export.uv_pack import to_export_layout
+    from engine.head.teeth import with_teeth
 
     u = torch.linspace(0, 1, 256)
     amap = torch.stack([0.5 + 0.4 * torch.sin(6 * u)[None, :].expand(256, 256),
                         0.5 + 0.4 * torch.cos(5 * u)[:, None].expand(256, 256),
                         0.5 + 0.3 * torch.sin(4 * u[:, None] + 3 * u[None, :])])[None]
     view = shade_view(decoded)
-    colour, albedo = texture_view(view, to_export_layout(amap, decoded.head))
+    colour, albedo = texture_view(view, to_export_layout(amap, with_teeth(decoded.head)))
     out = decoded.decoder(decoded.params.replace(albedo_map=amap)).render(antialias=False)
     m = out.fragments.mask[0].numpy()
     assert (view.mask == m).all()

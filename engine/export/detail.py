@@ -165,6 +165,7 @@ def bake_detail_pose(result_dir: str | Path, pose: Mapping[str, Any], out: str |
         d = network.detail_decoder(code, torch.tensor(expr, dtype=torch.float32)[None],
                                    torch.tensor(jaw, dtype=torch.float32)[None])
     from engine.export.uv_pack import to_export_layout
+    from engine.head.teeth import with_teeth
 
     window = network.window_batch(1)
     full, size = whole_layout(d, None if window is None else tuple(float(x) for x in window[0]))
@@ -172,5 +173,6 @@ def bake_detail_pose(result_dir: str | Path, pose: Mapping[str, Any], out: str |
     out = Path(out).expanduser()
     from engine.export.atomic import atomic_write
 
-    atomic_write(out, displacement_png(to_export_layout(full, network.head)[0, 0].numpy(), scale_m))
+    files_model = with_teeth(network.head)  # displacement.png's layout is that of the files' mesh
+    atomic_write(out, displacement_png(to_export_layout(full, files_model)[0, 0].numpy(), scale_m))
     return out

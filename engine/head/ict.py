@@ -296,6 +296,7 @@ def convert(raw: dict[str, np.ndarray], landmark_verts: list[int]) -> tuple[dict
         "eyes": np.isin(np.arange(V), eyes),
         "eye_sockets": np.isin(np.arange(V), rng["eye_sockets"]),
         "eye_extras": np.isin(np.arange(V), np.concatenate([rng["eye_extras"], rng["eyelashes"]])),
+        "teeth": np.isin(np.arange(V), rng["teeth"]),
     }
     regions["skin"] = regions["face_skin"] | regions["scalp_neck"]
     arrays = {

@@ -51,9 +51,10 @@ def write_animation_glb(path: Path, head: HeadModel, identity: np.ndarray, anim:
     """``animation.glb``: skinned head with morph-weight and joint-rotation channels."""
     from engine.export.gltf import write_glb
     from engine.export.uv_pack import export_layout
+    from engine.head.teeth import with_teeth
     from engine.outputs import expression_morph_targets
 
-    model = head.to("cpu") if head.template.device.type != "cpu" else head
+    model = with_teeth(head.to("cpu") if head.template.device.type != "cpu" else head)  # the files' mesh
     ident = torch.as_tensor(identity, dtype=torch.float32)
     out = model(ident[None], None, None)
     base, rest = out.vertices[0].numpy(), out.joints[0].numpy()
