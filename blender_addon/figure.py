@@ -2,7 +2,7 @@
 
     .venv/bin/python -m blender_addon.figure RESULT_DIR docs/blender_import.png
 
-    .venv/bin/python -m blender_addon.figure compare OUT.png before=ROOT_A after=ROOT_B [--tile 700x840]
+    .venv/bin/python -m blender_addon.figure compare OUT.png before=ROOT_A after=ROOT_B [--tile 700x840] [--plain]
 
     .venv/bin/python -m blender_addon.figure detail RESULT_DIR OUT.png
 
@@ -55,6 +55,17 @@ def _fresh_import(result, photo_lighting: bool = True):
         register()
         _REGISTERED = True
     return importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=photo_lighting)
+
+
+def _plain_import(result):
+    """An empty scene holding ``head.glb`` of the folder ``result`` as Blender's own glTF
+    importer reads it, without the add-on: what another program shows (one textured material,
+    the morph weights the file sets, no rig, no eye/mouth/teeth materials)."""
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    bpy.ops.import_scene.gltf(filepath=str(Path(result) / "head.glb"))
+    return next(o for o in bpy.context.scene.objects if o.type == "MESH")
 
 
 def _bounds(obj) -> tuple[list[float], list[float], list[float]]:
@@ -164,11 +175,13 @@ def _photo_tile(params: dict, tile: tuple[int, int]):
 
 
 def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int, int] = (300, 360),
-                   samples: int = 24) -> None:
+                   samples: int = 24, plain: bool = False) -> None:
     """Rows of faces, columns of versions: ``columns`` = [(label, ROOT), ...], each ROOT holding
     one ``engine reconstruct`` output folder per face (same folder names in every ROOT). Each head
     is imported into a fresh scene with the add-on's importer (photo pose, sliders at 0) and
-    rendered with Cycles beside its photo: e.g. before/after a change, as an artist sees it."""
+    rendered with Cycles beside its photo: e.g. before/after a change, as an artist sees it.
+    ``plain``: ``head.glb`` through Blender's own glTF importer instead (:func:`_plain_import`:
+    as another program shows the file), lit by the key light and a grey world."""
     import bpy
     from PIL import Image, ImageDraw
 
@@ -186,8 +199,12 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
         for r, name in enumerate(names):
             for c, (label, root) in enumerate(columns):
                 result = Path(root) / name
-                obj = _fresh_import(result)
+                obj = _plain_import(result) if plain else _fresh_import(result)
                 _setup_scene(bpy, obj, tile, samples)
+                if plain:
+                    world = bpy.data.worlds.new("figure grey")
+                    world.color = (0.35, 0.35, 0.35)
+                    bpy.context.scene.world = world
                 path = os.path.join(tmp, f"{r}_{c}.png")
                 bpy.context.scene.render.filepath = path
                 bpy.ops.render.render(write_still=True)
@@ -394,8 +411,10 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "detail":
         render_detail(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "compare":
-        # python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...] [--tile WxH]
+        # python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...] [--tile WxH] [--plain]
         args = sys.argv[3:]
+        plain = "--plain" in args
+        args = [a for a in args if a != "--plain"]
         tile = (300, 360)
         if "--tile" in args:
             k = args.index("--tile")
@@ -404,7 +423,7 @@ if __name__ == "__main__":
             except (IndexError, ValueError):
                 raise SystemExit("--tile needs WIDTHxHEIGHT in pixels, e.g. --tile 700x840") from None
             args = args[:k] + args[k + 2:]
-        render_compare([tuple(a.split("=", 1)) for a in args], sys.argv[2], tile=tile)
+        render_compare([tuple(a.split("=", 1)) for a in args], sys.argv[2], tile=tile, plain=plain)
     elif len(sys.argv) >= 4 and sys.argv[1] == "views":
         # python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]
         args = sys.argv[3:]
@@ -420,7 +439,8 @@ if __name__ == "__main__":
         render_sheet(sys.argv[1], sys.argv[2])
     else:
         raise SystemExit("usage: python -m blender_addon.figure RESULT_DIR OUT.png\n"
-                         "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...]\n"
+                         "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...] "
+                         "[--tile WxH] [--plain]\n"
                          "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]\n"
                          "       python -m blender_addon.figure detail RESULT_DIR OUT.png")
     sys.stdout.flush()

@@ -471,7 +471,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.photo import align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
-    from engine.texture import bake_albedo, eyelid_weight
+    from engine.texture import bake_albedo, eyelid_weight, paint_parts
 
     opt = options or OutputOptions()
     folder = Path(folder)
@@ -603,6 +603,9 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                                  source, opt.texture_size, landmarks_px=lm_crop,
                                  fill_map=fill_map,  # a method's own UV reflectance (CEST) fills the unseen
                                  facing=pad(src.facing()[0], 0.0))
+        # eyes (the photo's iris), mouth and teeth painted: the files look right outside Blender too
+        eyes = estimate_eye_colours(img, lm)
+        paint_parts(albedo_img, exported, files_model, eyes.iris_rgb, eyes.sclera_rgb)
         baked_albedo.set_result(albedo_img)
     except BaseException as exc:
         baked_albedo.set_exception(exc)  # both jobs end with it; the error surfaces here
@@ -630,8 +633,9 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     glb_job.result()  # albedo.png and head.glb, written in the background meanwhile
     lap("glb")  # what is left of the PNG encoding and head.glb when the rest is done
 
-    # --- eye colours (iris, sclera) from the photo inside the eye contours, for the eye material
-    eyes = estimate_eye_colours(img, lm).to_json()
+    # --- eye colours (iris, sclera) from the photo inside the eye contours (painted into the
+    # texture above), for the eye material
+    eyes = eyes.to_json()
     lap("eyes")
 
     # --- animated detail (DECA): neutral displacement + per-unit deltas

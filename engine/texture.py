@@ -33,9 +33,8 @@ from torch import Tensor
 
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["UVLayout", "bake_albedo", "eyelid_weight", "flip_uv_map", "multiband_blend", "skin_probability",
-           "texture_image",
-           "uv_layout"]
+__all__ = ["MOUTH_ALBEDO", "UVLayout", "bake_albedo", "eyelid_weight", "flip_uv_map", "multiband_blend",
+           "paint_parts", "skin_probability", "texture_image", "uv_layout"]
 
 
 @dataclass
@@ -455,6 +454,54 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=band,
                               where=lay.texels.numpy(), shape=(size, size), extend=extend)
     return _texture_uint8(blended, lay)
+
+
+#: sRGB albedo painted into the texture where Blender gives a part its own material
+MOUTH_ALBEDO = (0.30, 0.09, 0.08)  # mouth cavity, gums, tongue (the add-on's MOUTH_RGB)
+
+
+def paint_parts(image: np.ndarray, layout_model, head, iris_rgb, sclera_rgb) -> np.ndarray:
+    """Paint, in place, the parts of a baked albedo ``image (size, size, 3)`` uint8 that the
+    photo does not colour: the eyeballs (sclera, the photo's iris around a pupil:
+    :func:`engine.generator.eyes.eye_albedo`, at each texel's direction from its eyeball's
+    centre), the mouth interior (:data:`MOUTH_ALBEDO`) and the teeth
+    (:data:`engine.head.teeth.TEETH_ALBEDO`); their padding follows. ``layout_model`` is the
+    layout the image was baked in (a head model or its export layout) and ``head`` the head
+    model of its triangles (rest positions, regions). Files opened outside Blender (``head.glb``
+    in another program, ``summary.png``) then show eyes, not skin-coloured eyeballs; Blender
+    gives these parts their own materials and does not read them. Only an export layout whose
+    islands were packed apart (:attr:`engine.export.uv_pack.ExportLayout.packed`) is painted.
+    Returns ``image``."""
+    from engine.generator.eyes import eye_albedo, eye_frames, eye_look_from_colours
+    from engine.head.teeth import TEETH_ALBEDO
+
+    if not getattr(layout_model, "packed", False):
+        return image  # a model's own layout may share UV space between parts (ICT's eyes and face)
+    size = image.shape[0]
+    lay = uv_layout(layout_model, size)
+    faces = head.faces.cpu().numpy()
+    tri = lay.tri.numpy()
+    rows = image.reshape(-1, 3)
+    texels = lay.texels.numpy()
+    part = np.zeros(len(tri), np.int8)  # 1 eyes, 2 mouth, 3 teeth (later ones win)
+    for k, name in ((1, "eyes"), (2, "mouth_interior"), (3, "teeth")):
+        if name in head.regions:
+            part[head.regions[name].cpu().numpy()[faces].all(1)[tri]] = k
+    colours = {2: MOUTH_ALBEDO, 3: TEETH_ALBEDO}
+    for k, rgb in colours.items():
+        rows[texels[part == k]] = np.round(np.asarray(rgb) * 255.0).astype(np.uint8)
+    eyes = np.flatnonzero(part == 1)
+    if len(eyes):
+        frames = eye_frames(head)
+        X = head.template.detach().cpu().double().numpy()
+        position = np.einsum("nc,ncd->nd", lay.bary.numpy()[eyes].astype(np.float64), X[faces[tri[eyes]]])
+        d = position - frames.centres[np.where(position[:, 0] > 0, 0, 1)]
+        d /= np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
+        look = eye_look_from_colours(iris_rgb, sclera_rgb, float(frames.radii.mean()))
+        rows[texels[eyes]] = np.round(eye_albedo(d, look) * 255.0).astype(np.uint8)
+    items = _items(rows)
+    items[lay.pad_dst] = items[lay.pad_src]
+    return image
 
 
 def _texture_uint8(values: np.ndarray, layout: UVLayout) -> np.ndarray:

@@ -252,3 +252,52 @@ def test_eyelids_folded_in_the_photo_take_the_skin_fill(head):
     assert len(t) > 50
     assert float(np.abs(lid_colour(vis) - dark.numpy()).max()) < 0.1  # the photo's dark lids
     assert float(np.abs(lid_colour(vis * (1 - w)) - skin.numpy()).max()) < 0.08  # the skin instead
+
+
+def test_the_parts_blender_colours_itself_are_painted_into_the_files_texture(head):
+    """``paint_parts`` on the export layout of the files' mesh (the open head with its teeth):
+    the teeth and the mouth interior take their colours, each eyeball (its island unrolled
+    around its forward axis) a dark pupil at its front pole, the given iris colour around it
+    and a light sclera beyond; the skin's texels are untouched. A model's own layout (ICT's
+    eyes share the face's UV space) is left as it is."""
+    from engine.export.uv_pack import export_layout
+    from engine.generator.eyes import eye_frames
+    from engine.head.teeth import TEETH_ALBEDO, with_teeth
+    from engine.texture import MOUTH_ALBEDO, paint_parts
+
+    files = with_teeth(head)
+    exp = export_layout(files)
+    S = 512
+    image = np.full((S, S, 3), 128, np.uint8)
+    assert paint_parts(image, exp, files, (0.15, 0.35, 0.8), (0.9, 0.88, 0.85)) is image
+    lay = uv_layout(exp, S)
+    faces, tri = files.faces.numpy(), lay.tri.numpy()
+    texel = image.reshape(-1, 3)[lay.texels.numpy()].astype(np.int64)
+
+    def part(name):
+        return files.regions[name].numpy()[faces].all(1)[tri]
+
+    teeth, mouth, eyes, skin = part("teeth"), part("mouth_interior"), part("eyes"), part("skin")
+    assert teeth.sum() > 50 and (texel[teeth] == np.round(np.array(TEETH_ALBEDO) * 255)).all()
+    assert (mouth & ~teeth).sum() > 50 and (texel[mouth & ~teeth] == np.round(np.array(MOUTH_ALBEDO) * 255)).all()
+    assert (texel[skin & ~mouth & ~eyes] == 128).all()
+    # the eyes, by each texel's angle from its eyeball's forward axis
+    X = files.template.numpy().astype(np.float64)
+    frames = eye_frames(files)
+    pos = np.einsum("nc,ncd->nd", lay.bary.numpy()[eyes].astype(np.float64), X[faces[tri[eyes]]])
+    d = pos - frames.centres[np.where(pos[:, 0] > 0, 0, 1)]
+    theta = np.degrees(np.arccos(d[:, 2] / np.linalg.norm(d, axis=1)))
+    col = texel[eyes]
+    # (an adult's pupil and iris on the open head's 12-mm eyeballs: 9° and 29° from the axis)
+    pupil, iris, sclera = col[theta < 6], col[(theta > 12) & (theta < 22)], col[(theta > 40) & (theta < 60)]
+    assert len(pupil) >= 4 and len(iris) >= 40 and len(sclera) >= 100
+    assert pupil.max() < 40 and (iris[:, 2] > iris[:, 0] + 40).mean() > 0.9 and sclera.min(1).mean() > 170
+    try:
+        from engine.head import load_head_model
+
+        ict = load_head_model("ict")
+    except Exception as exc:  # noqa: BLE001 - the shared ICT data is optional
+        pytest.skip(f"ICT Face Model not available ({exc})")
+    kept = np.full((256, 256, 3), 128, np.uint8)
+    paint_parts(kept, export_layout(ict), ict, (0.1, 0.3, 0.8), (0.9, 0.9, 0.9))
+    assert (kept == 128).all()

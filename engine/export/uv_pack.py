@@ -14,7 +14,13 @@ an artist opens (``albedo.png``, ``displacement.png``, ``detail/*.png``, ``head.
 2. every island gets a texel density relative to the face's: face skin 1, the rest of the
    head (scalp, neck, ears: mostly the skin fill) :data:`REST_DENSITY`, parts with their own
    material in Blender (eyeballs, mouth interior) :data:`OWN_MATERIAL_DENSITY`;
-3. the islands' boxes are shelf-packed into the unit square with a margin, at the largest
+3. each eyeball's island is laid out anew (:data:`EYE_DENSITY`): the model's own eye UVs (the
+   open head's: a sliver of 56 × 5 texels for both eyes at 1024²) leave no room for an iris, so
+   the eyeball is unrolled around its forward axis (Lambert's azimuthal equal-area projection
+   about its centre: the pupil in the middle of a disc, the back of the eye at its rim), at
+   the face skin's texels per millimetre times its density, and the eyes can be painted
+   (:func:`engine.texture.paint_parts`);
+4. the islands' boxes are shelf-packed into the unit square with a margin, at the largest
    common scale that fits (bisection). Where that gains the face less than :data:`MIN_GAIN`
    (linear) the model's own layout is the export layout (ICT's layout is already face-centred:
    1.08).
@@ -34,10 +40,11 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor
 
-__all__ = ["ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "export_layout", "to_export_layout"]
+__all__ = ["EYE_DENSITY", "ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "export_layout", "to_export_layout"]
 
 REST_DENSITY = 0.45  # scalp, neck, ears: texels per UV unit relative to the face skin's
-OWN_MATERIAL_DENSITY = 0.15  # eyeballs, mouth interior: Blender gives them their own materials
+OWN_MATERIAL_DENSITY = 0.15  # mouth interior, teeth: Blender gives them their own materials
+EYE_DENSITY = 0.5  # eyeballs, re-projected (below): an iris about 20 texels wide at 1024²
 MARGIN = 12.0 / 1024.0  # UV units between packed islands (the bake pads 16 texels at 1024²)
 MIN_GAIN = 1.25  # below this gain in the face's texels per UV unit (linear) the model's layout is kept
 
@@ -64,6 +71,12 @@ class ExportLayout:
     island_scale: np.ndarray  # (I,) export UV units per model UV unit
     island_corner: np.ndarray  # (I, 2) its lower-left corner in the export layout
     source: object = None  # the head model
+    affine: np.ndarray | None = None  # (I,) bool: the island is the model layout's, moved and scaled (not an eye)
+
+    @property
+    def packed(self) -> bool:
+        """The islands were packed apart (not the model's own layout kept as it is)."""
+        return self.face_texel_gain != 1.0 or bool(self.affine is not None and not self.affine.all())
 
     def seam_extension(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(dst, src) flat texel indices at ``size``: texels just outside an island where it was
@@ -144,17 +157,24 @@ def _build(model) -> ExportLayout:
     island, count = _islands(new_face_uv, len(source))
     tri_island = island[new_face_uv[:, 0]]
     density = np.full(count, REST_DENSITY)
+    eye_tris = region_faces("eyes")
+    affine = np.ones(count, bool)
+    coords = source.copy()  # each UV vertex's place within its island, in the model layout's units
     for k in range(count):
         tris = tri_island == k
         if face_skin[tris].any():
             density[k] = 1.0
+        elif tris.any() and eye_tris[tris].all():
+            density[k], affine[k] = EYE_DENSITY, False
         elif own[tris].all():
             density[k] = OWN_MATERIAL_DENSITY
+    if not affine.all():
+        _unroll_eyes(model, coords, new_face_uv, faces, tri_island, ~affine, face_skin)
     # (UV vertices no triangle uses are islands of their own: they are not packed)
     packed = np.bincount(tri_island, minlength=count) > 0
     lo, hi = np.zeros((count, 2)), np.zeros((count, 2))
     for k in np.flatnonzero(packed):
-        pts = source[np.unique(new_face_uv[tri_island == k])]
+        pts = coords[np.unique(new_face_uv[tri_island == k])]
         lo[k], hi[k] = pts.min(0), pts.max(0)
     extent = (hi - lo) * density[:, None]
     # 3. the largest common scale whose shelf packing fits the unit square
@@ -176,13 +196,50 @@ def _build(model) -> ExportLayout:
                             mirror=model.mirror.detach().cpu(), n_vertices=int(model.n_vertices),
                             island_lo=np.zeros((count, 2)), island_scale=np.ones(count),
                             island_corner=np.zeros((count, 2)), source=model)
-    out = (source - lo[island]) * scale[island][:, None] + corners[island]
+    out = (coords - lo[island]) * scale[island][:, None] + corners[island]
     return ExportLayout(uv=torch.from_numpy(out).float(), face_uv=torch.from_numpy(new_face_uv),
                         source_uv=torch.from_numpy(source).float(), island=torch.from_numpy(island),
                         density=torch.from_numpy(density).float(), face_texel_gain=float(low),
                         faces=model.faces.detach().cpu(), mirror=model.mirror.detach().cpu(),
                         n_vertices=int(model.n_vertices), island_lo=lo, island_scale=scale,
-                        island_corner=corners, source=model)
+                        island_corner=corners, source=model, affine=affine)
+
+
+def _unroll_eyes(model, coords: np.ndarray, face_uv: np.ndarray, faces: np.ndarray, tri_island: np.ndarray,
+                 eye_islands: np.ndarray, face_skin: np.ndarray) -> None:
+    """Lay the eye islands' UV vertices (in ``coords``, in place) out anew: Lambert's azimuthal
+    equal-area projection of the template about each eyeball's centre and forward axis (+Z),
+    in model-layout units at the face skin's UV units per metre."""
+    from engine.generator.eyes import eye_frames
+
+    X = model.template.detach().cpu().double().numpy()
+    uv = coords
+    # the face skin's UV units per metre (square root of the area ratio)
+    tri = face_skin.nonzero()[0]
+    area = lambda p: 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=-1)  # noqa: E731
+    a3 = area(X[faces[tri]])
+    p2 = np.concatenate([uv[face_uv[tri]], np.zeros((len(tri), 3, 1))], -1)
+    per_metre = float(np.sqrt(area(p2).sum() / max(a3.sum(), 1e-12)))
+    frames = eye_frames(model)
+    for k in np.flatnonzero(eye_islands):
+        tris = np.flatnonzero(tri_island == k)
+        corner_uv, corner_v = face_uv[tris].ravel(), faces[tris].ravel()
+        centre = frames.centres[0 if X[corner_v, 0].mean() > 0 else 1]
+        d = X[corner_v] - centre
+        r = np.linalg.norm(d, axis=1).clip(1e-9)
+        theta = np.arccos(np.clip(d[:, 2] / r, -1, 1))
+        phi = np.arctan2(d[:, 1], d[:, 0])
+        rho = 2.0 * r * np.sin(0.5 * theta)  # metres on the disc
+        new = (np.stack([rho * np.cos(phi), rho * np.sin(phi)], -1) * per_metre).reshape(-1, 3, 2)
+        if np.sum(np.sign(_signed_area(new)) * np.sign(_signed_area(uv[face_uv[tris]]))) < 0:
+            new[..., 0] *= -1.0  # keep the model layout's orientation (a texture is not mirrored)
+        uv[corner_uv] = new.reshape(-1, 2)
+
+
+def _signed_area(p: np.ndarray) -> np.ndarray:
+    """Twice the signed area of UV triangles ``(N, 3, 2)`` (positive: counter-clockwise)."""
+    a, b, c = p[:, 0], p[:, 1], p[:, 2]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
 
 
 def _seam_extension(exp: ExportLayout, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,6 +253,9 @@ def _seam_extension(exp: ExportLayout, size: int) -> tuple[np.ndarray, np.ndarra
     texel_tri[lay.texels.numpy()] = lay.tri.numpy()
     dst = lay.pad_dst
     near = tri_island[texel_tri[lay.pad_src]]  # the island each padding texel belongs to
+    if exp.affine is not None:  # a re-laid-out (eye) island continues nowhere else
+        keep = exp.affine[near]
+        dst, near = dst[keep], near[keep]
     rows, cols = np.divmod(dst, size)
     q = np.stack([(cols + 0.5) / size, 1.0 - (rows + 0.5) / size], -1)
     m = (q - exp.island_corner[near]) / exp.island_scale[near][:, None] + exp.island_lo[near]  # model-layout UV

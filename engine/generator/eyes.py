@@ -23,6 +23,7 @@ from engine.generator.texels import model_cache
 from engine.generator.tones import SkinTone, sample_iris_colour
 
 IRIS_RADIUS_M = 5.9e-3  # half the visible iris diameter of an adult (≈ 11.8 mm)
+PUPIL_RADIUS_M = 1.9e-3  # a pupil in daylight (≈ 3.8 mm wide)
 
 
 @dataclass
@@ -99,6 +100,18 @@ def sample_eye_look(rng: np.random.Generator, skin: SkinTone, eyeball_radius: fl
     return EyeLook(name, iris, iris_angle, pupil_angle, sclera, float(rng.uniform(0.35, 0.75)),
                    rng.integers(9, 60, 6).astype(np.float64), rng.uniform(0, 2 * np.pi, 6), rng.uniform(0.03, 0.12, 6),
                    collarette)
+
+
+def eye_look_from_colours(iris_rgb, sclera_rgb, eyeball_radius: float, seed: int = 0) -> EyeLook:
+    """The eyes of a photo (an output texture): the given iris and sclera colours (sRGB), an
+    adult's iris (:data:`IRIS_RADIUS_M`) and a daylight pupil (:data:`PUPIL_RADIUS_M`) on an
+    eyeball of ``eyeball_radius`` metres, a mid-dark limbal ring and fixed (``seed``) fibres."""
+    rng = np.random.default_rng(seed)
+    iris = np.clip(np.asarray(iris_rgb, np.float64), 0, 1)
+    r = max(eyeball_radius, 1.25 * IRIS_RADIUS_M)  # the iris has its real size on any eyeball
+    return EyeLook("photo", iris, float(np.arcsin(IRIS_RADIUS_M / r)), float(np.arcsin(PUPIL_RADIUS_M / r)),
+                   np.clip(np.asarray(sclera_rgb, np.float64), 0, 1), 0.5, rng.integers(9, 60, 6).astype(np.float64),
+                   rng.uniform(0, 2 * np.pi, 6), np.full(6, 0.05), np.clip(iris * 1.25, 0, 1))
 
 
 def eye_albedo(direction: np.ndarray, look: EyeLook) -> np.ndarray:
