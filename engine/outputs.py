@@ -545,7 +545,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     pose = p.pose[0]
     identity, expression = p.identity[0], p.expression[0]
 
-    camera_verts = (verts @ R.T + t).numpy()  # made here, not in the job
+    camera_verts = cam.to_camera(verts[None])[0].numpy()  # made here, not in the job
 
     baked_albedo: Future = Future()
 
