@@ -49,16 +49,10 @@ def _signed_polygon_distance(p: np.ndarray, poly: np.ndarray) -> np.ndarray:
 
 
 def teeth_vertices(head: HeadModel) -> np.ndarray:
-    """(V,) bool: the model's teeth (ICT's own teeth range; for models without separate
-    teeth, the front of the mouth interior behind the lips)."""
-    V = head.n_vertices
-    if head.name == "ict":
-        from engine.head.ict import RANGES
-
-        a, b = RANGES["teeth"]
-        out = np.zeros(V, bool)
-        out[a:b + 1] = True
-        return out
+    """(V,) bool: the model's teeth (its ``teeth`` region, e.g. ICT's own teeth; for models
+    without separate teeth, the front of the mouth interior behind the lips)."""
+    if "teeth" in head.regions:
+        return head.regions["teeth"].cpu().numpy().astype(bool)
     X = head.template.cpu().numpy()
     with torch.no_grad():
         lm = head.landmarks(head.template[None])[0].cpu().numpy()
