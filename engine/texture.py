@@ -449,7 +449,15 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     fill_np = fill.numpy()
     if fill_map is not None:  # the method's UV map at texture size, at the covered texels
         fm = Fn.interpolate(fill_map.detach().float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
-        fill_np = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1).numpy()[lay.texels.numpy()]
+        method_fill = fm[0].permute(1, 2, 0).reshape(-1, 3).clamp(0, 1)[lay.texels]
+        # the map must look like its own skin where the photo saw skin: where it holds hair or
+        # background instead (a network's reflectance beyond what its losses constrain: a dark
+        # cap on the scalp) its skin colour takes over
+        own_skin = method_fill[(c[:, 0] > 0.5) & (skin_w > 0.5)]
+        if len(own_skin) >= 50:
+            p_fill = skin_probability(method_fill, own_skin)[:, None]
+            method_fill = p_fill * method_fill + (1 - p_fill) * own_skin.median(0).values[None]
+        fill_np = method_fill.numpy()
     band = max(4, int(gain * size / 64))  # 16 texels at 1024² in the model's own layout
     blended = multiband_blend(known.numpy(), fill_np, known_w.numpy(), band=band,
                               where=lay.texels.numpy(), shape=(size, size), extend=extend)

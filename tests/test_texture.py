@@ -173,6 +173,31 @@ def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
     assert abs(float(without[texels.numpy(), 0].mean()) - 0.78 * 255) < 15  # the skin colour otherwise
 
 
+def test_hair_in_a_methods_uv_map_gives_way_to_its_own_skin_colour(head):
+    """A method's map holding a dark cap on the scalp (a network's reflectance where no loss
+    constrains it, e.g. CEST's beyond its window) does not paint the bald head dark: where the
+    map does not look like its own skin at the texels the photo saw, its skin colour fills."""
+    S = 256
+    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
+    params = FaceParams.neutral(head, camera).replace(albedo=torch.tensor([0.78, 0.58, 0.47]).expand(1, head.n_vertices, 3).clone(), sh=sh)
+    dec = FaceDecoder(head)(params)
+    image = dec.render(antialias=False).image.clamp(0, 1)
+    vis = dec.visibility()[0].float()
+    lay = uv_layout(head, S)
+    top = head.regions["scalp_neck"] & (vis == 0) & (head.template[:, 1] > 0.06)  # the crown, unseen
+    cap = lay.texels[top[head.faces[lay.tri]].all(1)].numpy()
+    skin_tone = torch.tensor([0.62, 0.45, 0.37])  # the method's own skin: darker than the photo's
+    fill_map = skin_tone[None, :, None, None].expand(1, 3, S, S).clone()
+    rows, cols = np.divmod(cap, S)
+    fill_map[0, :, rows, cols] = torch.tensor([0.08, 0.06, 0.05])[:, None]  # hair-dark cap
+    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    baked = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0], fill_map=fill_map).reshape(-1, 3)
+    assert len(cap) > 200
+    assert np.abs(baked[cap].astype(float).mean(0) - skin_tone.numpy() * 255).max() < 12
+
+
 def test_edge_on_texels_give_way_when_the_estimate_overlaps_the_background(head):
     """An estimate 4 % wider than the rendered face (as a fit's silhouette often is) projects
     its sides onto a blue background. With ``facing``, texels seen edge-on lose their weight
