@@ -374,7 +374,9 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     outside the landmarks' hull only skin-coloured photo texels are used (hair, background
     and props are left out), and unseen texels are the face's own median skin albedo, blended
     in by :func:`multiband_blend`. ``fill_map (1, 3, h, w)`` (a method's own UV reflectance map,
-    e.g. CEST's) replaces that skin colour as the fill where the photo saw nothing.
+    e.g. CEST's) replaces that skin colour as the fill where the photo saw nothing, except
+    where it does not look like its own skin at the texels the photo saw (hair or background in
+    the map): there its skin colour fills.
     ``facing (V,)``: each vertex's ``n · (towards the eye)`` in ``source``'s camera
     (:meth:`engine.face.Decoded.facing`); photo texels then count less the more edge-on they
     were seen (no weight below :data:`FACING_RAMP`'s first value, full weight above its second),
