@@ -425,6 +425,19 @@ def expression_morph_targets(model, identity, pose) -> dict[str, np.ndarray]:
     return {name: basis[i].cpu().numpy() for i, name in enumerate(model.expression_names)}
 
 
+def _shading_at_eyes(model, shading, visibility) -> np.ndarray:
+    """(3,) the estimate's median shading over the visible eyeball vertices (over the visible
+    face skin when fewer than 8 eyeball vertices are visible: closed eyes)."""
+    import torch
+
+    seen = visibility > 0.5
+    for region in ("eyes", "face_skin"):
+        m = seen & model.regions[region].to(seen.device) if region in model.regions else None
+        if m is not None and int(m.sum()) >= 8:
+            return torch.median(shading[m].float(), 0).values.cpu().numpy()
+    return np.ones(3)
+
+
 def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: str,
                   options: OutputOptions | None = None, extra: Mapping[str, Any] | None = None,
                   timings: dict[str, float] | None = None, detail: Any = None,
@@ -441,7 +454,8 @@ def write_outputs(folder: str | os.PathLike[str], model, params, photo, method: 
     is baked, then the OBJs and ``rig.json`` (``meshes``: what is left to wait for); the other
     packs ``head.glb``'s mesh and morph targets during the bake, then encodes ``albedo.png`` and
     finishes ``head.glb`` while the summary is made (``glb``: what is left). ``params.json``'s ``eyes`` holds the iris
-    and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`).
+    and sclera colour estimated from the photo (:func:`engine.photo.eyes.estimate_eye_colours`),
+    divided by the estimate's shading at the eyes (:meth:`engine.photo.eyes.EyeColours.unlit`).
     ``detail`` (:class:`engine.methods.deca.DetailMaps`, from a method with a detail stage)
     adds ``displacement.png``, ``detail/*.png`` and their ``params.json`` entries
     (:func:`engine.export.detail.write_detail_maps`; ``detail_checkpoint`` = the network file).
@@ -603,8 +617,9 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                                  source, opt.texture_size, landmarks_px=lm_crop,
                                  fill_map=fill_map,  # a method's own UV reflectance (CEST) fills the unseen
                                  facing=pad(src.facing()[0], 0.0))
-        # eyes (the photo's iris), mouth and teeth painted: the files look right outside Blender too
-        eyes = estimate_eye_colours(img, lm)
+        # eyes (the photo's iris), mouth and teeth painted: the files look right outside Blender
+        # too; the eye colours with the light taken out, as the skin's (the shading at the eyes)
+        eyes = estimate_eye_colours(img, lm).unlit(_shading_at_eyes(cpu_model, src.shading[0], visibility))
         paint_parts(albedo_img, exported, files_model, eyes.iris_rgb, eyes.sclera_rgb)
         baked_albedo.set_result(albedo_img)
     except BaseException as exc:

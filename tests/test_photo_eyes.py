@@ -73,3 +73,22 @@ def test_eye_pixels_takes_pixel_centres_inside():
     px = eye_pixels(img, square)
     assert len(px) == 9
     assert np.allclose(np.sort(px[:, 0]), np.sort(img[2:5, 2:5, 0].ravel()))
+
+
+def test_unlit_colours_take_the_light_out():
+    """A warm, dim light on the eyes: dividing by the estimate's shading there gives the iris
+    back its own colour and the sclera (its chroma mostly cut, its luma floored) near white;
+    default colours (no photo) are kept as they are."""
+    from engine.photo.eyes import DEFAULT_SCLERA, SCLERA_MIN_LUMA, EyeColours
+
+    light = np.array([0.9, 0.6, 0.4])
+    lit = EyeColours(tuple(IRIS * light), tuple(np.array([0.88, 0.86, 0.84]) * light), "photo", 2)
+    out = lit.unlit(light)
+    assert np.allclose(out.iris_rgb, IRIS, atol=1e-6)
+    sclera = np.array(out.sclera_rgb)
+    assert np.ptp(sclera) < 0.05 and sclera @ np.array([0.299, 0.587, 0.114]) >= SCLERA_MIN_LUMA - 1e-6
+    tinted = np.array(lit.sclera_rgb)
+    assert np.ptp(tinted) > 0.3  # what the photo showed: orange
+    default = EyeColours(DEFAULT_IRIS, DEFAULT_SCLERA, "default", 0)
+    assert default.unlit(light) is default
+    assert out.to_json()["source"] == "photo"

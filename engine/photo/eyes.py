@@ -29,6 +29,7 @@ MIN_EYE_PIXELS = 24  # fewer pixels inside an eye contour: no estimate from that
 IRIS_PERCENTILES = (15.0, 60.0)  # luma band of the iris pixels
 SCLERA_FRACTION = 0.2  # the brightest fifth of an eye's pixels
 SCLERA_MIN_LUMA = 0.6
+SCLERA_CHROMA = 0.25  # share of the photo's sclera chroma :meth:`EyeColours.unlit` keeps
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -41,6 +42,26 @@ class EyeColours:
     sclera_rgb: tuple[float, float, float]
     source: str
     eyes_used: int
+
+    def unlit(self, shading) -> "EyeColours":
+        """The colours with the light taken out, as the texture's albedo is: the photo's
+        colours divided by the estimate's shading at the eyes (``shading`` (3,) sRGB-space, as
+        :func:`engine.texture.bake_albedo` divides the photo), the sclera kept at a luma of at
+        least :data:`SCLERA_MIN_LUMA`. A coloured or dim light no longer tints the eyes (a
+        yellow or green sclera). Default colours (no photo) are returned as they are."""
+        if self.source != "photo":
+            return self
+        s = np.clip(np.asarray(shading, np.float64), 0.08, None)
+        iris = np.clip(np.asarray(self.iris_rgb) / s, 0.0, 1.0)
+        sclera = np.asarray(self.sclera_rgb) / s
+        luma = float(sclera @ _LUMA)
+        # a sclera is nearly neutral: what chroma the photo gives it is mostly the light's
+        # colour left in the estimate and eyelid skin among its pixels
+        sclera = luma + SCLERA_CHROMA * (sclera - luma)
+        if luma < SCLERA_MIN_LUMA:
+            sclera = sclera * SCLERA_MIN_LUMA / max(luma, 1e-3)
+        return EyeColours(tuple(float(c) for c in iris), tuple(float(c) for c in np.clip(sclera, 0.0, 1.0)),
+                          self.source, self.eyes_used)
 
     def to_json(self) -> dict:
         return {"iris_rgb": [round(float(c), 4) for c in self.iris_rgb],
