@@ -186,7 +186,7 @@ def shade_view(decoded) -> ShadedView:
         mask = out.fragments.mask[0]
         shading = out.shading[0].permute(1, 2, 0).clamp_min(0) * mask[..., None].float()
         exported = export_layout(with_teeth(decoded.head))  # albedo.png's layout (the model's faces come first)
-        face_uv = exported.face_uv[:decoded.head.n_faces]
+        face_uv = exported.face_uv[:decoded.head.n_faces]  # (all of them for the files' mesh itself)
         uv = interpolate(exported.uv.to(shading.dtype), face_uv, out.fragments)[:1]
         return ShadedView(shading.numpy(), mask.numpy(), uv)
 
@@ -548,7 +548,11 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     small = crop.resized(256)
     Ac = torch.tensor(np.vstack([small.matrix, [0.0, 0.0, 1.0]]), dtype=torch.float32)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
-    summary_job = pool.submit(lambda: shade_view(through(Ac @ K, (256, 256))))
+    # (the files' mesh, teeth included, as the files show it: its geometry and light only, the
+    # texture comes from albedo.png; the estimate's per-vertex fields are the model's)
+    files_view = p.replace(albedo=None, reflectance=None, albedo_map=None, visibility=None,
+                           camera=PerspectiveCamera((Ac @ K)[None], R[None], t[None], (256, 256)))
+    summary_job = pool.submit(lambda: shade_view(FaceDecoder(files_model)(files_view)))
     overlay_job = pool.submit(write_overlay)
 
     # --- the OBJs (they name albedo.png, written below) and rig.json, after the overlay in the

@@ -105,3 +105,21 @@ def test_models_with_teeth_or_without_a_mouth_are_kept(flame_pkl):
     except Exception as exc:  # noqa: BLE001 - the shared ICT data is optional
         pytest.skip(f"ICT Face Model not available ({exc})")
     assert ict.regions["teeth"].sum() > 1000 and with_teeth(ict) is ict  # ICT's own teeth
+
+
+def test_each_tooth_gets_texels_in_the_files_layout(heads):
+    """The export layout lays every tooth out by its own main plane (not the few texels the
+    teeth's placeholder UVs would give): an incisor-sized island, 8-30 texels wide at 1024²,
+    apart from the other islands."""
+    from engine.export.uv_pack import TEETH_DENSITY, export_layout
+
+    model, files = heads
+    exp = export_layout(files)
+    F = model.n_faces
+    island = exp.island.numpy()[exp.face_uv.numpy()[F:, 0]]
+    assert len(np.unique(island)) == N_TEETH and (exp.density.numpy()[np.unique(island)] == TEETH_DENSITY).all()
+    widths = []
+    for k in np.unique(island):
+        uv = exp.uv.numpy()[exp.face_uv.numpy()[F:][island == k]].reshape(-1, 2)
+        widths.append(np.ptp(uv, 0).max() * 1024)
+    assert 8 < np.median(widths) < 30 and min(widths) > 4

@@ -19,7 +19,8 @@ an artist opens (``albedo.png``, ``displacement.png``, ``detail/*.png``, ``head.
    the eyeball is unrolled around its forward axis (Lambert's azimuthal equal-area projection
    about its centre: the pupil in the middle of a disc, the back of the eye at its rim), at
    the face skin's texels per millimetre times its density, and the eyes can be painted
-   (:func:`engine.texture.paint_parts`);
+   (:func:`engine.texture.paint_parts`); each tooth (:mod:`engine.head.teeth`) likewise, by
+   its projection on its own main plane (:data:`TEETH_DENSITY`);
 4. the islands' boxes are shelf-packed into the unit square with a margin, at the largest
    common scale that fits (bisection). Where that gains the face less than :data:`MIN_GAIN`
    (linear) the model's own layout is the export layout (ICT's layout is already face-centred:
@@ -40,11 +41,12 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor
 
-__all__ = ["EYE_DENSITY", "ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "export_layout", "to_export_layout"]
+__all__ = ["EYE_DENSITY", "TEETH_DENSITY", "ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "export_layout", "to_export_layout"]
 
 REST_DENSITY = 0.45  # scalp, neck, ears: texels per UV unit relative to the face skin's
 OWN_MATERIAL_DENSITY = 0.15  # mouth interior, teeth: Blender gives them their own materials
 EYE_DENSITY = 0.5  # eyeballs, re-projected (below): an iris about 20 texels wide at 1024²
+TEETH_DENSITY = 0.5  # teeth, re-projected: an incisor about 12 texels wide at 1024²
 MARGIN = 12.0 / 1024.0  # UV units between packed islands (the bake pads 16 texels at 1024²)
 MIN_GAIN = 1.25  # below this gain in the face's texels per UV unit (linear) the model's layout is kept
 
@@ -157,19 +159,22 @@ def _build(model) -> ExportLayout:
     island, count = _islands(new_face_uv, len(source))
     tri_island = island[new_face_uv[:, 0]]
     density = np.full(count, REST_DENSITY)
-    eye_tris = region_faces("eyes")
+    eye_tris, teeth_tris = region_faces("eyes"), region_faces("teeth")
     affine = np.ones(count, bool)
+    kind = np.zeros(count, np.int8)  # 1: an eyeball, 2: a tooth (laid out anew)
     coords = source.copy()  # each UV vertex's place within its island, in the model layout's units
     for k in range(count):
         tris = tri_island == k
         if face_skin[tris].any():
             density[k] = 1.0
         elif tris.any() and eye_tris[tris].all():
-            density[k], affine[k] = EYE_DENSITY, False
+            density[k], affine[k], kind[k] = EYE_DENSITY, False, 1
+        elif tris.any() and teeth_tris[tris].all():
+            density[k], affine[k], kind[k] = TEETH_DENSITY, False, 2
         elif own[tris].all():
             density[k] = OWN_MATERIAL_DENSITY
     if not affine.all():
-        _unroll_eyes(model, coords, new_face_uv, faces, tri_island, ~affine, face_skin)
+        _lay_out_anew(model, coords, new_face_uv, faces, tri_island, kind, face_skin)
     # (UV vertices no triangle uses are islands of their own: they are not packed)
     packed = np.bincount(tri_island, minlength=count) > 0
     lo, hi = np.zeros((count, 2)), np.zeros((count, 2))
@@ -205,11 +210,12 @@ def _build(model) -> ExportLayout:
                         island_corner=corners, source=model, affine=affine)
 
 
-def _unroll_eyes(model, coords: np.ndarray, face_uv: np.ndarray, faces: np.ndarray, tri_island: np.ndarray,
-                 eye_islands: np.ndarray, face_skin: np.ndarray) -> None:
-    """Lay the eye islands' UV vertices (in ``coords``, in place) out anew: Lambert's azimuthal
-    equal-area projection of the template about each eyeball's centre and forward axis (+Z),
-    in model-layout units at the face skin's UV units per metre."""
+def _lay_out_anew(model, coords: np.ndarray, face_uv: np.ndarray, faces: np.ndarray, tri_island: np.ndarray,
+                  kind: np.ndarray, face_skin: np.ndarray) -> None:
+    """Lay the UV vertices (in ``coords``, in place) of the eye islands (``kind`` 1) and the
+    teeth's (2) out anew, in model-layout units at the face skin's UV units per metre: an
+    eyeball by Lambert's azimuthal equal-area projection of the template about its centre and
+    forward axis (+Z), a tooth by its projection on its two main axes."""
     from engine.generator.eyes import eye_frames
 
     X = model.template.detach().cpu().double().numpy()
@@ -220,8 +226,14 @@ def _unroll_eyes(model, coords: np.ndarray, face_uv: np.ndarray, faces: np.ndarr
     a3 = area(X[faces[tri]])
     p2 = np.concatenate([uv[face_uv[tri]], np.zeros((len(tri), 3, 1))], -1)
     per_metre = float(np.sqrt(area(p2).sum() / max(a3.sum(), 1e-12)))
-    frames = eye_frames(model)
-    for k in np.flatnonzero(eye_islands):
+    frames = eye_frames(model) if (kind == 1).any() else None
+    for k in np.flatnonzero(kind == 2):
+        tris = np.flatnonzero(tri_island == k)
+        corner_uv, corner_v = face_uv[tris].ravel(), faces[tris].ravel()
+        p = X[corner_v] - X[corner_v].mean(0)
+        axes = np.linalg.svd(p, full_matrices=False)[2][:2]  # the tooth's two longest extents
+        uv[corner_uv] = p @ axes.T * per_metre
+    for k in np.flatnonzero(kind == 1):
         tris = np.flatnonzero(tri_island == k)
         corner_uv, corner_v = face_uv[tris].ravel(), faces[tris].ravel()
         centre = frames.centres[0 if X[corner_v, 0].mean() > 0 else 1]

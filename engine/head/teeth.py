@@ -261,9 +261,10 @@ def _build(model: HeadModel) -> HeadModel:
     tooth_w[:, jaw] = 0.0
     tooth_w[lower] = np.eye(W.shape[1])[jaw]
     tooth_w /= tooth_w.sum(1, keepdims=True)
-    # UVs: each tooth's planar (along the arch, height) shape in the layout's largest empty
-    # square, the teeth side by side in two rows (Blender gives the teeth their own material;
-    # the UVs only have to be a valid, non-overlapping island per tooth)
+    # UVs: each tooth's planar (along the arch, height) shape in the model layout's largest
+    # empty square, the teeth side by side in two rows: an island of its own per tooth, apart
+    # from the model's (the files' export layout lays each tooth out again at its real size:
+    # engine.export.uv_pack)
     centre, half = _free_spot(model)
     per_row = len(teeth) // 2
     cell = 2 * half * 0.9 / per_row
