@@ -10,7 +10,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from engine.errors import UserError
 from engine.methods import build_predictor, get_method, registry
@@ -172,3 +174,42 @@ def test_hybrid_schedule_replaces_the_fits_stages_with_its_own():
     assert (base.shape_iters, base.expression_reweight_iters, base.joint_iters) == (40, 20, 30)
     # SCHEDULE_FIELDS (what `reconstruct --fit-option` refuses for a hybrid) is what it replaces
     assert set(changed_fields(cfg)) - set(changed_fields(base)) == set(SCHEDULE_FIELDS)
+
+
+def test_a_lost_detector_leaves_the_hybrid_with_its_networks_geometry():
+    """Landmarks that disagree with the learned start by more than ``hybrid_lost_landmarks``
+    of their box (a detector lost on a profile or an occluded face) are not followed: the
+    hybrid keeps the start's shape, expression and pose and fits the appearance only; with
+    landmarks that agree it fits as before. The disagreement is reported in its losses."""
+    from engine.face import FaceDecoder
+    from engine.generator import SyntheticConfig, render_sample
+    from engine.head import load_head_model
+    from engine.methods import build_predictor
+    from engine.methods.base import FaceObservation
+    from engine.methods.hybrid import landmark_disagreement
+
+    model = load_head_model("open")
+    hybrid = build_predictor("hybrid", model)
+    sample = render_sample(model, 3, SyntheticConfig(image_size=224))
+    good = FaceObservation(sample.image, sample.landmarks2d.numpy())
+    lm = good.landmarks68
+    centre = lm.mean(0)
+    turned = lm.copy()  # each point where its mirror partner is (left for right): a lost detector
+    turned[:, 0] = 2.0 * centre[0] - lm[:, 0]
+    lost = FaceObservation(sample.image, turned)
+    assert landmark_disagreement(hybrid.init(good), model, lm) < 0.08
+    start = hybrid.init(lost)  # (the network's crop follows the landmarks)
+    assert landmark_disagreement(start, model, turned) > 0.12
+
+    followed, kept = hybrid(good), hybrid(lost)
+    assert followed.losses["landmarks_lost"] == 0.0 and kept.losses["landmarks_lost"] == 1.0
+    assert kept.losses["landmark_disagreement"] > 0.12
+    assert torch.allclose(kept.identity, start.identity, atol=1e-5)
+    assert torch.allclose(kept.expression, start.expression, atol=1e-5)
+    assert not torch.equal(followed.identity, hybrid.init(good).identity)
+    # the geometry is the start's: the same landmarks in the photo (the camera's intrinsics are
+    # guessed anew, its translation moved so the head projects to the same place)
+    a = FaceDecoder(model)(kept).landmarks2d[0]
+    b = FaceDecoder(model)(start).landmarks2d[0]
+    assert (a - b).norm(dim=-1).median() < 1.5
+    assert kept.albedo is not None  # the appearance was fitted

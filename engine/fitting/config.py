@@ -72,6 +72,12 @@ class FitConfig:
     # the fit on the Cycles set (21 faces worse by > 0.1 mm, 2 better); with 30 and the guessed
     # intrinsics below it ends where the fit ends (1.37 mm, 78 %), docs/evaluation.md
     hybrid_joint_iters: int = 30
+    # when the detector is lost (its landmarks' median distance to the learned start's, over the
+    # landmarks' box size, above this; 0 = never), the hybrid keeps the start's geometry and
+    # solves only the appearance: following lost landmarks (profiles, occluded faces) ended 1-3
+    # mm worse than the network on the realistic generator's wide-pose frames (all 12 of 49
+    # faces above 0.12), while no face of the Cycles set comes near it (at most 0.078)
+    hybrid_lost_landmarks: float = 0.12
     # the intrinsics of a fit started from another estimate (`init`): "init" keeps the
     # estimate's camera K (video: one camera for the whole clip); "guess" uses the fit's own
     # guess (fov_deg, min_distance_m) and moves the estimate's translation so the head projects
