@@ -30,6 +30,16 @@ def _up(lm: np.ndarray) -> np.ndarray:
     return lm[_EYES].mean(0) - lm[_MOUTH].mean(0)
 
 
+def lost_detector_warning(disagreement: float) -> str:
+    """The warning of a hybrid that kept its network's geometry because the detector's
+    landmarks disagreed with it as a whole (``disagreement``: their median distance over the
+    landmarks' box size; :func:`engine.methods.hybrid.landmark_disagreement`). It replaces
+    :func:`check_fit`'s, which would compare the head with the landmarks it chose not to follow."""
+    return (f"the detected landmarks disagree with the learned network's estimate as a whole ({100 * disagreement:.0f} % "
+            "of the face's size): the detector is probably lost on this face (a profile or an occluded face), so the "
+            "head keeps the network's shape and pose; check overlay.png")
+
+
 def check_fit(detected_px: np.ndarray, model_px: np.ndarray) -> list[str]:
     """Warnings (one sentence each) for a fit whose projected model landmarks ``model_px``
     (68, 2) disagree with the detected landmarks ``detected_px`` (68, 2), both in photo pixels.

@@ -97,7 +97,7 @@ def reconstruct(
     from engine.methods import FaceObservation, build_predictor, get_method
     from engine.outputs import OutputOptions, write_outputs, write_params
     from engine.photo import load_image
-    from engine.plausibility import check_fit
+    from engine.plausibility import check_fit, lost_detector_warning
 
     options = OutputOptions(texture_size=texture_size)  # a bad size is refused before any work
     report = progress or (lambda stage, fraction, message: None)
@@ -153,7 +153,10 @@ def reconstruct(
     with atomic_output_folder(out_dir) as tmp:
         params = write_outputs(tmp, head, estimate, photo, method=spec.name, options=options, extra=extra,
                                detail=detail, detail_checkpoint=getattr(network, "source_path", None))
-        params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
+        if estimate.losses.get("landmarks_lost"):  # a hybrid that did not follow a lost detector
+            params["warnings"] = [lost_detector_warning(estimate.losses["landmark_disagreement"])]
+        else:
+            params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         params["timings"] = {k: round(v, 4) for k, v in timings.items()}

@@ -151,3 +151,28 @@ def test_sh_turns_with_the_view():
         a = shade_sh(n, rotate_sh_about_view_axis(sh, angle), ambient=0)
         assert torch.allclose(a, shade_sh(n @ Rz.T, sh, ambient=0), atol=1e-5)
     assert torch.allclose(rotate_sh_about_view_axis(sh, 0.0), sh)
+
+
+@needs_mediapipe
+def test_a_hybrid_that_did_not_follow_a_lost_detector_says_so(tmp_path):
+    """A near-profile photo-like frame on which MediaPipe is lost (the realistic generator,
+    seed 515): the hybrid keeps its network's head, and its one warning says why instead of
+    check_fit's "does not follow the detected landmarks"."""
+    import json
+
+    from PIL import Image
+
+    from engine.__main__ import main
+    from engine.data.synthetic import generator_config
+    from engine.generator.realistic import render_realistic
+    from engine.head import load_head_model
+
+    cfg = generator_config("realistic", 224, {"wide_pose_probability": 1.0, "face_fraction": [0.3, 0.9]})
+    sample = render_realistic(load_head_model("open"), 515, cfg)
+    photo = tmp_path / "profile.png"
+    Image.fromarray(sample.image).save(photo)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(photo), "--out", str(out), "--method", "hybrid", "--progress", "none"]) == 0
+    params = json.loads((out / "params.json").read_text())
+    assert params["fit_losses"]["landmarks_lost"] == 1.0 and params["fit_losses"]["landmark_disagreement"] > 0.12
+    assert len(params["warnings"]) == 1 and "the detector is probably lost" in params["warnings"][0]
