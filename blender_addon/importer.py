@@ -92,6 +92,13 @@ def read_params(out_dir: Path) -> dict:
         raise ImportFailed(f"{path} is not valid JSON: {exc}") from None
 
 
+def result_warnings(out_dir: str | Path) -> list[str]:
+    """The engine's warnings about a result (``params.json``'s ``warnings``: an implausible fit,
+    a lost detector), one sentence each; empty when there are none or no such entry."""
+    warnings = read_params(Path(out_dir)).get("warnings") or []
+    return [str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)]
+
+
 def face_index(params: dict) -> int:
     """Which face of the photo the folder holds (0 = the largest; older folders: 0)."""
     try:

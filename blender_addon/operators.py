@@ -82,9 +82,13 @@ class EngineJobOperator:
                 self.report({"ERROR"}, f"Import failed: {exc}")
                 state.status = f"import failed: {exc}"
                 return {"CANCELLED"}
-            state.status = status
+            warnings = importer.result_warnings(job.out_dir)
+            state.status = status + (" (see the warning)" if warnings else "")
             state.progress = 100.0
-            self.report({"INFO"}, message)
+            if warnings:  # the engine doubts its own result: say so where the artist looks
+                self.report({"WARNING"}, f"{message}, but: " + "; ".join(warnings))
+            else:
+                self.report({"INFO"}, message)
             return {"FINISHED"}
         finally:
             job.cleanup()
@@ -232,7 +236,11 @@ class FACERECON_OT_import_result(bpy.types.Operator):
         except Exception as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Imported '{obj.name}'")
+        warnings = importer.result_warnings(bpy.path.abspath(self.directory))
+        if warnings:
+            self.report({"WARNING"}, f"Imported '{obj.name}', but: " + "; ".join(warnings))
+        else:
+            self.report({"INFO"}, f"Imported '{obj.name}'")
         return {"FINISHED"}
 
 

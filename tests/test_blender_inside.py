@@ -340,6 +340,24 @@ def _import_copy(bpy, result_folder, tmp_path, name, **params_update):
     return bpy.context.active_object
 
 
+def test_the_engines_warnings_reach_the_artist(blender, result_folder, tmp_path, capfd):
+    """A result the engine doubts (params.json's ``warnings``: an implausible fit, a lost
+    detector) is imported, and Blender's report says why; a result without warnings imports
+    with a plain info report."""
+    bpy, installed = blender
+    doubt = "the detector is probably lost on this face (a profile or an occluded face)"
+    bpy.context.scene.facerecon.result_mode = "ADD"
+    obj = _import_copy(bpy, result_folder, tmp_path, "warned", warnings=[doubt])
+    assert installed.importer.result_warnings(tmp_path / "warned") == [doubt]
+    out = capfd.readouterr()
+    assert f"but: {doubt}" in out.out + out.err
+    installed.importer.remove_objects([obj] + ([obj.parent] if obj.parent else []))
+    clean = _import_copy(bpy, result_folder, tmp_path, "clean", warnings=[])
+    assert installed.importer.result_warnings(tmp_path / "clean") == []
+    assert "but:" not in "".join(capfd.readouterr())
+    installed.importer.remove_objects([clean] + ([clean.parent] if clean.parent else []))
+
+
 def test_replace_keeps_the_other_faces_of_a_group_photo(blender, result_folder, tmp_path):
     """Replace swaps only the head of the same photo *and* face; face 1 of a group photo does
     not remove face 0's head (both keep their photo and face index on the object)."""
