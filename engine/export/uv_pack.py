@@ -13,7 +13,7 @@ an artist opens (``albedo.png``, ``displacement.png``, ``detail/*.png``, ``head.
    part a photo shows) is cut out of its island, so it can be scaled on its own;
 2. every island gets a texel density relative to the face's: face skin 1, the rest of the
    head (scalp, neck, ears: mostly the skin fill) :data:`REST_DENSITY`, parts with their own
-   material in Blender (eyeballs, mouth interior) :data:`OWN_MATERIAL_DENSITY`;
+   material in Blender (mouth interior) :data:`OWN_MATERIAL_DENSITY` (eyeballs and teeth: 3.);
 3. each eyeball's island is laid out anew (:data:`EYE_DENSITY`): the model's own eye UVs (the
    open head's: a sliver of 56 × 5 texels for both eyes at 1024²) leave no room for an iris, so
    the eyeball is unrolled around its forward axis (Lambert's azimuthal equal-area projection
@@ -41,10 +41,11 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor
 
-__all__ = ["EYE_DENSITY", "TEETH_DENSITY", "ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "export_layout", "to_export_layout"]
+__all__ = ["EYE_DENSITY", "ExportLayout", "OWN_MATERIAL_DENSITY", "REST_DENSITY", "TEETH_DENSITY", "export_layout",
+           "to_export_layout"]
 
 REST_DENSITY = 0.45  # scalp, neck, ears: texels per UV unit relative to the face skin's
-OWN_MATERIAL_DENSITY = 0.15  # mouth interior, teeth: Blender gives them their own materials
+OWN_MATERIAL_DENSITY = 0.15  # mouth interior: Blender gives it its own material
 EYE_DENSITY = 0.5  # eyeballs, re-projected (below): an iris about 20 texels wide at 1024²
 TEETH_DENSITY = 0.5  # teeth, re-projected: an incisor about 12 texels wide at 1024²
 MARGIN = 12.0 / 1024.0  # UV units between packed islands (the bake pads 16 texels at 1024²)
@@ -73,7 +74,7 @@ class ExportLayout:
     island_scale: np.ndarray  # (I,) export UV units per model UV unit
     island_corner: np.ndarray  # (I, 2) its lower-left corner in the export layout
     source: object = None  # the head model
-    affine: np.ndarray | None = None  # (I,) bool: the island is the model layout's, moved and scaled (not an eye)
+    affine: np.ndarray | None = None  # (I,) bool: the island is the model layout's, moved and scaled (not laid out anew)
 
     @property
     def packed(self) -> bool:
@@ -265,7 +266,7 @@ def _seam_extension(exp: ExportLayout, size: int) -> tuple[np.ndarray, np.ndarra
     texel_tri[lay.texels.numpy()] = lay.tri.numpy()
     dst = lay.pad_dst
     near = tri_island[texel_tri[lay.pad_src]]  # the island each padding texel belongs to
-    if exp.affine is not None:  # a re-laid-out (eye) island continues nowhere else
+    if exp.affine is not None:  # an island laid out anew (an eyeball, a tooth) continues nowhere else
         keep = exp.affine[near]
         dst, near = dst[keep], near[keep]
     rows, cols = np.divmod(dst, size)
