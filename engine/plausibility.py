@@ -30,6 +30,41 @@ def _up(lm: np.ndarray) -> np.ndarray:
     return lm[_EYES].mean(0) - lm[_MOUTH].mean(0)
 
 
+#: the fit's landmark residual (``fit_losses["landmark_px"]``, pixels at its 192-px working
+#: crop) above which ``reconstruct`` asks a learned network whether the detector is lost: on
+#: 98 realistic frames (seeds 500 and 700) every lost one was above 3.5 (the others' median
+#: 3.1; the astronaut 2.7): photos the fit follows well pay nothing for the check
+LOST_CHECK_RESIDUAL_PX = 3.4
+
+
+def learned_disagreement(head, observation, device=None) -> float | None:
+    """How far the detected landmarks of ``observation`` (:class:`engine.methods.FaceObservation`)
+    are from a learned network's estimate of the same face
+    (:func:`engine.methods.hybrid.landmark_disagreement`), with the first learned method that
+    has a committed network for ``head``; None when there is none or it fails. A fit has
+    nothing else to tell a lost detector by: above ``FitConfig.hybrid_lost_landmarks`` it
+    follows landmarks that are not the face's."""
+    from engine.methods import build_predictor, registry
+    from engine.methods.hybrid import landmark_disagreement
+
+    spec = next((s for s in registry.methods("learned") if registry.default_checkpoint(s, head.name)), None)
+    if spec is None:
+        return None
+    try:
+        network = build_predictor(spec.name, head, device=device)
+        return landmark_disagreement(network(observation), head, observation.landmarks68)
+    except Exception:  # noqa: BLE001 - a check that cannot run says nothing
+        return None
+
+
+def lost_detector_fit_warning(disagreement: float) -> str:
+    """The warning of a fit whose detected landmarks disagree with a learned network's
+    estimate as a whole (:func:`learned_disagreement`)."""
+    return (f"the detected landmarks disagree with the learned network's estimate as a whole ({100 * disagreement:.0f} % "
+            "of the face's size): the detector is probably lost on this face (a profile or an occluded face) and the "
+            "fit followed it; --method hybrid keeps the network's head on such faces; check overlay.png")
+
+
 def lost_detector_warning(disagreement: float) -> str:
     """The warning of a hybrid that kept its network's geometry because the detector's
     landmarks disagreed with it as a whole (``disagreement``: their median distance over the

@@ -97,7 +97,8 @@ def reconstruct(
     from engine.methods import FaceObservation, build_predictor, get_method
     from engine.outputs import OutputOptions, write_outputs, write_params
     from engine.photo import load_image
-    from engine.plausibility import check_fit, lost_detector_warning
+    from engine.plausibility import (LOST_CHECK_RESIDUAL_PX, check_fit, learned_disagreement, lost_detector_fit_warning,
+                                     lost_detector_warning)
 
     options = OutputOptions(texture_size=texture_size)  # a bad size is refused before any work
     report = progress or (lambda stage, fraction, message: None)
@@ -134,6 +135,14 @@ def reconstruct(
     estimate = predictor(observation, progress=lambda s, f, m: report(s, 0.1 + 0.75 * f, m))
     timings.update({f"fit_{k}": v for k, v in estimate.timings.items()})
     timings["fit"] = sum(estimate.timings.values())
+    lost_apart = None
+    if spec.kind == "fit" and estimate.losses.get("landmark_px", 0.0) > LOST_CHECK_RESIDUAL_PX:
+        # a fit that could not follow its landmarks well: is the detector lost? (a learned
+        # network's view of the face: 0.3 s, only on such faces)
+        t = time.perf_counter()
+        report("check", 0.86, "checking the landmarks against a learned network")
+        lost_apart = learned_disagreement(head, observation, dev)
+        timings["check"] = time.perf_counter() - t
 
     t = time.perf_counter()
     report("write", 0.88, "writing meshes, textures and parameters")
@@ -157,6 +166,8 @@ def reconstruct(
             params["warnings"] = [lost_detector_warning(estimate.losses["landmark_disagreement"])]
         else:
             params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
+        if lost_apart is not None and lost_apart > cfg.hybrid_lost_landmarks:
+            params["warnings"].append(lost_detector_fit_warning(lost_apart))
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         params["timings"] = {k: round(v, 4) for k, v in timings.items()}

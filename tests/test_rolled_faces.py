@@ -154,10 +154,11 @@ def test_sh_turns_with_the_view():
 
 
 @needs_mediapipe
-def test_a_hybrid_that_did_not_follow_a_lost_detector_says_so(tmp_path):
+def test_a_lost_detector_is_named_by_the_hybrid_and_the_fit(tmp_path):
     """A near-profile photo-like frame on which MediaPipe is lost (the realistic generator,
     seed 515): the hybrid keeps its network's head, and its one warning says why instead of
-    check_fit's "does not follow the detected landmarks"."""
+    check_fit's "does not follow the detected landmarks"; the fit follows the lost points and
+    is told so by a learned network's view of the face (engine.plausibility.learned_disagreement)."""
     import json
 
     from PIL import Image
@@ -176,3 +177,8 @@ def test_a_hybrid_that_did_not_follow_a_lost_detector_says_so(tmp_path):
     params = json.loads((out / "params.json").read_text())
     assert params["fit_losses"]["landmarks_lost"] == 1.0 and params["fit_losses"]["landmark_disagreement"] > 0.12
     assert len(params["warnings"]) == 1 and "the detector is probably lost" in params["warnings"][0]
+    # the plain fit follows the lost points, and a learned network's view of the face says so
+    out_fit = tmp_path / "fit"
+    assert main(["reconstruct", str(photo), "--out", str(out_fit), "--progress", "none"]) == 0
+    warnings = json.loads((out_fit / "params.json").read_text())["warnings"]
+    assert any("the fit followed it; --method hybrid" in w for w in warnings), warnings
