@@ -62,7 +62,8 @@ def lost_detector_fit_warning(disagreement: float) -> str:
     estimate as a whole (:func:`learned_disagreement`)."""
     return (f"the detected landmarks disagree with the learned network's estimate as a whole ({100 * disagreement:.0f} % "
             "of the face's size): the detector is probably lost on this face (a profile or an occluded face) and the "
-            "fit followed it; --method hybrid keeps the network's head on such faces; check overlay.png")
+            "fit followed it; the hybrid method (--method hybrid, or Method: Hybrid in Blender) keeps the network's head "
+            "on such faces; check overlay.png")
 
 
 def lost_detector_warning(disagreement: float) -> str:

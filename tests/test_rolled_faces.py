@@ -181,4 +181,4 @@ def test_a_lost_detector_is_named_by_the_hybrid_and_the_fit(tmp_path):
     out_fit = tmp_path / "fit"
     assert main(["reconstruct", str(photo), "--out", str(out_fit), "--progress", "none"]) == 0
     warnings = json.loads((out_fit / "params.json").read_text())["warnings"]
-    assert any("the fit followed it; --method hybrid" in w for w in warnings), warnings
+    assert any("the fit followed it; the hybrid method (--method hybrid" in w for w in warnings), warnings
