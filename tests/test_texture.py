@@ -109,7 +109,6 @@ def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
     dec = FaceDecoder(head)(params)
     image = dec.render(antialias=False).image.clamp(0, 1)
     vis = dec.visibility()[0].float()
-    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
     lay = uv_layout(head, S)
 
     def texels(region):
@@ -149,10 +148,9 @@ def test_skin_probability_and_multiband_blend():
     assert (np.diff(row) <= 1e-4).all() and 8 < np.sum((row > 0.25) & (row < 0.75)) < 40  # one smooth step
 
 
-def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
-    """CEST returns a UV reflectance map: where the photo saw nothing (the back of the head)
-    the baked texture takes that map's colours instead of the one skin colour."""
-    S = 256
+def _skin_coloured_head(head):
+    """The head in skin colour (0.78, 0.58, 0.47) under white ambient light, rendered from the
+    front: (its decoding, per-vertex visibility, ``bake_albedo``'s first six arguments)."""
     camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
     sh = torch.zeros(1, 9, 3)
     sh[:, 0] = 0.9 / SH_CONSTANTS[0]
@@ -160,9 +158,16 @@ def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
     dec = FaceDecoder(head)(params)
     image = dec.render(antialias=False).image.clamp(0, 1)
     vis = dec.visibility()[0].float()
+    return dec, vis, (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+
+
+def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
+    """CEST returns a UV reflectance map: where the photo saw nothing (the back of the head)
+    the baked texture takes that map's colours instead of the one skin colour."""
+    S = 256
+    dec, vis, args = _skin_coloured_head(head)
     fill_map = torch.zeros(1, 3, 64, 64)
     fill_map[:, 2] = 0.9  # a blue map: unmistakable where it shows
-    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
     lay = uv_layout(head, S)
     back = head.regions["scalp_neck"] & (vis == 0)
     texels = lay.texels[back[head.faces[lay.tri]].all(1)]
@@ -178,13 +183,7 @@ def test_hair_in_a_methods_uv_map_gives_way_to_its_own_skin_colour(head):
     constrains it, e.g. CEST's beyond its window) does not paint the bald head dark: where the
     map does not look like its own skin at the texels the photo saw, its skin colour fills."""
     S = 256
-    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
-    sh = torch.zeros(1, 9, 3)
-    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
-    params = FaceParams.neutral(head, camera).replace(albedo=torch.tensor([0.78, 0.58, 0.47]).expand(1, head.n_vertices, 3).clone(), sh=sh)
-    dec = FaceDecoder(head)(params)
-    image = dec.render(antialias=False).image.clamp(0, 1)
-    vis = dec.visibility()[0].float()
+    dec, vis, args = _skin_coloured_head(head)
     lay = uv_layout(head, S)
     top = head.regions["scalp_neck"] & (vis == 0) & (head.template[:, 1] > 0.06)  # the crown, unseen
     cap = lay.texels[top[head.faces[lay.tri]].all(1)].numpy()
@@ -192,7 +191,6 @@ def test_hair_in_a_methods_uv_map_gives_way_to_its_own_skin_colour(head):
     fill_map = skin_tone[None, :, None, None].expand(1, 3, S, S).clone()
     rows, cols = np.divmod(cap, S)
     fill_map[0, :, rows, cols] = torch.tensor([0.08, 0.06, 0.05])[:, None]  # hair-dark cap
-    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
     baked = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0], fill_map=fill_map).reshape(-1, 3)
     assert len(cap) > 200
     assert np.abs(baked[cap].astype(float).mean(0) - skin_tone.numpy() * 255).max() < 12
