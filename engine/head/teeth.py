@@ -172,15 +172,10 @@ def _tooth(centre: np.ndarray, angle: float, size, edge_y: float, direction: flo
     return verts, faces, np.asarray(planar)
 
 
-def _landmarks(model: HeadModel) -> np.ndarray:
-    T = model.template.detach().cpu().double().numpy()
-    tri = T[model.faces.cpu().numpy()[model.lmk_faces.cpu().numpy()]]
-    return np.einsum("kc,kcd->kd", model.lmk_bary.cpu().double().numpy(), tri)
-
-
 def _rows(model: HeadModel):
     """The two rows in the template: a list of (vertices, faces, planar, upper?) per tooth."""
-    L = _landmarks(model)
+    with torch.no_grad():
+        L = model.landmarks(model.template.detach()[None].double())[0].cpu().numpy()  # the template's iBUG-68
     corner_half = 0.5 * abs(L[54, 0] - L[48, 0])
     mid_x = 0.5 * (L[54, 0] + L[48, 0])
     lips_z = 0.5 * (L[62, 2] + L[66, 2])
