@@ -47,7 +47,7 @@ def learned_disagreement(head, observation, device=None) -> float | None:
     from engine.methods import build_predictor, registry
     from engine.methods.hybrid import landmark_disagreement
 
-    spec = next((s for s in registry.methods("learned") if registry.default_checkpoint(s, head.name)), None)
+    spec = registry.default_learned(head.name)
     if spec is None:
         return None
     try:
@@ -57,23 +57,18 @@ def learned_disagreement(head, observation, device=None) -> float | None:
         return None
 
 
-def lost_detector_fit_warning(disagreement: float) -> str:
-    """The warning of a fit whose detected landmarks disagree with a learned network's
-    estimate as a whole (:func:`learned_disagreement`)."""
+def lost_detector_warning(disagreement: float, followed: bool) -> str:
+    """The warning for a face whose detected landmarks disagree as a whole with a learned
+    network's estimate (``disagreement``: their median distance over the landmarks' box size;
+    :func:`engine.methods.hybrid.landmark_disagreement`): a fit ``followed`` them (it is told
+    of the hybrid); a hybrid kept its network's geometry instead (this replaces
+    :func:`check_fit`'s warning, which would compare the head with the landmarks it chose
+    not to follow)."""
+    what = ("and the fit followed it; the hybrid method (--method hybrid, or Method: Hybrid in Blender) keeps the "
+            "network's head on such faces" if followed else "so the head keeps the network's shape and pose")
     return (f"the detected landmarks disagree with the learned network's estimate as a whole ({100 * disagreement:.0f} % "
-            "of the face's size): the detector is probably lost on this face (a profile or an occluded face) and the "
-            "fit followed it; the hybrid method (--method hybrid, or Method: Hybrid in Blender) keeps the network's head "
-            "on such faces; check overlay.png")
-
-
-def lost_detector_warning(disagreement: float) -> str:
-    """The warning of a hybrid that kept its network's geometry because the detector's
-    landmarks disagreed with it as a whole (``disagreement``: their median distance over the
-    landmarks' box size; :func:`engine.methods.hybrid.landmark_disagreement`). It replaces
-    :func:`check_fit`'s, which would compare the head with the landmarks it chose not to follow."""
-    return (f"the detected landmarks disagree with the learned network's estimate as a whole ({100 * disagreement:.0f} % "
-            "of the face's size): the detector is probably lost on this face (a profile or an occluded face), so the "
-            "head keeps the network's shape and pose; check overlay.png")
+            f"of the face's size): the detector is probably lost on this face (a profile or an occluded face){'' if followed else ','} "
+            f"{what}; check overlay.png")
 
 
 def check_fit(detected_px: np.ndarray, model_px: np.ndarray) -> list[str]:

@@ -97,8 +97,7 @@ def reconstruct(
     from engine.methods import FaceObservation, build_predictor, get_method
     from engine.outputs import OutputOptions, write_outputs, write_params
     from engine.photo import load_image
-    from engine.plausibility import (LOST_CHECK_RESIDUAL_PX, check_fit, learned_disagreement, lost_detector_fit_warning,
-                                     lost_detector_warning)
+    from engine.plausibility import LOST_CHECK_RESIDUAL_PX, check_fit, learned_disagreement, lost_detector_warning
 
     options = OutputOptions(texture_size=texture_size)  # a bad size is refused before any work
     report = progress or (lambda stage, fraction, message: None)
@@ -163,11 +162,11 @@ def reconstruct(
         params = write_outputs(tmp, head, estimate, photo, method=spec.name, options=options, extra=extra,
                                detail=detail, detail_checkpoint=getattr(network, "source_path", None))
         if estimate.losses.get("landmarks_lost"):  # a hybrid that did not follow a lost detector
-            params["warnings"] = [lost_detector_warning(estimate.losses["landmark_disagreement"])]
+            params["warnings"] = [lost_detector_warning(estimate.losses["landmark_disagreement"], followed=False)]
         else:
             params["warnings"] = check_fit(params["landmarks68_detected_px"], params["landmarks68_image_px"])
         if lost_apart is not None and lost_apart > cfg.hybrid_lost_landmarks:
-            params["warnings"].append(lost_detector_fit_warning(lost_apart))
+            params["warnings"].append(lost_detector_warning(lost_apart, followed=True))
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         params["timings"] = {k: round(v, 4) for k, v in timings.items()}

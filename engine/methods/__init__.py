@@ -82,8 +82,8 @@ def build_predictor(name: str, head: Any, *, device: Any = "cpu", checkpoint: st
     # hybrid
     if init is None:
         learned = registry.methods("learned")
-        init = next((s.name for s in learned if checkpoint or registry.default_checkpoint(s, head.name)),
-                    learned[0].name if learned else None)
+        found = None if checkpoint else registry.default_learned(head.name)  # a given network: the first method's
+        init = found.name if found else (learned[0].name if learned else None)
         if init is None:
             raise UserError("the hybrid method needs a learned method, and none is registered")
     start = build_predictor(init, head, device=device, checkpoint=checkpoint)

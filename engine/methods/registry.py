@@ -150,6 +150,11 @@ def default_checkpoint(spec: MethodSpec, head_model: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def default_learned(head_model: str) -> MethodSpec | None:
+    """The first learned method with a committed network for ``head_model`` (None: none)."""
+    return next((s for s in methods("learned") if default_checkpoint(s, head_model)), None)
+
+
 def load_entry(spec: MethodSpec) -> Any:
     """Import the method's module and return its ``entry`` class (this one does import)."""
     import importlib
