@@ -109,6 +109,7 @@ def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
     dec = FaceDecoder(head)(params)
     image = dec.render(antialias=False).image.clamp(0, 1)
     vis = dec.visibility()[0].float()
+    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
     lay = uv_layout(head, S)
 
     def texels(region):
