@@ -379,17 +379,19 @@ class OutputOptions:
 
 def prepare_outputs(model, options: OutputOptions | None = None) -> threading.Thread:
     """Make in a background thread what :func:`write_outputs` needs for ``model`` whatever the
-    photo — the UV layout (:func:`engine.texture.uv_layout`) and the OBJs' texture-coordinate
+    photo — the skin mask's feature zones (:func:`engine.texture.feature_weight`), the UV layout
+    (:func:`engine.texture.uv_layout`) and the OBJs' texture-coordinate
     and face lines (:func:`engine.export.obj.topology_text`) — e.g. while a fit runs on the
     other core, so that writing the folder later finds them ready."""
     from engine.export.obj import topology_text
     from engine.export.uv_pack import export_layout
     from engine.head.teeth import with_teeth
-    from engine.texture import uv_layout
+    from engine.texture import feature_weight, uv_layout
 
     size = (options or OutputOptions()).texture_size
 
     def prepare() -> None:
+        feature_weight(model)
         files_model = with_teeth(model)
         exp = export_layout(files_model)
         uv_layout(exp, size)
@@ -485,7 +487,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.photo import align_crop, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
-    from engine.texture import bake_albedo, eyelid_weight, paint_parts
+    from engine.texture import bake_albedo, eyelid_weight, feature_weight, paint_parts
 
     opt = options or OutputOptions()
     folder = Path(folder)
@@ -620,7 +622,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                                  pad(src.shading[0].clamp_min(0), 1.0), pad(albedo_v, TEETH_ALBEDO),
                                  source, opt.texture_size, landmarks_px=lm_crop,
                                  fill_map=fill_map,  # a method's own UV reflectance (CEST) fills the unseen
-                                 facing=pad(src.facing()[0], 0.0))
+                                 facing=pad(src.facing()[0], 0.0),
+                                 features=pad(feature_weight(cpu_model), 1.0))  # glasses left out of plain skin
         # eyes (the photo's iris), mouth and teeth painted: the files look right outside Blender
         # too; the eye colours with the light taken out, as the skin's (the shading at the eyes)
         eyes = estimate_eye_colours(img, lm).unlit(_shading_at_eyes(cpu_model, src.shading[0], visibility))

@@ -11,8 +11,11 @@ pads each texel outside the islands — is computed once per (head model, size) 
    confidence: visible, facing the camera (given ``facing``), eroded at the silhouette,
    feathered);
    With the photo's landmarks, a skin mask keeps hair, background and props out: outside the
-   landmarks' hull (the inner face, whose brows, eyes and lips always count) only texels
-   whose colour matches this face's skin (:func:`skin_probability`) are used;
+   landmarks' hull only texels whose colour matches this face's skin (:func:`skin_probability`)
+   are used; inside it the features (brows, eyes, lips, nose tip, beard zone:
+   :func:`feature_weight`) always count, and the plain skin between them (forehead, the
+   nose's bridge, under the eyes, cheeks) only where skin-coloured (a glasses frame, a strand
+   of hair, a cast shadow or a highlight is left out);
 3. texels not seen take their mirror texel's photo albedo when that one was seen; the rest
    is the face's median skin albedo, blended with the seen texels over several frequency
    bands (:func:`multiband_blend`: no seam where the photo ends) — or, without landmarks,
@@ -33,7 +36,7 @@ from torch import Tensor
 
 from engine.render.uv import rasterize_uv, vertex_uv
 
-__all__ = ["MOUTH_ALBEDO", "UVLayout", "bake_albedo", "eyelid_weight", "flip_uv_map", "multiband_blend",
+__all__ = ["MOUTH_ALBEDO", "UVLayout", "bake_albedo", "eyelid_weight", "feature_weight", "flip_uv_map", "multiband_blend",
            "paint_parts", "skin_probability", "texture_image", "uv_layout"]
 
 
@@ -343,6 +346,64 @@ def eyelid_weight(model) -> Tensor:
     return w
 
 
+#: :func:`feature_weight`'s zones (metres on the template): the brows' band around the brow
+#: landmarks' line (below it, above it), where the photo's hair colour belongs; each eye's
+#: ellipse around its landmark contour (beyond its corners sideways, half-height), where the
+#: lids, lashes and the eye do
+BROW_BAND_M = (0.009, 0.005)
+EYE_ZONE_M = (0.003, 0.0065)
+FEATURE_RAMP_M = 0.002  # soft edge of every feature zone
+
+
+def feature_weight(model) -> Tensor:
+    """``(V,)`` in [0, 1]: 1 where a photo colour unlike the face's skin belongs in the texture
+    inside the face — brows, eyes with their lids and lashes, lips, the nose's tip, wings and
+    nostrils, the beard and moustache zones (:func:`engine.generator.layout.feature_zones` on
+    the model's template and its iBUG-68 points), the eyeballs and the mouth — and 0 on the
+    plain skin between them (forehead, temples, the nose's bridge, cheeks, under the eyes).
+    There :func:`bake_albedo` keeps only skin-coloured photo texels even inside the landmarks'
+    hull: a glasses frame, a strand of hair or a finger in front of the cheek is left out of
+    the texture (the mirror texel or the skin fill takes its place). Kept per model (the
+    template never changes)."""
+    from engine.generator.layout import feature_zones, smoothstep
+    from engine.generator.texels import model_cache
+
+    cache = model_cache(model)
+    if "texture_features" in cache:
+        return cache["texture_features"]
+    with torch.no_grad():
+        X = model.template.detach().float().cpu()
+        lm = model.landmarks(model.template[None])[0].detach().double().cpu().numpy()
+    P = X.double().numpy()
+    z = feature_zones(P, lm)
+    ramp = FEATURE_RAMP_M
+    off, along = z["brow_offset"], z["brow_along"]
+    brows = ((1 - smoothstep(BROW_BAND_M[0], BROW_BAND_M[0] + ramp, -off))
+             * (1 - smoothstep(BROW_BAND_M[1], BROW_BAND_M[1] + ramp, off))
+             * smoothstep(-0.4, -0.2, along) * (1 - smoothstep(1.2, 1.4, along)))
+
+    def ellipse(centre: np.ndarray, half_w: float, half_h: float) -> np.ndarray:  # seen from the front
+        r = np.sqrt(((P[:, 0] - centre[0]) / half_w) ** 2 + ((P[:, 1] - centre[1]) / half_h) ** 2)
+        return 1 - smoothstep(1.0, 1.0 + ramp / half_h, r)
+
+    eyes = np.maximum.reduce([ellipse(c.mean(0), 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0], EYE_ZONE_M[1])
+                              * (P[:, 2] > c[:, 2].min() - 0.012)  # on the front of the face
+                              for c in (lm[36:42], lm[42:48])])
+    mouth = lm[48:60]  # the lips and a margin around them
+    lips = ellipse(mouth.mean(0), 0.5 * np.ptp(mouth[:, 0]) + 0.003, 0.5 * np.ptp(mouth[:, 1]) + 0.003)
+    # the nose's tip, wings and nostrils (often redder or shinier than the cheeks); its bridge,
+    # where glasses rest, is plain skin
+    nose = np.maximum(ellipse(lm[33], 0.5 * np.ptp(lm[31:36, 0]) + 0.003, 0.005),
+                      ellipse(0.5 * (lm[30] + lm[33]), 0.5 * np.ptp(lm[31:36, 0]) + 0.004, 0.5 * (lm[29, 1] - lm[33, 1])))
+    w = np.maximum.reduce([brows, eyes, lips, nose, z["beard"], z["moustache"]]).astype(np.float32)
+    w = torch.from_numpy(w)
+    for region in ("eyes", "mouth_interior", "teeth"):
+        if region in getattr(model, "regions", {}):
+            w[model.regions[region].cpu()] = 1.0
+    cache["texture_features"] = w
+    return w
+
+
 #: facing (cosine between a vertex's normal and the view ray) below which a photo texel has
 #: no weight, and above which it has full weight (smoothstep between)
 FACING_RAMP = (0.15, 0.45)
@@ -361,7 +422,8 @@ def _hull_mask(landmarks_px: Tensor, H: int, W: int) -> np.ndarray:
 
 def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tensor, albedo_v: Tensor,
                 source: Tensor, size: int = 1024, landmarks_px: Tensor | None = None,
-                fill_map: Tensor | None = None, facing: Tensor | None = None) -> np.ndarray:
+                fill_map: Tensor | None = None, facing: Tensor | None = None,
+                features: Tensor | None = None) -> np.ndarray:
     """Bake a UV albedo texture, uint8 ``(size, size, 3)`` (v up: row 0 is the top of UV space).
 
     ``vertices_px (V, 3)`` are ``[u, v, depth]`` of the estimate's vertices in the ``source``
@@ -382,6 +444,9 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
     were seen (no weight below :data:`FACING_RAMP`'s first value, full weight above its second),
     so the silhouette's blurred, background-mixed and badly shaded pixels give way to the mirror
     texel or the fill instead of leaving a dark seam where the photo ends.
+    ``features (V,)`` (:func:`feature_weight`): inside the hull, too, only skin-coloured photo
+    texels are used where it is 0 (plain skin: a glasses frame or a strand of hair there is
+    left out); where it is 1 (brows, eyes, lips...) every photo texel counts, as before.
     See the module docstring for the steps.
     """
     import cv2
@@ -400,10 +465,12 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
             from engine.generator.layout import smoothstep
 
             facing_w = smoothstep(*FACING_RAMP, facing.float().to(visibility.device))
-        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v, facing_w[:, None]],
-                          -1).float().cpu()
-        t = lay.interpolation @ attrs  # (N, 10): every texel's barycentric mix of its triangle's vertices
+        feature_w = torch.ones_like(facing_w) if features is None else features.float().to(facing_w.device)
+        attrs = torch.cat([vertices_px[:, :2], visibility[:, None].float(), shading_v, albedo_v, facing_w[:, None],
+                           feature_w[:, None]], -1).float().cpu()
+        t = lay.interpolation @ attrs  # (N, 11): every texel's barycentric mix of its triangle's vertices
         u, v, vis, shade, prior, facing_t = t[:, 0], t[:, 1], t[:, 2], t[:, 3:6], t[:, 6:9], t[:, 9]
+        feature_t = t[:, 10].clamp(0, 1)
         grid = torch.stack([u * (2.0 / W) - 1.0, v * (2.0 / H) - 1.0], -1)
         photo = _sample(source[0].float().cpu(), grid)
         inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (vis >= 0.5)
@@ -416,10 +483,13 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
             vi = v.round().long().clamp(0, H - 1).numpy()
             in_hull = torch.from_numpy(hull[vi, ui]) & inside
             is_ref = in_hull & (vis > 0.5)
+            if int((is_ref & (feature_t < 0.5)).sum()) >= 50:  # the face's skin: its plain skin, not its features
+                is_ref = is_ref & (feature_t < 0.5)
             ref = photo_alb[is_ref]
             if len(ref) >= 50:
                 p_skin = skin_probability(photo_alb, ref)
-                skin_w = torch.where(in_hull, torch.ones(len(u)), p_skin)
+                # inside the hull the features count whatever their colour, plain skin only when skin-coloured
+                skin_w = torch.where(in_hull, feature_t + (1 - feature_t) * p_skin, p_skin)
                 fill = ref[p_skin[is_ref] > 0.5].median(0).values
         # soft confidence: visible, facing texels; eroded so silhouette texels do not bleed
         conf_img = np.zeros(size * size, np.float32)

@@ -128,6 +128,72 @@ def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
     assert float((mean_colour(masked, nose) - dark).abs().max()) < 0.12  # inner-face features stay
 
 
+def test_feature_zones_cover_the_features_and_leave_the_plain_skin(head):
+    """feature_weight: 1 at the brows, eyes, lips, nose tip and chin (beard zone), 0 on the
+    forehead, the nose's bridge and the cheeks under the eyes, where glasses sit."""
+    from engine.texture import feature_weight
+
+    w = feature_weight(head)
+    assert feature_weight(head) is w and w.shape == (head.n_vertices,)
+    X = head.template
+    lm = head.landmarks(X[None])[0]
+
+    def at(point):  # the weight of the face-skin vertex nearest a template point
+        d = (X - point).norm(dim=-1) + 1e3 * (~head.regions["face_skin"]).float()
+        return float(w[int(d.argmin())])
+
+    for i in (19, 24, 37, 44, 30, 33, 51, 57, 8):  # brows, upper lids, nose tip, nostrils, lips, chin
+        assert at(lm[i]) > 0.9, i
+    below_eye = 0.5 * (lm[40] + lm[41]) + torch.tensor([0.0, -0.014, 0.0])
+    forehead = lm[27] + torch.tensor([0.0, 0.045, -0.005])
+    for name, point in (("bridge", lm[27]), ("under the eye", below_eye), ("forehead", forehead)):
+        assert at(point) < 0.1, name
+    assert bool((w[head.regions["eyes"]] == 1).all()) and bool((w[head.regions["mouth_interior"]] == 1).all())
+
+
+def test_a_glasses_frame_on_plain_skin_stays_out_of_the_texture(head):
+    """A dark rim under the eyes and over the nose's bridge (inside the landmarks' hull) is left
+    out when the bake knows the features (the skin fill there), kept without; the dark brows
+    and lips are baked as without the zones."""
+    from engine.texture import feature_weight
+
+    S = 1024
+    skin, dark = torch.tensor([0.78, 0.58, 0.47]), torch.tensor([0.12, 0.09, 0.08])
+    X = head.template
+    lm = head.landmarks(X[None])[0]
+    face = head.regions["face_skin"]
+    eye_y = float(lm[36:48, 1].mean())
+    rim = face & ((X[:, 1] - (eye_y - 0.014)).abs() < 0.002) & (X[:, 0].abs() < 0.045) & (X[:, 0].abs() > 0.012)
+    bridge = face & (X[:, 0].abs() < 0.012) & ((X[:, 1] - float(lm[27, 1])).abs() < 0.0025)
+    brows = ((((X - lm[19]).norm(dim=-1) < 0.009) & (X[:, 1] < lm[19, 1] + 0.002))
+             | (((X - lm[24]).norm(dim=-1) < 0.009) & (X[:, 1] < lm[24, 1] + 0.002)))  # on and below the brow points
+    lips = ((X - lm[51]).norm(dim=-1) < 0.006) | ((X - lm[57]).norm(dim=-1) < 0.006)
+    frame = rim | bridge
+    albedo = torch.where((frame | brows | lips)[:, None], dark, skin)[None]
+    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
+    sh = torch.zeros(1, 9, 3)
+    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
+    dec = FaceDecoder(head)(FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh))
+    image = dec.render(antialias=False).image.clamp(0, 1)
+    vis = dec.visibility()[0].float()
+    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    lay = uv_layout(head, S)
+
+    def colour(baked, region):
+        seen = (region & (vis > 0))[head.faces[lay.tri]].all(1)
+        assert int(seen.sum()) > 8
+        img = torch.from_numpy(baked.astype(np.float32) / 255.0).reshape(-1, 3)
+        return img[lay.texels[seen]].mean(0)
+
+    with_features = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0], features=feature_weight(head))
+    without = bake_albedo(*args, size=S, landmarks_px=dec.landmarks2d[0])
+    assert float((colour(with_features, frame) - skin).abs().max()) < 0.12  # the frame is gone
+    assert float((colour(without, frame) - dark).abs().max()) < 0.15  # (it was baked before)
+    assert float((colour(with_features, lips) - dark).abs().max()) < 0.05  # features stay ...
+    for region in (brows, lips):  # ... as they were baked without the zones
+        assert float((colour(with_features, region) - colour(without, region)).abs().max()) < 0.02
+
+
 def test_skin_probability_and_multiband_blend():
     from engine.texture import multiband_blend, skin_probability
 

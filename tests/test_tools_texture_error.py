@@ -61,3 +61,31 @@ def test_a_texture_of_the_truth_scores_near_zero_and_a_blotch_does_not(tmp_path,
     v, f, uv, fuv = mod.read_obj(tmp_path / "same" / "head.obj")
     assert v.shape == (head.n_vertices, 3) and np.array_equal(f, head.faces.numpy())
     assert np.array_equal(fuv, head.face_uv.numpy()) and np.allclose(uv, head.uv.numpy(), atol=1e-6)
+
+
+def test_glasses_painted_on_the_skin_score_under_the_glasses(tmp_path, head, load_tool):
+    """tools/occluder_texture_error.py: the true head scores ~0 under the glasses and
+    elsewhere; the same head with the glasses' rows darkened in albedo.png scores high under
+    them and stays near 0 elsewhere."""
+    mod = load_tool("occluder_texture_error")
+    X = head.template.double().numpy()
+    R = np.diag([1.0, -1.0, -1.0])
+    t = np.array([0.0, 0.0, 0.6]) - R @ X.mean(0)
+    K = np.array([[500.0, 0, 128], [0, 500.0, 128], [0, 0, 1]])
+    albedo = torch.stack([0.6 + 0.8 * head.template[:, 0], 0.45 + 0.5 * head.template[:, 1],
+                          torch.full((head.n_vertices,), 0.38)], -1).clamp(0.05, 0.95)
+    cam = X @ R.T + t
+    row = (cam @ K.T)[:, 1] / cam[:, 2]  # each vertex's image row
+    eyes = head.landmarks(head.template[None])[0].double().numpy()[36:48] @ R.T + t
+    eye_row = float(np.mean((eyes @ K.T)[:, 1] / eyes[:, 2]))
+    seg = np.ones((256, 256), np.uint8)  # face skin everywhere ...
+    band = slice(int(eye_row) + 6, int(eye_row) + 12)
+    seg[band] = mod.GLASSES_LABEL  # ... but a band of rows under the eyes: the glasses' lower rim
+    gt = {"vertices_camera": cam.astype(np.float32), "faces": head.faces.numpy().astype(np.int32),
+          "albedo": albedo.numpy(), "K": K, "skin_face_mask": head.regions["face_skin"].numpy(),
+          "segmentation": seg, "image_size": np.array([256, 256])}
+    under, rest = mod.face_errors(_folder(tmp_path / "same", head, albedo, R, t, K), gt)
+    assert under < 0.03 and rest < 0.03, (under, rest)
+    dark = torch.from_numpy(((row >= band.start - 1) & (row < band.stop + 1)).astype(np.float32))[:, None]
+    under2, rest2 = mod.face_errors(_folder(tmp_path / "rim", head, albedo * (1 - 0.7 * dark), R, t, K), gt)
+    assert under2 > 0.3 and rest2 < 0.1 and rest2 < under2 / 4, (under2, rest2)
