@@ -348,10 +348,10 @@ def eyelid_weight(model) -> Tensor:
 
 #: :func:`feature_weight`'s zones (metres on the template): the brows' band around the brow
 #: landmarks' line (below it, above it), where the photo's hair colour belongs; each eye's
-#: ellipse around its landmark contour (beyond its corners sideways, half-height), where the
-#: lids, lashes and the eye do
+#: ellipse around its landmark contour (how far beyond it: sideways, above, below), where the
+#: lids, lashes, eyeliner and the eye do
 BROW_BAND_M = (0.009, 0.005)
-EYE_ZONE_M = (0.003, 0.0065)
+EYE_ZONE_M = (0.007, 0.004, 0.0025)
 FEATURE_RAMP_M = 0.002  # soft edge of every feature zone
 
 
@@ -386,7 +386,11 @@ def feature_weight(model) -> Tensor:
         r = np.sqrt(((P[:, 0] - centre[0]) / half_w) ** 2 + ((P[:, 1] - centre[1]) / half_h) ** 2)
         return 1 - smoothstep(1.0, 1.0 + ramp / half_h, r)
 
-    eyes = np.maximum.reduce([ellipse(c.mean(0), 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0], EYE_ZONE_M[1])
+    eyes = np.maximum.reduce([np.where(P[:, 1] > c[:, 1].mean(),  # the upper half reaches further (liner, lid)
+                                       ellipse(c.mean(0), 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0],
+                                               0.5 * np.ptp(c[:, 1]) + EYE_ZONE_M[1]),
+                                       ellipse(c.mean(0), 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0],
+                                               0.5 * np.ptp(c[:, 1]) + EYE_ZONE_M[2]))
                               * (P[:, 2] > c[:, 2].min() - 0.012)  # on the front of the face
                               for c in (lm[36:42], lm[42:48])])
     mouth = lm[48:60]  # the lips and a margin around them

@@ -129,8 +129,9 @@ def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
 
 
 def test_feature_zones_cover_the_features_and_leave_the_plain_skin(head):
-    """feature_weight: 1 at the brows, eyes, lips, nose tip and chin (beard zone), 0 on the
-    forehead, the nose's bridge and the cheeks under the eyes, where glasses sit."""
+    """feature_weight: 1 at the brows, eyes (an eyeliner's wing beyond the outer corners too),
+    lips, nose tip and chin (beard zone), 0 on the forehead, the nose's bridge and the cheeks
+    under the eyes, where glasses sit."""
     from engine.texture import feature_weight
 
     w = feature_weight(head)
@@ -144,6 +145,8 @@ def test_feature_zones_cover_the_features_and_leave_the_plain_skin(head):
 
     for i in (19, 24, 37, 44, 30, 33, 51, 57, 8):  # brows, upper lids, nose tip, nostrils, lips, chin
         assert at(lm[i]) > 0.9, i
+    for corner, centre in ((lm[36], lm[36:42].mean(0)), (lm[45], lm[42:48].mean(0))):  # an eyeliner's wing
+        assert at(corner + torch.tensor([0.005 * float(torch.sign(corner[0] - centre[0])), 0.001, 0.0])) > 0.9
     below_eye = 0.5 * (lm[40] + lm[41]) + torch.tensor([0.0, -0.014, 0.0])
     forehead = lm[27] + torch.tensor([0.0, 0.045, -0.005])
     for name, point in (("bridge", lm[27]), ("under the eye", below_eye), ("forehead", forehead)):
