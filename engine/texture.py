@@ -372,9 +372,8 @@ def feature_weight(model) -> Tensor:
     if "texture_features" in cache:
         return cache["texture_features"]
     with torch.no_grad():
-        X = model.template.detach().float().cpu()
+        P = model.template.detach().cpu().double().numpy()
         lm = model.landmarks(model.template[None])[0].detach().double().cpu().numpy()
-    P = X.double().numpy()
     z = feature_zones(P, lm)
     ramp = FEATURE_RAMP_M
     off, along = z["brow_offset"], z["brow_along"]
@@ -386,13 +385,14 @@ def feature_weight(model) -> Tensor:
         r = np.sqrt(((P[:, 0] - centre[0]) / half_w) ** 2 + ((P[:, 1] - centre[1]) / half_h) ** 2)
         return 1 - smoothstep(1.0, 1.0 + ramp / half_h, r)
 
-    eyes = np.maximum.reduce([np.where(P[:, 1] > c[:, 1].mean(),  # the upper half reaches further (liner, lid)
-                                       ellipse(c.mean(0), 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0],
-                                               0.5 * np.ptp(c[:, 1]) + EYE_ZONE_M[1]),
-                                       ellipse(c.mean(0), 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0],
-                                               0.5 * np.ptp(c[:, 1]) + EYE_ZONE_M[2]))
-                              * (P[:, 2] > c[:, 2].min() - 0.012)  # on the front of the face
-                              for c in (lm[36:42], lm[42:48])])
+    def eye(c: np.ndarray) -> np.ndarray:  # around one eye's contour, on the front of the face
+        half_w, half_h = 0.5 * np.ptp(c[:, 0]) + EYE_ZONE_M[0], 0.5 * np.ptp(c[:, 1])
+        upper = P[:, 1] > c[:, 1].mean()  # the upper half reaches further (eyeliner, lid)
+        zone = np.where(upper, ellipse(c.mean(0), half_w, half_h + EYE_ZONE_M[1]),
+                        ellipse(c.mean(0), half_w, half_h + EYE_ZONE_M[2]))
+        return zone * (P[:, 2] > c[:, 2].min() - 0.012)
+
+    eyes = np.maximum(eye(lm[36:42]), eye(lm[42:48]))
     mouth = lm[48:60]  # the lips and a margin around them
     lips = ellipse(mouth.mean(0), 0.5 * np.ptp(mouth[:, 0]) + 0.003, 0.5 * np.ptp(mouth[:, 1]) + 0.003)
     # the nose's tip, wings and nostrils (often redder or shinier than the cheeks); its bridge,
