@@ -101,15 +101,7 @@ def test_skin_mask_leaves_hair_out_but_keeps_the_inner_face(head):
     brow_y, tip = float(lm3[17:27, 1].max()), lm3[30]
     fringe = head.regions["face_skin"] & (X[:, 1] > brow_y + 0.025) & ((X - tip).norm(dim=-1) < 0.13)
     nose = (X - tip).norm(dim=-1) < 0.02
-    albedo = torch.where(fringe[:, None], dark, torch.where(nose[:, None], dark, skin))[None]
-    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
-    sh = torch.zeros(1, 9, 3)
-    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
-    params = FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh)
-    dec = FaceDecoder(head)(params)
-    image = dec.render(antialias=False).image.clamp(0, 1)
-    vis = dec.visibility()[0].float()
-    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    dec, vis, args = _rendered_head(head, torch.where(fringe[:, None], dark, torch.where(nose[:, None], dark, skin))[None])
     lay = uv_layout(head, S)
 
     def texels(region):
@@ -172,14 +164,7 @@ def test_a_glasses_frame_on_plain_skin_stays_out_of_the_texture(head):
              | (((X - lm[24]).norm(dim=-1) < 0.009) & (X[:, 1] < lm[24, 1] + 0.002)))  # on and below the brow points
     lips = ((X - lm[51]).norm(dim=-1) < 0.006) | ((X - lm[57]).norm(dim=-1) < 0.006)
     frame = rim | bridge
-    albedo = torch.where((frame | brows | lips)[:, None], dark, skin)[None]
-    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
-    sh = torch.zeros(1, 9, 3)
-    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
-    dec = FaceDecoder(head)(FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh))
-    image = dec.render(antialias=False).image.clamp(0, 1)
-    vis = dec.visibility()[0].float()
-    args = (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+    dec, vis, args = _rendered_head(head, torch.where((frame | brows | lips)[:, None], dark, skin)[None])
     lay = uv_layout(head, S)
 
     def colour(baked, region):
@@ -218,17 +203,22 @@ def test_skin_probability_and_multiband_blend():
     assert (np.diff(row) <= 1e-4).all() and 8 < np.sum((row > 0.25) & (row < 0.75)) < 40  # one smooth step
 
 
-def _skin_coloured_head(head):
-    """The head in skin colour (0.78, 0.58, 0.47) under white ambient light, rendered from the
-    front: (its decoding, per-vertex visibility, ``bake_albedo``'s first six arguments)."""
+def _rendered_head(head, albedo):
+    """The head with per-vertex ``albedo (1, V, 3)`` under white ambient light (shading 0.9),
+    rendered from the front at 512 px: (its decoding, per-vertex visibility, ``bake_albedo``'s
+    first six arguments)."""
     camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
     sh = torch.zeros(1, 9, 3)
     sh[:, 0] = 0.9 / SH_CONSTANTS[0]
-    params = FaceParams.neutral(head, camera).replace(albedo=torch.tensor([0.78, 0.58, 0.47]).expand(1, head.n_vertices, 3).clone(), sh=sh)
-    dec = FaceDecoder(head)(params)
+    dec = FaceDecoder(head)(FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh))
     image = dec.render(antialias=False).image.clamp(0, 1)
     vis = dec.visibility()[0].float()
     return dec, vis, (head, dec.screen[0], vis, dec.shading[0].clamp_min(0), dec.albedo[0], image)
+
+
+def _skin_coloured_head(head):
+    """:func:`_rendered_head` with every vertex in skin colour (0.78, 0.58, 0.47)."""
+    return _rendered_head(head, torch.tensor([0.78, 0.58, 0.47]).expand(1, head.n_vertices, 3).clone())
 
 
 def test_a_methods_uv_map_fills_what_the_photo_did_not_see(head):
@@ -324,17 +314,10 @@ def test_eyelids_folded_in_the_photo_take_the_skin_fill(head):
     assert 100 < int((w > 0.5).sum()) < 400  # the two upper lids
     skin, dark = torch.tensor([0.78, 0.58, 0.47]), torch.tensor([0.1, 0.07, 0.06])
     lids = w > 0.5
-    albedo = torch.where(lids[:, None], dark, skin)[None]
-    camera = frontal_camera(distance=0.5, focal_px=1400.0, image_size=(512, 512))
-    sh = torch.zeros(1, 9, 3)
-    sh[:, 0] = 0.9 / SH_CONSTANTS[0]
-    dec = FaceDecoder(head)(FaceParams.neutral(head, camera).replace(albedo=albedo, sh=sh))
-    image = dec.render(antialias=False).image.clamp(0, 1)
-    vis = dec.visibility()[0].float()
+    dec, vis, args = _rendered_head(head, torch.where(lids[:, None], dark, skin)[None])
     S = 1024
     lay = uv_layout(head, S)
     t = lay.texels[(lids & (vis > 0))[head.faces[lay.tri]].all(1)].numpy()
-    args = (head, dec.screen[0], None, dec.shading[0].clamp_min(0), dec.albedo[0], image)
 
     def lid_colour(visibility):
         a = list(args)
