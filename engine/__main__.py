@@ -1,6 +1,7 @@
 """``python -m engine <command>``: a small dispatcher; each command lives in its own module.
 
-Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`), ``animate`` (video ->
+Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`; several photos, folders or
+every face of a group photo: :mod:`engine.batch`), ``animate`` (video ->
 animated head, :mod:`engine.video`), ``methods`` (the method registry, :mod:`engine.methods.registry`).
 """
 
@@ -77,40 +78,38 @@ def _remove_created(paths: list[str]) -> None:
             pass
 
 
+def _face_choice(text: str) -> int | str:
+    """``--face``: a face index (0 = largest) or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a face index (0 = largest) or 'all', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"face indices start at 0 (the largest face), not {value}")
+    return value
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
     from engine.reconstruct import reconstruct
 
-    photo = args.photo
-    if photo is None and args.example is None:
-        from engine.errors import UserError
-
+    photos = list(args.photo)
+    if not photos and args.example is None:
         raise UserError("give a PHOTO or --example NAME (astronaut, grace_hopper)")
+    if photos and args.example is not None:
+        raise UserError("give either PHOTO or --example NAME, not both")
+    if len(photos) > 1 or args.face == "all" or any(os.path.isdir(p) for p in photos):
+        return _reconstruct_batch(args, photos)
+    photo = photos[0] if photos else None
     created: list[str] = []  # the example photo (kept beside a result: params.json names it)
     cb, close = _progress_printer(args.progress)
     try:
         if args.example is not None:
             photo = _example_photo(args.example, os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".",
                                                               "examples"), created)
-        config = None
-        if args.fit_option:
-            from engine.errors import UserError
-            from engine.fitting import fit_config
-            from engine.methods import get_method
-
-            from engine.methods.hybrid import HYBRID_FIELDS, SCHEDULE_FIELDS
-
-            kind = get_method(args.method).kind
-            if kind == "learned":
-                raise UserError(f"--fit-option sets the fit, and --method {args.method} does not fit "
-                                "(use --method fit or hybrid)")
-            config = fit_config(args.fit_option)
-            overridden = set(SCHEDULE_FIELDS)
-            given = {o.split("=", 1)[0].strip() for o in args.fit_option}
-            if kind == "hybrid" and given & overridden:
-                instead = sorted(HYBRID_FIELDS[k] for k in given & set(HYBRID_FIELDS))
-                raise UserError(f"--method {args.method} sets {', '.join(sorted(given & overridden))} from its own "
-                                "schedule (pose_iters is 0: the network gives the pose)"
-                                + (f"; use --fit-option {', '.join(instead)} instead" if instead else ""))
+        config = _fit_config(args)
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
                              checkpoint=args.checkpoint, init=args.init, config=config,
@@ -127,6 +126,65 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"{result.out_dir}: {result.n_faces} face(s) found, reconstructed face {result.face_index}; "
               f"fit {t.get('fit', 0):.2f} s, total {t.get('total', 0):.2f} s", file=sys.stderr)
     return 0
+
+
+def _fit_config(args: argparse.Namespace):
+    """The ``--fit-option`` settings as an :class:`engine.fitting.FitConfig` (None without any),
+    refused for a method that does not fit and for the schedule a hybrid sets itself."""
+    if not args.fit_option:
+        return None
+    from engine.errors import UserError
+    from engine.fitting import fit_config
+    from engine.methods import get_method
+    from engine.methods.hybrid import HYBRID_FIELDS, SCHEDULE_FIELDS
+
+    kind = get_method(args.method).kind
+    if kind == "learned":
+        raise UserError(f"--fit-option sets the fit, and --method {args.method} does not fit "
+                        "(use --method fit or hybrid)")
+    config = fit_config(args.fit_option)
+    overridden = set(SCHEDULE_FIELDS)
+    given = {o.split("=", 1)[0].strip() for o in args.fit_option}
+    if kind == "hybrid" and given & overridden:
+        instead = sorted(HYBRID_FIELDS[k] for k in given & set(HYBRID_FIELDS))
+        raise UserError(f"--method {args.method} sets {', '.join(sorted(given & overridden))} from its own "
+                        "schedule (pose_iters is 0: the network gives the pose)"
+                        + (f"; use --fit-option {', '.join(instead)} instead" if instead else ""))
+    return config
+
+
+def _reconstruct_batch(args: argparse.Namespace, photos: list[str]) -> int:
+    """Several photos, folders of photos or ``--face all`` (:mod:`engine.batch`): one line per
+    face on stderr, a summary, exit status 0 when every face was reconstructed, else 1."""
+    from engine.batch import reconstruct_batch
+
+    created: list[str] = []
+    if args.example is not None:  # --example with --face all
+        photos = [_example_photo(args.example, os.path.join(os.path.abspath(args.out), "examples"), created)]
+    cb, close = _progress_printer(args.progress)
+
+    def said(item) -> None:  # above a progress bar, when there is one
+        from tqdm import tqdm
+
+        where = f"face {item.face} -> {item.out}" if item.ok else f"failed: {item.error}"
+        tqdm.write(f"{item.photo}: {where}" + (f" (warning: {'; '.join(item.warnings)})" if item.warnings else ""),
+                   file=sys.stderr)
+
+    try:
+        report = reconstruct_batch(photos, args.out, face=args.face, progress=cb, on_item=said,
+                                   model=args.model, device=args.device, model_path=args.model_path,
+                                   method=args.method, backend=args.backend, config=_fit_config(args),
+                                   checkpoint=args.checkpoint, init=args.init, texture_size=args.texture_size)
+    except BaseException:
+        _remove_created(created)
+        raise
+    finally:
+        close()
+    failed = report.failed_photos
+    print(f"{report.out_dir}: {len(report.done)} face(s) reconstructed from {report.photos} photo(s) in "
+          f"{report.seconds:.1f} s" + (f"; {len(failed)} photo(s) failed" if failed else "")
+          + f" (list: {report.json_path})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
@@ -181,8 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reconstruct", help="reconstruct a 3-D head from one photo",
                        description="Reconstruct a 3-D head (shape, expression, pose, camera, albedo, "
                                    "lighting) from one photo into an output folder.")
-    r.add_argument("photo", nargs="?", help="the photo (JPEG, PNG, ...)")
-    r.add_argument("--out", required=True, help="output folder (written atomically)")
+    r.add_argument("photo", nargs="*", help="the photo (JPEG, PNG, ...); several photos or folders of photos "
+                   "make a batch (the model is loaded once)")
+    r.add_argument("--out", required=True, help="output folder (written atomically); for a batch (several "
+                   "photos, a folder, or --face all) the folder that receives one result folder per face and "
+                   "batch.json, the list of what was done and what failed")
     r.add_argument("--model", default="open", choices=["open", "ict", "flame"])
     r.add_argument("--model-path", default=None, help="head-model file/folder (default: the model's own)")
     r.add_argument("--method", default="fit", choices=registry.names(include_aliases=True),
@@ -195,9 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network (training or exported checkpoint) of a learned method or of a hybrid's "
                         "--init method; default: the method's committed network for --model")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    r.add_argument("--face", type=int, default=None,
+    r.add_argument("--face", type=_face_choice, default=None,
                    help="which face when the photo shows several: 0 = largest (required then; "
-                        "a photo with one face needs no --face)")
+                        "a photo with one face needs no --face), or 'all': every face, each into "
+                        "its own folder OUT/<photo>_face<k>")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
     r.add_argument("--texture-size", type=int, default=1024, choices=TEXTURE_SIZES, metavar="TEXELS",
                    help="albedo.png side: 512, 1024 (default) or 2048 (the face gets ~55 %% of it: "

@@ -1,0 +1,195 @@
+"""Many photos, or every face of a group photo, in one run.
+
+``python -m engine reconstruct A.jpg B.png PHOTOS/ --out DIR [--face all]``: the head model
+and the method are loaded once (:class:`engine.reconstruct.Reconstructor`, ~1.5 s saved per
+photo against one command per photo), then every photo is read, its faces detected once, and
+each chosen face written to its own output folder under ``DIR`` — the same folder, written
+atomically, as a single ``reconstruct`` writes:
+
+* ``DIR/<name>`` for one face per photo (``--face N``, or none for a photo of one face);
+  ``DIR/<name>_face<k>`` for every face of each photo (``--face all``, 0 = largest);
+* ``<name>`` is the photo's file name without its extension, or for a folder given on the
+  command line its path inside that folder (``PHOTOS/team/anna.jpg`` -> ``DIR/team/anna``;
+  folders are searched recursively, hidden ones skipped); names that would clash get
+  ``-2``, ``-3``, ... in the order the photos come.
+
+A photo that cannot be used (unreadable, no face, a face index it does not have, an output
+folder holding someone else's files) is reported, counted and skipped; the batch goes on.
+``DIR/batch.json`` lists every photo and face with its folder or its reason, and is rewritten
+after each one, so a batch that is stopped still says what it finished (``"finished": false``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from engine.errors import OutputFolderError, UserError
+
+ProgressFn = Callable[[str, float, str], None]
+FaceChoice = int | Literal["all"] | None
+BATCH_FORMAT = "engine.batch/1"
+log = logging.getLogger("engine.batch")
+
+
+@dataclass
+class BatchItem:
+    """One face of one photo (or a photo that gave none): where it went, or why it did not."""
+
+    photo: str
+    name: str
+    face: int | None = None
+    out: str | None = None
+    error: str | None = None
+    faces_found: int | None = None
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class BatchReport:
+    """What :func:`reconstruct_batch` did: ``items`` in order, and the ``batch.json`` path."""
+
+    out_dir: Path
+    photos: int
+    items: list[BatchItem]
+    json_path: Path
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> list[BatchItem]:
+        return [i for i in self.items if i.ok]
+
+    @property
+    def failed_photos(self) -> list[str]:
+        """Photos with at least one face that failed (or no face at all), in order."""
+        return list(dict.fromkeys(i.photo for i in self.items if not i.ok))
+
+
+def collect_photos(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """(photo path, output name) for every input: a file as given (it need not exist yet: a
+    missing one fails as that photo's error), a folder as every image under it. Names are
+    made unique with ``-2``, ``-3``, ...; a folder without images is a :class:`UserError`."""
+    from engine.data.folders import find_images
+
+    found: list[tuple[Path, str]] = []
+    for given in inputs:
+        path = Path(os.fspath(given)).expanduser()
+        if path.is_dir():
+            images = find_images(path)
+            if not images:
+                raise UserError(f"no images in folder {given} (looked for "
+                                ".jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff, in subfolders too)")
+            found += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in images]
+        else:
+            found.append((path, path.stem or path.name))
+    if not found:
+        raise UserError("give at least one photo or folder of photos")
+    seen: dict[str, int] = {}
+    unique = []
+    for path, name in found:
+        key = name.lower()  # case-insensitive file systems would merge Anna and anna
+        seen[key] = seen.get(key, 0) + 1
+        unique.append((path, name if seen[key] == 1 else f"{name}-{seen[key]}"))
+    return unique
+
+
+def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
+                      face: FaceChoice = None, progress: ProgressFn | None = None,
+                      on_item: Callable[[BatchItem], None] | None = None,
+                      **options: Any) -> BatchReport:
+    """Reconstruct every photo of ``inputs`` (files and folders) into ``out_dir`` (module doc).
+
+    ``face``: None (each photo must show one face), an index for every photo, or ``"all"``.
+    ``options``: :class:`engine.reconstruct.Reconstructor`'s arguments (model, method, ...).
+    ``on_item`` is called with each finished item (done or failed), as it happens.
+    Bad arguments (no photos, an unknown method, an output path that is a file) raise a
+    :class:`UserError` before any photo is read; a photo's own problems do not raise.
+    """
+    from engine.reconstruct import Reconstructor
+
+    if face is not None and face != "all" and (not isinstance(face, int) or face < 0):
+        raise UserError(f"--face must be a face index (0 = largest) or 'all', not {face!r}")
+    photos = collect_photos(inputs)
+    root = Path(os.fspath(out_dir)).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise OutputFolderError(f"the output folder {out_dir} is a file")
+    if (root / "params.json").is_file():
+        raise OutputFolderError(f"{out_dir} is a single reconstruction's folder; give a batch its own "
+                                "output folder (each face gets a folder inside it)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    report = progress or (lambda stage, fraction, message: None)
+    t_all = time.perf_counter()
+    session = Reconstructor(progress=report, **options)
+    items: list[BatchItem] = []
+    result = BatchReport(root, len(photos), items, root / "batch.json")
+    meta = {"method": session.spec.name, "model": session.head.name, "face": face}
+
+    def add(item: BatchItem) -> None:
+        items.append(item)
+        _write_json(result, meta, finished=False)
+        if on_item is not None:
+            on_item(item)
+
+    finished = False
+    try:
+        for n, (path, name) in enumerate(photos):
+            def step(stage: str, fraction: float, message: str, n: int = n, name: str = name) -> None:
+                report("saved" if stage == "done" else stage, (n + min(fraction, 0.99)) / len(photos),
+                       f"[{n + 1}/{len(photos)}] {name}: {message}")
+
+            t = time.perf_counter()
+            timings = {"model": session.model_seconds} if n == 0 else {}
+            try:
+                detected = session.detect(path, step)
+            except UserError as exc:
+                add(BatchItem(str(path), name, error=str(exc), seconds=time.perf_counter() - t))
+                continue
+            timings.update(detected.timings)
+            if face == "all":
+                chosen: list[int | None] = list(range(len(detected.faces))) or [None]
+            else:
+                chosen = [face]
+            for k in chosen:
+                folder = f"{name}_face{k}" if face == "all" and k is not None else name
+                item = BatchItem(str(path), name, face=k, faces_found=len(detected.faces))
+                try:
+                    r = session.reconstruct_face(detected, k, root / folder, step, timings)
+                    item.face, item.out = r.face_index, str(r.out_dir)
+                    item.warnings = list(r.params.get("warnings") or [])
+                except UserError as exc:
+                    item.error = str(exc)
+                except Exception as exc:  # a bug on one photo must not cost the others
+                    log.exception("internal error on %s (face %s)", path, k)
+                    item.error = f"internal error: {type(exc).__name__}: {exc}"
+                item.seconds = time.perf_counter() - t
+                t, timings = time.perf_counter(), {}  # the photo's load and detect count once
+                add(item)
+        finished = True
+    finally:
+        result.seconds = time.perf_counter() - t_all
+        _write_json(result, meta, finished=finished)
+    report("done", 1.0, str(root))
+    return result
+
+
+def _write_json(result: BatchReport, meta: dict[str, Any], finished: bool) -> None:
+    from engine.export.atomic import atomic_write
+
+    data = {"format": BATCH_FORMAT, **meta, "finished": finished, "photos": result.photos,
+            "faces_done": len(result.done), "photos_failed": len(result.failed_photos),
+            "seconds": round(result.seconds, 3),
+            "items": [{k: (round(v, 3) if k == "seconds" else v) for k, v in asdict(i).items()} for i in result.items]}
+    atomic_write(result.json_path, (json.dumps(data, indent=1) + "\n").encode())
