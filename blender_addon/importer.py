@@ -94,9 +94,43 @@ def read_params(out_dir: Path) -> dict:
 
 def result_warnings(out_dir: str | Path) -> list[str]:
     """The engine's warnings about a result (``params.json``'s ``warnings``: an implausible fit,
-    a lost detector), one sentence each; empty when there are none or no such entry."""
+    a lost detector), one sentence each; empty when there are none or no such entry. For a
+    batch folder (every face of a photo), each face's warnings and why a face failed."""
+    from .runner import batch_items
+
+    items = batch_items(out_dir)
+    if items is not None:
+        said = []
+        for item in items:
+            face = f"face {item.get('face')}" if item.get("face") is not None else str(item.get("name", "?"))
+            if item.get("error"):
+                said.append(f"{face} failed: {item['error']}")
+            said += [f"{face}: {w}" for w in (item.get("warnings") or [])]
+        return said
     warnings = read_params(Path(out_dir)).get("warnings") or []
     return [str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)]
+
+
+#: Metres between the heads of one group photo imported side by side (a head is ~0.2 m wide).
+HEAD_SPACING_M = 0.3
+
+
+def side_by_side(folders: list[Path], centre) -> list:
+    """Where new heads from the folders go: one row along X centred on ``centre`` (the 3D
+    cursor), in the order the faces stand in the photo from left to right (the detected
+    landmarks' mean x), so a group photo's heads stand as the people do; one folder: ``centre``."""
+    from mathutils import Vector
+
+    def x(folder: Path) -> float:
+        pts = read_params(folder).get("landmarks68_detected_px") or []
+        xs = [float(p[0]) for p in pts if isinstance(p, (list, tuple)) and p]
+        return sum(xs) / len(xs) if xs else 0.0
+
+    order = sorted(range(len(folders)), key=lambda k: x(folders[k]))
+    spots = [None] * len(folders)
+    for rank, k in enumerate(order):
+        spots[k] = Vector(centre) + Vector(((rank - (len(folders) - 1) / 2) * HEAD_SPACING_M, 0.0, 0.0))
+    return spots
 
 
 def face_index(params: dict) -> int:
@@ -173,11 +207,12 @@ def remove_objects(objects: list[bpy.types.Object]) -> None:
 
 def import_result(context: bpy.types.Context, out_dir: str | Path, *, replace: bool = True,
                   apply_expression: bool = True, photo_lighting: bool = False,
-                  bake_detail: bool = False, face_controls: bool = True) -> bpy.types.Object:
+                  bake_detail: bool = False, face_controls: bool = True, at=None) -> bpy.types.Object:
     """Import a reconstruction folder; returns the head mesh object (active and selected).
 
     ``replace``: remove the head made earlier from the same photo and face (keeping its place);
-    otherwise, and when there is none, the new head goes to the 3D cursor. ``photo_lighting``:
+    otherwise, and when there is none, the new head goes to ``at`` (a location; default the 3D
+    cursor). ``photo_lighting``:
     make the photo's lighting the scene's world even when the scene has one (a scene without
     a world always gets it)."""
     out_dir = Path(out_dir)
@@ -190,14 +225,14 @@ def import_result(context: bpy.types.Context, out_dir: str | Path, *, replace: b
     try:
         return _import(context, out_dir, glb, params, name, created, replace=replace,
                        apply_expression=apply_expression, photo_lighting=photo_lighting,
-                       bake=bake_detail, face_controls=face_controls)
+                       bake=bake_detail, face_controls=face_controls, at=at)
     except Exception:
         created.rollback()
         raise
 
 
 def _import(context, out_dir, glb, params, name, created, *, replace, apply_expression, photo_lighting,
-            bake, face_controls):
+            bake, face_controls, at):
     if context.object is not None and context.object.mode != "OBJECT":
         bpy.ops.object.mode_set(mode="OBJECT")
     result = bpy.ops.import_scene.gltf(filepath=str(glb), merge_vertices=True, import_shading="NORMALS")
@@ -237,7 +272,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     if old_matrix is not None:
         top.matrix_world = old_matrix
     else:  # a new head goes where the user points, not into whatever sits at the origin
-        top.location = context.scene.cursor.location.copy()
+        top.location = context.scene.cursor.location.copy() if at is None else at
     for o in (obj, rig):
         if o is not None:
             o["facerecon_name"] = name

@@ -177,19 +177,31 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
         model_path, choice = engine
         request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
                                             method=settings.method, device=settings.device,
-                                            face=settings.face_index, fit_options=settings.fit_options(),
+                                            face="all" if settings.all_faces else settings.face_index,
+                                            fit_options=settings.fit_options(),
                                             texture_size=int(settings.texture_size))
         return runner.EngineJob(request, choice, data_dir=user_data_dir())
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon
-        obj = importer.import_result(
-            context, job.out_dir, replace=settings.result_mode == "REPLACE",
-            apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
-            bake_detail=settings.bake_detail)
-        keep_result_folder(obj, job.out_dir)
-        return (f"{obj.name}: {len(obj.data.vertices)} vertices in {job.elapsed:.1f} s",
-                f"Reconstructed '{obj.name}' in {job.elapsed:.1f} s")
+        folders = [Path(job.out_dir)]
+        if job.request.all_faces:  # a batch: one folder per face, placed as they stand in the photo
+            folders = [Path(i["out"]) for i in runner.batch_items(job.out_dir) or [] if i.get("out")]
+        spots = importer.side_by_side(folders, context.scene.cursor.location)
+        heads = []
+        for folder, spot in zip(folders, spots):
+            obj = importer.import_result(
+                context, folder, replace=settings.result_mode == "REPLACE",
+                apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
+                bake_detail=settings.bake_detail, at=spot)
+            keep_result_folder(obj, folder)
+            heads.append(obj)
+        for obj in heads:  # all of them selected, the first (largest face) active
+            obj.select_set(True)
+        context.view_layer.objects.active = heads[0]
+        names = ", ".join(o.name for o in heads)
+        return (f"{names}: {len(heads[0].data.vertices)} vertices in {job.elapsed:.1f} s",
+                f"Reconstructed '{names}' in {job.elapsed:.1f} s")
 
 
 #: Where result folders of heads with animated detail are kept (inside the add-on's user folder).

@@ -76,6 +76,9 @@ class FACERECON_Settings(bpy.types.PropertyGroup):
     face_index: IntProperty(name="Face", default=0, min=0,
                             description="Which face when the photo shows several (0: the largest; "
                                         "Find Faces numbers them on the preview)")
+    all_faces: BoolProperty(name="All", default=False,
+                            description="Reconstruct every face of the photo, one head each, standing side by "
+                                        "side as the people do in the photo (the engine loads its model once)")
     faces_found: IntProperty(name="Faces found", default=-1, min=-1,
                              description="Faces Find Faces counted in the photo (-1: not looked yet)")
     result_mode: EnumProperty(name="Result", items=RESULT_MODES, default="REPLACE")

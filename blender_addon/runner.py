@@ -160,11 +160,26 @@ class _FolderRequest:
     def prepare(self, out_dir: Path) -> None:
         """Write what the child reads before it starts (nothing: the engine makes ``out_dir``)."""
 
+    def exit_ok(self, code: int) -> bool:
+        """Whether the child's exit status means it wrote its result."""
+        return code == 0
+
     def output_problem(self, out_dir: Path) -> str | None:
-        """Why a child that exited with status 0 did not produce the result (or None)."""
+        """Why a child that exited with an ``exit_ok`` status did not produce the result (or None)."""
         if (out_dir / "head.glb").is_file():
             return None
         return f"The engine finished but wrote no head.glb into {out_dir}."
+
+
+def batch_items(out_dir: str | os.PathLike[str]) -> list[dict] | None:
+    """The ``items`` of a batch's ``batch.json`` (engine/batch.py: one per face, ``out`` the
+    face's folder or ``error`` why not), or None when the folder has none or it is unreadable."""
+    try:
+        data = json.loads((Path(out_dir) / "batch.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    items = data.get("items") if isinstance(data, dict) else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else None
 
 
 @dataclass
@@ -176,9 +191,29 @@ class ReconstructRequest(_FolderRequest):
     model_path: str = ""
     method: str = "fit"
     device: str = "cpu"
-    face: int = 0  # 0: the largest face (always passed: the engine refuses to guess between several)
+    face: int | str = 0  # 0: the largest face (always passed: the engine refuses to guess between several);
+    # "all": every face, a batch (docs/conventions.md, "Batches"): out_dir gets one folder per face + batch.json
     fit_options: tuple[str, ...] = ()  # KEY=VALUE settings of the fit (fit and hybrid only)
     texture_size: int = 1024  # albedo.png side (engine.outputs.TEXTURE_SIZES)
+
+    @property
+    def all_faces(self) -> bool:
+        return self.face == "all"
+
+    def exit_ok(self, code: int) -> bool:
+        """A batch exits 1 when some faces failed: the others are still there to import."""
+        return code == 0 or (self.all_faces and code == 1)
+
+    def output_problem(self, out_dir: Path) -> str | None:
+        if not self.all_faces:
+            return super().output_problem(out_dir)
+        items = batch_items(out_dir)
+        if items is None:
+            return f"The engine finished but wrote no batch.json into {out_dir}."
+        if not any(i.get("out") for i in items):
+            errors = [str(i["error"]) for i in items if i.get("error")]
+            return errors[0] if errors else "The engine reconstructed no face."
+        return None
 
     def arguments(self, out_dir: str) -> list[str]:
         args = ["-m", "engine", "reconstruct", self.photo, "--out", out_dir,
@@ -258,6 +293,9 @@ class BakeDetailRequest:
     def prepare(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / self.POSE_FILE).write_text(json.dumps(self.pose), encoding="utf-8")
+
+    def exit_ok(self, code: int) -> bool:
+        return code == 0
 
     def output_problem(self, out_dir: Path) -> str | None:
         if (out_dir / self.MAP_FILE).is_file():
@@ -422,14 +460,15 @@ class EngineJob:
                 self.out_dir = Path(event["out"])
 
     def _finish(self, code: int) -> None:
-        problem = self.request.output_problem(self.out_dir) if code == 0 else None
-        if code == 0 and problem is None:
+        ok = self.request.exit_ok(code)
+        problem = self.request.output_problem(self.out_dir) if ok else None
+        if ok and problem is None:
             self.state, self.fraction, self.message = DONE, 1.0, "done"
             return
         errors = [ln[len("error:"):].strip() for ln in self._stderr if ln.startswith("error:")]
         if errors:
             self._fail(errors[-1])
-        elif code == 0:
+        elif ok:
             self._fail(problem)
         else:
             tail = self._stderr[-1].strip() if self._stderr else "no message"

@@ -73,13 +73,16 @@ class FACERECON_PT_reconstruct(bpy.types.Panel):
         box.prop(settings, "photo_lighting")
         box.prop(settings, "bake_detail")
         row = box.row(align=True)
-        row.prop(settings, "face_index")
+        index = row.row(align=True)
+        index.enabled = not settings.all_faces
+        index.prop(settings, "face_index")
+        row.prop(settings, "all_faces", toggle=True)
         row.operator("facerecon.find_faces", text="Find Faces", icon="VIEWZOOM")
         if settings.faces_found == 0:
             box.label(text="No face found in the photo", icon="ERROR")
         elif settings.faces_found > 0:
             box.label(text=f"{settings.faces_found} face(s), numbered on the preview (0 = largest)", icon="INFO")
-            if settings.face_index >= settings.faces_found:
+            if settings.face_index >= settings.faces_found and not settings.all_faces:
                 box.label(text=f"Face {settings.face_index} does not exist", icon="ERROR")
 
         choice = engine_choice(context)

@@ -143,6 +143,30 @@ def test_bake_detail_request_writes_the_pose_and_checks_the_map(tmp_path):
     assert "head.glb" in runner.ReconstructRequest(photo="p.jpg").output_problem(out)
 
 
+def test_all_faces_request_is_a_batch_that_may_partly_fail(tmp_path):
+    """*All* faces (no bpy): ``--face all``; exit status 1 (some faces failed) still imports the
+    others; the result is judged by batch.json: no faces done is a failure that says why."""
+    import json
+
+    from blender_addon import runner
+
+    request = runner.ReconstructRequest(photo="team.jpg", face="all")
+    args = request.arguments(str(tmp_path))
+    assert args[args.index("--face") + 1] == "all"
+    assert request.exit_ok(0) and request.exit_ok(1) and not request.exit_ok(2)
+    one = runner.ReconstructRequest(photo="team.jpg", face=1)
+    assert not one.exit_ok(1) and one.arguments(str(tmp_path))[-2:] == ["--face", "1"]
+    assert "batch.json" in request.output_problem(tmp_path)
+    items = [{"photo": "team.jpg", "face": None, "out": None, "error": "no face found in team.jpg"}]
+    (tmp_path / "batch.json").write_text(json.dumps({"items": items}))
+    assert request.output_problem(tmp_path) == "no face found in team.jpg"
+    items = [{"photo": "team.jpg", "face": 0, "out": str(tmp_path / "team_face0"), "error": None},
+             {"photo": "team.jpg", "face": 1, "out": None, "error": "internal error: ValueError: x"}]
+    (tmp_path / "batch.json").write_text(json.dumps({"items": items}))
+    assert request.output_problem(tmp_path) is None
+    assert [i["face"] for i in runner.batch_items(tmp_path)] == [0, 1]
+
+
 @pytest.fixture(scope="module")
 def engine_choice():
     from blender_addon import runner

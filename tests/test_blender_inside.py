@@ -439,6 +439,39 @@ def test_group_photo_faces_are_numbered_and_reconstructed_by_index(blender, engi
                                        if o.get("facerecon_photo") == str(photos["group"])])
 
 
+def test_all_faces_of_a_group_photo_stand_side_by_side(blender, photos):
+    """*All* reconstructs every face in one engine run: one head per face, each named and keyed
+    by its face, in a row at the 3D cursor ordered as the people stand in the photo (face 0,
+    the larger, is on the left there); run again in Replace mode, the same two heads are
+    replaced in place, none added."""
+    bpy, installed = blender
+    settings = bpy.context.scene.facerecon
+    settings.photo = str(photos["group"])
+    settings.method, settings.result_mode, settings.all_faces = "mofa", "REPLACE", True
+    bpy.context.scene.cursor.location = (1.0, 2.0, 0.5)
+    try:
+        assert bpy.ops.facerecon.reconstruct(timeout=300) == {"FINISHED"}
+        heads = {o["facerecon_face_index"]: o for o in bpy.data.objects
+                 if o.type == "MESH" and o.get("facerecon_photo") == str(photos["group"])}
+        assert sorted(heads) == [0, 1] and heads[1].name == "group_face1"
+        tops = {k: (o.parent or o) for k, o in heads.items()}
+        x0, x1 = (tops[k].location.x for k in (0, 1))
+        assert x0 < x1 and abs((x0 + x1) / 2 - 1.0) < 1e-6 and abs(x1 - x0 - installed.importer.HEAD_SPACING_M) < 1e-6
+        assert all(abs(t.location.y - 2.0) < 1e-6 and abs(t.location.z - 0.5) < 1e-6 for t in tops.values())
+        assert all(o.select_get() for o in heads.values()) and bpy.context.view_layer.objects.active == heads[0]
+        tops[1].location.z = 3.0  # moved by the artist: a re-run replaces it where it now stands
+        assert bpy.ops.facerecon.reconstruct(timeout=300) == {"FINISHED"}
+        again = {o["facerecon_face_index"]: o for o in bpy.data.objects
+                 if o.type == "MESH" and o.get("facerecon_photo") == str(photos["group"])}
+        assert sorted(again) == [0, 1]
+        assert abs((again[1].parent or again[1]).location.z - 3.0) < 1e-6
+    finally:
+        settings.method, settings.all_faces = "fit", False
+        bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
+        installed.importer.remove_objects([o for o in bpy.data.objects
+                                           if o.get("facerecon_photo") == str(photos["group"])])
+
+
 def test_photo_lighting_is_an_option_with_one_world_per_head(blender, result_folder):
     bpy, installed = blender
     scene, settings = bpy.context.scene, bpy.context.scene.facerecon
