@@ -239,12 +239,14 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     if "FINISHED" not in result:
         raise ImportFailed(f"Blender's glTF importer could not read {glb}.")
     new_objects = created.new("objects")
-    meshes = [o for o in new_objects if o.type == "MESH"]
+    rig = next((o for o in new_objects if o.type == "ARMATURE"), None)
+    # (for a skin the importer adds a mesh object as its bones' display shape: not the head)
+    shapes = {b.custom_shape for b in rig.pose.bones if b.custom_shape is not None} if rig is not None else set()
+    meshes = [o for o in new_objects if o.type == "MESH" and o not in shapes]
     if len(meshes) != 1:
         raise ImportFailed(f"{glb} should hold exactly one mesh, found {len(meshes)}.")
     obj = meshes[0]
-    rig = next((o for o in new_objects if o.type == "ARMATURE"), None)
-    # Drop helper empties the importer may create; keep the mesh (and a skin's armature).
+    # Drop helper empties and bone shapes the importer may create; keep the mesh (and a skin's armature).
     for extra in new_objects:
         if extra is not obj and extra is not rig:
             for child in extra.children:
@@ -259,8 +261,10 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     old_matrix = old_top.matrix_world.copy() if old_top is not None else None
     remove_objects(old)
 
-    rig_data = read_rig(out_dir) if rig is None else None
+    rig_data = read_rig(out_dir)
     if rig_data is not None:
+        if rig is not None:  # head.glb's own skeleton (for other programs): rig.json's armature replaces it
+            _drop_gltf_skeleton(obj, rig, rig_data["joint_names"])
         rig = build_armature(context, obj, rig_data, name)
 
     top = rig or obj
@@ -1042,6 +1046,24 @@ def _axis_angle_to_quaternion(rotvec) -> tuple[float, float, float, float]:
     axis = v / angle
     s = math.sin(angle / 2)
     return (math.cos(angle / 2), *(axis * s))
+
+
+def _drop_gltf_skeleton(obj, rig, joint_names) -> None:
+    """Remove the armature Blender's glTF importer made from ``head.glb``'s skin, with its
+    modifier, parenting and joint vertex groups: the mesh stays as imported (the rest mesh)."""
+    for modifier in [m for m in obj.modifiers if m.type == "ARMATURE"]:
+        obj.modifiers.remove(modifier)
+    world = obj.matrix_world.copy()
+    obj.parent = None
+    obj.matrix_world = world
+    for joint in joint_names:
+        group = obj.vertex_groups.get(joint)
+        if group is not None:
+            obj.vertex_groups.remove(group)
+    data = rig.data
+    bpy.data.objects.remove(rig)
+    if data.users == 0:
+        bpy.data.armatures.remove(data)
 
 
 def _pose_rig(rig, params: dict) -> None:

@@ -277,8 +277,8 @@ RIG_MIN_WEIGHT = 1e-3
 def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEIGHT) -> dict[str, Any]:
     """The ``rig.json`` dictionary: joints at rest, the fitted pose and sparse skin weights.
 
-    ``head.glb`` holds the mesh with pose = 0, so the rig carries the fitted joint rotations
-    separately (a DCC tool poses bones with it). Rest joints are those of the fitted identity
+    ``head.glb``'s mesh is at pose = 0 (its skeleton's nodes hold the fitted pose), so the rig
+    carries the fitted joint rotations separately (a DCC tool poses bones with it). Rest joints are those of the fitted identity
     and expression at pose 0 (model frame, metres); ``pose`` is the local axis-angle per joint
     (docs/conventions.md). Skin weights are listed per joint for the model's vertex order —
     dropping weights below ``min_weight`` (each vertex's kept weights are renormalised to sum
@@ -587,9 +587,17 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     weights = {n: float(v) for n, v in zip(model.expression_names, expression.tolist())}
 
     def write_png_and_glb() -> None:
+        from engine.video.formats import rotvec_to_quaternion
+
         with torch.no_grad():
             base = files_model(p.identity, None, None).vertices[0]
+            joints = files_model(p.identity, p.expression, None).joints[0]  # rig.json's rest joints
         targets = expression_morph_targets(files_model, identity, pose.new_zeros(0))
+        rotvecs = pose.detach().cpu().double().numpy().reshape(-1, 3)
+        # the skeleton for any glTF program, posed as fitted (Blender's add-on builds its own from rig.json)
+        skin = {"joint_names": list(files_model.joint_names), "joint_parents": files_model.joint_parents.tolist(),
+                "rest_joints": joints.numpy(), "weights": files_model.skin_weights.numpy(),
+                "rotations": (rotvec_to_quaternion(rotvecs)[:, [1, 2, 3, 0]] if len(rotvecs) else None)}
 
         def albedo_png() -> bytes:
             png = png_bytes(baked_albedo.result())
@@ -597,7 +605,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
             return png
 
         write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
-                  morph_targets=targets, texture_png=albedo_png, morph_weights=weights)
+                  morph_targets=targets, texture_png=albedo_png, morph_weights=weights, skin=skin)
 
     glb_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glb")
     glb_job = glb_pool.submit(write_png_and_glb)

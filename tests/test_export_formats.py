@@ -102,6 +102,35 @@ def test_glb_structure(tmp_path):
     assert len(blob) % 4 == 0
 
 
+def test_glb_skin_rotations_pose_the_joints(tmp_path):
+    """A skin's ``rotations`` become the joint nodes' rotations (the rest pose without): the
+    file then shows the mesh bent at the joint, as linear blend skinning gives it."""
+    from engine.export.gltf import posed_positions
+
+    v, f, uv, fuv = _quad_strip()
+    skin = {"joint_names": ["root", "tip"], "joint_parents": [-1, 0], "rest_joints": [[0, 0, 0], [1.0, 0, 0]],
+            "weights": np.array([[1, 0], [1, 0], [0, 1], [0, 1]], float)}
+    rest = write_glb(tmp_path / "rest.glb", v, f, uv, fuv, skin=skin)
+    doc, blob = read_glb(tmp_path / "rest.glb")
+    assert all("rotation" not in n for n in doc["nodes"][1:])
+    np.testing.assert_allclose(posed_positions(doc, blob), v[rest["vertex_map"]], atol=1e-6)
+    quarter = [0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4)]  # 90 degrees about +Z at the tip joint
+    res = write_glb(tmp_path / "bent.glb", v, f, uv, fuv, skin={**skin, "rotations": [[0, 0, 0, 1], quarter]})
+    doc, blob = read_glb(tmp_path / "bent.glb")
+    assert "rotation" not in doc["nodes"][1] and np.allclose(doc["nodes"][2]["rotation"], quarter)
+    orig = v[res["vertex_map"]]
+    moved = posed_positions(doc, blob)
+    on_tip = np.array([1.0, 0.0, 0.0])  # the tip joint; vertices 2, 3 follow it
+    for k, src in enumerate(res["vertex_map"]):
+        if src >= 2:
+            d = orig[k] - on_tip
+            np.testing.assert_allclose(moved[k], on_tip + [-d[1], d[0], d[2]], atol=1e-6)
+        else:
+            np.testing.assert_allclose(moved[k], orig[k], atol=1e-6)
+    with pytest.raises(ValueError, match="rotations"):
+        write_glb(tmp_path / "bad.glb", v, f, uv, fuv, skin={**skin, "rotations": [quarter]})
+
+
 def test_cli_export_obj_and_glb(tmp_path, capsys):
     import json
 

@@ -75,11 +75,24 @@ def test_cli_jsonl_progress_and_full_output_folder(tmp_path):
     assert np.allclose(vm @ R.T + t, vc, atol=1e-4)
     from engine.export.gltf import read_glb
 
-    doc, _ = read_glb(out / "head.glb")
+    doc, blob = read_glb(out / "head.glb")
     mesh = doc["meshes"][0]
     names = mesh["extras"]["targetNames"]
     assert "jawOpen" in names and len(names) == len(mesh["primitives"][0]["targets"])
     assert np.allclose([p["expression"][n] for n in names], mesh["weights"], atol=1e-5)
+    # head.glb carries the skeleton, posed as fitted: a glTF viewer shows head.obj
+    from scipy.spatial import cKDTree
+
+    from engine.export.gltf import posed_positions, read_accessor
+
+    rig = json.loads((out / "rig.json").read_text())
+    joints = {n["name"]: n for n in doc["nodes"][1:]}
+    assert list(joints) == rig["joint_names"] and "rotation" in joints["jaw"]  # the astronaut's open mouth
+    base = read_accessor(doc, blob, mesh["primitives"][0]["attributes"]["POSITION"])
+    gap, order = cKDTree(np.array(rig["rest_vertices"])).query(base)  # glTF vertex -> model vertex
+    assert gap.max() < 1e-6
+    assert np.abs(posed_positions(doc, blob) - vm[order]).max() < 1e-5
+    assert np.abs(base - vm[order]).max() > 1e-3  # (the pose and the expression do move it)
     assert Image.open(out / "albedo.png").size == (1024, 1024)
 
 

@@ -89,7 +89,8 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
     initial weight per target name (Blender shape-key values), default 0.
     skin (optional, :func:`_add_skin`): ``joint_names``, ``joint_parents`` (-1 = root),
     ``rest_joints`` (J,3) and ``weights`` (V,J) — joints become nodes, the mesh is skinned
-    (four strongest influences per vertex). animation (optional, needs ``skin`` for joint
+    (four strongest influences per vertex) — and optionally ``rotations`` (J,4) quaternions
+    x, y, z, w: each joint node's pose (local, as ``animation``'s), the rest pose without. animation (optional, needs ``skin`` for joint
     channels, :func:`_add_animation`): ``times`` (T,) seconds, ``morph_weights`` (T, n targets)
     and/or ``rotations`` {joint: (T,4) quaternions x, y, z, w}, ``name``; linear interpolation.
     Without skin and animation the file is what it always was. ``texture_png`` may be a function
@@ -164,16 +165,25 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
 
 
 def _add_skin(doc: dict, b: _Builder, prim: dict, skin: Mapping, vmap: np.ndarray) -> None:
-    """Joint nodes (translation = rest offset from the parent, no rotation at rest), inverse
-    bind matrices, and JOINTS_0 / WEIGHTS_0 (the four largest weights, renormalised)."""
+    """Joint nodes (translation = rest offset from the parent, no rotation at rest; a posed
+    joint's ``rotations`` row as its node rotation), inverse bind matrices, and JOINTS_0 /
+    WEIGHTS_0 (the four largest weights, renormalised)."""
     names = list(skin["joint_names"])
     parents = [int(p) for p in skin["joint_parents"]]
     rest = np.asarray(skin["rest_joints"], np.float64)
     w = np.asarray(skin["weights"], np.float64)[vmap]
+    rotations = skin.get("rotations")
+    if rotations is not None:
+        rotations = np.asarray(rotations, np.float64)
+        if rotations.shape != (len(names), 4):
+            raise ValueError(f"skin rotations have shape {rotations.shape}, expected ({len(names)}, 4)")
     first = len(doc["nodes"])
     for j, joint in enumerate(names):
         offset = rest[j] - (rest[parents[j]] if parents[j] >= 0 else 0.0)
         node: dict = {"name": joint, "translation": [float(x) for x in offset]}
+        if rotations is not None and not np.allclose(rotations[j], [0.0, 0.0, 0.0, 1.0]):
+            q = rotations[j] / np.linalg.norm(rotations[j])
+            node["rotation"] = [float(x) for x in q]
         children = [first + c for c, p in enumerate(parents) if p == j]
         if children:
             node["children"] = children
@@ -219,6 +229,57 @@ def _add_animation(doc: dict, b: _Builder, animation: Mapping, target_names: lis
         channels.append({"sampler": len(samplers) - 1, "target": {"node": nodes[joint], "path": "rotation"}})
     doc["animations"] = [{"name": str(animation.get("name", "animation")), "samplers": samplers,
                           "channels": channels}]
+
+
+_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+_DTYPES = {_FLOAT: np.float32, _UINT: np.uint32, _USHORT: np.uint16}
+
+
+def read_accessor(doc: dict, blob: bytes, index: int) -> np.ndarray:
+    """Accessor ``index`` of a GLB read by :func:`read_glb` as a (count, components) array
+    (the types this writer uses: float, uint32, uint16)."""
+    a = doc["accessors"][index]
+    view = doc["bufferViews"][a["bufferView"]]
+    n = _COMPONENTS[a["type"]]
+    return np.frombuffer(blob, _DTYPES[a["componentType"]], a["count"] * n,
+                         view.get("byteOffset", 0) + a.get("byteOffset", 0)).reshape(a["count"], n)
+
+
+def posed_positions(doc: dict, blob: bytes) -> np.ndarray:
+    """The first mesh's vertices (N,3) as a glTF viewer shows the file at rest: the base
+    positions plus the morph targets at the mesh's ``weights``, skinned (when the mesh node has
+    a skin) by the joint nodes' own translations and rotations. Nodes with scale or matrices,
+    which this writer never makes, are not supported."""
+    def rotation(q) -> np.ndarray:
+        x, y, z, w = q
+        return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+    mesh = doc["meshes"][0]
+    prim = mesh["primitives"][0]
+    pos = read_accessor(doc, blob, prim["attributes"]["POSITION"]).astype(np.float64)
+    for w, target in zip(mesh.get("weights", []), prim.get("targets", [])):
+        pos = pos + w * read_accessor(doc, blob, target["POSITION"])
+    node = next(n for n in doc["nodes"] if n.get("mesh") == 0)
+    if "skin" not in node:
+        return pos
+    nodes = doc["nodes"]
+    parent = {c: i for i, n in enumerate(nodes) for c in n.get("children", [])}
+
+    def world(i: int) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] = rotation(nodes[i].get("rotation", [0.0, 0.0, 0.0, 1.0]))
+        m[:3, 3] = nodes[i].get("translation", [0.0, 0.0, 0.0])
+        return world(parent[i]) @ m if i in parent else m
+
+    skin = doc["skins"][node["skin"]]
+    ibm = read_accessor(doc, blob, skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
+    mats = np.stack([world(j) @ ibm[k] for k, j in enumerate(skin["joints"])])
+    joints = read_accessor(doc, blob, prim["attributes"]["JOINTS_0"]).astype(np.int64)
+    weights = read_accessor(doc, blob, prim["attributes"]["WEIGHTS_0"]).astype(np.float64)
+    h = np.concatenate([pos, np.ones((len(pos), 1))], 1)
+    return sum(weights[:, k:k + 1] * np.einsum("vij,vj->vi", mats[joints[:, k]], h)[:, :3] for k in range(4))
 
 
 def read_glb(path: str | Path) -> tuple[dict, bytes]:
