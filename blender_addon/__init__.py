@@ -34,8 +34,9 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from . import animation, properties
+    from . import animation, properties, runner
 
+    runner.stop_worker()  # a kept engine must not outlive the add-on that started it (update, disable)
     animation.unregister_properties()
     properties.unregister_properties()
     for cls in reversed(_classes):

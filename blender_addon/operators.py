@@ -180,7 +180,9 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
                                             face="all" if settings.all_faces else settings.face_index,
                                             fit_options=settings.fit_options(),
                                             texture_size=int(settings.texture_size))
-        return runner.EngineJob(request, choice, data_dir=user_data_dir())
+        prefs = addon_prefs(context)
+        return runner.EngineJob(request, choice, data_dir=user_data_dir(),
+                                keep=bool(getattr(prefs, "keep_engine", True)))
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import runner
 
@@ -46,6 +46,10 @@ class FACERECON_AddonPreferences(bpy.types.AddonPreferences):
         description="Python with PyTorch and the engine's requirements (e.g. the project's .venv/bin/python); "
                     "empty: a .venv next to the add-on's checkout is used when there is one",
     )
+    keep_engine: BoolProperty(
+        name="Keep the engine running", default=True,
+        description="Reconstructions after the first skip starting Python, PyTorch and the model (about three "
+                    "times faster); the engine's memory is freed after 10 idle minutes or when Blender quits")
     default_device: EnumProperty(name="Default device", items=DEVICES, default="cpu")
     default_model: EnumProperty(name="Default head model", items=MODELS, default="open")
 
@@ -58,6 +62,7 @@ class FACERECON_AddonPreferences(bpy.types.AddonPreferences):
         choice = runner.choose_python(self.engine_mode, self.python_path)
         layout.label(text=("Engine: " if choice.ok else "Missing: ") + choice.reason,
                      icon="CHECKMARK" if choice.ok else "ERROR")
+        layout.prop(self, "keep_engine")
         layout.prop(self, "default_device")
         layout.prop(self, "default_model")
         layout.operator("facerecon.check_engine", icon="VIEWZOOM")

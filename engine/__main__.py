@@ -1,7 +1,8 @@
 """``python -m engine <command>``: a small dispatcher; each command lives in its own module.
 
 Commands: ``reconstruct`` (photo -> head, :mod:`engine.reconstruct`; several photos, folders or
-every face of a group photo: :mod:`engine.batch`), ``animate`` (video ->
+every face of a group photo: :mod:`engine.batch`), ``serve`` (reconstruct requests on stdin with
+everything kept loaded, :mod:`engine.serve`), ``animate`` (video ->
 animated head, :mod:`engine.video`), ``methods`` (the method registry, :mod:`engine.methods.registry`).
 """
 
@@ -113,7 +114,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         result = reconstruct(photo, args.out, model=args.model, device=args.device, face=args.face, progress=cb,
                              model_path=args.model_path, method=args.method, backend=args.backend,
                              checkpoint=args.checkpoint, init=args.init, config=config,
-                             texture_size=args.texture_size)
+                             texture_size=args.texture_size, sessions=getattr(args, "sessions", None))
     except BaseException:
         _remove_created(created)
         raise
@@ -172,6 +173,7 @@ def _reconstruct_batch(args: argparse.Namespace, photos: list[str]) -> int:
 
     try:
         report = reconstruct_batch(photos, args.out, face=args.face, progress=cb, on_item=said,
+                                   sessions=getattr(args, "sessions", None),
                                    model=args.model, device=args.device, model_path=args.model_path,
                                    method=args.method, backend=args.backend, config=_fit_config(args),
                                    checkpoint=args.checkpoint, init=args.init, texture_size=args.texture_size)
@@ -195,6 +197,12 @@ def cmd_animate(args: argparse.Namespace) -> int:
         return run(args, cb)
     finally:
         close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.serve import serve
+
+    return serve(build_parser().parse_args, idle_exit=args.idle_exit)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -283,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="the PNG to write")
     b.add_argument("--checkpoint", default=None, help="the detail network (default: the one params.json names)")
     b.set_defaults(func=cmd_bake_detail)
+    sv = sub.add_parser("serve", help="keep the engine running for a client that reconstructs again and again",
+                        description="Read reconstruct requests as JSON lines on stdin and answer on stdout, "
+                                    "keeping the model, method and detector loaded (protocol: engine/serve.py; "
+                                    "the Blender add-on uses it).")
+    sv.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS",
+                    help="exit after this many seconds without a request (default 600; 0 = never)")
+    sv.set_defaults(func=cmd_serve)
     from engine.video.cli import DESCRIPTION, add_arguments
 
     a = sub.add_parser("animate", help="animate a head from a video (ARKit curves, head pose)", description=DESCRIPTION)

@@ -106,16 +106,17 @@ def collect_photos(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path,
 def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
                       face: FaceChoice = None, progress: ProgressFn | None = None,
                       on_item: Callable[[BatchItem], None] | None = None,
-                      **options: Any) -> BatchReport:
+                      sessions: Any = None, **options: Any) -> BatchReport:
     """Reconstruct every photo of ``inputs`` (files and folders) into ``out_dir`` (module doc).
 
     ``face``: None (each photo must show one face), an index for every photo, or ``"all"``.
     ``options``: :class:`engine.reconstruct.Reconstructor`'s arguments (model, method, ...).
-    ``on_item`` is called with each finished item (done or failed), as it happens.
+    ``on_item`` is called with each finished item (done or failed), as it happens; ``sessions``
+    (:class:`engine.reconstruct.SessionCache`) reuses a model and method already loaded.
     Bad arguments (no photos, an unknown method, an output path that is a file) raise a
     :class:`UserError` before any photo is read; a photo's own problems do not raise.
     """
-    from engine.reconstruct import Reconstructor
+    from engine.reconstruct import SessionCache
 
     if face is not None and face != "all" and (not isinstance(face, int) or face < 0):
         raise UserError(f"--face must be a face index (0 = largest) or 'all', not {face!r}")
@@ -132,7 +133,7 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
         raise OutputFolderError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
     report = progress or (lambda stage, fraction, message: None)
     t_all = time.perf_counter()
-    session = Reconstructor(progress=report, **options)
+    session, model_seconds = (sessions or SessionCache(0)).get(progress=report, **options)
     items: list[BatchItem] = []
     result = BatchReport(root, len(photos), items, root / "batch.json")
     meta = {"method": session.spec.name, "model": session.head.name, "face": face}
@@ -151,7 +152,7 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
                        f"[{n + 1}/{len(photos)}] {name}: {message}")
 
             t = time.perf_counter()
-            timings = {"model": session.model_seconds} if n == 0 else {}
+            timings = {"model": model_seconds} if n == 0 else {}
             try:
                 detected = session.detect(path, step)
             except UserError as exc:

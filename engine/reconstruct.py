@@ -218,10 +218,12 @@ def reconstruct(
     checkpoint: str | os.PathLike[str] | None = None,
     init: str | None = None,
     texture_size: int = 1024,
+    sessions: "SessionCache | None" = None,
 ) -> ReconstructionResult:
     """Reconstruct the ``face``-th largest face of a photo into ``out_dir`` (see module doc;
     the arguments are :class:`Reconstructor`'s). ``face=None`` (default): the photo must show
     exactly one face; with several, a :class:`UserError` asks for an index (0 = largest).
+    ``sessions``: reuse a loaded model and method from this cache (``python -m engine serve``).
     """
     from engine.export.atomic import check_output_folder
     from engine.methods import get_method
@@ -231,8 +233,32 @@ def reconstruct(
     get_method(method)                        # before the model is loaded
     resolve_device(device)
     check_output_folder(out_dir)
-    session = Reconstructor(model, device, model_path, method, backend, config, checkpoint, init, texture_size,
-                            progress=progress)
+    session, seconds = (sessions or SessionCache(0)).get(
+        progress=progress, model=model, device=device, model_path=model_path, method=method, backend=backend,
+        config=config, checkpoint=checkpoint, init=init, texture_size=texture_size)
     detected = session.detect(photo_path, progress)
-    timings = {"model": session.model_seconds, **detected.timings}
+    timings = {"model": seconds, **detected.timings}
     return session.reconstruct_face(detected, face, out_dir, progress, timings)
+
+
+class SessionCache:
+    """Loaded :class:`Reconstructor` sessions by their arguments, the ``size`` most recently
+    used kept (0: none kept, every ``get`` loads). ``get`` returns (session, seconds spent
+    loading it now: 0 when it came from the cache)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._sessions: dict[str, Reconstructor] = {}
+
+    def get(self, progress: ProgressFn | None = None, **arguments: Any) -> tuple[Reconstructor, float]:
+        key = repr(sorted((k, repr(v)) for k, v in arguments.items()))
+        session = self._sessions.pop(key, None)
+        seconds = 0.0
+        if session is None:
+            session = Reconstructor(progress=progress, **arguments)
+            seconds = session.model_seconds
+        if self.size > 0:
+            self._sessions[key] = session  # most recent last
+            while len(self._sessions) > self.size:
+                del self._sessions[next(iter(self._sessions))]
+        return session, seconds

@@ -265,6 +265,58 @@ def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
     assert not work.exists()  # and so is its temporary folder
 
 
+def test_kept_engine_serves_job_after_job_and_restarts_when_gone(engine_choice, photos):
+    """*Keep the engine running*: reconstructions go to one ``engine serve`` child, which keeps
+    the model loaded (the second result loads nothing) and survives a photo without a face;
+    Esc stops it and the next job starts a fresh one; one that left (idle) is restarted."""
+    import json
+
+    from blender_addon import runner
+
+    def job(photo, **kw):
+        j = runner.EngineJob(runner.ReconstructRequest(photo=str(photos[photo]), method="mofa", **kw),
+                             engine_choice, keep=True)
+        _run_job(j)
+        return j
+
+    runner.stop_worker()
+    try:
+        first = job("astronaut")
+        assert first.state == runner.DONE, first.error
+        worker = runner._WORKER
+        assert worker is not None and worker.alive() and not worker.busy and first._proc is None
+        noface = job("gradient")
+        assert noface.state == runner.FAILED and "face" in noface.error.lower() and "\n" not in noface.error
+        second = job("group", face="all")
+        assert second.state == runner.DONE and runner._WORKER is worker and worker.alive()
+        faces = [json.loads((f / "params.json").read_text()) for f in sorted(second.out_dir.iterdir()) if f.is_dir()]
+        assert [f["face_index"] for f in faces] == [0, 1] and faces[0]["timings"]["model"] == 0.0  # kept loaded
+        for j in (first, noface, second):
+            j.cleanup()
+
+        cancelled = runner.EngineJob(runner.ReconstructRequest(photo=str(photos["astronaut"])), engine_choice, keep=True)
+        cancelled.start()
+        deadline = time.monotonic() + 120
+        while cancelled.poll() == "running" and cancelled.stage in ("", "start"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        work = cancelled.out_dir.parent
+        cancelled.cancel()
+        assert cancelled.state == runner.CANCELLED and not worker.alive() and runner._WORKER is None
+        assert not work.exists()
+
+        again = job("astronaut")
+        assert again.state == runner.DONE and runner._WORKER is not worker
+        runner._WORKER.proc.kill()  # as if it had left after its idle time
+        runner._WORKER.proc.wait()
+        last = job("astronaut")
+        assert last.state == runner.DONE and runner._WORKER.alive()
+        for j in (again, last):
+            j.cleanup()
+    finally:
+        runner.stop_worker()
+
+
 # ---------------------------------------------------------------------------- inside Blender
 def test_inside_blender(extension_zip, result_folder, detail_folder, tmp_path):
     """Run tests/test_blender_inside.py under bpy in a child process (see module docstring)."""
