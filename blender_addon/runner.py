@@ -468,6 +468,8 @@ class EngineJob:
             worker = shared_worker(self.choice.python, child_env(self.choice, self.data_dir))
             if worker.busy:
                 return False
+            while not worker.queue.empty():  # what the last job left (its last stderr lines)
+                worker.queue.get_nowait()
             self._request_id = worker.send(self.request.server_argv(str(self.out_dir)))
         except OSError:  # gone between the check and the write: once more with a fresh one
             stop_worker()
