@@ -1,8 +1,10 @@
 """Soak test (not a CI test; prints figures): many reconstructions, flat memory, no leaks.
 
-    python benchmarks/soak.py [--api 500] [--cli 100] [--work DIR]
+    python benchmarks/soak.py [--api 500] [--cli 100] [--kept] [--work DIR]
 
 Runs ``--api`` reconstructions in this one process through ``engine.reconstruct.reconstruct``
+(``--kept``: all with one head model and method kept loaded, as ``python -m engine serve``
+and the Blender add-on keep them; otherwise each run loads its own)
 and then ``--cli`` through ``python -m engine reconstruct``, cycling through the astronaut
 photo turned by 0, 90, 180 and 270 degrees and alternating two output folders (so most runs
 replace a previous output). Every run must succeed without warnings. Prints the resident
@@ -74,6 +76,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--api", type=int, default=500, help="reconstructions through the Python API")
     ap.add_argument("--cli", type=int, default=100, help="reconstructions through the command line")
+    ap.add_argument("--kept", action="store_true", help="the API runs reuse one loaded model and method")
     ap.add_argument("--work", default=None, help="working folder (default: a new temporary one)")
     args = ap.parse_args()
 
@@ -95,14 +98,17 @@ def main() -> int:
         Image.fromarray(np.ascontiguousarray(np.rot90(data.astronaut(), k))).save(p)
         photos.append(p)
 
-    from engine.reconstruct import reconstruct
+    from engine.reconstruct import SessionCache, reconstruct
 
-    print(f"soak: {args.api} API + {args.cli} CLI reconstructions in {work}", flush=True)
+    sessions = SessionCache(1) if args.kept else None
+
+    print(f"soak: {args.api} API{' (kept model)' if args.kept else ''} + {args.cli} CLI reconstructions in {work}",
+          flush=True)
     marks: dict[int, tuple[float, int, int, float]] = {0: (rss_mb(), open_fds(), threads(), live_mb())}
     failures: list[str] = []
     t0 = time.perf_counter()
     for i in range(1, args.api + 1):
-        res = reconstruct(photos[i % 4], out_parent / f"out{i % 2}")
+        res = reconstruct(photos[i % 4], out_parent / f"out{i % 2}", sessions=sessions)
         if res.params.get("warnings"):
             failures.append(f"api run {i}: warnings {res.params['warnings']}")
         if i in (1, 10, args.api) or i % 50 == 0:
