@@ -283,7 +283,9 @@ class FACERECON_OT_find_faces(bpy.types.Operator):
         preview = Path(user_data_dir()) / FACES_PREVIEW
         if preview.exists():
             preview.unlink()
-        found = runner.find_faces(choice, photo, preview, data_dir=user_data_dir(), timeout=self.timeout)
+        prefs = addon_prefs(context)
+        found = runner.find_faces(choice, photo, preview, data_dir=user_data_dir(), timeout=self.timeout,
+                                  keep=bool(getattr(prefs, "keep_engine", True)))
         if found.error:
             self.report({"ERROR"}, found.error)
             return {"CANCELLED"}

@@ -737,21 +737,72 @@ class FoundFaces:
     labels: list[dict] = field(default_factory=list)
 
 
+def _detect_on_worker(choice: EngineChoice, argv: list[str], data_dir: str,
+                      timeout: float) -> subprocess.CompletedProcess | None:
+    """``python -m engine.detect ARGV`` answered by the kept engine (blocking, as *Find Faces*
+    is): its exit status, printed output and stderr; None when the kept engine is busy with a
+    job or could not answer (then a child of its own runs it)."""
+    try:
+        worker = shared_worker(choice.python, child_env(choice, data_dir))
+        if worker.busy:
+            return None
+        while not worker.queue.empty():
+            worker.queue.get_nowait()
+        rid = worker.send(["detect", *argv])
+    except OSError:
+        stop_worker()
+        return None
+    worker.busy = True
+    stderr: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                tag, line = worker.queue.get(timeout=0.1)
+            except queue.Empty:
+                if not worker.alive():
+                    break
+                continue
+            if line is None:
+                if tag == "out":
+                    break
+            elif tag == "err":
+                stderr.append(line)
+            else:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("end") == rid:
+                    worker.busy = False
+                    return subprocess.CompletedProcess(argv, int(event.get("status") or 0),
+                                                       str(event.get("output") or ""), "\n".join(stderr))
+    finally:
+        if worker.busy:  # no answer in time, or the engine left: start afresh next time
+            worker.busy = False
+            stop_worker()
+    return None
+
+
 def find_faces(choice: EngineChoice, photo: str, preview: str | os.PathLike[str], data_dir: str = "",
-               timeout: float = 120.0) -> FoundFaces:
+               timeout: float = 120.0, keep: bool = False) -> FoundFaces:
     """Run ``python -m engine.detect PHOTO --json --numbered PREVIEW`` (the same detector and
-    order as ``engine reconstruct``): the faces and a preview with each one's number."""
+    order as ``engine reconstruct``): the faces and a preview with each one's number.
+    ``keep``: ask the kept engine (:class:`EngineWorker`, started when there is none, so that
+    the reconstruction that follows finds it warm)."""
     if not choice.ok:
         return FoundFaces([], None, choice.reason)
     if not Path(photo).is_file():
         return FoundFaces([], None, f"The photo '{photo}' does not exist.")
     Path(preview).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        proc = subprocess.run([choice.python, "-m", "engine.detect", photo, "--json", "--numbered", str(preview)],
-                              capture_output=True, text=True, timeout=timeout, env=child_env(choice, data_dir),
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return FoundFaces([], None, f"could not run {choice.python}: {exc}")
+    argv = [photo, "--json", "--numbered", str(preview)]
+    proc = _detect_on_worker(choice, argv, data_dir, timeout) if keep else None
+    if proc is None:
+        try:
+            proc = subprocess.run([choice.python, "-m", "engine.detect", *argv], capture_output=True, text=True,
+                                  timeout=timeout, env=child_env(choice, data_dir), stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return FoundFaces([], None, f"could not run {choice.python}: {exc}")
     errors = [ln[len("error:"):].strip() for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     if proc.returncode not in (0, 1) or errors:
         tail = errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]

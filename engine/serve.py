@@ -8,7 +8,9 @@ Protocol, one JSON object per line (UTF-8):
 * the server starts with ``{"ready": true, "pid": N}`` on stdout;
 * the client writes a request on stdin: ``{"id": 7, "argv": ["reconstruct", "PHOTO", "--out",
   "DIR", ...]}`` — ``argv`` is what follows ``python -m engine`` on a command line (the
-  ``reconstruct`` command: one photo or a batch, docs/conventions.md);
+  ``reconstruct`` command: one photo or a batch, docs/conventions.md), or ``["detect", ...]``
+  with the arguments of ``python -m engine.detect`` (what that prints comes back as the end
+  line's ``"output"``: the Blender panel's *Find Faces*);
 * the server runs it as that command runs, with ``--progress jsonl``: its progress lines on
   stdout (the last one ``{"stage": "done", "out": ...}``), its messages on stderr (a user
   error as one ``error: ...`` line), then ends it with ``{"end": 7, "status": S, "error":
@@ -34,7 +36,7 @@ from typing import Any, Callable, TextIO
 
 from engine.errors import UserError
 
-COMMANDS = ("reconstruct",)
+COMMANDS = ("reconstruct", "detect")
 
 
 def _say(out: TextIO, record: dict[str, Any]) -> None:
@@ -56,9 +58,25 @@ def _lines(stream: TextIO) -> "queue.Queue[str | None]":
     return q
 
 
-def handle(request: str, parse: Callable[[list[str]], Any], sessions: Any) -> tuple[Any, int, str | None]:
-    """Run one request line: (its id, exit status, error sentence or None). Never raises but
-    for KeyboardInterrupt / SIGTERM."""
+def _detect(argv: list[str]) -> tuple[int, str | None, str]:
+    """``python -m engine.detect ARGV`` in this process: (exit status, its error sentence or
+    None, what it printed on stdout)."""
+    from engine.detect.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(argv)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 2
+    print(err.getvalue(), file=sys.stderr, end="", flush=True)
+    errors = [ln[len("error:"):].strip() for ln in err.getvalue().splitlines() if ln.startswith("error:")]
+    return int(status or 0), errors[-1] if errors else None, out.getvalue()
+
+
+def handle(request: str, parse: Callable[[list[str]], Any], sessions: Any) -> tuple[Any, int, str | None, str | None]:
+    """Run one request line: (its id, exit status, error sentence or None, the printed output of
+    a ``detect`` or None). Never raises but for KeyboardInterrupt / SIGTERM."""
     rid = None
     try:
         try:
@@ -72,6 +90,8 @@ def handle(request: str, parse: Callable[[list[str]], Any], sessions: Any) -> tu
             raise UserError("'argv' must be a non-empty list of strings")
         if argv[0] not in COMMANDS:
             raise UserError(f"the server runs {', '.join(COMMANDS)}, not {argv[0]!r}")
+        if argv[0] == "detect":
+            return (rid, *_detect(argv[1:]))
         said = io.StringIO()
         try:
             with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
@@ -79,20 +99,20 @@ def handle(request: str, parse: Callable[[list[str]], Any], sessions: Any) -> tu
         except SystemExit as exc:  # --help (printed to stderr), or argparse's usage and "prog: error: why"
             if exc.code in (0, None):
                 print(said.getvalue(), file=sys.stderr, end="", flush=True)
-                return rid, 0, None
+                return rid, 0, None, None
             why = said.getvalue().strip().splitlines()
             raise UserError(why[-1].split("error: ", 1)[-1] if why else "invalid arguments") from None
         args.sessions = sessions
-        return rid, int(args.func(args) or 0), None
+        return rid, int(args.func(args) or 0), None, None
     except UserError as exc:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr, flush=True)
-        return rid, 2, message
+        return rid, 2, message, None
     except Exception as exc:  # a bug on one request: say so, keep serving
         traceback.print_exc(file=sys.stderr)
         message = f"internal error: {type(exc).__name__}: {exc}"
         print(f"error: {message}", file=sys.stderr, flush=True)
-        return rid, 1, message
+        return rid, 1, message, None
 
 
 def serve(parse: Callable[[list[str]], Any], stdin: TextIO | None = None, stdout: TextIO | None = None,
@@ -117,5 +137,5 @@ def serve(parse: Callable[[list[str]], Any], stdin: TextIO | None = None, stdout
             return 0
         if not line.strip():
             continue
-        rid, status, error = handle(line, parse, sessions)
-        _say(stdout, {"end": rid, "status": status, "error": error})
+        rid, status, error, output = handle(line, parse, sessions)
+        _say(stdout, {"end": rid, "status": status, "error": error, **({} if output is None else {"output": output})})

@@ -265,10 +265,11 @@ def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
     assert not work.exists()  # and so is its temporary folder
 
 
-def test_kept_engine_serves_job_after_job_and_restarts_when_gone(engine_choice, photos):
-    """*Keep the engine running*: reconstructions go to one ``engine serve`` child, which keeps
-    the model loaded (the second result loads nothing) and survives a photo without a face;
-    Esc stops it and the next job starts a fresh one; one that left (idle) is restarted."""
+def test_kept_engine_serves_job_after_job_and_restarts_when_gone(engine_choice, photos, tmp_path):
+    """*Keep the engine running*: reconstructions and *Find Faces* go to one ``engine serve``
+    child, which keeps the model loaded (the second result loads nothing) and survives a photo
+    without a face; Esc stops it and the next job starts a fresh one; one that left (idle) is
+    restarted."""
     import json
 
     from blender_addon import runner
@@ -285,6 +286,12 @@ def test_kept_engine_serves_job_after_job_and_restarts_when_gone(engine_choice, 
         assert first.state == runner.DONE, first.error
         worker = runner._WORKER
         assert worker is not None and worker.alive() and not worker.busy and first._proc is None
+        found = runner.find_faces(engine_choice, str(photos["group"]), tmp_path / "faces.png", keep=True)
+        assert found.error is None and len(found.faces) == 2 and found.preview == str(tmp_path / "faces.png")
+        assert runner._WORKER is worker and not worker.busy
+        (tmp_path / "bad.png").write_text("not a photo")
+        bad = runner.find_faces(engine_choice, str(tmp_path / "bad.png"), tmp_path / "bad_faces.png", keep=True)
+        assert "not an image" in bad.error and runner._WORKER is worker and worker.alive()
         noface = job("gradient")
         assert noface.state == runner.FAILED and "face" in noface.error.lower() and "\n" not in noface.error
         second = job("group", face="all")

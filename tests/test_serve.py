@@ -48,6 +48,8 @@ def test_server_answers_each_request_and_keeps_the_model_loaded(tmp_path, photos
                                "required: --out")):
         end, events = ask(rid, request)
         assert end["status"] == 2 and why in end["error"] and not events, (rid, end)
+    end, events = ask(7, json.dumps({"id": 7, "argv": ["detect", str(photos["group"]), "--json"]}))
+    assert end["status"] == 0 and not events and len(json.loads(end["output"])["faces"]) == 2
     end, _ = reconstruct(6, photos["group"], tmp_path / "g", "--face", "all")  # a batch, same method: loaded
     assert end == {"end": 6, "status": 0, "error": None}
     again = json.loads((tmp_path / "g" / "group_face0" / "params.json").read_text())
