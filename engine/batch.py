@@ -10,7 +10,8 @@ atomically, as a single ``reconstruct`` writes:
   ``DIR/<name>_face<k>`` for every face of each photo (``--face all``, 0 = largest);
 * ``<name>`` is the photo's file name without its extension, or for a folder given on the
   command line its path inside that folder (``PHOTOS/team/anna.jpg`` -> ``DIR/team/anna``;
-  folders are searched recursively, hidden ones skipped); names that would clash get
+  folders are searched recursively, hidden ones, ``DIR`` itself and the engine's own output
+  folders skipped, so ``--out PHOTOS/heads`` can be run again); names that would clash get
   ``-2``, ``-3``, ... in the order the photos come.
 
 A photo that cannot be used (unreadable, no face, a face index it does not have, an output
@@ -75,17 +76,27 @@ class BatchReport:
         return list(dict.fromkeys(i.photo for i in self.items if not i.ok))
 
 
-def collect_photos(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+def collect_photos(inputs: Sequence[str | os.PathLike[str]],
+                   exclude: str | os.PathLike[str] | None = None) -> list[tuple[Path, str]]:
     """(photo path, output name) for every input: a file as given (it need not exist yet: a
-    missing one fails as that photo's error), a folder as every image under it. Names are
-    made unique with ``-2``, ``-3``, ...; a folder without images is a :class:`UserError`."""
+    missing one fails as that photo's error), a folder as every image under it except inside
+    ``exclude`` (the batch's output folder) and inside the engine's own output folders (their
+    textures and previews are not photos). Names are made unique with ``-2``, ``-3``, ...; a
+    folder without images is a :class:`UserError`."""
     from engine.data.folders import find_images
+    from engine.export.atomic import MARKER_NAME
+
+    skip = Path(os.fspath(exclude)).expanduser().absolute() if exclude is not None else None
+
+    def ours(p: Path) -> bool:
+        p = p.absolute()
+        return (skip is not None and (p == skip or skip in p.parents)) or (p.parent / MARKER_NAME).is_file()
 
     found: list[tuple[Path, str]] = []
     for given in inputs:
         path = Path(os.fspath(given)).expanduser()
         if path.is_dir():
-            images = find_images(path)
+            images = [p for p in find_images(path) if not ours(p)]
             if not images:
                 raise UserError(f"no images in folder {given} (looked for "
                                 ".jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff, in subfolders too)")
@@ -120,8 +131,8 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
 
     if face is not None and face != "all" and (not isinstance(face, int) or face < 0):
         raise UserError(f"--face must be a face index (0 = largest) or 'all', not {face!r}")
-    photos = collect_photos(inputs)
     root = Path(os.fspath(out_dir)).expanduser().absolute()
+    photos = collect_photos(inputs, exclude=root)
     if root.exists() and not root.is_dir():
         raise OutputFolderError(f"the output folder {out_dir} is a file")
     if (root / "params.json").is_file():

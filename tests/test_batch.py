@@ -60,6 +60,14 @@ def test_collect_photos_names_follow_the_folders_and_never_clash(tmp_path):
     got = collect_photos([tmp_path / "a", tmp_path / "b.png", tmp_path / "a" / "x.jpg"])
     assert [(p.relative_to(tmp_path).as_posix(), n) for p, n in got] == [
         ("a/sub/y.JPG", "sub/y"), ("a/x.jpg", "x"), ("a/x.png", "x-2"), ("b.png", "b"), ("a/x.jpg", "x-3")]
+    # the batch's own output folder and the engine's result folders are not photos
+    (tmp_path / "a" / "heads" / "x").mkdir(parents=True)
+    (tmp_path / "a" / "heads" / "x" / "albedo.png").write_bytes(b"")
+    (tmp_path / "a" / "old").mkdir()
+    (tmp_path / "a" / "old" / "overlay.png").write_bytes(b"")
+    (tmp_path / "a" / "old" / ".facerecon-output.json").write_text("{}")
+    got = collect_photos([tmp_path / "a"], exclude=tmp_path / "a" / "heads")
+    assert [n for _, n in got] == ["sub/y", "x", "x-2"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images in folder"):
         collect_photos([tmp_path / "empty"])
