@@ -376,6 +376,26 @@ def shared_worker(python: str, env: dict[str, str]) -> EngineWorker:
     return _WORKER
 
 
+def claim_worker(python: str, env: dict[str, str], argv: list[str]) -> tuple[EngineWorker, int] | None:
+    """Send ``argv`` to the kept engine (started when needed; once more with a fresh one when the
+    write fails, e.g. it had just left after its idle time) and mark it busy: (worker, request
+    id), or None when it is busy with another job or cannot be reached."""
+    for _ in range(2):
+        try:
+            worker = shared_worker(python, env)
+            if worker.busy:
+                return None
+            while not worker.queue.empty():  # what the last job left (its last stderr lines)
+                worker.queue.get_nowait()
+            rid = worker.send(argv)
+        except OSError:
+            stop_worker()
+            continue
+        worker.busy = True
+        return worker, rid
+    return None
+
+
 def stop_worker() -> None:
     """Stop the kept engine (the add-on is disabled or updated; a job is cancelled)."""
     global _WORKER
@@ -461,21 +481,14 @@ class EngineJob:
             threading.Thread(target=_pump, args=(stream, tag, self._queue), daemon=True).start()
             self._open_streams += 1
 
-    def _to_worker(self, retry: bool = True) -> bool:
+    def _to_worker(self) -> bool:
         """Send the request to the kept engine; False when it is busy or cannot start (then the
         job runs in a child of its own)."""
-        try:
-            worker = shared_worker(self.choice.python, child_env(self.choice, self.data_dir))
-            if worker.busy:
-                return False
-            while not worker.queue.empty():  # what the last job left (its last stderr lines)
-                worker.queue.get_nowait()
-            self._request_id = worker.send(self.request.server_argv(str(self.out_dir)))
-        except OSError:  # gone between the check and the write: once more with a fresh one
-            stop_worker()
-            return retry and self._to_worker(retry=False)
-        worker.busy = True
-        self._worker, self._heard = worker, False
+        claimed = claim_worker(self.choice.python, child_env(self.choice, self.data_dir),
+                               self.request.server_argv(str(self.out_dir)))
+        if claimed is None:
+            return False
+        (self._worker, self._request_id), self._heard = claimed, False
         self.state = RUNNING
         self.stage, self.message = "start", self.request.start_message
         return True
@@ -525,7 +538,7 @@ class EngineJob:
         stop_worker()
         if not self._heard and not self._resent:
             self._resent = True
-            if self._to_worker(retry=False):
+            if self._to_worker():
                 return self.state
         tail = self._stderr[-1].strip() if self._stderr else "no message"
         self._fail(f"The engine stopped unexpectedly: {tail}")
@@ -742,17 +755,10 @@ def _detect_on_worker(choice: EngineChoice, argv: list[str], data_dir: str,
     """``python -m engine.detect ARGV`` answered by the kept engine (blocking, as *Find Faces*
     is): its exit status, printed output and stderr; None when the kept engine is busy with a
     job or could not answer (then a child of its own runs it)."""
-    try:
-        worker = shared_worker(choice.python, child_env(choice, data_dir))
-        if worker.busy:
-            return None
-        while not worker.queue.empty():
-            worker.queue.get_nowait()
-        rid = worker.send(["detect", *argv])
-    except OSError:
-        stop_worker()
+    claimed = claim_worker(choice.python, child_env(choice, data_dir), ["detect", *argv])
+    if claimed is None:
         return None
-    worker.busy = True
+    worker, rid = claimed
     stderr: list[str] = []
     deadline = time.monotonic() + timeout
     try:

@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="machine-readable list")
     m.set_defaults(func=cmd_methods)
     learned = [s.name for s in registry.methods("learned")]
-    r = sub.add_parser("reconstruct", help="reconstruct a 3-D head from one photo",
+    r = sub.add_parser("reconstruct", help="reconstruct a 3-D head from a photo (or a batch of photos)",
                        description="Reconstruct a 3-D head (shape, expression, pose, camera, albedo, "
                                    "lighting) from one photo into an output folder.")
     r.add_argument("photo", nargs="*", help="the photo (JPEG, PNG, ...); several photos or folders of photos "
