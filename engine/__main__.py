@@ -101,7 +101,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise UserError("give a PHOTO or --example NAME (astronaut, grace_hopper)")
     if photos and args.example is not None:
         raise UserError("give either PHOTO or --example NAME, not both")
-    if len(photos) > 1 or args.face == "all" or any(os.path.isdir(p) for p in photos):
+    if len(photos) > 1 or args.face == "all" or args.same_person or any(os.path.isdir(p) for p in photos):
         return _reconstruct_batch(args, photos)
     photo = photos[0] if photos else None
     created: list[str] = []  # the example photo (kept beside a result: params.json names it)
@@ -173,7 +173,7 @@ def _reconstruct_batch(args: argparse.Namespace, photos: list[str]) -> int:
 
     try:
         report = reconstruct_batch(photos, args.out, face=args.face, progress=cb, on_item=said,
-                                   sessions=getattr(args, "sessions", None),
+                                   sessions=getattr(args, "sessions", None), same_person=args.same_person,
                                    model=args.model, device=args.device, model_path=args.model_path,
                                    method=args.method, backend=args.backend, config=_fit_config(args),
                                    checkpoint=args.checkpoint, init=args.init, texture_size=args.texture_size)
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which face when the photo shows several: 0 = largest (required then; "
                         "a photo with one face needs no --face), or 'all': every face, each into "
                         "its own folder OUT/<photo>_face<k>")
+    r.add_argument("--same-person", action="store_true",
+                   help="the photos (a batch) show one person: one identity for all of them, each photo keeping "
+                        "its own expression, pose, light and texture")
     r.add_argument("--backend", default="default", help="face detector backend (see python -m engine.detect)")
     r.add_argument("--texture-size", type=int, default=1024, choices=TEXTURE_SIZES, metavar="TEXELS",
                    help="albedo.png side: 512, 1024 (default) or 2048 (the face gets ~55 %% of it: "

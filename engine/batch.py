@@ -14,6 +14,11 @@ atomically, as a single ``reconstruct`` writes:
   folders skipped, so ``--out PHOTOS/heads`` can be run again); names that would clash get
   ``-2``, ``-3``, ... in the order the photos come.
 
+``--same-person``: the photos show one person (one face each: ``--face N`` or photos of
+one face), who gets one identity (:mod:`engine.fitting.shared_identity`): every face is
+estimated first, their identities combined, each fitted again with it, then the folders
+written (``params.json`` ``same_person``: how many photos and this one's weight).
+
 A photo that cannot be used (unreadable, no face, a face index it does not have, an output
 folder holding someone else's files) is reported, counted and skipped; the batch goes on.
 ``DIR/batch.json`` lists every photo and face with its folder or its reason, and is rewritten
@@ -117,20 +122,25 @@ def collect_photos(inputs: Sequence[str | os.PathLike[str]],
 def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
                       face: FaceChoice = None, progress: ProgressFn | None = None,
                       on_item: Callable[[BatchItem], None] | None = None,
-                      sessions: Any = None, **options: Any) -> BatchReport:
+                      sessions: Any = None, same_person: bool = False, **options: Any) -> BatchReport:
     """Reconstruct every photo of ``inputs`` (files and folders) into ``out_dir`` (module doc).
 
     ``face``: None (each photo must show one face), an index for every photo, or ``"all"``.
     ``options``: :class:`engine.reconstruct.Reconstructor`'s arguments (model, method, ...).
     ``on_item`` is called with each finished item (done or failed), as it happens; ``sessions``
     (:class:`engine.reconstruct.SessionCache`) reuses a model and method already loaded.
-    Bad arguments (no photos, an unknown method, an output path that is a file) raise a
+    ``same_person``: the photos show one person, who gets one identity
+    (:mod:`engine.fitting.shared_identity`; every face is estimated first, then the folders
+    are written). Bad arguments (no photos, an unknown method, an output path that is a file) raise a
     :class:`UserError` before any photo is read; a photo's own problems do not raise.
     """
     from engine.reconstruct import SessionCache
 
     if face is not None and face != "all" and (not isinstance(face, int) or face < 0):
         raise UserError(f"--face must be a face index (0 = largest) or 'all', not {face!r}")
+    if same_person and face == "all":
+        raise UserError("--same-person takes one face per photo (the same person's): give --face N, "
+                        "or photos that show one face, instead of --face all")
     root = Path(os.fspath(out_dir)).expanduser().absolute()
     photos = collect_photos(inputs, exclude=root)
     if root.exists() and not root.is_dir():
@@ -147,13 +157,31 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
     session, model_seconds = (sessions or SessionCache(0)).get(progress=report, **options)
     items: list[BatchItem] = []
     result = BatchReport(root, len(photos), items, root / "batch.json")
-    meta = {"method": session.spec.name, "model": session.head.name, "face": face}
+    meta = {"method": session.spec.name, "model": session.head.name, "face": face, "same_person": same_person}
+    pending: list[tuple[BatchItem, Any, Path, ProgressFn]] = []  # same_person: estimated, not yet written
 
     def add(item: BatchItem) -> None:
         items.append(item)
         _write_json(result, meta, finished=False)
         if on_item is not None:
             on_item(item)
+
+    def attempt(item: BatchItem, work: Callable[[], Any]) -> Any:
+        """``work()``, or None with the item's error set: a photo's problem (or a bug on one
+        photo) must not cost the others."""
+        try:
+            return work()
+        except UserError as exc:
+            item.error = str(exc)
+        except Exception as exc:
+            log.exception("internal error on %s (face %s)", item.photo, item.face)
+            item.error = f"internal error: {type(exc).__name__}: {exc}"
+        return None
+
+    def written(item: BatchItem, r: Any) -> None:
+        if r is not None:
+            item.face, item.out = r.face_index, str(r.out_dir)
+            item.warnings = list(r.params.get("warnings") or [])
 
     finished = False
     try:
@@ -175,26 +203,62 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
             else:
                 chosen = [face]
             for k in chosen:
-                folder = f"{name}_face{k}" if face == "all" and k is not None else name
+                folder = root / (f"{name}_face{k}" if face == "all" and k is not None else name)
                 item = BatchItem(str(path), name, face=k, faces_found=len(detected.faces))
-                try:
-                    r = session.reconstruct_face(detected, k, root / folder, step, timings)
-                    item.face, item.out = r.face_index, str(r.out_dir)
-                    item.warnings = list(r.params.get("warnings") or [])
-                except UserError as exc:
-                    item.error = str(exc)
-                except Exception as exc:  # a bug on one photo must not cost the others
-                    log.exception("internal error on %s (face %s)", path, k)
-                    item.error = f"internal error: {type(exc).__name__}: {exc}"
+                if same_person:
+                    estimate = attempt(item, lambda: _estimate(session, detected, k, folder, step, timings))
+                    if estimate is not None:
+                        item.face = estimate.face
+                        pending.append((item, estimate, folder, step))
+                else:
+                    written(item, attempt(item, lambda: session.reconstruct_face(detected, k, folder, step, timings)))
                 item.seconds = time.perf_counter() - t
                 t, timings = time.perf_counter(), {}  # the photo's load and detect count once
-                add(item)
+                if item.error is not None or not same_person:
+                    add(item)
+        if pending:
+            _write_same_person(session, pending, attempt, written, add)
         finished = True
     finally:
         result.seconds = time.perf_counter() - t_all
         _write_json(result, meta, finished=finished)
     report("done", 1.0, str(root))
     return result
+
+
+def _estimate(session: Any, detected: Any, face: int | None, folder: Path, step: ProgressFn,
+              timings: dict[str, float]) -> Any:
+    """A face's estimate, its output folder checked first (a folder we may not replace is refused
+    before the fit, as a single reconstruction does)."""
+    from engine.export.atomic import check_output_folder
+
+    check_output_folder(folder)
+    return session.estimate_face(detected, face, step, timings)
+
+
+def _write_same_person(session: Any, pending: list, attempt: Callable, written: Callable,
+                       add: Callable[[BatchItem], None]) -> None:
+    """One identity for the estimated faces (two or more), then every folder written."""
+    from engine.fitting.shared_identity import share_identity
+
+    shared, why = None, None
+    if len(pending) > 1:
+        probe = BatchItem("", "")
+        shared = attempt(probe, lambda: share_identity(session.head, [e.observation for _, e, _, _ in pending],
+                                                       [e.estimate for _, e, _, _ in pending], session.config))
+        why = probe.error
+    for j, (item, estimate, folder, step) in enumerate(pending):
+        t = time.perf_counter()
+        extra = None
+        if shared is not None:
+            estimate.estimate = shared.estimates[j]
+            estimate.timings["same_person"] = shared.seconds / len(pending)
+            extra = {"same_person": {"photos": len(pending), "weight": round(float(shared.weights[j]), 4)}}
+        written(item, attempt(item, lambda: session.write_face(estimate, folder, step, extra=extra)))
+        if why is not None:
+            item.warnings.append(f"the photos' identities could not be combined ({why}); each keeps its own")
+        item.seconds += time.perf_counter() - t
+        add(item)
 
 
 def _write_json(result: BatchReport, meta: dict[str, Any], finished: bool) -> None:

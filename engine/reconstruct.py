@@ -138,16 +138,19 @@ class Reconstructor:
 
         ``face=None``: the photo must show exactly one face. ``timings``: seconds spent before
         (model, load, detect) that this result's ``params.json`` reports with its own."""
-        from engine.export.atomic import atomic_output_folder, check_output_folder
+        from engine.export.atomic import check_output_folder
+
+        check_output_folder(out_dir)  # before the fit: a folder we may not replace is refused now
+        return self.write_face(self.estimate_face(detected, face, progress, timings), out_dir, progress)
+
+    def estimate_face(self, detected: DetectedPhoto, face: int | None, progress: ProgressFn | None = None,
+                      timings: dict[str, float] | None = None) -> "FaceEstimate":
+        """The method's estimate of one face of a detected photo (nothing written)."""
         from engine.methods import FaceObservation
-        from engine.outputs import write_outputs, write_params
-        from engine.plausibility import LOST_CHECK_RESIDUAL_PX, check_fit, learned_disagreement, lost_detector_warning
+        from engine.plausibility import LOST_CHECK_RESIDUAL_PX, learned_disagreement
 
         report = progress or (lambda stage, fraction, message: None)
-        check_output_folder(out_dir)  # before the fit: a folder we may not replace is refused now
-        t_all = time.perf_counter()
         timings = dict(timings or {})
-        spent_before = sum(timings.values())
         photo, faces, spec = detected.photo, detected.faces, self.spec
         face, det = select_face(faces, face, photo.path)
         report("detect", 0.08, f"found {len(faces)} face(s); using face {face}"
@@ -165,10 +168,22 @@ class Reconstructor:
             report("check", 0.86, "checking the landmarks against a learned network")
             lost_apart = learned_disagreement(self.head, observation, self.device)
             timings["check"] = time.perf_counter() - t
+        return FaceEstimate(detected, face, det, observation, estimate, timings, lost_apart)
 
+    def write_face(self, face: "FaceEstimate", out_dir: str | os.PathLike[str], progress: ProgressFn | None = None,
+                   extra: dict[str, Any] | None = None) -> ReconstructionResult:
+        """Write an estimate's output folder (atomically); ``extra``: more ``params.json`` entries."""
+        from engine.export.atomic import atomic_output_folder
+        from engine.outputs import write_outputs, write_params
+        from engine.plausibility import check_fit, lost_detector_warning
+
+        report = progress or (lambda stage, fraction, message: None)
+        photo, faces, spec = face.detected.photo, face.detected.faces, self.spec
+        estimate, det, lost_apart, timings = face.estimate, face.detection, face.lost_apart, dict(face.timings)
+        spent_before = sum(v for k, v in timings.items() if not k.startswith("fit_"))
         t = time.perf_counter()
         report("write", 0.88, "writing meshes, textures and parameters")
-        extra: dict[str, Any] = {}
+        extra = dict(extra or {})
         if spec.kind == "hybrid":
             extra["init_method"] = self.predictor.init.name
         cfg = None
@@ -193,15 +208,30 @@ class Reconstructor:
             if lost_apart is not None and lost_apart > cfg.hybrid_lost_landmarks:
                 params["warnings"].append(lost_detector_warning(lost_apart, followed=True))
             timings["write"] = time.perf_counter() - t
-            timings["total"] = spent_before + time.perf_counter() - t_all
+            timings["total"] = spent_before + timings["write"]
             params["timings"] = {k: round(v, 4) for k, v in timings.items()}
             params["faces_found"] = len(faces)
-            params["face_index"] = face
+            params["face_index"] = face.face
             params["detector"] = det.backend
             write_params(tmp / "params.json", params)
         final = Path(os.fspath(out_dir)).expanduser().absolute()
         report("done", 1.0, str(final))
-        return ReconstructionResult(final, params, len(faces), face, timings, estimate)
+        return ReconstructionResult(final, params, len(faces), face.face, timings, estimate)
+
+
+@dataclass
+class FaceEstimate:
+    """One face's estimate before its folder is written: the photo, which face, the
+    detection, what the method saw and returned, and the seconds so far (``timings``: model,
+    load, detect, fit and its stages; the stages' keys start with ``fit_``)."""
+
+    detected: DetectedPhoto
+    face: int
+    detection: Any
+    observation: Any  # engine.methods.FaceObservation
+    estimate: Any  # engine.face.FaceParams
+    timings: dict[str, float]
+    lost_apart: float | None = None
 
 
 def reconstruct(

@@ -102,3 +102,26 @@ def test_a_stopped_batch_keeps_what_it_finished(tmp_path, photos):
     assert report["finished"] is False and [i["out"] for i in report["items"]] == [str(out / "astronaut_face0")]
     assert sorted(p.name for p in out.iterdir()) == ["astronaut_face0", "batch.json"]
     assert (out / "astronaut_face0" / "params.json").is_file()
+
+
+def test_same_person_gives_every_photo_one_identity(tmp_path, photos):
+    """--same-person: the astronaut and her mirror image get one identity (each photo keeping
+    its own pose, expression and texture); the combination's weights are recorded; a face-free
+    photo among them fails alone; --face all is refused up front."""
+    import numpy as np
+    from PIL import Image
+
+    mirrored = tmp_path / "mirrored.png"
+    Image.fromarray(np.asarray(Image.open(photos["astronaut"]))[:, ::-1].copy()).save(mirrored)
+    out = tmp_path / "person"
+    report = reconstruct_batch([photos["astronaut"], mirrored, photos["gradient"]], out, same_person=True)
+    assert [Path(i.photo).name for i in report.items if i.error] == ["gradient.png"]
+    a, b = (json.loads((out / n / "params.json").read_text()) for n in ("astronaut", "mirrored"))
+    assert a["identity"] == b["identity"] and a["t"] != b["t"]  # one head, seen from two places
+    assert a["same_person"]["photos"] == 2 and abs(a["same_person"]["weight"] + b["same_person"]["weight"] - 1) < 1e-3
+    assert a["timings"]["same_person"] > 0 and json.loads((out / "batch.json").read_text())["same_person"] is True
+    alone = reconstruct_batch([photos["astronaut"]], tmp_path / "alone", method="mofa")  # (no flag: its own)
+    assert "same_person" not in json.loads((tmp_path / "alone" / "astronaut" / "params.json").read_text())
+    assert alone.done
+    with pytest.raises(UserError, match="one face per photo"):
+        reconstruct_batch([photos["group"]], tmp_path / "g", face="all", same_person=True)

@@ -308,3 +308,31 @@ def test_skin_vs_light_reads_the_ratio_and_its_light(tmp_path, capsys, load_tool
     with pytest.raises(SystemExit) as e:
         mod.main(["--set", str(tmp_path / "nowhere"), str(tmp_path / "runs" / "follows.json")])
     assert e.value.code == 2
+
+
+def test_views_draw_one_person_per_group_and_leave_the_set_without_them_unchanged(head):
+    """--views V: samples k..k+V-1 share the identity, skin albedo and material and differ in
+    everything else; V = 1 draws exactly what the set drew before the option existed."""
+    import numpy as np
+
+    from engine.eval.cycles_set import CyclesSetConfig, sample_scene
+
+    plain = sample_scene(head, 3, 4)
+    rng = np.random.default_rng([3, 4])  # the first draw of a sample is its identity
+    std = head.identity_std.detach().cpu().numpy()
+    assert np.allclose(plain["identity"], np.clip(rng.normal(0, 1, head.n_identity), -2.5, 2.5) * std)
+    cfg = CyclesSetConfig(views=3)
+    a, b, c = (sample_scene(head, 3, k, cfg) for k in (3, 4, 5))  # person 1's three photos
+    other = sample_scene(head, 3, 6, cfg)  # person 2
+    for x in (b, c):
+        assert np.array_equal(x["identity"], a["identity"]) and np.array_equal(x["albedo"], a["albedo"])
+        assert x["skin"] == a["skin"] and not np.allclose(x["R"], a["R"]) and x["lights"] != a["lights"]
+    assert not np.allclose(other["identity"], a["identity"])
+
+
+def test_same_person_needs_a_set_with_views(tiny_set, head):
+    from engine.errors import UserError
+    from engine.eval.cycles import evaluate_same_person
+
+    with pytest.raises(UserError, match="--views"):
+        evaluate_same_person(tiny_set, head, None)

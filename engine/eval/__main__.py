@@ -1,6 +1,7 @@
 """``python -m engine.eval synthetic [--n 50] [--seed 0] [--model open] [--generator basic|realistic] [--option K=V] [--json]``;
 ``python -m engine.eval cycles-set build --out DIR [--n 100] [--seed 0]``;
 ``python -m engine.eval cycles --set DIR --method fit|mofa|hybrid [--json]``;
+``python -m engine.eval same-person --set DIR [--method fit]`` (a set built with ``--views``);
 ``python -m engine.eval expressions [--n 100] [--seed 0] [--neutral 20] [--presets 3] [--json]``;
 ``python -m engine.eval skin [--n 40] [--seed 0] [--landmarks gt|detected] [--json]``;
 ``python -m engine.eval detail --checkpoint CKPT [--n 40] [--seed 900000] [--json]``;
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--save", default=None, metavar="DIR", help="write each prediction (for the contact sheets)")
     c.add_argument("--report", default=None, metavar="JSON", help="also write the full report (as --json) to this file")
     _method_args(c)
+    sp = sub.add_parser("same-person", help="one identity from several photos of one person, against each photo's "
+                                            "own (a set built with cycles-set build --views V)")
+    sp.add_argument("--set", required=True, dest="set_dir", metavar="DIR", help="a folder built with --views 2 or more")
+    sp.add_argument("--report", default=None, metavar="JSON", help="also write the full report to this file")
+    _method_args(sp)
     e = sub.add_parser("expressions", help="ARKit expression recovery on synthetic faces with strong, preset "
                                             "and neutral expressions (per-unit correlation, MAE on active units)")
     e.add_argument("--n", type=int, default=100, help="faces with 1-3 random units")
@@ -229,6 +235,19 @@ def main(argv: list[str] | None = None) -> int:
 
                 Path(args.report).write_text(json.dumps(rep.to_dict(), indent=1))
             print(json.dumps(rep.to_dict(), indent=1) if args.json else format_summary(rep))
+            return 0
+        if args.command == "same-person":
+            from engine.eval.cycles import evaluate_same_person, format_same_person
+
+            predictor = build_predictor(args.method, model, checkpoint=args.checkpoint, init=args.init,
+                                        config=_fit_config(args.fit_option))
+            rep = evaluate_same_person(args.set_dir, model, predictor, config=_fit_config(args.fit_option),
+                                       backend=args.backend, log=log)
+            if args.report:
+                from pathlib import Path
+
+                Path(args.report).write_text(json.dumps(rep, indent=1))
+            print(json.dumps(rep, indent=1) if args.json else format_same_person(rep))
             return 0
         from engine.eval.synthetic import evaluate_synthetic
 

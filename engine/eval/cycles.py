@@ -534,3 +534,87 @@ def format_table(reports: list[dict[str, Any]], labels: list[str] | None = None)
     if len(reports) > 1:
         rows += [""] + paired_rows(reports, labels or [r["method"] for r in reports])
     return "\n".join(rows)
+
+
+def evaluate_same_person(folder: str | Path, head: HeadModel, predictor: Predictor, config: Any = None,
+                         backend: str = "default", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One person, several photos (:mod:`engine.fitting.shared_identity`), on a set built with
+    ``--views V`` (samples k .. k+V-1 show one head): every photo reconstructed on its own by
+    ``predictor``, then again with the identity shared by the person's photos; both scored
+    NoW-style against each photo's own ground truth (and the mean face, the baseline).
+    Returns the per-photo rows and their medians."""
+    from engine.errors import UserError
+    from engine.fitting.shared_identity import share_identity
+
+    views = int(read_set(folder).get("config", {}).get("views", 1))
+    if views < 2:
+        raise UserError(f"{folder} shows every person once; build a set with cycles-set build --views 3")
+    people: dict[int, list[int]] = {}
+    for i in set_indices(folder):
+        people.setdefault(i // views, []).append(i)
+    decoder, faces = FaceDecoder(head), head.faces.cpu().numpy()
+    with torch.no_grad():
+        template = head.template.detach().double().cpu().numpy()
+        template_lm = head.landmarks(head.template[None])[0].double().cpu().numpy()
+
+    def now(params_or_template: Any, g: dict[str, Any]) -> float:
+        if isinstance(params_or_template, np.ndarray):
+            verts, lm3 = params_or_template, template_lm
+        else:
+            with torch.no_grad():
+                dec = decoder(params_or_template.to(dtype=torch.float32))
+            verts, lm3 = dec.vertices[0].double().numpy(), dec.landmarks3d[0].double().numpy()
+        scan = scan_points(g["vertices_camera"], g["faces"], g["face_mask"], SCAN_POINTS, seed=0)
+        return now_error(verts, faces, lm3, scan, g["landmarks3d_camera"]).median_mm
+
+    rows: list[dict[str, Any]] = []
+    for person, indices in people.items():
+        seen = []
+        for i in indices:
+            s = load_sample(folder, i)
+            det = detect(s.image, backend)
+            if det is not None:
+                face = FaceObservation.from_detection(s.image, det)
+                seen.append((i, s.gt, face, predictor(face).detach().cpu()))
+        if len(seen) < 2:
+            if log:
+                log(f"person {person}: {len(seen)} photo(s) with a detected face, skipped")
+            continue
+        shared = share_identity(head, [f for _, _, f, _ in seen], [e for _, _, _, e in seen], config)
+        for (i, g, _, own), both, w in zip(seen, shared.estimates, shared.weights):
+            row = {"index": i, "person": person, "own_mm": now(own, g), "shared_mm": now(both.detach().cpu(), g),
+                   "mean_face_mm": now(template, g), "weight": float(w), "yaw": float(head_angles(g["R"])[1])}
+            rows.append(row)
+            if log:
+                log(f"sample {i} (person {person}, yaw {row['yaw']:+.0f}°): own {row['own_mm']:.2f} mm, shared "
+                    f"{row['shared_mm']:.2f} mm, mean face {row['mean_face_mm']:.2f} mm, weight {w:.2f}")
+    own = np.array([r["own_mm"] for r in rows])
+    both = np.array([r["shared_mm"] for r in rows])
+    base = np.array([r["mean_face_mm"] for r in rows])
+    return {"set_dir": str(folder), "method": str(predictor.name), "model": head.name, "views": views,
+            "people": len({r["person"] for r in rows}), "photos": len(rows),
+            "own_median_mm": float(np.median(own)) if len(rows) else float("nan"),
+            "shared_median_mm": float(np.median(both)) if len(rows) else float("nan"),
+            "mean_face_median_mm": float(np.median(base)) if len(rows) else float("nan"),
+            "shared_lower": float(np.mean(both < own)) if len(rows) else float("nan"),
+            "own_better_than_mean_face": float(np.mean(own < base)) if len(rows) else float("nan"),
+            "shared_better_than_mean_face": float(np.mean(both < base)) if len(rows) else float("nan"),
+            "rows": rows}
+
+
+def format_same_person(rep: dict[str, Any]) -> str:
+    """The summary of :func:`evaluate_same_person`, with the paired comparison photo by photo
+    (means, the median of shared − own, Wilcoxon's signed-rank p)."""
+    from scipy.stats import wilcoxon
+
+    own = np.array([r["own_mm"] for r in rep["rows"]])
+    both = np.array([r["shared_mm"] for r in rep["rows"]])
+    paired = (f"\n  photo by photo: mean {own.mean():.3f} -> {both.mean():.3f} mm, median of shared - own "
+              f"{np.median(both - own):+.3f} mm, Wilcoxon p = {wilcoxon(both, own).pvalue:.4f}") if len(own) > 1 else ""
+    return (f"one person, several photos: set {rep['set_dir']} ({rep['views']} photos per person), method="
+            f"{rep['method']} model={rep['model']}: {rep['people']} people, {rep['photos']} photos\n"
+            f"  NoW-style median per photo: own identity {rep['own_median_mm']:.3f} mm, shared identity "
+            f"{rep['shared_median_mm']:.3f} mm, mean face {rep['mean_face_median_mm']:.3f} mm\n"
+            f"  shared lower than own on {100 * rep['shared_lower']:.0f} % of photos; better than the mean face: "
+            f"own {100 * rep['own_better_than_mean_face']:.0f} %, shared {100 * rep['shared_better_than_mean_face']:.0f} %"
+            + paired)

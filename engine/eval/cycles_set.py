@@ -93,6 +93,10 @@ class CyclesSetConfig:
     jaw_max_rad: float = 0.3
     gaze_deg: float = 10.0
     face_radius_m: float = 0.095  # face region: face skin within this distance of the nose tip (NoW-style)
+    # photos per person: samples k .. k + views - 1 (k a multiple of views) show one head
+    # (identity, skin albedo and material) under their own pose, expression, camera, light and
+    # background; 1 = every sample another person (the set drawn exactly as before the option)
+    views: int = 1
 
 
 @dataclass
@@ -300,11 +304,15 @@ def sample_scene(head: HeadModel, seed: int, index: int, cfg: CyclesSetConfig | 
     """Everything about sample ``index`` of set ``seed`` (deterministic): the head's
     coefficients, camera, albedo, lights and background, and the posed geometry."""
     cfg = cfg or CyclesSetConfig()
-    rng = np.random.default_rng([seed, index])
+    if cfg.views > 1:  # the person's own draws (identity, albedo, skin) apart from the photo's
+        person = np.random.default_rng([seed, index // cfg.views])
+        rng = np.random.default_rng([seed, index // cfg.views, index % cfg.views, cfg.views])
+    else:
+        rng = person = np.random.default_rng([seed, index])
     S = cfg.image_size
     K_id = head.n_identity
     std = head.identity_std.detach().cpu().numpy()
-    ident = np.clip(rng.normal(0, 1, K_id), -cfg.identity_clip, cfg.identity_clip) * std
+    ident = np.clip(person.normal(0, 1, K_id), -cfg.identity_clip, cfg.identity_clip) * std
     expr = np.zeros(head.n_expression)
     names = list(head.expression_names)
     has_jaw = "jaw" in head.joint_names
@@ -336,12 +344,12 @@ def sample_scene(head: HeadModel, seed: int, index: int, cfg: CyclesSetConfig | 
     aim = np.array([jit[0] * depth / f, jit[1] * depth / f, depth])
     t = aim - R @ lm3.mean(0)
     K = np.array([[f, 0, S / 2], [0, f, S / 2], [0, 0, 1.0]])
-    alb = draw_albedo(head, rng, cfg.face_radius_m)
+    alb = draw_albedo(head, person, cfg.face_radius_m)
     lights = _draw_lights(rng)
     background = _draw_background(rng)
-    skin = {"roughness": float(rng.uniform(0.35, 0.55)), "subsurface_weight": float(rng.uniform(0.2, 0.6)),
-            "subsurface_scale_m": float(rng.uniform(0.002, 0.005)), "specular": float(rng.uniform(0.35, 0.6)),
-            "pore_bump": float(rng.uniform(0.05, 0.2))}
+    skin = {"roughness": float(person.uniform(0.35, 0.55)), "subsurface_weight": float(person.uniform(0.2, 0.6)),
+            "subsurface_scale_m": float(person.uniform(0.002, 0.005)), "specular": float(person.uniform(0.35, 0.6)),
+            "pore_bump": float(person.uniform(0.05, 0.2))}
     return {"seed": seed, "index": index, "identity": ident, "expression": expr, "pose": pose,
             "vertices_model": verts, "landmarks3d_model": lm3, "R": R, "t": t, "K": K, "focal_mm": focal_mm,
             "angles_deg": np.degrees(angles), "face_fraction": frac, "image_size": S, **alb,
@@ -873,6 +881,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=CyclesSetConfig.samples)
     p.add_argument("--no-denoise", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="Cycles threads (0 = automatic)")
+    p.add_argument("--views", type=int, default=1, help="photos per person (default 1: every sample another "
+                   "person); samples k .. k+views-1 show one head")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--stop", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no line per sample")
@@ -881,9 +891,10 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         with cli_errors():
-            if a.size < 32 or a.samples < 1:
-                raise ConfigError("--size must be at least 32 px and --samples at least 1")
-            cfg = CyclesSetConfig(image_size=a.size, samples=a.samples, denoise=not a.no_denoise, threads=a.threads)
+            if a.size < 32 or a.samples < 1 or a.views < 1:
+                raise ConfigError("--size must be at least 32 px, --samples and --views at least 1")
+            cfg = CyclesSetConfig(image_size=a.size, samples=a.samples, denoise=not a.no_denoise, threads=a.threads,
+                                  views=a.views)
             log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
             print(json.dumps(build_set(a.out, a.n, a.seed, a.model, cfg, a.start, a.stop, log, a.verbose)), flush=True)
     except SystemExit as exc:  # a user error: still leave through os._exit below
