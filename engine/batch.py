@@ -166,23 +166,6 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
         if on_item is not None:
             on_item(item)
 
-    def attempt(item: BatchItem, work: Callable[[], Any]) -> Any:
-        """``work()``, or None with the item's error set: a photo's problem (or a bug on one
-        photo) must not cost the others."""
-        try:
-            return work()
-        except UserError as exc:
-            item.error = str(exc)
-        except Exception as exc:
-            log.exception("internal error on %s (face %s)", item.photo, item.face)
-            item.error = f"internal error: {type(exc).__name__}: {exc}"
-        return None
-
-    def written(item: BatchItem, r: Any) -> None:
-        if r is not None:
-            item.face, item.out = r.face_index, str(r.out_dir)
-            item.warnings = list(r.params.get("warnings") or [])
-
     finished = False
     try:
         for n, (path, name) in enumerate(photos):
@@ -192,10 +175,11 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
 
             t = time.perf_counter()
             timings = {"model": model_seconds} if n == 0 else {}
-            try:
-                detected = session.detect(path, step)
-            except UserError as exc:
-                add(BatchItem(str(path), name, error=str(exc), seconds=time.perf_counter() - t))
+            unread = BatchItem(str(path), name)
+            detected = _attempt(unread, lambda: session.detect(path, step))
+            if detected is None:
+                unread.seconds = time.perf_counter() - t
+                add(unread)
                 continue
             timings.update(detected.timings)
             if face == "all":
@@ -206,24 +190,44 @@ def reconstruct_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | o
                 folder = root / (f"{name}_face{k}" if face == "all" and k is not None else name)
                 item = BatchItem(str(path), name, face=k, faces_found=len(detected.faces))
                 if same_person:
-                    estimate = attempt(item, lambda: _estimate(session, detected, k, folder, step, timings))
+                    estimate = _attempt(item, lambda: _estimate(session, detected, k, folder, step, timings))
                     if estimate is not None:
                         item.face = estimate.face
                         pending.append((item, estimate, folder, step))
                 else:
-                    written(item, attempt(item, lambda: session.reconstruct_face(detected, k, folder, step, timings)))
+                    _written(item, _attempt(item, lambda: session.reconstruct_face(detected, k, folder, step, timings)))
                 item.seconds = time.perf_counter() - t
                 t, timings = time.perf_counter(), {}  # the photo's load and detect count once
                 if item.error is not None or not same_person:
                     add(item)
         if pending:
-            _write_same_person(session, pending, attempt, written, add)
+            _write_same_person(session, pending, add)
         finished = True
     finally:
         result.seconds = time.perf_counter() - t_all
         _write_json(result, meta, finished=finished)
     report("done", 1.0, str(root))
     return result
+
+
+def _attempt(item: BatchItem, work: Callable[[], Any]) -> Any:
+    """``work()``, or None with the item's error set: a photo's problem (or a bug on one photo)
+    must not cost the others."""
+    try:
+        return work()
+    except UserError as exc:
+        item.error = str(exc)
+    except Exception as exc:
+        log.exception("internal error on %s (face %s)", item.photo, item.face)
+        item.error = f"internal error: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _written(item: BatchItem, result: Any) -> None:
+    """A written face's folder, index and warnings into its item (nothing for a failed one)."""
+    if result is not None:
+        item.face, item.out = result.face_index, str(result.out_dir)
+        item.warnings = list(result.params.get("warnings") or [])
 
 
 def _estimate(session: Any, detected: Any, face: int | None, folder: Path, step: ProgressFn,
@@ -236,15 +240,14 @@ def _estimate(session: Any, detected: Any, face: int | None, folder: Path, step:
     return session.estimate_face(detected, face, step, timings)
 
 
-def _write_same_person(session: Any, pending: list, attempt: Callable, written: Callable,
-                       add: Callable[[BatchItem], None]) -> None:
+def _write_same_person(session: Any, pending: list, add: Callable[[BatchItem], None]) -> None:
     """One identity for the estimated faces (two or more), then every folder written."""
     from engine.fitting.shared_identity import share_identity
 
     shared, why = None, None
     if len(pending) > 1:
         probe = BatchItem("", "")
-        shared = attempt(probe, lambda: share_identity(session.head, [e.observation for _, e, _, _ in pending],
+        shared = _attempt(probe, lambda: share_identity(session.head, [e.observation for _, e, _, _ in pending],
                                                        [e.estimate for _, e, _, _ in pending], session.config))
         why = probe.error
     for j, (item, estimate, folder, step) in enumerate(pending):
@@ -254,7 +257,7 @@ def _write_same_person(session: Any, pending: list, attempt: Callable, written: 
             estimate.estimate = shared.estimates[j]
             estimate.timings["same_person"] = shared.seconds / len(pending)
             extra = {"same_person": {"photos": len(pending), "weight": round(float(shared.weights[j]), 4)}}
-        written(item, attempt(item, lambda: session.write_face(estimate, folder, step, extra=extra)))
+        _written(item, _attempt(item, lambda: session.write_face(estimate, folder, step, extra=extra)))
         if why is not None:
             item.warnings.append(f"the photos' identities could not be combined ({why}); each keeps its own")
         item.seconds += time.perf_counter() - t
