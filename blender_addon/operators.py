@@ -11,7 +11,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import importer, runner
-from .preferences import addon_prefs, user_data_dir
+from .preferences import addon_prefs, keep_engine, user_data_dir
 
 
 def engine_choice(context) -> runner.EngineChoice:
@@ -180,9 +180,7 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
                                             face="all" if settings.all_faces else settings.face_index,
                                             fit_options=settings.fit_options(),
                                             texture_size=int(settings.texture_size))
-        prefs = addon_prefs(context)
-        return runner.EngineJob(request, choice, data_dir=user_data_dir(),
-                                keep=bool(getattr(prefs, "keep_engine", True)))
+        return runner.EngineJob(request, choice, data_dir=user_data_dir(), keep=keep_engine(context))
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon
@@ -283,9 +281,8 @@ class FACERECON_OT_find_faces(bpy.types.Operator):
         preview = Path(user_data_dir()) / FACES_PREVIEW
         if preview.exists():
             preview.unlink()
-        prefs = addon_prefs(context)
         found = runner.find_faces(choice, photo, preview, data_dir=user_data_dir(), timeout=self.timeout,
-                                  keep=bool(getattr(prefs, "keep_engine", True)))
+                                  keep=keep_engine(context))
         if found.error:
             self.report({"ERROR"}, found.error)
             return {"CANCELLED"}

@@ -37,6 +37,11 @@ def addon_prefs(context: bpy.types.Context | None = None) -> "FACERECON_AddonPre
     return addon.preferences if addon is not None else None
 
 
+def keep_engine(context: bpy.types.Context | None = None) -> bool:
+    """The preference *Keep the engine running* (on when the preferences cannot be read)."""
+    return bool(getattr(addon_prefs(context), "keep_engine", True))
+
+
 class FACERECON_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
