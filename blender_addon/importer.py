@@ -324,6 +324,8 @@ def _store_params(obj, params: dict, out_dir: Path) -> None:
         obj["facerecon_pose"] = {k: [float(x) for x in v] for k, v in params["pose"].items()}
     if isinstance(params.get("expression"), dict):
         obj["facerecon_expression"] = {k: float(v) for k, v in params["expression"].items()}
+    if isinstance(params.get("same_person"), dict):  # one identity from several photos (--same-person)
+        obj["facerecon_same_person_photos"] = int(params["same_person"].get("photos", 1))
 
 
 def _prop_variable(driver, name: str, id_type: str, target, data_path: str) -> None:

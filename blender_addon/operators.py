@@ -178,15 +178,14 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
         request = runner.ReconstructRequest(photo=photo, model=settings.model, model_path=model_path,
                                             method=settings.method, device=settings.device,
                                             face="all" if settings.all_faces else settings.face_index,
+                                            more_photos=tuple(bpy.path.abspath(p) for p in [settings.more_photos] if p),
                                             fit_options=settings.fit_options(),
                                             texture_size=int(settings.texture_size))
         return runner.EngineJob(request, choice, data_dir=user_data_dir(), keep=keep_engine(context))
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon
-        folders = [Path(job.out_dir)]
-        if job.request.all_faces:  # a batch: one folder per face, placed as they stand in the photo
-            folders = [Path(i["out"]) for i in runner.batch_items(job.out_dir) or [] if i.get("out")]
+        folders = job.request.head_folders(job.out_dir)  # --face all: one per face, placed as they stand
         spots = importer.side_by_side(folders, context.scene.cursor.location)
         heads = []
         for folder, spot in zip(folders, spots):
@@ -200,8 +199,10 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
             obj.select_set(True)
         context.view_layer.objects.active = heads[0]
         names = ", ".join(o.name for o in heads)
-        return (f"{names}: {len(heads[0].data.vertices)} vertices in {job.elapsed:.1f} s",
-                f"Reconstructed '{names}' in {job.elapsed:.1f} s")
+        shared = heads[0].get("facerecon_same_person_photos")
+        of = f" (one identity from {shared} photos)" if shared else ""
+        return (f"{names}: {len(heads[0].data.vertices)} vertices in {job.elapsed:.1f} s{of}",
+                f"Reconstructed '{names}' in {job.elapsed:.1f} s{of}")
 
 
 #: Where result folders of heads with animated detail are kept (inside the add-on's user folder).

@@ -61,6 +61,10 @@ def _photo_changed(self, context):
 class FACERECON_Settings(bpy.types.PropertyGroup):
     photo: StringProperty(name="Photo", subtype="FILE_PATH", description="Photo of a face (JPEG, PNG, ...)",
                           update=_photo_changed)
+    more_photos: StringProperty(name="More photos", subtype="DIR_PATH",
+                                description="A folder of more photos of the same person (one face each): the head "
+                                            "gets one identity from all of them, which helps the likeness with the "
+                                            "ICT model (empty: the photo alone)")
     model: EnumProperty(name="Head model", items=MODELS, default="open")
     ict_path: StringProperty(name="ICT folder", subtype="DIR_PATH",
                              description="Folder of the ICT FaceKit (with FaceXModel/ or its files)")

@@ -195,10 +195,28 @@ class ReconstructRequest(_FolderRequest):
     # "all": every face, a batch (docs/conventions.md, "Batches"): out_dir gets one folder per face + batch.json
     fit_options: tuple[str, ...] = ()  # KEY=VALUE settings of the fit (fit and hybrid only)
     texture_size: int = 1024  # albedo.png side (engine.outputs.TEXTURE_SIZES)
+    # more photos (files or folders) of the same person: a batch with --same-person, whose
+    # ``photo``'s folder is the head (docs/fitting.md, "One person, several photos")
+    more_photos: tuple[str, ...] = ()
 
     @property
     def all_faces(self) -> bool:
         return self.face == "all"
+
+    @property
+    def batch(self) -> bool:
+        """The engine writes a batch folder (batch.json, a folder per face)."""
+        return self.all_faces or bool(self.more_photos)
+
+    def head_folders(self, out_dir: Path) -> list[Path]:
+        """The result folders to import from a finished job's ``out_dir``: the folder itself, or
+        for a batch every face's (``--face all``) or the photo's own (more photos)."""
+        if not self.batch:
+            return [Path(out_dir)]
+        items = [i for i in batch_items(out_dir) or [] if i.get("out")]
+        if self.more_photos:
+            items = [i for i in items if Path(str(i.get("photo"))) == Path(self.photo)][:1]
+        return [Path(i["out"]) for i in items]
 
     def server_argv(self, out_dir: str) -> list[str]:
         """The request for a kept engine (``python -m engine serve``): the command line after ``-m engine``."""
@@ -206,23 +224,26 @@ class ReconstructRequest(_FolderRequest):
 
     def exit_ok(self, code: int) -> bool:
         """A batch exits 1 when some faces failed: the others are still there to import."""
-        return code == 0 or (self.all_faces and code == 1)
+        return code == 0 or (self.batch and code == 1)
 
     def output_problem(self, out_dir: Path) -> str | None:
-        if not self.all_faces:
+        if not self.batch:
             return super().output_problem(out_dir)
         items = batch_items(out_dir)
         if items is None:
             return f"The engine finished but wrote no batch.json into {out_dir}."
-        if not any(i.get("out") for i in items):
-            errors = [str(i["error"]) for i in items if i.get("error")]
+        if not self.head_folders(out_dir):
+            mine = [i for i in items if not self.more_photos or Path(str(i.get("photo"))) == Path(self.photo)]
+            errors = [str(i["error"]) for i in mine if i.get("error")]
             return errors[0] if errors else "The engine reconstructed no face."
         return None
 
     def arguments(self, out_dir: str) -> list[str]:
-        args = ["-m", "engine", "reconstruct", self.photo, "--out", out_dir,
+        args = ["-m", "engine", "reconstruct", self.photo, *self.more_photos, "--out", out_dir,
                 "--model", self.model, "--method", self.method, "--device", self.device,
                 "--progress", "jsonl"]
+        if self.more_photos:
+            args.append("--same-person")
         if self.texture_size != 1024:  # (an engine from before the option takes the default)
             args += ["--texture-size", str(self.texture_size)]
         if self.model_path:
@@ -234,7 +255,14 @@ class ReconstructRequest(_FolderRequest):
 
     def input_problem(self) -> str | None:
         """Why the job cannot start (one sentence), or None."""
-        return None if Path(self.photo).is_file() else f"The photo '{self.photo}' does not exist."
+        if not Path(self.photo).is_file():
+            return f"The photo '{self.photo}' does not exist."
+        missing = [p for p in self.more_photos if not Path(p).exists()]
+        if missing:
+            return f"The more photos '{missing[0]}' do not exist."
+        if self.more_photos and self.all_faces:
+            return "More photos of one person and All faces cannot go together: choose one face, or clear More photos."
+        return None
 
 
 @dataclass

@@ -46,6 +46,7 @@ class FACERECON_PT_reconstruct(bpy.types.Panel):
         job = context.window_manager.facerecon_job
 
         layout.prop(settings, "photo")
+        layout.prop(settings, "more_photos")
         image = bpy.data.images.get(PREVIEW_IMAGE)
         if image is not None and image.preview is not None:
             layout.template_icon(icon_value=image.preview.icon_id, scale=6.0)

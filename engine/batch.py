@@ -87,7 +87,7 @@ def collect_photos(inputs: Sequence[str | os.PathLike[str]],
     missing one fails as that photo's error), a folder as every image under it except inside
     ``exclude`` (the batch's output folder) and inside the engine's own output folders (their
     textures and previews are not photos). Names are made unique with ``-2``, ``-3``, ...; a
-    folder without images is a :class:`UserError`."""
+    photo given twice counts once; a folder without images is a :class:`UserError`."""
     from engine.data.folders import find_images
     from engine.export.atomic import MARKER_NAME
 
@@ -111,8 +111,13 @@ def collect_photos(inputs: Sequence[str | os.PathLike[str]],
     if not found:
         raise UserError("give at least one photo or folder of photos")
     seen: dict[str, int] = {}
-    unique = []
+    unique, taken = [], set()
     for path, name in found:
+        if path.exists():  # a photo given twice (on its own and in a folder) is one photo
+            same = path.resolve()
+            if same in taken:
+                continue
+            taken.add(same)
         key = name.lower()  # case-insensitive file systems would merge Anna and anna
         seen[key] = seen.get(key, 0) + 1
         unique.append((path, name if seen[key] == 1 else f"{name}-{seen[key]}"))

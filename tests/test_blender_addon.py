@@ -265,6 +265,37 @@ def test_job_reports_engine_errors_and_cancels(engine_choice, photos):
     assert not work.exists()  # and so is its temporary folder
 
 
+def test_more_photos_of_one_person_make_a_same_person_batch_whose_photo_is_the_head(tmp_path):
+    """*More photos* (no bpy): the photo and the folder go to one ``--same-person`` batch; the
+    head imported is the photo's own folder; its failure is the job's error even when the
+    other photos worked; a missing folder or *All* faces with it are refused before any child."""
+    import json
+
+    from blender_addon import runner
+
+    photo, more = tmp_path / "anna.jpg", tmp_path / "more"
+    photo.write_bytes(b"")
+    more.mkdir()
+    request = runner.ReconstructRequest(photo=str(photo), more_photos=(str(more),))
+    args = request.arguments(str(tmp_path / "out"))
+    assert args[3:5] == [str(photo), str(more)] and "--same-person" in args and request.batch
+    assert request.input_problem() is None and request.exit_ok(1)
+    assert "do not exist" in runner.ReconstructRequest(photo=str(photo), more_photos=(str(tmp_path / "x"),)).input_problem()
+    assert "cannot go together" in runner.ReconstructRequest(photo=str(photo), more_photos=(str(more),),
+                                                             face="all").input_problem()
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [{"photo": str(more / "b.jpg"), "face": 0, "out": str(out / "b"), "error": None},
+             {"photo": str(photo), "face": 0, "out": str(out / "anna"), "error": None}]
+    (out / "batch.json").write_text(json.dumps({"items": items}))
+    assert request.head_folders(out) == [out / "anna"] and request.output_problem(out) is None
+    items[1].update(out=None, error="no face found in anna.jpg")
+    (out / "batch.json").write_text(json.dumps({"items": items}))
+    assert request.head_folders(out) == [] and request.output_problem(out) == "no face found in anna.jpg"
+    plain = runner.ReconstructRequest(photo=str(photo))
+    assert not plain.batch and plain.head_folders(out) == [out] and "--same-person" not in plain.arguments("o")
+
+
 def test_kept_engine_serves_job_after_job_and_restarts_when_gone(engine_choice, photos, tmp_path):
     """*Keep the engine running*: reconstructions and *Find Faces* go to one ``engine serve``
     child, which keeps the model loaded (the second result loads nothing) and survives a photo

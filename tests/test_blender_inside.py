@@ -472,6 +472,30 @@ def test_all_faces_of_a_group_photo_stand_side_by_side(blender, photos):
                                            if o.get("facerecon_photo") == str(photos["group"])])
 
 
+def test_more_photos_of_one_person_give_one_head_with_their_identity(blender, photos, tmp_path):
+    """*More photos*: the photo and a folder of more photos of the person (here her mirror
+    image) are reconstructed as one person; one head is imported, the photo's own."""
+    bpy, installed = blender
+    from PIL import Image
+
+    more = tmp_path / "more_of_her"
+    more.mkdir()
+    Image.fromarray(np.asarray(Image.open(photos["astronaut"]))[:, ::-1].copy()).save(more / "mirrored.png")
+    settings = bpy.context.scene.facerecon
+    settings.photo, settings.more_photos = str(photos["astronaut"]), str(more)
+    settings.method, settings.result_mode = "mofa", "ADD"
+    before = {o.name for o in bpy.data.objects}
+    try:
+        assert bpy.ops.facerecon.reconstruct(timeout=300) == {"FINISHED"}
+        heads = [o for o in bpy.data.objects if o.name not in before and o.type == "MESH" and o.get("facerecon_name")]
+        assert len(heads) == 1 and heads[0]["facerecon_photo"] == str(photos["astronaut"])
+        assert heads[0]["facerecon_same_person_photos"] == 2
+        assert "one identity from 2 photos" in bpy.context.window_manager.facerecon_job.status
+    finally:
+        settings.more_photos, settings.method = "", "fit"
+        installed.importer.remove_objects([o for o in bpy.data.objects if o.name not in before])
+
+
 def test_photo_lighting_is_an_option_with_one_world_per_head(blender, result_folder):
     bpy, installed = blender
     scene, settings = bpy.context.scene, bpy.context.scene.facerecon
