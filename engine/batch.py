@@ -261,7 +261,8 @@ def _write_same_person(session: Any, pending: list, add: Callable[[BatchItem], N
         if shared is not None:
             estimate.estimate = shared.estimates[j]
             estimate.timings["same_person"] = shared.seconds / len(pending)
-            extra = {"same_person": {"photos": len(pending), "weight": round(float(shared.weights[j]), 4)}}
+            extra = {"same_person": {"photos": len(pending), "weight": round(float(shared.weights[j]), 4),
+                                     "refitted_by": "fit"}}  # (whatever method made the first estimate)
         _written(item, _attempt(item, lambda: session.write_face(estimate, folder, step, extra=extra)))
         if why is not None:
             item.warnings.append(f"the photos' identities could not be combined ({why}); each keeps its own")
