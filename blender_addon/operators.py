@@ -184,25 +184,34 @@ class FACERECON_OT_reconstruct(EngineJobOperator, bpy.types.Operator):
         return runner.EngineJob(request, choice, data_dir=user_data_dir(), keep=keep_engine(context))
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
-        settings = context.scene.facerecon
-        folders = job.request.head_folders(job.out_dir)  # --face all: one per face, placed as they stand
-        spots = importer.side_by_side(folders, context.scene.cursor.location)
-        heads = []
-        for folder, spot in zip(folders, spots):
-            obj = importer.import_result(
-                context, folder, replace=settings.result_mode == "REPLACE",
-                apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
-                bake_detail=settings.bake_detail, at=spot)
-            keep_result_folder(obj, folder)
-            heads.append(obj)
-        for obj in heads:  # all of them selected, the first (largest face) active
-            obj.select_set(True)
-        context.view_layer.objects.active = heads[0]
+        heads = import_heads(context, job.request.head_folders(job.out_dir), keep=True)
         names = ", ".join(o.name for o in heads)
         shared = heads[0].get("facerecon_same_person_photos")
         of = f" (one identity from {shared} photos)" if shared else ""
         return (f"{names}: {len(heads[0].data.vertices)} vertices in {job.elapsed:.1f} s{of}",
                 f"Reconstructed '{names}' in {job.elapsed:.1f} s{of}")
+
+
+def import_heads(context, folders: list[Path], keep: bool = False) -> list:
+    """Import result folders with the sidebar's options, new heads side by side at the 3D cursor
+    as the faces stand in their photo (one folder: at the cursor); all selected, the first
+    active. ``keep``: the folders are a job's temporary ones (a head with animated detail keeps
+    a copy)."""
+    settings = context.scene.facerecon
+    heads = []
+    for folder, spot in zip(folders, importer.side_by_side(folders, context.scene.cursor.location)):
+        obj = importer.import_result(
+            context, folder, replace=settings.result_mode == "REPLACE",
+            apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
+            bake_detail=settings.bake_detail, at=spot)
+        if keep:
+            keep_result_folder(obj, folder)
+        heads.append(obj)
+    for obj in heads:
+        obj.select_set(True)
+    if heads:
+        context.view_layer.objects.active = heads[0]
+    return heads
 
 
 #: Where result folders of heads with animated detail are kept (inside the add-on's user folder).
@@ -240,20 +249,24 @@ class FACERECON_OT_import_result(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        settings = context.scene.facerecon
+        folder = Path(bpy.path.abspath(self.directory))
+        folders = [folder]
+        if (folder / "batch.json").is_file():  # a batch's folder: every face it holds
+            folders = [i["folder"] for i in runner.batch_items(folder) or [] if i.get("folder")]
+            if not folders:
+                self.report({"ERROR"}, f"Import failed: the batch in {folder} holds no reconstructed face")
+                return {"CANCELLED"}
         try:
-            obj = importer.import_result(
-                context, bpy.path.abspath(self.directory), replace=settings.result_mode == "REPLACE",
-                apply_expression=settings.apply_expression, photo_lighting=settings.photo_lighting,
-                bake_detail=settings.bake_detail)
+            heads = import_heads(context, folders)
         except Exception as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
             return {"CANCELLED"}
-        warnings = importer.result_warnings(bpy.path.abspath(self.directory))
+        names = ", ".join(o.name for o in heads)
+        warnings = importer.result_warnings(folder)
         if warnings:
-            self.report({"WARNING"}, f"Imported '{obj.name}', but: " + "; ".join(warnings))
+            self.report({"WARNING"}, f"Imported '{names}', but: " + "; ".join(warnings))
         else:
-            self.report({"INFO"}, f"Imported '{obj.name}'")
+            self.report({"INFO"}, f"Imported '{names}'")
         return {"FINISHED"}
 
 

@@ -173,13 +173,22 @@ class _FolderRequest:
 
 def batch_items(out_dir: str | os.PathLike[str]) -> list[dict] | None:
     """The ``items`` of a batch's ``batch.json`` (engine/batch.py: one per face, ``out`` the
-    face's folder or ``error`` why not), or None when the folder has none or it is unreadable."""
+    face's folder or ``error`` why not), each done one's ``folder`` added: where it is now,
+    inside ``out_dir`` (``out`` is where the engine wrote it: the batch folder may have moved
+    since, e.g. computed on another machine); None when the folder has none or it is unreadable."""
     try:
         data = json.loads((Path(out_dir) / "batch.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     items = data.get("items") if isinstance(data, dict) else None
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else None
+    if not isinstance(items, list):
+        return None
+    items = [dict(i) for i in items if isinstance(i, dict)]
+    for i in items:
+        if i.get("out"):
+            name = str(i.get("name") or Path(str(i["out"])).name)
+            i["folder"] = Path(out_dir) / (f"{name}_face{i.get('face')}" if data.get("face") == "all" else name)
+    return items
 
 
 @dataclass
@@ -216,7 +225,7 @@ class ReconstructRequest(_FolderRequest):
         items = [i for i in batch_items(out_dir) or [] if i.get("out")]
         if self.more_photos:
             items = [i for i in items if Path(str(i.get("photo"))) == Path(self.photo)][:1]
-        return [Path(i["out"]) for i in items]
+        return [i["folder"] for i in items]
 
     def server_argv(self, out_dir: str) -> list[str]:
         """The request for a kept engine (``python -m engine serve``): the command line after ``-m engine``."""

@@ -472,6 +472,36 @@ def test_all_faces_of_a_group_photo_stand_side_by_side(blender, photos):
                                            if o.get("facerecon_photo") == str(photos["group"])])
 
 
+def test_import_result_folder_takes_a_whole_batch_moved_from_elsewhere(blender, result_folder, tmp_path, capfd):
+    """*Import Result Folder* on a batch's folder (batch.json, computed on another machine: its
+    ``out`` paths point where it was written) imports every face it holds, side by side; a
+    failed face is named in the warning."""
+    bpy, installed = blender
+    root = tmp_path / "batch_from_gpu_box"
+    for name, face in (("left", 0), ("right", 1)):
+        shutil.copytree(result_folder, root / f"team_face{face}")
+        params = json.loads((root / f"team_face{face}" / "params.json").read_text())
+        x = 100.0 if name == "left" else 400.0
+        params.update(photo="/elsewhere/team.jpg", face_index=face, faces_found=3,
+                      landmarks68_detected_px=[[x, 50.0]] * 68)
+        (root / f"team_face{face}" / "params.json").write_text(json.dumps(params))
+    items = [{"photo": "/elsewhere/team.jpg", "name": "team", "face": k, "out": f"/gpu/out/team_face{k}",
+              "error": None, "warnings": []} for k in (1, 0)]
+    items.append({"photo": "/elsewhere/team.jpg", "name": "team", "face": 2, "out": None,
+                  "error": "the face detector found a face but no landmarks for it", "warnings": []})
+    (root / "batch.json").write_text(json.dumps({"format": "engine.batch/1", "face": "all", "items": items}))
+    bpy.context.scene.facerecon.result_mode = "ADD"
+    before = {o.name for o in bpy.data.objects}
+    assert bpy.ops.facerecon.import_result(directory=str(root)) == {"FINISHED"}
+    heads = {o["facerecon_face_index"]: o for o in bpy.data.objects
+             if o.name not in before and o.type == "MESH" and o.get("facerecon_name")}
+    assert sorted(heads) == [0, 1]
+    x0, x1 = ((heads[k].parent or heads[k]).location.x for k in (0, 1))
+    assert x0 < x1  # face 0 stood left in the photo
+    assert "face 2 failed: the face detector found a face but no landmarks" in "".join(capfd.readouterr())
+    installed.importer.remove_objects([o for o in bpy.data.objects if o.name not in before])
+
+
 def test_more_photos_of_one_person_give_one_head_with_their_identity(blender, photos, tmp_path):
     """*More photos*: the photo and a folder of more photos of the person (here her mirror
     image) are reconstructed as one person; one head is imported, the photo's own."""
