@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ADDON_DIR = Path(__file__).resolve().parent
 
@@ -383,19 +384,53 @@ class EngineWorker:
         self.proc.stdin.flush()
         return self._next_id
 
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
+    def take(self, request_id: int, timeout: float | None = None) -> tuple[str, Any] | None:
+        """The next line of the worker's answer to ``request_id``, read as the protocol says
+        (engine/serve.py): ``("err", line)``, ``("event", line)`` (a progress line),
+        ``("end", event)``, or ``("gone", None)`` when its stdout closed; None when nothing came
+        (within ``timeout`` seconds; None: do not wait). Lines that are not this request's (the
+        ``ready`` line, an abandoned request's end, stray prints) are skipped."""
+        while True:
             try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                tag, line = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
+            except queue.Empty:
+                return None
+            if line is None:
+                if tag == "out":
+                    return "gone", None
+                continue
+            if tag == "err":
+                return "err", line
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or "ready" in event:
+                continue
+            if "end" in event:
+                if event["end"] == request_id:
+                    return "end", event
+                continue
+            return "event", line
+
+    def stop(self) -> None:
+        _terminate(self.proc)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 stream.close()
             except (OSError, ValueError):
                 pass
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """End a child that still runs: SIGTERM (it removes its temporary folder), SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 _WORKER: EngineWorker | None = None
@@ -532,36 +567,24 @@ class EngineJob:
 
     def _poll_worker(self) -> str:
         worker = self._worker
-        while True:
-            try:
-                tag, line = worker.queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:  # the worker's pipe closed: it is gone
-                if tag == "out":
-                    return self._worker_gone()
-                continue
-            if tag == "err":
-                if line.strip():
-                    self._stderr.append(line)
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and "end" in event:
-                if event["end"] != self._request_id:
-                    continue  # (an earlier job's, which was abandoned)
+        while (item := worker.take(self._request_id)) is not None:
+            kind, value = item
+            if kind == "gone":  # the worker's pipe closed
+                return self._worker_gone()
+            if kind == "err":
+                if value.strip():
+                    self._stderr.append(value)
+            elif kind == "end":
                 worker.busy = False
                 self._worker = None
-                if event.get("error"):  # (its stderr line may not have been read yet: two pipes)
-                    self._stderr.append(f"error: {event['error']}")
-                status = event.get("status")
+                if value.get("error"):  # (its stderr line may not have been read yet: two pipes)
+                    self._stderr.append(f"error: {value['error']}")
+                status = value.get("status")
                 self._finish(status if isinstance(status, int) else 1)
                 return self.state
-            if isinstance(event, dict) and "ready" not in event:
+            else:
                 self._heard = True
-                self._progress_line(line)
+                self._progress_line(value)
         if not worker.alive() and worker.queue.empty():
             return self._worker_gone()
         return self.state
@@ -622,13 +645,8 @@ class EngineJob:
             else:
                 self._worker.stop()
             self._worker = None
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc is not None:
+            _terminate(self._proc)
         if self.state in (RUNNING, "new"):
             self.state = CANCELLED
             self.message = "cancelled"
@@ -800,26 +818,20 @@ def _detect_on_worker(choice: EngineChoice, argv: list[str], data_dir: str,
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            try:
-                tag, line = worker.queue.get(timeout=0.1)
-            except queue.Empty:
+            item = worker.take(rid, timeout=0.1)
+            if item is None:
                 if not worker.alive():
                     break
                 continue
-            if line is None:
-                if tag == "out":
-                    break
-            elif tag == "err":
-                stderr.append(line)
-            else:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and event.get("end") == rid:
-                    worker.busy = False
-                    return subprocess.CompletedProcess(argv, int(event.get("status") or 0),
-                                                       str(event.get("output") or ""), "\n".join(stderr))
+            kind, value = item
+            if kind == "gone":
+                break
+            if kind == "err":
+                stderr.append(value)
+            elif kind == "end":
+                worker.busy = False
+                return subprocess.CompletedProcess(argv, int(value.get("status") or 0),
+                                                   str(value.get("output") or ""), "\n".join(stderr))
     finally:
         if worker.busy:  # no answer in time, or the engine left: start afresh next time
             worker.busy = False
