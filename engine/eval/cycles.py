@@ -556,16 +556,16 @@ def evaluate_same_person(folder: str | Path, head: HeadModel, predictor: Predict
     with torch.no_grad():
         template = head.template.detach().double().cpu().numpy()
         template_lm = head.landmarks(head.template[None])[0].double().cpu().numpy()
+    template_query = SurfaceQuery(template, faces)
 
-    def now(params_or_template: Any, g: dict[str, Any]) -> float:
-        if isinstance(params_or_template, np.ndarray):
-            verts, lm3 = params_or_template, template_lm
-        else:
-            with torch.no_grad():
-                dec = decoder(params_or_template.to(dtype=torch.float32))
-            verts, lm3 = dec.vertices[0].double().numpy(), dec.landmarks3d[0].double().numpy()
-        scan = scan_points(g["vertices_camera"], g["faces"], g["face_mask"], SCAN_POINTS, seed=0)
-        return now_error(verts, faces, lm3, scan, g["landmarks3d_camera"]).median_mm
+    def now(params: Any, scan: np.ndarray, g: dict[str, Any]) -> float:
+        """NoW-style median of an estimate (None: the mean face) against one photo's scan."""
+        if params is None:
+            return now_error(template, faces, template_lm, scan, g["landmarks3d_camera"], query=template_query).median_mm
+        with torch.no_grad():
+            dec = decoder(params.detach().cpu().to(dtype=torch.float32))
+        return now_error(dec.vertices[0].double().numpy(), faces, dec.landmarks3d[0].double().numpy(), scan,
+                         g["landmarks3d_camera"]).median_mm
 
     rows: list[dict[str, Any]] = []
     for person, indices in people.items():
@@ -582,8 +582,9 @@ def evaluate_same_person(folder: str | Path, head: HeadModel, predictor: Predict
             continue
         shared = share_identity(head, [f for _, _, f, _ in seen], [e for _, _, _, e in seen], config)
         for (i, g, _, own), both, w in zip(seen, shared.estimates, shared.weights):
-            row = {"index": i, "person": person, "own_mm": now(own, g), "shared_mm": now(both.detach().cpu(), g),
-                   "mean_face_mm": now(template, g), "weight": float(w), "yaw": float(head_angles(g["R"])[1])}
+            scan = scan_points(g["vertices_camera"], g["faces"], g["face_mask"], SCAN_POINTS, seed=0)  # once a photo
+            row = {"index": i, "person": person, "own_mm": now(own, scan, g), "shared_mm": now(both, scan, g),
+                   "mean_face_mm": now(None, scan, g), "weight": float(w), "yaw": float(head_angles(g["R"])[1])}
             rows.append(row)
             if log:
                 log(f"sample {i} (person {person}, yaw {row['yaw']:+.0f}°): own {row['own_mm']:.2f} mm, shared "

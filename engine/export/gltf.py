@@ -250,11 +250,10 @@ def posed_positions(doc: dict, blob: bytes) -> np.ndarray:
     positions plus the morph targets at the mesh's ``weights``, skinned (when the mesh node has
     a skin) by the joint nodes' own translations and rotations. Nodes with scale or matrices,
     which this writer never makes, are not supported."""
-    def rotation(q) -> np.ndarray:
-        x, y, z, w = q
-        return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    from engine.video.formats import quaternion_to_rotvec, rotvec_to_matrix
+
+    def rotation(q) -> np.ndarray:  # glTF's x, y, z, w
+        return rotvec_to_matrix(quaternion_to_rotvec(np.roll(np.asarray(q, np.float64), 1)))
 
     mesh = doc["meshes"][0]
     prim = mesh["primitives"][0]
