@@ -8,6 +8,8 @@
 
     .venv/bin/python -m blender_addon.figure views OUT.png before=ROOT_A after=ROOT_B [--views A,B,...]
 
+    .venv/bin/python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]
+
 RESULT_DIR is an ``engine reconstruct`` output folder (``compare``: ROOTs of such folders, one
 per face, same names; a sheet of faces × versions). The head is imported with the
 add-on's importer (as the sidebar button does), rendered with Cycles on the CPU under the
@@ -217,6 +219,63 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_png)
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions")
+
+
+def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, samples: int = 24,
+                        max_side: int = 768) -> None:
+    """One row per ``engine reconstruct`` output folder: the photo, the head seen through its
+    *Photo Camera* (the add-on's operator; Cycles, the photo-lighting world, film transparent)
+    laid over the photo, and the same at half opacity, cropped around the face: where the
+    head lies on the photo as the artist sees it in camera view."""
+    import bpy
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from blender_addon import importer
+    from blender_addon.photo_camera import add_photo_camera
+
+    head = 28
+    labels = ["photo", "head through the photo camera", "half and half"]
+    sheet = Image.new("RGB", (tile * 3, head + tile * len(folders)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, label in enumerate(labels):
+        draw.text((c * tile + 8, 8), label, fill=(0, 0, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        for r, folder in enumerate(folders):
+            obj = _fresh_import(folder)
+            made = add_photo_camera(bpy.context, obj)
+            if made.photo is None:
+                raise SystemExit(f"{folder}: no photo to show behind the head")
+            scene = bpy.context.scene
+            scene.render.engine = "CYCLES"
+            scene.cycles.device = "CPU"
+            scene.cycles.samples = samples
+            scene.render.film_transparent = True
+            scene.view_settings.view_transform = "Standard"
+            W, H = scene.render.resolution_x, scene.render.resolution_y
+            scene.render.resolution_percentage = max(1, min(100, round(100 * max_side / max(W, H))))
+            path = os.path.join(tmp, f"{r}.png")
+            scene.render.filepath = path
+            bpy.ops.render.render(write_still=True)
+            render = Image.open(path).convert("RGBA")
+            photo = Image.open(made.photo).convert("RGB").resize(render.size, Image.LANCZOS)
+            over = photo.copy()
+            over.paste(render, (0, 0), render)
+            half = Image.blend(photo, over, 0.5)
+            params = importer.read_params(Path(folder))
+            lm = np.asarray(params["landmarks68_image_px"]) * render.size[0] / params["image_size"][0]
+            cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
+            side = min(2.2 * max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1])), *render.size)
+            left = float(np.clip(cx - side / 2, 0, render.size[0] - side))  # inside the photo
+            top = float(np.clip(cy - side / 2, 0, render.size[1] - side))
+            box = tuple(int(round(v)) for v in (left, top, left + side, top + side))
+            for c, image in enumerate((photo, over, half)):
+                sheet.paste(image.crop(box).resize((tile, tile), Image.LANCZOS), (c * tile, head + r * tile))
+            draw.text((8, head + r * tile + 6), Path(folder).name, fill=(255, 255, 0))
+            print(f"{folder} rendered through {made.camera.name}", flush=True)
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
 
 
 #: the views figure's columns: (label, camera yaw around the head in degrees, sliders, close-up)
@@ -435,6 +494,9 @@ if __name__ == "__main__":
             views = tuple(v.strip() for v in args[k + 1].split(","))
             args = args[:k] + args[k + 2:]
         render_views([tuple(a.split("=", 1)) for a in args], sys.argv[2], views=views)
+    elif len(sys.argv) >= 4 and sys.argv[1] == "camera":
+        # python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]
+        render_photo_camera(sys.argv[3:], sys.argv[2])
     elif len(sys.argv) == 3:
         render_sheet(sys.argv[1], sys.argv[2])
     else:
@@ -442,6 +504,7 @@ if __name__ == "__main__":
                          "       python -m blender_addon.figure compare OUT.png LABEL=ROOT [LABEL=ROOT ...] "
                          "[--tile WxH] [--plain]\n"
                          "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]\n"
-                         "       python -m blender_addon.figure detail RESULT_DIR OUT.png")
+                         "       python -m blender_addon.figure detail RESULT_DIR OUT.png\n"
+                         "       python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers

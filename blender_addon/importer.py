@@ -171,7 +171,7 @@ class _Created:
     """Datablocks created during an import, so a failure can remove them all."""
 
     COLLECTIONS = ("objects", "meshes", "materials", "images", "worlds", "armatures", "actions",
-                   "shape_keys", "node_groups", "textures")
+                   "shape_keys", "node_groups", "textures", "cameras")
 
     def __init__(self) -> None:
         self.before = {c: set(getattr(bpy.data, c)) for c in self.COLLECTIONS}
@@ -180,8 +180,8 @@ class _Created:
         return [d for d in getattr(bpy.data, collection) if d not in self.before[collection]]
 
     def rollback(self) -> None:
-        for collection in ("objects", "meshes", "armatures", "materials", "images", "worlds", "actions",
-                           "node_groups", "textures"):
+        for collection in ("objects", "meshes", "armatures", "cameras", "materials", "images", "worlds",
+                           "actions", "node_groups", "textures"):
             for datablock in self.new(collection):
                 try:
                     getattr(bpy.data, collection).remove(datablock)
@@ -190,7 +190,7 @@ class _Created:
 
 
 def find_results(key: tuple[str, int]) -> list[bpy.types.Object]:
-    """Objects (head and rig) imported earlier from the same photo and face (for *Replace*)."""
+    """Objects (head, rig, photo camera) imported earlier from the same photo and face (for *Replace*)."""
     return [o for o in bpy.data.objects if object_result_key(o) == key]
 
 
@@ -203,6 +203,8 @@ def remove_objects(objects: list[bpy.types.Object]) -> None:
                 bpy.data.meshes.remove(data)
             elif isinstance(data, bpy.types.Armature):
                 bpy.data.armatures.remove(data)
+            elif isinstance(data, bpy.types.Camera):
+                bpy.data.cameras.remove(data)
 
 
 def import_result(context: bpy.types.Context, out_dir: str | Path, *, replace: bool = True,
@@ -257,8 +259,12 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
 
     key = result_key(params, name)
     old = find_results(key) if replace else []
-    old_top = next((o for o in old if o.parent not in old), old[0]) if old else None  # the rig, if any
+    heads = [o for o in old if o.type != "CAMERA"]
+    old_top = next((o for o in heads if o.parent not in heads), heads[0]) if heads else None  # the rig, if any
     old_matrix = old_top.matrix_world.copy() if old_top is not None else None
+    # the head's photo camera is made again for the new head (the scene's camera if it was that)
+    old_camera = next((o for o in old if o.type == "CAMERA"), None)
+    camera_was_active = old_camera is not None and context.scene.camera == old_camera
     remove_objects(old)
 
     rig_data = read_rig(out_dir)
@@ -296,6 +302,10 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
         add_detail_drivers(obj)
     if bake and obj.get("facerecon_displacement_image"):
         bake_detail(obj)
+    if old_camera is not None:
+        from .photo_camera import add_photo_camera
+
+        add_photo_camera(context, obj, make_active=camera_was_active)
     # last, so that a failed import leaves the scene's world as it was
     if params.get("sh") and (photo_lighting or context.scene.world is None):
         context.scene.world = photo_world(name, params)

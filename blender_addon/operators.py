@@ -471,6 +471,32 @@ class FACERECON_OT_reset_pose(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class FACERECON_OT_photo_camera(bpy.types.Operator):
+    """See the head as the photo did: a camera where the photographer stood, the photo behind
+    the head; it becomes the scene's camera and the render size the photo's"""
+
+    bl_idname = "facerecon.photo_camera"
+    bl_label = "Photo Camera"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = active_head(context)
+        return obj is not None and obj.get("facerecon_K") is not None
+
+    def execute(self, context):
+        from .photo_camera import PhotoCameraError, add_photo_camera
+
+        try:
+            made = add_photo_camera(context, active_head(context))
+        except PhotoCameraError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"} if made.photo is not None else {"WARNING"},
+                    "; ".join([f"{made.camera.name}: the head as the photo shows it", *made.notes]))
+        return {"FINISHED"}
+
+
 class FACERECON_OT_remove_controls(bpy.types.Operator):
     """Remove the jaw/eye control drivers so every shape key is a free slider"""
 
@@ -565,6 +591,7 @@ classes = (
     FACERECON_OT_detail_source,
     FACERECON_OT_reset_expression,
     FACERECON_OT_reset_pose,
+    FACERECON_OT_photo_camera,
     FACERECON_OT_remove_controls,
     FACERECON_OT_export,
 )

@@ -174,6 +174,7 @@ class FACERECON_PT_sliders(bpy.types.Panel):
             row = col.row(align=True)
             row.operator("facerecon.reset_pose", text="Photo Pose", icon="IMAGE_DATA").to_photo = True
             row.operator("facerecon.reset_pose", text="Neutral Pose", icon="ARMATURE_DATA").to_photo = False
+        layout.operator("facerecon.photo_camera", icon="CAMERA_DATA")
         keys = obj.data.shape_keys
         if keys is not None:
             layout.label(text=f"Expressions ({len(keys.key_blocks) - 1})")

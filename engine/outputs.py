@@ -127,6 +127,22 @@ def png_bytes(img: np.ndarray) -> bytes:
     return encode_png(to_uint8(img))
 
 
+def write_photo_jpeg(path: str | os.PathLike[str], rgb: np.ndarray, max_side: int, quality: int = 90) -> None:
+    """Save the photo as the engine read it (upright: EXIF orientation applied, alpha on white)
+    as a JPEG no larger than ``max_side``: ``photo.jpg``, the background a program shows behind
+    the head seen through the photo's camera (``params.json``'s ``K`` scales to its size)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    Path(path).write_bytes(buf.tobytes())
+
+
 def blend_overlay(photo: np.ndarray, render: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Render blended over the photo where ``mask`` (H, W) is set; uint8 (H, W, 3)."""
     p = photo.astype(np.float32) / 255.0 if photo.dtype == np.uint8 else photo.astype(np.float32)
@@ -367,6 +383,7 @@ class OutputOptions:
 
     texture_size: int = 1024  # albedo.png side (texels): one of TEXTURE_SIZES
     overlay_max_side: int = 1024  # overlay.png is the photo reduced to at most this side
+    photo_max_side: int = 2048  # photo.jpg (the photo upright, for a camera's background) at most this side
     crop_scale: float = 1.7  # face crops (texture source, summary) relative to the landmark box
 
     def __post_init__(self) -> None:
@@ -536,6 +553,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                                          head_box=True)
         model_px = lm_px.numpy() * (ow / W)
         write_png(folder / "overlay.png", fit_overlay(photo_small, grey, mask, lm * (ow / W), model_px))
+        write_photo_jpeg(folder / "photo.jpg", img, opt.photo_max_side)
 
     from concurrent.futures import Future, ThreadPoolExecutor, wait
 

@@ -581,6 +581,120 @@ def test_new_heads_go_to_the_3d_cursor(blender, result_folder):
     installed.importer.remove_objects([o for o in bpy.data.objects if o.get("facerecon_name") == "astronaut"])
 
 
+def _obj_vertices(path: Path) -> np.ndarray:
+    return np.array([[float(v) for v in line.split()[1:4]] for line in path.read_text().splitlines()
+                     if line.startswith("v ")])
+
+
+def _through_camera(bpy, camera, points_world, size) -> np.ndarray:
+    """Pixels (x right, y down) of world points seen through ``camera`` by Blender itself."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    W, H = size
+    return np.array([[c.x * W, (1.0 - c.y) * H] for c in
+                     (world_to_camera_view(bpy.context.scene, camera, Vector(p)) for p in points_world)])
+
+
+def test_photo_camera_sees_the_head_where_the_photo_has_it(blender, result_folder, tmp_path, capfd):
+    """*Photo Camera*: Blender's own projection of the fitted landmarks through the new camera
+    gives params.json's pixels, the posed head seen from it is head_camera.obj, the photo is
+    behind it; it follows a moved head, is reused (not doubled), survives *Replace*, and
+    without the photo it still works and says so."""
+    bpy, installed = blender
+    import importlib
+
+    importer, photo_camera = installed.importer, importlib.import_module(f"{installed.__name__}.photo_camera")
+    scene, settings = bpy.context.scene, bpy.context.scene.facerecon
+    settings.result_mode = "ADD"
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    scene.cursor.location = (0.4, 0.2, -0.1)  # a head away from the origin: the camera goes with it
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    obj = bpy.context.active_object
+    rig = obj.parent
+    assert bpy.ops.facerecon.photo_camera() == {"FINISHED"}
+    camera = photo_camera.find_photo_camera(obj)
+    assert camera is not None and camera.type == "CAMERA" and camera.name == "astronaut_photo_camera"
+    assert scene.camera == camera and camera.parent == rig
+    params = json.loads((result_folder / "params.json").read_text())
+    W, H = params["image_size"]
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (W, H)
+    bg = camera.data.background_images[0]
+    assert camera.data.show_background_images and Path(bg.image.filepath) == result_folder / "photo.jpg"
+    assert tuple(bg.image.size) == (W, H)  # the astronaut is 512 px: photo.jpg at full size
+
+    # the fitted 3-D landmarks (camera frame -> model frame -> the head's world) land on the
+    # fitted 2-D landmarks through Blender's camera
+    K, R, t = (np.array(params[k]) for k in ("K", "R", "t"))
+    to_world = np.array(obj.matrix_world)
+    to_blender = importer.MODEL_TO_BLENDER
+
+    def world_of(head, points_model):
+        m = np.array(head.matrix_world)
+        return (points_model @ to_blender.T) @ m[:3, :3].T + m[:3, 3]
+
+    def world(points_model):
+        return (points_model @ to_blender.T) @ to_world[:3, :3].T + to_world[:3, 3]
+
+    lm_model = (np.array(params["landmarks68_camera"]) - t) @ R
+    px = _through_camera(bpy, camera, world(lm_model), (W, H))
+    assert np.abs(px - np.array(params["landmarks68_image_px"])).max() < 0.01
+    s = photo_camera.camera_settings(K, R, t, (W, H))  # the bpy-free model of the same camera
+    assert np.abs(photo_camera.project(s, lm_model) - px).max() < 0.01
+    # the posed head seen from the camera is head_camera.obj (OpenCV axes: Blender's y, z flipped)
+    cam_inv = np.array(camera.matrix_world.inverted())
+    evaluated = _evaluated_coords(bpy, obj) @ to_world[:3, :3].T + to_world[:3, 3]
+    in_camera = (evaluated @ cam_inv[:3, :3].T + cam_inv[:3, 3]) * (1.0, -1.0, -1.0)
+    from scipy.spatial import cKDTree
+
+    gap, _ = cKDTree(_obj_vertices(result_folder / "head_camera.obj")).query(in_camera)
+    assert gap.max() < 2e-4
+
+    # moving the head moves its camera: the view through it is unchanged
+    rig.location.x += 1.0
+    bpy.context.view_layer.update()
+    to_world = np.array(obj.matrix_world)
+    assert np.abs(_through_camera(bpy, camera, world(lm_model), (W, H)) - px).max() < 0.01
+    # once more: the same camera, updated; Replace makes it again for the new head
+    assert bpy.ops.facerecon.photo_camera() == {"FINISHED"}
+    assert [o for o in bpy.data.objects if o.type == "CAMERA" and o.get("facerecon_name") == "astronaut"] == [camera]
+    settings.result_mode = "REPLACE"
+    assert bpy.ops.facerecon.import_result(directory=str(result_folder)) == {"FINISHED"}
+    new = bpy.context.active_object
+    cameras = [o for o in bpy.data.objects if o.type == "CAMERA" and o.get("facerecon_name") == "astronaut"]
+    assert len(cameras) == 1 and scene.camera == cameras[0] and cameras[0].parent == new.parent
+    to_world = np.array(new.matrix_world)
+    assert np.abs(_through_camera(bpy, cameras[0], world(lm_model), (W, H)) - px).max() < 0.01
+
+    # portrait and landscape frames with the principal point off the centre (what Blender's
+    # sensor fit and lens shift must carry): Blender's projection is still K's
+    lm3 = np.array(params["landmarks68_camera"])
+    settings.result_mode = "ADD"
+    for n, (size, K2) in enumerate([((400, 640), [[900.0, 0, 150.0], [0, 900.0, 380.0], [0, 0, 1]]),
+                                    ((900, 500), [[700.0, 0, 500.0], [0, 700.0, 200.0], [0, 0, 1]])]):
+        other = _import_copy(bpy, result_folder, tmp_path, f"frame{n}", image_size=list(size), K=K2)
+        assert bpy.ops.facerecon.photo_camera() == {"FINISHED"}
+        seen = _through_camera(bpy, photo_camera.find_photo_camera(other), world_of(other, lm_model), size)
+        expected = lm3 @ np.array(K2).T
+        assert np.abs(seen - expected[:, :2] / expected[:, 2:]).max() < 0.01
+        assert (scene.render.resolution_x, scene.render.resolution_y) == size
+
+    # a folder without photo.jpg whose photo is gone: a camera without background, and a warning
+    folder = tmp_path / "gone"
+    shutil.copytree(result_folder, folder)
+    (folder / "photo.jpg").unlink()
+    params["photo"] = str(tmp_path / "moved_away.png")
+    (folder / "params.json").write_text(json.dumps(params))
+    assert bpy.ops.facerecon.import_result(directory=str(folder)) == {"FINISHED"}
+    capfd.readouterr()
+    assert bpy.ops.facerecon.photo_camera() == {"FINISHED"}
+    lonely = photo_camera.find_photo_camera(bpy.context.active_object)
+    assert lonely is not None and len(lonely.data.background_images) == 0
+    assert "the photo is not there any more" in "".join(capfd.readouterr())
+    scene.cursor.location = (0.0, 0.0, 0.0)
+    importer.remove_objects([o for o in bpy.data.objects if o.get("facerecon_name") in ("astronaut", "moved_away")])
+
+
 def test_every_arkit_key_is_directly_usable_beside_the_face_controls(blender, result_folder):
     """A wink without *Free All Sliders*: eyeBlinkLeft and jawOpen are set directly (their
     manual value, what the Face Sliders list shows) and keep their values through depsgraph

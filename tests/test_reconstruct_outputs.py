@@ -16,7 +16,7 @@ from engine.reconstruct import reconstruct
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"head.obj", "head.mtl", "albedo.png", "head.glb", "rig.json", "head_camera.obj", "head_camera.mtl",
-            "params.json", "overlay.png", "summary.png"}
+            "params.json", "overlay.png", "summary.png", "photo.jpg"}
 
 
 def _astronaut(path: Path, tiles: int = 1) -> Path:
@@ -94,6 +94,32 @@ def test_cli_jsonl_progress_and_full_output_folder(tmp_path):
     assert np.abs(posed_positions(doc, blob) - vm[order]).max() < 1e-5
     assert np.abs(base - vm[order]).max() > 1e-3  # (the pose and the expression do move it)
     assert Image.open(out / "albedo.png").size == (1024, 1024)
+
+
+def test_photo_jpg_is_the_photo_upright_in_the_frame_of_k(tmp_path):
+    """photo.jpg is what the engine read (EXIF orientation applied), so that a camera made from
+    params.json's K and image_size sees the head where the photo has it (the Blender add-on's
+    *Photo Camera* shows it behind the head); a large photo is reduced to photo_max_side."""
+    from skimage import data
+
+    from engine.outputs import write_photo_jpeg
+
+    upright = np.ascontiguousarray(data.astronaut()[:384])  # 512 wide, 384 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter (a phone's portrait shot): "rotate 90 deg clockwise"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(np.rot90(upright)).save(path, exif=exif, quality=95)
+    out = reconstruct(path, tmp_path / "out").out_dir
+    p = json.loads((out / "params.json").read_text())
+    shown = np.asarray(Image.open(out / "photo.jpg").convert("RGB"))
+    assert p["image_size"] == [512, 384] and shown.shape == (384, 512, 3)
+    assert np.abs(shown.astype(float) - upright).mean() < 6.0  # the upright photo, not the stored one
+    # the model's landmarks projected with K fall on the face in photo.jpg: skin, not background
+    lm = np.array(p["landmarks68_image_px"])
+    nose = shown[int(lm[30, 1]), int(lm[30, 0])].astype(int)
+    assert nose[0] > 150 and nose[0] > nose[2] + 40
+    write_photo_jpeg(tmp_path / "big.jpg", np.zeros((900, 3000, 3), np.uint8), 2048)
+    assert Image.open(tmp_path / "big.jpg").size == (2048, 614)
 
 
 def test_cli_no_face_is_one_line_and_leaves_nothing(tmp_path):
