@@ -290,7 +290,23 @@ RIG_VERSION = 1
 RIG_MIN_WEIGHT = 1e-3
 
 
-def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEIGHT) -> dict[str, Any]:
+def rest_geometry(model, identity, expression) -> tuple[np.ndarray, np.ndarray]:
+    """``(joints, vertices)`` at pose 0: the rest joints of the fitted identity and expression
+    (J, 3) and the identity-only mesh (V, 3) — ``head.glb``'s base mesh and ``rig.json``'s
+    ``rest_joints`` / ``rest_vertices`` (model frame, metres, float32)."""
+    import torch
+
+    with torch.no_grad():
+        dev = model.template.device
+        ident = torch.as_tensor(identity, dtype=torch.float32, device=dev)[None]
+        expr = torch.as_tensor(expression, dtype=torch.float32, device=dev)[None]
+        joints = model(ident, expr, None).joints[0].cpu().numpy()
+        vertices = model(ident, None, None).vertices[0].cpu().numpy()
+    return joints, vertices
+
+
+def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEIGHT,
+              rest: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """The ``rig.json`` dictionary: joints at rest, the fitted pose and sparse skin weights.
 
     ``head.glb``'s mesh is at pose = 0 (its skeleton's nodes hold the fitted pose), so the rig
@@ -301,16 +317,15 @@ def build_rig(model, identity, expression, pose, min_weight: float = RIG_MIN_WEI
     to 1). Blender's glTF import welds ``head.glb``'s UV seams back to the model's vertex
     count but in its own order, so ``rest_vertices`` (the GLB's base mesh in model order)
     lets an importer match its vertices to the weights by position.
-    identity (K_id,), expression (K_exp,), pose (J, 3) or empty.
+    identity (K_id,), expression (K_exp,), pose (J, 3) or empty. ``rest``: the pair
+    (:func:`rest_geometry`) when the caller has it already (the output folder's GLB uses it too).
     """
     import torch
 
+    joints, rest = rest_geometry(model, identity, expression) if rest is None else rest
+    joints = np.asarray(joints, np.float64)
+    rest = np.asarray(rest, np.float64)
     with torch.no_grad():
-        dev = model.template.device
-        ident = torch.as_tensor(identity, dtype=torch.float32, device=dev)[None]
-        expr = torch.as_tensor(expression, dtype=torch.float32, device=dev)[None]
-        joints = model(ident, expr, None).joints[0].cpu().numpy().astype(np.float64)
-        rest = model(ident, None, None).vertices[0].cpu().numpy().astype(np.float64)
         w = model.skin_weights.detach().cpu().numpy().astype(np.float64)
     w = np.where(w >= min_weight, w, 0.0)
     total = w.sum(1, keepdims=True)
@@ -586,6 +601,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     camera_verts = cam.to_camera(verts[None])[0].numpy()  # made here, not in the job
 
     baked_albedo: Future = Future()
+    rest: Future = Future()  # rest_geometry(), made by the GLB's job and used by rig.json's
 
     def write_meshes_and_rig() -> None:
         wait([baked_albedo])
@@ -593,7 +609,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
                   texture_path=folder / "albedo.png")
         write_obj(folder / "head_camera.obj", camera_verts, faces.numpy(), uv.numpy(),
                   face_uv.numpy(), texture_path=folder / "albedo.png", material_name="head_camera")
-        write_rig(folder / "rig.json", build_rig(files_model, identity, expression, pose))
+        write_rig(folder / "rig.json", build_rig(files_model, identity, expression, pose, rest=rest.result()))
 
     meshes_job = pool.submit(write_meshes_and_rig)
     pool.shutdown(wait=False)  # the jobs run on; their results (or errors) are collected below
@@ -607,14 +623,17 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     def write_png_and_glb() -> None:
         from engine.video.formats import rotvec_to_quaternion
 
-        with torch.no_grad():
-            base = files_model(p.identity, None, None).vertices[0]
-            joints = files_model(p.identity, p.expression, None).joints[0]  # rig.json's rest joints
+        try:
+            joints, base = rest_geometry(files_model, identity, expression)  # rig.json's too
+        except BaseException as exc:
+            rest.set_exception(exc)
+            raise
+        rest.set_result((joints, base))
         targets = expression_morph_targets(files_model, identity, pose.new_zeros(0))
         rotvecs = pose.detach().cpu().double().numpy().reshape(-1, 3)
         # the skeleton for any glTF program, posed as fitted (Blender's add-on builds its own from rig.json)
         skin = {"joint_names": list(files_model.joint_names), "joint_parents": files_model.joint_parents.tolist(),
-                "rest_joints": joints.numpy(), "weights": files_model.skin_weights.numpy(),
+                "rest_joints": joints, "weights": files_model.skin_weights.numpy(),
                 "rotations": (rotvec_to_quaternion(rotvecs)[:, [1, 2, 3, 0]] if len(rotvecs) else None)}
 
         def albedo_png() -> bytes:
@@ -622,7 +641,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
             (folder / "albedo.png").write_bytes(png)
             return png
 
-        write_glb(folder / "head.glb", base.numpy(), faces.numpy(), uv.numpy(), face_uv.numpy(),
+        write_glb(folder / "head.glb", base, faces.numpy(), uv.numpy(), face_uv.numpy(),
                   morph_targets=targets, texture_png=albedo_png, morph_weights=weights, skin=skin)
 
     glb_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glb")
