@@ -512,11 +512,14 @@ def bake_albedo(model, vertices_px: Tensor, visibility: Tensor, shading_v: Tenso
             sigma = gain * size / 512.0
             # feathered (no hard line where the hull ends); on the plain skin inside the hull half
             # as much, or a thin gap (a glasses frame left out) would get a third of its weight back
-            plain = np.zeros(size * size, np.float32)
-            plain[lay.texels.numpy()] = (in_hull.float() * (1 - feature_t)).numpy()
-            plain = cv2.GaussianBlur(plain.reshape(size, size), (0, 0), sigma)
-            skin_img = (plain * cv2.GaussianBlur(skin_img, (0, 0), sigma / 2)
-                        + (1 - plain) * cv2.GaussianBlur(skin_img, (0, 0), sigma))
+            if features is None:  # no plain skin told apart: one feathering everywhere
+                skin_img = cv2.GaussianBlur(skin_img, (0, 0), sigma)
+            else:
+                plain = np.zeros(size * size, np.float32)
+                plain[lay.texels.numpy()] = (in_hull.float() * (1 - feature_t)).numpy()
+                plain = cv2.GaussianBlur(plain.reshape(size, size), (0, 0), sigma)
+                skin_img = (plain * cv2.GaussianBlur(skin_img, (0, 0), sigma / 2)
+                            + (1 - plain) * cv2.GaussianBlur(skin_img, (0, 0), sigma))
             conf = conf * torch.from_numpy(skin_img.reshape(-1))[lay.texels]
         # mirror texels: the photo albedo and the confidence there (one sampling pass)
         m = lay.mirror_sampling @ torch.cat([photo_alb, conf[:, None]], -1)
