@@ -1297,8 +1297,56 @@ def reset_pose(rig, to_photo: bool) -> None:
         child.update_tag()
 
 
+def sh_shading(sh: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """The engine's diffuse shading ``(N, 3)`` of unit normals ``(N, 3)`` (view frame) under SH
+    lighting ``sh`` (9, 3): ``engine.render.shading.sh_basis(n) @ sh`` in numpy (Blender's
+    Python has no torch; ``tests/test_photo_camera.py`` checks the two agree)."""
+    x, y, z = np.asarray(normals, dtype=np.float64).T
+    c2 = 0.25 * 0.5 * math.sqrt(15.0 / math.pi)  # (Â_2/π)·c_2m
+    basis = np.stack([np.full_like(x, _SH_C0), (2 / 3) * _SH_C1 * y, (2 / 3) * _SH_C1 * z, (2 / 3) * _SH_C1 * x,
+                      c2 * x * y, c2 * y * z, 0.25 * 0.25 * math.sqrt(5.0 / math.pi) * (3 * z * z - 1), c2 * x * z,
+                      0.25 * 0.25 * math.sqrt(15.0 / math.pi) * (x * x - y * y)], axis=1)
+    return basis @ np.asarray(sh, dtype=np.float64).reshape(9, 3)
+
+
+def srgb_decode(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values -> linear light (the standard transfer curve, extended above 1)."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(v <= 0.04045, v / 12.92, ((np.maximum(v, 0.0) + 0.055) / 1.055) ** 2.4)
+
+
+#: The skin value (sRGB) at which the photo-lighting world reproduces the engine's shading exactly.
+WORLD_REFERENCE_ALBEDO = 0.6
+
+
+def linear_light_sh(sh: np.ndarray, n_normals: int = 2000) -> np.ndarray:
+    """Bands 0–1 ``(4, 3)`` of SH lighting whose irradiance in *linear* light gives, through
+    Blender's sRGB output, the engine's shading of the photo.
+
+    The engine forms the photo in sRGB values (``colour = albedo · shading``), Blender in linear
+    light (its texture decoded, lit, then encoded): lit by the fitted SH itself a head renders
+    brighter and flatter than the photo (``shading^(1/2.4)``, roughly). So the world's lighting is
+    fitted (least squares over the normals that face the camera, ``n_z > −0.2``) to
+    ``decode(a · s(n)) / decode(a)`` with ``a`` = :data:`WORLD_REFERENCE_ALBEDO` (a skin value;
+    with a power-law transfer the result would not depend on it)."""
+    i = np.arange(n_normals) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * i / n_normals), np.pi * (1 + 5 ** 0.5) * i
+    d = np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], 1)
+    d = d[d[:, 2] > -0.2]
+    a = WORLD_REFERENCE_ALBEDO
+    target = srgb_decode(a * np.maximum(sh_shading(sh, d), 0.0)) / float(srgb_decode(a))
+    zero = np.zeros((9, 3))
+    columns = []
+    for k in range(4):  # the basis of bands 0-1, as the engine shades with it
+        unit = zero.copy()
+        unit[k] = 1.0
+        columns.append(sh_shading(unit, d)[:, 0])
+    return np.linalg.lstsq(np.stack(columns, 1), target, rcond=None)[0]
+
+
 def sh_world_terms(params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Bands 0–1 of the photo's SH lighting as Blender-world radiance ``a + b·d``.
+    """The photo's lighting as Blender-world radiance ``a + b·d`` (bands 0–1 of
+    :func:`linear_light_sh`: in linear light, so that renders reproduce the photo's shading).
 
     Returns ``a`` (3,) and ``b`` (3 colours, 3 Blender axes). The engine's coefficients live
     in the view frame (OpenCV camera with Y, Z flipped) and are raw (``params.json``
@@ -1306,10 +1354,11 @@ def sh_world_terms(params: dict) -> tuple[np.ndarray, np.ndarray]:
     to the constant term); the head's rotation ``R`` maps them onto the
     canonical head, which sits in Blender with model +Y → +Z and model +Z → −Y.
     """
-    sh = np.asarray(params["sh"], dtype=np.float64).reshape(9, 3)
-    ambient = float(params.get("sh_ambient", 0.0))
-    a = sh[0] * _SH_C0 + ambient
-    b_view = _SH_C1 * np.stack([sh[3], sh[1], sh[2]], axis=1)  # (3 colours, xyz view)
+    sh = np.asarray(params["sh"], dtype=np.float64).reshape(9, 3).copy()
+    sh[0] += float(params.get("sh_ambient", 0.0)) / _SH_C0
+    lin = linear_light_sh(sh)
+    a = lin[0] * _SH_C0
+    b_view = _SH_C1 * np.stack([lin[3], lin[1], lin[2]], axis=1)  # (3 colours, xyz view)
     R = np.asarray(params.get("R", np.diag([1.0, -1.0, -1.0])), dtype=np.float64).reshape(3, 3)
     flip = np.diag([1.0, -1.0, -1.0])
     b_model = b_view @ (flip @ R)  # d_view = flip·R·d_model
@@ -1326,7 +1375,7 @@ def _use_nodes(datablock) -> None:
 
 
 def photo_world(name: str, params: dict) -> bpy.types.World:
-    """A world whose background is the photo's low-frequency lighting (SH bands 0–1).
+    """A world whose background is the photo's low-frequency lighting (:func:`sh_world_terms`).
 
     One world per head: the world ``<name> photo light`` of an earlier import is reused
     (its nodes rebuilt for the new lighting), not duplicated as ``.001``."""

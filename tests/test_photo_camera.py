@@ -44,3 +44,36 @@ def test_a_camera_that_cannot_be_one_is_refused():
         camera_settings(K, np.diag([1.0, 1.0, -1.0]), t, (640, 480))  # a mirror
     assert camera_settings(K.ravel().tolist(), R.ravel().tolist(), t.tolist(), [640, 480]).lens_mm == \
         pytest.approx(800 * 36 / 640)  # flat lists, as the object's properties hold them
+
+
+def test_photo_lighting_world_gives_the_engines_shading_through_srgb():
+    """The photo-lighting world (blender_addon.importer.sh_world_terms) is fitted in linear
+    light: a skin of the reference value lit by its bands 0-1 and encoded to sRGB, as Blender
+    renders it, shows the engine's shading ``a · s(n)`` over the normals facing the camera; the
+    fitted SH itself (what the world held before) renders brighter and flatter."""
+    import torch
+
+    from blender_addon.importer import WORLD_REFERENCE_ALBEDO, linear_light_sh, sh_shading, srgb_decode
+    from engine.render.shading import sh_basis
+
+    rng = np.random.default_rng(3)
+    n = rng.normal(size=(400, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    sh = np.zeros((9, 3))
+    sh[0] = [2.9, 2.8, 2.6]  # mostly ambient, a key light from the upper left, some band 2 (a fit's scale)
+    sh[1], sh[3], sh[6] = [0.5, 0.5, 0.45], [-0.4, -0.4, -0.35], [0.15, 0.12, 0.1]
+    assert np.abs(sh_shading(sh, n) - sh_basis(torch.tensor(n)).numpy() @ sh).max() < 1e-12  # one formula
+
+    def encode(v):  # linear -> sRGB
+        return np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.maximum(v, 0) ** (1 / 2.4) - 0.055)
+
+    a = WORLD_REFERENCE_ALBEDO
+    front = n[n[:, 2] > 0.0]
+    s = sh_shading(sh, front)
+    lin = np.zeros((9, 3))
+    lin[:4] = linear_light_sh(sh)
+    shown = encode(srgb_decode(a) * sh_shading(lin, front))
+    err = np.abs(shown - a * s) / (a * s.mean())
+    assert err.mean() < 0.01 and err.max() < 0.04  # (bands 0-1 only: band 2 and the curve's rest are left)
+    before = encode(srgb_decode(a) * s)  # the fitted SH as the world's light
+    assert before.mean() > 1.05 * (a * s).mean() and before.std() < 0.9 * (a * s).std()
