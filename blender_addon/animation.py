@@ -29,7 +29,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
 from . import importer, runner
 from .operators import EngineJobOperator, active_head, engine_choice, keep_result_folder
@@ -134,9 +134,12 @@ def _head_bone(rig) -> str | None:
     return next((b for b in ("neck", "global") if b in rig.pose.bones), None)
 
 
-def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool = True) -> dict:
+def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool = True,
+                    camera: bool = False) -> dict:
     """Keyframe ``obj`` (a head from an output folder) and its rig with ``anim`` (module docstring).
-    Returns what was keyed: ``frames`` (scene frames), ``shape_keys``, ``bones``, ``unknown``."""
+    ``camera``: also key the video camera (:func:`photo_camera.key_video_camera`; with
+    ``set_scene`` it becomes the scene's camera). Returns what was keyed: ``frames`` (scene
+    frames), ``shape_keys``, ``bones``, ``unknown``, ``camera`` (a ``PhotoCamera`` or None)."""
     fmt = formats()
     keys = obj.data.shape_keys
     if keys is None:
@@ -191,8 +194,21 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
         scene.render.fps, scene.render.fps_base = rate, rate / float(anim.fps)
         scene.frame_start, scene.frame_end = int(frames[0]), int(frames[-1])
         scene.frame_set(int(frames[0]))
+    made = None
+    if camera:
+        from .photo_camera import key_video_camera
+
+        made = key_video_camera(context, obj, anim, frames, fmt.rotvec_to_matrix, make_active=set_scene)
     obj["facerecon_animation"] = str(anim.meta.get("source", ""))
-    return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown}
+    return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown, "camera": made}
+
+
+def camera_report(done: dict) -> str:
+    """What the report says of the video camera (empty without one)."""
+    made = done.get("camera")
+    if made is None:
+        return ""
+    return "; " + "; ".join([f"camera {made.camera.name}", *made.notes])
 
 
 # ---------------------------------------------------------------------------- operators
@@ -208,6 +224,9 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
                        description="Frames per second to sample (0: the video's own; 30 for image folders)")
     start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE", description="Start time (s)")
     end: FloatProperty(name="End", default=0.0, min=0.0, unit="TIME_ABSOLUTE", description="End time (s; 0: the end)")
+    camera: BoolProperty(name="Video camera", default=True,
+                         description="Key a camera that sees the head as the video does, the video behind it; "
+                                     "it becomes the scene's camera")
 
 
 class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
@@ -255,7 +274,7 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
                                          apply_expression=False, photo_lighting=settings.photo_lighting)
             keep_result_folder(obj, job.out_dir)
         try:
-            done = apply_animation(context, obj, anim)
+            done = apply_animation(context, obj, anim, camera=context.scene.facerecon_animate.camera)
         except Exception:
             if new:  # all or nothing, like the import itself
                 importer.remove_objects([o for o in (obj, obj.parent) if o is not None])
@@ -263,7 +282,7 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         first, last = int(done["frames"][0]), int(done["frames"][-1])
         return (f"{obj.name}: frames {first}-{last} keyed in {job.elapsed:.1f} s",
                 f"Animated '{obj.name}': frames {first}-{last}, {len(done['shape_keys'])} shape keys, "
-                f"bones {', '.join(done['bones']) or 'none'}")
+                f"bones {', '.join(done['bones']) or 'none'}" + camera_report(done))
 
 
 class FACERECON_OT_import_animation(bpy.types.Operator):
@@ -278,6 +297,9 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
     fps: FloatProperty(name="CSV frame rate", default=0.0, min=0.0, max=240.0,
                        description="Frame rate of a CSV's timecodes (0: read from the timecodes)")
     start_frame: bpy.props.IntProperty(name="Start frame", default=1)
+    camera: BoolProperty(name="Video camera", default=True,
+                         description="Key a camera that sees the head as the video does (animation.json), "
+                                     "the video behind it; it becomes the scene's camera")
 
     @classmethod
     def poll(cls, context):
@@ -291,14 +313,14 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
         obj = active_head(context)
         try:
             anim = read_animation(bpy.path.abspath(self.filepath), self.fps or None)
-            done = apply_animation(context, obj, anim, start_frame=self.start_frame)
+            done = apply_animation(context, obj, anim, start_frame=self.start_frame, camera=self.camera)
         except Exception as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
             return {"CANCELLED"}
         extra = f"; not on this head: {', '.join(done['unknown'][:5])}" if done["unknown"] else ""
         self.report({"INFO"}, f"Keyed '{obj.name}' on frames {int(done['frames'][0])}-{int(done['frames'][-1])} "
                               f"({len(done['shape_keys'])} shape keys, bones {', '.join(done['bones']) or 'none'})"
-                              + extra)
+                              + extra + camera_report(done))
         return {"FINISHED"}
 
 
@@ -317,6 +339,7 @@ class FACERECON_PT_animate(bpy.types.Panel):
         layout.row().prop(anim, "target", expand=True)
         col = layout.column(align=True)
         col.prop(anim, "fps")
+        col.prop(anim, "camera")
         row = col.row(align=True)
         row.prop(anim, "start")
         row.prop(anim, "end")

@@ -263,7 +263,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     old_top = next((o for o in heads if o.parent not in heads), heads[0]) if heads else None  # the rig, if any
     old_matrix = old_top.matrix_world.copy() if old_top is not None else None
     # the head's photo camera is made again for the new head (the scene's camera if it was that)
-    old_camera = next((o for o in old if o.type == "CAMERA"), None)
+    old_camera = next((o for o in old if o.type == "CAMERA" and o.get("facerecon_role") == "photo_camera"), None)
     camera_was_active = old_camera is not None and context.scene.camera == old_camera
     remove_objects(old)
 

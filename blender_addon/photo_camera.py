@@ -17,6 +17,11 @@ parented to the head's top object (the rig, else the mesh) so it follows when th
 moved, with the photo behind the head in camera view (``photo.jpg`` of the result folder:
 the photo upright as the engine read it; older folders: the photo's own file when it is
 still there). Seen through it at the photo pose, the head lies on the photo's face.
+
+:func:`key_video_camera` does the same for a video's animation: a camera keyed per frame
+(``<head>_video_camera``) from the per-frame camera of ``animation.json``, moved to see the
+head as the add-on animates it (the head's rotation played on its neck bone:
+:func:`head_turn`, :func:`turned_extrinsics`), with the video playing behind it in step.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import numpy as np
 #: The sensor width the lens is expressed on (millimetres; full frame, Blender's default).
 SENSOR_MM = 36.0
 
-#: Object-property value marking the photo camera of a head (beside the head's result key).
+#: Object-property values marking the photo camera and the video camera of a head (beside
+#: the head's result key).
 ROLE = "photo_camera"
+VIDEO_ROLE = "video_camera"
 
 #: OpenCV camera axes (x right, y down, z forward) in Blender camera axes (x right, y up, -z forward).
 _CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])
@@ -108,18 +115,55 @@ def photo_file(folder: Path, params: dict) -> Path | None:
     return None
 
 
+def head_turn(rest_joints: dict, parents: dict, rotations: dict, head_bone: str,
+              head_rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How the add-on's animation moves the head beyond the engine's own pose of a frame:
+    ``(R_A, c)``, the rotation ``R_A`` (model frame) about the point ``c`` that takes the
+    head as the engine posed it (joint rotations ``rotations``) to the head as Blender poses it
+    (the same, with ``head_rotation`` composed onto ``head_bone``'s own rotation:
+    blender_addon/animation.py). ``rest_joints`` {name: (3,)} model frame, ``parents`` {name:
+    parent name or None}, ``rotations`` {name: (3, 3)} local rotations (absent: none).
+
+    Along the chain from the root: a joint's posed position is its parent's plus the parent's
+    world rotation applied to their rest offset; the head bone's extra rotation turns
+    everything below it about its posed position, in its parent's world frame."""
+    chain = [head_bone]
+    while parents.get(chain[-1]) is not None:
+        chain.append(parents[chain[-1]])
+    chain.reverse()
+    eye = np.eye(3)
+    world_rot, position = eye, np.asarray(rest_joints[chain[0]], np.float64)
+    parent_rot = eye
+    for prev, joint in zip([None] + chain[:-1], chain):
+        if prev is not None:
+            position = position + world_rot @ (np.asarray(rest_joints[joint], np.float64)
+                                               - np.asarray(rest_joints[prev], np.float64))
+        parent_rot = world_rot
+        world_rot = world_rot @ np.asarray(rotations.get(joint, eye), np.float64)
+    R_A = parent_rot @ np.asarray(head_rotation, np.float64) @ parent_rot.T
+    return R_A, position
+
+
+def turned_extrinsics(R, t, R_A, c) -> tuple[np.ndarray, np.ndarray]:
+    """The camera ``(R', t')`` that sees the head turned by :func:`head_turn` as ``(R, t)``
+    saw it before the turn: ``x = R X + t = R' X' + t'`` for ``X' = R_A (X − c) + c``."""
+    R, t, R_A, c = (np.asarray(v, np.float64) for v in (R, t, R_A, c))
+    R2 = R @ R_A.T
+    return R2, t + R @ c - R2 @ c
+
+
 @dataclass
 class PhotoCamera:
-    """What :func:`add_photo_camera` made: the camera object, the picture behind the head
-    (None when the photo is gone) and sentences for the artist about what changed."""
+    """What :func:`add_photo_camera` (or :func:`key_video_camera`) made: the camera object,
+    the picture (or video) behind the head (None when there is none) and sentences for the
+    artist about what changed."""
 
     camera: object  # bpy.types.Object
     photo: Path | None
     notes: list[str]
 
 
-def find_photo_camera(head):
-    """The photo camera made earlier for ``head`` (a head's mesh or rig), or None."""
+def _find_camera(head, role: str):
     import bpy
 
     from . import importer
@@ -127,8 +171,92 @@ def find_photo_camera(head):
     key = importer.object_result_key(head)
     if key is None:
         return None
-    return next((o for o in bpy.data.objects if o.type == "CAMERA" and o.get("facerecon_role") == ROLE
+    return next((o for o in bpy.data.objects if o.type == "CAMERA" and o.get("facerecon_role") == role
                  and importer.object_result_key(o) == key), None)
+
+
+def find_photo_camera(head):
+    """The photo camera made earlier for ``head`` (a head's mesh or rig), or None."""
+    return _find_camera(head, ROLE)
+
+
+def find_video_camera(head):
+    """The video camera keyed earlier for ``head``, or None."""
+    return _find_camera(head, VIDEO_ROLE)
+
+
+def _camera_for(context, obj, role: str, suffix: str):
+    """The head's camera of ``role`` (made earlier, or new beside the head, named
+    ``<head>_<suffix>``), carrying the head's result key so *Replace* finds it."""
+    import bpy
+
+    camera = _find_camera(obj, role)
+    if camera is None:
+        name = f"{obj.get('facerecon_name') or obj.name}_{suffix}"
+        camera = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+        collection = obj.users_collection[0] if obj.users_collection else context.scene.collection
+        collection.objects.link(camera)
+    for prop in ("facerecon_name", "facerecon_photo", "facerecon_face_index"):
+        if obj.get(prop) is not None:
+            camera[prop] = obj[prop]
+    camera["facerecon_role"] = role
+    return camera
+
+
+def _set_lens(cam, settings: CameraSettings) -> None:
+    cam.type = "PERSP"
+    cam.sensor_fit = settings.sensor_fit
+    cam.sensor_width = cam.sensor_height = SENSOR_MM
+    cam.lens = settings.lens_mm
+    cam.shift_x, cam.shift_y = settings.shift_x, settings.shift_y
+    # near and far around the head (metres): the camera stands where the photographer stood
+    distance = float(np.linalg.norm(settings.camera_to_model[:3, 3]))
+    cam.clip_start = max(0.01, 0.05 * distance)
+    cam.clip_end = max(100.0, 10.0 * distance)
+
+
+def _model_to_parent(context, obj):
+    """``(top, M)``: the object a head's camera is parented to (its rig, else the mesh) and the
+    4x4 matrix (numpy) from the model frame to that object's local space."""
+    from . import importer
+
+    top = importer.pose_rig_of(obj) or obj
+    context.view_layer.update()  # obj.matrix_world after its rig was just placed (an import's Replace)
+    model_to_local = np.eye(4)
+    model_to_local[:3, :3] = importer.MODEL_TO_BLENDER  # the mesh's own coordinates: Blender's axes
+    to_top = np.array(top.matrix_world.inverted() @ obj.matrix_world)
+    return top, to_top @ model_to_local
+
+
+def _show_behind(cam, source, *, movie: bool = False) -> None:
+    """``source`` (a picture, or a movie clip: a video or an image sequence, with ``movie``)
+    behind the head in camera view, filling the frame."""
+    cam.background_images.clear()
+    bg = cam.background_images.new()
+    if movie:
+        bg.source = "MOVIE_CLIP"
+        bg.clip = source
+    else:
+        bg.image = source
+    bg.alpha = 1.0
+    bg.frame_method = "STRETCH"  # the picture fills the camera's frame exactly
+    bg.display_depth = "BACK"
+    cam.show_background_images = True
+
+
+def _make_active(context, camera, resolution: tuple[int, int]) -> list[str]:
+    """The scene's camera, render size the picture's, every 3D view through it; notes."""
+    scene = context.scene
+    scene.camera = camera
+    W, H = resolution
+    before = (scene.render.resolution_x, scene.render.resolution_y)
+    notes = []
+    if before != (W, H) or (scene.render.pixel_aspect_x, scene.render.pixel_aspect_y) != (1.0, 1.0):
+        scene.render.resolution_x, scene.render.resolution_y = W, H
+        scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
+        notes.append(f"render size set to {W} x {H} (was {before[0]} x {before[1]})")
+    look_through(context, camera)
+    return notes
 
 
 def add_photo_camera(context, obj, *, make_active: bool = True) -> PhotoCamera:
@@ -146,63 +274,127 @@ def add_photo_camera(context, obj, *, make_active: bool = True) -> PhotoCamera:
     if any(obj.get(k) is None for k in keys):
         raise PhotoCameraError(f"{obj.name} has no fitted camera (import its result folder again)")
     settings = camera_settings(*(list(obj[k]) for k in keys))
-    name = f"{obj.get('facerecon_name') or obj.name}_photo_camera"
-    camera = find_photo_camera(obj)
-    if camera is None:
-        data = bpy.data.cameras.new(name)
-        camera = bpy.data.objects.new(name, data)
-        collection = obj.users_collection[0] if obj.users_collection else context.scene.collection
-        collection.objects.link(camera)
-    for prop in ("facerecon_name", "facerecon_photo", "facerecon_face_index"):
-        if obj.get(prop) is not None:
-            camera[prop] = obj[prop]
-    camera["facerecon_role"] = ROLE
-    cam = camera.data
-    cam.type = "PERSP"
-    cam.sensor_fit = settings.sensor_fit
-    cam.sensor_width = cam.sensor_height = SENSOR_MM
-    cam.lens = settings.lens_mm
-    cam.shift_x, cam.shift_y = settings.shift_x, settings.shift_y
-    # near and far around the head (metres): the camera stands where the photographer stood
-    distance = float(np.linalg.norm(settings.camera_to_model[:3, 3]))
-    cam.clip_start = max(0.01, 0.05 * distance)
-    cam.clip_end = max(100.0, 10.0 * distance)
-
-    top = importer.pose_rig_of(obj) or obj
-    context.view_layer.update()  # obj.matrix_world after its rig was just placed (an import's Replace)
-    model_to_local = np.eye(4)
-    model_to_local[:3, :3] = importer.MODEL_TO_BLENDER  # the mesh's own coordinates: Blender's axes
-    world = obj.matrix_world @ Matrix((model_to_local @ settings.camera_to_model).tolist())
+    camera = _camera_for(context, obj, ROLE, "photo_camera")
+    _set_lens(camera.data, settings)
+    top, model_to_top = _model_to_parent(context, obj)
     camera.parent = top
     camera.matrix_parent_inverse = Matrix.Identity(4)
-    camera.matrix_world = world
+    camera.matrix_basis = Matrix((model_to_top @ settings.camera_to_model).tolist())
 
     notes: list[str] = []
     folder = Path(str(obj.get("facerecon_folder", "")))
     picture = photo_file(folder, importer.read_params(folder) if (folder / "params.json").is_file() else {})
-    cam.background_images.clear()
     if picture is None:
+        camera.data.background_images.clear()
         notes.append("the photo is not there any more: the camera has no background")
     else:
-        image = bpy.data.images.load(str(picture), check_existing=True)
-        bg = cam.background_images.new()
-        bg.image = image
-        bg.alpha = 1.0
-        bg.frame_method = "STRETCH"  # the photo fills the camera's frame exactly
-        bg.display_depth = "BACK"
-        cam.show_background_images = True
-
+        _show_behind(camera.data, bpy.data.images.load(str(picture), check_existing=True))
     if make_active:
-        scene = context.scene
-        scene.camera = camera
-        W, H = settings.resolution
-        before = (scene.render.resolution_x, scene.render.resolution_y)
-        if before != (W, H) or (scene.render.pixel_aspect_x, scene.render.pixel_aspect_y) != (1.0, 1.0):
-            scene.render.resolution_x, scene.render.resolution_y = W, H
-            scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
-            notes.append(f"render size set to the photo's {W} x {H} (was {before[0]} x {before[1]})")
-        look_through(context, camera)
+        notes += _make_active(context, camera, settings.resolution)
     return PhotoCamera(camera, picture, notes)
+
+
+def key_video_camera(context, obj, anim, frames, rotvec_to_matrix, *, make_active: bool = True):
+    """Key the video camera of the head mesh ``obj`` animated by ``anim`` (an
+    ``engine.video.formats.Animation`` with its per-frame camera ``R``, ``t``, ``K``) on the
+    scene ``frames``: at every frame it sees the head, as Blender poses it (the head's
+    rotation on its neck bone), where the video shows it, the video behind it when it can
+    be played in step. None when the animation has no camera (a Live Link Face CSV).
+
+    The engine's per-frame camera sees the head posed without the head's rotation (which the
+    camera's ``R`` holds); :func:`head_turn` and :func:`turned_extrinsics` move it to see the
+    head turned on its bone instead. ``rotvec_to_matrix``: the engine's (formats module)."""
+    import bpy
+    from mathutils import Matrix
+
+    from . import importer
+    from .animation import _fcurve, _key
+
+    if not {"R", "t", "K"} <= set(anim.camera):
+        return None
+    size = anim.meta.get("frame_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        return None
+    camera = _camera_for(context, obj, VIDEO_ROLE, "video_camera")
+    top, model_to_top = _model_to_parent(context, obj)
+    camera.parent = top
+    camera.matrix_parent_inverse = Matrix.Identity(4)
+    rig = importer.pose_rig_of(obj)
+    head_bone = next((b for b in ("neck", "global") if rig is not None and b in rig.pose.bones), None)
+    if head_bone is not None and anim.head_rotation is not None:
+        to_model = importer.MODEL_TO_BLENDER.T
+        rest = {b.name: to_model @ np.array(b.head_local) for b in rig.data.bones}
+        parents = {b.name: (b.parent.name if b.parent else None) for b in rig.data.bones}
+    locs, quats, lens = [], [], []
+    for k in range(anim.n_frames):
+        R, t = anim.camera["R"][k], anim.camera["t"][k]
+        if head_bone is not None and anim.head_rotation is not None:
+            rotations = {j: rotvec_to_matrix(v[k]) for j, v in anim.joints.items() if j in rest}
+            R_A, c = head_turn(rest, parents, rotations, head_bone, rotvec_to_matrix(anim.head_rotation[k]))
+            R, t = turned_extrinsics(R, t, R_A, c)
+        settings = camera_settings(anim.camera["K"][k], R, t, size)
+        loc, rot, _ = Matrix((model_to_top @ settings.camera_to_model).tolist()).decompose()
+        q = np.array(rot)
+        if quats and np.dot(q, quats[-1]) < 0:  # sign continuity: keys interpolate component-wise
+            q = -q
+        locs.append(np.array(loc))
+        quats.append(q)
+        lens.append((settings.lens_mm, settings.shift_x, settings.shift_y))
+    _set_lens(camera.data, settings)
+    camera.rotation_mode = "QUATERNION"
+    action = f"{camera.name} motion"
+    locs, quats, lens = np.array(locs), np.array(quats), np.array(lens)
+    for c in range(3):
+        _key(_fcurve(camera, action, "location", c, "Camera"), frames, locs[:, c])
+    for c in range(4):
+        _key(_fcurve(camera, action, "rotation_quaternion", c, "Camera"), frames, quats[:, c])
+    if np.ptp(lens, axis=0).max() > 1e-6:  # a zoom: the lens and shift are keyed too
+        for c, path in enumerate(("lens", "shift_x", "shift_y")):
+            _key(_fcurve(camera.data, f"{camera.name} lens", path, 0, "Lens"), frames, lens[:, c])
+
+    notes: list[str] = []
+    source = video_source(anim, frames)
+    if isinstance(source, str):
+        camera.data.background_images.clear()
+        notes.append(source)
+        source = None
+    else:
+        path, first_scene_frame = source
+        clip = bpy.data.movieclips.load(str(path), check_existing=True)
+        clip.frame_start = int(first_scene_frame)
+        _show_behind(camera.data, clip, movie=True)
+        source = path
+    if make_active:
+        notes += _make_active(context, camera, (int(size[0]), int(size[1])))
+    return PhotoCamera(camera, source, notes)
+
+
+def video_source(anim, frames) -> tuple[Path, int] | str:
+    """``(file, scene frame of the video's first frame)`` to play behind the video camera —
+    the video file, or the first image of a folder of frames (natural order: a numbered
+    sequence) — when the animation keeps every frame of it, so that the clip plays in step;
+    otherwise the reason it cannot (a sentence)."""
+    import re
+
+    src = anim.meta.get("source")
+    if not src or not Path(src).exists():
+        return "the video is not there any more: the camera has no background"
+    source_fps = float(anim.meta.get("source_fps") or anim.fps)
+    index = np.asarray(anim.frames if anim.frames is not None else np.arange(anim.n_frames))
+    frames = np.asarray(frames)
+    if abs(source_fps - anim.fps) > 1e-3 or not np.array_equal(index - index[0], frames - frames[0]):
+        return ("the video plays behind the camera only when the animation keeps all its frames "
+                "(its frame rate the video's): no background")
+    path = Path(src)
+    if path.is_dir():
+        def natural(p: Path):
+            return [int(x) if x.isdigit() else x.lower() for x in re.split(r"(\d+)", p.name)]
+        images = sorted((p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
+                                                                           ".tiff", ".bmp", ".webp")), key=natural)
+        if not images:
+            return "the folder of frames is empty: no background"
+        path = images[0]
+    return path, int(frames[0] - index[0])
 
 
 def look_through(context, camera) -> None:

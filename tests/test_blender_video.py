@@ -149,6 +149,59 @@ def test_json_keys_shape_keys_and_bones(blender, folder):
 
 
 @child
+def test_video_camera_sees_the_animated_head_where_the_video_shows_it(blender, folder):
+    """The video camera keyed from animation.json: at every frame, Blender's own projection
+    of the head as the add-on animates it (the head's rotation on the neck bone) through the
+    keyed camera is the engine's projection of that frame (its pose, its camera); the clip
+    (a folder of frames, every frame kept) plays behind it from the first scene frame."""
+    bpy, animation, importer = blender
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    from engine.head import load_head_model
+    from engine.head.teeth import with_teeth
+    from engine.video import formats as fmt
+
+    model = with_teeth(load_head_model("open"))
+    anim = fmt.read_json(folder / "animation.json")
+    bpy.context.scene.facerecon.result_mode = "ADD"
+    bpy.context.scene.cursor.location = (0.3, -0.2, 0.1)  # not at the origin: the camera follows the head
+    obj = importer.import_result(bpy.context, folder, replace=False, apply_expression=False)
+    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json")) == {"FINISHED"}
+    scene = bpy.context.scene
+    camera = scene.camera
+    assert camera is not None and camera.get("facerecon_role") == "video_camera" and camera.parent == obj.parent
+    W, H = anim.meta["frame_size"]
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (W, H)
+    bg = camera.data.background_images[0]
+    assert bg.source == "MOVIE_CLIP" and Path(bg.clip.filepath).name == "00.png" and bg.clip.frame_start == 1
+    rig_data = json.loads((folder / "rig.json").read_text())
+    order = importer._model_vertex_order(obj, rig_data)
+    names = model.joint_names
+    head = model.skin_weights[:, [names.index(n) for n in ("neck", "jaw", "eye_left", "eye_right")]].sum(1) > 0.999
+    import torch
+
+    for k in range(anim.n_frames):
+        scene.frame_set(1 + k)
+        # the engine's projection of frame k: its own pose (no head rotation on the neck), its camera
+        pose = np.stack([anim.joints[j][k] for j in names])
+        with torch.no_grad():
+            verts = model(torch.tensor(anim.meta["identity"], dtype=torch.float32)[None],
+                          torch.tensor(anim.weights[k], dtype=torch.float32)[None],
+                          torch.tensor(pose, dtype=torch.float32)[None]).vertices[0].double().numpy()
+        x = (verts @ anim.camera["R"][k].T + anim.camera["t"][k]) @ anim.camera["K"][k].T
+        expected = x[:, :2] / x[:, 2:]
+        world = np.array(obj.matrix_world)
+        pts = _evaluated(bpy, obj)[order] @ world[:3, :3].T + world[:3, 3]
+        seen = np.array([[c.x * W, (1 - c.y) * H] for c in
+                         (world_to_camera_view(scene, camera, Vector(p)) for p in pts[head.numpy()])])
+        err = np.linalg.norm(seen - expected[head.numpy()], axis=1)
+        assert err.max() < 0.05, (k, err.max())  # pixels of a 192-px frame
+    importer.remove_objects([o for o in (obj, obj.parent, camera) if o is not None])
+    bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
+
+
+@child
 def test_live_link_csv_drives_the_head(blender, folder):
     bpy, animation, importer = blender
     from engine.video import formats as fmt

@@ -77,3 +77,39 @@ def test_photo_lighting_world_gives_the_engines_shading_through_srgb():
     assert err.mean() < 0.01 and err.max() < 0.04  # (bands 0-1 only: band 2 and the curve's rest are left)
     before = encode(srgb_decode(a) * s)  # the fitted SH as the world's light
     assert before.mean() > 1.05 * (a * s).mean() and before.std() < 0.9 * (a * s).std()
+
+
+def test_turned_camera_sees_the_head_turned_on_its_bone_as_before():
+    """key_video_camera's geometry without Blender: the engine's head posed by a frame's joint
+    rotations (a rotated root included) seen by (R, t) is the head with the head's rotation
+    composed onto the neck bone (what the add-on's animation plays) seen by the turned camera."""
+    import torch
+
+    from blender_addon.photo_camera import head_turn, turned_extrinsics
+    from engine.head import load_head_model
+    from engine.video import formats as fmt
+
+    model = load_head_model("open")
+    names = model.joint_names
+    rng = np.random.default_rng(7)
+    pose = rng.normal(0, 0.15, (len(names), 3))
+    head_rv = rng.normal(0, 0.4, 3)
+    ni = names.index("neck")
+    turned = pose.copy()
+    turned[ni] = fmt.quaternion_to_rotvec(fmt.quaternion_multiply(fmt.rotvec_to_quaternion(head_rv),
+                                                                   fmt.rotvec_to_quaternion(pose[ni])))
+    ident = torch.tensor(rng.normal(0, 1, model.identity_basis.shape[0]), dtype=torch.float32)[None]
+    with torch.no_grad():
+        X = model(ident, None, torch.tensor(pose, dtype=torch.float32)[None]).vertices[0].double().numpy()
+        X2 = model(ident, None, torch.tensor(turned, dtype=torch.float32)[None]).vertices[0].double().numpy()
+        rest = model(ident, None, None).joints[0].double().numpy()
+    parents = {n: (names[p] if p >= 0 else None) for n, p in zip(names, model.joint_parents.tolist())}
+    R_A, c = head_turn({n: rest[j] for j, n in enumerate(names)}, parents,
+                       {n: fmt.rotvec_to_matrix(pose[j]) for j, n in enumerate(names)}, "neck",
+                       fmt.rotvec_to_matrix(head_rv))
+    R, t = _rotation(rng), np.array([0.01, -0.02, 0.6])
+    R2, t2 = turned_extrinsics(R, t, R_A, c)
+    on_head = model.skin_weights[:, [names.index(n) for n in ("neck", "jaw", "eye_left", "eye_right")]].sum(1) > 0.999
+    gap = np.linalg.norm((X @ R.T + t) - (X2 @ R2.T + t2), axis=1)
+    assert on_head.sum() > 1000 and gap[on_head.numpy()].max() < 5e-5
+    assert np.median(gap[~on_head.numpy()]) > 1e-3  # (the neck's base does not turn with the head)
