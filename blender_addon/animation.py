@@ -198,7 +198,7 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
     if camera:
         from .photo_camera import key_video_camera
 
-        made = key_video_camera(context, obj, anim, frames, fmt.rotvec_to_matrix, make_active=set_scene)
+        made = key_video_camera(context, obj, anim, frames, fmt, make_active=set_scene)
     obj["facerecon_animation"] = str(anim.meta.get("source", ""))
     return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown, "camera": made}
 

@@ -294,7 +294,7 @@ def add_photo_camera(context, obj, *, make_active: bool = True) -> PhotoCamera:
     return PhotoCamera(camera, picture, notes)
 
 
-def key_video_camera(context, obj, anim, frames, rotvec_to_matrix, *, make_active: bool = True):
+def key_video_camera(context, obj, anim, frames, fmt, *, make_active: bool = True):
     """Key the video camera of the head mesh ``obj`` animated by ``anim`` (an
     ``engine.video.formats.Animation`` with its per-frame camera ``R``, ``t``, ``K``) on the
     scene ``frames``: at every frame it sees the head, as Blender poses it (the head's
@@ -303,7 +303,7 @@ def key_video_camera(context, obj, anim, frames, rotvec_to_matrix, *, make_activ
 
     The engine's per-frame camera sees the head posed without the head's rotation (which the
     camera's ``R`` holds); :func:`head_turn` and :func:`turned_extrinsics` move it to see the
-    head turned on its bone instead. ``rotvec_to_matrix``: the engine's (formats module)."""
+    head turned on its bone instead. ``fmt``: the engine's ``engine/video/formats.py``."""
     import bpy
     from mathutils import Matrix
 
@@ -329,8 +329,8 @@ def key_video_camera(context, obj, anim, frames, rotvec_to_matrix, *, make_activ
     for k in range(anim.n_frames):
         R, t = anim.camera["R"][k], anim.camera["t"][k]
         if head_bone is not None and anim.head_rotation is not None:
-            rotations = {j: rotvec_to_matrix(v[k]) for j, v in anim.joints.items() if j in rest}
-            R_A, c = head_turn(rest, parents, rotations, head_bone, rotvec_to_matrix(anim.head_rotation[k]))
+            rotations = {j: fmt.rotvec_to_matrix(v[k]) for j, v in anim.joints.items() if j in rest}
+            R_A, c = head_turn(rest, parents, rotations, head_bone, fmt.rotvec_to_matrix(anim.head_rotation[k]))
             R, t = turned_extrinsics(R, t, R_A, c)
         settings = camera_settings(anim.camera["K"][k], R, t, size)
         loc, rot, _ = Matrix((model_to_top @ settings.camera_to_model).tolist()).decompose()
@@ -353,7 +353,7 @@ def key_video_camera(context, obj, anim, frames, rotvec_to_matrix, *, make_activ
             _key(_fcurve(camera.data, f"{camera.name} lens", path, 0, "Lens"), frames, lens[:, c])
 
     notes: list[str] = []
-    source = video_source(anim, frames)
+    source = video_source(anim, frames, fmt.natural_key)
     if isinstance(source, str):
         camera.data.background_images.clear()
         notes.append(source)
@@ -369,12 +369,13 @@ def key_video_camera(context, obj, anim, frames, rotvec_to_matrix, *, make_activ
     return PhotoCamera(camera, source, notes)
 
 
-def video_source(anim, frames) -> tuple[Path, int] | str:
+def video_source(anim, frames, natural_key) -> tuple[Path, int] | str:
     """``(file, scene frame of the video's first frame)`` to play behind the video camera —
-    the video file, or the first image of a folder of frames (natural order: a numbered
-    sequence) — when the animation keeps every frame of it, so that the clip plays in step;
-    otherwise the reason it cannot (a sentence)."""
-    import re
+    the video file, or the first image of a folder of frames (in the engine's natural order,
+    ``natural_key``: a numbered sequence, which Blender plays as a clip) — when the animation
+    keeps every frame of it, so that the clip plays in step; otherwise the reason it cannot
+    (a sentence)."""
+    import bpy
 
     src = anim.meta.get("source")
     if not src or not Path(src).exists():
@@ -387,10 +388,8 @@ def video_source(anim, frames) -> tuple[Path, int] | str:
                 "(its frame rate the video's): no background")
     path = Path(src)
     if path.is_dir():
-        def natural(p: Path):
-            return [int(x) if x.isdigit() else x.lower() for x in re.split(r"(\d+)", p.name)]
-        images = sorted((p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
-                                                                           ".tiff", ".bmp", ".webp")), key=natural)
+        images = sorted((p for p in path.iterdir() if p.suffix.lower() in bpy.path.extensions_image),
+                        key=lambda p: natural_key(p.name))
         if not images:
             return "the folder of frames is empty: no background"
         path = images[0]

@@ -70,7 +70,7 @@ STANDARD_RATES = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0, 100.0, 120.0)
 
 __all__ = ["Animation", "AnimationFileError", "FORMAT", "LIVE_LINK_ORDER", "ROTATION_COLUMNS", "quaternion_to_rotvec",
            "read_animation", "read_json", "read_live_link_csv", "rotvec_to_matrix", "rotvec_to_quaternion",
-           "write_json", "write_live_link_csv", "yaw_pitch_roll", "yaw_pitch_roll_to_rotvec"]
+           "write_json", "write_live_link_csv", "yaw_pitch_roll", "yaw_pitch_roll_to_rotvec", "natural_key"]
 
 
 class AnimationFileError(ValueError):
@@ -169,6 +169,12 @@ def read_json(path: str | Path) -> Animation:
     except (KeyError, TypeError, ValueError) as exc:
         raise AnimationFileError(f"{path} is not a valid animation file: {type(exc).__name__} {exc}") from None
     return anim
+
+
+def natural_key(name: str) -> list:
+    """Sort key of a frame file's name in natural order (``frame2`` before ``frame10``): how a
+    folder of frames is a clip, for the engine and for the Blender add-on alike."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 # ---------------------------------------------------------------------------- rotations (numpy)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from engine.errors import UserError
+from engine.video.formats import natural_key
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv"}
 DEFAULT_FOLDER_FPS = 30.0
@@ -111,10 +111,6 @@ class Clip:
             yield Frame(i, self.time_of(i), photo.rgb)
 
 
-def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
 def _sample(n_source: int, source_fps: float, fps: float | None, start: float | None, end: float | None,
             name: str) -> tuple[list[int], float]:
     """Source indices kept for ``[start, end)`` at ``fps`` and the resulting rate."""
@@ -158,7 +154,7 @@ def open_clip(path: str | os.PathLike[str], fps: float | None = None, start: flo
         from engine.photo import load_image
 
         files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
-                       key=_natural_key)
+                       key=lambda f: natural_key(f.name))
         if not files:
             raise ClipError(f"the folder {name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         rate = DEFAULT_FOLDER_FPS if fps is None else float(fps)
