@@ -10,6 +10,8 @@
 
     .venv/bin/python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]
 
+    .venv/bin/python -m blender_addon.figure video OUT.png ANIMATE_DIR
+
 RESULT_DIR is an ``engine reconstruct`` output folder (``compare``: ROOTs of such folders, one
 per face, same names; a sheet of faces × versions). The head is imported with the
 add-on's importer (as the sidebar button does), rendered with Cycles on the CPU under the
@@ -278,6 +280,69 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
 
 
+def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int = 240, samples: int = 16,
+                        max_side: int = 512) -> None:
+    """An ``engine animate`` output folder's head, animated by the add-on with its video camera
+    (``animation.json``), rendered through that camera at ``columns`` frames spread over the
+    clip (Cycles, film transparent, the photo-lighting world) and laid over the video's own
+    frames (read by the engine's clip reader): rows video / head through the video camera /
+    half and half, cropped around the face (the first frame's fitted landmarks, as a fixed
+    window: the head is seen moving with the video)."""
+    import bpy
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from blender_addon import animation, importer
+    from engine.video.source import open_clip
+
+    obj = _fresh_import(anim_dir)
+    anim = animation.read_animation(Path(anim_dir) / "animation.json")
+    done = animation.apply_animation(bpy.context, obj, anim, camera=True)
+    if done["camera"] is None:
+        raise SystemExit(f"{anim_dir}: animation.json has no per-frame camera")
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.render.film_transparent = True
+    scene.view_settings.view_transform = "Standard"
+    W, H = scene.render.resolution_x, scene.render.resolution_y
+    scene.render.resolution_percentage = max(1, min(100, round(100 * max_side / max(W, H))))
+    picks = np.unique(np.linspace(0, anim.n_frames - 1, columns).round().astype(int))
+    wanted = {int(anim.frames[k]): k for k in picks}
+    video = {f.index: f.rgb for f in open_clip(anim.meta["source"]) if f.index in wanted}
+    lm = np.asarray(importer.read_params(Path(anim_dir)).get("landmarks68_image_px"), float)
+    head = 28
+    sheet = Image.new("RGB", (tile * len(picks), head + 3 * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, k in enumerate(picks):
+            scene.frame_set(int(done["frames"][k]))
+            path = os.path.join(tmp, f"{k}.png")
+            scene.render.filepath = path
+            bpy.ops.render.render(write_still=True)
+            render = Image.open(path).convert("RGBA")
+            frame = Image.fromarray(video[int(anim.frames[k])]).resize(render.size, Image.LANCZOS)
+            over = frame.copy()
+            over.paste(render, (0, 0), render)
+            half = Image.blend(frame, over, 0.5)
+            f = render.size[0] / W
+            cx, cy = lm[:, 0].mean() * f, lm[:, 1].mean() * f
+            side = min(2.6 * np.ptp(lm[:, 1]) * f, *render.size)
+            left = float(np.clip(cx - side / 2, 0, render.size[0] - side))
+            top = float(np.clip(cy - side / 2, 0, render.size[1] - side))
+            box = tuple(int(round(v)) for v in (left, top, left + side, top + side))
+            for r, image in enumerate((frame, over, half)):
+                sheet.paste(image.crop(box).resize((tile, tile), Image.LANCZOS), (c * tile, head + r * tile))
+            draw.text((c * tile + 8, 8), f"frame {int(anim.frames[k])}", fill=(0, 0, 0))
+            print(f"frame {int(anim.frames[k])} rendered through {done['camera'].camera.name}", flush=True)
+    for r, label in enumerate(("video", "head through the video camera", "half and half")):
+        draw.text((8, head + r * tile + 6), label, fill=(255, 255, 0))
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
+
+
 #: the views figure's columns: (label, camera yaw around the head in degrees, sliders, close-up)
 VIEWS: list[tuple[str, float, dict[str, float], str]] = [
     ("front", 0.0, {}, ""),
@@ -494,6 +559,9 @@ if __name__ == "__main__":
             views = tuple(v.strip() for v in args[k + 1].split(","))
             args = args[:k] + args[k + 2:]
         render_views([tuple(a.split("=", 1)) for a in args], sys.argv[2], views=views)
+    elif len(sys.argv) == 4 and sys.argv[1] == "video":
+        # python -m blender_addon.figure video OUT.png ANIMATE_DIR
+        render_video_camera(sys.argv[3], sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "camera":
         # python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]
         render_photo_camera(sys.argv[3:], sys.argv[2])
@@ -505,6 +573,7 @@ if __name__ == "__main__":
                          "[--tile WxH] [--plain]\n"
                          "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]\n"
                          "       python -m blender_addon.figure detail RESULT_DIR OUT.png\n"
-                         "       python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]")
+                         "       python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]\n"
+                         "       python -m blender_addon.figure video OUT.png ANIMATE_DIR")
     sys.stdout.flush()
     os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers
