@@ -289,6 +289,10 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
             o["facerecon_photo"] = key[0]
             o["facerecon_face_index"] = key[1]
     _store_params(obj, params, out_dir)
+    if (out_dir / "photo.jpg").is_file():  # packed: the Photo Camera's background outlives a temporary folder
+        photo = _load_image(out_dir / "photo.jpg")
+        photo.name = f"{name}_photo"
+        obj["facerecon_photo_image"] = photo.name
     _build_material(obj, out_dir, params, name)
     build_region_materials(obj, params, name, rig_data if rig_data is not None else read_rig(out_dir))
     _setup_shape_keys(obj, params, apply_expression)

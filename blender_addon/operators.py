@@ -479,6 +479,10 @@ class FACERECON_OT_photo_camera(bpy.types.Operator):
     bl_label = "Photo Camera"
     bl_options = {"REGISTER", "UNDO"}
 
+    arrange: BoolProperty(name="Arrange the group", default=True,
+                          description="Move the heads of the photo's other faces to where the camera sees them "
+                                      "as the photo does (a group photo)")
+
     @classmethod
     def poll(cls, context):
         obj = active_head(context)
@@ -488,7 +492,7 @@ class FACERECON_OT_photo_camera(bpy.types.Operator):
         from .photo_camera import PhotoCameraError, add_photo_camera
 
         try:
-            made = add_photo_camera(context, active_head(context))
+            made = add_photo_camera(context, active_head(context), arrange=self.arrange)
         except PhotoCameraError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

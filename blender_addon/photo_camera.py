@@ -14,9 +14,12 @@ turns it into Blender's camera model (bpy-free, so it is tested without Blender)
 
 :func:`add_photo_camera` adds it to the scene beside the head (``<head>_photo_camera``),
 parented to the head's top object (the rig, else the mesh) so it follows when the head is
-moved, with the photo behind the head in camera view (``photo.jpg`` of the result folder:
-the photo upright as the engine read it; older folders: the photo's own file when it is
-still there). Seen through it at the photo pose, the head lies on the photo's face.
+moved, with the photo behind the head in camera view (the result folder's ``photo.jpg``: the
+photo upright as the engine read it, packed into the .blend on import, so the temporary
+folder of a reconstruction may go; heads imported before: the folder's file, else the
+photo's own file when it is still there). Seen through it at the photo pose, the head lies
+on the photo's face; the heads of a group photo's other faces can be moved to where it sees
+them (``arrange``), so that one camera shows the group.
 
 :func:`key_video_camera` does the same for a video's animation: a camera keyed per frame
 (``<head>_video_camera``) from the per-frame camera of ``animation.json``, moved to see the
@@ -144,6 +147,16 @@ def head_turn(rest_joints: dict, parents: dict, rotations: dict, head_bone: str,
     return R_A, position
 
 
+def same_view_translation(K, t, K_new) -> np.ndarray:
+    """The translation that shows a head (model origin at ``t``, camera frame) through ``K_new``
+    where ``K`` showed it: at the same pixel and the same size (its depth scaled by the focal
+    lengths' ratio); exact for the origin, a small perspective change elsewhere."""
+    K, t, K_new = (np.asarray(v, np.float64) for v in (K, t, K_new))
+    pixel = K @ t / t[2]
+    depth = t[2] * K_new[0, 0] / K[0, 0]
+    return depth * (np.linalg.inv(K_new) @ pixel)
+
+
 def turned_extrinsics(R, t, R_A, c) -> tuple[np.ndarray, np.ndarray]:
     """The camera ``(R', t')`` that sees the head turned by :func:`head_turn` as ``(R, t)``
     saw it before the turn: ``x = R X + t = R' X' + t'`` for ``X' = R_A (X − c) + c``."""
@@ -259,21 +272,43 @@ def _make_active(context, camera, resolution: tuple[int, int]) -> list[str]:
     return notes
 
 
-def add_photo_camera(context, obj, *, make_active: bool = True) -> PhotoCamera:
+_CAMERA_KEYS = ("facerecon_K", "facerecon_R", "facerecon_t", "facerecon_image_size")
+
+
+def _fitted_camera(obj) -> CameraSettings:
+    if any(obj.get(k) is None for k in _CAMERA_KEYS):
+        raise PhotoCameraError(f"{obj.name} has no fitted camera (import its result folder again)")
+    return camera_settings(*(list(obj[k]) for k in _CAMERA_KEYS))
+
+
+def other_faces(obj) -> list:
+    """The heads in the file made from other faces of ``obj``'s photo (a group photo)."""
+    import bpy
+
+    from . import importer
+
+    key = importer.object_result_key(obj)
+    if key is None:
+        return []
+    return [o for o in bpy.data.objects if o.type == "MESH" and o is not obj and o.get("facerecon_K") is not None
+            and (k := importer.object_result_key(o)) is not None and k[0] == key[0] and k[1] != key[1]]
+
+
+def add_photo_camera(context, obj, *, make_active: bool = True, arrange: bool = True) -> PhotoCamera:
     """Add (or update) the photo camera of the head mesh ``obj``.
 
     ``make_active``: make it the scene's camera, set the render size to the photo's (the
     camera sees the photo's frame only at its aspect ratio) and look through it in every 3D
-    view. Raises :class:`PhotoCameraError` when ``obj`` holds no fitted camera."""
+    view. ``arrange``: the heads of the photo's other faces (a group photo's) move to where
+    the camera sees them as the photo does, so one camera shows the whole group (each fit
+    estimates its head's own distance: the group's depths are the fits'). Raises
+    :class:`PhotoCameraError` when ``obj`` holds no fitted camera."""
     import bpy
     from mathutils import Matrix
 
     from . import importer
 
-    keys = ("facerecon_K", "facerecon_R", "facerecon_t", "facerecon_image_size")
-    if any(obj.get(k) is None for k in keys):
-        raise PhotoCameraError(f"{obj.name} has no fitted camera (import its result folder again)")
-    settings = camera_settings(*(list(obj[k]) for k in keys))
+    settings = _fitted_camera(obj)
     camera = _camera_for(context, obj, ROLE, "photo_camera")
     _set_lens(camera.data, settings)
     top, model_to_top = _model_to_parent(context, obj)
@@ -282,13 +317,38 @@ def add_photo_camera(context, obj, *, make_active: bool = True) -> PhotoCamera:
     camera.matrix_basis = Matrix((model_to_top @ settings.camera_to_model).tolist())
 
     notes: list[str] = []
-    folder = Path(str(obj.get("facerecon_folder", "")))
-    picture = photo_file(folder, importer.read_params(folder) if (folder / "params.json").is_file() else {})
-    if picture is None:
+    if arrange:
+        context.view_layer.update()
+        seen_from = np.array(camera.matrix_world)
+        mine_K = np.asarray(list(obj["facerecon_K"]), np.float64).reshape(3, 3)
+        moved = []
+        for other in other_faces(obj):
+            if any(other.get(k) is None for k in _CAMERA_KEYS):
+                continue
+            K, R, t = (np.asarray(list(other[f"facerecon_{v}"]), np.float64).reshape(n)
+                       for v, n in (("K", (3, 3)), ("R", (3, 3)), ("t", 3)))
+            if not np.allclose(K, mine_K, rtol=1e-4, atol=1e-3):  # another focal length (a network's crop camera)
+                t = same_view_translation(K, t, mine_K)
+            theirs = camera_settings(mine_K, R, t, settings.resolution)
+            other_top, other_to_top = _model_to_parent(context, other)
+            # the other head's top placed so that its own fitted camera is this one
+            other_top.matrix_world = Matrix((seen_from @ np.linalg.inv(other_to_top @ theirs.camera_to_model)).tolist())
+            moved.append(other.name)
+        if moved:
+            notes.append(f"moved {', '.join(moved)} where the photo shows them")
+    image = bpy.data.images.get(str(obj.get("facerecon_photo_image", "")))  # photo.jpg, packed on import
+    if image is not None:
+        picture = Path(image.filepath)
+    else:  # heads imported before photo.jpg was packed: the folder's file, else the photo's own
+        folder = Path(str(obj.get("facerecon_folder", "")))
+        picture = photo_file(folder, importer.read_params(folder) if (folder / "params.json").is_file() else {})
+        if picture is not None:
+            image = bpy.data.images.load(str(picture), check_existing=True)
+    if image is None:
         camera.data.background_images.clear()
         notes.append("the photo is not there any more: the camera has no background")
     else:
-        _show_behind(camera.data, bpy.data.images.load(str(picture), check_existing=True))
+        _show_behind(camera.data, image)
     if make_active:
         notes += _make_active(context, camera, settings.resolution)
     return PhotoCamera(camera, picture, notes)

@@ -465,6 +465,22 @@ def test_all_faces_of_a_group_photo_stand_side_by_side(blender, photos):
                  if o.type == "MESH" and o.get("facerecon_photo") == str(photos["group"])}
         assert sorted(again) == [0, 1]
         assert abs((again[1].parent or again[1]).location.z - 3.0) < 1e-6
+        # Photo Camera on face 0 arranges the group: one camera sees both heads where the photo has them
+        bpy.context.view_layer.objects.active = again[0]
+        assert bpy.ops.facerecon.photo_camera() == {"FINISHED"}
+        camera = bpy.context.scene.camera
+        assert camera.data.background_images[0].image.packed_file is not None  # the temporary folder is gone
+        for k, head in again.items():  # each head's vertices through the one camera: its own fit's pixels
+            K, R, t = (np.array(head[f"facerecon_{v}"]).reshape(s) for v, s in (("K", (3, 3)), ("R", (3, 3)), ("t", 3)))
+            local = _evaluated_coords(bpy, head)[::40]
+            x = (local @ installed.importer.MODEL_TO_BLENDER @ R.T + t) @ K.T  # model frame -> camera -> pixels
+            m = np.array(head.matrix_world)
+            seen = _through_camera(bpy, camera, local @ m[:3, :3].T + m[:3, 3], head["facerecon_image_size"])
+            # face 0 is the camera's own; the network gave face 1 another crop camera (focal length),
+            # so its head stands where it shows at the same pixel and size: off by the perspective alone
+            err = np.linalg.norm(seen - x[:, :2] / x[:, 2:], axis=1)
+            width = np.ptp(x[:, 0] / x[:, 2])  # the head's width in the photo (px)
+            assert (err.max() < 0.01) if k == 0 else (np.median(err) < 0.03 * width), (k, np.median(err), width)
     finally:
         settings.method, settings.all_faces = "fit", False
         bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)

@@ -113,3 +113,14 @@ def test_turned_camera_sees_the_head_turned_on_its_bone_as_before():
     gap = np.linalg.norm((X @ R.T + t) - (X2 @ R2.T + t2), axis=1)
     assert on_head.sum() > 1000 and gap[on_head.numpy()].max() < 5e-5
     assert np.median(gap[~on_head.numpy()]) > 1e-3  # (the neck's base does not turn with the head)
+
+
+def test_same_view_translation_keeps_the_pixel_and_the_size():
+    from blender_addon.photo_camera import same_view_translation
+
+    K = np.array([[500.0, 0, 300], [0, 500.0, 200], [0, 0, 1]])
+    K_new = np.array([[900.0, 0, 320], [0, 900.0, 160], [0, 0, 1]])
+    t = np.array([0.12, -0.05, 0.7])
+    t2 = same_view_translation(K, t, K_new)
+    assert np.allclose((K_new @ t2)[:2] / t2[2], (K @ t)[:2] / t[2])  # the head's origin: same pixel
+    assert t2[2] == pytest.approx(0.7 * 900 / 500)  # same size: 10 cm across stays as many pixels
