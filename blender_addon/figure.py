@@ -228,12 +228,14 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
     """One row per ``engine reconstruct`` output folder: the photo, the head seen through its
     *Photo Camera* (the add-on's operator; Cycles, the photo-lighting world, film transparent)
     laid over the photo, and the same at half opacity, cropped around the face: where the
-    head lies on the photo as the artist sees it in camera view."""
+    head lies on the photo as the artist sees it in camera view. A batch's folder (a group
+    photo's ``--face all``) is one row: every face's head imported, the camera of face 0
+    arranging the others (*Arrange the group*), cropped around all the faces."""
     import bpy
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from blender_addon import importer
+    from blender_addon import importer, runner
     from blender_addon.photo_camera import add_photo_camera
 
     head = 28
@@ -244,7 +246,11 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
         draw.text((c * tile + 8, 8), label, fill=(0, 0, 0))
     with tempfile.TemporaryDirectory() as tmp:
         for r, folder in enumerate(folders):
-            obj = _fresh_import(folder)
+            items = runner.batch_items(folder) or []
+            faces = [Path(i["folder"]) for i in items if i.get("folder")] or [Path(folder)]
+            obj = _fresh_import(faces[0])
+            for other in faces[1:]:
+                importer.import_result(bpy.context, other, replace=False, photo_lighting=False)
             made = add_photo_camera(bpy.context, obj)
             if made.photo is None:
                 raise SystemExit(f"{folder}: no photo to show behind the head")
@@ -264,15 +270,21 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
             over = photo.copy()
             over.paste(render, (0, 0), render)
             half = Image.blend(photo, over, 0.5)
-            params = importer.read_params(Path(folder))
-            lm = np.asarray(params["landmarks68_image_px"]) * render.size[0] / params["image_size"][0]
+            params = [importer.read_params(f) for f in faces]
+            lm = np.concatenate([np.asarray(p["landmarks68_image_px"]) for p in params]) * \
+                render.size[0] / params[0]["image_size"][0]
             cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
             side = min(2.2 * max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1])), *render.size)
             left = float(np.clip(cx - side / 2, 0, render.size[0] - side))  # inside the photo
             top = float(np.clip(cy - side / 2, 0, render.size[1] - side))
             box = tuple(int(round(v)) for v in (left, top, left + side, top + side))
             for c, image in enumerate((photo, over, half)):
-                sheet.paste(image.crop(box).resize((tile, tile), Image.LANCZOS), (c * tile, head + r * tile))
+                if len(faces) > 1:  # a group: the whole photo, fitted into the tile
+                    f = tile / max(image.size)
+                    small = image.resize((round(image.size[0] * f), round(image.size[1] * f)), Image.LANCZOS)
+                    sheet.paste(small, (c * tile + (tile - small.size[0]) // 2, head + r * tile + (tile - small.size[1]) // 2))
+                else:
+                    sheet.paste(image.crop(box).resize((tile, tile), Image.LANCZOS), (c * tile, head + r * tile))
             draw.text((8, head + r * tile + 6), Path(folder).name, fill=(255, 255, 0))
             print(f"{folder} rendered through {made.camera.name}", flush=True)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
