@@ -881,8 +881,8 @@ def build_region_materials(obj, params: dict, name: str, rig_data: dict | None) 
         if not ids:
             continue
         ids = np.asarray(ids, dtype=np.int64)
-        if ids.min() < 0 or ids.max() >= n:
-            raise ImportFailed(f"rig.json's region '{region}' has vertex indices outside head.glb's {n} vertices.")
+        if ids.min() < 0 or ids.max() >= len(order):
+            raise ImportFailed(f"rig.json's region '{region}' has vertex indices outside its {len(order)} vertices.")
         vmask = np.zeros(n, dtype=bool)
         vmask[order[ids]] = True
         masks[region] = vmask
@@ -1148,7 +1148,7 @@ def build_armature(context, obj, rig_data: dict, name: str):
     from the skin weights, an Armature modifier (the only modifier, so shape keys still
     export as morph targets next to the skin) and the mesh parented to the armature."""
     n = len(obj.data.vertices)
-    if int(rig_data.get("n_vertices", n)) != n:
+    if int(rig_data.get("n_vertices", n)) < n:  # (fewer: the importer welded coincident vertices)
         raise ImportFailed(f"rig.json is for {rig_data['n_vertices']} vertices but head.glb has {n}.")
     names = list(rig_data["joint_names"])
     parents = [int(p) for p in rig_data["joint_parents"]]
@@ -1196,11 +1196,19 @@ def build_armature(context, obj, rig_data: dict, name: str):
     return rig
 
 
-def _model_vertex_order(obj, rig_data: dict) -> np.ndarray:
-    """Blender vertex index of each model vertex (rig.json order).
+#: head.glb's per-vertex attribute holding each glTF vertex's model vertex index (engine.export.gltf).
+MODEL_VERTEX_ATTRIBUTE = "_MODEL_VERTEX"
 
-    The glTF importer welds the seams back to the model's vertex count but not in the
-    model's order, so vertices are matched by position against ``rest_vertices``.
+
+def _model_vertex_order(obj, rig_data: dict) -> np.ndarray:
+    """Blender vertex index of each model vertex (rig.json order; (n_model,) int).
+
+    The glTF importer welds the seams back, but not in the model's order, and it also welds
+    a model's own coincident vertices where their data agree (ICT has 118 positions held by
+    two vertices). head.glb names each vertex's model vertex (``_MODEL_VERTEX``, a point
+    attribute after the import): a model vertex whose index the weld dropped maps to the
+    vertex at its position. Files without it (older folders): matched by position against
+    ``rest_vertices``, one to one.
     """
     from mathutils.kdtree import KDTree
 
@@ -1209,23 +1217,40 @@ def _model_vertex_order(obj, rig_data: dict) -> np.ndarray:
     co = np.empty(n * 3, dtype=np.float64)
     mesh.vertices.foreach_get("co", co)
     co = co.reshape(-1, 3)
-    if "rest_vertices" not in rig_data:
+    rest = rig_data.get("rest_vertices")
+    rest = None if rest is None else np.asarray(rest, dtype=np.float64) @ MODEL_TO_BLENDER.T
+    n_model = int(rig_data.get("n_vertices", n if rest is None else len(rest)))
+    attr = mesh.attributes.get(MODEL_VERTEX_ATTRIBUTE)
+    if attr is None and rest is None:
         return np.arange(n)
-    rest = np.asarray(rig_data["rest_vertices"], dtype=np.float64) @ MODEL_TO_BLENDER.T
-    if rest.shape != (n, 3):
-        raise ImportFailed(f"rig.json has {len(rest)} rest vertices but head.glb has {n}.")
-    tree = KDTree(n)
-    for i, p in enumerate(co):
-        tree.insert(p, i)
-    tree.balance()
-    order = np.empty(n, dtype=np.int64)
-    worst = 0.0
-    for i, p in enumerate(rest):
-        _, index, dist = tree.find(p)
-        order[i] = index
-        worst = max(worst, dist)
-    if worst > 1e-5:
-        raise ImportFailed(f"rig.json does not match head.glb (a vertex is {worst * 1000:.3f} mm away).")
+    if attr is not None:
+        ids = np.empty(n, dtype=np.float64)
+        attr.data.foreach_get("value", ids)
+        ids = np.round(ids).astype(np.int64)
+        if attr.domain != "POINT" or ids.min() < 0 or ids.max() >= n_model:
+            raise ImportFailed(f"head.glb's vertex indices do not fit rig.json's {n_model} vertices.")
+        order = np.full(n_model, -1, dtype=np.int64)
+        order[ids] = np.arange(n)
+        todo = np.nonzero(order < 0)[0]
+        if len(todo) and rest is None:
+            raise ImportFailed(f"{len(todo)} model vertices have no vertex in head.glb (and rig.json no positions).")
+    else:
+        if rest.shape != (n, 3):
+            raise ImportFailed(f"rig.json has {len(rest)} rest vertices but head.glb has {n}.")
+        order = np.full(n, -1, dtype=np.int64)
+        todo = np.arange(n)
+    if len(todo):
+        tree = KDTree(n)
+        for i, p in enumerate(co):
+            tree.insert(p, i)
+        tree.balance()
+        worst = 0.0
+        for i in todo:
+            _, index, dist = tree.find(rest[i])
+            order[i] = index
+            worst = max(worst, dist)
+        if worst > 1e-5:
+            raise ImportFailed(f"rig.json does not match head.glb (a vertex is {worst * 1000:.3f} mm away).")
     return order
 
 

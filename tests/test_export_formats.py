@@ -90,6 +90,8 @@ def test_glb_structure(tmp_path):
 
     pos = read(prim["attributes"]["POSITION"], 3)
     np.testing.assert_allclose(pos, v[res["vertex_map"]])
+    # each vertex names its model vertex (an importer's exact map back, coincident vertices too)
+    np.testing.assert_array_equal(read(prim["attributes"]["_MODEL_VERTEX"], 1)[:, 0], res["vertex_map"])
     tex = read(prim["attributes"]["TEXCOORD_0"], 2)
     idx = read(prim["indices"], 1, np.uint32).reshape(-1, 3)
     np.testing.assert_allclose(1 - tex[idx][..., 1], uv[fuv][..., 1])  # v flipped for glTF

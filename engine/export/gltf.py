@@ -112,6 +112,7 @@ def write_glb(path: str | Path, vertices: np.ndarray, faces: np.ndarray, uv: np.
         "POSITION": b.accessor(pos, "VEC3", _ARRAY_BUFFER, minmax=True),
         "NORMAL": b.accessor(nrm, "VEC3", _ARRAY_BUFFER),
         "TEXCOORD_0": b.accessor(tex, "VEC2", _ARRAY_BUFFER),
+        "_MODEL_VERTEX": b.accessor(vmap.astype(np.float32), "SCALAR", _ARRAY_BUFFER),
     }
     indices = b.accessor(new_faces.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER)
     names = list(morph_targets or {})
