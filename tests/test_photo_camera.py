@@ -124,3 +124,28 @@ def test_same_view_translation_keeps_the_pixel_and_the_size():
     t2 = same_view_translation(K, t, K_new)
     assert np.allclose((K_new @ t2)[:2] / t2[2], (K @ t)[:2] / t[2])  # the head's origin: same pixel
     assert t2[2] == pytest.approx(0.7 * 900 / 500)  # same size: 10 cm across stays as many pixels
+
+
+def test_the_video_plays_behind_the_camera_only_in_step(tmp_path):
+    """video_source: a folder's first frame in natural order and the scene frame of the video's
+    first frame when every frame was kept; a reason otherwise (subsampled, gone)."""
+    from PIL import Image
+
+    from blender_addon.photo_camera import video_source
+    from engine.video.formats import Animation, natural_key
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in (2, 10, 3, 4):
+        Image.new("RGB", (8, 8)).save(folder / f"frame{i}.png")
+    (folder / "notes.txt").write_text("not a frame")
+
+    def anim(frames, fps=30.0, source=folder):
+        n = len(frames)
+        return Animation(fps=fps, times=np.asarray(frames) / 30.0, names=["a"], weights=np.zeros((n, 1)),
+                         frames=np.asarray(frames), meta={"source": str(source), "source_fps": 30.0})
+
+    assert video_source(anim([1, 2, 3]), np.array([5, 6, 7]), natural_key) == (folder / "frame2.png", 4)
+    assert "keeps all its frames" in video_source(anim([0, 2, 4], fps=15.0), np.array([1, 2, 3]), natural_key)
+    assert "not there any more" in video_source(anim([0, 1], source=tmp_path / "gone.mp4"), np.array([1, 2]),
+                                                natural_key)
