@@ -309,7 +309,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     if old_camera is not None:
         from .photo_camera import add_photo_camera
 
-        add_photo_camera(context, obj, make_active=camera_was_active)
+        add_photo_camera(context, obj, make_active=camera_was_active, arrange=False)  # the others stay put
     # last, so that a failed import leaves the scene's world as it was
     if params.get("sh") and (photo_lighting or context.scene.world is None):
         context.scene.world = photo_world(name, params)

@@ -275,10 +275,12 @@ def _make_active(context, camera, resolution: tuple[int, int]) -> list[str]:
 _CAMERA_KEYS = ("facerecon_K", "facerecon_R", "facerecon_t", "facerecon_image_size")
 
 
-def _fitted_camera(obj) -> CameraSettings:
+def _fitted(obj) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(K, R, t, image_size)`` a head keeps from its params.json (importer._store_params)."""
     if any(obj.get(k) is None for k in _CAMERA_KEYS):
         raise PhotoCameraError(f"{obj.name} has no fitted camera (import its result folder again)")
-    return camera_settings(*(list(obj[k]) for k in _CAMERA_KEYS))
+    K, R, t, size = (np.asarray(list(obj[k]), np.float64) for k in _CAMERA_KEYS)
+    return K.reshape(3, 3), R.reshape(3, 3), t.reshape(3), size
 
 
 def other_faces(obj) -> list:
@@ -308,7 +310,8 @@ def add_photo_camera(context, obj, *, make_active: bool = True, arrange: bool = 
 
     from . import importer
 
-    settings = _fitted_camera(obj)
+    mine_K, R, t, size = _fitted(obj)
+    settings = camera_settings(mine_K, R, t, size)
     camera = _camera_for(context, obj, ROLE, "photo_camera")
     _set_lens(camera.data, settings)
     top, model_to_top = _model_to_parent(context, obj)
@@ -320,13 +323,12 @@ def add_photo_camera(context, obj, *, make_active: bool = True, arrange: bool = 
     if arrange:
         context.view_layer.update()
         seen_from = np.array(camera.matrix_world)
-        mine_K = np.asarray(list(obj["facerecon_K"]), np.float64).reshape(3, 3)
         moved = []
         for other in other_faces(obj):
-            if any(other.get(k) is None for k in _CAMERA_KEYS):
+            try:
+                K, R, t, _ = _fitted(other)
+            except PhotoCameraError:
                 continue
-            K, R, t = (np.asarray(list(other[f"facerecon_{v}"]), np.float64).reshape(n)
-                       for v, n in (("K", (3, 3)), ("R", (3, 3)), ("t", 3)))
             if not np.allclose(K, mine_K, rtol=1e-4, atol=1e-3):  # another focal length (a network's crop camera)
                 t = same_view_translation(K, t, mine_K)
             theirs = camera_settings(mine_K, R, t, settings.resolution)

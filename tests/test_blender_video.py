@@ -170,7 +170,9 @@ def test_video_camera_sees_the_animated_head_where_the_video_shows_it(blender, f
     assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json")) == {"FINISHED"}
     scene = bpy.context.scene
     camera = scene.camera
-    assert camera is not None and camera.get("facerecon_role") == "video_camera" and camera.parent == obj.parent
+    from blender_addon.photo_camera import find_video_camera
+
+    assert camera is not None and camera.parent == obj.parent and find_video_camera(obj) == camera
     W, H = anim.meta["frame_size"]
     assert (scene.render.resolution_x, scene.render.resolution_y) == (W, H)
     bg = camera.data.background_images[0]
