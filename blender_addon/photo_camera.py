@@ -383,17 +383,18 @@ def key_video_camera(context, obj, anim, frames, fmt, *, make_active: bool = Tru
     camera.matrix_parent_inverse = Matrix.Identity(4)
     rig = importer.pose_rig_of(obj)
     head_bone = next((b for b in ("neck", "global") if rig is not None and b in rig.pose.bones), None)
-    if head_bone is not None and anim.head_rotation is not None:
+    turned = head_bone is not None and anim.head_rotation is not None  # (as animation.apply_animation plays it)
+    if turned:
         to_model = importer.MODEL_TO_BLENDER.T
         rest = {b.name: to_model @ np.array(b.head_local) for b in rig.data.bones}
         parents = {b.name: (b.parent.name if b.parent else None) for b in rig.data.bones}
     locs, quats, lens = [], [], []
     for k in range(anim.n_frames):
         R, t = anim.camera["R"][k], anim.camera["t"][k]
-        if head_bone is not None and anim.head_rotation is not None:
+        if turned:
             rotations = {j: fmt.rotvec_to_matrix(v[k]) for j, v in anim.joints.items() if j in rest}
-            R_A, c = head_turn(rest, parents, rotations, head_bone, fmt.rotvec_to_matrix(anim.head_rotation[k]))
-            R, t = turned_extrinsics(R, t, R_A, c)
+            R_A, pivot = head_turn(rest, parents, rotations, head_bone, fmt.rotvec_to_matrix(anim.head_rotation[k]))
+            R, t = turned_extrinsics(R, t, R_A, pivot)
         settings = camera_settings(anim.camera["K"][k], R, t, size)
         loc, rot, _ = Matrix((model_to_top @ settings.camera_to_model).tolist()).decompose()
         q = np.array(rot)
