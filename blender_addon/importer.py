@@ -25,6 +25,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from . import photo_camera
+
 #: The compact face controls (object properties): (min, max, description). A control adds
 #: to the shape keys of ``DRIVEN_KEYS``; each of those keys keeps its own manual value (a
 #: property of the same name on the shape-key datablock), so every key stays usable:
@@ -263,7 +265,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     old_top = next((o for o in heads if o.parent not in heads), heads[0]) if heads else None  # the rig, if any
     old_matrix = old_top.matrix_world.copy() if old_top is not None else None
     # the head's photo camera is made again for the new head (the scene's camera if it was that)
-    old_camera = next((o for o in old if o.type == "CAMERA" and o.get("facerecon_role") == "photo_camera"), None)
+    old_camera = next((o for o in old if o.type == "CAMERA" and o.get("facerecon_role") == photo_camera.ROLE), None)
     camera_was_active = old_camera is not None and context.scene.camera == old_camera
     remove_objects(old)
 
@@ -307,9 +309,7 @@ def _import(context, out_dir, glb, params, name, created, *, replace, apply_expr
     if bake and obj.get("facerecon_displacement_image"):
         bake_detail(obj)
     if old_camera is not None:
-        from .photo_camera import add_photo_camera
-
-        add_photo_camera(context, obj, make_active=camera_was_active, arrange=False)  # the others stay put
+        photo_camera.add_photo_camera(context, obj, make_active=camera_was_active, arrange=False)  # the others stay put
     # last, so that a failed import leaves the scene's world as it was
     if params.get("sh") and (photo_lighting or context.scene.world is None):
         context.scene.world = photo_world(name, params)
