@@ -1403,11 +1403,18 @@ def _use_nodes(datablock) -> None:
         datablock.use_nodes = True
 
 
-def photo_world(name: str, params: dict) -> bpy.types.World:
+#: Name of the world's image node that shows the photo to camera rays (:func:`photo_world`'s ``backdrop``).
+BACKDROP_NODE = "Photo backdrop"
+
+
+def photo_world(name: str, params: dict, backdrop: bpy.types.Image | None = None) -> bpy.types.World:
     """A world whose background is the photo's low-frequency lighting (:func:`sh_world_terms`).
 
     One world per head: the world ``<name> photo light`` of an earlier import is reused
-    (its nodes rebuilt for the new lighting), not duplicated as ``.001``."""
+    (its nodes rebuilt for the new lighting), not duplicated as ``.001``. ``backdrop``: the
+    photo, shown to camera rays only (the camera's frame, *Window* coordinates) while
+    everything else is still lit by the photo's light — through the photo camera a render
+    shows the head on the photo (the *Photo Camera*'s *Photo in renders*)."""
     a, b = sh_world_terms(params)
     world_name = f"{name} photo light"
     world = bpy.data.worlds.get(world_name)
@@ -1449,7 +1456,24 @@ def photo_world(name: str, params: dict) -> bpy.types.World:
         clamp.location = (-350, 200 - 200 * c)
         links.new(add.outputs["Value"], clamp.inputs[0])
         links.new(clamp.outputs["Value"], combine.inputs[socket])
-    links.new(combine.outputs["Color"], background.inputs["Color"])
+    colour = combine.outputs["Color"]
+    if backdrop is not None:
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = BACKDROP_NODE
+        tex.image = backdrop
+        tex.extension = "EXTEND"
+        tex.location = (-250, 400)
+        links.new(coords.outputs["Window"], tex.inputs["Vector"])
+        path = nodes.new("ShaderNodeLightPath")
+        path.location = (-250, 700)
+        mix = nodes.new("ShaderNodeMix")
+        mix.data_type = "RGBA"
+        mix.location = (0, 300)
+        links.new(path.outputs["Is Camera Ray"], _socket(mix.inputs, "Factor_Float"))
+        links.new(colour, _socket(mix.inputs, "A_Color"))
+        links.new(tex.outputs["Color"], _socket(mix.inputs, "B_Color"))
+        colour = _socket(mix.outputs, "Result_Color")
+    links.new(colour, background.inputs["Color"])
     background.inputs["Strength"].default_value = 1.0
     world.color = tuple(float(min(max(x, 0.0), 1.0)) for x in a)  # Workbench/viewport fallback
     world["facerecon_sh"] = np.asarray(params["sh"], dtype=np.float64).ravel().tolist()

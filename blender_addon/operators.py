@@ -482,6 +482,10 @@ class FACERECON_OT_photo_camera(bpy.types.Operator):
     arrange: BoolProperty(name="Arrange the group", default=True,
                           description="Move the heads of the photo's other faces to where the camera sees them "
                                       "as the photo does (a group photo)")
+    in_renders: BoolProperty(name="Photo in renders", default=False,
+                             description="Render the head on the photo: the head's photo lighting becomes the "
+                                         "scene's world, with the photo behind the head for the camera, and the "
+                                         "view transform Standard (the photo's own colours)")
 
     @classmethod
     def poll(cls, context):
@@ -492,7 +496,7 @@ class FACERECON_OT_photo_camera(bpy.types.Operator):
         from .photo_camera import PhotoCameraError, add_photo_camera
 
         try:
-            made = add_photo_camera(context, active_head(context), arrange=self.arrange)
+            made = add_photo_camera(context, active_head(context), arrange=self.arrange, in_renders=self.in_renders)
         except PhotoCameraError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -296,14 +296,18 @@ def other_faces(obj) -> list:
             and (k := importer.object_result_key(o)) is not None and k[0] == key[0] and k[1] != key[1]]
 
 
-def add_photo_camera(context, obj, *, make_active: bool = True, arrange: bool = True) -> PhotoCamera:
+def add_photo_camera(context, obj, *, make_active: bool = True, arrange: bool = True,
+                     in_renders: bool = False) -> PhotoCamera:
     """Add (or update) the photo camera of the head mesh ``obj``.
 
     ``make_active``: make it the scene's camera, set the render size to the photo's (the
     camera sees the photo's frame only at its aspect ratio) and look through it in every 3D
     view. ``arrange``: the heads of the photo's other faces (a group photo's) move to where
     the camera sees them as the photo does, so one camera shows the whole group (each fit
-    estimates its head's own distance: the group's depths are the fits'). Raises
+    estimates its head's own distance: the group's depths are the fits'). ``in_renders``: the
+    scene's world becomes the head's photo lighting with the photo behind the head for camera
+    rays (``importer.photo_world``'s backdrop), and the view transform *Standard*, so that a
+    render through the camera is the head on the photo in the photo's own colours. Raises
     :class:`PhotoCameraError` when ``obj`` holds no fitted camera."""
     import bpy
     from mathutils import Matrix
@@ -353,6 +357,15 @@ def add_photo_camera(context, obj, *, make_active: bool = True, arrange: bool = 
         _show_behind(camera.data, image)
     if make_active:
         notes += _make_active(context, camera, settings.resolution)
+    if in_renders and image is not None and obj.get("facerecon_sh") is not None:
+        scene = context.scene
+        before = scene.world.name if scene.world is not None else "none"
+        lighting = {"sh": list(obj["facerecon_sh"]), "R": list(obj["facerecon_R"])}
+        scene.world = importer.photo_world(str(obj.get("facerecon_name") or obj.name), lighting, backdrop=image)
+        notes.append(f"world '{scene.world.name}' with the photo behind the head in renders (was '{before}')")
+        if scene.view_settings.view_transform != "Standard":  # the photo's own colours
+            notes.append(f"view transform Standard (was {scene.view_settings.view_transform})")
+            scene.view_settings.view_transform = "Standard"
     return PhotoCamera(camera, picture, notes)
 
 

@@ -682,6 +682,24 @@ def test_photo_camera_sees_the_head_where_the_photo_has_it(blender, result_folde
     to_world = np.array(new.matrix_world)
     assert np.abs(_through_camera(bpy, cameras[0], world(lm_model), (W, H)) - px).max() < 0.01
 
+    # Photo in renders: the head's photo lighting as the world, the photo behind the head for
+    # camera rays, Standard view transform: a render's background is the photo itself
+    scene.view_settings.view_transform = "AgX"
+    assert bpy.ops.facerecon.photo_camera(in_renders=True) == {"FINISHED"}
+    assert scene.world.name == "astronaut photo light" and scene.view_settings.view_transform == "Standard"
+    assert scene.world.node_tree.nodes[importer.BACKDROP_NODE].image == cameras[0].data.background_images[0].image
+    scene.render.engine, scene.cycles.samples, scene.cycles.use_denoising = "CYCLES", 4, False
+    scene.render.resolution_percentage, scene.render.film_transparent = 25, False
+    scene.render.filepath = str(tmp_path / "render.png")
+    bpy.ops.render.render(write_still=True)
+    from PIL import Image
+
+    render = np.asarray(Image.open(tmp_path / "render.png").convert("RGB"), dtype=float) / 255
+    photo = np.asarray(Image.open(result_folder / "photo.jpg").convert("RGB").resize(render.shape[1::-1]),
+                       dtype=float) / 255
+    assert np.abs(render[:24, :24] - photo[:24, :24]).mean() < 0.05  # a corner without the head: the photo
+    scene.render.resolution_percentage = 100
+
     # portrait and landscape frames with the principal point off the centre (what Blender's
     # sensor fit and lens shift must carry): Blender's projection is still K's
     lm3 = np.array(params["landmarks68_camera"])
