@@ -61,6 +61,9 @@ DRIVEN_KEYS: dict[str, str] = {
 
 DISPLACEMENT_MIDLEVEL = 32768.0 / 65535.0  # grey value of zero displacement in a 16-bit map
 
+#: The skin material's Principled *Specular IOR Level* (Blender's default 0.5; see _build_material).
+SKIN_SPECULAR = 0.25
+
 #: Node names of the animated detail in the skin material (docs/blender_addon.md, "Animated detail").
 DETAIL_FRAME = "Animated detail"          # the frame around the whole mix
 DETAIL_NEUTRAL = "Detail displacement"    # image texture of displacement.png
@@ -374,6 +377,10 @@ def _build_material(obj, out_dir: Path, params: dict, name: str) -> None:
     bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
     out = next(n for n in nodes if n.type == "OUTPUT_MATERIAL")
     bsdf.inputs["Roughness"].default_value = 0.55
+    # half of Blender's default specular: the albedo is the photo divided by a diffuse shading,
+    # so it already holds part of the photo's sheen (renders under the photo's light: 14.8 ->
+    # 11.8 /255 from the photo, docs/blender_addon.md; 0 gave 8.6 but chalky skin under lamps)
+    bsdf.inputs["Specular IOR Level"].default_value = SKIN_SPECULAR
     uv = nodes.new("ShaderNodeUVMap")
     uv.location = (-900, 200)
     if albedo is not None:
