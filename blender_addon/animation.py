@@ -17,7 +17,9 @@ the file's value):
   ``jawOpen`` shape key, so the jaw bone is keyed closed (the photo's jaw opening would add
   to it), and its gaze is in the ``eyeLook*`` keys (its eye-rotation columns would turn the
   eyes twice, so they are not keyed);
-* optionally the scene: frame range from ``start_frame`` and the frame rate of the file.
+* optionally the scene: frame range from ``start_frame`` and the frame rate of the file — the
+  video's own when the file sampled a video at a lower rate (:func:`timeline_rate`: the keys
+  land on the video's frames).
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ def read_animation(path: str | Path, fps: float | None = None):
         return fmt.read_animation(path, fps)
     except fmt.AnimationFileError as exc:
         raise importer.ImportFailed(str(exc)) from None
+
+
+def timeline_rate(anim) -> float:
+    """The scene's frame rate for ``anim``: the video's own when the animation sampled it at a
+    lower rate (``engine animate --fps``), so that its keys land on the video's frames
+    (interpolated between them) and the video plays in step behind the video camera; else
+    the animation's rate (a folder of frames, a CSV)."""
+    try:
+        source = float(anim.meta.get("source_fps") or 0.0)
+    except (TypeError, ValueError):
+        source = 0.0
+    return source if source > anim.fps * 1.0001 else float(anim.fps)
 
 
 def scene_frames(times: np.ndarray, fps: float, start_frame: int) -> np.ndarray:
@@ -146,7 +160,8 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
         raise importer.ImportFailed(f"'{obj.name}' has no shape keys to animate.")
     if anim.n_frames == 0:
         raise importer.ImportFailed("The animation has no frames.")
-    frames = scene_frames(anim.times, anim.fps, start_frame)
+    fps = timeline_rate(anim)
+    frames = scene_frames(anim.times, fps, start_frame)
     blocks = keys.key_blocks
     known = [n for n in anim.names if n in blocks]
     unknown = [n for n in anim.names if n not in blocks]
@@ -190,8 +205,8 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
             rig["facerecon_pose_controls"] = controls
     if set_scene:
         scene = context.scene
-        rate = max(1, int(round(anim.fps)))
-        scene.render.fps, scene.render.fps_base = rate, rate / float(anim.fps)
+        rate = max(1, int(round(fps)))
+        scene.render.fps, scene.render.fps_base = rate, rate / fps
         scene.frame_start, scene.frame_end = int(frames[0]), int(frames[-1])
         scene.frame_set(int(frames[0]))
     made = None

@@ -448,20 +448,19 @@ def key_video_camera(context, obj, anim, frames, fmt, *, make_active: bool = Tru
 def video_source(anim, frames, natural_key) -> tuple[Path, int] | str:
     """``(file, scene frame of the video's first frame)`` to play behind the video camera —
     the video file, or the first image of a folder of frames (in the engine's natural order,
-    ``natural_key``: a numbered sequence, which Blender plays as a clip) — when the animation
-    keeps every frame of it, so that the clip plays in step; otherwise the reason it cannot
-    (a sentence)."""
+    ``natural_key``: a numbered sequence, which Blender plays as a clip) — when the scene
+    ``frames`` of the animation's samples are the video's frames (one scene frame per video
+    frame, as ``animation.timeline_rate`` places them), so that the clip plays in step;
+    otherwise the reason it cannot (a sentence)."""
     import bpy
 
     src = anim.meta.get("source")
     if not src or not Path(src).exists():
         return "the video is not there any more: the camera has no background"
-    source_fps = float(anim.meta.get("source_fps") or anim.fps)
     index = np.asarray(anim.frames if anim.frames is not None else np.arange(anim.n_frames))
     frames = np.asarray(frames)
-    if abs(source_fps - anim.fps) > 1e-3 or not np.array_equal(index - index[0], frames - frames[0]):
-        return ("the video plays behind the camera only when the animation keeps all its frames "
-                "(its frame rate the video's): no background")
+    if not np.array_equal(index - index[0], frames - frames[0]):  # (keys on the video's frames: timeline_rate)
+        return "the animation's keys are not on the video's frames: no background"
     path = Path(src)
     if path.is_dir():
         images = sorted((p for p in path.iterdir() if p.suffix.lower() in bpy.path.extensions_image),

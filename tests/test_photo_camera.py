@@ -146,6 +146,14 @@ def test_the_video_plays_behind_the_camera_only_in_step(tmp_path):
                          frames=np.asarray(frames), meta={"source": str(source), "source_fps": 30.0})
 
     assert video_source(anim([1, 2, 3]), np.array([5, 6, 7]), natural_key) == (folder / "frame2.png", 4)
-    assert "keeps all its frames" in video_source(anim([0, 2, 4], fps=15.0), np.array([1, 2, 3]), natural_key)
+    # sampled at half the video's rate: keyed on the video's frames (timeline_rate), the clip plays in step
+    from blender_addon.animation import scene_frames, timeline_rate
+
+    half = anim([0, 2, 4], fps=15.0)
+    assert timeline_rate(half) == 30.0 and timeline_rate(anim([0, 1])) == 30.0
+    assert timeline_rate(Animation(fps=24.0, times=np.zeros(1), names=["a"], weights=np.zeros((1, 1)))) == 24.0
+    on_video = scene_frames(half.times, timeline_rate(half), 1)
+    assert on_video.tolist() == [1, 3, 5] and video_source(half, on_video, natural_key) == (folder / "frame2.png", 1)
+    assert "not on the video's frames" in video_source(half, np.array([1, 2, 3]), natural_key)
     assert "not there any more" in video_source(anim([0, 1], source=tmp_path / "gone.mp4"), np.array([1, 2]),
                                                 natural_key)
