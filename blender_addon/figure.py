@@ -223,6 +223,32 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]}): {len(names)} faces x {len(columns)} versions")
 
 
+def _square_around(points, side: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A square crop box (left, top, right, bottom) of ``side`` pixels centred on the points'
+    mean, moved inside an image of ``size`` (no larger than it)."""
+    import numpy as np
+
+    side = min(side, *size)
+    cx, cy = np.asarray(points, float).mean(0)[:2]
+    left = float(np.clip(cx - side / 2, 0, size[0] - side))
+    top = float(np.clip(cy - side / 2, 0, size[1] - side))
+    return tuple(int(round(v)) for v in (left, top, left + side, top + side))
+
+
+def through_camera_setup(scene, samples: int, max_side: int) -> None:
+    """Render settings for a head seen through its photo or video camera, to be laid over the
+    photo: Cycles on the CPU, film transparent, the Standard view transform (the photo's own
+    colours), the camera's render size scaled to ``max_side`` pixels on the longer side."""
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = True
+    scene.render.film_transparent = True
+    scene.view_settings.view_transform = "Standard"
+    W, H = scene.render.resolution_x, scene.render.resolution_y
+    scene.render.resolution_percentage = max(1, min(100, round(100 * max_side / max(W, H))))
+
+
 def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, samples: int = 24,
                         max_side: int = 768) -> None:
     """One row per ``engine reconstruct`` output folder: the photo, the head seen through its
@@ -255,13 +281,7 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
             if made.photo is None:
                 raise SystemExit(f"{folder}: no photo to show behind the head")
             scene = bpy.context.scene
-            scene.render.engine = "CYCLES"
-            scene.cycles.device = "CPU"
-            scene.cycles.samples = samples
-            scene.render.film_transparent = True
-            scene.view_settings.view_transform = "Standard"
-            W, H = scene.render.resolution_x, scene.render.resolution_y
-            scene.render.resolution_percentage = max(1, min(100, round(100 * max_side / max(W, H))))
+            through_camera_setup(scene, samples, max_side)
             path = os.path.join(tmp, f"{r}.png")
             scene.render.filepath = path
             bpy.ops.render.render(write_still=True)
@@ -273,11 +293,7 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
             params = [importer.read_params(f) for f in faces]
             lm = np.concatenate([np.asarray(p["landmarks68_image_px"]) for p in params]) * \
                 render.size[0] / params[0]["image_size"][0]
-            cx, cy = lm[:, 0].mean(), lm[:, 1].mean()
-            side = min(2.2 * max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1])), *render.size)
-            left = float(np.clip(cx - side / 2, 0, render.size[0] - side))  # inside the photo
-            top = float(np.clip(cy - side / 2, 0, render.size[1] - side))
-            box = tuple(int(round(v)) for v in (left, top, left + side, top + side))
+            box = _square_around(lm, 2.2 * max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1])), render.size)
             for c, image in enumerate((photo, over, half)):
                 if len(faces) > 1:  # a group: the whole photo, fitted into the tile
                     f = tile / max(image.size)
@@ -313,13 +329,8 @@ def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int
     if done["camera"] is None:
         raise SystemExit(f"{anim_dir}: animation.json has no per-frame camera")
     scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = samples
-    scene.render.film_transparent = True
-    scene.view_settings.view_transform = "Standard"
-    W, H = scene.render.resolution_x, scene.render.resolution_y
-    scene.render.resolution_percentage = max(1, min(100, round(100 * max_side / max(W, H))))
+    W = scene.render.resolution_x
+    through_camera_setup(scene, samples, max_side)
     picks = np.unique(np.linspace(0, anim.n_frames - 1, columns).round().astype(int))
     wanted = {int(anim.frames[k]): k for k in picks}
     video = {f.index: f.rgb for f in open_clip(anim.meta["source"]) if f.index in wanted}
@@ -339,11 +350,7 @@ def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int
             over.paste(render, (0, 0), render)
             half = Image.blend(frame, over, 0.5)
             f = render.size[0] / W
-            cx, cy = lm[:, 0].mean() * f, lm[:, 1].mean() * f
-            side = min(2.6 * np.ptp(lm[:, 1]) * f, *render.size)
-            left = float(np.clip(cx - side / 2, 0, render.size[0] - side))
-            top = float(np.clip(cy - side / 2, 0, render.size[1] - side))
-            box = tuple(int(round(v)) for v in (left, top, left + side, top + side))
+            box = _square_around(lm * f, 2.6 * np.ptp(lm[:, 1]) * f, render.size)
             for r, image in enumerate((frame, over, half)):
                 sheet.paste(image.crop(box).resize((tile, tile), Image.LANCZOS), (c * tile, head + r * tile))
             draw.text((c * tile + 8, 8), f"frame {int(anim.frames[k])}", fill=(0, 0, 0))
@@ -543,7 +550,7 @@ def render_detail(result_dir: str, out_png: str, tile: tuple[int, int] = (300, 3
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
 
 
-if __name__ == "__main__":
+def _main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "detail":
         render_detail(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] == "compare":
@@ -587,5 +594,21 @@ if __name__ == "__main__":
                          "       python -m blender_addon.figure detail RESULT_DIR OUT.png\n"
                          "       python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]\n"
                          "       python -m blender_addon.figure video OUT.png ANIMATE_DIR")
+
+
+if __name__ == "__main__":
+    import traceback
+
+    code = 0
+    try:
+        _main()
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            print(exc.code if isinstance(exc.code, str) else f"exit {exc.code}", file=sys.stderr)
+            code = exc.code if isinstance(exc.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
-    os._exit(0)  # bpy 4.5 as a module can hang in its exit handlers
+    sys.stderr.flush()
+    os._exit(code)  # bpy as a module can hang in its exit handlers (after an error too)

@@ -57,20 +57,13 @@ def render_through_photo_camera(folder: Path, out_png: Path, size: int, samples:
     """Render the folder's head through its photo camera; returns the add-on's PhotoCamera."""
     import bpy
 
-    from blender_addon.figure import _fresh_import
+    from blender_addon.figure import _fresh_import, through_camera_setup
     from blender_addon.photo_camera import add_photo_camera
 
     obj = _fresh_import(folder, photo_lighting=True)
     made = add_photo_camera(bpy.context, obj)
     scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = samples
-    scene.cycles.use_denoising = True
-    scene.render.film_transparent = True
-    scene.view_settings.view_transform = "Standard"
-    W, H = scene.render.resolution_x, scene.render.resolution_y
-    scene.render.resolution_percentage = max(1, min(100, round(100 * size / max(W, H))))
+    through_camera_setup(scene, samples, size)
     scene.render.filepath = str(out_png)
     bpy.ops.render.render(write_still=True)
     return made
@@ -122,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
+    import traceback
+
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except Exception:
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
-    os._exit(code)  # bpy as a module can hang in its exit handlers
+    sys.stderr.flush()
+    os._exit(code)  # bpy as a module can hang in its exit handlers (after an error too)
