@@ -596,19 +596,27 @@ def _main() -> None:
                          "       python -m blender_addon.figure video OUT.png ANIMATE_DIR")
 
 
-if __name__ == "__main__":
+def exit_after(main) -> None:
+    """Run a script's ``main()`` that uses ``bpy`` and end the process with its status (an int
+    it returns or raises with SystemExit; a SystemExit message is printed, status 1; an
+    exception's traceback, status 1) through ``os._exit``: bpy as a module can hang in its
+    exit handlers, after an error too. Used by this module and tools/photo_relight_error.py."""
     import traceback
 
-    code = 0
     try:
-        _main()
+        result = main()
+        code = result if isinstance(result, int) else 0
     except SystemExit as exc:
-        if exc.code not in (None, 0):
-            print(exc.code if isinstance(exc.code, str) else f"exit {exc.code}", file=sys.stderr)
-            code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
     except Exception:
         traceback.print_exc()
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # bpy as a module can hang in its exit handlers (after an error too)
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_after(_main)

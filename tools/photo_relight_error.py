@@ -18,7 +18,6 @@ is left is the fit's own error. Runs under the project's venv (the ``bpy`` modul
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -115,15 +114,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import traceback
+    from blender_addon.figure import exit_after
 
-    try:
-        code = main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except Exception:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # bpy as a module can hang in its exit handlers (after an error too)
+    exit_after(main)  # (bpy as a module can hang in its exit handlers)
