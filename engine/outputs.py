@@ -133,10 +133,9 @@ def write_photo_jpeg(path: str | os.PathLike[str], rgb: np.ndarray, max_side: in
     the head seen through the photo's camera (``params.json``'s ``K`` scales to its size)."""
     import cv2
 
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    from engine.photo import downscale
+
+    rgb, _ = downscale(rgb, max_side)
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"could not encode {path}")
@@ -508,7 +507,6 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     """:func:`write_outputs`' body (its arguments, in its order)."""
     import time
 
-    import cv2
     import torch
 
     from engine.export.gltf import write_glb
@@ -516,7 +514,7 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     from engine.export.uv_pack import export_layout, to_export_layout
     from engine.face import FaceDecoder
     from engine.head.teeth import TEETH_ALBEDO, extend_vertices, pad_vertices, with_teeth
-    from engine.photo import align_crop, landmark_box
+    from engine.photo import align_crop, downscale, landmark_box
     from engine.photo.eyes import estimate_eye_colours
     from engine.render.camera import PerspectiveCamera
     from engine.texture import bake_albedo, eyelid_weight, feature_weight, paint_parts
@@ -560,9 +558,8 @@ def _write_folder(folder, model, params, photo, method, options, extra, timings,
     # baked from it), so the overlay shows the geometry alone, grey under a fixed light, with
     # both landmark sets.
     def write_overlay() -> None:
-        scale = min(1.0, opt.overlay_max_side / max(H, W))
-        oh, ow = max(1, round(H * scale)), max(1, round(W * scale))
-        photo_small = cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA) if scale < 1 else img
+        photo_small, _ = downscale(img, opt.overlay_max_side)
+        oh, ow = photo_small.shape[:2]
         with torch.no_grad():
             grey, mask = render_geometry(through(torch.diag(torch.tensor([ow / W, oh / H, 1.0])) @ K, (oh, ow)),
                                          head_box=True)
