@@ -144,6 +144,13 @@ def _key(fc, frames: np.ndarray, values: np.ndarray) -> None:
     fc.update()
 
 
+def animated_rig(obj):
+    """The armature whose bones an animation keys for the head ``obj``: its rig.json rig, else
+    any armature it is parented to; None without one."""
+    parent = obj.parent
+    return importer.pose_rig_of(obj) or (parent if parent is not None and parent.type == "ARMATURE" else None)
+
+
 def _head_bone(rig) -> str | None:
     return next((b for b in ("neck", "global") if b in rig.pose.bones), None)
 
@@ -174,8 +181,7 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
     for name in known:
         _key(_fcurve(keys, action, f'key_blocks["{name}"].value', 0, "Expressions"), frames, anim.weight(name))
     bones: list[str] = []
-    rig = importer.pose_rig_of(obj) or (obj.parent if obj.parent is not None and obj.parent.type == "ARMATURE"
-                                        else None)
+    rig = animated_rig(obj)
     if rig is not None:
         rotations = {j: np.asarray(v, np.float64) for j, v in anim.joints.items() if j in rig.pose.bones}
         if "jaw" in rig.pose.bones and "jaw" not in rotations and "jawOpen" in known:

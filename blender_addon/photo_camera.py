@@ -383,7 +383,7 @@ def key_video_camera(context, obj, anim, frames, fmt, *, make_active: bool = Tru
     from mathutils import Matrix
 
     from . import importer
-    from .animation import _fcurve, _key
+    from .animation import _fcurve, _head_bone, _key, animated_rig
 
     if not {"R", "t", "K"} <= set(anim.camera):
         return None
@@ -394,8 +394,8 @@ def key_video_camera(context, obj, anim, frames, fmt, *, make_active: bool = Tru
     top, model_to_top = _model_to_parent(context, obj)
     camera.parent = top
     camera.matrix_parent_inverse = Matrix.Identity(4)
-    rig = importer.pose_rig_of(obj)
-    head_bone = next((b for b in ("neck", "global") if rig is not None and b in rig.pose.bones), None)
+    rig = animated_rig(obj)  # the rig apply_animation turns the head with
+    head_bone = _head_bone(rig) if rig is not None else None
     turned = head_bone is not None and anim.head_rotation is not None  # (as animation.apply_animation plays it)
     if turned:
         to_model = importer.MODEL_TO_BLENDER.T
