@@ -20,6 +20,12 @@ the file's value):
 * optionally the scene: frame range from ``start_frame`` and the frame rate of the file — the
   video's own when the file sampled a video at a lower rate (:func:`timeline_rate`: the keys
   land on the video's frames).
+
+:func:`apply_to_character` keys a character of the user's own instead (the *Character*
+target; *Import Animation File* with no reconstructed head active): the ARKit curves
+(:func:`read_character_animation`: a CSV, or the ``animation.csv`` beside an animation.json)
+on every selected mesh's shape keys that spell ARKit units, and the head's turn on one bone
+of its armature (:mod:`blender_addon.retarget` matches names and turns the bone).
 """
 
 from __future__ import annotations
@@ -144,6 +150,29 @@ def _key(fc, frames: np.ndarray, values: np.ndarray) -> None:
     fc.update()
 
 
+def _key_bone(rig, bone: str, action_name: str, frames: np.ndarray, quats: np.ndarray) -> None:
+    """Key a pose bone's rotation quaternion (``quats`` (T, 4), its own axes) on ``frames``;
+    a driver on its Euler rotation (the head's bone controls) gives way to the keys."""
+    pbone = rig.pose.bones[bone]
+    pbone.driver_remove("rotation_euler")
+    pbone.rotation_mode = "QUATERNION"
+    quats = np.array(quats, np.float64)
+    for i in range(1, len(quats)):  # sign continuity: keys interpolate component-wise
+        if np.dot(quats[i], quats[i - 1]) < 0:
+            quats[i] = -quats[i]
+    path = f'pose.bones["{bone}"].rotation_quaternion'
+    for c in range(4):
+        _key(_fcurve(rig, action_name, path, c, bone), frames, quats[:, c])
+
+
+def _set_timeline(scene, frames: np.ndarray, fps: float) -> None:
+    """The scene plays ``frames`` at ``fps`` (fractional rates through ``fps_base``)."""
+    rate = max(1, int(round(fps)))
+    scene.render.fps, scene.render.fps_base = rate, rate / fps
+    scene.frame_start, scene.frame_end = int(frames[0]), int(frames[-1])
+    scene.frame_set(int(frames[0]))
+
+
 def animated_rig(obj):
     """The armature whose bones an animation keys for the head ``obj``: its rig.json rig, else
     any armature it is parented to; None without one."""
@@ -195,26 +224,14 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
             rotations[head_bone] = fmt.quaternion_to_rotvec(q)
         controls = list(rig.get("facerecon_pose_controls", []))
         for bone, rv in rotations.items():
-            pbone = rig.pose.bones[bone]
-            pbone.driver_remove("rotation_euler")  # the bone controls give way to the keys
-            pbone.rotation_mode = "QUATERNION"
             quats = np.array([list(importer._bone_local_rotation(rig, bone, r)) for r in rv])
-            for i in range(1, len(quats)):  # sign continuity: keys interpolate component-wise
-                if np.dot(quats[i], quats[i - 1]) < 0:
-                    quats[i] = -quats[i]
-            path = f'pose.bones["{bone}"].rotation_quaternion'
-            for c in range(4):
-                _key(_fcurve(rig, f"{obj.name} head", path, c, bone), frames, quats[:, c])
+            _key_bone(rig, bone, f"{obj.name} head", frames, quats)
             bones.append(bone)
             controls = [p for p in controls if all(b != bone for b, _, _ in importer.POSE_CONTROLS[p][3])]
         if rig.get("facerecon_pose_controls") is not None:
             rig["facerecon_pose_controls"] = controls
     if set_scene:
-        scene = context.scene
-        rate = max(1, int(round(fps)))
-        scene.render.fps, scene.render.fps_base = rate, rate / fps
-        scene.frame_start, scene.frame_end = int(frames[0]), int(frames[-1])
-        scene.frame_set(int(frames[0]))
+        _set_timeline(context.scene, frames, fps)
     made = None
     if camera:
         from .photo_camera import key_video_camera
@@ -222,6 +239,122 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
         made = key_video_camera(context, obj, anim, frames, fmt, make_active=set_scene)
     obj["facerecon_animation"] = str(anim.meta.get("source", ""))
     return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown, "camera": made}
+
+
+def character_of(context) -> tuple[list, object | None]:
+    """The selected character: the meshes with shape keys among the selected objects (the
+    active one included) and the children of a selected armature, reconstructed heads left
+    out; its armature: a selected one, else the first mesh's parent or Armature modifier's."""
+    chosen = list(context.selected_objects)
+    if context.active_object is not None and context.active_object not in chosen:
+        chosen.append(context.active_object)
+    rigs = [o for o in chosen if o.type == "ARMATURE"]
+    meshes: list = []
+    for o in chosen + [c for r in rigs for c in r.children_recursive]:
+        if (o.type == "MESH" and o not in meshes and o.data.shape_keys is not None
+                and o.get("facerecon_name") is None):
+            meshes.append(o)
+    rig = rigs[0] if rigs else None
+    for o in meshes:
+        if rig is not None:
+            break
+        if o.parent is not None and o.parent.type == "ARMATURE":
+            rig = o.parent
+        rig = rig or next((m.object for m in o.modifiers if m.type == "ARMATURE" and m.object is not None), None)
+    return meshes, rig
+
+
+def read_character_animation(path: str | Path, fps: float | None = None):
+    """The ARKit curves that animate a character: a Live Link Face CSV as it is; for an
+    animation.json the ``animation.csv`` beside it (its ``jawOpen`` holds the jaw's opening
+    and its ``eyeLook*`` the gaze, which animation.json keeps on the head's bones), on the
+    JSON's own times and rate (a CSV's timecodes only approximate them)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return read_animation(path, fps)
+    csv_path = path.with_name("animation.csv")
+    if not csv_path.is_file():
+        raise importer.ImportFailed(
+            f"A character is animated by ARKit curves: {path.name} holds the head model's own units and "
+            f"there is no animation.csv beside it (the engine writes one for the open and ICT models; "
+            f"FLAME's expressions have no ARKit meaning).")
+    timing = read_animation(path)
+    anim = read_animation(csv_path, timing.fps)
+    if anim.n_frames != timing.n_frames:
+        raise importer.ImportFailed(f"{csv_path.name} has {anim.n_frames} frames but {path.name} "
+                                    f"{timing.n_frames}: they are not of one clip.")
+    anim.times, anim.fps, anim.meta = timing.times, timing.fps, timing.meta
+    return anim
+
+
+def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, *, start_frame: int = 1,
+                       set_scene: bool = True) -> dict:
+    """Key a character of your own with ``anim``'s ARKit curves (a Live Link Face CSV or our
+    animation.csv): every shape key of ``meshes`` whose name spells an ARKit unit
+    (:func:`retarget.match_arkit`), and the head's turn on ``head_bone`` of ``rig``
+    (:func:`retarget.head_bone_rotation`; None: no bone keyed). Keys other curves of the
+    meshes' and the rig's actions leave alone. Returns ``frames``, ``units`` (ARKit units
+    keyed), ``keys`` (shape keys keyed), ``missing`` (units of the file no key takes),
+    ``driven`` (keyed shape keys that drivers of the character override), ``bone``."""
+    from mathutils import Matrix
+
+    from . import retarget
+
+    if not meshes:
+        raise importer.ImportFailed("Select your character: a mesh with ARKit shape keys (or its armature).")
+    if anim.n_frames == 0:
+        raise importer.ImportFailed("The animation has no frames.")
+    fps = timeline_rate(anim)
+    frames = scene_frames(anim.times, fps, start_frame)
+    units: set[str] = set()
+    keyed = driven = 0
+    for obj in meshes:
+        keys = obj.data.shape_keys
+        names = [kb.name for kb in keys.key_blocks if kb != keys.reference_key]
+        match = retarget.match_arkit(names, anim.names)
+        drivers = {d.data_path for d in keys.animation_data.drivers} if keys.animation_data else set()
+        for unit, key_names in match.keys.items():
+            for name in key_names:
+                path = f'key_blocks["{name}"].value'
+                _key(_fcurve(keys, f"{obj.name} face", path, 0, "Expressions"), frames, anim.weight(unit))
+                keyed += 1
+                driven += path in drivers
+            units.add(unit)
+    if not units:
+        names = ", ".join(o.name for o in meshes)
+        raise importer.ImportFailed(f"No shape key of {names} is an ARKit unit (eyeBlinkLeft, jawOpen, … in any "
+                                    f"spelling such as EyeBlink_L): nothing to animate.")
+    bone = None
+    if rig is not None and head_bone and anim.head_rotation is not None:
+        if head_bone not in rig.pose.bones:
+            raise importer.ImportFailed(f"'{rig.name}' has no bone '{head_bone}'.")
+        rest = np.array(rig.data.bones[head_bone].matrix_local.to_3x3())
+        world = np.array(rig.matrix_world.to_3x3())
+        quats = np.array([list(Matrix(retarget.head_bone_rotation(
+            importer._model_rotation_to_blender(r), rest, world).tolist()).to_quaternion())
+            for r in anim.head_rotation])
+        _key_bone(rig, head_bone, f"{rig.name} head turn", frames, quats)
+        bone = head_bone
+    if set_scene:
+        _set_timeline(context.scene, frames, fps)
+    return {"frames": frames, "units": sorted(units), "keys": keyed, "driven": driven, "bone": bone,
+            "missing": [u for u in anim.names if u not in units]}
+
+
+def character_report(done: dict, meshes: list) -> str:
+    """One line for the user: what was keyed on the character, what was not and why."""
+    text = (f"Keyed {len(done['units'])} ARKit units on {done['keys']} shape keys "
+            f"of {', '.join(o.name for o in meshes)}, frames {int(done['frames'][0])}-"
+            f"{int(done['frames'][-1])}")
+    text += f"; head turn on bone '{done['bone']}'" if done["bone"] else "; no head bone keyed"
+    if done["missing"]:
+        text += f"; units without a shape key: {', '.join(done['missing'][:4])}" + (
+            f" and {len(done['missing']) - 4} more" if len(done["missing"]) > 4 else "")
+    if done["driven"]:
+        one = done["driven"] == 1
+        text += (f"; {done['driven']} of those shape keys {'has a driver' if one else 'have drivers'} of the "
+                 f"character's own, which {'overrides' if one else 'override'} the keys")
+    return text
 
 
 def camera_report(done: dict) -> str:
@@ -234,7 +367,9 @@ def camera_report(done: dict) -> str:
 
 # ---------------------------------------------------------------------------- operators
 TARGETS = [("NEW", "New head", "Build a head from the video and animate it"),
-           ("ACTIVE", "Active head", "Animate the selected reconstructed head (keeps its shape)")]
+           ("ACTIVE", "Active head", "Animate the selected reconstructed head (keeps its shape)"),
+           ("CHARACTER", "Character", "Animate your own character: the selected meshes' ARKit shape keys "
+                                      "(any spelling: eyeBlinkLeft, EyeBlink_L, …) and its head bone")]
 
 
 class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
@@ -248,6 +383,23 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
     camera: BoolProperty(name="Video camera", default=True,
                          description="Key a camera that sees the head as the video does, the video behind it; "
                                      "it becomes the scene's camera")
+    turn_head: BoolProperty(name="Turn the head", default=True,
+                            description="Key the head's turn on a bone of the character's armature")
+    head_bone: StringProperty(name="Head bone",
+                              description="The character's bone that turns its head (empty: the one named "
+                                          "head, Head, mixamorig:Head, …, else a neck)")
+
+
+def character_head_bone(context, rig) -> str | None:
+    """The bone the character's head turns on: the sidebar's choice, else the usual one."""
+    from . import retarget
+
+    settings = context.scene.facerecon_animate
+    if rig is None or not settings.turn_head:
+        return None
+    if settings.head_bone:
+        return settings.head_bone
+    return retarget.guess_head_bone([b.name for b in rig.data.bones])
 
 
 class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
@@ -275,6 +427,15 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         if anim.target == "ACTIVE" and active_head(context) is None:
             self.report({"ERROR"}, "Select a reconstructed head to animate (or animate a new head).")
             return None
+        self._character = character_of(context) if anim.target == "CHARACTER" else None
+        if self._character is not None:
+            if not self._character[0]:
+                self.report({"ERROR"}, "Select your character: a mesh with ARKit shape keys (or its armature).")
+                return None
+            if settings.model == "flame":
+                self.report({"ERROR"}, "FLAME's expressions have no ARKit meaning: pick the open or ICT model "
+                                       "to animate a character.")
+                return None
         engine = self._engine(context)
         if engine is None:
             return None
@@ -287,6 +448,14 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
         settings = context.scene.facerecon
+        character = getattr(self, "_character", None)
+        if character is not None:
+            meshes, rig = character
+            anim = read_character_animation(job.out_dir / "animation.json")
+            done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim)
+            text = character_report(done, meshes)
+            return f"{meshes[0].name}: frames {int(done['frames'][0])}-{int(done['frames'][-1])} keyed in " \
+                   f"{job.elapsed:.1f} s", text
         anim = read_animation(job.out_dir / "animation.json")
         obj = getattr(self, "_target", None)
         new = obj is None
@@ -307,7 +476,8 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
 
 
 class FACERECON_OT_import_animation(bpy.types.Operator):
-    """Keyframe the active head from an animation.json or a Live Link Face CSV recorded elsewhere"""
+    """Keyframe the active head, or your selected character's ARKit shape keys and head bone, from an
+    animation.json or a Live Link Face CSV recorded elsewhere"""
 
     bl_idname = "facerecon.import_animation"
     bl_label = "Import Animation File"
@@ -324,7 +494,7 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return active_head(context) is not None
+        return active_head(context) is not None or bool(character_of(context)[0])
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -332,6 +502,8 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
 
     def execute(self, context):
         obj = active_head(context)
+        if obj is None:
+            return self._character(context)
         try:
             anim = read_animation(bpy.path.abspath(self.filepath), self.fps or None)
             done = apply_animation(context, obj, anim, start_frame=self.start_frame, camera=self.camera)
@@ -342,6 +514,18 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
         self.report({"INFO"}, f"Keyed '{obj.name}' on frames {int(done['frames'][0])}-{int(done['frames'][-1])} "
                               f"({len(done['shape_keys'])} shape keys, bones {', '.join(done['bones']) or 'none'})"
                               + extra + camera_report(done))
+        return {"FINISHED"}
+
+    def _character(self, context):
+        meshes, rig = character_of(context)
+        try:
+            anim = read_character_animation(bpy.path.abspath(self.filepath), self.fps or None)
+            done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim,
+                                      start_frame=self.start_frame)
+        except Exception as exc:
+            self.report({"ERROR"}, f"Import failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, character_report(done, meshes))
         return {"FINISHED"}
 
 
@@ -358,9 +542,12 @@ class FACERECON_PT_animate(bpy.types.Panel):
         job = context.window_manager.facerecon_job
         layout.prop(anim, "video")
         layout.row().prop(anim, "target", expand=True)
+        if anim.target == "CHARACTER":
+            _draw_character(layout, context, anim)
         col = layout.column(align=True)
         col.prop(anim, "fps")
-        col.prop(anim, "camera")
+        if anim.target != "CHARACTER":
+            col.prop(anim, "camera")
         row = col.row(align=True)
         row.prop(anim, "start")
         row.prop(anim, "end")
@@ -371,6 +558,35 @@ class FACERECON_PT_animate(bpy.types.Panel):
             row.enabled = engine_choice(context).ok
             row.operator("facerecon.animate_video", icon="SEQUENCE")
         layout.operator("facerecon.import_animation", icon="IMPORT")
+
+
+def _draw_character(layout, context, anim) -> None:
+    """What the character target will key: its meshes and ARKit units, its head bone."""
+    from . import retarget
+
+    meshes, rig = character_of(context)
+    box = layout.box()
+    if not meshes:
+        box.label(text="Select a mesh with ARKit shape keys", icon="ERROR")
+        return
+    units = set()
+    for o in meshes:
+        keys = o.data.shape_keys
+        units |= set(retarget.match_arkit([kb.name for kb in keys.key_blocks if kb != keys.reference_key],
+                                          formats().ARKIT_NAMES).keys)
+    box.label(text=f"{', '.join(o.name for o in meshes)[:48]}: {len(units)} of 52 ARKit units",
+              icon="SHAPEKEY_DATA" if units else "ERROR")
+    if rig is None:
+        box.label(text="No armature: the head will not turn", icon="INFO")
+        return
+    row = box.row(align=True)
+    row.prop(anim, "turn_head", text="")
+    sub = row.row(align=True)
+    sub.enabled = anim.turn_head
+    sub.prop_search(anim, "head_bone", rig.data, "bones", text="")
+    if anim.turn_head and not anim.head_bone:
+        guess = retarget.guess_head_bone([b.name for b in rig.data.bones])
+        box.label(text=f"Head bone: {guess}" if guess else "No head bone found: pick one", icon="BONE_DATA")
 
 
 classes = (FACERECON_AnimateSettings, FACERECON_OT_animate_video, FACERECON_OT_import_animation, FACERECON_PT_animate)

@@ -899,6 +899,10 @@ class _Layout:
             assert path in data.bl_rna.properties, (data, path)
         self.log.append(("prop", data, path))
 
+    def prop_search(self, data, path, search_data, search_path, **kw):
+        assert path in data.bl_rna.properties and search_path in search_data.bl_rna.properties, (path, search_path)
+        self.log.append(("prop_search", data, path))
+
     def operator(self, idname, **kw):
         category, name = idname.split(".")
         assert hasattr(getattr(self._bpy.ops, category), name), idname
@@ -953,7 +957,33 @@ def test_panels_draw_what_exists(blender, result_folder, photos):
     drawn = {(e[1].name if e[2] == "value" else e[2][2:-2]): e for e in row_log if e[0] == "prop"}
     assert len(drawn) == len(keys.key_blocks) - 1  # one slider per key (not the basis)
     assert drawn["eyeBlinkLeft"][1] == keys and drawn["mouthSmileLeft"][1] == keys.key_blocks["mouthSmileLeft"]
-    importer.remove_objects([obj, obj.parent])
+    # the Animate panel's character target: what it will key, the head bone to pick
+    anim_settings = bpy.context.scene.facerecon_animate
+    anim_settings.target = "CHARACTER"
+    rig = bpy.data.objects.new("Character", bpy.data.armatures.new("Character"))
+    bpy.context.scene.collection.objects.link(rig)
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    rig.data.edit_bones.new("Head").tail = (0, 0, 0.2)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    me = bpy.data.meshes.new("CharacterFace")
+    me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    face = bpy.data.objects.new("CharacterFace", me)
+    bpy.context.scene.collection.objects.link(face)
+    face.parent = rig
+    for k in ("Basis", "EyeBlink_L", "Jaw_Open"):
+        face.shape_key_add(name=k)
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    face.select_set(True)
+    bpy.context.view_layer.objects.active = face
+    anim_log = []
+    installed.animation.FACERECON_PT_animate.draw(SimpleNamespace(layout=_Layout(bpy, anim_log)), bpy.context)
+    assert any(e[0] == "prop_search" and e[2] == "head_bone" for e in anim_log)
+    assert not any(e[0] == "prop" and e[2] == "camera" for e in anim_log)  # no video camera for a character
+    assert installed.animation.character_of(bpy.context) == ([face], rig)
+    anim_settings.target = "NEW"
+    importer.remove_objects([obj, obj.parent, face, rig])
 
 
 # ---------------------------------------------------------------------------- issue 17: eyes

@@ -260,6 +260,138 @@ def test_animate_operator_builds_an_animated_head(blender):
         bpy.ops.facerecon.animate_video()
 
 
+def _character(bpy, yaw_deg: float = 30.0):
+    """A character of one's own: a body mesh with ARKit keys in other spellings (one driven by
+    the character's own driver, one no unit), a teeth mesh with its own jawOpen, under an
+    FBX-like armature (Mixamo's bone names, rotated 90° about X, scale 0.01, turned about Z)."""
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    data = bpy.data.armatures.new("CharacterRig")
+    rig = bpy.data.objects.new("CharacterRig", data)
+    bpy.context.scene.collection.objects.link(rig)
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    bones = {}
+    for name, head, tail, parent in (("mixamorig:Hips", (0, 100, 0), (0, 110, 0), None),
+                                     ("mixamorig:Neck", (0, 150, 0), (0, 160, 2), "mixamorig:Hips"),
+                                     ("mixamorig:Head", (0, 160, 2), (0, 178, 1), "mixamorig:Neck"),
+                                     ("mixamorig:HeadTop_End", (0, 178, 1), (0, 185, 1), "mixamorig:Head")):
+        b = data.edit_bones.new(name)
+        b.head, b.tail, b.roll = head, tail, 0.3
+        if parent:
+            b.parent = bones[parent]
+        bones[name] = b
+    bpy.ops.object.mode_set(mode="OBJECT")
+    rig.rotation_euler = (np.pi / 2, 0.0, np.radians(yaw_deg))
+    rig.scale = (0.01, 0.01, 0.01)
+    meshes = []
+    for name, keys in (("Body", ["EyeBlink_L", "blendShape1.jawOpen", "Mouth_Smile_R", "browInnerUp", "Custom"]),
+                       ("Teeth", ["jawOpen"])):
+        me = bpy.data.meshes.new(name)
+        me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+        obj = bpy.data.objects.new(name, me)
+        bpy.context.scene.collection.objects.link(obj)
+        obj.parent = rig
+        for k in ["Basis", *keys]:
+            obj.shape_key_add(name=k)
+        meshes.append(obj)
+    meshes[0].data.shape_keys.key_blocks["browInnerUp"].driver_add("value").driver.expression = "0.5"
+    rig.select_set(True)  # the armature selected: its meshes come with it
+    bpy.context.view_layer.update()
+    return rig, meshes
+
+
+def _check_character(bpy, rig, meshes, anim, start: int, yaw_deg: float) -> None:
+    """Every spelled ARKit key holds the file's weight, the head bone turned in the world as the
+    subject's head did (turned with the character), the key that is no unit not keyed."""
+    from blender_addon import animation, importer
+    from blender_addon.retarget import _orthonormal
+    from engine.video import formats as fmt
+
+    M = importer.MODEL_TO_BLENDER
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    Z = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    A = _orthonormal(np.array(rig.matrix_world.to_3x3()))
+    body, teeth = (o.data.shape_keys.key_blocks for o in meshes)
+    for k in (0, anim.n_frames // 2, anim.n_frames - 1):
+        bpy.context.scene.frame_set(start + k)
+        assert body["EyeBlink_L"].value == pytest.approx(anim.weight("eyeBlinkLeft")[k], abs=1e-5)
+        assert body["Mouth_Smile_R"].value == pytest.approx(anim.weight("mouthSmileRight")[k], abs=1e-5)
+        for key in (body["blendShape1.jawOpen"], teeth["jawOpen"]):
+            assert key.value == pytest.approx(anim.weight("jawOpen")[k], abs=1e-5)
+        turn = fmt.rotvec_to_matrix(anim.head_rotation[k])
+        np.testing.assert_allclose(A @ _bone_rotation(rig, "mixamorig:Head") @ A.T, Z @ M @ turn @ M.T @ Z.T,
+                                   atol=1e-4)
+        np.testing.assert_allclose(_bone_rotation(rig, "mixamorig:Neck"), np.eye(3), atol=1e-6)
+    paths = {fc.data_path for fc in animation.fcurves_of(meshes[0].data.shape_keys)}
+    assert 'key_blocks["Custom"].value' not in paths and 'key_blocks["EyeBlink_L"].value' in paths
+
+
+@child
+def test_a_character_of_ones_own_is_keyed_from_the_file(blender, folder):
+    """Import Animation File with a character selected (no reconstructed head active): picking
+    animation.json keys its ARKit curves (the animation.csv beside it) on the JSON's frames."""
+    bpy, animation, importer = blender
+    anim = animation.read_character_animation(folder / "animation.json")
+    assert anim.n_frames == len(json.loads((folder / "animation.json").read_text())["frames"])
+    rig, meshes = _character(bpy)
+    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json"), start_frame=5) == {"FINISHED"}
+    scene = bpy.context.scene
+    assert (scene.frame_start, scene.frame_end, scene.render.fps) == (5, 4 + anim.n_frames, 30)
+    _check_character(bpy, rig, meshes, anim, 5, 30.0)
+    # what was keyed and what was not, as the report says it
+    done = animation.apply_to_character(bpy.context, meshes, rig, "mixamorig:Head", anim, set_scene=False)
+    assert done["bone"] == "mixamorig:Head" and done["keys"] == 5 and done["driven"] == 1
+    assert set(done["units"]) == {"eyeBlinkLeft", "jawOpen", "mouthSmileRight", "browInnerUp"}
+    assert "cheekPuff" in done["missing"] and len(done["missing"]) == 48
+    text = animation.character_report(done, meshes)
+    assert "4 ARKit units on 5 shape keys of Body, Teeth" in text and "bone 'mixamorig:Head'" in text
+    assert "1 of those shape keys has a driver of the character's own" in text
+    # no bone: keys only
+    assert animation.apply_to_character(bpy.context, meshes, None, None, anim, set_scene=False)["bone"] is None
+    # a mesh without ARKit keys is refused with the reason; nothing selected: the operator is greyed out
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    me = bpy.data.meshes.new("Prop")
+    me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    prop = bpy.data.objects.new("Prop", me)
+    bpy.context.scene.collection.objects.link(prop)
+    prop.shape_key_add(name="Basis")
+    prop.shape_key_add(name="Open")
+    prop.select_set(True)
+    bpy.context.view_layer.objects.active = prop
+    with pytest.raises(RuntimeError, match="No shape key of Prop is an ARKit unit"):
+        bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0)
+    prop.select_set(False)
+    bpy.context.view_layer.objects.active = None
+    assert not bpy.ops.facerecon.import_animation.poll()
+    importer.remove_objects([prop, *meshes, rig])
+
+
+@child
+def test_animate_operator_keys_a_character(blender):
+    """Animate from Video with the Character target: the engine animates the clip, no head is
+    imported, the selected character is keyed from its animation.csv."""
+    bpy, animation, importer = blender
+    clip = os.environ["FACERECON_CLIP_FOLDER"]
+    bpy.context.scene.facerecon.method = "mofa"
+    settings = bpy.context.scene.facerecon_animate
+    settings.video, settings.target = clip, "CHARACTER"
+    rig, meshes = _character(bpy, yaw_deg=-70.0)
+    before = set(bpy.data.objects)
+    assert bpy.ops.facerecon.animate_video(timeout=300) == {"FINISHED"}
+    assert set(bpy.data.objects) == before  # nothing imported
+    n = len(list(Path(clip).glob("*.png")))
+    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, n)
+    status = bpy.context.window_manager.facerecon_job.status
+    assert status.startswith("Body: frames 1-") and f"-{n} keyed" in status
+    fcurves = animation.fcurves_of(meshes[0].data.shape_keys)
+    assert all(len(fc.keyframe_points) == n for fc in fcurves) and len(fcurves) == 4
+    assert animation.fcurves_of(rig) is not None
+    settings.target = "NEW"
+    importer.remove_objects([*meshes, rig])
+
+
 @child
 def test_gltf_importer_plays_animation_glb(blender, folder):
     bpy, animation, importer = blender
