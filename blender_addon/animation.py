@@ -37,7 +37,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import importer, runner
 from .operators import EngineJobOperator, active_head, engine_choice, keep_result_folder
@@ -88,6 +88,32 @@ def timeline_rate(anim) -> float:
 def scene_frames(times: np.ndarray, fps: float, start_frame: int) -> np.ndarray:
     """Scene frame of each sample: ``start_frame`` + elapsed time × fps, rounded."""
     return start_frame + np.round((np.asarray(times) - float(times[0])) * fps).astype(np.int64)
+
+
+def adjusted_animation(anim, strength: float = 1.0, rest_frame: int = 0, start_frame: int = 1):
+    """``anim`` with its expression curves made stronger or weaker from a rest face
+    (:func:`retarget.adjust_weights`), the jaw joint's opening scaled alike; ``rest_frame``:
+    the scene frame (the animation keyed from ``start_frame``) where the face is at rest, 0 for
+    none. The same ``anim`` when nothing changes."""
+    from dataclasses import replace
+
+    from . import retarget
+
+    if strength == 1.0 and rest_frame <= 0:
+        return anim
+    rest = None
+    if rest_frame > 0:
+        frames = scene_frames(anim.times, timeline_rate(anim), start_frame)
+        if not frames[0] <= rest_frame <= frames[-1]:
+            raise importer.ImportFailed(f"The rest frame {rest_frame} is outside the animation's frames "
+                                        f"{int(frames[0])}-{int(frames[-1])}.")
+        rest = anim.weights[int(np.argmin(np.abs(frames - rest_frame)))]
+    try:
+        weights = retarget.adjust_weights(anim.weights, strength, rest)
+    except ValueError as exc:
+        raise importer.ImportFailed(str(exc)) from None
+    joints = {j: (v * strength if j == "jaw" else v) for j, v in anim.joints.items()}
+    return replace(anim, weights=weights, joints=joints)
 
 
 def fcurves_of(id_data):
@@ -383,11 +409,22 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
     camera: BoolProperty(name="Video camera", default=True,
                          description="Key a camera that sees the head as the video does, the video behind it; "
                                      "it becomes the scene's camera")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, soft_max=2.0, max=5.0,
+                            description="Scale every expression curve (and the jaw's opening); 1 keeps them")
+    rest_frame: IntProperty(name="Rest frame", default=0, min=0,
+                            description="A frame where the face is at rest: its expression is taken out of "
+                                        "every frame (0: none)")
     turn_head: BoolProperty(name="Turn the head", default=True,
                             description="Key the head's turn on a bone of the character's armature")
     head_bone: StringProperty(name="Head bone",
                               description="The character's bone that turns its head (empty: the one named "
                                           "head, Head, mixamorig:Head, …, else a neck)")
+
+
+def _with_settings(context, anim, start_frame: int):
+    """``anim`` adjusted by the sidebar's *Strength* and *Rest frame*."""
+    settings = context.scene.facerecon_animate
+    return adjusted_animation(anim, settings.strength, settings.rest_frame, start_frame)
 
 
 def character_head_bone(context, rig) -> str | None:
@@ -451,12 +488,12 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         character = getattr(self, "_character", None)
         if character is not None:
             meshes, rig = character
-            anim = read_character_animation(job.out_dir / "animation.json")
+            anim = _with_settings(context, read_character_animation(job.out_dir / "animation.json"), 1)
             done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim)
             text = character_report(done, meshes)
             return f"{meshes[0].name}: frames {int(done['frames'][0])}-{int(done['frames'][-1])} keyed in " \
                    f"{job.elapsed:.1f} s", text
-        anim = read_animation(job.out_dir / "animation.json")
+        anim = _with_settings(context, read_animation(job.out_dir / "animation.json"), 1)
         obj = getattr(self, "_target", None)
         new = obj is None
         if new:
@@ -505,7 +542,8 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
         if obj is None:
             return self._character(context)
         try:
-            anim = read_animation(bpy.path.abspath(self.filepath), self.fps or None)
+            anim = _with_settings(context, read_animation(bpy.path.abspath(self.filepath), self.fps or None),
+                                  self.start_frame)
             done = apply_animation(context, obj, anim, start_frame=self.start_frame, camera=self.camera)
         except Exception as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
@@ -519,7 +557,8 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
     def _character(self, context):
         meshes, rig = character_of(context)
         try:
-            anim = read_character_animation(bpy.path.abspath(self.filepath), self.fps or None)
+            anim = _with_settings(context, read_character_animation(bpy.path.abspath(self.filepath),
+                                                                    self.fps or None), self.start_frame)
             done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim,
                                       start_frame=self.start_frame)
         except Exception as exc:
@@ -546,6 +585,9 @@ class FACERECON_PT_animate(bpy.types.Panel):
             _draw_character(layout, context, anim)
         col = layout.column(align=True)
         col.prop(anim, "fps")
+        row = col.row(align=True)
+        row.prop(anim, "strength")
+        row.prop(anim, "rest_frame")
         if anim.target != "CHARACTER":
             col.prop(anim, "camera")
         row = col.row(align=True)

@@ -130,3 +130,17 @@ def head_bone_rotation(turn_blender: np.ndarray, bone_rest: np.ndarray, armature
     a = _orthonormal(armature_world)
     b = _orthonormal(bone_rest)
     return b.T @ (a.T @ world @ a) @ b
+
+
+def adjust_weights(weights: np.ndarray, strength: float = 1.0, rest: np.ndarray | None = None) -> np.ndarray:
+    """Expression curves (T, K) made stronger or weaker, from a rest face: with ``rest`` (K,)
+    (the weights of a frame where the face is at rest) each unit's weight becomes
+    ``(w − r) / (1 − r)`` (the rest frame reads 0, a full 1 stays 1), then it is scaled by
+    ``strength``; the result stays in [0, 1], the shape keys' range."""
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be a number ≥ 0, not {strength}")
+    w = np.asarray(weights, np.float64)
+    if rest is not None:
+        r = np.clip(np.asarray(rest, np.float64), 0.0, 0.99)
+        w = (w - r) / (1.0 - r)
+    return np.clip(w * strength, 0.0, 1.0)

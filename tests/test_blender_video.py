@@ -236,6 +236,32 @@ def test_live_link_csv_drives_the_head(blender, folder):
 
 
 @child
+def test_strength_scales_our_heads_keys_and_jaw(blender, folder):
+    """*Strength* on a reconstructed head: every expression key and the jaw bone's opening."""
+    bpy, animation, importer = blender
+    from engine.video import formats as fmt
+
+    anim = fmt.read_json(folder / "animation.json")
+    obj = importer.import_result(bpy.context, folder, replace=False, apply_expression=False)
+    rig = importer.pose_rig_of(obj) or obj.parent
+    settings = bpy.context.scene.facerecon_animate
+    settings.strength = 0.5
+    try:
+        assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json")) == {"FINISHED"}
+    finally:
+        settings.strength = 1.0
+    k = int(np.argmax(np.linalg.norm(anim.joints["jaw"], axis=1)))  # the widest opening
+    bpy.context.scene.frame_set(1 + k)
+    keys = obj.data.shape_keys.key_blocks
+    for name in anim.names:
+        assert keys[name].value == pytest.approx(min(max(0.5 * anim.weight(name)[k], 0.0), 1.0), abs=1e-5), name
+    M = importer.MODEL_TO_BLENDER
+    jaw_local = np.linalg.inv(_bone_rotation(rig, "neck")) @ _bone_rotation(rig, "jaw")
+    np.testing.assert_allclose(jaw_local, M @ fmt.rotvec_to_matrix(0.5 * anim.joints["jaw"][k]) @ M.T, atol=1e-4)
+    importer.remove_objects([obj, rig])
+
+
+@child
 def test_animate_operator_builds_an_animated_head(blender):
     bpy, animation, importer = blender
     clip = os.environ["FACERECON_CLIP_FOLDER"]
@@ -349,6 +375,20 @@ def test_a_character_of_ones_own_is_keyed_from_the_file(blender, folder):
     assert "1 of those shape keys has a driver of the character's own" in text
     # no bone: keys only
     assert animation.apply_to_character(bpy.context, meshes, None, None, anim, set_scene=False)["bone"] is None
+    # the sidebar's Strength and Rest frame: stronger curves, the rest frame's expression taken out
+    settings = bpy.context.scene.facerecon_animate
+    settings.strength, settings.rest_frame = 1.5, 6  # scene frame 6: the animation's second frame
+    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0,
+                                              start_frame=5) == {"FINISHED"}
+    w, r = anim.weight("jawOpen"), anim.weight("jawOpen")[1]
+    for k in (1, anim.n_frames - 1):
+        bpy.context.scene.frame_set(5 + k)
+        expected = min(max(1.5 * (w[k] - r) / (1 - r), 0.0), 1.0)
+        assert meshes[1].data.shape_keys.key_blocks["jawOpen"].value == pytest.approx(expected, abs=1e-5)
+    settings.rest_frame = 100  # past the animation's last frame: refused, saying which frames it has
+    with pytest.raises(RuntimeError, match="The rest frame 100 is outside the animation's frames 5-14"):
+        bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0, start_frame=5)
+    settings.strength, settings.rest_frame = 1.0, 0
     # a mesh without ARKit keys is refused with the reason; nothing selected: the operator is greyed out
     for o in bpy.context.selected_objects:
         o.select_set(False)

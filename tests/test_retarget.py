@@ -87,3 +87,20 @@ def test_the_bone_turns_in_the_world_as_the_head_did_turned_with_the_character()
             assert np.allclose(in_world, _rz(yaw) @ turn @ _rz(yaw).T, atol=1e-9)
     # no turn, no pose
     assert np.allclose(head_bone_rotation(np.eye(3), _rotation(rng), _rz(0.3)), np.eye(3))
+
+
+def test_strength_and_rest_face():
+    from blender_addon.retarget import adjust_weights
+
+    w = np.array([[0.1, 0.0, 0.5], [0.4, 0.2, 1.0], [0.1, 0.9, 0.6]])
+    assert np.allclose(adjust_weights(w), w)  # the default changes nothing
+    assert np.allclose(adjust_weights(w, 2.0), np.clip(2 * w, 0, 1))
+    rested = adjust_weights(w, 1.0, rest=w[0])
+    assert np.allclose(rested[0], 0.0)  # the rest frame reads neutral
+    assert rested[1, 2] == 1.0  # a full unit stays full
+    assert np.isclose(rested[1, 0], (0.4 - 0.1) / 0.9) and np.isclose(rested[2, 1], 0.9)
+    assert (adjust_weights(w, 0.5, rest=w[1]) >= 0).all()  # below the rest face: 0, not negative
+    import pytest
+
+    with pytest.raises(ValueError, match="strength"):
+        adjust_weights(w, -1.0)
