@@ -211,7 +211,7 @@ def _head_bone(rig) -> str | None:
 
 
 def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool = True,
-                    camera: bool = False) -> dict:
+                    camera: bool = False, sound: bool = False) -> dict:
     """Keyframe ``obj`` (a head from an output folder) and its rig with ``anim`` (module docstring).
     ``camera``: also key the video camera (:func:`photo_camera.key_video_camera`; with
     ``set_scene`` it becomes the scene's camera). Returns what was keyed: ``frames`` (scene
@@ -264,7 +264,9 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
 
         made = key_video_camera(context, obj, anim, frames, fmt, make_active=set_scene)
     obj["facerecon_animation"] = str(anim.meta.get("source", ""))
-    return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown, "camera": made}
+    heard = add_video_sound(context, anim, frames, obj.name) if sound else None
+    return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown, "camera": made,
+            "sound": heard}
 
 
 def character_of(context) -> tuple[list, object | None]:
@@ -309,19 +311,20 @@ def read_character_animation(path: str | Path, fps: float | None = None):
     if anim.n_frames != timing.n_frames:
         raise importer.ImportFailed(f"{csv_path.name} has {anim.n_frames} frames but {path.name} "
                                     f"{timing.n_frames}: they are not of one clip.")
-    anim.times, anim.fps, anim.meta = timing.times, timing.fps, timing.meta
+    anim.times, anim.fps, anim.meta, anim.frames = timing.times, timing.fps, timing.meta, timing.frames
     return anim
 
 
 def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, *, start_frame: int = 1,
-                       set_scene: bool = True) -> dict:
+                       set_scene: bool = True, sound: bool = False) -> dict:
     """Key a character of your own with ``anim``'s ARKit curves (a Live Link Face CSV or our
     animation.csv): every shape key of ``meshes`` whose name spells an ARKit unit
     (:func:`retarget.match_arkit`), and the head's turn on ``head_bone`` of ``rig``
     (:func:`retarget.head_bone_rotation`; None: no bone keyed). Keys other curves of the
     meshes' and the rig's actions leave alone. Returns ``frames``, ``units`` (ARKit units
     keyed), ``keys`` (shape keys keyed), ``missing`` (units of the file no key takes),
-    ``driven`` (keyed shape keys that drivers of the character override), ``bone``."""
+    ``driven`` (keyed shape keys that drivers of the character override), ``bone``, ``sound``
+    (with ``sound``: :func:`add_video_sound`'s report)."""
     from mathutils import Matrix
 
     from . import retarget
@@ -363,8 +366,9 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
         bone = head_bone
     if set_scene:
         _set_timeline(context.scene, frames, fps)
+    heard = add_video_sound(context, anim, frames, (rig or meshes[0]).name) if sound else None
     return {"frames": frames, "units": sorted(units), "keys": keyed, "driven": driven, "bone": bone,
-            "missing": [u for u in anim.names if u not in units]}
+            "missing": [u for u in anim.names if u not in units], "sound": heard}
 
 
 def character_report(done: dict, meshes: list) -> str:
@@ -376,6 +380,8 @@ def character_report(done: dict, meshes: list) -> str:
     if done["missing"]:
         text += f"; units without a shape key: {', '.join(done['missing'][:4])}" + (
             f" and {len(done['missing']) - 4} more" if len(done["missing"]) > 4 else "")
+    if done.get("sound"):
+        text += f"; {done['sound']}"
     if done["driven"]:
         one = done["driven"] == 1
         text += (f"; {done['driven']} of those shape keys {'has a driver' if one else 'have drivers'} of the "
@@ -383,12 +389,57 @@ def character_report(done: dict, meshes: list) -> str:
     return text
 
 
-def camera_report(done: dict) -> str:
-    """What the report says of the video camera (empty without one)."""
+#: Marks the sequencer strip that plays a head's or a character's video sound (the value: whose).
+SOUND_OWNER = "facerecon_sound_of"
+
+
+def add_video_sound(context, anim, frames: np.ndarray, owner: str) -> str | None:
+    """The video's sound as a strip of the scene's sequencer, starting at the scene frame of
+    the video's first frame (as the video camera's clip does: :func:`photo_camera.video_source`),
+    so speech plays in step with the keys; the strip an earlier import made for ``owner`` (an
+    object's name) is replaced, and playback syncs to the sound. Returns what the report says:
+    the strip's name, or why there is no sound; None for a CSV (no video behind it)."""
+    from . import photo_camera
+
+    if anim.meta.get("format_read") == "live-link-face-csv":
+        return None
+    found = photo_camera.video_source(anim, frames, formats().natural_key)
+    if isinstance(found, str):
+        return f"no sound: {found}"
+    path, first_scene_frame = found
+    if path.suffix.lower() in bpy.path.extensions_image:
+        return "no sound: the video is a folder of frames"
+    scene = context.scene
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # Blender 4.4 renamed them
+    for old in [s for s in strips if s.get(SOUND_OWNER) == owner]:
+        sound = getattr(old, "sound", None)
+        strips.remove(old)
+        if sound is not None and sound.users == 0:
+            bpy.data.sounds.remove(sound)
+    busy = {s.channel for s in strips}
+    channel = next(c for c in range(1, 129) if c not in busy)
+    try:
+        strip = strips.new_sound(f"{owner} sound", str(path), channel, int(first_scene_frame))
+    except RuntimeError as exc:
+        return f"no sound: Blender cannot read it ({exc})"
+    if strip.sound is None or strip.sound.samplerate <= 0:  # a video without an audio stream
+        sound = strip.sound
+        strips.remove(strip)
+        if sound is not None and sound.users == 0:
+            bpy.data.sounds.remove(sound)
+        return "the video has no sound"
+    strip[SOUND_OWNER] = owner
+    scene.sync_mode = "AUDIO_SYNC"
+    return f"sound: strip '{strip.name}' (channel {channel})"
+
+
+def video_report(done: dict) -> str:
+    """What the report says of the video camera and the video's sound (empty without them)."""
     made = done.get("camera")
-    if made is None:
-        return ""
-    return "; " + "; ".join([f"camera {made.camera.name}", *made.notes])
+    parts = [f"camera {made.camera.name}", *made.notes] if made is not None else []
+    parts += [done["sound"]] if done.get("sound") else []
+    return "".join(f"; {p}" for p in parts)
 
 
 # ---------------------------------------------------------------------------- operators
@@ -409,6 +460,8 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
     camera: BoolProperty(name="Video camera", default=True,
                          description="Key a camera that sees the head as the video does, the video behind it; "
                                      "it becomes the scene's camera")
+    sound: BoolProperty(name="Video sound", default=True,
+                        description="Put the video's sound in the sequencer, in step with the keys (lip sync)")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, soft_max=2.0, max=5.0,
                             description="Scale every expression curve (and the jaw's opening); 1 keeps them")
     rest_frame: IntProperty(name="Rest frame", default=0, min=0,
@@ -489,7 +542,8 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         if character is not None:
             meshes, rig = character
             anim = _with_settings(context, read_character_animation(job.out_dir / "animation.json"), 1)
-            done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim)
+            done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim,
+                                      sound=context.scene.facerecon_animate.sound)
             text = character_report(done, meshes)
             return f"{meshes[0].name}: frames {int(done['frames'][0])}-{int(done['frames'][-1])} keyed in " \
                    f"{job.elapsed:.1f} s", text
@@ -501,7 +555,8 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
                                          apply_expression=False, photo_lighting=settings.photo_lighting)
             keep_result_folder(obj, job.out_dir)
         try:
-            done = apply_animation(context, obj, anim, camera=context.scene.facerecon_animate.camera)
+            done = apply_animation(context, obj, anim, camera=context.scene.facerecon_animate.camera,
+                                   sound=context.scene.facerecon_animate.sound)
         except Exception:
             if new:  # all or nothing, like the import itself
                 importer.remove_objects([o for o in (obj, obj.parent) if o is not None])
@@ -509,7 +564,7 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         first, last = int(done["frames"][0]), int(done["frames"][-1])
         return (f"{obj.name}: frames {first}-{last} keyed in {job.elapsed:.1f} s",
                 f"Animated '{obj.name}': frames {first}-{last}, {len(done['shape_keys'])} shape keys, "
-                f"bones {', '.join(done['bones']) or 'none'}" + camera_report(done))
+                f"bones {', '.join(done['bones']) or 'none'}" + video_report(done))
 
 
 class FACERECON_OT_import_animation(bpy.types.Operator):
@@ -525,6 +580,9 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
     fps: FloatProperty(name="CSV frame rate", default=0.0, min=0.0, max=240.0,
                        description="Frame rate of a CSV's timecodes (0: read from the timecodes)")
     start_frame: bpy.props.IntProperty(name="Start frame", default=1)
+    sound: BoolProperty(name="Video sound", default=True,
+                        description="Put the video's sound in the sequencer, in step with the keys (animation.json "
+                                    "of a video that is still there)")
     camera: BoolProperty(name="Video camera", default=True,
                          description="Key a camera that sees the head as the video does (animation.json), "
                                      "the video behind it; it becomes the scene's camera")
@@ -544,14 +602,15 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
         try:
             anim = _with_settings(context, read_animation(bpy.path.abspath(self.filepath), self.fps or None),
                                   self.start_frame)
-            done = apply_animation(context, obj, anim, start_frame=self.start_frame, camera=self.camera)
+            done = apply_animation(context, obj, anim, start_frame=self.start_frame, camera=self.camera,
+                                   sound=self.sound)
         except Exception as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
             return {"CANCELLED"}
         extra = f"; not on this head: {', '.join(done['unknown'][:5])}" if done["unknown"] else ""
         self.report({"INFO"}, f"Keyed '{obj.name}' on frames {int(done['frames'][0])}-{int(done['frames'][-1])} "
                               f"({len(done['shape_keys'])} shape keys, bones {', '.join(done['bones']) or 'none'})"
-                              + extra + camera_report(done))
+                              + extra + video_report(done))
         return {"FINISHED"}
 
     def _character(self, context):
@@ -560,7 +619,7 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
             anim = _with_settings(context, read_character_animation(bpy.path.abspath(self.filepath),
                                                                     self.fps or None), self.start_frame)
             done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim,
-                                      start_frame=self.start_frame)
+                                      start_frame=self.start_frame, sound=self.sound)
         except Exception as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
             return {"CANCELLED"}
@@ -588,8 +647,10 @@ class FACERECON_PT_animate(bpy.types.Panel):
         row = col.row(align=True)
         row.prop(anim, "strength")
         row.prop(anim, "rest_frame")
+        row = col.row(align=True)
         if anim.target != "CHARACTER":
-            col.prop(anim, "camera")
+            row.prop(anim, "camera")
+        row.prop(anim, "sound")
         row = col.row(align=True)
         row.prop(anim, "start")
         row.prop(anim, "end")

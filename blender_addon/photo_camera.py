@@ -432,7 +432,7 @@ def key_video_camera(context, obj, anim, frames, fmt, *, make_active: bool = Tru
     source = video_source(anim, frames, fmt.natural_key)
     if isinstance(source, str):
         camera.data.background_images.clear()
-        notes.append(source)
+        notes.append(f"{source}: the camera has no background")
         source = None
     else:
         path, first_scene_frame = source
@@ -456,17 +456,17 @@ def video_source(anim, frames, natural_key) -> tuple[Path, int] | str:
 
     src = anim.meta.get("source")
     if not src or not Path(src).exists():
-        return "the video is not there any more: the camera has no background"
+        return "the video is not there any more"
     index = np.asarray(anim.frames if anim.frames is not None else np.arange(anim.n_frames))
     frames = np.asarray(frames)
     if not np.array_equal(index - index[0], frames - frames[0]):  # (keys on the video's frames: timeline_rate)
-        return "the animation's keys are not on the video's frames: no background"
+        return "the animation's keys are not on the video's frames"
     path = Path(src)
     if path.is_dir():
         images = sorted((p for p in path.iterdir() if p.suffix.lower() in bpy.path.extensions_image),
                         key=lambda p: natural_key(p.name))
         if not images:
-            return "the folder of frames is empty: no background"
+            return "the folder of frames is empty"
         path = images[0]
     return path, int(frames[0] - index[0])
 

@@ -261,6 +261,85 @@ def test_strength_scales_our_heads_keys_and_jaw(blender, folder):
     importer.remove_objects([obj, rig])
 
 
+def _video_with_sound(bpy, frames_dir: Path, out: Path) -> Path:
+    """The clip's frames as an mp4 with a 440-Hz tone for sound, encoded by Blender itself
+    (its sequencer and FFmpeg: no other encoder here writes sound)."""
+    import aud
+
+    tone = out.with_suffix(".wav")
+    aud.Sound.sine(440, 48000).limit(0, 1.0).write(str(tone), 48000, aud.CHANNELS_MONO, aud.FORMAT_S16,
+                                                   aud.CONTAINER_WAV, aud.CODEC_PCM)
+    images = sorted(frames_dir.glob("*.png"))
+    scene = bpy.data.scenes.new("encode")
+    scene.render.fps, scene.frame_start, scene.frame_end = 30, 1, len(images)
+    scene.render.resolution_x = scene.render.resolution_y = 192
+    editor = scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    strip = strips.new_image("frames", str(images[0]), 1, 1)
+    for p in images[1:]:
+        strip.elements.append(p.name)
+    strips.new_sound("tone", str(tone), 2, 1)
+    r = scene.render
+    r.image_settings.file_format = "FFMPEG"
+    r.ffmpeg.format, r.ffmpeg.codec, r.ffmpeg.audio_codec = "MPEG4", "H264", "AAC"
+    r.filepath = str(out)
+    bpy.ops.render.render(animation=True, scene=scene.name)
+    bpy.data.scenes.remove(scene)
+    return out
+
+
+@child
+def test_the_videos_sound_plays_in_step(blender, folder, tmp_path):
+    """*Video sound*: the video's sound as a sequencer strip from the scene frame of the video's
+    first frame, for a head and for a character; replaced, not piled up, on a second import; a
+    video without sound says so; a CSV (no video) adds nothing."""
+    bpy, animation, importer = blender
+    import cv2
+
+    video = _video_with_sound(bpy, Path(os.environ["FACERECON_CLIP_FOLDER"]), tmp_path / "talk.mp4")
+    doc = json.loads((folder / "animation.json").read_text())
+    doc["source"] = str(video)
+    anim_dir = tmp_path / "anim"
+    anim_dir.mkdir()
+    (anim_dir / "animation.json").write_text(json.dumps(doc))
+    (anim_dir / "animation.csv").write_bytes((folder / "animation.csv").read_bytes())
+    obj = importer.import_result(bpy.context, folder, replace=False, apply_expression=False)
+    scene = bpy.context.scene
+    for _ in range(2):  # the second import replaces the strip
+        assert bpy.ops.facerecon.import_animation(filepath=str(anim_dir / "animation.json"), start_frame=3,
+                                                  camera=False) == {"FINISHED"}
+    editor = scene.sequence_editor
+    strips = [s for s in (editor.strips if hasattr(editor, "strips") else editor.sequences)
+              if s.get(animation.SOUND_OWNER) == obj.name]
+    assert len(strips) == 1 and strips[0].type == "SOUND"
+    strip = strips[0]
+    assert strip.frame_start == 3 and strip.sound.samplerate == 48000 and scene.sync_mode == "AUDIO_SYNC"
+    assert Path(bpy.path.abspath(strip.sound.filepath)) == video
+    # a character animated from the same file gets its own strip
+    rig, meshes = _character(bpy)
+    assert bpy.ops.facerecon.import_animation(filepath=str(anim_dir / "animation.json")) == {"FINISHED"}
+    owners = sorted(s.get(animation.SOUND_OWNER) for s in (editor.strips if hasattr(editor, "strips")
+                                                          else editor.sequences))
+    assert owners == sorted([obj.name, rig.name])
+    # a video without sound; a CSV
+    silent = tmp_path / "silent.mp4"
+    writer = cv2.VideoWriter(str(silent), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 64))
+    for i in range(len(doc["frames"])):
+        writer.write(np.full((64, 64, 3), 8 * i, np.uint8))
+    writer.release()
+    doc["source"] = str(silent)
+    (anim_dir / "animation.json").write_text(json.dumps(doc))
+    from engine.video import formats as fmt
+
+    anim = animation.read_character_animation(anim_dir / "animation.json")
+    done = animation.apply_to_character(bpy.context, meshes, rig, None, anim, set_scene=False, sound=True)
+    assert done["sound"] == "the video has no sound"
+    csv_anim = fmt.read_live_link_csv(anim_dir / "animation.csv", fps=30.0)
+    assert animation.apply_to_character(bpy.context, meshes, rig, None, csv_anim, set_scene=False,
+                                        sound=True)["sound"] is None
+    importer.remove_objects([obj, obj.parent, *meshes, rig])
+
+
 @child
 def test_animate_operator_builds_an_animated_head(blender):
     bpy, animation, importer = blender
