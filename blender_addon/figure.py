@@ -62,14 +62,28 @@ def _fresh_import(result, photo_lighting: bool = True):
 
 
 def _plain_import(result):
-    """An empty scene holding ``head.glb`` of the folder ``result`` as Blender's own glTF
-    importer reads it, without the add-on: what another program shows (one textured material,
-    the morph weights the file sets, no rig, no eye/mouth/teeth materials)."""
+    """An empty scene holding ``head.glb`` of the folder ``result`` — or the model file
+    ``result`` (glTF/GLB or FBX) — as Blender's own importer reads it, without the add-on: what
+    another program shows (for head.glb: one textured material, the morph weights the file
+    sets, no eye/mouth/teeth materials). Returns its first mesh."""
     import bpy
 
+    path = Path(result) / "head.glb" if Path(result).is_dir() else Path(result)
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-    bpy.ops.import_scene.gltf(filepath=str(Path(result) / "head.glb"))
+    if path.suffix.lower() in (".glb", ".gltf"):
+        bpy.ops.import_scene.gltf(filepath=str(path))
+    elif path.suffix.lower() == ".fbx":
+        bpy.ops.import_scene.fbx(filepath=str(path))
+    else:
+        raise SystemExit(f"{path}: a character is a .glb, .gltf or .fbx file")
     return next(o for o in bpy.context.scene.objects if o.type == "MESH")
+
+
+def _grey_world(bpy) -> None:
+    """A plain grey world (ambient light) for a scene the add-on did not light."""
+    world = bpy.data.worlds.new("figure grey")
+    world.color = (0.35, 0.35, 0.35)
+    bpy.context.scene.world = world
 
 
 def _bounds(obj) -> tuple[list[float], list[float], list[float]]:
@@ -206,9 +220,7 @@ def render_compare(columns: list[tuple[str, str]], out_png: str, tile: tuple[int
                 obj = _plain_import(result) if plain else _fresh_import(result)
                 _setup_scene(bpy, obj, tile, samples)
                 if plain:
-                    world = bpy.data.worlds.new("figure grey")
-                    world.color = (0.35, 0.35, 0.35)
-                    bpy.context.scene.world = world
+                    _grey_world(bpy)
                 path = os.path.join(tmp, f"{r}_{c}.png")
                 bpy.context.scene.render.filepath = path
                 bpy.ops.render.render(write_still=True)
@@ -357,6 +369,70 @@ def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int
             print(f"frame {int(anim.frames[k])} rendered through {done['camera'].camera.name}", flush=True)
     for r, label in enumerate(("video", "head through the video camera", "half and half")):
         draw.text((8, head + r * tile + 6), label, fill=(255, 255, 0))
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
+
+
+def render_character(anim_dir: str, character: str, out_png: str, columns: int = 6, tile: int = 240,
+                     samples: int = 16) -> None:
+    """A character of one's own — a GLB/glTF or FBX with ARKit shape keys, brought in by
+    Blender's own importer, not the add-on's — animated by the add-on's *Character* target
+    from an ``engine animate`` folder (its animation.csv, the head bone found by name): rows
+    video frame / the character at that scene frame (Cycles, a front camera, grey world),
+    ``columns`` frames spread over the clip. The character's bones start at their rest pose (a
+    ``head.glb`` comes posed as its photo, its jaw as the photo opened it)."""
+    import bpy
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from blender_addon import animation, register, retarget
+    from engine.video.source import open_clip
+
+    global _REGISTERED
+    _plain_import(character)
+    if not _REGISTERED:
+        register()
+        _REGISTERED = True
+    for o in bpy.context.scene.objects:
+        o.select_set(True)
+    meshes, rig = animation.character_of(bpy.context)
+    if not meshes:
+        raise SystemExit(f"{character}: no mesh with shape keys")
+    if rig is not None:  # the character at its rest pose (a head.glb comes posed as its photo: jaw open)
+        for pb in rig.pose.bones:
+            pb.matrix_basis.identity()
+    bone = retarget.guess_head_bone([b.name for b in rig.data.bones]) if rig is not None else None
+    anim = animation.read_character_animation(Path(anim_dir) / "animation.json")
+    done = animation.apply_to_character(bpy.context, meshes, rig, bone, anim)
+    print(animation.character_report(done, meshes), flush=True)
+    scene = bpy.context.scene
+    scene.frame_set(int(done["frames"][0]))
+    _setup_scene(bpy, meshes[0], (tile, tile), samples)
+    _grey_world(bpy)
+    picks = np.unique(np.linspace(0, anim.n_frames - 1, columns).round().astype(int))
+    wanted = {int(anim.frames[k]): k for k in picks}
+    video = {f.index: f.rgb for f in open_clip(anim.meta["source"]) if f.index in wanted}
+    head = 28
+    sheet = Image.new("RGB", (tile * len(picks), head + 2 * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, k in enumerate(picks):
+            frame = int(done["frames"][k])
+            scene.frame_set(frame)
+            path = os.path.join(tmp, f"{k}.png")
+            scene.render.filepath = path
+            bpy.ops.render.render(write_still=True)
+            rgb = Image.fromarray(video[int(anim.frames[k])])
+            side = min(rgb.size)
+            rgb = rgb.crop(((rgb.size[0] - side) // 2, (rgb.size[1] - side) // 2,
+                            (rgb.size[0] + side) // 2, (rgb.size[1] + side) // 2))
+            sheet.paste(rgb.resize((tile, tile), Image.LANCZOS), (c * tile, head))
+            sheet.paste(Image.open(path).convert("RGB"), (c * tile, head + tile))
+            draw.text((c * tile + 8, 8), f"frame {frame}", fill=(0, 0, 0))
+            print(f"frame {frame} rendered", flush=True)
+    draw.text((8, head + 6), "video", fill=(255, 255, 0))
+    draw.text((8, head + tile + 6), f"character ({Path(character).name}, bone {bone})", fill=(255, 255, 0))
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_png)
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
@@ -581,6 +657,9 @@ def _main() -> None:
     elif len(sys.argv) == 4 and sys.argv[1] == "video":
         # python -m blender_addon.figure video OUT.png ANIMATE_DIR
         render_video_camera(sys.argv[3], sys.argv[2])
+    elif len(sys.argv) == 5 and sys.argv[1] == "character":
+        # python -m blender_addon.figure character OUT.png ANIMATE_DIR CHARACTER.glb|.fbx
+        render_character(sys.argv[3], sys.argv[4], sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "camera":
         # python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]
         render_photo_camera(sys.argv[3:], sys.argv[2])
@@ -593,7 +672,8 @@ def _main() -> None:
                          "       python -m blender_addon.figure views OUT.png LABEL=ROOT [LABEL=ROOT ...] [--views A,B,...]\n"
                          "       python -m blender_addon.figure detail RESULT_DIR OUT.png\n"
                          "       python -m blender_addon.figure camera OUT.png RESULT_DIR [RESULT_DIR ...]\n"
-                         "       python -m blender_addon.figure video OUT.png ANIMATE_DIR")
+                         "       python -m blender_addon.figure video OUT.png ANIMATE_DIR\n"
+                         "       python -m blender_addon.figure character OUT.png ANIMATE_DIR CHARACTER.glb|.fbx")
 
 
 def exit_after(main) -> None:
