@@ -90,11 +90,13 @@ def scene_frames(times: np.ndarray, fps: float, start_frame: int) -> np.ndarray:
     return start_frame + np.round((np.asarray(times) - float(times[0])) * fps).astype(np.int64)
 
 
-def adjusted_animation(anim, strength: float = 1.0, rest_frame: int = 0, start_frame: int = 1):
+def adjusted_animation(anim, strength: float = 1.0, rest_frame: int = 0, start_frame: int = 1,
+                       fps: float | None = None):
     """``anim`` with its expression curves made stronger or weaker from a rest face
     (:func:`retarget.adjust_weights`), the jaw joint's opening scaled alike; ``rest_frame``:
-    the scene frame (the animation keyed from ``start_frame``) where the face is at rest, 0 for
-    none. The same ``anim`` when nothing changes."""
+    the scene frame (the animation keyed from ``start_frame`` at ``fps`` scene frames a second,
+    by default :func:`timeline_rate`) where the face is at rest, 0 for none. The same ``anim``
+    when nothing changes."""
     from dataclasses import replace
 
     from . import retarget
@@ -103,10 +105,10 @@ def adjusted_animation(anim, strength: float = 1.0, rest_frame: int = 0, start_f
         return anim
     rest = None
     if rest_frame > 0:
-        frames = scene_frames(anim.times, timeline_rate(anim), start_frame)
-        if not frames[0] <= rest_frame <= frames[-1]:
+        frames = start_frame + (np.asarray(anim.times) - float(anim.times[0])) * (fps or timeline_rate(anim))
+        if not round(frames[0]) <= rest_frame <= round(frames[-1]):
             raise importer.ImportFailed(f"The rest frame {rest_frame} is outside the animation's frames "
-                                        f"{int(frames[0])}-{int(frames[-1])}.")
+                                        f"{frames[0]:.0f}-{frames[-1]:.0f}.")
         rest = anim.weights[int(np.argmin(np.abs(frames - rest_frame)))]
     try:
         weights = retarget.adjust_weights(anim.weights, strength, rest)
@@ -264,7 +266,7 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
 
         made = key_video_camera(context, obj, anim, frames, fmt, make_active=set_scene)
     obj["facerecon_animation"] = str(anim.meta.get("source", ""))
-    heard = add_video_sound(context, anim, frames, obj.name) if sound else None
+    heard = add_video_sound(context, anim, frames[0], fps, obj.name) if sound else None
     return {"frames": frames, "shape_keys": known, "bones": bones, "unknown": unknown, "camera": made,
             "sound": heard}
 
@@ -324,7 +326,9 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
     meshes' and the rig's actions leave alone. Returns ``frames``, ``units`` (ARKit units
     keyed), ``keys`` (shape keys keyed), ``missing`` (units of the file no key takes),
     ``driven`` (keyed shape keys that drivers of the character override), ``bone``, ``sound``
-    (with ``sound``: :func:`add_video_sound`'s report)."""
+    (with ``sound``: :func:`add_video_sound`'s report). The keys are placed by time at the
+    scene's own frame rate (fractional frames where the rates differ), so the rest of the
+    scene's animation keeps its timing; ``set_scene`` widens the frame range to hold them."""
     from mathutils import Matrix
 
     from . import retarget
@@ -333,8 +337,9 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
         raise importer.ImportFailed("Select your character: a mesh with ARKit shape keys (or its armature).")
     if anim.n_frames == 0:
         raise importer.ImportFailed("The animation has no frames.")
-    fps = timeline_rate(anim)
-    frames = scene_frames(anim.times, fps, start_frame)
+    scene = context.scene
+    fps = scene.render.fps / scene.render.fps_base  # the scene's own rate: its other animation keeps its timing
+    frames = start_frame + (np.asarray(anim.times) - float(anim.times[0])) * fps  # by time, fractions kept
     units: set[str] = set()
     keyed = driven = 0
     for obj in meshes:
@@ -364,9 +369,11 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
             for r in anim.head_rotation])
         _key_bone(rig, head_bone, f"{rig.name} head turn", frames, quats)
         bone = head_bone
-    if set_scene:
-        _set_timeline(context.scene, frames, fps)
-    heard = add_video_sound(context, anim, frames, (rig or meshes[0]).name) if sound else None
+    if set_scene:  # the range grows to hold the keys, never shrinks
+        scene.frame_start = min(scene.frame_start, int(np.floor(frames[0])))
+        scene.frame_end = max(scene.frame_end, int(np.ceil(frames[-1])))
+        scene.frame_set(int(round(frames[0])))
+    heard = add_video_sound(context, anim, frames[0], fps, (rig or meshes[0]).name) if sound else None
     return {"frames": frames, "units": sorted(units), "keys": keyed, "driven": driven, "bone": bone,
             "missing": [u for u in anim.names if u not in units], "sound": heard}
 
@@ -374,8 +381,7 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
 def character_report(done: dict, meshes: list) -> str:
     """One line for the user: what was keyed on the character, what was not and why."""
     text = (f"Keyed {len(done['units'])} ARKit units on {done['keys']} shape keys "
-            f"of {', '.join(o.name for o in meshes)}, frames {int(done['frames'][0])}-"
-            f"{int(done['frames'][-1])}")
+            f"of {', '.join(o.name for o in meshes)}, frames {done['frames'][0]:.0f}-{done['frames'][-1]:.0f}")
     text += f"; head turn on bone '{done['bone']}'" if done["bone"] else "; no head bone keyed"
     if done["missing"]:
         text += f"; units without a shape key: {', '.join(done['missing'][:4])}" + (
@@ -393,22 +399,21 @@ def character_report(done: dict, meshes: list) -> str:
 SOUND_OWNER = "facerecon_sound_of"
 
 
-def add_video_sound(context, anim, frames: np.ndarray, owner: str) -> str | None:
-    """The video's sound as a strip of the scene's sequencer, starting at the scene frame of
-    the video's first frame (as the video camera's clip does: :func:`photo_camera.video_source`),
-    so speech plays in step with the keys; the strip an earlier import made for ``owner`` (an
-    object's name) is replaced, and playback syncs to the sound. Returns what the report says:
-    the strip's name, or why there is no sound; None for a CSV (no video behind it)."""
-    from . import photo_camera
-
+def add_video_sound(context, anim, start_frame: float, fps: float, owner: str) -> str | None:
+    """The video's sound as a strip of the scene's sequencer, placed by time: the animation's
+    first sample (``anim.times[0]`` seconds into the video) at ``start_frame``, at ``fps`` scene
+    frames a second, so speech plays in step with the keys; the strip an earlier import made
+    for ``owner`` (an object's name) is replaced, and playback syncs to the sound. Returns what
+    the report says: the strip's name, or why there is no sound; None for a CSV (no video)."""
     if anim.meta.get("format_read") == "live-link-face-csv":
         return None
-    found = photo_camera.video_source(anim, frames, formats().natural_key)
-    if isinstance(found, str):
-        return f"no sound: {found}"
-    path, first_scene_frame = found
-    if path.suffix.lower() in bpy.path.extensions_image:
+    src = anim.meta.get("source")
+    path = Path(src) if src else None
+    if path is None or not path.exists():
+        return "no sound: the video is not there any more"
+    if path.is_dir():
         return "no sound: the video is a folder of frames"
+    video_start = float(start_frame) - float(anim.times[0]) * fps  # the scene frame of the video's 0 s
     scene = context.scene
     editor = scene.sequence_editor or scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # Blender 4.4 renamed them
@@ -420,7 +425,7 @@ def add_video_sound(context, anim, frames: np.ndarray, owner: str) -> str | None
     busy = {s.channel for s in strips}
     channel = next(c for c in range(1, 129) if c not in busy)
     try:
-        strip = strips.new_sound(f"{owner} sound", str(path), channel, int(first_scene_frame))
+        strip = strips.new_sound(f"{owner} sound", str(path), channel, int(round(video_start)))
     except RuntimeError as exc:
         return f"no sound: Blender cannot read it ({exc})"
     if strip.sound is None or strip.sound.samplerate <= 0:  # a video without an audio stream
@@ -429,6 +434,7 @@ def add_video_sound(context, anim, frames: np.ndarray, owner: str) -> str | None
         if sound is not None and sound.users == 0:
             bpy.data.sounds.remove(sound)
         return "the video has no sound"
+    strip.frame_start = video_start  # (a fraction of a frame where the rates differ)
     strip[SOUND_OWNER] = owner
     scene.sync_mode = "AUDIO_SYNC"
     return f"sound: strip '{strip.name}' (channel {channel})"
@@ -474,10 +480,13 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
                                           "head, Head, mixamorig:Head, …, else a neck)")
 
 
-def _with_settings(context, anim, start_frame: int):
-    """``anim`` adjusted by the sidebar's *Strength* and *Rest frame*."""
+def _with_settings(context, anim, start_frame: int, character: bool = False):
+    """``anim`` adjusted by the sidebar's *Strength* and *Rest frame* (a character's keys are at
+    the scene's rate, a head's at :func:`timeline_rate`)."""
     settings = context.scene.facerecon_animate
-    return adjusted_animation(anim, settings.strength, settings.rest_frame, start_frame)
+    render = context.scene.render
+    return adjusted_animation(anim, settings.strength, settings.rest_frame, start_frame,
+                              render.fps / render.fps_base if character else None)
 
 
 def character_head_bone(context, rig) -> str | None:
@@ -541,11 +550,11 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         character = getattr(self, "_character", None)
         if character is not None:
             meshes, rig = character
-            anim = _with_settings(context, read_character_animation(job.out_dir / "animation.json"), 1)
+            anim = _with_settings(context, read_character_animation(job.out_dir / "animation.json"), 1, True)
             done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim,
                                       sound=context.scene.facerecon_animate.sound)
             text = character_report(done, meshes)
-            return f"{meshes[0].name}: frames {int(done['frames'][0])}-{int(done['frames'][-1])} keyed in " \
+            return f"{meshes[0].name}: frames {done['frames'][0]:.0f}-{done['frames'][-1]:.0f} keyed in " \
                    f"{job.elapsed:.1f} s", text
         anim = _with_settings(context, read_animation(job.out_dir / "animation.json"), 1)
         obj = getattr(self, "_target", None)
@@ -617,7 +626,7 @@ class FACERECON_OT_import_animation(bpy.types.Operator):
         meshes, rig = character_of(context)
         try:
             anim = _with_settings(context, read_character_animation(bpy.path.abspath(self.filepath),
-                                                                    self.fps or None), self.start_frame)
+                                                                    self.fps or None), self.start_frame, True)
             done = apply_to_character(context, meshes, rig, character_head_bone(context, rig), anim,
                                       start_frame=self.start_frame, sound=self.sound)
         except Exception as exc:

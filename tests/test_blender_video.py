@@ -290,9 +290,9 @@ def _video_with_sound(bpy, frames_dir: Path, out: Path) -> Path:
 
 @child
 def test_the_videos_sound_plays_in_step(blender, folder, tmp_path):
-    """*Video sound*: the video's sound as a sequencer strip from the scene frame of the video's
-    first frame, for a head and for a character; replaced, not piled up, on a second import; a
-    video without sound says so; a CSV (no video) adds nothing."""
+    """*Video sound*: the video's sound as a sequencer strip placed by time (the video's 0 s at
+    the scene frame where it falls), for a head and for a character; replaced, not piled up, on
+    a second import; a video without sound says so; a CSV (no video) adds nothing."""
     bpy, animation, importer = blender
     import cv2
 
@@ -315,6 +315,15 @@ def test_the_videos_sound_plays_in_step(blender, folder, tmp_path):
     strip = strips[0]
     assert strip.frame_start == 3 and strip.sound.samplerate == 48000 and scene.sync_mode == "AUDIO_SYNC"
     assert Path(bpy.path.abspath(strip.sound.filepath)) == video
+    # an animation of the video from 0.5 s on (``--start 0.5``): the sound starts 15 frames earlier
+    late = dict(doc, frames=[dict(f, time=f["time"] + 0.5, frame=f["frame"] + 15) for f in doc["frames"]])
+    (anim_dir / "animation.json").write_text(json.dumps(late))
+    assert bpy.ops.facerecon.import_animation(filepath=str(anim_dir / "animation.json"), start_frame=3,
+                                              camera=False) == {"FINISHED"}
+    strip = next(s for s in (editor.strips if hasattr(editor, "strips") else editor.sequences)
+                 if s.get(animation.SOUND_OWNER) == obj.name)
+    assert strip.frame_start == pytest.approx(3 - 15)
+    (anim_dir / "animation.json").write_text(json.dumps(doc))
     # a character animated from the same file gets its own strip
     rig, meshes = _character(bpy)
     assert bpy.ops.facerecon.import_animation(filepath=str(anim_dir / "animation.json")) == {"FINISHED"}
@@ -406,9 +415,16 @@ def _character(bpy, yaw_deg: float = 30.0):
     return rig, meshes
 
 
-def _check_character(bpy, rig, meshes, anim, start: int, yaw_deg: float) -> None:
-    """Every spelled ARKit key holds the file's weight, the head bone turned in the world as the
-    subject's head did (turned with the character), the key that is no unit not keyed."""
+def _frame_at(bpy, anim, k: int, start: int, fps: float) -> None:
+    """Go to the scene time of the animation's sample ``k`` (keyed from ``start`` at ``fps``)."""
+    f = start + (anim.times[k] - anim.times[0]) * fps
+    bpy.context.scene.frame_set(int(np.floor(f + 1e-6)), subframe=float(f - np.floor(f + 1e-6)))
+
+
+def _check_character(bpy, rig, meshes, anim, start: int, yaw_deg: float, fps: float) -> None:
+    """Every spelled ARKit key holds the file's weight at its time (keys placed by time at the
+    scene's rate ``fps``), the head bone turned in the world as the subject's head did (turned
+    with the character), the key that is no unit not keyed."""
     from blender_addon import animation, importer
     from blender_addon.retarget import _orthonormal
     from engine.video import formats as fmt
@@ -419,7 +435,7 @@ def _check_character(bpy, rig, meshes, anim, start: int, yaw_deg: float) -> None
     A = _orthonormal(np.array(rig.matrix_world.to_3x3()))
     body, teeth = (o.data.shape_keys.key_blocks for o in meshes)
     for k in (0, anim.n_frames // 2, anim.n_frames - 1):
-        bpy.context.scene.frame_set(start + k)
+        _frame_at(bpy, anim, k, start, fps)
         assert body["EyeBlink_L"].value == pytest.approx(anim.weight("eyeBlinkLeft")[k], abs=1e-5)
         assert body["Mouth_Smile_R"].value == pytest.approx(anim.weight("mouthSmileRight")[k], abs=1e-5)
         for key in (body["blendShape1.jawOpen"], teeth["jawOpen"]):
@@ -440,10 +456,14 @@ def test_a_character_of_ones_own_is_keyed_from_the_file(blender, folder):
     anim = animation.read_character_animation(folder / "animation.json")
     assert anim.n_frames == len(json.loads((folder / "animation.json").read_text())["frames"])
     rig, meshes = _character(bpy)
-    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json"), start_frame=5) == {"FINISHED"}
     scene = bpy.context.scene
-    assert (scene.frame_start, scene.frame_end, scene.render.fps) == (5, 4 + anim.n_frames, 30)
-    _check_character(bpy, rig, meshes, anim, 5, 30.0)
+    # a scene of the user's at 24 frames/s (the clip is 30): its rate and range stay, keys go by time
+    scene.render.fps, scene.render.fps_base, scene.frame_start, scene.frame_end = 24, 1.0, 1, 250
+    assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json"), start_frame=5) == {"FINISHED"}
+    assert (scene.frame_start, scene.frame_end, scene.render.fps) == (1, 250, 24)
+    _check_character(bpy, rig, meshes, anim, 5, 30.0, 24.0)
+    last_key = animation.fcurves_of(meshes[0].data.shape_keys)[0].keyframe_points[-1].co.x
+    assert last_key == pytest.approx(5 + (anim.times[-1] - anim.times[0]) * 24, abs=1e-4)
     # what was keyed and what was not, as the report says it
     done = animation.apply_to_character(bpy.context, meshes, rig, "mixamorig:Head", anim, set_scene=False)
     assert done["bone"] == "mixamorig:Head" and done["keys"] == 5 and done["driven"] == 1
@@ -456,16 +476,16 @@ def test_a_character_of_ones_own_is_keyed_from_the_file(blender, folder):
     assert animation.apply_to_character(bpy.context, meshes, None, None, anim, set_scene=False)["bone"] is None
     # the sidebar's Strength and Rest frame: stronger curves, the rest frame's expression taken out
     settings = bpy.context.scene.facerecon_animate
-    settings.strength, settings.rest_frame = 1.5, 6  # scene frame 6: the animation's second frame
+    settings.strength, settings.rest_frame = 1.5, 6  # scene frame 6: nearest the second sample (5.8)
     assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0,
                                               start_frame=5) == {"FINISHED"}
     w, r = anim.weight("jawOpen"), anim.weight("jawOpen")[1]
     for k in (1, anim.n_frames - 1):
-        bpy.context.scene.frame_set(5 + k)
+        _frame_at(bpy, anim, k, 5, 24.0)
         expected = min(max(1.5 * (w[k] - r) / (1 - r), 0.0), 1.0)
         assert meshes[1].data.shape_keys.key_blocks["jawOpen"].value == pytest.approx(expected, abs=1e-5)
     settings.rest_frame = 100  # past the animation's last frame: refused, saying which frames it has
-    with pytest.raises(RuntimeError, match="The rest frame 100 is outside the animation's frames 5-14"):
+    with pytest.raises(RuntimeError, match="The rest frame 100 is outside the animation's frames 5-12"):
         bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0, start_frame=5)
     settings.strength, settings.rest_frame = 1.0, 0
     # a mesh without ARKit keys is refused with the reason; nothing selected: the operator is greyed out
@@ -497,11 +517,13 @@ def test_animate_operator_keys_a_character(blender):
     settings = bpy.context.scene.facerecon_animate
     settings.video, settings.target = clip, "CHARACTER"
     rig, meshes = _character(bpy, yaw_deg=-70.0)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base, scene.frame_start, scene.frame_end = 30, 1.0, 1, 3
     before = set(bpy.data.objects)
     assert bpy.ops.facerecon.animate_video(timeout=300) == {"FINISHED"}
     assert set(bpy.data.objects) == before  # nothing imported
     n = len(list(Path(clip).glob("*.png")))
-    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, n)
+    assert (scene.frame_start, scene.frame_end) == (1, n)  # widened to hold the keys
     status = bpy.context.window_manager.facerecon_job.status
     assert status.startswith("Body: frames 1-") and f"-{n} keyed" in status
     fcurves = animation.fcurves_of(meshes[0].data.shape_keys)
