@@ -1216,7 +1216,8 @@ def test_animated_detail_weights_are_driven_by_the_shape_keys_and_the_jaw(blende
     # the weights follow the sliders and the jaw bone
     importer.reset_pose(rig, to_photo=False)
     importer.reset_expression(obj)
-    assert [_weight(bpy, importer, obj, u) for u in (*DETAIL_UNITS, "jaw")] == [0.0] * 4
+    # (the jaw's weight is read from the bone's evaluated matrix: ~1e-8 of rounding on some CPUs)
+    assert [_weight(bpy, importer, obj, u) for u in (*DETAIL_UNITS, "jaw")] == pytest.approx([0.0] * 4, abs=1e-6)
     importer.set_key_value(obj, "browInnerUp", 1.0)
     assert _weight(bpy, importer, obj, "browInnerUp") == pytest.approx(1.0)
     assert _weight(bpy, importer, obj, "mouthSmileLeft") == 0.0
