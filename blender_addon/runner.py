@@ -577,8 +577,7 @@ class EngineJob:
             elif kind == "end":
                 worker.busy = False
                 self._worker = None
-                if value.get("error"):  # (its stderr line may not have been read yet: two pipes)
-                    self._stderr.append(f"error: {value['error']}")
+                self._stderr += end_error_lines(value)
                 status = value.get("status")
                 self._finish(status if isinstance(status, int) else 1)
                 return self.state
@@ -805,6 +804,13 @@ class FoundFaces:
     labels: list[dict] = field(default_factory=list)
 
 
+def end_error_lines(end: dict) -> list[str]:
+    """The ``error: …`` line of a kept engine's end line (engine/serve.py), for the request's
+    stderr: the engine printed it on stderr too, but that pipe may not have been read yet when
+    the end line (stdout) comes — a slow machine showed "face detection failed: no output"."""
+    return [f"error: {end['error']}"] if end.get("error") else []
+
+
 def _detect_on_worker(choice: EngineChoice, argv: list[str], data_dir: str,
                       timeout: float) -> subprocess.CompletedProcess | None:
     """``python -m engine.detect ARGV`` answered by the kept engine (blocking, as *Find Faces*
@@ -831,7 +837,8 @@ def _detect_on_worker(choice: EngineChoice, argv: list[str], data_dir: str,
             elif kind == "end":
                 worker.busy = False
                 return subprocess.CompletedProcess(argv, int(value.get("status") or 0),
-                                                   str(value.get("output") or ""), "\n".join(stderr))
+                                                   str(value.get("output") or ""),
+                                                   "\n".join(stderr + end_error_lines(value)))
     finally:
         if worker.busy:  # no answer in time, or the engine left: start afresh next time
             worker.busy = False

@@ -296,6 +296,29 @@ def test_more_photos_of_one_person_make_a_same_person_batch_whose_photo_is_the_h
     assert not plain.batch and plain.head_folders(out) == [out] and "--same-person" not in plain.arguments("o")
 
 
+def test_find_faces_on_the_kept_engine_says_why_when_its_stderr_comes_late(monkeypatch, tmp_path):
+    """The kept engine's end line (stdout) can come before its ``error:`` line (stderr, another
+    pipe): *Find Faces* still gives the engine's reason, not "no output" (seen on a slow VM)."""
+    from blender_addon import runner
+
+    class Worker:  # answers at once with the end line, the stderr line not read yet
+        busy = True
+
+        def take(self, rid, timeout=None):
+            self.busy = False
+            return "end", {"end": rid, "status": 2, "error": "cannot read image bad.png: it is a text file"}
+
+        def alive(self):
+            return True
+
+    monkeypatch.setattr(runner, "claim_worker", lambda python, env, argv: (Worker(), 7))
+    (tmp_path / "bad.png").write_text("not a photo")
+    choice = runner.EngineChoice(python=sys.executable, reason="test", extra_paths=[])
+    found = runner.find_faces(choice, str(tmp_path / "bad.png"), tmp_path / "faces.png", keep=True)
+    assert found.error == "face detection failed: cannot read image bad.png: it is a text file"
+    assert runner.end_error_lines({"end": 1, "status": 0, "error": None}) == []
+
+
 def test_kept_engine_serves_job_after_job_and_restarts_when_gone(engine_choice, photos, tmp_path):
     """*Keep the engine running*: reconstructions and *Find Faces* go to one ``engine serve``
     child, which keeps the model loaded (the second result loads nothing) and survives a photo
