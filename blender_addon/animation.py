@@ -468,6 +468,13 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
                                      "it becomes the scene's camera")
     sound: BoolProperty(name="Video sound", default=True,
                         description="Put the video's sound in the sequencer, in step with the keys (lip sync)")
+    smooth: EnumProperty(name="Smoothing", default="two-pass", items=[
+        ("two-pass", "Smooth", "One Euro filter forwards and backwards, averaged: steady, no lag"),
+        ("causal", "Live", "Forwards only, as a live tracker smooths: a little lag"),
+        ("off", "Raw", "The per-frame estimates as they are")])
+    min_cutoff: FloatProperty(name="Steadiness cut-off", default=0.0, min=0.0, max=10.0, unit="NONE",
+                              description="The filter's cut-off at rest in Hz: lower holds still poses "
+                                          "steadier, higher follows small motion (0: the engine's 0.5)")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, soft_max=2.0, max=5.0,
                             description="Scale every expression curve (and the jaw's opening); 1 keeps them")
     rest_frame: IntProperty(name="Rest frame", default=0, min=0,
@@ -542,7 +549,8 @@ class FACERECON_OT_animate_video(EngineJobOperator, bpy.types.Operator):
         self._target = active_head(context) if anim.target == "ACTIVE" else None
         request = runner.AnimateRequest(video=video, model=settings.model, model_path=model_path,
                                         method=settings.method, device=settings.device, face=settings.face_index,
-                                        fps=anim.fps, start=anim.start, end=anim.end)
+                                        fps=anim.fps, start=anim.start, end=anim.end, smooth=anim.smooth,
+                                        min_cutoff=anim.min_cutoff)
         return runner.EngineJob(request, choice, data_dir=user_data_dir())
 
     def _import(self, context, job: runner.EngineJob) -> tuple[str, str]:
@@ -653,6 +661,9 @@ class FACERECON_PT_animate(bpy.types.Panel):
             _draw_character(layout, context, anim)
         col = layout.column(align=True)
         col.prop(anim, "fps")
+        row = col.row(align=True)
+        row.prop(anim, "smooth", text="")
+        row.prop(anim, "min_cutoff", text="Cut-off Hz")
         row = col.row(align=True)
         row.prop(anim, "strength")
         row.prop(anim, "rest_frame")

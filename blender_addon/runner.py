@@ -288,6 +288,8 @@ class AnimateRequest(_FolderRequest):
     fps: float = 0.0  # 0: the video's own rate (30 for image folders)
     start: float = 0.0
     end: float = 0.0  # 0: to the end
+    smooth: str = "two-pass"  # the One Euro filter: two-pass, causal or off
+    min_cutoff: float = 0.0  # its cut-off at rest in Hz (lower = steadier); 0: the engine's default
 
     def arguments(self, out_dir: str) -> list[str]:
         args = ["-m", "engine", "animate", self.video, "--out", out_dir, "--model", self.model,
@@ -300,6 +302,10 @@ class AnimateRequest(_FolderRequest):
             args += ["--start", f"{self.start:g}"]
         if self.end > 0:
             args += ["--end", f"{self.end:g}"]
+        if self.smooth != "two-pass":
+            args += ["--smooth", self.smooth]
+        if self.min_cutoff > 0:
+            args += ["--min-cutoff", f"{self.min_cutoff:g}"]
         return args
 
     def input_problem(self) -> str | None:

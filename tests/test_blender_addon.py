@@ -143,6 +143,20 @@ def test_bake_detail_request_writes_the_pose_and_checks_the_map(tmp_path):
     assert "head.glb" in runner.ReconstructRequest(photo="p.jpg").output_problem(out)
 
 
+def test_animate_request_passes_the_smoothing_the_engine_understands():
+    """*Animate from Video*'s smoothing choices become ``engine animate`` options its own parser
+    accepts (no bpy); the defaults add none."""
+    from blender_addon import runner
+    from engine.__main__ import build_parser
+
+    plain = runner.AnimateRequest(video="clip.mp4").arguments("OUT")
+    assert "--smooth" not in plain and "--min-cutoff" not in plain
+    for smooth in ("causal", "off"):
+        args = runner.AnimateRequest(video="clip.mp4", smooth=smooth, min_cutoff=0.2).arguments("OUT")
+        parsed = build_parser().parse_args(args[2:])  # after "-m engine"
+        assert (parsed.smooth, parsed.min_cutoff, parsed.video) == (smooth, 0.2, "clip.mp4")
+
+
 def test_all_faces_request_is_a_batch_that_may_partly_fail(tmp_path):
     """*All* faces (no bpy): ``--face all``; exit status 1 (some faces failed) still imports the
     others; the result is judged by batch.json: no faces done is a failure that says why."""
