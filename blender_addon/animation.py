@@ -118,6 +118,23 @@ def adjusted_animation(anim, strength: float = 1.0, rest_frame: int = 0, start_f
     return replace(anim, weights=weights, joints=joints)
 
 
+def mirrored_animation(anim):
+    """``anim`` seen in a mirror (a mirrored selfie video): every unit of one side takes its
+    twin's curve (:func:`retarget.mirror_order`), the head's and the joints' rotations are
+    reflected (:func:`retarget.mirror_rotations`; the eyes swap). Its per-frame camera is
+    dropped: it saw the unmirrored head."""
+    from dataclasses import replace
+
+    from . import retarget
+
+    twin = {"eye_left": "eye_right", "eye_right": "eye_left"}
+    joints = {j: retarget.mirror_rotations(anim.joints[twin.get(j, j)] if twin.get(j, j) in anim.joints else v)
+              for j, v in anim.joints.items()}
+    head = None if anim.head_rotation is None else retarget.mirror_rotations(anim.head_rotation)
+    return replace(anim, weights=anim.weights[:, retarget.mirror_order(anim.names)], joints=joints,
+                   head_rotation=head, camera={}, eye_rotations={})
+
+
 def fcurves_of(id_data):
     """The F-curves that animate ``id_data``: its action's curves (Blender < 5), or those of the
     channelbag of its assigned slot (Blender 5 removed the legacy ``Action.fcurves``); None
@@ -480,6 +497,9 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
     rest_frame: IntProperty(name="Rest frame", default=0, min=0,
                             description="A frame where the face is at rest: its expression is taken out of "
                                         "every frame (0: none)")
+    mirror: BoolProperty(name="Mirror", default=False,
+                         description="Swap left and right (a mirrored selfie video): each unit takes its "
+                                     "twin's curve, the head turns and tilts the other way")
     turn_head: BoolProperty(name="Turn the head", default=True,
                             description="Key the head's turn on a bone of the character's armature")
     head_bone: StringProperty(name="Head bone",
@@ -489,9 +509,11 @@ class FACERECON_AnimateSettings(bpy.types.PropertyGroup):
 
 def _with_settings(context, anim, start_frame: int, character: bool = False):
     """``anim`` adjusted by the sidebar's *Strength* and *Rest frame* (a character's keys are at
-    the scene's rate, a head's at :func:`timeline_rate`)."""
+    the scene's rate, a head's at :func:`timeline_rate`), and for a character its *Mirror*."""
     settings = context.scene.facerecon_animate
     render = context.scene.render
+    if character and settings.mirror:
+        anim = mirrored_animation(anim)
     return adjusted_animation(anim, settings.strength, settings.rest_frame, start_frame,
                               render.fps / render.fps_base if character else None)
 
@@ -692,13 +714,19 @@ def _draw_character(layout, context, anim) -> None:
     if not meshes:
         box.label(text="Select a mesh with ARKit shape keys", icon="ERROR")
         return
+    try:
+        arkit = formats().ARKIT_NAMES
+    except importer.ImportFailed as exc:  # a broken install: say so instead of failing to draw
+        box.label(text=str(exc), icon="ERROR")
+        return
     units = set()
     for o in meshes:
         keys = o.data.shape_keys
         units |= set(retarget.match_arkit([kb.name for kb in keys.key_blocks if kb != keys.reference_key],
-                                          formats().ARKIT_NAMES).keys)
+                                          arkit).keys)
     box.label(text=f"{', '.join(o.name for o in meshes)[:48]}: {len(units)} of 52 ARKit units",
               icon="SHAPEKEY_DATA" if units else "ERROR")
+    box.prop(anim, "mirror")
     if rig is None:
         box.label(text="No armature: the head will not turn", icon="INFO")
         return

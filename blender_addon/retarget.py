@@ -144,3 +144,28 @@ def adjust_weights(weights: np.ndarray, strength: float = 1.0, rest: np.ndarray 
         r = np.clip(np.asarray(rest, np.float64), 0.0, 0.99)
         w = (w - r) / (1.0 - r)
     return np.clip(w * strength, 0.0, 1.0)
+
+
+def _other_side(name: str) -> str | None:
+    """``eyeBlinkLeft`` → ``eyeBlinkRight``, ``browDown_L`` → ``browDown_R`` (and back); None
+    for a name without a side."""
+    for a, b in (("Left", "Right"), ("_L", "_R"), ("Right", "Left"), ("_R", "_L")):
+        if name.endswith(a):
+            return name[: -len(a)] + b
+    return None
+
+
+def mirror_order(names: Sequence[str]) -> list[int]:
+    """For curves named ``names``, the column each mirrored curve takes its values from: a unit
+    of one side from its twin of the other side (when the animation has it), others from
+    themselves."""
+    index = {n: i for i, n in enumerate(names)}
+    return [index.get(_other_side(n) or n, i) for i, n in enumerate(names)]
+
+
+def mirror_rotations(rotvecs: np.ndarray) -> np.ndarray:
+    """Axis-angle rotations (…, 3), model axes (+X the subject's left), seen in a mirror that
+    swaps left and right: the reflection ``S R S`` with ``S = diag(−1, 1, 1)``, whose axis-angle
+    vector is ``(x, −y, −z)`` (a turn to the left becomes a turn to the right, a tilt likewise,
+    a nod stays)."""
+    return np.asarray(rotvecs, np.float64) * np.array([1.0, -1.0, -1.0])

@@ -488,6 +488,27 @@ def test_a_character_of_ones_own_is_keyed_from_the_file(blender, folder):
     with pytest.raises(RuntimeError, match="The rest frame 100 is outside the animation's frames 5-12"):
         bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.csv"), fps=30.0, start_frame=5)
     settings.strength, settings.rest_frame = 1.0, 0
+    # Mirror (a mirrored selfie video): the left key takes the right curve, the head turns the other way
+    settings.mirror = True
+    try:
+        assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json"),
+                                                  start_frame=5) == {"FINISHED"}
+    finally:
+        settings.mirror = False
+    from blender_addon.retarget import _orthonormal
+    from engine.video import formats as fmt
+
+    M, S = importer.MODEL_TO_BLENDER, np.diag([-1.0, 1.0, 1.0])
+    c, s_ = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    Z = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
+    A = _orthonormal(np.array(rig.matrix_world.to_3x3()))
+    for k in (0, anim.n_frames - 1):
+        _frame_at(bpy, anim, k, 5, 24.0)
+        assert meshes[0].data.shape_keys.key_blocks["EyeBlink_L"].value == pytest.approx(
+            anim.weight("eyeBlinkRight")[k], abs=1e-5)
+        turn = S @ fmt.rotvec_to_matrix(anim.head_rotation[k]) @ S
+        np.testing.assert_allclose(A @ _bone_rotation(rig, "mixamorig:Head") @ A.T, Z @ M @ turn @ M.T @ Z.T,
+                                   atol=1e-4)
     # a mesh without ARKit keys is refused with the reason; nothing selected: the operator is greyed out
     for o in bpy.context.selected_objects:
         o.select_set(False)

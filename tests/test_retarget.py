@@ -104,3 +104,24 @@ def test_strength_and_rest_face():
 
     with pytest.raises(ValueError, match="strength"):
         adjust_weights(w, -1.0)
+
+
+def test_mirror_swaps_sides_and_turns():
+    from blender_addon.retarget import mirror_order, mirror_rotations
+
+    names = ["eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthLeft", "mouthRight", "browDown_L", "browDown_R",
+             "cheekSquintLeft"]  # (no twin in this file)
+    order = mirror_order(names)
+    assert [names[i] for i in order] == ["eyeBlinkRight", "eyeBlinkLeft", "jawOpen", "mouthRight", "mouthLeft",
+                                         "browDown_R", "browDown_L", "cheekSquintLeft"]
+    # the rotation vector's rule is the reflection S R S of the rotation matrix
+    rng = np.random.default_rng(3)
+    S = np.diag([-1.0, 1.0, 1.0])
+    for _ in range(5):
+        r = rng.normal(0, 0.5, 3)
+        theta = np.linalg.norm(r)
+        k = np.array([[0, -r[2], r[1]], [r[2], 0, -r[0]], [-r[1], r[0], 0]]) / theta
+        R = np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
+        m = mirror_rotations(r)
+        km = np.array([[0, -m[2], m[1]], [m[2], 0, -m[0]], [-m[1], m[0], 0]]) / theta
+        assert np.allclose(np.eye(3) + np.sin(theta) * km + (1 - np.cos(theta)) * km @ km, S @ R @ S.T)
