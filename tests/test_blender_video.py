@@ -280,6 +280,8 @@ def _video_with_sound(bpy, frames_dir: Path, out: Path) -> Path:
         strip.elements.append(p.name)
     strips.new_sound("tone", str(tone), 2, 1)
     r = scene.render
+    if hasattr(r.image_settings, "media_type"):  # Blender 5: video output is a media type of its own
+        r.image_settings.media_type = "VIDEO"
     r.image_settings.file_format = "FFMPEG"
     r.ffmpeg.format, r.ffmpeg.codec, r.ffmpeg.audio_codec = "MPEG4", "H264", "AAC"
     r.filepath = str(out)
