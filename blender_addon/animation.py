@@ -195,11 +195,14 @@ def _key(fc, frames: np.ndarray, values: np.ndarray) -> None:
     fc.update()
 
 
-def _key_bone(rig, bone: str, action_name: str, frames: np.ndarray, quats: np.ndarray) -> None:
+def _key_bone(rig, bone: str, action_name: str, frames: np.ndarray, quats: np.ndarray,
+              free_controls: bool = True) -> None:
     """Key a pose bone's rotation quaternion (``quats`` (T, 4), its own axes) on ``frames``;
-    a driver on its Euler rotation (the head's bone controls) gives way to the keys."""
+    ``free_controls``: a driver on its Euler rotation (our head's bone controls) is removed (a
+    character's own drivers stay: with the bone in quaternion mode they no longer act)."""
     pbone = rig.pose.bones[bone]
-    pbone.driver_remove("rotation_euler")
+    if free_controls:
+        pbone.driver_remove("rotation_euler")
     pbone.rotation_mode = "QUATERNION"
     quats = np.array(quats, np.float64)
     for i in range(1, len(quats)):  # sign continuity: keys interpolate component-wise
@@ -288,6 +291,12 @@ def apply_animation(context, obj, anim, *, start_frame: int = 1, set_scene: bool
             "sound": heard}
 
 
+def _keyframes_on(id_data, paths: set[str]) -> int:
+    """How many keyframes ``id_data``'s action holds on the curves of ``paths``."""
+    curves = fcurves_of(id_data)
+    return 0 if curves is None else sum(len(fc.keyframe_points) for fc in curves if fc.data_path in paths)
+
+
 def character_of(context) -> tuple[list, object | None]:
     """The selected character: the meshes with shape keys among the selected objects (the
     active one included) and the children of a selected armature, reconstructed heads left
@@ -342,7 +351,9 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
     (:func:`retarget.head_bone_rotation`; None: no bone keyed). Keys other curves of the
     meshes' and the rig's actions leave alone. Returns ``frames``, ``units`` (ARKit units
     keyed), ``keys`` (shape keys keyed), ``missing`` (units of the file no key takes),
-    ``driven`` (keyed shape keys that drivers of the character override), ``bone``, ``sound``
+    ``driven`` (keyed shape keys that drivers of the character override), ``replaced`` (the
+    character's earlier keyframes on those shape keys and the head bone's rotation, which the
+    new keys replace: the report says so, Undo brings them back), ``bone``, ``sound``
     (with ``sound``: :func:`add_video_sound`'s report). The keys are placed by time at the
     scene's own frame rate (fractional frames where the rates differ), so the rest of the
     scene's animation keeps its timing; ``set_scene`` widens the frame range to hold them."""
@@ -358,12 +369,13 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
     fps = scene.render.fps / scene.render.fps_base  # the scene's own rate: its other animation keeps its timing
     frames = start_frame + (np.asarray(anim.times) - float(anim.times[0])) * fps  # by time, fractions kept
     units: set[str] = set()
-    keyed = driven = 0
+    keyed = driven = replaced = 0
     for obj in meshes:
         keys = obj.data.shape_keys
         names = [kb.name for kb in keys.key_blocks if kb != keys.reference_key]
         match = retarget.match_arkit(names, anim.names)
         drivers = {d.data_path for d in keys.animation_data.drivers} if keys.animation_data else set()
+        replaced += _keyframes_on(keys, {f'key_blocks["{n}"].value' for ns in match.keys.values() for n in ns})
         for unit, key_names in match.keys.items():
             for name in key_names:
                 path = f'key_blocks["{name}"].value'
@@ -384,14 +396,18 @@ def apply_to_character(context, meshes: list, rig, head_bone: str | None, anim, 
         quats = np.array([list(Matrix(retarget.head_bone_rotation(
             importer._model_rotation_to_blender(r), rest, world).tolist()).to_quaternion())
             for r in anim.head_rotation])
-        _key_bone(rig, head_bone, f"{rig.name} head turn", frames, quats)
+        # the bone's earlier keys: replaced (quaternion), or no longer played (Euler, axis-angle)
+        replaced += _keyframes_on(rig, {f'pose.bones["{head_bone}"].{r}'
+                                        for r in ("rotation_quaternion", "rotation_euler", "rotation_axis_angle")})
+        _key_bone(rig, head_bone, f"{rig.name} head turn", frames, quats, free_controls=False)
         bone = head_bone
     if set_scene:  # the range grows to hold the keys, never shrinks
         scene.frame_start = min(scene.frame_start, int(np.floor(frames[0])))
         scene.frame_end = max(scene.frame_end, int(np.ceil(frames[-1])))
         scene.frame_set(int(round(frames[0])))
     heard = add_video_sound(context, anim, frames[0], fps, (rig or meshes[0]).name) if sound else None
-    return {"frames": frames, "units": sorted(units), "keys": keyed, "driven": driven, "bone": bone,
+    return {"frames": frames, "units": sorted(units), "keys": keyed, "driven": driven, "replaced": replaced,
+            "bone": bone,
             "missing": [u for u in anim.names if u not in units], "sound": heard}
 
 
@@ -405,6 +421,9 @@ def character_report(done: dict, meshes: list) -> str:
             f" and {len(done['missing']) - 4} more" if len(done["missing"]) > 4 else "")
     if done.get("sound"):
         text += f"; {done['sound']}"
+    if done.get("replaced"):
+        text += (f"; {done['replaced']} earlier keyframes of these shape keys and the head bone were replaced "
+                 f"(Undo brings them back)")
     if done["driven"]:
         one = done["driven"] == 1
         text += (f"; {done['driven']} of those shape keys {'has a driver' if one else 'have drivers'} of the "
@@ -421,15 +440,16 @@ def add_video_sound(context, anim, start_frame: float, fps: float, owner: str) -
     first sample (``anim.times[0]`` seconds into the video) at ``start_frame``, at ``fps`` scene
     frames a second, so speech plays in step with the keys; the strip an earlier import made
     for ``owner`` (an object's name) is replaced, and playback syncs to the sound. Returns what
-    the report says: the strip's name, or why there is no sound; None for a CSV (no video)."""
+    the report says: the strip's name, or why there is no sound; None for a CSV or a folder of
+    frames (no sound to expect)."""
     if anim.meta.get("format_read") == "live-link-face-csv":
         return None
     src = anim.meta.get("source")
     path = Path(src) if src else None
     if path is None or not path.exists():
         return "no sound: the video is not there any more"
-    if path.is_dir():
-        return "no sound: the video is a folder of frames"
+    if path.is_dir():  # a folder of frames: nothing to say
+        return None
     video_start = float(start_frame) - float(anim.times[0]) * fps  # the scene frame of the video's 0 s
     scene = context.scene
     editor = scene.sequence_editor or scene.sequence_editor_create()

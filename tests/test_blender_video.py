@@ -458,9 +458,20 @@ def test_a_character_of_ones_own_is_keyed_from_the_file(blender, folder):
     anim = animation.read_character_animation(folder / "animation.json")
     assert anim.n_frames == len(json.loads((folder / "animation.json").read_text())["frames"])
     rig, meshes = _character(bpy)
+    # work of the user's on the character: keys on a shape key and on the head bone's Euler rotation
+    rig.pose.bones["mixamorig:Head"].rotation_mode = "XYZ"
+    for f in (1, 20, 40):
+        rig.pose.bones["mixamorig:Head"].keyframe_insert("rotation_euler", frame=f)  # 3 curves x 3 keys
+        meshes[0].data.shape_keys.key_blocks["EyeBlink_L"].keyframe_insert("value", frame=f)
     scene = bpy.context.scene
     # a scene of the user's at 24 frames/s (the clip is 30): its rate and range stay, keys go by time
     scene.render.fps, scene.render.fps_base, scene.frame_start, scene.frame_end = 24, 1.0, 1, 250
+    done = animation.apply_to_character(bpy.context, meshes, rig, "mixamorig:Head",
+                                        animation.read_character_animation(folder / "animation.json"),
+                                        start_frame=5, set_scene=False)
+    assert done["replaced"] == 9 + 3  # and the report says so
+    assert "12 earlier keyframes of these shape keys and the head bone were replaced" in \
+        animation.character_report(done, meshes)
     assert bpy.ops.facerecon.import_animation(filepath=str(folder / "animation.json"), start_frame=5) == {"FINISHED"}
     assert (scene.frame_start, scene.frame_end, scene.render.fps) == (1, 250, 24)
     _check_character(bpy, rig, meshes, anim, 5, 30.0, 24.0)
