@@ -19,6 +19,10 @@ object's rotation about the world's Z (an FBX import's 90° about X is allowed):
 :func:`head_bone_rotation` gives the pose rotation in the bone's axes that turns the bone
 in the world as the subject's head turned, when its parents are at rest (added to their
 pose otherwise: the head turns relative to the body).
+
+The curves themselves, for any target (our heads too): :func:`adjust_weights` (the panel's
+*Strength* and *Rest frame*), :func:`mirror_order` and :func:`mirror_rotations` (*Mirror*, a
+mirrored selfie video).
 """
 
 from __future__ import annotations
