@@ -46,18 +46,25 @@ SETTINGS: list[tuple[str, str, dict[str, float]]] = [
 _REGISTERED = False  # the add-on's classes, registered once per process (they outlive read_homefile)
 
 
+def _register_once() -> None:
+    """The add-on's classes in this process (registered once: they outlive read_homefile)."""
+    global _REGISTERED
+    if not _REGISTERED:
+        from blender_addon import register
+
+        register()
+        _REGISTERED = True
+
+
 def _fresh_import(result, photo_lighting: bool = True):
     """An empty scene (factory start-up) holding the head of the ``engine reconstruct`` folder
     ``result``, imported by the add-on's importer (photo pose, sliders at 0)."""
-    global _REGISTERED
     import bpy
 
-    from blender_addon import importer, register
+    from blender_addon import importer
 
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-    if not _REGISTERED:
-        register()
-        _REGISTERED = True
+    _register_once()
     return importer.import_result(bpy.context, str(result), apply_expression=False, photo_lighting=photo_lighting)
 
 
@@ -320,6 +327,18 @@ def render_photo_camera(folders: list[str], out_png: str, tile: int = 300, sampl
     print(f"wrote {out_png} ({sheet.size[0]}x{sheet.size[1]})")
 
 
+def _clip_frames(anim, columns: int):
+    """``columns`` samples of ``anim`` spread over its clip, and their frames of the video (RGB,
+    by source index), read by the engine's clip reader."""
+    import numpy as np
+
+    from engine.video.source import open_clip
+
+    picks = np.unique(np.linspace(0, anim.n_frames - 1, columns).round().astype(int))
+    wanted = {int(anim.frames[k]) for k in picks}
+    return picks, {f.index: f.rgb for f in open_clip(anim.meta["source"]) if f.index in wanted}
+
+
 def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int = 240, samples: int = 16,
                         max_side: int = 512) -> None:
     """An ``engine animate`` output folder's head, animated by the add-on with its video camera
@@ -333,7 +352,6 @@ def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int
     from PIL import Image, ImageDraw
 
     from blender_addon import animation, importer
-    from engine.video.source import open_clip
 
     obj = _fresh_import(anim_dir)
     anim = animation.read_animation(Path(anim_dir) / "animation.json")
@@ -343,9 +361,7 @@ def render_video_camera(anim_dir: str, out_png: str, columns: int = 5, tile: int
     scene = bpy.context.scene
     W = scene.render.resolution_x
     through_camera_setup(scene, samples, max_side)
-    picks = np.unique(np.linspace(0, anim.n_frames - 1, columns).round().astype(int))
-    wanted = {int(anim.frames[k]): k for k in picks}
-    video = {f.index: f.rgb for f in open_clip(anim.meta["source"]) if f.index in wanted}
+    picks, video = _clip_frames(anim, columns)
     lm = np.asarray(importer.read_params(Path(anim_dir)).get("landmarks68_image_px"), float)
     head = 28
     sheet = Image.new("RGB", (tile * len(picks), head + 3 * tile), "white")
@@ -386,14 +402,10 @@ def render_character(anim_dir: str, character: str, out_png: str, columns: int =
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from blender_addon import animation, register, retarget
-    from engine.video.source import open_clip
+    from blender_addon import animation, retarget
 
-    global _REGISTERED
     _plain_import(character)
-    if not _REGISTERED:
-        register()
-        _REGISTERED = True
+    _register_once()
     for o in bpy.context.scene.objects:
         o.select_set(True)
     meshes, rig = animation.character_of(bpy.context)
@@ -410,16 +422,15 @@ def render_character(anim_dir: str, character: str, out_png: str, columns: int =
     scene.frame_set(int(done["frames"][0]))
     _setup_scene(bpy, meshes[0], (tile, tile), samples)
     _grey_world(bpy)
-    picks = np.unique(np.linspace(0, anim.n_frames - 1, columns).round().astype(int))
-    wanted = {int(anim.frames[k]): k for k in picks}
-    video = {f.index: f.rgb for f in open_clip(anim.meta["source"]) if f.index in wanted}
+    picks, video = _clip_frames(anim, columns)
     head = 28
     sheet = Image.new("RGB", (tile * len(picks), head + 2 * tile), "white")
     draw = ImageDraw.Draw(sheet)
     with tempfile.TemporaryDirectory() as tmp:
         for c, k in enumerate(picks):
-            frame = int(done["frames"][k])
-            scene.frame_set(frame)
+            at = float(done["frames"][k])  # (a fraction of a frame where the scene's rate is not the clip's)
+            scene.frame_set(int(np.floor(at)), subframe=float(at - np.floor(at)))
+            frame = int(round(at))
             path = os.path.join(tmp, f"{k}.png")
             scene.render.filepath = path
             bpy.ops.render.render(write_still=True)
